@@ -280,6 +280,20 @@ export interface DrainNotice {
   handedBack: Lease[];
 }
 
+export interface GetInfoRequest {
+}
+
+export interface FarmInfo {
+  version: string;
+  storeDir: string;
+  cacheUrl: string;
+  /**
+   * The cache's public key. Clients that install should pin it in their own
+   * config rather than trust this answer.
+   */
+  cachePublicKey: string;
+}
+
 export interface InputDrv {
   drvPath: string;
   outputs: string[];
@@ -2639,6 +2653,187 @@ export const DrainNotice: MessageFns<DrainNotice> = {
     message.reason = object.reason ?? "";
     message.deadlineUnixMs = object.deadlineUnixMs ?? 0;
     message.handedBack = object.handedBack?.map((e) => Lease.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetInfoRequest(): GetInfoRequest {
+  return {};
+}
+
+export const GetInfoRequest: MessageFns<GetInfoRequest> = {
+  encode(_: GetInfoRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetInfoRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetInfoRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetInfoRequest {
+    return {};
+  },
+
+  toJSON(_: GetInfoRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetInfoRequest>, I>>(base?: I): GetInfoRequest {
+    return GetInfoRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetInfoRequest>, I>>(_: I): GetInfoRequest {
+    const message = createBaseGetInfoRequest();
+    return message;
+  },
+};
+
+function createBaseFarmInfo(): FarmInfo {
+  return { version: "", storeDir: "", cacheUrl: "", cachePublicKey: "" };
+}
+
+export const FarmInfo: MessageFns<FarmInfo> = {
+  encode(message: FarmInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== "") {
+      writer.uint32(10).string(message.version);
+    }
+    if (message.storeDir !== "") {
+      writer.uint32(18).string(message.storeDir);
+    }
+    if (message.cacheUrl !== "") {
+      writer.uint32(26).string(message.cacheUrl);
+    }
+    if (message.cachePublicKey !== "") {
+      writer.uint32(34).string(message.cachePublicKey);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FarmInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFarmInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.storeDir = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cacheUrl = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.cachePublicKey = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FarmInfo {
+    return {
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
+      storeDir: isSet(object.storeDir)
+        ? globalThis.String(object.storeDir)
+        : isSet(object.store_dir)
+        ? globalThis.String(object.store_dir)
+        : "",
+      cacheUrl: isSet(object.cacheUrl)
+        ? globalThis.String(object.cacheUrl)
+        : isSet(object.cache_url)
+        ? globalThis.String(object.cache_url)
+        : "",
+      cachePublicKey: isSet(object.cachePublicKey)
+        ? globalThis.String(object.cachePublicKey)
+        : isSet(object.cache_public_key)
+        ? globalThis.String(object.cache_public_key)
+        : "",
+    };
+  },
+
+  toJSON(message: FarmInfo): unknown {
+    const obj: any = {};
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    if (message.storeDir !== "") {
+      obj.storeDir = message.storeDir;
+    }
+    if (message.cacheUrl !== "") {
+      obj.cacheUrl = message.cacheUrl;
+    }
+    if (message.cachePublicKey !== "") {
+      obj.cachePublicKey = message.cachePublicKey;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FarmInfo>, I>>(base?: I): FarmInfo {
+    return FarmInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FarmInfo>, I>>(object: I): FarmInfo {
+    const message = createBaseFarmInfo();
+    message.version = object.version ?? "";
+    message.storeDir = object.storeDir ?? "";
+    message.cacheUrl = object.cacheUrl ?? "";
+    message.cachePublicKey = object.cachePublicKey ?? "";
     return message;
   },
 };
@@ -5456,6 +5651,16 @@ export const WorkerServiceClient = makeGenericClientConstructor(
 
 export type FarmServiceService = typeof FarmServiceService;
 export const FarmServiceService = {
+  /** Where the cache is and which store dir the farm builds for. */
+  getInfo: {
+    path: "/farm.v1.FarmService/GetInfo" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetInfoRequest): Buffer => Buffer.from(GetInfoRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetInfoRequest => GetInfoRequest.decode(value),
+    responseSerialize: (value: FarmInfo): Buffer => Buffer.from(FarmInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FarmInfo => FarmInfo.decode(value),
+  },
   submit: {
     path: "/farm.v1.FarmService/Submit" as const,
     requestStream: false as const,
@@ -5523,6 +5728,8 @@ export const FarmServiceService = {
 } as const;
 
 export interface FarmServiceServer extends UntypedServiceImplementation {
+  /** Where the cache is and which store dir the farm builds for. */
+  getInfo: handleUnaryCall<GetInfoRequest, FarmInfo>;
   submit: handleUnaryCall<SubmitRequest, SubmitResponse>;
   getJob: handleUnaryCall<GetJobRequest, JobStatus>;
   listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
@@ -5534,6 +5741,19 @@ export interface FarmServiceServer extends UntypedServiceImplementation {
 }
 
 export interface FarmServiceClient extends Client {
+  /** Where the cache is and which store dir the farm builds for. */
+  getInfo(request: GetInfoRequest, callback: (error: ServiceError | null, response: FarmInfo) => void): ClientUnaryCall;
+  getInfo(
+    request: GetInfoRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: FarmInfo) => void,
+  ): ClientUnaryCall;
+  getInfo(
+    request: GetInfoRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: FarmInfo) => void,
+  ): ClientUnaryCall;
   submit(
     request: SubmitRequest,
     callback: (error: ServiceError | null, response: SubmitResponse) => void,

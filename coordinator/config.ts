@@ -1,0 +1,43 @@
+// The coordinator's configuration: one documented schema, defaults in one place.
+import os from "node:os";
+import path from "node:path";
+import { type ConfigOf, type Schema } from "./config/schema.js";
+
+const isHostPort = (v: string) => (/^[^\s:]+:\d{1,5}$/.test(v) ? undefined : `expected host:port, got '${v}'`);
+const isAbsolute = (v: string) => (path.isAbsolute(v) ? undefined : `expected an absolute path, got '${v}'`);
+
+/** Default place for the coordinator's own files (cache storage, signing key). */
+export const defaultDataDir = () => path.join(process.env.XDG_DATA_HOME ?? path.join(os.homedir(), ".local", "share"), "tmpnix-farm");
+
+export const coordinatorSchema = {
+  listen: { type: "string", doc: "gRPC address for workers and the CLI", env: "FARM_LISTEN", default: "127.0.0.1:7420", check: isHostPort },
+  cacheListen: { type: "string", doc: "HTTP address of the binary cache", env: "FARM_CACHE_LISTEN", default: "127.0.0.1:7421", check: isHostPort },
+  cacheUrl: { type: "string", doc: "Public URL of the cache as workers and users reach it (default: http://<cache-listen>)", env: "FARM_CACHE_URL", default: "" },
+  metricsListen: { type: "string", doc: "HTTP address serving Prometheus /metrics ('' = off)", env: "FARM_METRICS_LISTEN", default: "127.0.0.1:9464" },
+  natsUrl: { type: "string", doc: "NATS server with JetStream holding durable state", env: "NATS_URL", default: "nats://127.0.0.1:4222" },
+  natsPrefix: { type: "string", doc: "Prefix of the KV buckets and event stream (one farm per prefix)", env: "FARM_NATS_PREFIX", default: "farm", check: (v: string) => (/^[A-Za-z0-9_-]+$/.test(v) ? undefined : "letters, digits, - and _ only") },
+  storeDir: { type: "string", doc: "Nix store dir the farm builds for", env: "NIX_STORE_DIR", default: "/tmp/nix/store", check: isAbsolute },
+  dataDir: { type: "string", doc: "Where the cache keeps NARs, narinfos, logs and its signing key", env: "FARM_DATA_DIR", default: defaultDataDir(), check: isAbsolute },
+  signingKeyFile: { type: "string", doc: "Secret key that signs narinfos (created on first start; never sent anywhere)", env: "FARM_SIGNING_KEY_FILE", default: "" },
+  keyName: { type: "string", doc: "Name of the signing key, as in 'name:base64'", env: "FARM_KEY_NAME", default: "tmpnix-farm-1" },
+  token: { type: "string", doc: "Admin token accepted from the CLI and workers", env: "FARM_TOKEN", default: "" },
+  tokensFile: { type: "string", doc: "File of 'role name token' lines (role: worker|cli|admin); re-read on change, so a removed line revokes a token", env: "FARM_TOKENS_FILE", default: "" },
+  heartbeatInterval: { type: "duration", doc: "How often workers send heartbeats", env: "FARM_HEARTBEAT_INTERVAL", default: 2000 },
+  heartbeatTimeout: { type: "duration", doc: "Silence after which a worker is lost and its builds requeued", env: "FARM_HEARTBEAT_TIMEOUT", default: 15000 },
+  maxMessageBytes: { type: "bytes", doc: "Largest gRPC message accepted (a 100k-node submit is ~40 MB)", env: "FARM_MAX_MESSAGE_BYTES", default: 256 * 1024 ** 2 },
+  maxNarBytes: { type: "bytes", doc: "Largest NAR the cache accepts", env: "FARM_MAX_NAR_BYTES", default: 8 * 1024 ** 3 },
+  maxDagNodes: { type: "int", doc: "Largest DAG one submit may carry", env: "FARM_MAX_DAG_NODES", default: 200_000 },
+  buildTimeout: { type: "duration", doc: "Wall-clock limit of one build (0 = none)", env: "FARM_BUILD_TIMEOUT", default: 0 },
+  logLevel: { type: "string", doc: "pino log level", env: "FARM_LOG_LEVEL", default: "info" },
+} satisfies Schema;
+
+export type CoordinatorConfig = ConfigOf<typeof coordinatorSchema>;
+
+/** Fills values derived from others (kept out of the schema so defaults stay in one place). */
+export function resolveCoordinatorConfig(c: CoordinatorConfig): CoordinatorConfig {
+  return {
+    ...c,
+    cacheUrl: c.cacheUrl || `http://${c.cacheListen}`,
+    signingKeyFile: c.signingKeyFile || path.join(c.dataDir, "signing-key.sec"),
+  };
+}

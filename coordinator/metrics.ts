@@ -1,0 +1,60 @@
+// The coordinator's Prometheus metrics. One registry per Coordinator instance,
+// so tests and simulations stay independent. Counters go up at transitions
+// (the shell calls `record*`); gauges are computed when Prometheus scrapes.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Numbers the gauges read at scrape time. */
+export interface GaugeSource {
+  derivationsByState(): Record<string, number>;
+  workersByState(): Record<string, number>;
+  jobsByState(): Record<string, number>;
+  /** Bytes reserved on each worker for running builds. */
+  reservedMemoryByWorker(): Record<string, number>;
+}
+
+/** Creates the registry and its metrics. */
+export function createCoordinatorMetrics(source: () => GaugeSource | undefined, opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "tmpnix_coordinator_" });
+  const gaugeFrom = (name: string, help: string, label: string, read: (s: GaugeSource) => Record<string, number>) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: [label],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const s = source();
+        if (!s) return;
+        for (const [key, value] of Object.entries(read(s))) this.set({ [label]: key }, value);
+      },
+    });
+  gaugeFrom("tmpnix_derivations", "Derivations known to the coordinator, by state", "state", (s) => s.derivationsByState());
+  gaugeFrom("tmpnix_workers", "Workers, by state", "state", (s) => s.workersByState());
+  gaugeFrom("tmpnix_jobs", "Jobs, by state", "state", (s) => s.jobsByState());
+  gaugeFrom("tmpnix_worker_reserved_memory_bytes", "Memory reserved for running builds, per worker", "worker", (s) => s.reservedMemoryByWorker());
+
+  return {
+    registry,
+    builds: new Counter({ name: "tmpnix_builds_total", help: "Build attempts reported by workers, by worker and outcome", labelNames: ["worker", "outcome"], registers: [registry] }),
+    buildSeconds: new Histogram({
+      name: "tmpnix_build_duration_seconds",
+      help: "Wall time of successful builds",
+      buckets: [1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600],
+      registers: [registry],
+    }),
+    buildPeakMemory: new Histogram({
+      name: "tmpnix_build_peak_memory_bytes",
+      help: "Peak memory of builds' process trees",
+      buckets: [64, 128, 256, 512, 1024, 2048, 4096, 8192].map((m) => m * 1024 ** 2),
+      registers: [registry],
+    }),
+    oomKills: new Counter({ name: "tmpnix_oom_kills_total", help: "Builds killed for lack of memory", labelNames: ["worker"], registers: [registry] }),
+    reassignments: new Counter({ name: "tmpnix_reassignments_total", help: "Builds handed to another worker, by reason", labelNames: ["reason"], registers: [registry] }),
+    staleResults: new Counter({ name: "tmpnix_stale_results_total", help: "Results rejected because their lease was no longer current", registers: [registry] }),
+    cachedAtSubmit: new Counter({ name: "tmpnix_cached_derivations_total", help: "Derivations found in the cache at submit (never rebuilt)", registers: [registry] }),
+    submits: new Counter({ name: "tmpnix_submits_total", help: "Submit calls, by result", labelNames: ["result"], registers: [registry] }),
+  };
+}
+
+export type CoordinatorMetrics = ReturnType<typeof createCoordinatorMetrics>;
