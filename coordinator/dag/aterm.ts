@@ -125,6 +125,7 @@ class Scanner {
 
   /** A double-quoted string with the escapes Nix writes: \" \\ \n \r \t. */
   string(): string {
+    const start = this.pos;
     this.literal('"');
     const t = this.text;
     let out = "";
@@ -133,7 +134,7 @@ class Scanner {
       // Scan plain characters in bulk: .drv files of big closures are large.
       let i = chunkStart;
       while (i < t.length && t[i] !== '"' && t[i] !== "\\") i++;
-      if (i >= t.length) this.fail("unterminated string", chunkStart);
+      if (i >= t.length) this.fail("unterminated string", start);
       out += t.slice(chunkStart, i);
       if (t[i] === '"') {
         this.pos = i + 1;
