@@ -3,8 +3,8 @@
 
 import { InvalidInputError } from "../core/errors.js";
 
-/** Anything that yields byte chunks: a Readable, a fetch body, an async generator. */
-export type ByteSource = AsyncIterable<Uint8Array>;
+/** Anything that yields byte chunks: a Readable, a fetch body, an async generator, an array of Buffers. */
+export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
 const ZERO_PAD = Buffer.alloc(8);
 
@@ -28,7 +28,7 @@ export function encodeString(s: string | Uint8Array): Buffer {
 
 /** Pulls exact byte counts from a chunked source, keeping leftovers; reports every consumed byte to `tap`. */
 export class ByteReader {
-  private readonly it: AsyncIterator<Uint8Array>;
+  private readonly it: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
   private buf: Buffer = Buffer.alloc(0);
   private ended = false;
   /** Total bytes consumed so far. */
@@ -37,7 +37,7 @@ export class ByteReader {
   tap: ((chunk: Buffer) => void) | null = null;
 
   constructor(source: ByteSource, private readonly what = "input") {
-    this.it = source[Symbol.asyncIterator]();
+    this.it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
   }
 
   /** Ensures at least one buffered byte; false at end of input. */

@@ -1,0 +1,156 @@
+// CacheStorage on a local directory: <root>/<hash>.narinfo, <root>/nar/<file>,
+// <root>/log/<drv>. Writes go to <root>/.tmp/ first, are fsynced, then renamed
+// (or hard-linked, for create-if-absent) into place, so no partial file is ever visible.
+
+import { randomBytes } from "node:crypto";
+import { link, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { InvalidInputError } from "../core/errors.js";
+import type { CacheFileKind, CacheStorage, StagedFile, StoredFile } from "./storage.js";
+
+const NARINFO_SUFFIX = ".narinfo";
+/** Temp files older than this are leftovers of a crash, not writes in progress. */
+const STALE_TMP_MS = 24 * 3600 * 1000;
+
+/** A CacheStorage that keeps files under `root`. */
+export class DiskStorage implements CacheStorage {
+  private readonly tmpDir: string;
+
+  private constructor(private readonly root: string) {
+    this.tmpDir = join(root, ".tmp");
+  }
+
+  /** Opens (creating if needed) a storage root and removes stale temp files left by a crash. */
+  static async open(root: string, now: number = Date.now()): Promise<DiskStorage> {
+    const s = new DiskStorage(root);
+    for (const d of [root, join(root, "nar"), join(root, "log"), s.tmpDir]) await mkdir(d, { recursive: true });
+    for (const name of await readdir(s.tmpDir)) {
+      const p = join(s.tmpDir, name);
+      const st = await stat(p).catch(() => null);
+      if (st && now - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
+    }
+    return s;
+  }
+
+  private pathOf(kind: CacheFileKind, name: string): string {
+    // Names come from URLs: keep them to one plain path component.
+    if (!/^[A-Za-z0-9+\-._?=]+$/.test(name) || name.startsWith(".")) throw new InvalidInputError(`bad cache file name '${name}'`);
+    if (kind === "narinfo") return join(this.root, name + NARINFO_SUFFIX);
+    return join(this.root, kind, name);
+  }
+
+  private tmpPath(): string {
+    return join(this.tmpDir, randomBytes(12).toString("hex"));
+  }
+
+  /** Publishes a complete temp file; see StagedFile.commit. */
+  private async publish(tmp: string, kind: CacheFileKind, name: string, ifAbsent: boolean): Promise<boolean> {
+    const dest = this.pathOf(kind, name);
+    try {
+      if (!ifAbsent) {
+        await rename(tmp, dest);
+        return true;
+      }
+      try {
+        await link(tmp, dest); // fails with EEXIST atomically: first writer wins
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+        throw err;
+      }
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  async get(kind: CacheFileKind, name: string): Promise<StoredFile | null> {
+    const path = this.pathOf(kind, name);
+    try {
+      const fh = await open(path, "r");
+      const { size } = await fh.stat();
+      return { stream: fh.createReadStream(), size }; // closes the handle when done or destroyed
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+  }
+
+  async getText(kind: CacheFileKind, name: string): Promise<string | null> {
+    const f = await this.get(kind, name);
+    if (!f) return null;
+    const parts: Buffer[] = [];
+    for await (const c of f.stream) parts.push(c as Buffer);
+    return Buffer.concat(parts).toString("utf8");
+  }
+
+  async has(kind: CacheFileKind, name: string): Promise<boolean> {
+    try {
+      await stat(this.pathOf(kind, name));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+      throw err;
+    }
+  }
+
+  async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
+    this.pathOf(kind, name);
+    const tmp = this.tmpPath();
+    try {
+      const fh = await open(tmp, "wx", 0o644);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    return this.publish(tmp, kind, name, opts.ifAbsent ?? false);
+  }
+
+  async stage(): Promise<StagedFile> {
+    const tmp = this.tmpPath();
+    const fh = await open(tmp, "wx", 0o644);
+    const writable = fh.createWriteStream(); // closes the handle when finished or destroyed
+    const closed = new Promise<void>((resolve) => writable.once("close", () => resolve()));
+    return {
+      writable,
+      commit: async (kind, name, o = {}) => {
+        if (!writable.writableFinished) throw new Error("staged file committed before its stream finished");
+        await closed;
+        // fsync is per inode, so a fresh descriptor flushes what the stream wrote.
+        const sync = await open(tmp, "r");
+        try {
+          await sync.sync();
+        } finally {
+          await sync.close();
+        }
+        return this.publish(tmp, kind, name, o.ifAbsent ?? false);
+      },
+      discard: async () => {
+        if (!writable.destroyed) writable.destroy();
+        await closed;
+        await rm(tmp, { force: true });
+      },
+    };
+  }
+
+  async *list(kind: CacheFileKind): AsyncIterable<string> {
+    const dir = kind === "narinfo" ? this.root : join(this.root, kind);
+    for await (const e of await opendir(dir)) {
+      if (!e.isFile()) continue;
+      if (kind !== "narinfo") yield e.name;
+      else if (e.name.endsWith(NARINFO_SUFFIX)) yield e.name.slice(0, -NARINFO_SUFFIX.length);
+    }
+  }
+
+  /** Removes a file (for tests and garbage collection); no error if absent. */
+  async remove(kind: CacheFileKind, name: string): Promise<void> {
+    await unlink(this.pathOf(kind, name)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") throw err;
+    });
+  }
+}

@@ -1,0 +1,263 @@
+// The cache server and client over real HTTP on 127.0.0.1 (no Nix involved).
+
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { AuthError, InvalidInputError } from "../core/errors.js";
+import { compressXz, compressZstd, decompress } from "./compression.js";
+import { ConflictError, HashMismatchError, MissingReferenceError, TooLargeError, UntrustedError } from "./errors.js";
+import { hasValidPath, readValidNarInfo } from "./http-server.js";
+import { formatSha256, hashSource } from "./nar.js";
+import { parseNarInfo } from "./narinfo.js";
+import { generateKeyPair, verifyNarInfo } from "./signing.js";
+import { chunked, collect, narFromTree, SAMPLE_TREE } from "./testing/nar-fixtures.js";
+import { startTestCache, type TestCache } from "./testing/cache-server.js";
+import { encodeString, encodeU64 } from "./wire.js";
+
+const SD = "/tmp/nix/store";
+const P1 = `${SD}/ya13ysp6mn5s1vkz1023zgghzvb2jlsb-one`;
+const P2 = `${SD}/0mdqa9w1p6cmli6976v4wi0sw9r4p5pr-two-1.0`;
+const HP1 = "ya13ysp6mn5s1vkz1023zgghzvb2jlsb";
+const NAR1 = narFromTree(SAMPLE_TREE);
+const NAR2 = narFromTree({ dir: [["ref", { file: P1 }]] });
+
+let cache: TestCache;
+beforeEach(async () => {
+  cache = await startTestCache(SD, { maxNarBytes: 1 << 20, maxLogBytes: 1000 });
+});
+afterEach(async () => {
+  await cache.close();
+});
+
+async function rawPut(path: string, body: Buffer, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  const res = await fetch(`${cache.url}${path}`, { method: "PUT", body, headers: { Authorization: `Bearer ${cache.token}`, ...headers } });
+  return { status: res.status, text: await res.text() };
+}
+
+async function stored(): Promise<{ narinfos: string[]; nars: string[] }> {
+  const list = async (k: "narinfo" | "nar") => {
+    const out: string[] = [];
+    for await (const n of cache.storage.list(k)) out.push(n);
+    return out;
+  };
+  return { narinfos: await list("narinfo"), nars: await list("nar") };
+}
+
+describe("cache server: reads", () => {
+  it("serves nix-cache-info and 404s unknown things", async () => {
+    expect(await (await fetch(`${cache.url}/nix-cache-info`)).text()).toBe(`StoreDir: ${SD}\nWantMassQuery: 1\nPriority: 30\n`);
+    expect((await fetch(`${cache.url}/${HP1}.narinfo`)).status).toBe(404);
+    expect((await fetch(`${cache.url}/nar/../../etc/passwd`)).status).toBe(404);
+    expect((await fetch(`${cache.url}/log/..%2F..%2Fetc`)).status).toBe(404);
+    expect(await cache.client().narInfo(P1)).toBeNull();
+    await expect(cache.client({ storeDir: "/nix/store" }).cacheInfo()).rejects.toThrow(/store dir/);
+    expect((await cache.client().cacheInfo()).priority).toBe(30);
+  });
+});
+
+describe("cache server: uploads", () => {
+  it("stores a NAR as zstd with a signed narinfo that the client verifies", async () => {
+    const client = cache.client();
+    expect((await client.upload({ storePath: P1, references: [], narStream: chunked(NAR1, 1000) })).status).toBe(201);
+    const text = await (await fetch(`${cache.url}/${HP1}.narinfo`)).text();
+    const info = parseNarInfo(text, SD);
+    expect(info.compression).toBe("zstd");
+    expect(info.narHash).toBe((await hashSource([NAR1])).hash);
+    expect(info.narSize).toBe(NAR1.length);
+    expect(verifyNarInfo(info, [cache.keys.publicKey])).toBe(true);
+    const file = await readFile(join(cache.root, info.url));
+    expect(info.fileHash).toBe(formatSha256(createHash("sha256").update(file).digest()));
+    expect(info.fileSize).toBe(file.length);
+    expect(info.url).toBe(`nar/${info.fileHash!.slice(7)}.nar.zst`);
+    expect((await collect(decompress("zstd", [file], true))).equals(NAR1)).toBe(true);
+    const head = await fetch(`${cache.url}/${HP1}.narinfo`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(await client.narInfo(P1)).toEqual(info);
+    expect((await collect(client.narStream(info))).equals(NAR1)).toBe(true);
+    expect(await hasValidPath(cache.storage, P1)).toBe(true);
+    expect(await hasValidPath(cache.storage, P2)).toBe(false);
+    expect(await cache.tmpFiles()).toEqual([]);
+  });
+
+  it("accepts zstd and xz compressed bodies and X-Nix metadata", async () => {
+    const client = cache.client();
+    await client.upload({ storePath: P1, references: [], narStream: compressXz([NAR1]), compression: "xz" });
+    const deriver = `${SD}/2h9i448h1w70s30b184hh1q60l2060h1-two-1.0.drv`;
+    const ca = "fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
+    await client.upload({ storePath: P2, references: [P1, P2], deriver, ca, narStream: compressZstd([NAR2]), compression: "zstd" });
+    const info = (await client.narInfo(P2))!;
+    expect(info.references).toEqual([P2, P1].map((p) => p.slice(SD.length + 1)).sort());
+    expect(info.deriver).toBe(deriver.slice(SD.length + 1));
+    expect(info.ca).toBe(ca);
+    expect((await collect(client.narStream(info))).equals(NAR2)).toBe(true);
+    expect((await client.closure([P2])).map((i) => i.storePath)).toEqual([P1, P2]);
+    expect((await client.closure([P2], { isPresent: (p) => p === P1 })).map((i) => i.storePath)).toEqual([P2]);
+  });
+
+  it("is idempotent for the same NAR and first-writer-wins for a different one", async () => {
+    const client = cache.client();
+    await client.upload({ storePath: P1, references: [], narStream: [NAR1] });
+    const before = await readFile(join(cache.root, `${HP1}.narinfo`), "utf8");
+    expect((await client.upload({ storePath: P1, references: [], narStream: [NAR1] })).status).toBe(200);
+    const hash = (await hashSource([NAR1])).hash;
+    expect((await client.upload({ storePath: P1, references: [], narStream: [NAR1], narHash: hash, narSize: NAR1.length })).status).toBe(200);
+    const other = narFromTree({ file: "different" });
+    await expect(client.upload({ storePath: P1, references: [], narStream: [other] })).rejects.toBeInstanceOf(ConflictError);
+    const otherHash = (await hashSource([other])).hash;
+    await expect(client.upload({ storePath: P1, references: [], narStream: [other], narHash: otherHash })).rejects.toBeInstanceOf(ConflictError);
+    expect(await readFile(join(cache.root, `${HP1}.narinfo`), "utf8")).toBe(before);
+    expect((await stored()).nars).toHaveLength(1);
+  });
+
+  it("lets exactly one of two racing different uploads win", async () => {
+    const client = cache.client();
+    const a = narFromTree({ file: "a".repeat(50000) });
+    const b = narFromTree({ file: "b".repeat(50000) });
+    const results = await Promise.allSettled([a, b].map((nar) => client.upload({ storePath: P1, references: [], narStream: chunked(nar, 4096) })));
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    expect((results.find((r) => r.status === "rejected") as PromiseRejectedResult).reason).toBeInstanceOf(ConflictError);
+    const info = (await client.narInfo(P1))!;
+    const winner = results[0].status === "fulfilled" ? a : b;
+    expect((await collect(client.narStream(info))).equals(winner)).toBe(true);
+  });
+
+  it.each([
+    ["'..' entry", narFromTree({ dir: [["..", { file: "x" }]] }), /entry name '\.\.'/],
+    ["'/' in a name", narFromTree({ dir: [["a/b", { file: "x" }]] }), /'\/'/],
+    ["NUL in a name", narFromTree({ dir: [["a\0", { file: "x" }]] }), /NUL/],
+    ["unsorted entries", narFromTree({ dir: [["b", { file: "" }], ["a", { file: "" }]] }), /ascending/],
+    ["a truncated NAR", NAR1.subarray(0, NAR1.length - 9), /truncated/],
+    ["trailing garbage", Buffer.concat([NAR1, Buffer.from("junk")]), /trailing/],
+    ["not a NAR", Buffer.from("hello world, this is not a nar at all"), /NAR/],
+  ])("rejects %s with 400 and stores nothing", async (_label, nar, pattern) => {
+    const res = await rawPut(`/upload/${HP1}`, nar, { "X-Nix-Store-Path": P1 });
+    expect(res.status).toBe(400);
+    expect(res.text).toMatch(pattern);
+    expect(res.text.trim().split("\n")).toHaveLength(1);
+    expect(await stored()).toEqual({ narinfos: [], nars: [] });
+    expect(await cache.tmpFiles()).toEqual([]);
+  });
+
+  it("rejects a corrupt compressed body and wrong claims", async () => {
+    const zst = await collect(compressZstd([NAR1]));
+    zst[zst.length >> 1] ^= 0xff;
+    expect((await rawPut(`/upload/${HP1}`, zst, { "X-Nix-Store-Path": P1, "X-Nix-Compression": "zstd" })).status).toBe(400);
+    const wrongHash = (await hashSource([NAR2])).hash;
+    const r1 = await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-Nar-Hash": wrongHash });
+    expect([r1.status, r1.text]).toEqual([400, expect.stringMatching(/claimed/)]);
+    const r2 = await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-Nar-Size": String(NAR1.length - 8) });
+    expect([r2.status, r2.text]).toEqual([400, expect.stringMatching(/claimed/)]);
+    expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P2 })).status).toBe(400);
+    expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": `/nix/store/${HP1}-one` })).status).toBe(400);
+    expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-Compression": "gzip" })).status).toBe(400);
+    expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-References": "../x" })).status).toBe(400);
+    expect(await stored()).toEqual({ narinfos: [], nars: [] });
+  });
+
+  it("answers 413 above maxNarBytes, whether claimed, sent or decompressed", async () => {
+    const big = narFromTree({ file: Buffer.alloc(2 << 20) });
+    expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-Nar-Size": String(4 << 20) })).status).toBe(413);
+    const client = cache.client();
+    await expect(client.upload({ storePath: P1, references: [], narStream: chunked(big, 65536) })).rejects.toBeInstanceOf(TooLargeError);
+    const bomb = await collect(compressZstd([big]));
+    expect(bomb.length).toBeLessThan(1 << 20);
+    expect((await rawPut(`/upload/${HP1}`, bomb, { "X-Nix-Store-Path": P1, "X-Nix-Compression": "zstd" })).status).toBe(413);
+    expect(await stored()).toEqual({ narinfos: [], nars: [] });
+    expect(await cache.tmpFiles()).toEqual([]);
+  });
+
+  it("requires a valid token", async () => {
+    const res = await fetch(`${cache.url}/upload/${HP1}`, { method: "PUT", body: NAR1, headers: { "X-Nix-Store-Path": P1 } });
+    expect(res.status).toBe(401);
+    await expect(cache.client({ token: "wrong" }).upload({ storePath: P1, references: [], narStream: [NAR1] })).rejects.toBeInstanceOf(AuthError);
+    await expect(cache.client({ token: "wrong" }).putLog(`${SD}/2h9i448h1w70s30b184hh1q60l2060h1-x.drv`, "log")).rejects.toBeInstanceOf(AuthError);
+    expect(await stored()).toEqual({ narinfos: [], nars: [] });
+  });
+
+  it("requires references to be uploaded first (except self-references)", async () => {
+    const client = cache.client();
+    await expect(client.upload({ storePath: P2, references: [P1], narStream: [NAR2] })).rejects.toBeInstanceOf(MissingReferenceError);
+    expect((await client.upload({ storePath: P1, references: [P1], narStream: [NAR1] })).status).toBe(201);
+    expect((await client.upload({ storePath: P2, references: [P1], narStream: [NAR2] })).status).toBe(201);
+  });
+
+  it("stores and serves build logs with a size limit", async () => {
+    const client = cache.client();
+    const drv = `${SD}/2h9i448h1w70s30b184hh1q60l2060h1-two-1.0.drv`;
+    expect(await client.getLog(drv)).toBeNull();
+    await client.putLog(drv, "building...\ndone\n");
+    expect(await client.getLog(drv)).toBe("building...\ndone\n");
+    await expect(client.putLog(drv, "x".repeat(2000))).rejects.toBeInstanceOf(TooLargeError);
+    await expect(client.putLog(P1, "x")).rejects.toBeInstanceOf(InvalidInputError);
+  });
+});
+
+describe("cache streaming", () => {
+  it("uploads and downloads a 256 MiB NAR with bounded memory", async () => {
+    const size = 256 << 20;
+    const block = Buffer.alloc(1 << 20, 0x5a);
+    async function* bigNar() {
+      yield Buffer.concat(["nix-archive-1", "(", "type", "regular", "contents"].map((t) => encodeString(t)));
+      yield encodeU64(size);
+      for (let i = 0; i < size; i += block.length) yield block;
+      yield encodeString(")");
+    }
+    const big = await startTestCache(SD, { maxNarBytes: 1 << 30 });
+    let peak = 0;
+    const base = process.memoryUsage().rss;
+    const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss - base)), 10);
+    try {
+      const client = big.client();
+      expect((await client.upload({ storePath: P1, references: [], narStream: bigNar() })).status).toBe(201);
+      const info = (await client.narInfo(P1))!;
+      expect(info.narSize).toBe(size + 88 + 8 + 16); // header tokens, length, ")"
+      let n = 0;
+      for await (const c of client.narStream(info)) n += c.length;
+      expect(n).toBe(info.narSize);
+    } finally {
+      clearInterval(timer);
+      await big.close();
+    }
+    expect(peak).toBeLessThan(128 << 20);
+  }, 60_000);
+
+  it("answers a malformed NAR with 400 while a large body is still being sent", async () => {
+    const big = await startTestCache(SD, { maxNarBytes: 1 << 30 });
+    const nar = narFromTree({ dir: [["..", { file: Buffer.alloc(64 << 20) }]] });
+    try {
+      const upload = big.client().upload({ storePath: P1, references: [], narStream: chunked(nar, 1 << 16) });
+      await expect(upload).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(upload).rejects.toThrow(/HTTP 400: invalid NAR: entry name '\.\.'/);
+      expect(await big.tmpFiles()).toEqual([]);
+    } finally {
+      await big.close();
+    }
+  }, 30_000);
+});
+
+describe("cache client: trust", () => {
+  beforeEach(async () => {
+    await cache.client().upload({ storePath: P1, references: [], narStream: [NAR1] });
+  });
+
+  it("refuses narinfos signed by an untrusted key", async () => {
+    const stranger = cache.client({ trustedPublicKeys: [generateKeyPair("other").publicKey] });
+    await expect(stranger.narInfo(P1)).rejects.toBeInstanceOf(UntrustedError);
+  });
+
+  it("refuses a narinfo edited after signing", async () => {
+    const file = join(cache.root, `${HP1}.narinfo`);
+    await writeFile(file, (await readFile(file, "utf8")).replace(/NarSize: \d+/, "NarSize: 99"));
+    await expect(cache.client().narInfo(P1)).rejects.toBeInstanceOf(UntrustedError);
+  });
+
+  it("fails the NAR stream when the stored file was tampered with", async () => {
+    const client = cache.client();
+    const info = (await client.narInfo(P1))!;
+    const tampered = narFromTree({ ...SAMPLE_TREE, dir: SAMPLE_TREE.dir.slice(1) } as typeof SAMPLE_TREE);
+    await writeFile(join(cache.root, info.url), await collect(compressZstd([tampered])));
+    await expect(collect(client.narStream(info))).rejects.toBeInstanceOf(HashMismatchError);
+    expect(await readValidNarInfo(cache.storage, P1)).not.toBeNull(); // the server does not re-hash on reads
+  });
+});

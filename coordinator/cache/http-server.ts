@@ -1,0 +1,163 @@
+// The binary cache over HTTP: the read side is what stock Nix substitutes from
+// (nix-cache-info, narinfo, nar, log); the write side takes authenticated NAR
+// and log uploads. The signing key lives only in this process.
+
+import { timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "pino";
+import { AuthError, InvalidInputError } from "../core/errors.js";
+import { ConflictError, MissingReferenceError, TooLargeError } from "./errors.js";
+import { parseNarInfo, type NarInfo } from "./narinfo.js";
+import { parseSecretKey } from "./signing.js";
+import type { CacheFileKind, CacheStorage } from "./storage.js";
+import { assertStoreDir, hashPart, isHashPart, isStoreBaseName, storeDirOf } from "./store-path.js";
+import { parseUploadClaims, processUpload, type UploadContext } from "./upload.js";
+
+/** Configuration of the cache server. */
+export interface CacheServerOptions {
+  storage: CacheStorage;
+  storeDir: string;
+  /** Nix-format secret key (`name:base64`); used to sign every narinfo. */
+  secretKey: string;
+  /** Accepts upload bearer tokens: a predicate or a set of valid tokens. */
+  uploadTokens: ((token: string) => boolean) | ReadonlySet<string>;
+  maxNarBytes: number;
+  maxLogBytes?: number;
+  /** Substituter priority announced in nix-cache-info (lower wins). */
+  priority?: number;
+  logger: Logger;
+}
+
+const NAR_FILE_RE = /^[0-9a-df-np-sv-z]{52}\.nar(\.zst|\.xz|\.bz2)?$/;
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+function statusOf(err: unknown): number {
+  if (err instanceof HttpError) return err.status;
+  if (err instanceof TooLargeError) return 413;
+  if (err instanceof InvalidInputError) return 400;
+  if (err instanceof ConflictError) return 409;
+  if (err instanceof MissingReferenceError) return 424;
+  if (err instanceof AuthError) return 403;
+  return 500;
+}
+
+function tokenAccepted(tokens: CacheServerOptions["uploadTokens"], token: string): boolean {
+  if (typeof tokens === "function") return tokens(token);
+  const given = Buffer.from(token);
+  let ok = false;
+  for (const t of tokens) {
+    const want = Buffer.from(t);
+    if (want.length === given.length && timingSafeEqual(want, given)) ok = true;
+  }
+  return ok;
+}
+
+function requireToken(opts: CacheServerOptions, req: IncomingMessage): void {
+  const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
+  if (!m) throw new HttpError(401, "missing bearer token");
+  if (!tokenAccepted(opts.uploadTokens, m[1])) throw new HttpError(403, "upload token not accepted");
+}
+
+function send(res: ServerResponse, status: number, body: string, type = "text/plain; charset=utf-8"): void {
+  res.writeHead(status, { "Content-Type": type, "Content-Length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: string, type: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const file = await storage.get(kind, name);
+  if (!file) throw new HttpError(404, `${kind} ${name} not found`);
+  res.writeHead(200, { "Content-Type": type, "Content-Length": file.size });
+  if (req.method === "HEAD") {
+    file.stream.destroy();
+    res.end();
+    return;
+  }
+  await pipeline(file.stream, res);
+}
+
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of req) {
+    n += (chunk as Buffer).length;
+    if (n > max) throw new TooLargeError(`body exceeds ${max} bytes`);
+    parts.push(chunk as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
+/** Builds the request handler (usable without a listening server, e.g. behind another one). */
+export function createCacheHandler(opts: CacheServerOptions): RequestListener {
+  assertStoreDir(opts.storeDir);
+  const ctx: UploadContext = { storage: opts.storage, storeDir: opts.storeDir, signingKey: parseSecretKey(opts.secretKey), maxNarBytes: opts.maxNarBytes, logger: opts.logger };
+  const cacheInfo = `StoreDir: ${opts.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority ?? 30}\n`;
+  const maxLogBytes = opts.maxLogBytes ?? 64 << 20;
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? "/", "http://cache").pathname;
+    const read = req.method === "GET" || req.method === "HEAD";
+    let m: RegExpExecArray | null;
+    if (read && path === "/nix-cache-info") return send(res, 200, cacheInfo);
+    if (read && (m = /^\/([^/]+)\.narinfo$/.exec(path)) && isHashPart(m[1])) return serveFile(opts.storage, "narinfo", m[1], "text/x-nix-narinfo", req, res);
+    if (read && (m = /^\/nar\/([^/]+)$/.exec(path)) && NAR_FILE_RE.test(m[1])) return serveFile(opts.storage, "nar", m[1], "application/x-nix-nar", req, res);
+    if ((m = /^\/log\/([^/]+)$/.exec(path)) && isStoreBaseName(m[1]) && m[1].endsWith(".drv")) {
+      if (read) return serveFile(opts.storage, "log", m[1], "text/plain; charset=utf-8", req, res);
+      if (req.method !== "PUT") throw new HttpError(405, "method not allowed");
+      requireToken(opts, req);
+      await opts.storage.put("log", m[1], await readBody(req, maxLogBytes));
+      return send(res, 201, "stored\n");
+    }
+    if ((m = /^\/upload\/([^/]+)$/.exec(path)) && isHashPart(m[1])) {
+      if (req.method !== "PUT") throw new HttpError(405, "method not allowed");
+      requireToken(opts, req);
+      const declared = Number(req.headers["content-length"] ?? 0);
+      if (declared > opts.maxNarBytes + Math.ceil(opts.maxNarBytes / 64) + (1 << 20)) throw new TooLargeError("upload too large");
+      // Do not let a parse error destroy the request: the client must still get our answer.
+      const body = req.iterator({ destroyOnReturn: false });
+      const result = await processUpload(ctx, parseUploadClaims(m[1], req.headers, opts.storeDir), body);
+      return send(res, result.status, `${result.status === 201 ? "stored" : "already present"} ${result.narInfo.storePath} ${result.narInfo.narHash}\n`);
+    }
+    throw new HttpError(404, "not found");
+  }
+
+  return (req, res) => {
+    route(req, res).catch((err: unknown) => {
+      const status = statusOf(err);
+      const message = status === 500 ? "internal error" : String((err as Error).message).replace(/\s+/g, " ").slice(0, 500);
+      if (status >= 500) opts.logger.error({ err, url: req.url }, "cache request failed");
+      else if (req.method === "PUT") opts.logger.warn({ url: req.url, status, message }, "upload rejected");
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      // An unread request body would stall a keep-alive connection: close it after replying.
+      if (!req.complete) res.setHeader("Connection", "close");
+      send(res, status, message + "\n");
+    });
+  };
+}
+
+/** Creates the cache HTTP server (not yet listening). */
+export function createCacheServer(opts: CacheServerOptions): Server {
+  return createServer(createCacheHandler(opts));
+}
+
+/** The narinfo of `storePath` if the cache holds it and its NAR file, else null. No signature check: it is our own storage. */
+export async function readValidNarInfo(storage: CacheStorage, storePath: string): Promise<NarInfo | null> {
+  const text = await storage.getText("narinfo", hashPart(storePath));
+  if (text === null) return null;
+  const info = parseNarInfo(text, storeDirOf(storePath));
+  if (info.storePath !== storePath || !info.url.startsWith("nar/")) return null;
+  return (await storage.has("nar", info.url.slice("nar/".length))) ? info : null;
+}
+
+/** True if the cache holds `storePath` completely (narinfo and NAR file). */
+export async function hasValidPath(storage: CacheStorage, storePath: string): Promise<boolean> {
+  return (await readValidNarInfo(storage, storePath)) !== null;
+}

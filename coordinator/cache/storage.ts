@@ -1,0 +1,43 @@
+// Where the cache keeps its files. The HTTP layout is mirrored: narinfos by
+// hash part, NAR files under nar/, build logs under log/. Writes are atomic:
+// a reader sees either nothing or the whole file.
+
+import type { Readable, Writable } from "node:stream";
+
+/** The three kinds of files a binary cache holds. */
+export type CacheFileKind = "narinfo" | "nar" | "log";
+
+/** A stored file opened for reading. */
+export interface StoredFile {
+  stream: Readable;
+  size: number;
+}
+
+/** A file being written that stays invisible until committed. */
+export interface StagedFile {
+  /** Write the contents here, then end it before committing. */
+  writable: Writable;
+  /**
+   * Publishes the staged bytes as (`kind`, `name`). With `ifAbsent`, does nothing and
+   * returns false if the name exists already; otherwise replaces it and returns true.
+   */
+  commit(kind: CacheFileKind, name: string, opts?: { ifAbsent?: boolean }): Promise<boolean>;
+  /** Drops the staged bytes; safe to call after commit or twice. */
+  discard(): Promise<void>;
+}
+
+/** Storage backend of the binary cache. Names: hash part (narinfo), file name (nar), drv basename (log). */
+export interface CacheStorage {
+  /** Opens a file, or null if it does not exist. */
+  get(kind: CacheFileKind, name: string): Promise<StoredFile | null>;
+  /** Reads a small file as UTF-8, or null if it does not exist. */
+  getText(kind: CacheFileKind, name: string): Promise<string | null>;
+  /** True if the file exists. */
+  has(kind: CacheFileKind, name: string): Promise<boolean>;
+  /** Atomically writes a small file; `ifAbsent` as in StagedFile.commit. */
+  put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts?: { ifAbsent?: boolean }): Promise<boolean>;
+  /** Starts a streamed write (for NARs). */
+  stage(): Promise<StagedFile>;
+  /** Names of all files of a kind. */
+  list(kind: CacheFileKind): AsyncIterable<string>;
+}
