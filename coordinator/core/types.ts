@@ -122,3 +122,17 @@ export interface AssignmentSpec {
   memoryLimitBytes: number;
   timeoutMs: number;
 }
+
+/** The durable part of a job; which derivations it wants is recorded on each DrvRecord (`jobs`). */
+export interface JobRecord {
+  jobId: string;
+  description: string;
+  /** What was asked for (drv paths). */
+  roots: DrvPath[];
+  /** Same key => same job; "" means none. */
+  idempotencyKey: string;
+  state: JobState;
+  createdAtMs: number;
+  /** null while running. */
+  finishedAtMs: number | null;
+}

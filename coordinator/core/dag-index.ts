@@ -1,0 +1,186 @@
+// The global derivation graph and its indexes: nodes, records, dependents,
+// the count of unfinished inputs per derivation, priority keys and the ready
+// queues. Every state change funnels through `apply`, which keeps the indexes
+// right (readiness, failure propagation) and tells the listener, so no event
+// ever has to scan all derivations.
+import { becomeReady, fail, isTerminal, newDrvRecord, revive, type DrvRecord } from "./drv-state.js";
+import { mergeRank, type PriorityKey, type Rank } from "./priority.js";
+import { ReadyQueues } from "./ready-queue.js";
+import type { DrvNode, DrvPath, DrvState } from "./types.js";
+
+/** Told about every record change; `from` is null for a record just created or restored. */
+export type DrvListener = (rec: DrvRecord, from: DrvState | null, now: number) => void;
+
+/** Prefix of the reason given to derivations whose input failed. */
+export const DEPENDENCY_FAILED = "dependency failed: ";
+
+/** Nodes, records and the indexes over them. */
+export class DagIndex {
+  readonly nodes = new Map<DrvPath, DrvNode>();
+  readonly records = new Map<DrvPath, DrvRecord>();
+  readonly ready = new ReadyQueues();
+  private readonly dependents = new Map<DrvPath, DrvPath[]>();
+  private readonly unfinished = new Map<DrvPath, number>();
+  /** Records already added to their inputs' dependents lists. */
+  private readonly linked = new Set<DrvPath>();
+  private readonly ranks = new Map<DrvPath, Rank>();
+  private nextSeq = 0;
+
+  constructor(private readonly listener: DrvListener) {}
+
+  /** Node of a derivation the index knows (throws if unknown: a caller bug). */
+  node(drvPath: DrvPath): DrvNode {
+    const n = this.nodes.get(drvPath);
+    if (n === undefined) throw new Error(`unknown derivation ${drvPath}`);
+    return n;
+  }
+
+  /** Derivations whose records list `drvPath` as an input. */
+  dependentsOf(drvPath: DrvPath): readonly DrvPath[] {
+    return this.dependents.get(drvPath) ?? [];
+  }
+
+  /** Priority key of a derivation (rank 0 when never ranked). */
+  keyOf(drvPath: DrvPath): PriorityKey {
+    const r = this.ranks.get(drvPath) ?? { rank: 0, tiebreak: 0 };
+    return { ...r, seq: this.records.get(drvPath)?.seq ?? 0 };
+  }
+
+  /** Raises a derivation's rank to at least `rank`; re-queues it if ready. */
+  raiseRank(drvPath: DrvPath, rank: Rank): void {
+    const old = this.ranks.get(drvPath);
+    const merged = mergeRank(old, rank);
+    if (old !== undefined && old.rank === merged.rank && old.tiebreak === merged.tiebreak) return;
+    this.ranks.set(drvPath, merged);
+    if (this.ready.has(drvPath)) this.ready.push(this.node(drvPath), this.keyOf(drvPath));
+  }
+
+  /** How many inputs of a derivation are not done yet. */
+  unfinishedInputs(drvPath: DrvPath): number {
+    let n = 0;
+    for (const input of this.node(drvPath).inputDrvs) {
+      if (this.records.get(input.drvPath)?.state !== "done") n++;
+    }
+    return n;
+  }
+
+  /**
+   * Creates the record of a derivation first wanted now, in its computed
+   * state: done when cached, ready when every input is done, else waiting.
+   * Its inputs' records must already exist (create in topological order).
+   */
+  create(node: DrvNode, jobId: string, cached: boolean, now: number): DrvRecord {
+    this.nodes.set(node.drvPath, node);
+    const rec = newDrvRecord(node.drvPath, this.nextSeq++);
+    rec.jobs.push(jobId);
+    this.records.set(rec.drvPath, rec);
+    if (cached) {
+      rec.state = "done";
+      rec.cached = true;
+      rec.finishedAtMs = now;
+    } else if (this.track(rec) === 0) {
+      rec.state = "ready";
+      this.ready.push(node, this.keyOf(rec.drvPath));
+    }
+    this.listener(rec, null, now);
+    return rec;
+  }
+
+  /** Brings a failed or cancelled derivation back for a new job (waiting, or ready if its inputs are done). */
+  revive(rec: DrvRecord, now: number): void {
+    const left = this.track(rec);
+    this.apply(rec, now, () => revive(rec, left === 0));
+  }
+
+  /** Loads a stored record as-is (restore); call `settleRestored` once all are loaded. */
+  load(node: DrvNode, rec: DrvRecord): void {
+    this.nodes.set(node.drvPath, node);
+    this.records.set(rec.drvPath, rec);
+    this.nextSeq = Math.max(this.nextSeq, rec.seq + 1);
+  }
+
+  /**
+   * After a restore: links and counts every unfinished record, and repairs
+   * waiting/ready states the crash may have left inconsistent. Returns records
+   * whose failure has to be propagated again.
+   */
+  settleRestored(now: number): DrvRecord[] {
+    const failed: DrvRecord[] = [];
+    for (const rec of this.records.values()) {
+      if (rec.state === "failed") failed.push(rec);
+      // Building records' inputs are done for good: nothing to count or link.
+      if (isTerminal(rec.state) || rec.state === "building") continue;
+      const left = this.track(rec);
+      if (rec.state === "ready" && left > 0) {
+        rec.state = "waiting"; // repair, not a transition: the stored state was impossible
+        this.ready.remove(rec.drvPath);
+        this.listener(rec, "ready", now);
+      }
+      if (rec.state === "ready") this.ready.push(this.node(rec.drvPath), this.keyOf(rec.drvPath));
+      if (rec.state === "waiting" && left === 0) this.apply(rec, now, () => becomeReady(rec));
+    }
+    return failed;
+  }
+
+  /**
+   * Runs one verb on `rec` and keeps every index right: the ready queue, the
+   * readiness of dependents when it becomes done, and the failure of
+   * dependents when it fails.
+   */
+  apply(rec: DrvRecord, now: number, verb: () => void): void {
+    const from = rec.state;
+    verb();
+    const to = rec.state;
+    if (from === "ready" && to !== "ready") this.ready.remove(rec.drvPath);
+    if (to === "ready") this.ready.push(this.node(rec.drvPath), this.keyOf(rec.drvPath));
+    if (to !== "ready" && to !== "waiting") this.unfinished.delete(rec.drvPath);
+    this.listener(rec, from, now);
+    if (to === "done" && from !== "done") this.releaseDependents(rec, now);
+    if (to === "failed" && from !== "failed") this.propagateFailure(rec, now);
+  }
+
+  /** (Re)starts tracking an unfinished record: links it to its inputs once, counts them. */
+  private track(rec: DrvRecord): number {
+    const left = this.unfinishedInputs(rec.drvPath);
+    if (!this.linked.has(rec.drvPath)) {
+      this.linked.add(rec.drvPath);
+      for (const input of this.node(rec.drvPath).inputDrvs) {
+        const list = this.dependents.get(input.drvPath);
+        if (list === undefined) this.dependents.set(input.drvPath, [rec.drvPath]);
+        else list.push(rec.drvPath);
+      }
+    }
+    this.unfinished.set(rec.drvPath, left);
+    return left;
+  }
+
+  private releaseDependents(rec: DrvRecord, now: number): void {
+    for (const d of this.dependentsOf(rec.drvPath)) {
+      const left = this.unfinished.get(d);
+      if (left === undefined) continue;
+      this.unfinished.set(d, left - 1);
+      const dep = this.records.get(d)!;
+      if (left - 1 === 0 && dep.state === "waiting") this.apply(dep, now, () => becomeReady(dep));
+    }
+  }
+
+  /** Fails every waiting derivation downstream of `root` ("dependency failed: <root cause>"). */
+  propagateFailure(root: DrvRecord, now: number): void {
+    // Iterative: a 100k-deep chain must not overflow the stack.
+    const reason = root.reason.startsWith(DEPENDENCY_FAILED)
+      ? root.reason
+      : DEPENDENCY_FAILED + this.node(root.drvPath).name;
+    const stack = [root.drvPath];
+    while (stack.length > 0) {
+      for (const d of this.dependentsOf(stack.pop()!)) {
+        const dep = this.records.get(d);
+        if (dep === undefined || dep.state !== "waiting") continue;
+        const from = dep.state;
+        fail(dep, now, reason);
+        this.unfinished.delete(d);
+        this.listener(dep, from, now);
+        stack.push(d);
+      }
+    }
+  }
+}

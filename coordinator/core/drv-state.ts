@@ -1,0 +1,179 @@
+// The derivation state machine: one transition table and one named verb per
+// move. Every state change of a DrvRecord goes through a verb here, so an
+// illegal move (a scheduler bug) throws instead of silently corrupting state.
+// Verbs mutate the record in place: at 100k derivations, copying on every
+// change would cost more than it protects.
+import { InvalidTransitionError } from "./errors.js";
+import type { DrvPath, DrvState } from "./types.js";
+
+/** Dynamic state of one derivation; the static facts live in its DrvNode. */
+export interface DrvRecord {
+  drvPath: DrvPath;
+  state: DrvState;
+  /** Fences results: grows on every lease and whenever a lease is taken back (requeue, cancel). */
+  epoch: number;
+  /** Worker holding (or that last held) the lease; null when never leased or requeued. */
+  workerId: string | null;
+  /** Leases granted so far (never reset). */
+  attempts: number;
+  /** Transient failures since the last revival; counted against maxTransientRetries. */
+  transientFailures: number;
+  /** OOM kills since the last revival; counted against maxOomRetries. */
+  oomKills: number;
+  /** Cap on cores for the next lease, set by an OOM kill; 0 = no cap. */
+  coreLimit: number;
+  /** Why it failed, was cancelled or was requeued; "" otherwise. */
+  reason: string;
+  /** Found in the cache rather than built here. */
+  cached: boolean;
+  startedAtMs: number | null;
+  finishedAtMs: number | null;
+  /** Measured by the worker on the last reported attempt. */
+  durationMs: number;
+  peakMemoryBytes: number;
+  /** Granted on the last lease. */
+  cores: number;
+  reservedMemoryBytes: number;
+  /** Ids of every job that wants this derivation (running or finished). */
+  jobs: string[];
+  /** Global submission order; the last priority tie-break. */
+  seq: number;
+}
+
+/** The one table of legal derivation moves: from -> allowed targets. */
+export const DRV_TRANSITIONS: Readonly<Record<DrvState, readonly DrvState[]>> = {
+  waiting: ["ready", "done", "failed", "cancelled"],
+  ready: ["building", "done", "cancelled"],
+  building: ["ready", "done", "failed", "cancelled"],
+  done: [],
+  // A later job may want a failed or cancelled derivation again.
+  failed: ["waiting", "ready", "done"],
+  cancelled: ["waiting", "ready", "done"],
+};
+
+/** Every DrvState, in lifecycle order. */
+export const DRV_STATES: readonly DrvState[] = ["waiting", "ready", "building", "done", "failed", "cancelled"];
+
+/** True when `from -> to` is in the transition table. */
+export function canTransition(from: DrvState, to: DrvState): boolean {
+  return DRV_TRANSITIONS[from].includes(to);
+}
+
+/** True for states nothing moves out of without a new job (done, failed, cancelled). */
+export function isTerminal(state: DrvState): boolean {
+  return state === "done" || state === "failed" || state === "cancelled";
+}
+
+/** A fresh record in `waiting`; the scheduler computes its real starting state. */
+export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
+  return {
+    drvPath,
+    state: "waiting",
+    epoch: 0,
+    workerId: null,
+    attempts: 0,
+    transientFailures: 0,
+    oomKills: 0,
+    coreLimit: 0,
+    reason: "",
+    cached: false,
+    startedAtMs: null,
+    finishedAtMs: null,
+    durationMs: 0,
+    peakMemoryBytes: 0,
+    cores: 0,
+    reservedMemoryBytes: 0,
+    jobs: [],
+    seq,
+  };
+}
+
+/** A deep-enough copy for persistence (the scheduler keeps mutating its own). */
+export function copyDrvRecord(rec: DrvRecord): DrvRecord {
+  return { ...rec, jobs: [...rec.jobs] };
+}
+
+function move(rec: DrvRecord, verb: string, from: readonly DrvState[], to: DrvState): void {
+  if (!from.includes(rec.state) || !canTransition(rec.state, to)) {
+    throw new InvalidTransitionError("derivation", rec.drvPath, verb, rec.state);
+  }
+  rec.state = to;
+}
+
+/** waiting -> ready: every input is done. */
+export function becomeReady(rec: DrvRecord): void {
+  move(rec, "becomeReady", ["waiting"], "ready");
+}
+
+/** What a lease grants. */
+export interface LeaseGrant {
+  workerId: string;
+  cores: number;
+  memoryBytes: number;
+  now: number;
+}
+
+/** ready -> building under a new epoch; returns that epoch. */
+export function lease(rec: DrvRecord, grant: LeaseGrant): number {
+  move(rec, "lease", ["ready"], "building");
+  rec.epoch += 1;
+  rec.attempts += 1;
+  rec.workerId = grant.workerId;
+  rec.cores = grant.cores;
+  rec.reservedMemoryBytes = grant.memoryBytes;
+  rec.startedAtMs = grant.now;
+  rec.finishedAtMs = null;
+  rec.reason = "";
+  return rec.epoch;
+}
+
+/** building -> done: outputs verified in the cache. */
+export function complete(rec: DrvRecord, now: number): void {
+  move(rec, "complete", ["building"], "done");
+  rec.finishedAtMs = now;
+  rec.reason = "";
+}
+
+/** waiting|ready|failed|cancelled -> done: the outputs are already in the cache. */
+export function markCached(rec: DrvRecord, now: number): void {
+  move(rec, "markCached", ["waiting", "ready", "failed", "cancelled"], "done");
+  rec.cached = true;
+  rec.reason = "";
+  rec.workerId = null;
+  rec.finishedAtMs = now;
+}
+
+/** building -> ready: the lease is taken back (epoch++ fences the old one). Budgets are the caller's business. */
+export function requeue(rec: DrvRecord, reason: string): void {
+  move(rec, "requeue", ["building"], "ready");
+  rec.epoch += 1;
+  rec.workerId = null;
+  rec.reason = reason;
+}
+
+/** building|waiting -> failed: its build failed for good, or (from waiting) a dependency failed. */
+export function fail(rec: DrvRecord, now: number, reason: string): void {
+  move(rec, "fail", ["building", "waiting"], "failed");
+  rec.finishedAtMs = now;
+  rec.reason = reason;
+}
+
+/** waiting|ready|building -> cancelled: no running job wants it. A building one's lease is fenced. */
+export function cancel(rec: DrvRecord, now: number, reason: string): void {
+  const wasBuilding = rec.state === "building";
+  move(rec, "cancel", ["waiting", "ready", "building"], "cancelled");
+  if (wasBuilding) rec.epoch += 1;
+  rec.finishedAtMs = now;
+  rec.reason = reason;
+}
+
+/** failed|cancelled -> waiting (or ready when `inputsDone`): a new job wants it; retry budgets restart. */
+export function revive(rec: DrvRecord, inputsDone: boolean): void {
+  move(rec, "revive", ["failed", "cancelled"], inputsDone ? "ready" : "waiting");
+  rec.transientFailures = 0;
+  rec.oomKills = 0;
+  rec.reason = "";
+  rec.workerId = null;
+  rec.startedAtMs = null;
+  rec.finishedAtMs = null;
+}

@@ -1,0 +1,130 @@
+// Job bookkeeping: job records, the idempotency index, which derivations each
+// job wants and live per-state counts, so deciding whether a job finished
+// never scans its derivations.
+import { DRV_STATES, type DrvRecord } from "./drv-state.js";
+import type { EffectSink } from "./effects.js";
+import type { DrvPath, DrvState, JobRecord } from "./types.js";
+
+/** Per-state derivation counts of one job. `done` includes `cached`. */
+export interface JobCounts {
+  total: number;
+  done: number;
+  cached: number;
+  building: number;
+  /** Ready and waiting for a worker. */
+  queued: number;
+  waiting: number;
+  failed: number;
+  cancelled: number;
+}
+
+/** A job with its in-memory indexes. */
+export interface JobEntry {
+  record: JobRecord;
+  drvs: DrvPath[];
+  byState: Record<DrvState, number>;
+  cached: number;
+}
+
+function emptyByState(): Record<DrvState, number> {
+  return Object.fromEntries(DRV_STATES.map((s) => [s, 0])) as Record<DrvState, number>;
+}
+
+/** All jobs, their counts, and when they finish. */
+export class JobBook {
+  private readonly jobs = new Map<string, JobEntry>();
+  private readonly byKey = new Map<string, string>();
+  private readonly touched = new Set<string>();
+
+  /** The entry of a job, if known. */
+  get(jobId: string): JobEntry | undefined {
+    return this.jobs.get(jobId);
+  }
+
+  /** Every job entry, in insertion order. */
+  all(): IterableIterator<JobEntry> {
+    return this.jobs.values();
+  }
+
+  /** The job submitted with this idempotency key ("" never matches). */
+  byIdempotencyKey(key: string): JobEntry | undefined {
+    if (key === "") return undefined;
+    const id = this.byKey.get(key);
+    return id === undefined ? undefined : this.jobs.get(id);
+  }
+
+  /** Registers a job (new or restored). */
+  add(record: JobRecord): JobEntry {
+    const entry: JobEntry = { record, drvs: [], byState: emptyByState(), cached: 0 };
+    this.jobs.set(record.jobId, entry);
+    if (record.idempotencyKey !== "") this.byKey.set(record.idempotencyKey, record.jobId);
+    this.touched.add(record.jobId);
+    return entry;
+  }
+
+  /** Records that `jobId` wants `rec`; counts it in the record's current state. */
+  attach(jobId: string, rec: DrvRecord): void {
+    const entry = this.jobs.get(jobId);
+    if (entry === undefined) return;
+    entry.drvs.push(rec.drvPath);
+    entry.byState[rec.state]++;
+    if (rec.state === "done" && rec.cached) entry.cached++;
+    this.touched.add(jobId);
+  }
+
+  /** Keeps counts right after a record moved `from` -> its current state (from null: newly attached elsewhere). */
+  onDrvChange(rec: DrvRecord, from: DrvState | null): void {
+    if (from === null || from === rec.state) return;
+    for (const jobId of rec.jobs) {
+      const entry = this.jobs.get(jobId);
+      if (entry === undefined) continue;
+      entry.byState[from]--;
+      entry.byState[rec.state]++;
+      if (rec.state === "done" && rec.cached) entry.cached++;
+      this.touched.add(jobId);
+    }
+  }
+
+  /** True when some running job other than `exceptJobId` wants `rec`. */
+  wantedByRunningJob(rec: DrvRecord, exceptJobId: string): boolean {
+    return rec.jobs.some((id) => id !== exceptJobId && this.jobs.get(id)?.record.state === "running");
+  }
+
+  /** Counts of a job. */
+  counts(entry: JobEntry): JobCounts {
+    const s = entry.byState;
+    return {
+      total: entry.drvs.length,
+      done: s.done,
+      cached: entry.cached,
+      building: s.building,
+      queued: s.ready,
+      waiting: s.waiting,
+      failed: s.failed,
+      cancelled: s.cancelled,
+    };
+  }
+
+  /** Ends a job by hand (cancel). */
+  finish(entry: JobEntry, state: "succeeded" | "failed" | "cancelled", now: number, sink: EffectSink): void {
+    entry.record.state = state;
+    entry.record.finishedAtMs = now;
+    sink.jobChanged(entry.record);
+    sink.emit({ type: "job.finished", atMs: now, jobId: entry.record.jobId, state });
+  }
+
+  /**
+   * Finishes every running job touched since the last call whose derivations
+   * are all terminal: succeeded when all are done, failed otherwise.
+   */
+  settle(now: number, sink: EffectSink): void {
+    for (const jobId of this.touched) {
+      const entry = this.jobs.get(jobId)!;
+      if (entry.record.state !== "running") continue;
+      const s = entry.byState;
+      if (s.waiting + s.ready + s.building > 0) continue;
+      this.finish(entry, s.failed + s.cancelled === 0 ? "succeeded" : "failed", now, sink);
+    }
+    this.touched.clear();
+  }
+}

@@ -1,0 +1,200 @@
+// Read-only views of the scheduler for the CLI and the simulator: job status
+// with counts, failures, outputs and an ETA; workers with their builds.
+import { DEPENDENCY_FAILED } from "./dag-index.js";
+import type { DrvRecord } from "./drv-state.js";
+import type { JobCounts } from "./job-book.js";
+import { hasFreeSlot, platformMatches } from "./placement.js";
+import type { SchedulerState } from "./scheduler-state.js";
+import type { DrvPath, DrvState, JobState, StorePath } from "./types.js";
+
+/** One derivation as status shows it. */
+export interface DrvStatusRow {
+  drvPath: DrvPath;
+  name: string;
+  state: DrvState;
+  workerId: string | null;
+  epoch: number;
+  attempts: number;
+  oomKills: number;
+  reason: string;
+  cached: boolean;
+  durationMs: number;
+  peakMemoryBytes: number;
+  cores: number;
+  reservedMemoryBytes: number;
+  estimatedMemoryBytes: number | null;
+  estimatedDurationMs: number | null;
+  /** Why a ready derivation is not running yet; "" otherwise. */
+  waitingReason: string;
+}
+
+/** A failed derivation of a job. */
+export interface FailedDrv {
+  drvPath: DrvPath;
+  name: string;
+  reason: string;
+}
+
+/** Everything `farm status` shows about one job. */
+export interface JobStatusView {
+  jobId: string;
+  description: string;
+  state: JobState;
+  counts: JobCounts;
+  createdAtMs: number;
+  finishedAtMs: number | null;
+  /** Estimated ms until the job ends; 0 when unknown or finished. */
+  etaMs: number;
+  roots: DrvPath[];
+  /** Root outputs (filled when succeeded). */
+  outputs: { drvPath: DrvPath; outputs: Record<string, StorePath> }[];
+  /** Root causes first, then derivations whose dependency failed. */
+  failures: FailedDrv[];
+  /** One row per derivation, when asked for. */
+  derivations: DrvStatusRow[];
+}
+
+/** A worker as status shows it. */
+export interface WorkerView {
+  workerId: string;
+  state: string;
+  systems: string[];
+  features: string[];
+  cores: number;
+  memoryBytes: number;
+  maxBuilds: number;
+  freeMemoryBytes: number;
+  freeDiskBytes: number;
+  uptimeSeconds: number;
+  /** 0 when the platform sets no lifetime. */
+  remainingLifetimeSeconds: number;
+  lastSeenMs: number;
+  deadlineMs: number;
+  running: DrvStatusRow[];
+  buildsDone: number;
+  buildsFailed: number;
+  oomKills: number;
+}
+
+function waitingReason(s: SchedulerState, rec: DrvRecord): string {
+  if (rec.state !== "ready") return "";
+  const known = s.waitingReasons.get(rec.drvPath);
+  if (known !== undefined) return known;
+  const node = s.dag.node(rec.drvPath);
+  let able = false;
+  let free = false;
+  for (const w of s.pool.values()) {
+    if (w.state !== "active" || !platformMatches(w.info, node.system, node.requiredSystemFeatures)) continue;
+    able = true;
+    free ||= hasFreeSlot(w);
+  }
+  if (!able) {
+    const features = node.requiredSystemFeatures.length > 0 ? ` with features [${node.requiredSystemFeatures.join(", ")}]` : "";
+    return `no active worker builds ${node.system}${features}`;
+  }
+  return free ? "" : "every matching worker is busy";
+}
+
+/** The status row of one derivation. */
+export function drvRow(s: SchedulerState, rec: DrvRecord): DrvStatusRow {
+  const node = s.dag.node(rec.drvPath);
+  const est = s.estimator.estimate(node);
+  return {
+    drvPath: rec.drvPath,
+    name: node.name,
+    state: rec.state,
+    workerId: rec.workerId,
+    epoch: rec.epoch,
+    attempts: rec.attempts,
+    oomKills: rec.oomKills,
+    reason: rec.reason,
+    cached: rec.cached,
+    durationMs: rec.durationMs,
+    peakMemoryBytes: rec.peakMemoryBytes,
+    cores: rec.cores,
+    reservedMemoryBytes: rec.reservedMemoryBytes,
+    estimatedMemoryBytes: est.memoryBytes,
+    estimatedDurationMs: est.durationMs,
+    waitingReason: waitingReason(s, rec),
+  };
+}
+
+// (Queued work x mean measured build time + what running builds likely have
+// left) spread over the active build slots.
+function etaMs(s: SchedulerState, counts: JobCounts, state: JobState, runningLeftMs: number): number {
+  if (state !== "running" || s.stats.builds === 0) return 0;
+  const slots = s.pool.activeSlots();
+  if (slots === 0) return 0;
+  const queuedMs = (counts.waiting + counts.queued) * (s.stats.totalDurationMs / s.stats.builds);
+  return Math.ceil((queuedMs + runningLeftMs) / slots);
+}
+
+/** Status of one job, or undefined when unknown. O(n log n) in the job's derivations. */
+export function jobStatus(
+  s: SchedulerState,
+  jobId: string,
+  now: number,
+  opts: { derivations: boolean },
+): JobStatusView | undefined {
+  const entry = s.book.get(jobId);
+  if (entry === undefined) return undefined;
+  const job = entry.record;
+  const counts = s.book.counts(entry);
+  // Rows and failures in submission order (seq), however the records were loaded.
+  const recs = entry.drvs.map((p) => s.dag.records.get(p)!).sort((a, b) => a.seq - b.seq);
+  const causes: FailedDrv[] = [];
+  const consequences: FailedDrv[] = [];
+  const rows: DrvStatusRow[] = [];
+  const meanMs = s.stats.builds === 0 ? 0 : s.stats.totalDurationMs / s.stats.builds;
+  let runningLeftMs = 0;
+  for (const rec of recs) {
+    if (rec.state === "building") runningLeftMs += Math.max(0, meanMs - (now - (rec.startedAtMs ?? now)));
+    if (rec.state === "failed") {
+      const f = { drvPath: rec.drvPath, name: s.dag.node(rec.drvPath).name, reason: rec.reason };
+      (rec.reason.startsWith(DEPENDENCY_FAILED) ? consequences : causes).push(f);
+    }
+    if (opts.derivations) rows.push(drvRow(s, rec));
+  }
+  const outputs =
+    job.state === "succeeded" ? job.roots.map((r) => ({ drvPath: r, outputs: { ...s.dag.node(r).outputs } })) : [];
+  return {
+    jobId: job.jobId,
+    description: job.description,
+    state: job.state,
+    counts,
+    createdAtMs: job.createdAtMs,
+    finishedAtMs: job.finishedAtMs,
+    etaMs: etaMs(s, counts, job.state, runningLeftMs),
+    roots: [...job.roots],
+    outputs,
+    failures: [...causes, ...consequences],
+    derivations: rows,
+  };
+}
+
+/** Every known worker with its running builds. */
+export function workerViews(s: SchedulerState, now: number): WorkerView[] {
+  return s.pool.all().map((w) => {
+    const aliveSeconds = w.uptimeSeconds + Math.max(0, now - w.uptimeAtMs) / 1000;
+    const remaining = w.info.maxLifetimeSeconds > 0 ? Math.max(0, Math.floor(w.info.maxLifetimeSeconds - aliveSeconds)) : 0;
+    return {
+      workerId: w.info.workerId,
+      state: w.state,
+      systems: [...w.info.systems],
+      features: [...w.info.features],
+      cores: w.info.cores,
+      memoryBytes: w.info.memoryBytes,
+      maxBuilds: w.info.maxBuilds,
+      freeMemoryBytes: w.freeMemoryBytes,
+      freeDiskBytes: w.freeDiskBytes,
+      uptimeSeconds: w.uptimeSeconds,
+      remainingLifetimeSeconds: remaining,
+      lastSeenMs: w.lastSeenMs,
+      deadlineMs: w.deadlineMs,
+      running: [...w.running.keys()].map((p) => drvRow(s, s.dag.records.get(p)!)),
+      buildsDone: w.buildsDone,
+      buildsFailed: w.buildsFailed,
+      oomKills: w.oomKills,
+    };
+  });
+}

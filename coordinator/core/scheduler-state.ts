@@ -1,0 +1,131 @@
+// The scheduler's state in one place, shared by the modules that implement
+// its events (submit, worker events, build events, restore) and its queries.
+import { DagIndex } from "./dag-index.js";
+import { dispatch } from "./dispatch.js";
+import { cancel, requeue, type DrvRecord } from "./drv-state.js";
+import { EffectSink, type Effect } from "./effects.js";
+import { NoEstimates, type Estimator } from "./estimator.js";
+import { JobBook } from "./job-book.js";
+import { SimpleFit, type PlacementPolicy } from "./placement.js";
+import { LongestPathPriority, type PriorityPolicy } from "./priority.js";
+import type { DrvPath } from "./types.js";
+import { WorkerPool } from "./worker-pool.js";
+import { workerSnapshot, type WorkerRecord } from "./worker-state.js";
+
+/** Tunables of the scheduler. */
+export interface SchedulerConfig {
+  /** A worker silent this long is lost and its builds requeued. */
+  heartbeatTimeoutMs: number;
+  /** Transient failures (inputs-unavailable, upload-failed, ...) retried before a derivation fails. */
+  maxTransientRetries: number;
+  /** OOM kills retried (with halved cores) before a derivation fails. */
+  maxOomRetries: number;
+  /** After a restore, how long a lease waits for its worker to reconnect. */
+  restoreGraceMs: number;
+  /** Wall-clock limit put on every build; 0 = none. */
+  buildTimeoutMs: number;
+  /** Unplaceable ready derivations examined per dispatch pass. */
+  maxSetAsidePerDispatch: number;
+}
+
+/** Defaults for every SchedulerConfig field. */
+export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
+  heartbeatTimeoutMs: 30_000,
+  maxTransientRetries: 3,
+  maxOomRetries: 3,
+  restoreGraceMs: 60_000,
+  buildTimeoutMs: 0,
+  maxSetAsidePerDispatch: 1000,
+};
+
+/** Pluggable parts of the scheduler. */
+export interface SchedulerPolicies {
+  placement: PlacementPolicy;
+  priority: PriorityPolicy;
+  estimator: Estimator;
+}
+
+/** Everything the scheduler knows. */
+export interface SchedulerState extends SchedulerPolicies {
+  config: SchedulerConfig;
+  sink: EffectSink;
+  dag: DagIndex;
+  book: JobBook;
+  pool: WorkerPool;
+  waitingReasons: Map<DrvPath, string>;
+  /** Measured durations of successful builds, for ETAs. */
+  stats: { builds: number; totalDurationMs: number };
+}
+
+/** Fresh, empty state wired together (record changes feed job counts, persistence and events). */
+export function createState(config: Partial<SchedulerConfig>, policies: Partial<SchedulerPolicies>): SchedulerState {
+  const sink = new EffectSink();
+  const book = new JobBook();
+  const dag = new DagIndex((rec, from, now) => {
+    book.onDrvChange(rec, from);
+    sink.drvChanged(rec);
+    if (from !== null && from !== rec.state) {
+      sink.emit({
+        type: "drv.state",
+        atMs: now,
+        drvPath: rec.drvPath,
+        from,
+        to: rec.state,
+        epoch: rec.epoch,
+        workerId: rec.workerId,
+        reason: rec.reason,
+      });
+    }
+  });
+  return {
+    config: { ...DEFAULT_SCHEDULER_CONFIG, ...config },
+    placement: policies.placement ?? new SimpleFit(),
+    priority: policies.priority ?? new LongestPathPriority(),
+    estimator: policies.estimator ?? new NoEstimates(),
+    sink,
+    dag,
+    book,
+    pool: new WorkerPool(),
+    waitingReasons: new Map(),
+    stats: { builds: 0, totalDurationMs: 0 },
+  };
+}
+
+/** Marks a worker for persistence (snapshot taken when effects are flushed). */
+export function workerChanged(s: SchedulerState, w: WorkerRecord): void {
+  s.sink.workerChanged(w.info.workerId, () => workerSnapshot(w));
+}
+
+/** Takes a lease back: frees the worker's slot and requeues the derivation (epoch++). */
+export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
+  s.pool.releaseLease(rec);
+  s.dag.apply(rec, now, () => requeue(rec, reason));
+}
+
+/** Cancels a derivation; a building one loses its lease and its worker gets an abort. */
+export function cancelDrv(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
+  if (rec.state === "building" && rec.workerId !== null) {
+    s.sink.send({ kind: "abort", workerId: rec.workerId, lease: { drvPath: rec.drvPath, epoch: rec.epoch }, reason });
+    s.pool.releaseLease(rec);
+  }
+  s.dag.apply(rec, now, () => cancel(rec, now, reason));
+}
+
+/** Ends every event: finish settled jobs, dispatch, hand back the collected effects. */
+export function finishEvent(s: SchedulerState, now: number): Effect[] {
+  s.book.settle(now, s.sink);
+  dispatch(
+    {
+      dag: s.dag,
+      workers: s.pool,
+      policy: s.placement,
+      estimator: s.estimator,
+      sink: s.sink,
+      buildTimeoutMs: s.config.buildTimeoutMs,
+      maxSetAside: s.config.maxSetAsidePerDispatch,
+      waitingReasons: s.waitingReasons,
+    },
+    now,
+  );
+  return s.sink.flush();
+}

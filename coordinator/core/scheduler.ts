@@ -1,0 +1,168 @@
+// The coordinator's scheduling core. Synchronous, no I/O, no clock: every
+// event takes `now` (ms) and returns the Effects the shell must carry out, in
+// order. The live coordinator (gRPC + NATS) and the simulator drive this same
+// class. Each event ends with a dispatch pass.
+import { buildReported, cancelJob } from "./build-events.js";
+import type { Submission } from "./dag-validate.js";
+import type { DrvRecord } from "./drv-state.js";
+import { copyDrvRecord, DRV_STATES } from "./drv-state.js";
+import type { Effect } from "./effects.js";
+import type { Estimator } from "./estimator.js";
+import { jobStatus, workerViews, type JobStatusView, type WorkerView } from "./job-status.js";
+import type { PlacementPolicy } from "./placement.js";
+import type { PriorityPolicy } from "./priority.js";
+import { restoreState, takeSnapshot } from "./restore.js";
+import { createState, finishEvent, type SchedulerConfig, type SchedulerState } from "./scheduler-state.js";
+import type { Snapshot } from "./snapshot.js";
+import { submitJob } from "./submit.js";
+import type { BuildReport, DrvNode, DrvPath, DrvState, JobRecord, Lease, WorkerInfo } from "./types.js";
+import {
+  heartbeat,
+  loseOverdueWorkers,
+  workerDisconnected,
+  workerDraining,
+  workerJoined,
+  type DrainNotice,
+} from "./worker-events.js";
+import type { HeartbeatInfo } from "./worker-state.js";
+
+export type { SchedulerConfig } from "./scheduler-state.js";
+export { DEFAULT_SCHEDULER_CONFIG } from "./scheduler-state.js";
+
+/** Schedules derivation builds of many jobs over many workers. */
+export class Scheduler {
+  private readonly s: SchedulerState;
+
+  /** An empty scheduler; policies default to simple-fit, longest-path and no estimates. */
+  constructor(
+    config: Partial<SchedulerConfig> = {},
+    placement?: PlacementPolicy,
+    priority?: PriorityPolicy,
+    estimator?: Estimator,
+  ) {
+    this.s = createState(config, { placement, priority, estimator });
+  }
+
+  /**
+   * Rebuilds a scheduler from stored state. Derivations that were building
+   * wait for their worker until now + restoreGraceMs; call `advanceTo` next
+   * (it dispatches and persists any repairs made here).
+   */
+  static restore(
+    now: number,
+    snapshot: Snapshot,
+    config: Partial<SchedulerConfig> = {},
+    placement?: PlacementPolicy,
+    priority?: PriorityPolicy,
+    estimator?: Estimator,
+  ): Scheduler {
+    const scheduler = new Scheduler(config, placement, priority, estimator);
+    restoreState(scheduler.s, now, snapshot);
+    return scheduler;
+  }
+
+  /** Effective configuration. */
+  get config(): Readonly<SchedulerConfig> {
+    return this.s.config;
+  }
+
+  // ------------------------------------------------------------------ events
+
+  /**
+   * Submits a job (throws InvalidInputError, changing nothing, when the DAG is
+   * malformed). Replies with a `jobAccepted` effect; a known idempotency key
+   * answers with that job and changes nothing.
+   */
+  submitJob(now: number, submission: Submission): Effect[] {
+    submitJob(this.s, now, submission);
+    return finishEvent(this.s, now);
+  }
+
+  /** A worker (re)joined; current running leases are adopted, stale ones aborted. */
+  workerJoined(now: number, info: WorkerInfo, runningLeases: Lease[] = []): Effect[] {
+    workerJoined(this.s, now, info, runningLeases);
+    return finishEvent(this.s, now);
+  }
+
+  /** A heartbeat; the new deadline comes back in a `heartbeatAck` effect. */
+  heartbeat(now: number, workerId: string, hb: HeartbeatInfo): Effect[] {
+    heartbeat(this.s, now, workerId, hb);
+    return finishEvent(this.s, now);
+  }
+
+  /** A build result; always answered with an `ack` effect (accepted or not, with the reason). */
+  buildReported(now: number, workerId: string, report: BuildReport, outputsVerified: boolean): Effect[] {
+    buildReported(this.s, now, workerId, report, outputsVerified);
+    return finishEvent(this.s, now);
+  }
+
+  /** The worker's stream closed; it keeps its leases until its deadline. */
+  workerDisconnected(now: number, workerId: string): Effect[] {
+    workerDisconnected(this.s, now, workerId);
+    return finishEvent(this.s, now);
+  }
+
+  /** The worker drains: no new work; handed-back leases requeue uncounted. */
+  workerDraining(now: number, workerId: string, notice: DrainNotice): Effect[] {
+    workerDraining(this.s, now, workerId, notice);
+    return finishEvent(this.s, now);
+  }
+
+  /** Cancels a running job (no-op when already finished). */
+  cancelJob(now: number, jobId: string): Effect[] {
+    cancelJob(this.s, now, jobId);
+    return finishEvent(this.s, now);
+  }
+
+  /** Time passed: overdue workers are lost (their builds requeue); then dispatch. */
+  advanceTo(now: number): Effect[] {
+    loseOverdueWorkers(this.s, now);
+    return finishEvent(this.s, now);
+  }
+
+  // ----------------------------------------------------------------- queries
+
+  /** A job's record (a copy), if known. */
+  job(jobId: string): JobRecord | undefined {
+    const e = this.s.book.get(jobId);
+    return e === undefined ? undefined : { ...e.record, roots: [...e.record.roots] };
+  }
+
+  /** Every job's record (copies), in submission order. */
+  jobs(): JobRecord[] {
+    return [...this.s.book.all()].map((e) => ({ ...e.record, roots: [...e.record.roots] }));
+  }
+
+  /** Status of a job: counts, state, failures, outputs, ETA, and per-drv rows if asked. */
+  jobStatus(jobId: string, now: number, opts: { derivations: boolean } = { derivations: false }): JobStatusView | undefined {
+    return jobStatus(this.s, jobId, now, opts);
+  }
+
+  /** Every known worker with its running builds. */
+  workers(now: number): WorkerView[] {
+    return workerViews(this.s, now);
+  }
+
+  /** A derivation's node and record (a copy), if known. */
+  drv(drvPath: DrvPath): { node: DrvNode; record: DrvRecord } | undefined {
+    const rec = this.s.dag.records.get(drvPath);
+    return rec === undefined ? undefined : { node: this.s.dag.node(drvPath), record: copyDrvRecord(rec) };
+  }
+
+  /** How many derivations are in each state (for gauges). O(derivations). */
+  stateCounts(): Record<DrvState, number> {
+    const counts = Object.fromEntries(DRV_STATES.map((st) => [st, 0])) as Record<DrvState, number>;
+    for (const rec of this.s.dag.records.values()) counts[rec.state]++;
+    return counts;
+  }
+
+  /** Number of derivations ready and waiting for a worker. */
+  readyCount(): number {
+    return this.s.dag.ready.size;
+  }
+
+  /** The state storage should hold now (what the persist effects have written so far). */
+  snapshot(): Snapshot {
+    return takeSnapshot(this.s);
+  }
+}

@@ -1,0 +1,12 @@
+// What durable storage holds and a restarted coordinator rebuilds from.
+import type { DrvRecord } from "./drv-state.js";
+import type { DrvNode, JobRecord } from "./types.js";
+import type { WorkerSnapshot } from "./worker-state.js";
+
+/** Stored state: static nodes, dynamic drv records, jobs (workers optional: they reconnect). */
+export interface Snapshot {
+  nodes: DrvNode[];
+  drvs: DrvRecord[];
+  jobs: JobRecord[];
+  workers?: WorkerSnapshot[];
+}

@@ -1,0 +1,150 @@
+// Worker lifecycle events: join (with lease adoption), heartbeat, disconnect,
+// drain, and loss when a deadline passes.
+import { InvalidInputError } from "./errors.js";
+import { takeBack, workerChanged, type SchedulerState } from "./scheduler-state.js";
+import type { DrvPath, Lease, WorkerInfo } from "./types.js";
+import {
+  disconnect,
+  drain,
+  markLost,
+  newWorkerRecord,
+  rejoin,
+  touch,
+  type HeartbeatInfo,
+  type WorkerRecord,
+} from "./worker-state.js";
+
+/** A worker's drain notice. */
+export interface DrainNotice {
+  /** Leases handed back unfinished. */
+  handedBack: Lease[];
+  /** When the worker will be gone (ms, same clock as `now`). */
+  deadlineMs: number;
+}
+
+function knownWorker(s: SchedulerState, workerId: string): WorkerRecord {
+  const w = s.pool.get(workerId);
+  if (w === undefined) throw new InvalidInputError(`unknown worker ${workerId}: it must join first`);
+  return w;
+}
+
+/** True when `lease` is the current lease of a building derivation held by `workerId`. */
+function isCurrent(s: SchedulerState, workerId: string, lease: Lease): boolean {
+  const rec = s.dag.records.get(lease.drvPath);
+  return rec !== undefined && rec.state === "building" && rec.epoch === lease.epoch && rec.workerId === workerId;
+}
+
+function leaseKey(l: Lease): string {
+  return `${l.epoch}:${l.drvPath}`;
+}
+
+function checkInfo(info: WorkerInfo): void {
+  if (typeof info.workerId !== "string" || info.workerId === "") throw new InvalidInputError("worker id is empty");
+  if (!Array.isArray(info.systems) || !Array.isArray(info.features)) throw new InvalidInputError("systems/features must be lists");
+  if (!(info.maxBuilds >= 0) || !(info.cores >= 0) || !(info.memoryBytes >= 0)) {
+    throw new InvalidInputError(`worker ${info.workerId}: cores, memory and maxBuilds must be >= 0`);
+  }
+}
+
+/**
+ * A new or returning worker. Running leases that are still current are
+ * adopted (the build carries on there); stale ones get an abort; leases we
+ * thought it held but it no longer reports are requeued without counting.
+ */
+export function workerJoined(s: SchedulerState, now: number, info: WorkerInfo, running: Lease[]): void {
+  checkInfo(info);
+  const deadline = now + s.config.heartbeatTimeoutMs;
+  let w = s.pool.get(info.workerId);
+  if (w === undefined) {
+    w = newWorkerRecord(info, now, deadline);
+    s.pool.add(w);
+  } else {
+    rejoin(w, info, now, deadline);
+  }
+  const reported = new Set(running.map(leaseKey));
+  for (const [drvPath, epoch] of [...w.running]) {
+    if (reported.has(leaseKey({ drvPath, epoch }))) continue;
+    const rec = s.dag.records.get(drvPath);
+    if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
+      takeBack(s, rec, now, `worker ${w.info.workerId} rejoined without it`);
+    } else {
+      w.running.delete(drvPath);
+    }
+  }
+  let adopted = 0;
+  let aborted = 0;
+  for (const lease of running) {
+    if (isCurrent(s, w.info.workerId, lease)) {
+      if (!w.running.has(lease.drvPath)) s.pool.attachLease(w, s.dag.records.get(lease.drvPath)!);
+      adopted++;
+    } else {
+      s.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: "stale lease" });
+      aborted++;
+    }
+  }
+  workerChanged(s, w);
+  s.sink.emit({ type: "worker.joined", atMs: now, workerId: w.info.workerId, adopted, aborted });
+}
+
+/** A heartbeat: moves the deadline (replied in a heartbeatAck effect); stale running leases get aborts. */
+export function heartbeat(s: SchedulerState, now: number, workerId: string, hb: HeartbeatInfo): void {
+  const w = knownWorker(s, workerId);
+  if (w.state !== "active" && w.state !== "draining") {
+    throw new InvalidInputError(`worker ${workerId} is ${w.state}: it must join again`);
+  }
+  let deadline = now + s.config.heartbeatTimeoutMs;
+  // A draining worker is gone at its announced deadline, whatever it says after.
+  if (w.drainDeadlineMs !== null) deadline = Math.min(deadline, w.drainDeadlineMs + s.config.heartbeatTimeoutMs);
+  touch(w, now, deadline, hb);
+  for (const lease of hb.running) {
+    if (!isCurrent(s, workerId, lease)) s.sink.send({ kind: "abort", workerId, lease, reason: "stale lease" });
+  }
+  s.sink.send({ kind: "heartbeatAck", workerId, deadlineMs: deadline });
+}
+
+/** The worker's stream closed: it keeps its leases until its deadline (it may reconnect). */
+export function workerDisconnected(s: SchedulerState, now: number, workerId: string): void {
+  const w = knownWorker(s, workerId);
+  if (w.state === "lost" || w.state === "disconnected") return; // already handled
+  disconnect(w, now);
+  workerChanged(s, w);
+  s.sink.emit({ type: "worker.disconnected", atMs: now, workerId });
+}
+
+/** The worker is going away: no new work; handed-back leases requeue at once, uncounted. */
+export function workerDraining(s: SchedulerState, now: number, workerId: string, notice: DrainNotice): void {
+  const w = knownWorker(s, workerId);
+  if (w.state !== "active" && w.state !== "draining") {
+    throw new InvalidInputError(`worker ${workerId} is ${w.state}: it must join again`);
+  }
+  const deadline = Math.min(w.deadlineMs, notice.deadlineMs + s.config.heartbeatTimeoutMs);
+  drain(w, now, notice.deadlineMs, deadline);
+  let handedBack = 0;
+  for (const lease of notice.handedBack) {
+    if (!isCurrent(s, workerId, lease)) continue;
+    takeBack(s, s.dag.records.get(lease.drvPath)!, now, `handed back by draining worker ${workerId}`);
+    handedBack++;
+  }
+  workerChanged(s, w);
+  s.sink.emit({ type: "worker.draining", atMs: now, workerId, deadlineMs: notice.deadlineMs, handedBack });
+}
+
+/** Workers past their deadline become lost; their builds requeue at once (epoch++, no retry counted). */
+export function loseOverdueWorkers(s: SchedulerState, now: number): void {
+  for (const w of s.pool.overdue(now)) {
+    markLost(w);
+    const requeued: DrvPath[] = [];
+    for (const [drvPath, epoch] of [...w.running]) {
+      const rec = s.dag.records.get(drvPath);
+      if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
+        takeBack(s, rec, now, `worker ${w.info.workerId} lost`);
+        requeued.push(drvPath);
+      }
+    }
+    w.running.clear();
+    w.reservedCores = 0;
+    w.reservedMemoryBytes = 0;
+    workerChanged(s, w);
+    s.sink.emit({ type: "worker.lost", atMs: now, workerId: w.info.workerId, requeued });
+  }
+}

@@ -1,0 +1,161 @@
+// The worker state machine: one transition table, one named verb per move.
+// Lease bookkeeping (which drvs a worker runs) is kept on the record but
+// changed only by the scheduler's worker pool, which also fixes the drvs.
+import { InvalidTransitionError } from "./errors.js";
+import type { DrvPath, Lease, WorkerInfo, WorkerState } from "./types.js";
+
+/** Dynamic state of one worker, keyed by its stable workerId. */
+export interface WorkerRecord {
+  info: WorkerInfo;
+  state: WorkerState;
+  joinedAtMs: number;
+  lastSeenMs: number;
+  /** The worker is lost when `now` passes this. */
+  deadlineMs: number;
+  /** Set by a drain notice: when the worker said it will be gone. */
+  drainDeadlineMs: number | null;
+  /** Leases it holds: drv path -> epoch. */
+  running: Map<DrvPath, number>;
+  reservedCores: number;
+  reservedMemoryBytes: number;
+  /** From the last heartbeat (join info until then). */
+  freeMemoryBytes: number;
+  freeDiskBytes: number;
+  uptimeSeconds: number;
+  /** When `uptimeSeconds` was reported. */
+  uptimeAtMs: number;
+  buildsDone: number;
+  buildsFailed: number;
+  oomKills: number;
+}
+
+/** The one table of legal worker moves: from -> allowed targets. */
+export const WORKER_TRANSITIONS: Readonly<Record<WorkerState, readonly WorkerState[]>> = {
+  // active -> active: a heartbeat, or a rejoin we had not noticed was a reconnect.
+  active: ["active", "disconnected", "draining", "lost"],
+  disconnected: ["active", "lost"],
+  draining: ["active", "disconnected", "draining", "lost"],
+  lost: ["active"],
+};
+
+/** Every WorkerState. */
+export const WORKER_STATES: readonly WorkerState[] = ["active", "disconnected", "draining", "lost"];
+
+/** True when `from -> to` is in the transition table. */
+export function canWorkerTransition(from: WorkerState, to: WorkerState): boolean {
+  return WORKER_TRANSITIONS[from].includes(to);
+}
+
+function move(w: WorkerRecord, verb: string, from: readonly WorkerState[], to: WorkerState): void {
+  if (!from.includes(w.state) || !canWorkerTransition(w.state, to)) {
+    throw new InvalidTransitionError("worker", w.info.workerId, verb, w.state);
+  }
+  w.state = to;
+}
+
+/** A worker seen for the first time, active until `deadlineMs`. */
+export function newWorkerRecord(info: WorkerInfo, now: number, deadlineMs: number): WorkerRecord {
+  return {
+    info,
+    state: "active",
+    joinedAtMs: now,
+    lastSeenMs: now,
+    deadlineMs,
+    drainDeadlineMs: null,
+    running: new Map(),
+    reservedCores: 0,
+    reservedMemoryBytes: 0,
+    freeMemoryBytes: info.memoryBytes,
+    freeDiskBytes: info.freeDiskBytes,
+    uptimeSeconds: info.uptimeSeconds,
+    uptimeAtMs: now,
+    buildsDone: 0,
+    buildsFailed: 0,
+    oomKills: 0,
+  };
+}
+
+/**
+ * A worker known only from leases in a restored snapshot: disconnected until
+ * it reconnects or `deadlineMs` passes. Its info is unknown (no systems, no slots).
+ */
+export function placeholderWorker(workerId: string, now: number, deadlineMs: number): WorkerRecord {
+  const info: WorkerInfo = {
+    workerId,
+    softwareVersion: "",
+    systems: [],
+    features: [],
+    cores: 0,
+    memoryBytes: 0,
+    freeDiskBytes: 0,
+    storeDir: "",
+    uptimeSeconds: 0,
+    maxLifetimeSeconds: 0,
+    maxBuilds: 0,
+  };
+  const w = newWorkerRecord(info, now, deadlineMs);
+  w.state = "disconnected";
+  return w;
+}
+
+/** any -> active: the worker (re)joined with fresh info. Leases are reconciled by the caller. */
+export function rejoin(w: WorkerRecord, info: WorkerInfo, now: number, deadlineMs: number): void {
+  move(w, "rejoin", ["active", "disconnected", "draining", "lost"], "active");
+  w.info = info;
+  w.joinedAtMs = now;
+  w.lastSeenMs = now;
+  w.deadlineMs = deadlineMs;
+  w.drainDeadlineMs = null;
+  w.freeDiskBytes = info.freeDiskBytes;
+  w.uptimeSeconds = info.uptimeSeconds;
+  w.uptimeAtMs = now;
+}
+
+/** What a heartbeat reports. */
+export interface HeartbeatInfo {
+  freeMemoryBytes: number;
+  freeDiskBytes: number;
+  uptimeSeconds: number;
+  running: Lease[];
+}
+
+/** active|draining stays put: a heartbeat arrived; moves the deadline. */
+export function touch(w: WorkerRecord, now: number, deadlineMs: number, hb: HeartbeatInfo): void {
+  move(w, "heartbeat", ["active", "draining"], w.state);
+  w.lastSeenMs = now;
+  w.deadlineMs = deadlineMs;
+  w.freeMemoryBytes = hb.freeMemoryBytes;
+  w.freeDiskBytes = hb.freeDiskBytes;
+  w.uptimeSeconds = hb.uptimeSeconds;
+  w.uptimeAtMs = now;
+}
+
+/** active|draining -> disconnected: the stream closed; leases are kept until the deadline. */
+export function disconnect(w: WorkerRecord, now: number): void {
+  move(w, "disconnect", ["active", "draining"], "disconnected");
+  w.lastSeenMs = now;
+}
+
+/** active|draining -> draining: the worker announced it goes away at `drainDeadlineMs`; no new work. */
+export function drain(w: WorkerRecord, now: number, drainDeadlineMs: number, deadlineMs: number): void {
+  move(w, "drain", ["active", "draining"], "draining");
+  w.lastSeenMs = now;
+  w.drainDeadlineMs = drainDeadlineMs;
+  w.deadlineMs = deadlineMs;
+}
+
+/** active|disconnected|draining -> lost: the deadline passed. The caller requeues its leases. */
+export function markLost(w: WorkerRecord): void {
+  move(w, "markLost", ["active", "disconnected", "draining"], "lost");
+}
+
+/** Serializable view of a WorkerRecord (for persistWorker effects and status). */
+export interface WorkerSnapshot extends Omit<WorkerRecord, "running"> {
+  running: Lease[];
+}
+
+/** Copies a worker record into its serializable form. */
+export function workerSnapshot(w: WorkerRecord): WorkerSnapshot {
+  const running = [...w.running].map(([drvPath, epoch]) => ({ drvPath, epoch }));
+  return { ...w, info: { ...w.info }, running };
+}
