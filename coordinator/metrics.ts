@@ -2,6 +2,8 @@
 // so tests and simulations stay independent. Counters go up at transitions
 // (the shell calls `record*`); gauges are computed when Prometheus scrapes.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { DRV_STATES } from "./core/drv-state.js";
+import { WORKER_STATES } from "./core/worker-state.js";
 
 /** Numbers the gauges read at scrape time. */
 export interface GaugeSource {
@@ -16,7 +18,8 @@ export interface GaugeSource {
 export function createCoordinatorMetrics(source: () => GaugeSource | undefined, opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "tmpnix_coordinator_" });
-  const gaugeFrom = (name: string, help: string, label: string, read: (s: GaugeSource) => Record<string, number>) =>
+  // Known label values are always exported (as 0 when empty) so alerts need no `or vector(0)`.
+  const gaugeFrom = (name: string, help: string, label: string, read: (s: GaugeSource) => Record<string, number>, known: readonly string[] = []) =>
     new Gauge({
       name,
       help,
@@ -24,15 +27,16 @@ export function createCoordinatorMetrics(source: () => GaugeSource | undefined, 
       registers: [registry],
       collect() {
         this.reset();
+        for (const key of known) this.set({ [label]: key }, 0);
         const s = source();
         if (!s) return;
         for (const [key, value] of Object.entries(read(s))) this.set({ [label]: key }, value);
       },
     });
-  gaugeFrom("tmpnix_derivations", "Derivations known to the coordinator, by state", "state", (s) => s.derivationsByState());
-  gaugeFrom("tmpnix_workers", "Workers, by state", "state", (s) => s.workersByState());
-  gaugeFrom("tmpnix_jobs", "Jobs, by state", "state", (s) => s.jobsByState());
-  gaugeFrom("tmpnix_worker_reserved_memory_bytes", "Memory reserved for running builds, per worker", "worker", (s) => s.reservedMemoryByWorker());
+  gaugeFrom("tmpnix_derivations", "Derivations known to the coordinator, by state", "state", (s) => s.derivationsByState(), DRV_STATES);
+  gaugeFrom("tmpnix_workers", "Workers, by state", "state", (s) => s.workersByState(), WORKER_STATES);
+  gaugeFrom("tmpnix_jobs", "Jobs, by state", "state", (s) => s.jobsByState(), ["running", "succeeded", "failed", "cancelled"]);
+  gaugeFrom("tmpnix_reserved_memory_bytes", "Memory reserved for running builds, per worker", "worker", (s) => s.reservedMemoryByWorker());
 
   return {
     registry,
@@ -53,6 +57,7 @@ export function createCoordinatorMetrics(source: () => GaugeSource | undefined, 
     reassignments: new Counter({ name: "tmpnix_reassignments_total", help: "Builds handed to another worker, by reason", labelNames: ["reason"], registers: [registry] }),
     staleResults: new Counter({ name: "tmpnix_stale_results_total", help: "Results rejected because their lease was no longer current", registers: [registry] }),
     cachedAtSubmit: new Counter({ name: "tmpnix_cached_derivations_total", help: "Derivations found in the cache at submit (never rebuilt)", registers: [registry] }),
+    jobsFinished: new Counter({ name: "tmpnix_jobs_finished_total", help: "Jobs that ended, by final state", labelNames: ["state"], registers: [registry] }),
     submits: new Counter({ name: "tmpnix_submits_total", help: "Submit calls, by result", labelNames: ["result"], registers: [registry] }),
   };
 }

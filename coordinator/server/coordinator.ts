@@ -1,0 +1,303 @@
+// The coordinator shell: it feeds worker and CLI events into the pure
+// Scheduler, persists the resulting state changes to the FarmStore *before*
+// any message leaves (so no worker ever holds a lease the store doesn't know),
+// then delivers messages and publishes events. All core calls run one at a
+// time through a serial queue, in arrival order.
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import { status } from "@grpc/grpc-js";
+import type { Scheduler } from "../core/scheduler.js";
+import type { Effect } from "../core/effects.js";
+import type { Clock } from "../core/clock.js";
+import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
+import { StoreConflictError } from "../core/errors.js";
+import { applyEffects, SerialQueue, type FarmStore } from "../store/farm-store.js";
+import type { CacheStorage } from "../cache/storage.js";
+import { readValidNarInfo } from "../cache/http-server.js";
+import { baseName, hashPart } from "../cache/store-path.js";
+import { assignmentToWire, jobStatusToWire, PROTOCOL_VERSION, workerViewToWire } from "../../proto/convert.js";
+import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
+import type { HeartbeatInfo, WorkerHub, WorkerSession } from "./worker-service.js";
+import type { FarmApi } from "./farm-service.js";
+import { BuildLogs } from "./build-logs.js";
+import type { CoordinatorMetrics } from "../metrics.js";
+
+/** Everything the shell needs; main.ts wires it. */
+export interface CoordinatorDeps {
+  scheduler: Scheduler;
+  store: FarmStore;
+  cache: CacheStorage;
+  clock: Clock;
+  logger: Logger;
+  metrics?: CoordinatorMetrics;
+  info: FarmInfo & { heartbeatIntervalMs: number };
+  /** Called when the store says another coordinator wrote behind our back. */
+  onFenced?: (err: Error) => void;
+}
+
+const LOG_TAIL_LINES = 25;
+const MAX_REMEMBERED_TAILS = 2000;
+
+/** Implements the worker and CLI services on top of the scheduler. */
+export class Coordinator implements WorkerHub, FarmApi {
+  private readonly queue = new SerialQueue();
+  private readonly sessions = new Map<string, WorkerSession>();
+  private readonly watchers = new Set<() => void>();
+  private readonly logs = new BuildLogs();
+  private readonly tails = new Map<DrvPath, string[]>();
+
+  constructor(private readonly d: CoordinatorDeps) {}
+
+  /** Runs one core event: compute, persist, then deliver. */
+  private step(what: string, event: (now: number) => Effect[]): Promise<Effect[]> {
+    return this.queue.run(async () => {
+      const effects = event(this.d.clock.now());
+      await this.persist(what, effects);
+      this.deliver(effects);
+      return effects;
+    });
+  }
+
+  /** Persists with retries: while NATS is away the queue waits, so no transition is lost or reordered. */
+  private async persist(what: string, effects: Effect[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await applyEffects(this.d.store, effects);
+        return;
+      } catch (err) {
+        if (err instanceof StoreConflictError) {
+          this.d.logger.fatal({ err, what }, "another coordinator changed the farm state; stopping");
+          this.d.onFenced?.(err);
+          throw err;
+        }
+        const waitMs = Math.min(5000, 100 * 2 ** Math.min(attempt, 6));
+        this.d.logger.warn({ err: (err as Error).message, what, attempt, waitMs }, "persisting state failed; retrying");
+        await new Promise((r) => setTimeout(r, waitMs));
+      }
+    }
+  }
+
+  private deliver(effects: Effect[]): void {
+    let changed = false;
+    for (const e of effects) {
+      switch (e.kind) {
+        case "assign": {
+          const s = this.sessions.get(e.workerId);
+          this.d.logger.info({ worker: e.workerId, drv: e.spec.lease.drvPath, epoch: e.spec.lease.epoch, cores: e.spec.cores, memoryLimit: e.spec.memoryLimitBytes }, "assigned");
+          // With no session the lease simply expires at the worker's deadline and is requeued.
+          s?.send({ msg: { $case: "assign", value: assignmentToWire(e.spec) } });
+          break;
+        }
+        case "abort":
+          this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent");
+          this.sessions.get(e.workerId)?.send({ msg: { $case: "abort", value: { lease: e.lease, reason: e.reason } } });
+          break;
+        case "ack":
+          if (!e.accepted) {
+            this.d.metrics?.staleResults.inc();
+            this.d.logger.warn({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "result rejected");
+          }
+          this.sessions.get(e.workerId)?.send({ msg: { $case: "resultAck", value: { lease: e.lease, accepted: e.accepted, reason: e.reason } } });
+          break;
+        case "event":
+          changed = true;
+          this.countEvent(e.event);
+          break;
+      }
+    }
+    if (changed) for (const w of this.watchers) w();
+  }
+
+  private countEvent(ev: Extract<Effect, { kind: "event" }>["event"]): void {
+    const m = this.d.metrics;
+    if (ev.type === "worker.lost") {
+      this.d.logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
+      m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
+    } else if (ev.type === "worker.draining") {
+      m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
+    } else if (ev.type === "job.finished") {
+      this.d.logger.info({ job: ev.jobId, state: ev.state }, "job finished");
+      m?.jobsFinished.inc({ state: ev.state });
+    } else if (ev.type === "drv.state" && ev.to === "failed") {
+      this.d.logger.info({ drv: ev.drvPath, reason: ev.reason }, "derivation failed");
+    }
+  }
+
+  // ---------------------------------------------------------------- workers
+
+  async join(session: WorkerSession, info: WorkerInfo, running: Lease[]): Promise<void> {
+    const previous = this.sessions.get(info.workerId);
+    if (previous && previous.sessionId !== session.sessionId) previous.close(status.ABORTED, "replaced by a newer connection of the same worker");
+    this.sessions.set(info.workerId, session);
+    session.send({
+      msg: {
+        $case: "welcome",
+        value: { protocolVersion: PROTOCOL_VERSION, sessionId: session.sessionId, cacheUrl: this.d.info.cacheUrl, cachePublicKey: this.d.info.cachePublicKey, heartbeatIntervalMs: this.d.info.heartbeatIntervalMs, abort: [] },
+      },
+    });
+    this.d.logger.info({ worker: info.workerId, cores: info.cores, memory: info.memoryBytes, systems: info.systems, running: running.length }, "worker joined");
+    await this.step("join", (now) => this.d.scheduler.workerJoined(now, info, running));
+  }
+
+  async heartbeat(session: WorkerSession, hb: HeartbeatInfo): Promise<number> {
+    const effects = await this.step("heartbeat", (now) => this.d.scheduler.heartbeat(now, session.workerId, hb));
+    const ack = effects.find((e) => e.kind === "heartbeatAck");
+    return ack && ack.kind === "heartbeatAck" ? ack.deadlineMs : this.d.clock.now() + this.d.info.heartbeatIntervalMs * 3;
+  }
+
+  logLines(_session: WorkerSession, lease: Lease, lines: string[]): void {
+    this.logs.append(lease, lines);
+  }
+
+  async result(session: WorkerSession, report: BuildReport): Promise<void> {
+    const { lease } = report;
+    const lines = this.logs.take(lease);
+    const current = this.d.scheduler.drv(lease.drvPath);
+    const isCurrent = current?.record.state === "building" && current.record.epoch === lease.epoch && current.record.workerId === session.workerId;
+    // A stale lease's log must not overwrite the current attempt's log.
+    if (isCurrent && lines.length) {
+      await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
+      if (report.outcome !== "succeeded") this.rememberTail(lease.drvPath, lines.slice(-LOG_TAIL_LINES));
+    }
+    const verified = report.outcome === "succeeded" && current ? await this.outputsInCache(current.node, report) : false;
+    this.d.metrics?.builds.inc({ worker: session.workerId, outcome: report.outcome });
+    if (report.outcome === "succeeded") {
+      this.d.metrics?.buildSeconds.observe(report.durationMs / 1000);
+      if (report.peakMemoryBytes) this.d.metrics?.buildPeakMemory.observe(report.peakMemoryBytes);
+    }
+    if (report.outcome === "out-of-memory") this.d.metrics?.oomKills.inc({ worker: session.workerId });
+    if (isCurrent && !["succeeded", "failed"].includes(report.outcome)) this.d.metrics?.reassignments.inc({ reason: report.outcome });
+    this.d.logger.info(
+      { worker: session.workerId, drv: lease.drvPath, epoch: lease.epoch, outcome: report.outcome, verified, durationMs: report.durationMs, peakMemory: report.peakMemoryBytes, error: report.error || undefined },
+      "build reported",
+    );
+    await this.step("result", (now) => this.d.scheduler.buildReported(now, session.workerId, report, verified));
+  }
+
+  /** A derivation counts as built only when every output has a valid narinfo (and the NAR hash the worker reported). */
+  private async outputsInCache(node: DrvNode, report: BuildReport): Promise<boolean> {
+    const reported = new Map(report.outputs.map((o) => [o.path, o.narHash]));
+    for (const path of Object.values(node.outputs)) {
+      const info = await readValidNarInfo(this.d.cache, path).catch(() => null);
+      if (!info) return false;
+      const claimed = reported.get(path);
+      if (claimed && claimed !== info.narHash) {
+        this.d.logger.warn({ path, claimed, cached: info.narHash }, "worker's output differs from the cached one (first writer wins)");
+      }
+    }
+    return true;
+  }
+
+  private rememberTail(drvPath: DrvPath, lines: string[]): void {
+    this.tails.delete(drvPath);
+    this.tails.set(drvPath, lines);
+    if (this.tails.size > MAX_REMEMBERED_TAILS) this.tails.delete(this.tails.keys().next().value!);
+  }
+
+  async drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void> {
+    this.d.logger.info({ worker: session.workerId, reason, handedBack: handedBack.length }, "worker draining");
+    await this.step("drain", (now) => this.d.scheduler.workerDraining(now, session.workerId, { handedBack, deadlineMs: deadlineUnixMs }));
+  }
+
+  disconnected(session: WorkerSession): void {
+    if (this.sessions.get(session.workerId)?.sessionId !== session.sessionId) return;
+    this.sessions.delete(session.workerId);
+    this.d.logger.info({ worker: session.workerId }, "worker disconnected");
+    void this.step("disconnect", (now) => this.d.scheduler.workerDisconnected(now, session.workerId));
+  }
+
+  /** Time passes: lost workers, then dispatch. Called by a timer. */
+  tick(): Promise<Effect[]> {
+    return this.step("tick", (now) => this.d.scheduler.advanceTo(now));
+  }
+
+  // ---------------------------------------------------------------- CLI
+
+  info(): FarmInfo {
+    const { version, storeDir, cacheUrl, cachePublicKey } = this.d.info;
+    return { version, storeDir, cacheUrl, cachePublicKey };
+  }
+
+  async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string }): Promise<{ jobId: string; existing: boolean }> {
+    const started = Date.now();
+    const cached = await this.cachedDerivations(req.nodes);
+    const jobId = `j-${new Date(this.d.clock.now()).toISOString().slice(0, 10).replace(/-/g, "")}-${randomBytes(4).toString("hex")}`;
+    try {
+      const effects = await this.step("submit", (now) => this.d.scheduler.submitJob(now, { jobId, ...req, cachedDrvPaths: cached }));
+      const accepted = effects.find((e) => e.kind === "jobAccepted");
+      if (!accepted || accepted.kind !== "jobAccepted") throw new Error("scheduler accepted no job");
+      this.d.metrics?.submits.inc({ result: accepted.existing ? "existing" : "accepted" });
+      if (!accepted.existing) this.d.metrics?.cachedAtSubmit.inc(cached.size);
+      this.d.logger.info({ job: accepted.jobId, existing: accepted.existing, nodes: req.nodes.length, cached: cached.size, ms: Date.now() - started, description: req.description }, "job submitted");
+      return { jobId: accepted.jobId, existing: accepted.existing };
+    } catch (err) {
+      this.d.metrics?.submits.inc({ result: "rejected" });
+      throw err;
+    }
+  }
+
+  /** Derivations whose every output the cache already holds: they are never rebuilt. */
+  private async cachedDerivations(nodes: DrvNode[]): Promise<Set<DrvPath>> {
+    const cached = new Set<DrvPath>();
+    const CONCURRENCY = 64;
+    for (let i = 0; i < nodes.length; i += CONCURRENCY) {
+      await Promise.all(
+        nodes.slice(i, i + CONCURRENCY).map(async (n) => {
+          const known = this.d.scheduler.drv(n.drvPath);
+          if (known?.record.state === "done") return;
+          for (const p of Object.values(n.outputs)) if (!(await this.d.cache.has("narinfo", hashPart(p)))) return;
+          cached.add(n.drvPath);
+        }),
+      );
+    }
+    return cached;
+  }
+
+  job(jobId: string, derivations: boolean): JobStatus | undefined {
+    const view = this.d.scheduler.jobStatus(jobId, this.d.clock.now(), { derivations });
+    return view && jobStatusToWire(view, (p) => this.tails.get(p) ?? []);
+  }
+
+  jobs(): JobStatus[] {
+    return this.d.scheduler
+      .jobs()
+      .map((j) => this.job(j.jobId, false))
+      .filter((j): j is JobStatus => j !== undefined);
+  }
+
+  workers(): WorkerStatus[] {
+    return this.d.scheduler.workers(this.d.clock.now()).map(workerViewToWire);
+  }
+
+  async log(drvPath: string): Promise<string | undefined> {
+    if (!/^[^/]+$/.test(baseName(drvPath))) return undefined;
+    return (await this.d.cache.getText("log", baseName(drvPath))) ?? undefined;
+  }
+
+  async cancel(jobId: string): Promise<JobStatus | undefined> {
+    if (!this.d.scheduler.job(jobId)) return undefined;
+    await this.step("cancel", (now) => this.d.scheduler.cancelJob(now, jobId));
+    return this.job(jobId, false);
+  }
+
+  watch(_jobId: string, onChange: () => void): () => void {
+    this.watchers.add(onChange);
+    return () => this.watchers.delete(onChange);
+  }
+
+  /** Numbers for the Prometheus gauges. */
+  gauges() {
+    const drvs: Record<string, number> = {};
+    const jobs: Record<string, number> = {};
+    for (const j of this.d.scheduler.jobs()) jobs[j.state] = (jobs[j.state] ?? 0) + 1;
+    const snapshotCounts = this.d.scheduler.stateCounts();
+    Object.assign(drvs, snapshotCounts);
+    const workers: Record<string, number> = {};
+    const reserved: Record<string, number> = {};
+    for (const w of this.d.scheduler.workers(this.d.clock.now())) {
+      workers[w.state] = (workers[w.state] ?? 0) + 1;
+      reserved[w.workerId] = w.running.reduce((sum, r) => sum + r.reservedMemoryBytes, 0);
+    }
+    return { derivationsByState: () => drvs, workersByState: () => workers, jobsByState: () => jobs, reservedMemoryByWorker: () => reserved };
+  }
+}
