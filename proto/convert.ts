@@ -5,6 +5,7 @@ import type { BuildOutcome, BuildReport, AssignmentSpec, DrvNode, Lease, WorkerI
 import { BUILTIN_SYSTEM } from "../coordinator/core/types.js";
 import { InvalidInputError } from "../coordinator/core/errors.js";
 import * as wire from "./gen/farm.js";
+import type { DrvStatusRow, JobStatusView, WorkerView } from "../coordinator/core/job-status.js";
 
 /** Version of the worker protocol; a join with another version is refused. */
 export const PROTOCOL_VERSION = 1;
@@ -166,5 +167,67 @@ export function assignmentFromWire(a: wire.Assignment, storeDir: string): Assign
     cores: Math.max(1, a.cores),
     memoryLimitBytes: a.memoryLimitBytes,
     timeoutMs: a.timeoutMs,
+  };
+}
+
+// ------------------------------------------------------------ status views
+
+
+/** A derivation row as sent to the CLI. */
+export function drvRowToWire(r: DrvStatusRow): wire.DerivationStatus {
+  return {
+    drvPath: r.drvPath,
+    name: r.name,
+    state: r.cached ? "cached" : r.state,
+    workerId: r.workerId ?? "",
+    epoch: r.epoch,
+    attempts: r.attempts,
+    oomKills: r.oomKills,
+    reason: r.reason,
+    durationMs: r.durationMs,
+    peakMemoryBytes: r.peakMemoryBytes,
+    cores: r.cores,
+    reservedMemoryBytes: r.reservedMemoryBytes,
+    estimatedMemoryBytes: r.estimatedMemoryBytes ?? 0,
+    estimatedDurationMs: r.estimatedDurationMs ?? 0,
+    waitingReason: r.waitingReason,
+  };
+}
+
+/** A job's status as sent to the CLI; `logTail` supplies the end of each failed build's log. */
+export function jobStatusToWire(v: JobStatusView, logTail: (drvPath: string) => string[]): wire.JobStatus {
+  return {
+    jobId: v.jobId,
+    description: v.description,
+    state: v.state,
+    counts: { ...v.counts },
+    createdUnixMs: v.createdAtMs,
+    finishedUnixMs: v.finishedAtMs ?? 0,
+    etaMs: Math.round(v.etaMs),
+    roots: v.roots,
+    outputs: v.outputs.map((o) => ({ drvPath: o.drvPath, outputs: { ...o.outputs } })),
+    failures: v.failures.map((f) => ({ drvPath: f.drvPath, name: f.name, reason: f.reason, logTail: logTail(f.drvPath) })),
+    derivations: v.derivations.map(drvRowToWire),
+  };
+}
+
+/** A worker as sent to the CLI. */
+export function workerViewToWire(w: WorkerView): wire.WorkerStatus {
+  return {
+    workerId: w.workerId,
+    state: w.state,
+    systems: w.systems,
+    features: w.features,
+    cores: w.cores,
+    memoryBytes: w.memoryBytes,
+    freeMemoryBytes: w.freeMemoryBytes,
+    freeDiskBytes: w.freeDiskBytes,
+    uptimeSeconds: w.uptimeSeconds,
+    remainingLifetimeSeconds: w.remainingLifetimeSeconds,
+    lastSeenUnixMs: w.lastSeenMs,
+    running: w.running.map(drvRowToWire),
+    buildsDone: w.buildsDone,
+    buildsFailed: w.buildsFailed,
+    oomKills: w.oomKills,
   };
 }

@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+// `farm`: the one executable. It only parses arguments and dispatches; each
+// subcommand lives in its own module.
+import { parseArgs } from "node:util";
+import { FarmError } from "../core/errors.js";
+import { ConfigError, describeSchema, flagOptions } from "../config/schema.js";
+import { cliSchema, loadCliConfig, type CliConfig } from "./cli-config.js";
+import { coordinatorSchema } from "../config.js";
+
+/** What every subcommand receives. */
+export interface CommandContext {
+  positionals: string[];
+  flags: Record<string, string | boolean | undefined>;
+  config: CliConfig;
+  json: boolean;
+  out: (text: string) => void;
+  err: (text: string) => void;
+}
+
+interface Command {
+  summary: string;
+  usage: string;
+  /** Extra flags beyond the CLI config schema. */
+  flags?: Record<string, { type: "string" | "boolean" }>;
+  run: (ctx: CommandContext) => Promise<number>;
+}
+
+const load = (m: string) => import(m).then((mod) => mod.run as Command["run"]);
+
+const COMMANDS: Record<string, Command> = {
+  submit: {
+    summary: "instantiate a ref and build it on the farm",
+    usage: "farm submit <nixpkgs#attr | ./file.nix#attr> [--follow] [--json]",
+    flags: { follow: { type: "boolean" }, description: { type: "string" } },
+    run: async (c) => (await load("./submit.js"))(c),
+  },
+  status: { summary: "show jobs, or one job", usage: "farm status [job] [--derivations] [--json]", flags: { derivations: { type: "boolean" } }, run: async (c) => (await load("./status.js"))(c) },
+  workers: { summary: "list workers", usage: "farm workers [--json]", run: async (c) => (await load("./workers.js"))(c) },
+  logs: { summary: "print the build log of a derivation", usage: "farm logs <drv-path> [--json]", run: async (c) => (await load("./logs.js"))(c) },
+  cancel: { summary: "cancel a job", usage: "farm cancel <job> [--json]", run: async (c) => (await load("./cancel.js"))(c) },
+  install: {
+    summary: "install a store path or built ref from the cache, without Nix or root",
+    usage: "farm install <store-path | ref> [--profile DIR] [--trusted-key KEY] [--cache-url URL] [--json]",
+    run: async (c) => (await load("./install.js"))(c),
+  },
+};
+
+function usage(): string {
+  const lines = ["usage: farm <command> [options]", "", "commands:"];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(12)} ${c.summary}`);
+  lines.push("  coordinator  run the coordinator and its binary cache (flags below via 'farm coordinator --help')");
+  lines.push("", "common options (flag, env, default):", ...describeSchema(cliSchema));
+  lines.push("  --config FILE (FARM_CONFIG)\n      JSON file with any of the keys above", "  --json\n      machine-readable output");
+  return lines.join("\n");
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(usage() + "\n");
+    return name ? 0 : 2;
+  }
+  if (name === "coordinator") {
+    if (rest.includes("--help")) {
+      process.stdout.write(["usage: farm coordinator [options]", "", ...describeSchema(coordinatorSchema)].join("\n") + "\n");
+      return 0;
+    }
+    const { runCoordinator } = await import("../main.js");
+    return runCoordinator(rest);
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`farm: unknown command '${name}' (see 'farm help')\n`);
+    return 2;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      strict: true,
+      options: { ...flagOptions(cliSchema), ...command.flags, json: { type: "boolean" }, config: { type: "string" }, help: { type: "boolean" } },
+    });
+  } catch (err) {
+    process.stderr.write(`farm ${name}: ${(err as Error).message}\nusage: ${command.usage}\n`);
+    return 2;
+  }
+  if (parsed.values.help) {
+    process.stdout.write(`usage: ${command.usage}\n`);
+    return 0;
+  }
+  try {
+    const config = loadCliConfig(parsed.values);
+    return await command.run({
+      positionals: parsed.positionals,
+      flags: parsed.values,
+      config,
+      json: Boolean(parsed.values.json),
+      out: (t) => process.stdout.write(t + "\n"),
+      err: (t) => process.stderr.write(t + "\n"),
+    });
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof FarmError) {
+      process.stderr.write(`farm ${name}: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`farm: unexpected error: ${err?.stack ?? err}\n`);
+    process.exitCode = 70;
+  },
+);

@@ -1,0 +1,128 @@
+// `farm coordinator`: wires the parts together and nothing else. The
+// scheduling logic lives in core/, persistence in store/, the protocols in
+// server/ and the binary cache in cache/.
+import http from "node:http";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import pino from "pino";
+import { loadConfig, flagOptions } from "./config/schema.js";
+import { coordinatorSchema, resolveCoordinatorConfig, type CoordinatorConfig } from "./config.js";
+import { ensureSigningKey } from "./signing-key.js";
+import { TokenRegistry } from "./server/auth.js";
+import { DiskStorage } from "./cache/disk-storage.js";
+import { createCacheServer } from "./cache/http-server.js";
+import { NatsStore } from "./store/nats-store.js";
+import { Scheduler } from "./core/scheduler.js";
+import { SystemClock } from "./core/clock.js";
+import { Coordinator } from "./server/coordinator.js";
+import { createWorkerService } from "./server/worker-service.js";
+import { createFarmService } from "./server/farm-service.js";
+import { createCoordinatorMetrics } from "./metrics.js";
+import { FarmServiceService, WorkerServiceService } from "../proto/gen/farm.js";
+import { AuthError, InvalidInputError } from "./core/errors.js";
+
+/** Software version reported to workers and the CLI. */
+export const VERSION = "0.1.0";
+
+const hostPort = (hp: string) => {
+  const i = hp.lastIndexOf(":");
+  return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+};
+
+/** Parses flags, env and config file; starts everything; resolves when stopped. */
+export async function runCoordinator(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { ...flagOptions(coordinatorSchema), config: { type: "string" } }, strict: true });
+  const config = resolveCoordinatorConfig(loadConfig(coordinatorSchema, { flags: values, env: process.env, file: (values.config as string) ?? process.env.FARM_COORDINATOR_CONFIG }));
+  const logger = pino({ level: config.logLevel, base: { role: "coordinator" } });
+  if (!config.token && !config.tokensFile) throw new InvalidInputError("no tokens configured: set FARM_TOKEN or --tokens-file, or nobody can connect");
+  const started = await startCoordinator(config, logger);
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      logger.info({ signal: sig }, "stopping");
+      void started.stop().then(resolve);
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+  return 0;
+}
+
+/** A running coordinator with its cache and metrics endpoints. */
+export async function startCoordinator(config: CoordinatorConfig, logger: pino.Logger) {
+  const clock = new SystemClock();
+  const key = ensureSigningKey(config.signingKeyFile, config.keyName);
+  logger.info({ publicKey: key.publicKey, created: key.created, file: config.signingKeyFile }, "cache signing key");
+  const tokens = new TokenRegistry(config.token, config.tokensFile);
+  const canUpload = (token: string) => {
+    try {
+      tokens.authenticate(`Bearer ${token}`, ["worker", "cli"]);
+      return true;
+    } catch (err) {
+      if (err instanceof AuthError) return false;
+      throw err;
+    }
+  };
+
+  const storage = await DiskStorage.open(path.join(config.dataDir, "cache"));
+  const cacheServer = createCacheServer({ storage, storeDir: config.storeDir, secretKey: key.secretKey, uploadTokens: canUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
+  const cacheAddr = hostPort(config.cacheListen);
+  await new Promise<void>((resolve, reject) => cacheServer.once("error", reject).listen(cacheAddr.port, cacheAddr.host, resolve));
+
+  const store = await NatsStore.connect(config.natsUrl, { prefix: config.natsPrefix });
+  const snapshot = await store.load();
+  const schedulerConfig = { heartbeatTimeoutMs: config.heartbeatTimeout, buildTimeoutMs: config.buildTimeout, restoreGraceMs: Math.max(config.heartbeatTimeout * 2, 30_000) };
+  const restored = snapshot.jobs.length > 0 || snapshot.drvs.length > 0;
+  const scheduler = restored ? Scheduler.restore(clock.now(), snapshot, schedulerConfig) : new Scheduler(schedulerConfig);
+  logger.info({ jobs: snapshot.jobs.length, derivations: snapshot.drvs.length, restored }, "state loaded from NATS");
+
+  let coordinator: Coordinator | undefined;
+  const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
+  coordinator = new Coordinator({
+    scheduler,
+    store,
+    cache: storage,
+    clock,
+    logger,
+    metrics,
+    info: { version: VERSION, storeDir: config.storeDir, cacheUrl: config.cacheUrl, cachePublicKey: key.publicKey, heartbeatIntervalMs: config.heartbeatInterval },
+    onFenced: () => process.exit(3),
+  });
+
+  const grpc = new Server({ "grpc.max_receive_message_length": config.maxMessageBytes, "grpc.max_send_message_length": config.maxMessageBytes });
+  grpc.addService(
+    WorkerServiceService,
+    createWorkerService({ hub: coordinator, tokens, storeDir: config.storeDir, logger: logger.child({ part: "workers" }), limits: { joinTimeoutMs: 10_000, maxLogLinesPerMessage: 1000, maxLogLineBytes: 4096 } }),
+  );
+  grpc.addService(FarmServiceService, createFarmService({ api: coordinator, tokens, storeDir: config.storeDir, maxDagNodes: config.maxDagNodes, logger: logger.child({ part: "cli" }) }));
+  await new Promise<number>((resolve, reject) => grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+
+  let metricsServer: http.Server | undefined;
+  if (config.metricsListen) {
+    metricsServer = http.createServer(async (req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404).end("try /metrics\n");
+        return;
+      }
+      res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(await metrics.registry.metrics());
+    });
+    const m = hostPort(config.metricsListen);
+    await new Promise<void>((resolve, reject) => metricsServer!.once("error", reject).listen(m.port, m.host, resolve));
+  }
+
+  const tick = setInterval(() => void coordinator!.tick().catch((err) => logger.error({ err }, "tick failed")), 1000);
+  await coordinator.tick();
+  logger.info({ grpc: config.listen, cache: config.cacheUrl, metrics: config.metricsListen || "off", storeDir: config.storeDir }, "coordinator ready");
+
+  return {
+    coordinator,
+    publicKey: key.publicKey,
+    async stop() {
+      clearInterval(tick);
+      await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
+      await new Promise<void>((resolve) => cacheServer.close(() => resolve()));
+      await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
+      await store.close();
+    },
+  };
+}

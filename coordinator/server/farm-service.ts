@@ -1,0 +1,118 @@
+// The CLI side of the gRPC server. Authenticates every call, validates input
+// through proto/convert.ts and maps named errors onto gRPC status codes.
+import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest } from "../../proto/gen/farm.js";
+import { nodeFromWire } from "../../proto/convert.js";
+import type { DrvNode } from "../core/types.js";
+import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
+import type { TokenRegistry } from "./auth.js";
+
+/** A job id or derivation that does not exist. */
+export class NotFoundError extends FarmError {}
+
+/** What the coordinator shell offers the CLI. Status values are already in wire shape. */
+export interface FarmApi {
+  info(): FarmInfo;
+  submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string }): Promise<{ jobId: string; existing: boolean }>;
+  job(jobId: string, derivations: boolean): JobStatus | undefined;
+  jobs(): JobStatus[];
+  workers(): WorkerStatus[];
+  log(drvPath: string): Promise<string | undefined>;
+  cancel(jobId: string): Promise<JobStatus | undefined>;
+  /** Calls `onChange` after every change of the job; returns an unsubscribe function. */
+  watch(jobId: string, onChange: () => void): () => void;
+}
+
+/** Builds the FarmService implementation. */
+export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; storeDir: string; maxDagNodes: number; logger: Logger; watchIntervalMs?: number }): FarmServiceServer {
+  const { api, tokens, storeDir, logger } = deps;
+  const auth = (call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>) =>
+    tokens.authenticate(call.metadata.get("authorization")[0]?.toString(), ["cli"]);
+
+  /** Wraps a unary handler: auth, then errors to status codes. */
+  function unary<Req, Res>(name: string, fn: (req: Req) => Promise<Res> | Res) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+      Promise.resolve()
+        .then(() => auth(call as ServerUnaryCall<unknown, unknown>))
+        .then(() => fn(call.request))
+        .then(
+          (res) => callback(null, res),
+          (err) => callback(toStatus(err, name, logger)),
+        );
+    };
+  }
+
+  const mustFind = (jobId: string, job: JobStatus | undefined) => {
+    if (!job) throw new NotFoundError(`no job '${jobId}'`);
+    return job;
+  };
+
+  return {
+    getInfo: unary("getInfo", () => api.info()),
+    submit: unary("submit", async (req) => {
+      if (req.nodes.length === 0) throw new InvalidInputError("submit carries no derivations");
+      if (req.nodes.length > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${req.nodes.length} derivations; this coordinator accepts at most ${deps.maxDagNodes}`);
+      const nodes = req.nodes.map((n) => nodeFromWire(n, storeDir));
+      const res = await api.submit({ nodes, roots: req.roots, description: req.description.slice(0, 500), idempotencyKey: req.idempotencyKey.slice(0, 200) });
+      return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false) };
+    }),
+    getJob: unary("getJob", (req: GetJobRequest) => mustFind(req.jobId, api.job(req.jobId, req.derivations))),
+    listJobs: unary("listJobs", () => ({ jobs: api.jobs() })),
+    listWorkers: unary("listWorkers", () => ({ workers: api.workers() })),
+    getLog: unary("getLog", async (req) => {
+      const log = await api.log(req.drvPath);
+      if (log === undefined) throw new NotFoundError(`no log for ${req.drvPath}`);
+      return { drvPath: req.drvPath, log };
+    }),
+    cancelJob: unary("cancelJob", async (req) => mustFind(req.jobId, await api.cancel(req.jobId))),
+    watchJob(call: ServerWritableStream<GetJobRequest, JobStatus>) {
+      try {
+        auth(call as ServerWritableStream<unknown, unknown>);
+      } catch (err) {
+        call.emit("error", toStatus(err, "watchJob", logger));
+        return;
+      }
+      const { jobId, derivations } = call.request;
+      const first = api.job(jobId, derivations);
+      if (!first) {
+        call.emit("error", { code: status.NOT_FOUND, details: `no job '${jobId}'` });
+        return;
+      }
+      // Snapshots are coalesced: at most one per interval, and always the last one.
+      let dirty = true;
+      let closed = false;
+      const flush = () => {
+        if (!dirty || closed) return;
+        dirty = false;
+        const job = api.job(jobId, derivations);
+        if (!job) return finish();
+        call.write(job);
+        if (job.state !== "running") finish();
+      };
+      const timer = setInterval(flush, deps.watchIntervalMs ?? 500);
+      const unsubscribe = api.watch(jobId, () => {
+        dirty = true;
+      });
+      function finish() {
+        if (closed) return;
+        closed = true;
+        clearInterval(timer);
+        unsubscribe();
+        call.end();
+      }
+      call.on("cancelled", finish);
+      call.on("error", finish);
+      flush();
+    },
+  };
+}
+
+function toStatus(err: unknown, method: string, logger: Logger) {
+  if (err instanceof AuthError) return { code: status.UNAUTHENTICATED, details: err.message };
+  if (err instanceof InvalidInputError) return { code: status.INVALID_ARGUMENT, details: err.message };
+  if (err instanceof NotFoundError) return { code: status.NOT_FOUND, details: err.message };
+  if (err instanceof FarmError && err.retryable) return { code: status.UNAVAILABLE, details: err.message };
+  logger.error({ err, method }, "farm call failed");
+  return { code: status.INTERNAL, details: `coordinator error in ${method}: ${(err as Error)?.message ?? err}` };
+}

@@ -1,0 +1,159 @@
+// The worker side of the gRPC server: one WorkerSession per Connect stream.
+// It authenticates, insists on a join first, validates every message through
+// proto/convert.ts, and hands domain values to the WorkerHub (the coordinator
+// shell). It never touches scheduling state itself.
+import { randomUUID } from "node:crypto";
+import { status, type ServerDuplexStream } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { CoordinatorMessage, WorkerMessage, WorkerServiceServer } from "../../proto/gen/farm.js";
+import { leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert.js";
+import type { BuildReport, Lease, WorkerInfo } from "../core/types.js";
+import { AuthError, InvalidInputError } from "../core/errors.js";
+import type { TokenRegistry } from "./auth.js";
+
+/** What a heartbeat tells the coordinator. */
+export interface HeartbeatInfo {
+  freeMemoryBytes: number;
+  freeDiskBytes: number;
+  uptimeSeconds: number;
+  running: Lease[];
+  usage: { lease: Lease; memoryBytes: number; peakMemoryBytes: number }[];
+}
+
+/** A connected worker as the coordinator sees it. */
+export interface WorkerSession {
+  readonly sessionId: string;
+  readonly workerId: string;
+  send(msg: CoordinatorMessage): void;
+  /** Ends the stream with a status the worker will see. */
+  close(code: status, reason: string): void;
+}
+
+/** The coordinator shell's entry points for worker events. */
+export interface WorkerHub {
+  /** Registers the session and sends its Welcome before anything else. */
+  join(session: WorkerSession, info: WorkerInfo, running: Lease[]): Promise<void>;
+  heartbeat(session: WorkerSession, hb: HeartbeatInfo): Promise<number>;
+  logLines(session: WorkerSession, lease: Lease, lines: string[]): void;
+  result(session: WorkerSession, report: BuildReport): Promise<void>;
+  drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void>;
+  disconnected(session: WorkerSession): void;
+}
+
+/** Limits that keep a misbehaving worker from hurting the coordinator. */
+export interface SessionLimits {
+  joinTimeoutMs: number;
+  maxLogLinesPerMessage: number;
+  maxLogLineBytes: number;
+}
+
+/** Builds the WorkerService implementation. */
+export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistry; storeDir: string; logger: Logger; limits: SessionLimits }): WorkerServiceServer {
+  const { hub, tokens, storeDir, logger, limits } = deps;
+  return {
+    connect(call: ServerDuplexStream<WorkerMessage, CoordinatorMessage>) {
+      const sessionId = randomUUID();
+      const log = logger.child({ session: sessionId.slice(0, 8), peer: call.getPeer() });
+      let session: WorkerSession | undefined;
+      let ended = false;
+      let reportedGone = false;
+      let joinTimer: NodeJS.Timeout | undefined;
+      const end = (code: status, details: string) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(joinTimer);
+        if (code === status.OK) call.end();
+        else call.emit("error", { code, details });
+        gone();
+      };
+      try {
+        tokens.authenticate(call.metadata.get("authorization")[0]?.toString(), ["worker"]);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "worker refused: bad token");
+        end(status.UNAUTHENTICATED, (err as Error).message);
+        return;
+      }
+      joinTimer = setTimeout(() => end(status.DEADLINE_EXCEEDED, "no join message in time"), limits.joinTimeoutMs);
+
+      const handle = async (msg: WorkerMessage) => {
+        const m = msg.msg;
+        if (!m) throw new InvalidInputError("empty worker message");
+        if (!session) {
+          if (m.$case !== "join") throw new InvalidInputError(`expected a join first, got ${m.$case}`);
+          const { info, running } = workerInfoFromJoin(m.value, storeDir);
+          const s: WorkerSession = {
+            sessionId,
+            workerId: info.workerId,
+            send: (out) => {
+              if (!ended) call.write(out);
+            },
+            close: end,
+          };
+          clearTimeout(joinTimer);
+          session = s;
+          await hub.join(s, info, running);
+          return;
+        }
+        switch (m.$case) {
+          case "join":
+            throw new InvalidInputError("second join on one stream");
+          case "heartbeat": {
+            const hb = m.value;
+            const deadline = await hub.heartbeat(session, {
+              freeMemoryBytes: hb.freeMemoryBytes,
+              freeDiskBytes: hb.freeDiskBytes,
+              uptimeSeconds: hb.uptimeSeconds,
+              running: hb.running.map((l) => leaseFromWire(l, storeDir)),
+              usage: hb.usage.map((u) => ({ lease: leaseFromWire(u.lease, storeDir), memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes })),
+            });
+            session.send({ msg: { $case: "heartbeatAck", value: { deadlineUnixMs: deadline } } });
+            return;
+          }
+          case "log": {
+            const lease = leaseFromWire(m.value.lease, storeDir);
+            const lines = m.value.lines.slice(0, limits.maxLogLinesPerMessage).map((l) => (l.length > limits.maxLogLineBytes ? `${l.slice(0, limits.maxLogLineBytes)}…` : l));
+            if (m.value.lines.length > lines.length) lines.push(`[farm: ${m.value.lines.length - lines.length} log lines dropped]`);
+            hub.logLines(session, lease, lines);
+            return;
+          }
+          case "result":
+            await hub.result(session, reportFromWire(m.value, storeDir));
+            return;
+          case "drain":
+            await hub.drain(session, m.value.reason, m.value.deadlineUnixMs, m.value.handedBack.map((l) => leaseFromWire(l, storeDir)));
+            return;
+        }
+      };
+
+      // Messages are handled one at a time, in order, so a result never overtakes its logs.
+      let chain = Promise.resolve();
+      call.on("data", (msg: WorkerMessage) => {
+        chain = chain.then(() => handle(msg)).catch((err) => {
+          if (err instanceof InvalidInputError || err instanceof AuthError) {
+            log.warn({ worker: session?.workerId, err: err.message }, "bad worker message; closing stream");
+            end(status.INVALID_ARGUMENT, err.message);
+          } else {
+            log.error({ worker: session?.workerId, err }, "worker message failed");
+            end(status.INTERNAL, "coordinator error; reconnect");
+          }
+        });
+      });
+      function gone() {
+        clearTimeout(joinTimer);
+        ended = true;
+        if (!session || reportedGone) return;
+        reportedGone = true;
+        chain = chain.then(() => hub.disconnected(session!));
+      }
+      call.on("end", () => {
+        gone();
+        call.end();
+      });
+      call.on("cancelled", gone);
+      call.on("error", (err) => {
+        log.debug({ err: err.message }, "worker stream error");
+        gone();
+      });
+    },
+  };
+}

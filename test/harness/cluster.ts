@@ -1,0 +1,201 @@
+// A whole farm on one machine for integration tests: a coordinator (with its
+// cache) as a plain process, and workers that each look like a separate
+// container (own mount namespace, own /tmp/nix, own memory cgroup). The CLI
+// runs in a "submitter" namespace with its own /tmp/nix too, so every input a
+// worker needs really travels through the cache.
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { spawnIsolated, runIsolated, type IsolatedProcess } from "./isolated.js";
+import { freePort, waitForPort, waitFor } from "./ports.js";
+
+/** Root of the repository (holds dist/ after `npm run build`). */
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const FARM_CLI = path.join(REPO, "dist/coordinator/cli/main.js");
+export const WORKER_MAIN = path.join(REPO, "dist/worker/main.js");
+export const NATS_URL = process.env.NATS_URL ?? "nats://127.0.0.1:4222";
+
+/** One worker's shape. */
+export interface WorkerSpec {
+  name: string;
+  memoryLimitBytes?: number;
+  cores?: number;
+  maxBuilds?: number;
+  env?: Record<string, string>;
+}
+
+/** Options of a test farm. */
+export interface ClusterOptions {
+  workers: WorkerSpec[];
+  heartbeatInterval?: string;
+  heartbeatTimeout?: string;
+  coordinatorEnv?: Record<string, string>;
+}
+
+/** A running test farm. */
+export class FarmCluster {
+  readonly token = `test-token-${Math.random().toString(36).slice(2)}${Date.now()}`;
+  readonly prefix = `t${process.pid}x${Math.random().toString(36).slice(2, 8)}-`;
+  coordinator?: ChildProcess;
+  readonly workers = new Map<string, IsolatedProcess>();
+  grpcPort = 0;
+  cachePort = 0;
+  metricsPort = 0;
+  private coordinatorStarts = 0;
+
+  private constructor(readonly root: string, readonly opts: ClusterOptions) {}
+
+  /** Starts NATS-backed coordinator + cache and the workers, and waits until every worker joined. */
+  static async start(opts: ClusterOptions): Promise<FarmCluster> {
+    const root = mkdtempSync(path.join(os.tmpdir(), "tmpnix-farm-test-"));
+    chmodSync(root, 0o755); // unprivileged install tests reach their HOME below it
+    const c = new FarmCluster(root, opts);
+    [c.grpcPort, c.cachePort, c.metricsPort] = [await freePort(), await freePort(), await freePort()];
+    await c.startCoordinator();
+    for (const w of opts.workers) c.startWorker(w);
+    await c.waitForWorkers(opts.workers.length);
+    return c;
+  }
+
+  get dataDir(): string {
+    return path.join(this.root, "coordinator");
+  }
+  get cacheUrl(): string {
+    return `http://127.0.0.1:${this.cachePort}`;
+  }
+  get coordinatorAddress(): string {
+    return `127.0.0.1:${this.grpcPort}`;
+  }
+
+  /** The cache's public key (name:base64). */
+  publicKey(): string {
+    return readFileSync(path.join(this.dataDir, "signing-key.pub"), "utf8").trim();
+  }
+
+  /** Starts (or restarts) the coordinator and waits for its ports. */
+  async startCoordinator(): Promise<void> {
+    mkdirSync(this.dataDir, { recursive: true });
+    const log = openSync(path.join(this.root, `coordinator-${++this.coordinatorStarts}.log`), "a");
+    this.coordinator = spawn(
+      process.execPath,
+      [
+        FARM_CLI,
+        "coordinator",
+        `--listen=127.0.0.1:${this.grpcPort}`,
+        `--cache-listen=127.0.0.1:${this.cachePort}`,
+        `--metrics-listen=127.0.0.1:${this.metricsPort}`,
+        `--data-dir=${this.dataDir}`,
+        `--nats-url=${NATS_URL}`,
+        `--nats-prefix=${this.prefix}`,
+        `--heartbeat-interval=${this.opts.heartbeatInterval ?? "1s"}`,
+        `--heartbeat-timeout=${this.opts.heartbeatTimeout ?? "10s"}`,
+      ],
+      { env: { ...process.env, FARM_TOKEN: this.token, FARM_LOG_LEVEL: "debug", ...this.opts.coordinatorEnv }, stdio: ["ignore", log, log] },
+    );
+    await waitForPort(this.grpcPort);
+    await waitForPort(this.cachePort);
+  }
+
+  /** SIGKILLs the coordinator. */
+  async killCoordinator(): Promise<void> {
+    const c = this.coordinator;
+    if (!c || c.exitCode !== null) return;
+    const exited = new Promise((r) => c.on("exit", r));
+    c.kill("SIGKILL");
+    await exited;
+  }
+
+  /** Starts a worker in its own namespace; `fresh` gives it an empty /tmp/nix. */
+  startWorker(spec: WorkerSpec, fresh = false): IsolatedProcess {
+    const dir = path.join(this.root, "workers", spec.name);
+    if (fresh) rmSync(dir, { recursive: true, force: true });
+    mkdirSync(path.join(dir, "nix"), { recursive: true });
+    const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [WORKER_MAIN], {
+      nixDir: path.join(dir, "nix"),
+      memoryLimitBytes: spec.memoryLimitBytes,
+      logFile: path.join(dir, "worker.log"),
+      env: {
+        ...process.env,
+        COORDINATOR_URL: this.coordinatorAddress,
+        FARM_TOKEN: this.token,
+        FARM_WORKER_ID: spec.name,
+        FARM_CORES: String(spec.cores ?? 2),
+        FARM_MAX_BUILDS: String(spec.maxBuilds ?? 1),
+        FARM_LOG_LEVEL: "debug",
+        ...spec.env,
+      },
+    });
+    this.workers.set(spec.name, p);
+    return p;
+  }
+
+  /** The worker's log so far. */
+  workerLog(name: string): string {
+    return this.workers.get(name)?.log() ?? "";
+  }
+
+  /** Kills a worker's whole container (every process in its cgroup). */
+  async killWorker(name: string): Promise<void> {
+    const p = this.workers.get(name);
+    if (!p) return;
+    await p.dispose();
+    this.workers.delete(name);
+  }
+
+  /** Runs `farm ARGS` in the submitter's namespace (its own /tmp/nix). */
+  async cli(args: string[], opts: { env?: Record<string, string>; nixDir?: string; uid?: number; hideNix?: boolean } = {}) {
+    const nixDir = opts.nixDir ?? path.join(this.root, "submitter", "nix");
+    return runIsolated("cli", process.execPath, [FARM_CLI, ...args], {
+      nixDir,
+      uid: opts.uid,
+      hideNix: opts.hideNix,
+      env: { ...process.env, FARM_COORDINATOR: this.coordinatorAddress, FARM_TOKEN: this.token, FARM_LOG_LEVEL: "warn", ...opts.env },
+    });
+  }
+
+  /** Waits until `farm workers` lists n active workers. */
+  async waitForWorkers(n: number, timeoutMs = 60_000): Promise<void> {
+    await waitFor(`${n} active workers`, async () => {
+      const r = await this.cli(["workers", "--json"]);
+      if (r.code !== 0) return false;
+      const active = (JSON.parse(r.stdout) as { state: string }[]).filter((w) => w.state === "active");
+      return active.length >= n;
+    }, timeoutMs, 500);
+  }
+
+  /** Coordinator log of every start so far. */
+  coordinatorLog(): string {
+    let out = "";
+    for (let i = 1; i <= this.coordinatorStarts; i++) {
+      const f = path.join(this.root, `coordinator-${i}.log`);
+      if (existsSync(f)) out += readFileSync(f, "utf8");
+    }
+    return out;
+  }
+
+  /** Stops everything and removes the farm's NATS state and files. */
+  async stop(keepFiles = false): Promise<void> {
+    for (const name of [...this.workers.keys()]) await this.killWorker(name);
+    await this.killCoordinator();
+    await deleteNatsPrefix(this.prefix);
+    if (!keepFiles) rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Deletes every KV bucket and stream whose name starts with the prefix. */
+export async function deleteNatsPrefix(prefix: string): Promise<void> {
+  const nc = await connect({ servers: NATS_URL });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for await (const s of jsm.streams.list()) {
+      const name = s.config.name;
+      if (name.startsWith(`KV_${prefix}`) || name.startsWith(prefix) || name.startsWith(prefix.toUpperCase())) await jsm.streams.delete(name);
+    }
+  } finally {
+    await nc.close();
+  }
+}

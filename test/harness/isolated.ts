@@ -1,0 +1,146 @@
+// Runs a process the way a separate container would see it: its own mount
+// namespace with a private /tmp/nix (a host dir bind-mounted over it), an
+// optional empty tmpfs over /nix, its own memory cgroup (v1; a real limit, so
+// OOM kills are real), and optionally an unprivileged uid. Killing the cgroup
+// kills everything the "container" started, like a platform recycling it.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, openSync, readFileSync, rmdirSync, writeFileSync, existsSync } from "node:fs";
+import path from "node:path";
+
+const CGROUP_ROOT = "/sys/fs/cgroup/memory";
+const NS_SCRIPT = `set -e
+mount --bind "$TMPNIX_NS_NIX" /tmp/nix
+if [ -n "$TMPNIX_NS_HIDE_NIX" ]; then mount -t tmpfs -o size=1m,mode=755 tmpfs /nix; fi
+if [ -n "$TMPNIX_NS_CGROUP" ]; then echo $$ > "$TMPNIX_NS_CGROUP/cgroup.procs"; fi
+if [ -n "$TMPNIX_NS_UID" ]; then exec setpriv --reuid="$TMPNIX_NS_UID" --regid="$TMPNIX_NS_UID" --clear-groups -- "$@"; fi
+exec "$@"`;
+
+/** How to isolate one process. */
+export interface IsolationOptions {
+  /** Host directory that becomes /tmp/nix inside (created if missing). */
+  nixDir: string;
+  /** Memory cgroup limit; a cgroup is always created so the whole tree can be killed. */
+  memoryLimitBytes?: number;
+  /** Mount an empty tmpfs over /nix so nothing can come from the host's store. */
+  hideNix?: boolean;
+  /** Drop to this uid (and the same gid) before exec. */
+  uid?: number;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** File receiving stdout (and stderr unless errFile is set). */
+  logFile?: string;
+  /** File receiving stderr. */
+  errFile?: string;
+}
+
+/** A running isolated process and its cgroup. */
+export class IsolatedProcess {
+  constructor(readonly child: ChildProcess, readonly cgroupDir: string, readonly logFile: string | undefined) {}
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Resolves with the exit code (or 128+signal) when the process ends. */
+  readonly exited: Promise<number> = new Promise((resolve) =>
+    this.child.on("exit", (code, signal) => resolve(code ?? 128 + (signal ? osSignal(signal) : 0))),
+  );
+
+  /** SIGKILLs every process in the cgroup: the container is gone. */
+  killAll(): void {
+    for (const pid of cgroupPids(this.cgroupDir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
+  /** Sends a signal to the main process only (e.g. SIGTERM for a graceful drain). */
+  signal(sig: NodeJS.Signals): void {
+    this.child.kill(sig);
+  }
+
+  /** Kills what is left and removes the cgroup. */
+  async dispose(): Promise<void> {
+    this.killAll();
+    await Promise.race([this.exited, new Promise((r) => setTimeout(r, 5000))]);
+    for (let i = 0; i < 50 && cgroupPids(this.cgroupDir).length; i++) {
+      this.killAll();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    try {
+      rmdirSync(this.cgroupDir);
+    } catch {
+      /* busy or gone */
+    }
+  }
+
+  /** The process's log so far. */
+  log(): string {
+    return this.logFile && existsSync(this.logFile) ? readFileSync(this.logFile, "utf8") : "";
+  }
+
+  /** Memory cgroup counters: current peak and OOM kills. */
+  memoryStats(): { maxUsageBytes: number; oomKills: number } {
+    const oom = /oom_kill (\d+)/.exec(readFileSync(path.join(this.cgroupDir, "memory.oom_control"), "utf8"));
+    return {
+      maxUsageBytes: Number(readFileSync(path.join(this.cgroupDir, "memory.max_usage_in_bytes"), "utf8")),
+      oomKills: oom ? Number(oom[1]) : 0,
+    };
+  }
+}
+
+let counter = 0;
+
+/** Starts `cmd args` isolated as described by `opts`. */
+export function spawnIsolated(name: string, cmd: string, args: string[], opts: IsolationOptions): IsolatedProcess {
+  mkdirSync(opts.nixDir, { recursive: true });
+  mkdirSync("/tmp/nix", { recursive: true }); // the mount point; stays empty on the host
+  const cgroupDir = path.join(CGROUP_ROOT, `tmpnix-test-${process.pid}`, `${name}-${++counter}`);
+  mkdirSync(cgroupDir, { recursive: true });
+  if (opts.memoryLimitBytes) writeFileSync(path.join(cgroupDir, "memory.limit_in_bytes"), String(opts.memoryLimitBytes));
+  const out = opts.logFile ? openSync(opts.logFile, "a") : "ignore";
+  const err = opts.errFile ? openSync(opts.errFile, "a") : out;
+  const child = spawn("unshare", ["-m", "--propagation", "private", "--", "/bin/sh", "-c", NS_SCRIPT, "sh", cmd, ...args], {
+    cwd: opts.cwd,
+    env: {
+      ...(opts.env ?? process.env),
+      TMPNIX_NS_NIX: opts.nixDir,
+      TMPNIX_NS_HIDE_NIX: opts.hideNix ? "1" : "",
+      TMPNIX_NS_CGROUP: cgroupDir,
+      TMPNIX_NS_UID: opts.uid === undefined ? "" : String(opts.uid),
+    },
+    stdio: ["ignore", out, err],
+  });
+  return new IsolatedProcess(child, cgroupDir, opts.logFile);
+}
+
+/** Runs an isolated command to completion and returns its exit code, stdout and stderr. */
+export async function runIsolated(
+  name: string,
+  cmd: string,
+  args: string[],
+  opts: Omit<IsolationOptions, "logFile" | "errFile">,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const base = path.join(path.dirname(opts.nixDir), `${name}-${process.pid}-${++counter}`);
+  const p = spawnIsolated(name, cmd, args, { ...opts, logFile: `${base}.out`, errFile: `${base}.err` });
+  const code = await p.exited;
+  const stdout = readFileSync(`${base}.out`, "utf8");
+  const stderr = readFileSync(`${base}.err`, "utf8");
+  await p.dispose();
+  return { code, stdout, stderr };
+}
+
+function cgroupPids(dir: string): number[] {
+  try {
+    return readFileSync(path.join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function osSignal(name: NodeJS.Signals): number {
+  return ({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2 } as Record<string, number>)[name] ?? 0;
+}
