@@ -1,0 +1,165 @@
+// The builds of one worker process. It outlives gRPC connections: a build keeps
+// running while the worker reconnects, is reported as running in the next
+// WorkerJoin (so the coordinator can adopt it), and its result is kept until a
+// coordinator acknowledges it.
+import type { Logger } from "pino";
+import { FarmError } from "../coordinator/core/errors.js";
+import type { AssignmentSpec, BuildReport, Lease } from "../coordinator/core/types.js";
+import { failureReport, type Executor } from "./executor.js";
+import type { RunningUsage } from "./wire.js";
+
+/** Where logs and results of builds go while a connection is up. */
+export interface BuildSink {
+  log(lease: Lease, lines: string[]): void;
+  result(report: BuildReport): void;
+}
+
+/** Why start() did or didn't start a build. */
+export type StartResult = "started" | "already-running" | "adopted" | "full" | "draining";
+
+interface Running {
+  lease: Lease;
+  spec: AssignmentSpec;
+  abort: AbortController;
+  memoryBytes: number;
+  peakMemoryBytes: number;
+  /** Handed back to the coordinator: its result must not be reported. */
+  handedBack: boolean;
+  done: Promise<void>;
+}
+
+/** Results kept for resending; bounded so a coordinator that never acks can't grow it forever. */
+const MAX_UNACKED = 1000;
+
+/** Runs builds through an Executor, up to maxBuilds at once. */
+export class BuildRunner {
+  private readonly running = new Map<string, Running>();
+  private readonly unacked = new Map<string, BuildReport>();
+  private sink?: BuildSink;
+  private cache?: { cacheUrl: string; cachePublicKey: string };
+  private draining = false;
+
+  constructor(
+    private readonly executor: Executor,
+    private readonly maxBuilds: number,
+    private readonly logger: Logger,
+    private readonly onReport?: (r: BuildReport) => void,
+  ) {}
+
+  /** The cache named by the current coordinator. */
+  setCache(cache: { cacheUrl: string; cachePublicKey: string }): void {
+    this.cache = cache;
+  }
+
+  /** Routes logs and results to a connection (undefined while disconnected). */
+  attach(sink: BuildSink | undefined): void {
+    this.sink = sink;
+  }
+
+  /** Leases of the builds running now. */
+  leases(): Lease[] {
+    return [...this.running.values()].map((r) => r.lease);
+  }
+
+  /** Memory use of each running build. */
+  usage(): RunningUsage[] {
+    return [...this.running.values()].map((r) => ({ lease: r.lease, memoryBytes: r.memoryBytes, peakMemoryBytes: r.peakMemoryBytes }));
+  }
+
+  /** Results not yet acknowledged by a coordinator (resent after reconnecting). */
+  unackedResults(): BuildReport[] {
+    return [...this.unacked.values()];
+  }
+
+  /** Forgets a result once a coordinator acknowledged it. */
+  ack(lease: Lease): void {
+    this.unacked.delete(key(lease));
+  }
+
+  /** Whether new builds are refused. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Starts a build unless full, draining, or already running (a newer epoch of a running drv is adopted). */
+  start(spec: AssignmentSpec): StartResult {
+    const existing = this.running.get(spec.lease.drvPath);
+    if (existing) {
+      if (existing.lease.epoch === spec.lease.epoch) return "already-running";
+      // Reassigned to us while we were still building it: keep building, report under the new epoch.
+      this.logger.info({ drv: spec.lease.drvPath, from: existing.lease.epoch, to: spec.lease.epoch }, "adopting running build under a new lease");
+      existing.lease = spec.lease;
+      return "adopted";
+    }
+    if (this.draining) return "draining";
+    if (this.running.size >= this.maxBuilds) return "full";
+    if (!this.cache) throw new FarmError("no cache configured before the first build");
+    const cache = this.cache;
+    const abort = new AbortController();
+    const entry: Running = { lease: spec.lease, spec, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, done: Promise.resolve() };
+    this.running.set(spec.lease.drvPath, entry);
+    const started = Date.now();
+    entry.done = this.executor
+      .run(spec, {
+        ...cache,
+        signal: abort.signal,
+        onLog: (lines) => this.sink?.log(entry.lease, lines),
+        onUsage: (bytes) => {
+          entry.memoryBytes = bytes;
+          entry.peakMemoryBytes = Math.max(entry.peakMemoryBytes, bytes);
+        },
+      })
+      .catch((err: unknown) => failureReport(spec, "worker-error", `executor crashed: ${(err as Error)?.message ?? String(err)}`, started))
+      .then((report) => this.finish(entry, report));
+    return "started";
+  }
+
+  /** Aborts the build of `lease` if its epoch is the one running (a stale abort can't kill an adopted build). */
+  abort(lease: Lease, reason: string): boolean {
+    const r = this.running.get(lease.drvPath);
+    if (!r || lease.epoch !== r.lease.epoch) return false;
+    r.abort.abort(reason);
+    return true;
+  }
+
+  /** Refuses new builds, aborts running ones and returns their leases as handed back. */
+  handBackAll(reason: string): Lease[] {
+    this.draining = true;
+    const leases: Lease[] = [];
+    for (const r of this.running.values()) {
+      r.handedBack = true;
+      r.abort.abort(reason);
+      leases.push(r.lease);
+    }
+    return leases;
+  }
+
+  /** Resolves when no build is running (or after `timeoutMs`). */
+  async idle(timeoutMs = Infinity): Promise<boolean> {
+    const all = Promise.all([...this.running.values()].map((r) => r.done)).then(() => true);
+    if (!Number.isFinite(timeoutMs)) return all;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    const done = await Promise.race([all, timeout]);
+    clearTimeout(timer);
+    return done;
+  }
+
+  private finish(entry: Running, report: BuildReport): void {
+    this.running.delete(entry.spec.lease.drvPath);
+    // The lease may have been renewed (adopted) while the build ran.
+    const final = { ...report, lease: entry.lease };
+    this.onReport?.(final);
+    if (entry.handedBack) {
+      this.logger.info({ drv: final.lease.drvPath }, "handed-back build stopped");
+      return;
+    }
+    if (this.unacked.size >= MAX_UNACKED) this.unacked.delete(this.unacked.keys().next().value as string);
+    this.unacked.set(key(final.lease), final);
+    this.sink?.result(final);
+  }
+}
+
+function key(l: Lease): string {
+  return `${l.drvPath}#${l.epoch}`;
+}

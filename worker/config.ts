@@ -1,0 +1,143 @@
+// The worker's configuration: one documented schema with defaults in one place.
+// Sources merge as defaults < JSON file (--config / FARM_WORKER_CONFIG) < env < flags;
+// unknown keys are rejected. Values that depend on the host (cores, memory, worker
+// id, Nix dirs) are left empty in the schema and filled by resolveWorkerConfig().
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { parseArgs } from "node:util";
+import { ConfigError, describeSchema, flagOptions, loadConfig, type ConfigOf, type Schema } from "../coordinator/config/schema.js";
+import { defaultSystems, detectCores, detectMemoryBytes } from "./host-probe.js";
+
+const isAbsolute = (v: string) => (v === "" || path.isAbsolute(v) ? undefined : `expected an absolute path, got '${v}'`);
+const isNonNegative = (v: number) => (v >= 0 ? undefined : `expected 0 or more, got ${v}`);
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+/** Checks a coordinator address: host:port, or http:// (plaintext) / https:// (TLS) with a port. */
+export function checkCoordinatorUrl(v: string): string | undefined {
+  return /^(https?:\/\/)?[^\s/:]+:\d{1,5}\/?$/.test(v) ? undefined : `expected host:port or http(s)://host:port, got '${v}'`;
+}
+
+export const workerSchema = {
+  coordinatorUrl: { type: "string", doc: "gRPC address of the coordinator (host:port; https:// for TLS)", env: "COORDINATOR_URL", required: true, check: checkCoordinatorUrl },
+  token: { type: "string", doc: "Bearer token the coordinator and the cache accept from this worker", env: "FARM_TOKEN", required: true, check: (v: string) => (v.trim() ? undefined : "must not be empty") },
+  storeDir: { type: "string", doc: "Nix store dir (builds are relocated here)", env: "NIX_STORE_DIR", default: "/tmp/nix/store", check: isAbsolute },
+  stateDir: { type: "string", doc: "Nix state dir (default: <store>/../var/nix)", env: "NIX_STATE_DIR", default: "", check: isAbsolute },
+  logDir: { type: "string", doc: "Nix build-log dir (default: <store>/../var/log/nix)", env: "NIX_LOG_DIR", default: "", check: isAbsolute },
+  workerId: { type: "string", doc: "Stable worker name (default: hostname + random suffix kept in the state dir)", env: "FARM_WORKER_ID", default: "" },
+  maxBuilds: { type: "int", doc: "Builds run at once", env: "FARM_MAX_BUILDS", default: 1, check: (v: number) => (v >= 1 ? undefined : `expected 1 or more, got ${v}`) },
+  cores: { type: "int", doc: "CPUs offered to builds (0 = cgroup CPU quota or all CPUs)", env: "FARM_CORES", default: 0, check: isNonNegative },
+  memoryBytes: { type: "bytes", doc: "Memory offered to builds (0 = own cgroup limit capped by MemTotal)", env: "FARM_MEMORY", default: 0, check: isNonNegative },
+  systems: { type: "list", doc: "Nix systems built here, primary first (default: x86_64-linux,i686-linux on x86_64)", env: "FARM_SYSTEMS", default: [] as string[] },
+  features: { type: "list", doc: "Nix system features offered (e.g. big-parallel)", env: "FARM_FEATURES", default: [] as string[] },
+  maxLifetimeSeconds: { type: "int", doc: "Platform-imposed lifetime of this machine in seconds (0 = unknown)", env: "FARM_MAX_LIFETIME_SECONDS", default: 0, check: isNonNegative },
+  heartbeatIntervalMs: { type: "duration", doc: "Heartbeat interval override (0 = what the coordinator says)", env: "FARM_HEARTBEAT_INTERVAL_MS", default: 0, check: isNonNegative },
+  minFreeDiskBytes: { type: "bytes", doc: "Free disk below which fetching or building reports disk-full", env: "FARM_MIN_FREE_DISK", default: 512 * 1024 ** 2, check: isNonNegative },
+  logLevel: { type: "string", doc: "pino log level", env: "FARM_LOG_LEVEL", default: "info", check: (v: string) => (LOG_LEVELS.includes(v) ? undefined : `expected one of ${LOG_LEVELS.join(", ")}`) },
+  tlsCa: { type: "string", doc: "PEM file of the CA that signed the coordinator's certificate (https:// only)", env: "FARM_TLS_CA", default: "", check: isAbsolute },
+  metricsPort: { type: "int", doc: "Port serving Prometheus /metrics (0 = off)", env: "FARM_WORKER_METRICS_PORT", default: 0, check: (v: number) => (v >= 0 && v < 65536 ? undefined : `expected a port, got ${v}`) },
+  executor: { type: "string", doc: "'nix' builds for real; 'fake' sleeps and uploads tiny NARs (load tests)", env: "FARM_EXECUTOR", default: "nix", check: (v: string) => (v === "nix" || v === "fake" ? undefined : "expected 'nix' or 'fake'") },
+  fakeModel: { type: "string", doc: "JSON file {name: ms} of fake build durations (executor=fake)", env: "FARM_FAKE_MODEL", default: "", check: isAbsolute },
+  fakeBuildMs: { type: "duration", doc: "Fake build duration of names missing from the model", env: "FARM_FAKE_BUILD_MS", default: 50, check: isNonNegative },
+} satisfies Schema;
+
+/** Configuration as loaded; host-dependent fields may still be empty/0. */
+export type RawWorkerConfig = ConfigOf<typeof workerSchema>;
+/** Configuration with every default filled in. */
+export type WorkerConfig = RawWorkerConfig;
+
+/** Environment variable naming the JSON config file. */
+export const CONFIG_FILE_ENV = "FARM_WORKER_CONFIG";
+
+/** Result of reading the command line: either a config or a request for help. */
+export type CliResult = { help: string } | { config: RawWorkerConfig };
+
+/** Parses argv + env (+ config file) into a raw config; throws ConfigError listing every problem. */
+export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): CliResult {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...flagOptions(workerSchema), config: { type: "string" }, help: { type: "boolean" } }, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new ConfigError([(err as Error).message]);
+  }
+  const { config: file, help, ...flags } = parsed.values as Record<string, string | boolean | undefined>;
+  if (help) return { help: helpText() };
+  const configFile = (file as string | undefined) ?? (env[CONFIG_FILE_ENV] || undefined);
+  return { config: loadConfig(workerSchema, { flags, env, file: configFile }) };
+}
+
+/** --help text generated from the schema. */
+export function helpText(): string {
+  return ["Usage: tmpnix-farm-worker [--config FILE] [options]", "", `Options (flags > environment > config file via --config or ${CONFIG_FILE_ENV}):`, ...describeSchema(workerSchema)].join("\n");
+}
+
+/** Host facts resolveWorkerConfig needs; injectable so tests don't depend on this machine. */
+export interface HostFacts {
+  hostname: () => string;
+  cores: () => number;
+  memoryBytes: () => number;
+  systems: () => string[];
+  randomSuffix: () => string;
+}
+
+/** The real host. */
+export const realHost: HostFacts = {
+  hostname: () => os.hostname(),
+  cores: () => detectCores(),
+  memoryBytes: () => detectMemoryBytes(),
+  systems: () => defaultSystems(),
+  randomSuffix: () => randomBytes(4).toString("hex"),
+};
+
+/** Fills derived defaults: Nix dirs from the store dir, host limits, and a persisted worker id. */
+export function resolveWorkerConfig(raw: RawWorkerConfig, host: HostFacts = realHost): WorkerConfig {
+  const root = path.dirname(raw.storeDir); // /tmp/nix/store -> /tmp/nix
+  const stateDir = raw.stateDir || path.join(root, "var", "nix");
+  const c: WorkerConfig = {
+    ...raw,
+    stateDir,
+    logDir: raw.logDir || path.join(root, "var", "log", "nix"),
+    cores: raw.cores || Math.max(1, host.cores()),
+    memoryBytes: raw.memoryBytes || host.memoryBytes(),
+    systems: raw.systems.length ? raw.systems : host.systems(),
+  };
+  c.workerId = raw.workerId || persistedWorkerId(stateDir, host);
+  return c;
+}
+
+/** File in the state dir holding the generated worker id. */
+export const WORKER_ID_FILE = "farm-worker-id";
+
+/**
+ * Reads the worker id kept in the state dir, or makes and stores a new one. Kept in
+ * the state dir (under /tmp) so a reconnect keeps the name but a recycled container,
+ * whose /tmp is fresh, gets a new one.
+ */
+export function persistedWorkerId(stateDir: string, host: HostFacts = realHost): string {
+  const file = path.join(stateDir, WORKER_ID_FILE);
+  try {
+    const id = readFileSync(file, "utf8").trim();
+    if (id) return id;
+  } catch {
+    // first start: fall through and create it
+  }
+  const id = `${host.hostname().split(".")[0] || "worker"}-${host.randomSuffix()}`;
+  mkdirSync(stateDir, { recursive: true });
+  writeFileSync(file, `${id}\n`);
+  return id;
+}
+
+/** Sets USER when the environment lacks it (some Nix code paths read it). */
+export function ensureUserEnv(env: NodeJS.ProcessEnv = process.env): void {
+  if (env.USER) return;
+  let name = "app";
+  try {
+    name = os.userInfo().username || name;
+  } catch {
+    // uid without a passwd entry: keep the placeholder
+  }
+  env.USER = name;
+}
+
+export { ConfigError };

@@ -1,0 +1,53 @@
+// The seam between the worker's session (gRPC) and whatever runs a build: the
+// real Nix executor, or the fake one used for load tests without Nix.
+import { FarmError } from "../coordinator/core/errors.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport } from "../coordinator/core/types.js";
+
+/** What a build needs from its surroundings. */
+export interface ExecutorContext {
+  /** The farm binary cache: inputs come from it, outputs go to it. */
+  cacheUrl: string;
+  /** Public key narinfos from the cache must be signed with ("name:base64"). */
+  cachePublicKey: string;
+  /** Aborts the build (kills its process tree); the report then says `aborted`. */
+  signal: AbortSignal;
+  /** Receives build log lines in batches (already capped and rate-limited). */
+  onLog(lines: string[]): void;
+  /** Receives the build's current memory use now and then. */
+  onUsage?(bytes: number): void;
+}
+
+/** Runs one assignment. */
+export interface Executor {
+  /**
+   * Runs the build and reports how it went. Never throws for build problems:
+   * every failure maps onto a BuildOutcome with a one-line `error`.
+   */
+  run(assignment: AssignmentSpec, ctx: ExecutorContext): Promise<BuildReport>;
+}
+
+/** A report for an attempt that ended before or without producing outputs. */
+export function failureReport(a: AssignmentSpec, outcome: BuildOutcome, error: string, startedAt: number, peakMemoryBytes = 0): BuildReport {
+  return {
+    lease: a.lease,
+    outcome,
+    outputs: [],
+    durationMs: Math.max(0, Date.now() - startedAt),
+    peakMemoryBytes,
+    cores: a.cores,
+    error: oneLine(error),
+  };
+}
+
+/** Squeezes a message into one line of at most `max` characters. */
+export function oneLine(text: string, max = 500): string {
+  const line = text.replace(/\x1b\[[0-9;]*m/g, "").replace(/\s*\n\s*/g, " ").trim();
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+/** A failure with a known outcome, thrown inside executors and caught at their edge. */
+export class BuildStepError extends FarmError {
+  constructor(readonly outcome: BuildOutcome, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,153 @@
+// The worker process: wires config, logger, metrics, executor, build runner and
+// the reconnecting gRPC session together. Nothing else lives here.
+import { readFileSync } from "node:fs";
+import { credentials } from "@grpc/grpc-js";
+import pino, { type Logger } from "pino";
+import { CacheClient } from "../coordinator/cache/client.js";
+import { WorkerServiceClient } from "../proto/gen/farm.js";
+import { BuildRunner } from "./build-runner.js";
+import type { CacheApi, CacheFactory } from "./cache-api.js";
+import { ConfigError, ensureUserEnv, loadWorkerConfig, resolveWorkerConfig, type WorkerConfig } from "./config.js";
+import type { Executor } from "./executor.js";
+import { FakeExecutor, loadFakeModel } from "./fake-executor.js";
+import { freeDiskBytes, freeMemoryBytes, hostUptimeSeconds } from "./host-probe.js";
+import { WorkerMetrics } from "./metrics.js";
+import { NixEnv } from "./nix-env.js";
+import { NixExecutor } from "./nix-executor.js";
+import { connectLoop } from "./reconnect.js";
+import { runOnce } from "./session.js";
+
+const SOFTWARE_VERSION = readVersion();
+
+async function main(): Promise<number> {
+  let config: WorkerConfig;
+  try {
+    const loaded = loadWorkerConfig(process.argv.slice(2), process.env);
+    if ("help" in loaded) {
+      process.stdout.write(`${loaded.help}\n`);
+      return 0;
+    }
+    ensureUserEnv();
+    config = resolveWorkerConfig(loaded.config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`tmpnix-farm-worker: ${err.message}\n`);
+    return 2;
+  }
+  const logger = pino({ level: config.logLevel, base: { worker: config.workerId } }, pino.destination(2));
+  const metrics = new WorkerMetrics({ defaultMetrics: true });
+  if (config.metricsPort > 0) {
+    const { port } = await metrics.serve(config.metricsPort);
+    logger.info({ port }, `serving metrics on :${port}/metrics`);
+  }
+  const executor = makeExecutor(config, logger, metrics);
+  const runner = new BuildRunner(executor, config.maxBuilds, logger, (r) => metrics.recordBuild(r));
+  const client = new WorkerServiceClient(grpcTarget(config.coordinatorUrl), channelCredentials(config), {
+    "grpc.max_receive_message_length": 64 * 1024 ** 2,
+    "grpc.keepalive_time_ms": 60_000,
+  });
+
+  const drain = new AbortController();
+  const stop = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn(`second ${sig}: exiting now`);
+      process.exit(1);
+    }
+    logger.info(`${sig}: taking no more work, handing back running builds`);
+    drain.abort(sig);
+    stop.abort(sig);
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+
+  logger.info({ coordinator: config.coordinatorUrl, cores: config.cores, memoryBytes: config.memoryBytes, systems: config.systems, maxBuilds: config.maxBuilds, executor: config.executor }, "worker starting");
+  const end = await connectLoop(
+    () =>
+      runOnce({
+        client,
+        token: config.token,
+        runner,
+        logger,
+        drain: drain.signal,
+        heartbeatIntervalMs: config.heartbeatIntervalMs,
+        info: () => ({
+          workerId: config.workerId,
+          softwareVersion: SOFTWARE_VERSION,
+          systems: config.systems,
+          features: config.features,
+          cores: config.cores,
+          memoryBytes: config.memoryBytes,
+          freeDiskBytes: freeDiskBytes(config.storeDir),
+          storeDir: config.storeDir,
+          uptimeSeconds: hostUptimeSeconds(),
+          maxLifetimeSeconds: config.maxLifetimeSeconds,
+          maxBuilds: config.maxBuilds,
+        }),
+        vitals: () => ({ freeMemoryBytes: freeMemoryBytes(), freeDiskBytes: freeDiskBytes(config.storeDir), uptimeSeconds: hostUptimeSeconds() }),
+      }),
+    { logger, stop: stop.signal },
+  );
+  // Whatever ended the loop, no build may outlive the worker.
+  runner.handBackAll("worker exiting");
+  await runner.idle(15_000);
+  client.close();
+  if (end.kind === "auth") {
+    logger.fatal(`the coordinator refused this worker's token (${end.message}); check FARM_TOKEN`);
+    return 3;
+  }
+  logger.info("worker stopped");
+  return 0;
+}
+
+/** Picks the executor named in the config. */
+function makeExecutor(config: WorkerConfig, logger: Logger, metrics: WorkerMetrics): Executor {
+  const makeCache = cacheFactory(config, logger);
+  if (config.executor === "fake") {
+    return new FakeExecutor({ model: loadFakeModel(config.fakeModel, config.fakeBuildMs), makeCache, logger, counters: metrics });
+  }
+  const nix = new NixEnv({ storeDir: config.storeDir, stateDir: config.stateDir, logDir: config.logDir });
+  return new NixExecutor({ nix, makeCache, minFreeDiskBytes: config.minFreeDiskBytes, logger, counters: metrics });
+}
+
+/** One CacheClient per cache the coordinator names (reused across builds). */
+function cacheFactory(config: WorkerConfig, logger: Logger): CacheFactory {
+  const clients = new Map<string, CacheApi>();
+  return ({ cacheUrl, cachePublicKey }) => {
+    const key = `${cacheUrl} ${cachePublicKey}`;
+    let c = clients.get(key);
+    if (!c) {
+      c = new CacheClient({ baseUrl: cacheUrl, trustedPublicKeys: [cachePublicKey], token: config.token, storeDir: config.storeDir, logger });
+      clients.set(key, c);
+    }
+    return c;
+  };
+}
+
+/** host:port for grpc-js from host:port or http(s)://host:port. */
+function grpcTarget(url: string): string {
+  return url.replace(/^https?:\/\//, "").replace(/\/$/, "");
+}
+
+function channelCredentials(config: WorkerConfig) {
+  if (!config.coordinatorUrl.startsWith("https://")) return credentials.createInsecure();
+  return credentials.createSsl(config.tlsCa ? readFileSync(config.tlsCa) : undefined);
+}
+
+function readVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: string }).version ?? "0.0.0";
+  } catch {
+    return "0.0.0";
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`tmpnix-farm-worker: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

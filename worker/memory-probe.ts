@@ -1,0 +1,220 @@
+// Measures (and bounds) the memory of one build's process tree.
+//
+// Preferred: a child memory cgroup of the worker's own cgroup. The build command
+// joins it before exec, so everything it forks is accounted, the kernel records
+// the peak, and a hard limit makes the kernel reclaim page cache before it
+// OOM-kills (a polling guard would kill builds for cache they'd give back).
+// Fallback when cgroups aren't writable: sample /proc and sum the tree's RSS,
+// killing the tree when it goes over the limit.
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import type { Logger } from "pino";
+import { DEFAULT_ROOTS, ownCgroupDir, readText, type CgroupRoots } from "./host-probe.js";
+import { ProcTree, signalAll } from "./proc-tree.js";
+
+/** One reading of a build's memory. */
+export interface MemorySample {
+  currentBytes: number;
+  peakBytes: number;
+  /** The kernel OOM-killed something in the build, or the tree went over the limit. */
+  overLimit: boolean;
+}
+
+/** Watches one build's process tree. */
+export interface BuildMonitor {
+  readonly kind: "cgroup-v1" | "cgroup-v2" | "proc";
+  /** The command line that runs `file args` inside the monitored group. */
+  wrap(file: string, args: string[]): { file: string; args: string[] };
+  /** Tells the monitor the pid of the wrapped command once spawned. */
+  attach(pid: number): void;
+  /** Reads memory now (also updates the peak). */
+  sample(): MemorySample;
+  /** SIGKILLs every process of the build. */
+  killAll(): Promise<void>;
+  /** Kills leftovers and releases the group. */
+  close(): Promise<void>;
+}
+
+/** Prefix of the child cgroups the worker creates (stale ones are removed on the next build). */
+const CGROUP_PREFIX = "tmpnix-build-";
+let counter = 0;
+
+/** Which monitor to use: the best available, or always the /proc fallback. */
+export type MonitorChoice = "auto" | "proc";
+
+/** Makes the best monitor this host allows; limitBytes 0 = measure only. */
+export function createBuildMonitor(limitBytes: number, logger?: Logger, choice: MonitorChoice = "auto", roots: CgroupRoots = DEFAULT_ROOTS): BuildMonitor {
+  const own = choice === "auto" ? ownCgroupDir("memory", roots) : undefined;
+  if (own) {
+    try {
+      return new CgroupMonitor(own.version, own.dir, limitBytes);
+    } catch (err) {
+      logger?.debug({ err, dir: own.dir }, "memory cgroup not usable; sampling /proc instead");
+    }
+  }
+  return new ProcMonitor(limitBytes);
+}
+
+/** A child memory cgroup (v1 or v2) of the worker's own. */
+class CgroupMonitor implements BuildMonitor {
+  readonly kind: "cgroup-v1" | "cgroup-v2";
+  private readonly dir: string;
+  private peak = 0;
+  private readonly oomBaseline: number;
+
+  constructor(private readonly version: 1 | 2, parent: string, private readonly limitBytes: number) {
+    this.kind = version === 1 ? "cgroup-v1" : "cgroup-v2";
+    removeStaleGroups(parent);
+    this.dir = path.join(parent, `${CGROUP_PREFIX}${process.pid}-${++counter}`);
+    mkdirSync(this.dir);
+    try {
+      if (!existsSync(path.join(this.dir, version === 1 ? "memory.max_usage_in_bytes" : "memory.current"))) {
+        throw new Error("memory controller not enabled in the child group");
+      }
+      if (limitBytes > 0) this.setLimit(limitBytes);
+      this.oomBaseline = this.oomKills();
+    } catch (err) {
+      rmdirSync(this.dir);
+      throw err;
+    }
+  }
+
+  wrap(file: string, args: string[]): { file: string; args: string[] } {
+    // Join before exec so not a single allocation of the build escapes accounting.
+    return { file: "/bin/sh", args: ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.dir, file, ...args] };
+  }
+
+  attach(): void {}
+
+  sample(): MemorySample {
+    const [cur, max] = this.version === 1 ? ["memory.usage_in_bytes", "memory.max_usage_in_bytes"] : ["memory.current", "memory.peak"];
+    const currentBytes = this.readNumber(cur);
+    // memory.peak needs Linux 5.19; older v2 kernels only give us our own samples.
+    this.peak = Math.max(this.peak, currentBytes, this.readNumber(max));
+    return { currentBytes, peakBytes: this.peak, overLimit: this.oomKills() > this.oomBaseline };
+  }
+
+  async killAll(): Promise<void> {
+    if (this.version === 2 && existsSync(path.join(this.dir, "cgroup.kill"))) {
+      try {
+        writeFileSync(path.join(this.dir, "cgroup.kill"), "1");
+      } catch {
+        // fall through to killing pid by pid
+      }
+    }
+    for (let round = 0; round < 40; round++) {
+      const pids = this.pids();
+      if (pids.length === 0) return;
+      signalAll(pids);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.killAll();
+    for (let i = 0; i < 40; i++) {
+      try {
+        rmdirSync(this.dir);
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50)); // zombies not reaped yet
+      }
+    }
+  }
+
+  private setLimit(bytes: number): void {
+    if (this.version === 2) {
+      writeFileSync(path.join(this.dir, "memory.max"), String(bytes));
+      try {
+        writeFileSync(path.join(this.dir, "memory.swap.max"), "0");
+      } catch {
+        // no swap accounting: nothing to bound
+      }
+      return;
+    }
+    writeFileSync(path.join(this.dir, "memory.limit_in_bytes"), String(bytes));
+    try {
+      // Without this the build could swap past its limit instead of being stopped.
+      writeFileSync(path.join(this.dir, "memory.memsw.limit_in_bytes"), String(bytes));
+    } catch {
+      // swap accounting off
+    }
+  }
+
+  private oomKills(): number {
+    const file = this.version === 1 ? "memory.oom_control" : "memory.events";
+    const m = /^oom_kill (\d+)/m.exec(readText(path.join(this.dir, file)) ?? "");
+    return m ? Number(m[1]) : 0;
+  }
+
+  private readNumber(file: string): number {
+    const n = Number((readText(path.join(this.dir, file)) ?? "").trim());
+    return Number.isFinite(n) ? n : 0;
+  }
+
+  private pids(): number[] {
+    return (readText(path.join(this.dir, "cgroup.procs")) ?? "").split("\n").filter(Boolean).map(Number);
+  }
+}
+
+/** Removes build groups left by a worker process that died mid-build (never a live worker's). */
+function removeStaleGroups(parent: string): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(parent).filter((n) => n.startsWith(CGROUP_PREFIX));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const owner = Number(n.slice(CGROUP_PREFIX.length).split("-")[0]);
+    if (isAlive(owner)) continue;
+    try {
+      const procs = readFileSync(path.join(parent, n, "cgroup.procs"), "utf8").trim();
+      if (procs) signalAll(procs.split("\n").map(Number));
+      rmdirSync(path.join(parent, n));
+    } catch {
+      // still busy; next time
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Fallback: sums the RSS of the process tree found in /proc. */
+class ProcMonitor implements BuildMonitor {
+  readonly kind = "proc" as const;
+  private tree?: ProcTree;
+  private peak = 0;
+
+  constructor(private readonly limitBytes: number) {}
+
+  wrap(file: string, args: string[]): { file: string; args: string[] } {
+    return { file, args };
+  }
+
+  attach(pid: number): void {
+    this.tree = new ProcTree(pid);
+  }
+
+  sample(): MemorySample {
+    const currentBytes = this.tree?.rssBytes() ?? 0;
+    this.peak = Math.max(this.peak, currentBytes);
+    return { currentBytes, peakBytes: this.peak, overLimit: this.limitBytes > 0 && currentBytes > this.limitBytes };
+  }
+
+  async killAll(): Promise<void> {
+    await this.tree?.killAll();
+  }
+
+  async close(): Promise<void> {
+    await this.killAll();
+  }
+}

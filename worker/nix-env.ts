@@ -1,0 +1,89 @@
+// The environment stock Nix 2.8 runs in on a worker: relocated store, a nix.conf
+// of our own (never the user's), the farm cache as the only substituter.
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+/** Where the relocated Nix keeps things. */
+export interface NixDirs {
+  storeDir: string;
+  stateDir: string;
+  logDir: string;
+}
+
+/** What nix.conf says about the cache. */
+export interface CacheSettings {
+  cacheUrl: string;
+  cachePublicKey: string;
+}
+
+/** The nix.conf a worker runs with. */
+export function renderNixConf(cache: CacheSettings): string {
+  return [
+    "# Written by the tmpnix farm worker; rewritten on every build.",
+    "sandbox = false",
+    "build-users-group =",
+    `substituters = ${cache.cacheUrl}`,
+    `trusted-public-keys = ${cache.cachePublicKey}`,
+    "require-sigs = true",
+    "max-jobs = 1",
+    "experimental-features = nix-command",
+    // A path missing from the cache a minute ago may be there now: don't remember misses.
+    "narinfo-cache-negative-ttl = 0",
+    "connect-timeout = 15",
+    "fallback = false",
+    "keep-failed = false",
+    "",
+  ].join("\n");
+}
+
+/** The Nix environment of one worker: dirs, config file, process env. */
+export class NixEnv {
+  /** NIX_CONF_DIR holding our nix.conf. */
+  readonly confDir: string;
+  /** Parent of per-build TMPDIRs, so leftovers of killed builds can be removed. */
+  readonly buildTmpRoot: string;
+  private readonly cacheHome: string;
+
+  constructor(readonly dirs: NixDirs, private readonly baseEnv: NodeJS.ProcessEnv = process.env) {
+    const own = path.join(dirs.stateDir, "farm-worker");
+    this.confDir = path.join(own, "conf");
+    this.buildTmpRoot = path.join(own, "build-tmp");
+    this.cacheHome = path.join(own, "xdg-cache");
+  }
+
+  /** Writes nix.conf for this cache (atomically; unchanged content is left alone). */
+  configure(cache: CacheSettings): void {
+    for (const d of [this.confDir, this.buildTmpRoot, this.cacheHome, this.dirs.storeDir, this.dirs.logDir]) mkdirSync(d, { recursive: true });
+    const file = path.join(this.confDir, "nix.conf");
+    const text = renderNixConf(cache);
+    let old: string | undefined;
+    try {
+      old = readFileSync(file, "utf8");
+    } catch {
+      // first build
+    }
+    if (old === text) return;
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, text);
+    renameSync(tmp, file);
+  }
+
+  /** Process environment for nix-* commands; `tmpDir` becomes the build's TMPDIR. */
+  env(tmpDir?: string): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...this.baseEnv };
+    // Never talk to a daemon or read someone else's configuration.
+    for (const k of ["NIX_REMOTE", "NIX_CONFIG", "NIX_PATH"]) delete env[k];
+    Object.assign(env, {
+      NIX_STORE_DIR: this.dirs.storeDir,
+      NIX_STATE_DIR: this.dirs.stateDir,
+      NIX_LOG_DIR: this.dirs.logDir,
+      NIX_CONF_DIR: this.confDir,
+      NIX_USER_CONF_FILES: path.join(this.confDir, "nix.conf"),
+      XDG_CACHE_HOME: this.cacheHome,
+      HOME: env.HOME || this.cacheHome,
+      USER: env.USER || "app",
+    });
+    if (tmpDir) env.TMPDIR = tmpDir;
+    return env;
+  }
+}

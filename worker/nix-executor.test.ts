@@ -1,0 +1,234 @@
+// Real Nix 2.8, a real cache server, two stores at the SAME store path: a
+// "submitter" store (another mount namespace) instantiates derivations and
+// uploads their .drv closures and input outputs to the cache; the worker's own
+// store starts empty and must get everything through the cache.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { topoSortByReferences } from "../coordinator/cache/export-stream.js";
+import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv as TestNix } from "../coordinator/cache/testing/nix-env.js";
+import type { AssignmentSpec, BuildReport } from "../coordinator/core/types.js";
+import type { ExecutorContext } from "./executor.js";
+import { ownCgroupDir } from "./host-probe.js";
+import { NixEnv } from "./nix-env.js";
+import { NixExecutor } from "./nix-executor.js";
+
+const EXPR = `
+let mk = name: script: builtins.derivation {
+  inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ]; PATH = "/usr/bin:/bin";
+};
+in rec {
+  dep = mk "wk-dep" "echo dep-content > $out";
+  top = mk "wk-top" ''
+    echo "cores=$NIX_BUILD_CORES"
+    for i in 1 2 3; do echo line-$i; done
+    mkdir $out; cat \${dep} > $out/copied; ln -s \${dep} $out/dep
+  '';
+  bad = mk "wk-bad" "echo about to fail; exit 2";
+  hog = mk "wk-hog" "head -c 300000000 /dev/zero | tail | sleep 20; touch $out";
+  sleeper = mk "wk-sleeper" "echo pid=$$; sleep 60; touch $out";
+  orphan = mk "wk-orphan" "touch $out";
+  needs = mk "wk-needs" "cat \${orphan} > $out";
+  lonely = mk "wk-lonely" "touch $out";
+  flood = mk "wk-flood" "yes flooding-the-log | head -n 200000; touch $out";
+  after = mk "wk-after" "echo still-usable > $out";
+}`;
+
+let nix: TestNix;
+let submitter: string;
+let cache: TestCache;
+const drvs: Record<string, string> = {};
+const outs: Record<string, string> = {};
+
+/** Uploads `paths` and their closures from the submitter's store, dependencies first. */
+async function uploadFromSubmitter(paths: string[]): Promise<void> {
+  const closure = await nixLines(nix, "nix-store", ["-qR", ...paths], { altRoot: submitter });
+  const items = await Promise.all(
+    closure.map(async (p) => ({ storePath: p, references: await nixLines(nix, "nix-store", ["-q", "--references", p], { altRoot: submitter }) })),
+  );
+  const client = cache.client();
+  for (const item of topoSortByReferences(items)) {
+    const [deriver] = await nixLines(nix, "nix-store", ["-q", "--deriver", item.storePath], { altRoot: submitter });
+    const { stdout: nar } = await runNix(nix, "nix-store", ["--dump", item.storePath], { altRoot: submitter });
+    await client.upload({ ...item, deriver: deriver.endsWith(".drv") ? deriver : undefined, narStream: (async function* () { yield nar; })() });
+  }
+}
+
+beforeAll(async () => {
+  nix = await makeNixEnv();
+  submitter = await makeAltRoot(nix, "submitter");
+  cache = await startTestCache(nix.storeDir);
+  const expr = path.join(nix.dir, "w.nix");
+  await writeFile(expr, EXPR);
+  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after"]) {
+    [drvs[attr]] = await nixLines(nix, "nix-instantiate", [expr, "-A", attr], { altRoot: submitter });
+    [outs[attr]] = await nixLines(nix, "nix-store", ["-q", "--outputs", drvs[attr]], { altRoot: submitter });
+  }
+  await nixLines(nix, "nix-store", ["-r", drvs.dep], { altRoot: submitter });
+  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep]);
+}, 120_000);
+
+afterAll(async () => {
+  await cache?.close();
+  if (nix) await destroyNixEnv(nix);
+});
+
+function executor(opts: { minFreeDiskBytes?: number; memoryMonitor?: "auto" | "proc" } = {}) {
+  const env = new NixEnv({ storeDir: nix.storeDir, stateDir: path.join(nix.nixRoot, "var/nix"), logDir: path.join(nix.nixRoot, "var/log/nix") });
+  const ex = new NixExecutor({ nix: env, makeCache: () => cache.client(), minFreeDiskBytes: opts.minFreeDiskBytes ?? 0, logger: pino({ level: "silent" }), memoryMonitor: opts.memoryMonitor });
+  return { env, ex };
+}
+
+function assignment(attr: string, over: Partial<AssignmentSpec> = {}): AssignmentSpec {
+  return { lease: { drvPath: drvs[attr], epoch: 7 }, name: `wk-${attr}`, outputs: { out: outs[attr] }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, ...over };
+}
+
+async function run(attr: string, over: Partial<AssignmentSpec> = {}, opts: Parameters<typeof executor>[0] = {}, onLine?: (l: string, abort: AbortController) => void) {
+  const lines: string[] = [];
+  const usage: number[] = [];
+  const abort = new AbortController();
+  const ctx: ExecutorContext = {
+    cacheUrl: cache.url,
+    cachePublicKey: cache.keys.publicKey,
+    signal: abort.signal,
+    onLog: (batch) => {
+      lines.push(...batch);
+      batch.forEach((l) => onLine?.(l, abort));
+    },
+    onUsage: (b) => usage.push(b),
+  };
+  const { env, ex } = executor(opts);
+  const report: BuildReport = await ex.run(assignment(attr, over), ctx);
+  return { report, lines, usage, env };
+}
+
+/** Is `p` valid in the worker's own (host-namespace) store? */
+async function validInWorker(p: string): Promise<boolean> {
+  const r = await runNix(nix, "nix-store", ["--check-validity", p]).then(() => true, () => false);
+  return r;
+}
+
+describe("NixExecutor with real Nix", () => {
+  it("fetches the drv closure and inputs through the cache, builds, streams logs and uploads outputs", async () => {
+    expect(await validInWorker(outs.dep)).toBe(false);
+    const { report, lines } = await run("top", { inputPaths: [outs.dep], cores: 3 });
+    expect(report.error).toBe("");
+    expect(report.outcome).toBe("succeeded");
+    expect(report.lease).toEqual({ drvPath: drvs.top, epoch: 7 });
+    expect(lines).toContain("cores=3"); // NIX_BUILD_CORES came from the assignment
+    expect(lines.filter((l) => /^line-\d$/.test(l))).toEqual(["line-1", "line-2", "line-3"]);
+    // The input was substituted from the farm cache, not built here.
+    expect(lines.some((l) => l.includes(`copying path '${outs.dep}' from '${cache.url}'`))).toBe(true);
+    expect(lines.some((l) => l.includes(`building '${drvs.dep}'`))).toBe(false);
+    expect(await validInWorker(outs.dep)).toBe(true);
+    // The output is in the cache with the hash the worker reported.
+    expect(report.outputs).toHaveLength(1);
+    const info = await cache.client().narInfo(outs.top);
+    expect(info).not.toBeNull();
+    expect(info!.narHash).toBe(report.outputs[0].narHash);
+    expect(info!.narSize).toBe(report.outputs[0].narSize);
+    expect(info!.references).toEqual([path.basename(outs.dep)]);
+    expect(info!.deriver).toBe(path.basename(drvs.top));
+    expect(report.peakMemoryBytes).toBeGreaterThan(0);
+    expect(await cache.client().getLog(drvs.top)).toContain("line-2");
+  }, 60_000);
+
+  it("caps a log flood and says how many lines it dropped", async () => {
+    const { report, lines } = await run("flood");
+    expect(report.outcome).toBe("succeeded");
+    expect(lines.filter((l) => l === "flooding-the-log").length).toBeLessThan(5000);
+    expect(lines.some((l) => /^\[farm-worker: dropped \d+ log lines/.test(l))).toBe(true);
+  }, 60_000);
+
+  it("reports a failing builder as failed with Nix's exit-code line", async () => {
+    const { report, lines } = await run("bad");
+    expect(report.outcome).toBe("failed");
+    expect(report.error).toBe(`builder for '${drvs.bad}' failed with exit code 2`);
+    expect(lines).toContain("about to fail");
+    expect(report.outputs).toEqual([]);
+  }, 60_000);
+
+  it("stops a build that goes over its memory limit (cgroup) and says out-of-memory", async () => {
+    const limit = 100 * 1024 ** 2;
+    const { report } = await run("hog", { memoryLimitBytes: limit });
+    expect(report.outcome).toBe("out-of-memory");
+    expect(report.peakMemoryBytes).toBeGreaterThanOrEqual(limit);
+    expect(report.error).toMatch(/out of memory/);
+  }, 60_000);
+
+  it("stops a build that goes over its memory limit (/proc sampling fallback)", async () => {
+    const limit = 100 * 1024 ** 2;
+    const { report, usage } = await run("hog", { memoryLimitBytes: limit }, { memoryMonitor: "proc" });
+    expect(report.outcome).toBe("out-of-memory");
+    expect(report.peakMemoryBytes).toBeGreaterThanOrEqual(limit);
+    expect(Math.max(...usage)).toBeGreaterThanOrEqual(limit);
+  }, 60_000);
+
+  it("kills the whole process tree on abort and cleans up", async () => {
+    let builderPid = 0;
+    const { report, env } = await run("sleeper", {}, {}, (l, abort) => {
+      const m = /^pid=(\d+)$/.exec(l);
+      if (m) {
+        builderPid = Number(m[1]);
+        abort.abort("test abort");
+      }
+    });
+    expect(report.outcome).toBe("aborted");
+    expect(builderPid).toBeGreaterThan(0);
+    expect(isAlive(builderPid)).toBe(false);
+    expect(readdirSync(env.buildTmpRoot)).toEqual([]);
+    expect(existsSync(outs.sleeper)).toBe(false);
+  }, 60_000);
+
+  it("enforces the assignment's time limit", async () => {
+    const { report } = await run("sleeper", { timeoutMs: 1500 });
+    expect(report.outcome).toBe("timed-out");
+    expect(report.durationMs).toBeLessThan(20_000);
+  }, 60_000);
+
+  it("says inputs-unavailable when the cache lacks the derivation", async () => {
+    const { report } = await run("lonely");
+    expect(report.outcome).toBe("inputs-unavailable");
+    expect(report.error).toContain("not in the cache");
+  }, 60_000);
+
+  it("says inputs-unavailable when an input path can't be substituted", async () => {
+    const missing = `${nix.storeDir}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-missing`;
+    const { report } = await run("needs", { inputPaths: [missing] });
+    expect(report.outcome).toBe("inputs-unavailable");
+    expect(report.error).toContain(missing);
+  }, 60_000);
+
+  it("refuses to build an input derivation locally", async () => {
+    const { report, lines } = await run("needs");
+    expect(report.outcome).toBe("inputs-unavailable");
+    expect(report.error).toMatch(/1 input derivation\(s\) are neither local nor in the cache \(.*-wk-orphan\.drv\)/);
+    expect(lines.some((l) => l.startsWith("building"))).toBe(false);
+  }, 60_000);
+
+  it("says disk-full when the store's filesystem is below the floor", async () => {
+    const { report } = await run("top", {}, { minFreeDiskBytes: Number.MAX_SAFE_INTEGER });
+    expect(report.outcome).toBe("disk-full");
+  }, 60_000);
+
+  it("is still usable after all those failures and leaves no build cgroups behind", async () => {
+    const { report, env } = await run("after");
+    expect(report.outcome).toBe("succeeded");
+    expect(readdirSync(env.buildTmpRoot)).toEqual([]);
+    const own = ownCgroupDir("memory");
+    if (own) expect(readdirSync(own.dir).filter((n) => n.startsWith(`tmpnix-build-${process.pid}-`))).toEqual([]);
+  }, 60_000);
+});
+
+/** Running (not gone, not a zombie waiting to be reaped). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,152 @@
+// The real executor: stock Nix 2.8 against the worker's relocated store.
+// fetch .drv closure -> substitute inputs -> build just this drv -> upload outputs,
+// mapping every way that can go wrong onto a BuildOutcome.
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { AssignmentSpec, BuildOutcome, BuildReport } from "../coordinator/core/types.js";
+import type { CacheFactory } from "./cache-api.js";
+import { BuildStepError, failureReport, oneLine, type Executor, type ExecutorContext } from "./executor.js";
+import { ensureOnlyThisBuilds, importDrvClosure, substitutePaths } from "./fetch-inputs.js";
+import { freeDiskBytes } from "./host-probe.js";
+import { LogPump } from "./log-pump.js";
+import { removeTree, runNixBuild, type NixBuildResult } from "./nix-build.js";
+import type { NixEnv } from "./nix-env.js";
+import type { MonitorChoice } from "./memory-probe.js";
+import type { LogLimits } from "./nix-log.js";
+import { NixStore } from "./nix-store.js";
+import { uploadOutputs } from "./upload-outputs.js";
+
+/** Byte counters the executor feeds (metrics). */
+export interface TransferCounters {
+  downloaded(bytes: number): void;
+  uploaded(bytes: number): void;
+}
+
+/** How the NixExecutor is wired. */
+export interface NixExecutorOptions {
+  nix: NixEnv;
+  makeCache: CacheFactory;
+  /** Below this much free disk in the store's filesystem, fetching/building reports disk-full. */
+  minFreeDiskBytes: number;
+  logger: Logger;
+  counters?: TransferCounters;
+  logLimits?: LogLimits;
+  /** "proc" forces the /proc-sampling memory monitor even where cgroups work. */
+  memoryMonitor?: MonitorChoice;
+}
+
+/** Builds with nix-store in the worker's own store. */
+export class NixExecutor implements Executor {
+  private readonly store: NixStore;
+
+  constructor(private readonly opts: NixExecutorOptions) {
+    this.store = new NixStore(opts.nix);
+  }
+
+  async run(a: AssignmentSpec, ctx: ExecutorContext): Promise<BuildReport> {
+    const started = Date.now();
+    const drv = a.lease.drvPath;
+    const log = this.opts.logger.child({ drv, epoch: a.lease.epoch });
+    const pump = new LogPump(ctx.onLog, this.opts.logLimits);
+    const cache = this.opts.makeCache(ctx);
+    let tmpDir: string | undefined;
+    let build: NixBuildResult | undefined;
+    let report: BuildReport;
+    try {
+      this.opts.nix.configure(ctx);
+      this.checkDisk("fetching inputs");
+      let t = Date.now();
+      const imported = await importDrvClosure(this.store, cache, drv, ctx.signal);
+      const substituted = await substitutePaths(this.store, a.inputPaths, ctx.signal, (l) => pump.line(l));
+      const extra = await ensureOnlyThisBuilds(this.store, drv, ctx.signal, (l) => pump.line(l));
+      const fetchedBytes = imported.bytes + substituted.bytes + extra.bytes;
+      this.opts.counters?.downloaded(fetchedBytes);
+      log.info({ drvPaths: imported.paths, inputPaths: substituted.paths + extra.paths, bytes: fetchedBytes, seconds: secs(t) }, `fetched inputs of ${a.name} in ${secs(t)}s`);
+      pump.note(`fetched ${imported.paths} derivation paths and ${substituted.paths + extra.paths} input paths in ${secs(t)}s`);
+
+      this.checkDisk("building");
+      await mkdir(this.opts.nix.buildTmpRoot, { recursive: true });
+      tmpDir = await mkdtemp(path.join(this.opts.nix.buildTmpRoot, "b-"));
+      t = Date.now();
+      build = await runNixBuild(
+        this.opts.nix,
+        { drvPath: drv, cores: a.cores, memoryLimitBytes: a.memoryLimitBytes, timeoutMs: a.timeoutMs, tmpDir, signal: ctx.signal, onLine: (l) => pump.line(l), onUsage: ctx.onUsage, monitor: this.opts.memoryMonitor },
+        log,
+      );
+      log.info({ exitCode: build.exitCode, peakMemoryBytes: build.peakMemoryBytes, monitor: build.monitor, seconds: secs(t) }, `built ${a.name} in ${secs(t)}s, peak ${mib(build.peakMemoryBytes)} MiB`);
+      const failure = classifyBuild(build, a);
+      if (failure) throw new BuildStepError(failure.outcome, failure.error);
+
+      t = Date.now();
+      const outputs = await uploadOutputs(this.store, cache, drv, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n));
+      log.info({ outputs: outputs.length, bytes: outputs.reduce((s, o) => s + o.narSize, 0), seconds: secs(t) }, `uploaded ${outputs.length} output(s) of ${a.name}`);
+      report = { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, peakMemoryBytes: build.peakMemoryBytes, cores: a.cores, error: "" };
+    } catch (err) {
+      report = this.failure(a, err, ctx.signal, started, build?.peakMemoryBytes ?? 0);
+      log.warn({ outcome: report.outcome, error: report.error }, `build of ${a.name} ended: ${report.outcome}`);
+      pump.note(`${report.outcome}: ${report.error}`);
+    } finally {
+      pump.close();
+    }
+    await this.cleanUp(a, report, tmpDir, log);
+    if (build) await cache.putLog(drv, pump.text()).catch((err: unknown) => log.debug({ err }, "storing the build log in the cache failed"));
+    return report;
+  }
+
+  private checkDisk(step: string): void {
+    const free = freeDiskBytes(this.opts.nix.dirs.storeDir);
+    if (free < this.opts.minFreeDiskBytes) {
+      throw new BuildStepError("disk-full", `only ${mib(free)} MiB free in ${this.opts.nix.dirs.storeDir} before ${step} (need ${mib(this.opts.minFreeDiskBytes)} MiB)`);
+    }
+  }
+
+  private failure(a: AssignmentSpec, err: unknown, signal: AbortSignal, started: number, peak: number): BuildReport {
+    if (signal.aborted) return failureReport(a, "aborted", `aborted: ${String(signal.reason ?? "requested")}`, started, peak);
+    if (err instanceof BuildStepError) return failureReport(a, err.outcome, err.message, started, peak);
+    const msg = (err as Error)?.message ?? String(err);
+    return failureReport(a, /No space left on device/i.test(msg) ? "disk-full" : "worker-error", msg, started, peak);
+  }
+
+  /** Frees what a failed or killed build left behind so the next build starts clean. */
+  private async cleanUp(a: AssignmentSpec, report: BuildReport, tmpDir: string | undefined, log: Logger): Promise<void> {
+    try {
+      if (tmpDir) await removeTree(tmpDir);
+      if (report.outcome === "succeeded") return;
+      const outs = Object.values(a.outputs).filter((p) => existsSync(p) || existsSync(`${p}.lock`));
+      if (outs.length === 0) return;
+      const invalid = await this.store.invalidPaths(outs);
+      for (const p of invalid) {
+        await removeTree(p);
+        await removeTree(`${p}.lock`);
+      }
+    } catch (err) {
+      log.warn({ err }, "cleaning up after the build failed");
+    }
+  }
+}
+
+/** The outcome of a finished nix-store run that did not succeed (undefined = it did). */
+export function classifyBuild(b: NixBuildResult, a: AssignmentSpec): { outcome: BuildOutcome; error: string } | undefined {
+  if (b.aborted) return { outcome: "aborted", error: "aborted while building" };
+  if (b.timedOut) return { outcome: "timed-out", error: `build exceeded its ${Math.round(a.timeoutMs / 1000)}s time limit` };
+  if (b.outOfMemory) {
+    const limit = a.memoryLimitBytes > 0 ? ` (limit ${mib(a.memoryLimitBytes)} MiB)` : "";
+    return { outcome: "out-of-memory", error: `build ran out of memory at ${mib(b.peakMemoryBytes)} MiB${limit}` };
+  }
+  if (b.exitCode === 0) return undefined;
+  const error = oneLine(b.error ?? `nix-store exited with code ${b.exitCode}`);
+  if (/No space left on device/i.test(error)) return { outcome: "disk-full", error };
+  // 100: build failed, 101: timed out, 102: hash mismatch, 104: not deterministic (nix-store's documented codes).
+  if (b.exitCode >= 100 || /^builder for /.test(error)) return { outcome: "failed", error };
+  return { outcome: "worker-error", error };
+}
+
+function secs(since: number): string {
+  return ((Date.now() - since) / 1000).toFixed(1);
+}
+
+function mib(bytes: number): number {
+  return Math.round(bytes / 1024 ** 2);
+}

@@ -1,0 +1,38 @@
+import { spawn } from "node:child_process";
+import { describe, expect, it } from "vitest";
+import { parseProcStat, ProcTree, treeMembers, type ProcInfo } from "./proc-tree.js";
+
+describe("parseProcStat", () => {
+  it("reads pid, parents, session and RSS even with odd command names", () => {
+    const stat = "1234 (we (ird) name) S 1000 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 555 10000000 256 18446744073709551615";
+    expect(parseProcStat(stat)).toEqual({ pid: 1234, state: "S", ppid: 1000, pgrp: 1234, session: 1234, rssBytes: 256 * 4096 });
+  });
+});
+
+describe("treeMembers", () => {
+  const p = (pid: number, ppid: number, session: number, rssBytes = 1): ProcInfo => ({ pid, ppid, pgrp: pid, session, state: "S", rssBytes });
+
+  it("finds descendants and orphans that kept the builder's session", () => {
+    const sessions = new Set<number>();
+    // worker 10 (session 5) -> nix 20 (session 20) -> builder 30 (session 30) -> 31
+    const before = [p(10, 1, 5), p(20, 10, 20), p(30, 20, 30), p(31, 30, 30), p(99, 1, 99)];
+    expect(treeMembers(before, 20, sessions, 5).map((x) => x.pid).sort()).toEqual([20, 30, 31]);
+    // nix and the builder died; 31 was re-parented to init but is still in session 30
+    const after = [p(10, 1, 5), p(31, 1, 30), p(99, 1, 99)];
+    expect(treeMembers(after, 20, sessions, 5).map((x) => x.pid)).toEqual([31]);
+  });
+});
+
+describe("ProcTree", () => {
+  it("measures and kills a real process tree, including a child in its own session", async () => {
+    const child = spawn("/bin/sh", ["-c", "setsid sleep 30 & sleep 30 & wait"], { detached: true, stdio: "ignore" });
+    await new Promise((r) => setTimeout(r, 300));
+    const tree = new ProcTree(child.pid!);
+    const members = tree.members();
+    expect(members.length).toBeGreaterThanOrEqual(3);
+    expect(tree.rssBytes()).toBeGreaterThan(0);
+    await tree.killAll();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(tree.members().filter((m) => m.state !== "Z")).toEqual([]);
+  });
+});

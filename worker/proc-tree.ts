@@ -1,0 +1,113 @@
+// A build's process tree as seen in /proc. Nix starts each builder in a new
+// session (setsid), and builders may leave orphans that get re-parented to init,
+// so "the tree" is every descendant of the root plus every process sharing a
+// session with one. Used to measure memory without cgroups and to kill builds.
+import { readdirSync, readFileSync } from "node:fs";
+
+/** The fields of /proc/<pid>/stat we need. */
+export interface ProcInfo {
+  pid: number;
+  /** R, S, D, Z (zombie: dead, waiting to be reaped), ... */
+  state: string;
+  ppid: number;
+  pgrp: number;
+  session: number;
+  /** Resident set size in bytes. */
+  rssBytes: number;
+}
+
+const PAGE_SIZE = 4096;
+
+/** Parses /proc/<pid>/stat (the command name may contain spaces and parentheses). */
+export function parseProcStat(text: string): ProcInfo | undefined {
+  const close = text.lastIndexOf(")");
+  if (close < 0) return undefined;
+  const pid = Number(text.slice(0, text.indexOf(" ")));
+  // After ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+  // utime stime cutime cstime priority nice num_threads itrealvalue starttime vsize rss
+  const f = text.slice(close + 2).split(" ");
+  const nums = { pid, ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), rssBytes: Number(f[21]) * PAGE_SIZE };
+  return Object.values(nums).every(Number.isFinite) ? { ...nums, state: f[0] } : undefined;
+}
+
+/** Every process currently visible in /proc. */
+export function snapshotProcs(procRoot = "/proc"): ProcInfo[] {
+  const out: ProcInfo[] = [];
+  for (const name of readdirSync(procRoot)) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const info = parseProcStat(readFileSync(`${procRoot}/${name}/stat`, "utf8"));
+      if (info) out.push(info);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+/**
+ * Members of the tree rooted at `root`: its descendants, plus processes in the
+ * sessions of those descendants (not `excludeSession`, the worker's own).
+ * `knownSessions` carries sessions seen in earlier snapshots, so orphans whose
+ * parent died are still found; it is updated in place.
+ */
+export function treeMembers(procs: ProcInfo[], root: number, knownSessions: Set<number>, excludeSession: number): ProcInfo[] {
+  const children = new Map<number, ProcInfo[]>();
+  for (const p of procs) {
+    const list = children.get(p.ppid);
+    if (list) list.push(p);
+    else children.set(p.ppid, [p]);
+  }
+  const members = new Map<number, ProcInfo>();
+  const stack = procs.filter((p) => p.pid === root || (knownSessions.has(p.session) && p.session !== excludeSession));
+  while (stack.length) {
+    const p = stack.pop()!;
+    if (members.has(p.pid)) continue;
+    members.set(p.pid, p);
+    stack.push(...(children.get(p.pid) ?? []));
+  }
+  for (const p of members.values()) if (p.session !== excludeSession && p.session > 1) knownSessions.add(p.session);
+  return [...members.values()];
+}
+
+/** Sends `signal` to each pid, ignoring ones that are already gone. */
+export function signalAll(pids: Iterable<number>, signal: NodeJS.Signals = "SIGKILL"): void {
+  for (const pid of pids) {
+    if (pid <= 1 || pid === process.pid) continue;
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Tracks one build's process tree across snapshots. */
+export class ProcTree {
+  private readonly sessions = new Set<number>();
+  private readonly ownSession: number;
+
+  constructor(private readonly root: number, private readonly procRoot = "/proc") {
+    this.ownSession = parseProcStat(readFileSync(`${procRoot}/self/stat`, "utf8"))?.session ?? -1;
+  }
+
+  /** Current members of the tree. */
+  members(): ProcInfo[] {
+    return treeMembers(snapshotProcs(this.procRoot), this.root, this.sessions, this.ownSession);
+  }
+
+  /** Summed RSS of the tree now. */
+  rssBytes(): number {
+    return this.members().reduce((sum, p) => sum + p.rssBytes, 0);
+  }
+
+  /** SIGKILLs the whole tree, repeating while processes remain (they may fork as we kill). */
+  async killAll(rounds = 20): Promise<void> {
+    for (let i = 0; i < rounds; i++) {
+      const pids = this.members().filter((p) => p.state !== "Z").map((p) => p.pid);
+      if (pids.length === 0) return;
+      signalAll(pids);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}

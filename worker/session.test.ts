@@ -1,0 +1,274 @@
+// The worker's gRPC side against a real gRPC server (scripted coordinator) and a
+// real cache server; builds run through the FakeExecutor, so uploads are real.
+import { credentials, status } from "@grpc/grpc-js";
+import pino from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import { BuildStatus, WorkerServiceClient, type Assignment } from "../proto/gen/farm.js";
+import { BuildRunner } from "./build-runner.js";
+import { FakeExecutor } from "./fake-executor.js";
+import { connectLoop } from "./reconnect.js";
+import { runOnce, type SessionOptions } from "./session.js";
+import { FakeCoordinator, type FakeStream } from "./testing/fake-coordinator.js";
+
+const STORE = "/tmp/nix/store";
+const H = "0123456789abcdfghijklmnpqrsvwxyz"; // a valid 32-char nix32 hash part
+const TOKEN = "worker-token-0123456789";
+const logger = pino({ level: "silent" });
+
+let cache: TestCache;
+let coord: FakeCoordinator;
+let client: WorkerServiceClient;
+let drain: AbortController;
+
+beforeAll(async () => {
+  cache = await startTestCache(STORE);
+});
+afterAll(async () => {
+  await cache?.close();
+});
+afterEach(() => {
+  drain?.abort();
+  client?.close();
+  coord?.stop();
+});
+
+async function setup(durations: Record<string, number> = {}, token = TOKEN) {
+  coord = await new FakeCoordinator(TOKEN).start();
+  client = new WorkerServiceClient(coord.address, credentials.createInsecure());
+  drain = new AbortController();
+  const executor = new FakeExecutor({ model: { durations, defaultMs: 20 }, makeCache: () => cache.client(), logger });
+  const reports: string[] = [];
+  const runner = new BuildRunner(executor, 2, logger, (r) => reports.push(r.outcome));
+  const opts: SessionOptions = {
+    client,
+    token,
+    runner,
+    logger,
+    drain: drain.signal,
+    info: () => ({ workerId: "w-test", softwareVersion: "9.9", systems: ["x86_64-linux"], features: [], cores: 2, memoryBytes: 1 << 30, freeDiskBytes: 5 << 20, storeDir: STORE, uptimeSeconds: 42, maxLifetimeSeconds: 3600, maxBuilds: 2 }),
+    vitals: () => ({ freeMemoryBytes: 123 << 20, freeDiskBytes: 456 << 20, uptimeSeconds: 43 }),
+  };
+  return { runner, opts, reports };
+}
+
+function welcome(s: FakeStream, extra: { abort?: { drvPath: string; epoch: number }[] } = {}) {
+  s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "sess", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 100, abort: extra.abort ?? [] } });
+}
+
+function assignment(name: string, epoch = 1): Assignment {
+  const hash = H.slice(name.length) + H.slice(0, name.length);
+  return {
+    lease: { drvPath: `${STORE}/${hash}-${name}.drv`, epoch },
+    outputs: { out: `${STORE}/${hash.split("").reverse().join("")}-${name}` },
+    inputPaths: [],
+    cores: 2,
+    memoryLimitBytes: 1 << 28,
+    timeoutMs: 0,
+    name,
+  };
+}
+
+describe("runOnce", () => {
+  it("joins, heartbeats, runs an assignment, streams its log and reports outputs that are in the cache", async () => {
+    const { opts } = await setup({ hello: 50 });
+    const ended = runOnce(opts);
+    const s = await coord.stream(0);
+    const join = await s.next("join");
+    expect(join).toMatchObject({ protocolVersion: 1, workerId: "w-test", storeDir: STORE, cores: 2, maxBuilds: 2, running: [], maxLifetimeSeconds: 3600 });
+    welcome(s);
+    const hb = await s.next("heartbeat");
+    expect(hb).toMatchObject({ freeMemoryBytes: 123 << 20, freeDiskBytes: 456 << 20, uptimeSeconds: 43, running: [] });
+
+    const a = assignment("hello");
+    s.send({ $case: "assign", value: a });
+    const log = await s.next("log");
+    expect(log.lease).toEqual(a.lease);
+    expect(log.lines.join("\n")).toContain("building hello");
+    const result = await s.next("result");
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);
+    expect(result.lease).toEqual(a.lease);
+    expect(result.outputs).toHaveLength(1);
+    const info = await cache.client().narInfo(a.outputs.out);
+    expect(info?.narHash).toBe(result.outputs[0].narHash);
+    expect(info?.deriver).toBe(a.lease!.drvPath.slice(STORE.length + 1));
+
+    s.close();
+    expect(await ended).toMatchObject({ kind: "closed", welcomed: true });
+  });
+
+  it("reports running builds and their memory in heartbeats, and aborts on Abort", async () => {
+    const { opts } = await setup({ slow: 60_000 });
+    const ended = runOnce(opts);
+    const s = await coord.stream(0);
+    await s.next("join");
+    welcome(s);
+    const a = assignment("slow", 3);
+    s.send({ $case: "assign", value: a });
+    for (;;) {
+      const hb = await s.next("heartbeat");
+      if (hb.running.length) {
+        expect(hb.running).toEqual([a.lease]);
+        expect(hb.usage[0].memoryBytes).toBeGreaterThan(0);
+        break;
+      }
+    }
+    s.send({ $case: "abort", value: { lease: a.lease, reason: "cancelled by user" } });
+    const result = await s.next("result");
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_ABORTED);
+    expect(result.error).toContain("cancelled by user");
+    s.close();
+    await ended;
+  });
+
+  it("ends with 'auth' when the token is refused", async () => {
+    const { opts } = await setup({}, "wrong-token-0123456789");
+    const end = await runOnce(opts);
+    expect(end.kind).toBe("auth");
+    expect(end.message).toContain("UNAUTHENTICATED");
+  });
+
+  it("on SIGTERM-style drain hands back running builds in a DrainNotice and sends no result for them", async () => {
+    const { opts, runner } = await setup({ slow: 60_000 });
+    const ended = runOnce(opts);
+    const s = await coord.stream(0);
+    await s.next("join");
+    welcome(s);
+    const a = assignment("slow", 5);
+    s.send({ $case: "assign", value: a });
+    await s.next("log");
+    drain.abort();
+    const notice = await s.next("drain");
+    expect(notice.handedBack).toEqual([a.lease]);
+    expect(notice.deadlineUnixMs).toBeGreaterThan(Date.now());
+    expect((await ended).kind).toBe("drained");
+    expect(await runner.idle(5000)).toBe(true);
+    expect(s.all("result")).toEqual([]);
+  });
+
+  it("refuses assignments beyond maxBuilds with a worker-error result", async () => {
+    const { opts } = await setup({ a: 60_000, b: 60_000, c: 60_000 });
+    const ended = runOnce(opts);
+    const s = await coord.stream(0);
+    await s.next("join");
+    welcome(s);
+    for (const n of ["a", "b", "c"]) s.send({ $case: "assign", value: assignment(n) });
+    const result = await s.next("result");
+    expect(result.lease).toEqual(assignment("c").lease);
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_WORKER_ERROR);
+    drain.abort();
+    await ended;
+  });
+});
+
+describe("reconnecting", () => {
+  it("keeps building across a lost connection, reports the build as running on rejoin, and delivers its result there", async () => {
+    const { opts } = await setup({ long: 1500 });
+    const loop = connectLoop(() => runOnce(opts), { logger, stop: new AbortController().signal, backoff: { minMs: 50, maxMs: 200, factor: 2 } });
+    const s1 = await coord.stream(0);
+    await s1.next("join");
+    welcome(s1);
+    const a = assignment("long", 9);
+    s1.send({ $case: "assign", value: a });
+    await s1.next("log");
+    s1.fail(status.UNAVAILABLE, "coordinator restarting");
+
+    const s2 = await coord.stream(1);
+    const join = await s2.next("join");
+    expect(join.running).toEqual([a.lease]); // so the coordinator can adopt it
+    welcome(s2);
+    const result = await s2.next("result");
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);
+    expect(result.lease).toEqual(a.lease);
+    drain.abort();
+    expect(await loop).toEqual({ kind: "drained" });
+  });
+
+  it("aborts builds the coordinator lists in Welcome.abort", async () => {
+    const { opts } = await setup({ stale: 60_000 });
+    const first = runOnce(opts);
+    const s1 = await coord.stream(0);
+    await s1.next("join");
+    welcome(s1);
+    const a = assignment("stale", 2);
+    s1.send({ $case: "assign", value: a });
+    await s1.next("log");
+    s1.fail(status.UNAVAILABLE, "gone");
+    expect((await first).kind).toBe("error");
+
+    const second = runOnce(opts);
+    const s2 = await coord.stream(1);
+    expect((await s2.next("join")).running).toEqual([a.lease]);
+    welcome(s2, { abort: [a.lease!] });
+    const result = await s2.next("result");
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_ABORTED);
+    s2.close();
+    await second;
+  });
+
+  it("resends a result the coordinator may not have processed, but not one a later HeartbeatAck confirmed", async () => {
+    const { opts } = await setup({ quick: 10 });
+    const first = runOnce(opts);
+    const s1 = await coord.stream(0);
+    await s1.next("join");
+    welcome(s1);
+    const a = assignment("quick", 4);
+    s1.send({ $case: "assign", value: a });
+    await s1.next("result");
+    s1.fail(status.UNAVAILABLE, "lost before acking");
+    await first;
+
+    const second = runOnce(opts);
+    const s2 = await coord.stream(1);
+    await s2.next("join");
+    welcome(s2);
+    expect((await s2.next("result")).lease).toEqual(a.lease); // resent
+    await s2.next("heartbeat");
+    s2.send({ $case: "heartbeatAck", value: { deadlineUnixMs: Date.now() + 10_000 } });
+    await s2.next("heartbeat");
+    s2.send({ $case: "heartbeatAck", value: { deadlineUnixMs: Date.now() + 10_000 } });
+    await new Promise((r) => setTimeout(r, 100));
+    s2.close();
+    await second;
+
+    const third = runOnce(opts);
+    const s3 = await coord.stream(2);
+    await s3.next("join");
+    welcome(s3);
+    await s3.next("heartbeat");
+    expect(s3.all("result")).toEqual([]);
+    s3.close();
+    await third;
+  });
+
+  it("stops at once, without retrying, when the token is refused", async () => {
+    const { opts } = await setup({}, "wrong-token-0123456789");
+    let attempts = 0;
+    const end = await connectLoop(
+      () => {
+        attempts++;
+        return runOnce(opts);
+      },
+      { logger, stop: new AbortController().signal, backoff: { minMs: 10, maxMs: 20, factor: 2 } },
+    );
+    expect(end.kind).toBe("auth");
+    expect(attempts).toBe(1);
+  });
+
+  it("retries with backoff while the coordinator is unreachable", async () => {
+    const { opts } = await setup();
+    coord.stop(); // nothing listens any more
+    const stop = new AbortController();
+    let attempts = 0;
+    const loop = connectLoop(
+      () => {
+        attempts++;
+        if (attempts === 3) stop.abort();
+        return runOnce(opts);
+      },
+      { logger, stop: stop.signal, backoff: { minMs: 10, maxMs: 40, factor: 2 } },
+    );
+    expect(await loop).toEqual({ kind: "stopped" });
+    expect(attempts).toBe(3);
+  });
+});

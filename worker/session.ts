@@ -1,0 +1,194 @@
+// One connection's life: WorkerJoin -> Welcome -> heartbeats, assignments, logs,
+// results -> the stream ends (or we drain). runOnce() returns why it ended;
+// main.ts decides whether to reconnect.
+import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { BuildReport, Lease, WorkerInfo } from "../coordinator/core/types.js";
+import type { Assignment, CoordinatorMessage, Welcome, WorkerMessage, WorkerServiceClient } from "../proto/gen/farm.js";
+import type { BuildRunner } from "./build-runner.js";
+import { failureReport } from "./executor.js";
+import { assignmentFromWire, drainToWire, heartbeatToWire, joinToWire, leaseFromWire, logToWire, PROTOCOL_VERSION, resultToWire, type RunningUsage } from "./wire.js";
+
+/** Why a connection ended. */
+export type SessionEnd =
+  | { kind: "closed"; welcomed: boolean; message: string }
+  | { kind: "error"; welcomed: boolean; message: string }
+  | { kind: "auth"; welcomed: boolean; message: string }
+  | { kind: "drained"; welcomed: boolean; message: string };
+
+/** What one connection needs. */
+export interface SessionOptions {
+  client: WorkerServiceClient;
+  token: string;
+  runner: BuildRunner;
+  logger: Logger;
+  /** Fresh facts about this worker for WorkerJoin. */
+  info(): WorkerInfo;
+  /** Free memory/disk and uptime for heartbeats. */
+  vitals(): { freeMemoryBytes: number; freeDiskBytes: number; uptimeSeconds: number };
+  /** Overrides the coordinator's heartbeat interval when > 0. */
+  heartbeatIntervalMs?: number;
+  /** Give up on a connection whose Welcome doesn't come within this. */
+  welcomeTimeoutMs?: number;
+  /** Aborted on SIGTERM: hand back builds, send DrainNotice, close. */
+  drain: AbortSignal;
+  /** How long the coordinator is told the worker will take to go away. */
+  drainGraceMs?: number;
+}
+
+const AUTH_CODES = new Set([GrpcStatus.UNAUTHENTICATED, GrpcStatus.PERMISSION_DENIED]);
+
+/** Runs one connection to the coordinator until it ends; never throws. */
+export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
+  const log = opts.logger;
+  const md = new Metadata();
+  md.set("authorization", `Bearer ${opts.token}`);
+  const call: ClientDuplexStream<WorkerMessage, CoordinatorMessage> = opts.client.connect(md);
+  let welcomed = false;
+  let open = true;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let watchdog: NodeJS.Timeout | undefined;
+  let lastHeard = Date.now();
+  // Results written since the last heartbeat, then grouped per heartbeat: the coordinator
+  // handles a stream's messages in order, so a HeartbeatAck proves the results before it arrived.
+  let sentSinceHeartbeat: Lease[] = [];
+  const awaitingHeartbeatAck: Lease[][] = [];
+
+  return new Promise<SessionEnd>((resolve) => {
+    let ended = false;
+    let draining = false;
+    const welcomeTimer = setTimeout(() => end("error", "no Welcome from the coordinator"), opts.welcomeTimeoutMs ?? 30_000);
+    const end = (kind: SessionEnd["kind"], message: string) => {
+      if (ended) return;
+      ended = true;
+      if (draining && kind !== "auth") kind = "drained";
+      open = false;
+      clearInterval(heartbeat);
+      clearInterval(watchdog);
+      clearTimeout(welcomeTimer);
+      opts.drain.removeEventListener("abort", onDrain);
+      opts.runner.attach(undefined);
+      call.removeAllListeners("data");
+      call.on("error", () => {}); // a late error after cancel must not crash the process
+      call.cancel();
+      resolve({ kind, welcomed, message });
+    };
+    const send = (m: WorkerMessage) => {
+      if (!open) return;
+      try {
+        call.write(m);
+      } catch (err) {
+        end("error", `write failed: ${(err as Error).message}`);
+      }
+    };
+    const sendResult = (r: BuildReport) => {
+      log.info({ drv: r.lease.drvPath, epoch: r.lease.epoch, outcome: r.outcome, durationMs: r.durationMs, peakMemoryBytes: r.peakMemoryBytes, error: r.error || undefined }, `result sent: ${r.outcome}`);
+      send(resultToWire(r));
+      sentSinceHeartbeat.push(r.lease);
+    };
+    const sendHeartbeat = () => {
+      const running: RunningUsage[] = opts.runner.usage();
+      send(heartbeatToWire({ ...opts.vitals(), running }));
+      awaitingHeartbeatAck.push(sentSinceHeartbeat);
+      sentSinceHeartbeat = [];
+    };
+
+    const onWelcome = (m: Welcome) => {
+      clearTimeout(welcomeTimer);
+      if (m.protocolVersion !== PROTOCOL_VERSION) return end("error", `coordinator speaks protocol ${m.protocolVersion}, this worker ${PROTOCOL_VERSION}`);
+      if (!m.cacheUrl || !m.cachePublicKey) return end("error", "Welcome names no cache URL or public key");
+      welcomed = true;
+      opts.runner.setCache({ cacheUrl: m.cacheUrl, cachePublicKey: m.cachePublicKey });
+      const interval = opts.heartbeatIntervalMs || m.heartbeatIntervalMs || 5000;
+      log.info({ session: m.sessionId, cacheUrl: m.cacheUrl, heartbeatMs: interval, running: opts.runner.leases().length }, "joined the coordinator");
+      for (const wl of m.abort) {
+        const lease = safeLease(wl);
+        if (lease && opts.runner.abort(lease, "coordinator no longer wants it")) log.info({ drv: lease.drvPath }, "aborting stale build named in Welcome");
+      }
+      opts.runner.attach({ log: (lease, lines) => send(logToWire(lease, lines)), result: sendResult });
+      for (const r of opts.runner.unackedResults()) sendResult(r);
+      heartbeat = setInterval(sendHeartbeat, interval);
+      // A coordinator that stops answering heartbeats is gone even if TCP doesn't say so.
+      const silence = Math.max(10 * interval, 60_000);
+      watchdog = setInterval(() => Date.now() - lastHeard > silence && end("error", `coordinator silent for ${Math.round(silence / 1000)}s`), Math.min(interval, 5000));
+      sendHeartbeat();
+    };
+
+    const onAssign = (m: Assignment) => {
+      let spec;
+      try {
+        spec = assignmentFromWire(m);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "ignoring a malformed assignment");
+        const lease = safeLease(m.lease);
+        if (lease) send(resultToWire(failureReport({ lease, name: "", outputs: {}, inputPaths: [], cores: 0, memoryLimitBytes: 0, timeoutMs: 0 }, "worker-error", (err as Error).message, Date.now())));
+        return;
+      }
+      const started = opts.runner.start(spec);
+      log.info({ drv: spec.lease.drvPath, epoch: spec.lease.epoch, cores: spec.cores, memoryLimitBytes: spec.memoryLimitBytes, start: started }, `assigned ${spec.name} with ${spec.cores} cores`);
+      if (started === "full" || started === "draining") {
+        const outcome = started === "draining" ? "aborted" : "worker-error";
+        sendResult(failureReport(spec, outcome, started === "draining" ? "worker is draining" : "worker is already running its maximum number of builds", Date.now()));
+      }
+    };
+
+    call.on("data", (msg: CoordinatorMessage) => {
+      lastHeard = Date.now();
+      const m = msg.msg;
+      if (!m) return;
+      if (!welcomed && m.$case !== "welcome") return end("error", `expected Welcome, got ${m.$case}`);
+      switch (m.$case) {
+        case "welcome":
+          return onWelcome(m.value);
+        case "assign":
+          return onAssign(m.value);
+        case "abort": {
+          const lease = safeLease(m.value.lease);
+          if (lease && opts.runner.abort(lease, m.value.reason || "aborted by the coordinator")) log.info({ drv: lease.drvPath, reason: m.value.reason }, "aborting build");
+          return;
+        }
+        case "heartbeatAck":
+          for (const lease of awaitingHeartbeatAck.shift() ?? []) opts.runner.ack(lease);
+          return;
+        case "resultAck": {
+          const lease = safeLease(m.value.lease);
+          if (!lease) return;
+          opts.runner.ack(lease);
+          if (!m.value.accepted) log.warn({ drv: lease.drvPath, epoch: lease.epoch, reason: m.value.reason }, "coordinator rejected a result");
+          return;
+        }
+      }
+    });
+    call.on("error", (err: ServiceError) => {
+      const code = err.code;
+      if (code === GrpcStatus.CANCELLED && ended) return;
+      end(AUTH_CODES.has(code) ? "auth" : "error", `${GrpcStatus[code] ?? code}: ${err.details || err.message}`);
+    });
+    call.on("end", () => end("closed", draining ? "drained" : "coordinator closed the stream"));
+
+    const onDrain = () => {
+      draining = true;
+      const handed = opts.runner.handBackAll("worker is shutting down");
+      const graceMs = opts.drainGraceMs ?? 10_000;
+      log.info({ handedBack: handed.length }, `draining: handing back ${handed.length} build(s)`);
+      if (welcomed) send(drainToWire("worker shutting down (SIGTERM)", Date.now() + graceMs, handed));
+      if (open) call.end();
+      open = false;
+      // Give the coordinator a moment to read the notice and close its side ('end' resolves sooner).
+      const t = setTimeout(() => end("drained", "drained"), Math.min(graceMs, 2000));
+      t.unref();
+    };
+
+    send(joinToWire(opts.info(), opts.runner.leases()));
+    if (opts.drain.aborted) onDrain();
+    else opts.drain.addEventListener("abort", onDrain, { once: true });
+  });
+}
+
+function safeLease(l: { drvPath: string; epoch: number } | undefined): Lease | undefined {
+  try {
+    return leaseFromWire(l, "message");
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { InvalidInputError } from "../coordinator/core/errors.js";
+import type { BuildOutcome } from "../coordinator/core/types.js";
+import { BuildStatus, WorkerMessage } from "../proto/gen/farm.js";
+import { assignmentFromWire, heartbeatToWire, joinToWire, outcomeToStatus, resultToWire } from "./wire.js";
+
+const S = "/tmp/nix/store";
+const drv = `${S}/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.drv`;
+const out = `${S}/zyxwvsrqpnmlkjihgfdcba9876543210-hello-2.12`;
+
+describe("assignmentFromWire", () => {
+  const wire = { lease: { drvPath: drv, epoch: 4 }, outputs: { out }, inputPaths: [`${S}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc`], cores: 0, memoryLimitBytes: 1 << 30, timeoutMs: 0, name: "" };
+
+  it("converts and fills a name from the drv path", () => {
+    const a = assignmentFromWire(wire);
+    expect(a).toEqual({ lease: { drvPath: drv, epoch: 4 }, name: "hello-2.12", outputs: { out }, inputPaths: wire.inputPaths, cores: 1, memoryLimitBytes: 1 << 30, timeoutMs: 0 });
+  });
+
+  it("rejects assignments without a lease, outputs, or with paths outside the store", () => {
+    expect(() => assignmentFromWire({ ...wire, lease: undefined })).toThrow(InvalidInputError);
+    expect(() => assignmentFromWire({ ...wire, outputs: {} })).toThrow(/names no outputs/);
+    expect(() => assignmentFromWire({ ...wire, inputPaths: ["/nix/store/x-y"] })).toThrow(/outside \/tmp\/nix\/store/);
+    expect(() => assignmentFromWire({ ...wire, lease: { drvPath: "/tmp/x", epoch: 1 } })).toThrow(/not a .drv/);
+  });
+});
+
+describe("outgoing messages", () => {
+  it("maps every outcome to its own status", () => {
+    const outcomes: BuildOutcome[] = ["succeeded", "failed", "out-of-memory", "inputs-unavailable", "disk-full", "aborted", "upload-failed", "timed-out", "worker-error"];
+    const statuses = outcomes.map(outcomeToStatus);
+    expect(new Set(statuses).size).toBe(outcomes.length);
+    expect(statuses).not.toContain(BuildStatus.BUILD_STATUS_UNSPECIFIED);
+    expect(outcomeToStatus("out-of-memory")).toBe(BuildStatus.BUILD_STATUS_OUT_OF_MEMORY);
+  });
+
+  it("survives a protobuf round trip", () => {
+    const msgs = [
+      resultToWire({ lease: { drvPath: drv, epoch: 2 }, outcome: "succeeded", outputs: [{ name: "out", path: out, narHash: "sha256:abc", narSize: 99 }], durationMs: 1234.6, peakMemoryBytes: 5e8, cores: 2, error: "" }),
+      joinToWire({ workerId: "w", softwareVersion: "1", systems: ["x86_64-linux"], features: [], cores: 2, memoryBytes: 2 ** 33, freeDiskBytes: 1, storeDir: S, uptimeSeconds: 5, maxLifetimeSeconds: 0, maxBuilds: 1 }, [{ drvPath: drv, epoch: 3 }]),
+      heartbeatToWire({ freeMemoryBytes: 1, freeDiskBytes: 2, uptimeSeconds: 3, running: [{ lease: { drvPath: drv, epoch: 3 }, memoryBytes: 10, peakMemoryBytes: 20 }] }),
+    ];
+    for (const m of msgs) expect(WorkerMessage.decode(WorkerMessage.encode(m).finish())).toEqual(m);
+    expect((msgs[0].msg as { value: { durationMs: number } }).value.durationMs).toBe(1235);
+  });
+});
