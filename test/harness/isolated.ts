@@ -4,15 +4,20 @@
 // OOM kills are real), and optionally an unprivileged uid. Killing the cgroup
 // kills everything the "container" started, like a platform recycling it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, openSync, readFileSync, rmdirSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from "node:fs";
 import path from "node:path";
 
 const CGROUP_ROOT = "/sys/fs/cgroup/memory";
+// Setup runs with a fixed PATH; the caller's PATH (which may hold no system
+// tools at all) is restored just before exec.
 const NS_SCRIPT = `set -e
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount --bind "$TMPNIX_NS_NIX" /tmp/nix
 if [ -n "$TMPNIX_NS_HIDE_NIX" ]; then mount -t tmpfs -o size=1m,mode=755 tmpfs /nix; fi
 if [ -n "$TMPNIX_NS_CGROUP" ]; then echo $$ > "$TMPNIX_NS_CGROUP/cgroup.procs"; fi
-if [ -n "$TMPNIX_NS_UID" ]; then exec setpriv --reuid="$TMPNIX_NS_UID" --regid="$TMPNIX_NS_UID" --clear-groups -- "$@"; fi
+SETPRIV=$(command -v setpriv)
+export PATH="$TMPNIX_NS_PATH"
+if [ -n "$TMPNIX_NS_UID" ]; then exec "$SETPRIV" --reuid="$TMPNIX_NS_UID" --regid="$TMPNIX_NS_UID" --clear-groups -- "$@"; fi
 exec "$@"`;
 
 /** How to isolate one process. */
@@ -35,16 +40,19 @@ export interface IsolationOptions {
 
 /** A running isolated process and its cgroup. */
 export class IsolatedProcess {
-  constructor(readonly child: ChildProcess, readonly cgroupDir: string, readonly logFile: string | undefined) {}
+  /** Resolves with the exit code (or 128+signal) when the process ends. */
+  readonly exited: Promise<number>;
+
+  constructor(readonly child: ChildProcess, readonly cgroupDir: string, readonly logFile: string | undefined) {
+    this.exited = new Promise((resolve) => {
+      child.on("exit", (code, signal) => resolve(code ?? 128 + (signal ? osSignal(signal) : 0)));
+      child.on("error", () => resolve(127));
+    });
+  }
 
   get pid(): number {
     return this.child.pid!;
   }
-
-  /** Resolves with the exit code (or 128+signal) when the process ends. */
-  readonly exited: Promise<number> = new Promise((resolve) =>
-    this.child.on("exit", (code, signal) => resolve(code ?? 128 + (signal ? osSignal(signal) : 0))),
-  );
 
   /** SIGKILLs every process in the cgroup: the container is gone. */
   killAll(): void {
@@ -70,11 +78,7 @@ export class IsolatedProcess {
       this.killAll();
       await new Promise((r) => setTimeout(r, 100));
     }
-    try {
-      rmdirSync(this.cgroupDir);
-    } catch {
-      /* busy or gone */
-    }
+    removeCgroup(this.cgroupDir);
   }
 
   /** The process's log so far. */
@@ -103,10 +107,12 @@ export function spawnIsolated(name: string, cmd: string, args: string[], opts: I
   if (opts.memoryLimitBytes) writeFileSync(path.join(cgroupDir, "memory.limit_in_bytes"), String(opts.memoryLimitBytes));
   const out = opts.logFile ? openSync(opts.logFile, "a") : "ignore";
   const err = opts.errFile ? openSync(opts.errFile, "a") : out;
-  const child = spawn("unshare", ["-m", "--propagation", "private", "--", "/bin/sh", "-c", NS_SCRIPT, "sh", cmd, ...args], {
+  const env = opts.env ?? process.env;
+  const child = spawn("/usr/bin/unshare", ["-m", "--propagation", "private", "--", "/bin/sh", "-c", NS_SCRIPT, "sh", cmd, ...args], {
     cwd: opts.cwd,
     env: {
-      ...(opts.env ?? process.env),
+      ...env,
+      TMPNIX_NS_PATH: env.PATH ?? "/usr/bin:/bin",
       TMPNIX_NS_NIX: opts.nixDir,
       TMPNIX_NS_HIDE_NIX: opts.hideNix ? "1" : "",
       TMPNIX_NS_CGROUP: cgroupDir,
@@ -133,11 +139,25 @@ export async function runIsolated(
   return { code, stdout, stderr };
 }
 
+/** Pids in a cgroup and every cgroup below it (builds run in child cgroups). */
 function cgroupPids(dir: string): number[] {
+  let pids: number[] = [];
   try {
-    return readFileSync(path.join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+    pids = readFileSync(path.join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) pids.push(...cgroupPids(path.join(dir, e.name)));
   } catch {
-    return [];
+    /* gone */
+  }
+  return pids;
+}
+
+/** Removes a cgroup and the ones below it, deepest first. */
+function removeCgroup(dir: string): void {
+  try {
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeCgroup(path.join(dir, e.name));
+    rmdirSync(dir);
+  } catch {
+    /* busy or gone */
   }
 }
 
