@@ -54,7 +54,9 @@ export class FakeExecutor implements Executor {
     const cache = this.opts.makeCache(ctx);
     const outputs: BuiltOutput[] = [];
     for (const [name, storePath] of Object.entries(a.outputs)) {
-      const nar = singleFileNar(`fake output '${name}' of ${a.lease.drvPath}\n`);
+      // Content depends on the output path only: distinct fixed-output drvs can share an output path,
+      // and like real fetches they must then upload identical NARs (the cache keeps the first).
+      const nar = singleFileNar(`fake output ${storePath}\n`);
       const counter = new HashCounter();
       counter.update(nar);
       try {

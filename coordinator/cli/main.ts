@@ -30,8 +30,8 @@ const load = (m: string) => import(m).then((mod) => mod.run as Command["run"]);
 const COMMANDS: Record<string, Command> = {
   submit: {
     summary: "instantiate a ref and build it on the farm",
-    usage: "farm submit <nixpkgs#attr | ./file.nix#attr> [--follow] [--json]",
-    flags: { follow: { type: "boolean" }, description: { type: "string" } },
+    usage: "farm submit <nixpkgs#attr | ./file.nix#attr> [--follow] [--json]  |  farm submit --dag FILE.jsonl[.xz] [--roots DRV,...]",
+    flags: { follow: { type: "boolean" }, description: { type: "string" }, dag: { type: "string" }, roots: { type: "string" } },
     run: async (c) => (await load("./submit.js"))(c),
   },
   status: { summary: "show jobs, or one job", usage: "farm status [job] [--derivations] [--json]", flags: { derivations: { type: "boolean" } }, run: async (c) => (await load("./status.js"))(c) },

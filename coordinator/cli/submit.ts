@@ -14,29 +14,25 @@ import { uploadClosure } from "./upload-closure.js";
 import { nixEnvFor } from "./nix-env.js";
 import { jobOutcome, progressLine } from "./format.js";
 import { InvalidInputError } from "../core/errors.js";
-import { JobStatus, type FarmServiceClient } from "../../proto/gen/farm.js";
+import { JobStatus, type FarmInfo, type FarmServiceClient } from "../../proto/gen/farm.js";
+import { cutClosure, loadJsonlDag } from "../dag/jsonl.js";
+import type { DrvNode } from "../core/types.js";
 
 /** Runs the submit command; exit 0 on success (or submitted without --follow). */
 export async function run(ctx: CommandContext): Promise<number> {
   const [ref] = ctx.positionals;
-  if (!ref || ctx.positionals.length > 1) throw new InvalidInputError("usage: farm submit <nixpkgs#attr | ./file.nix#attr> [--follow]");
+  const dagFile = ctx.flags.dag as string | undefined;
+  if (dagFile ? ref !== undefined : !ref || ctx.positionals.length > 1) {
+    throw new InvalidInputError("usage: farm submit <nixpkgs#attr | ./file.nix#attr> [--follow], or farm submit --dag FILE.jsonl[.xz] [--roots DRV,...]");
+  }
   const logger = pino({ level: process.env.FARM_LOG_LEVEL ?? "warn" }, pino.destination(2));
-  const nix = nixEnvFor(ctx.config.storeDir);
   const client = connectFarm(ctx.config);
   try {
     const info = await call(client, ctx.config, client.getInfo, {});
     if (info.storeDir !== ctx.config.storeDir) throw new InvalidInputError(`the farm builds for ${info.storeDir}, but this CLI is set to ${ctx.config.storeDir}`);
-    const status = (t: string) => !ctx.json && ctx.err(t);
-
-    status(`evaluating ${ref} ...`);
-    const dag = await instantiate({ ref, nixpkgs: ctx.config.nixpkgs, storeDir: nix.storeDir, stateDir: nix.stateDir, logDir: nix.logDir, logger });
-    const cache = new CacheClient({ baseUrl: ctx.config.cacheUrl || info.cacheUrl, trustedPublicKeys: [info.cachePublicKey], token: ctx.config.token, storeDir: nix.storeDir, logger });
-    status(`${dag.nodes.length} derivations; sending ${dag.closurePaths.length} .drv files and sources to the cache ...`);
-    const up = await uploadClosure({ client: cache, paths: dag.closurePaths, nix, logger });
-    logger.info(up, "closure uploaded");
-
+    const dag = dagFile ? await loadDagFile(dagFile, ctx) : await evaluate(ref, ctx, info, logger);
     // One key per invocation: a retried Submit after a lost reply returns the same job.
-    const request = { nodes: dag.nodes.map(nodeToWire), roots: dag.roots, description: String(ctx.flags.description ?? ref), idempotencyKey: randomUUID() };
+    const request = { nodes: dag.nodes.map(nodeToWire), roots: dag.roots, description: String(ctx.flags.description ?? ref ?? dagFile), idempotencyKey: randomUUID() };
     const res = await pRetry(() => call(client, ctx.config, client.submit, request), {
       retries: 5,
       minTimeout: 500,
@@ -55,6 +51,32 @@ export async function run(ctx: CommandContext): Promise<number> {
   } finally {
     client.close();
   }
+}
+
+/** Evaluates a ref with stock Nix here and uploads its .drv closure to the cache. */
+async function evaluate(ref: string, ctx: CommandContext, info: FarmInfo, logger: pino.Logger): Promise<{ nodes: DrvNode[]; roots: string[] }> {
+  const status = (t: string) => !ctx.json && ctx.err(t);
+  const nix = nixEnvFor(ctx.config.storeDir);
+  status(`evaluating ${ref} ...`);
+  const dag = await instantiate({ ref, nixpkgs: ctx.config.nixpkgs, storeDir: nix.storeDir, stateDir: nix.stateDir, logDir: nix.logDir, logger });
+  const cache = new CacheClient({ baseUrl: ctx.config.cacheUrl || info.cacheUrl, trustedPublicKeys: [info.cachePublicKey], token: ctx.config.token, storeDir: nix.storeDir, logger });
+  status(`${dag.nodes.length} derivations; sending ${dag.closurePaths.length} .drv files and sources to the cache ...`);
+  const up = await uploadClosure({ client: cache, paths: dag.closurePaths, nix, logger });
+  logger.info(up, "closure uploaded");
+  return dag;
+}
+
+/**
+ * A DAG evaluated elsewhere (the JSONL schema of nixpkgs graph dumps), as when
+ * evaluation runs on a separate machine. Its .drv files must already be in the
+ * cache for real workers; load tests pair it with fake executors.
+ */
+async function loadDagFile(file: string, ctx: CommandContext): Promise<{ nodes: DrvNode[]; roots: string[] }> {
+  const all = await loadJsonlDag(file);
+  const given = String(ctx.flags.roots ?? "").split(",").filter(Boolean);
+  const used = new Set(all.flatMap((n) => n.inputDrvs.map((i) => i.drvPath)));
+  const roots = given.length ? given : all.filter((n) => !used.has(n.drvPath)).map((n) => n.drvPath);
+  return { nodes: given.length ? cutClosure(all, roots) : all, roots };
 }
 
 /** Streams progress until the job ends; re-attaches if the coordinator restarts. */

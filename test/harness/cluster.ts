@@ -25,6 +25,8 @@ export interface WorkerSpec {
   memoryLimitBytes?: number;
   cores?: number;
   maxBuilds?: number;
+  /** Mount an empty tmpfs over /nix in the worker's namespace. */
+  hideNix?: boolean;
   env?: Record<string, string>;
 }
 
@@ -117,6 +119,7 @@ export class FarmCluster {
     const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [WORKER_MAIN], {
       nixDir: path.join(dir, "nix"),
       memoryLimitBytes: spec.memoryLimitBytes,
+      hideNix: spec.hideNix,
       logFile: path.join(dir, "worker.log"),
       env: {
         ...process.env,
