@@ -132,6 +132,27 @@ describe("farm end to end", () => {
     expect(r.stdout.trim().split("\n").at(-1)).toBe(EXPECTED);
   }, 120_000);
 
+  it("shows a derivation's build log, and status with a row per derivation", async () => {
+    const status = JSON.parse((await farm.cli(["status", "--json"])).stdout) as { jobId: string }[];
+    const job = JSON.parse((await farm.cli(["status", status[0].jobId, "--json"])).stdout);
+    const test = job.derivations.find((d: { name: string }) => d.name === "greet-test-1.0");
+    expect(test.state).toBe("done");
+    expect(test.workerId).toMatch(/^w[123]$/);
+    const logs = await farm.cli(["logs", test.drvPath]);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toContain("greet-test: hello from test (libgreet 1.0, 0 programs)");
+    const json = JSON.parse((await farm.cli(["logs", test.drvPath, "--json"])).stdout);
+    expect(json.log).toBe(logs.stdout);
+    const text = await farm.cli(["workers"]);
+    expect(text.stdout).toMatch(/^WORKER\s+STATE/);
+    // Cancelling a finished job changes nothing and says so.
+    const cancel = JSON.parse((await farm.cli(["cancel", status[0].jobId, "--json"])).stdout);
+    expect(cancel.state).toBe("succeeded");
+    const missing = await farm.cli(["cancel", "j-nope"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trim()).toBe("farm cancel: no job 'j-nope'");
+  });
+
   it("fails a broken derivation with its log tail and fails its dependent, exit non-zero", async () => {
     const { code, job } = await submit(`${DEMO}#brokenDependent`);
     expect(code).toBe(1);
