@@ -74,14 +74,15 @@ echo "demo: submitting test/fixtures/demo/default.nix#demo from a submitter with
 isolated submitter $((1024 * 1024 * 1024)) "$ROOT/submitter/nix" $FARM submit "$REPO/test/fixtures/demo/default.nix#demo" --follow
 OUT=$($FARM status --json | node -e 'const j=JSON.parse(require("fs").readFileSync(0));console.log(j.at(-1).outputs[0].outputs.out)')
 
-USERBOX=$ROOT/user; mkdir -p "$USERBOX/nix-stock" "$USERBOX/nix-farm" "$USERBOX/home" "$USERBOX/conf"; chown -R 65534:65534 "$USERBOX"
+USERBOX=$ROOT/user; mkdir -p "$USERBOX/nix-stock" "$USERBOX/nix-farm" "$USERBOX/home" "$USERBOX/conf" "$USERBOX/repo"; chown -R 65534:65534 "$USERBOX"
 printf 'build-users-group =\nsubstituters = http://127.0.0.1:7421\ntrusted-public-keys = %s\n' "$PUBKEY" > "$USERBOX/conf/nix.conf"
 as_nobody() { # nix-dir cmd
-  unshare -m --propagation private -- sh -c 'mount --bind "$0" /tmp/nix; mount -t tmpfs -o size=1m tmpfs /nix; exec setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH="$1" HOME="$2" USER=nobody /bin/sh -c "$3"' "$1" "$2" "$USERBOX/home" "$3"
+  # The checkout is bind-mounted at $USERBOX/repo: its own parent dirs may be closed to nobody.
+  unshare -m --propagation private -- sh -c 'mount --bind "$0" /tmp/nix; mount -t tmpfs -o size=1m tmpfs /nix; mount --bind "$4" "$5"; exec setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH="$1" HOME="$2" USER=nobody /bin/sh -c "$3"' "$1" "$2" "$USERBOX/home" "$3" "$REPO" "$USERBOX/repo"
 }
 echo "demo: as user nobody, stock nix-store -r from the farm's cache:"
 as_nobody "$USERBOX/nix-stock" /usr/bin:/bin "NIX_CONF_DIR=$USERBOX/conf NIX_STORE_DIR=/tmp/nix/store NIX_STATE_DIR=/tmp/nix/var/nix NIX_LOG_DIR=/tmp/nix/var/log/nix nix-store -r $OUT >/dev/null && $OUT/bin/tmpnix-demo"
 echo "demo: as user nobody, 'farm install' with no Nix on PATH:"
 mkdir -p "$USERBOX/bin"; ln -sf "$(command -v node)" "$USERBOX/bin/node"
-as_nobody "$USERBOX/nix-farm" "$USERBOX/bin" "FARM_COORDINATOR=$FARM_COORDINATOR FARM_TOKEN=$TOKEN FARM_TRUSTED_KEYS=$PUBKEY node $REPO/dist/coordinator/cli/main.js install $REPO/test/fixtures/demo/default.nix#demo && ~/.local/share/tmpnix/profile/bin/tmpnix-demo"
+as_nobody "$USERBOX/nix-farm" "$USERBOX/bin" "FARM_COORDINATOR=$FARM_COORDINATOR FARM_TOKEN=$TOKEN FARM_TRUSTED_KEYS=$PUBKEY node $USERBOX/repo/dist/coordinator/cli/main.js install $REPO/test/fixtures/demo/default.nix#demo && ~/.local/share/tmpnix/profile/bin/tmpnix-demo"
 echo "demo: done"

@@ -46,16 +46,20 @@ function builtOn(): Record<string, number> {
   return counts;
 }
 
-/** An empty /tmp/nix and HOME owned by an unprivileged user. */
+/**
+ * An empty /tmp/nix and HOME owned by an unprivileged user, and the checkout
+ * exposed at `repo` (CI's clone may sit below a dir that user can't enter).
+ */
 function userSandbox(name: string) {
   const dir = mkdtempSync(path.join(farm.root, `${name}-`));
   const nixDir = path.join(dir, "nix");
   const home = path.join(dir, "home");
-  for (const d of [dir, nixDir, home]) {
+  const repo = path.join(dir, "repo");
+  for (const d of [dir, nixDir, home, repo]) {
     mkdirSync(d, { recursive: true });
     chownSync(d, NOBODY, NOBODY);
   }
-  return { dir, nixDir, home };
+  return { dir, nixDir, home, repo, cli: path.join(repo, path.relative(REPO, FARM_CLI)), expose: { source: REPO, at: repo } };
 }
 
 describe("farm end to end", () => {
@@ -126,8 +130,8 @@ describe("farm end to end", () => {
     symlinkSync(process.execPath, path.join(bin, "node"));
     const profile = path.join(box.home, "profile");
     const env = { PATH: bin, HOME: box.home, FARM_COORDINATOR: farm.coordinatorAddress, FARM_TOKEN: farm.token, FARM_TRUSTED_KEYS: farm.publicKey(), FARM_PROFILE: profile };
-    const script = `set -e; if command -v nix-store || command -v nix; then echo "nix is on PATH" >&2; exit 9; fi; node ${FARM_CLI} install ${DEMO}#demo; exec ${profile}/bin/tmpnix-demo`;
-    const r = await runIsolated("install-farm", "/bin/sh", ["-c", script], { nixDir: box.nixDir, uid: NOBODY, hideNix: true, env });
+    const script = `set -e; if command -v nix-store || command -v nix; then echo "nix is on PATH" >&2; exit 9; fi; node ${box.cli} install ${DEMO}#demo; exec ${profile}/bin/tmpnix-demo`;
+    const r = await runIsolated("install-farm", "/bin/sh", ["-c", script], { nixDir: box.nixDir, uid: NOBODY, hideNix: true, expose: box.expose, env });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim().split("\n").at(-1)).toBe(EXPECTED);
   }, 120_000);
@@ -218,10 +222,11 @@ describe("bad input gets one clear line and changes nothing", () => {
   it("`farm install` of a path signed by an untrusted key", async () => {
     const box = userSandbox("untrusted");
     const other = "someone-else-1:" + Buffer.alloc(32, 7).toString("base64");
-    const r = await runIsolated("install-untrusted", process.execPath, [FARM_CLI, "install", `${DEMO}#demo`], {
+    const r = await runIsolated("install-untrusted", process.execPath, [box.cli, "install", `${DEMO}#demo`], {
       nixDir: box.nixDir,
       uid: NOBODY,
       hideNix: true,
+      expose: box.expose,
       env: { PATH: "/usr/bin:/bin", HOME: box.home, FARM_COORDINATOR: farm.coordinatorAddress, FARM_TOKEN: farm.token, FARM_TRUSTED_KEYS: other },
     });
     expect(r.code).toBe(1);

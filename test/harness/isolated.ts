@@ -12,8 +12,9 @@ const CGROUP_ROOT = "/sys/fs/cgroup/memory";
 // tools at all) is restored just before exec.
 const NS_SCRIPT = `set -e
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount --bind "$TMPNIX_NS_NIX" /tmp/nix
+if [ -n "$TMPNIX_NS_TMPFS" ]; then mount -t tmpfs -o "size=$TMPNIX_NS_TMPFS,mode=755" tmpfs /tmp/nix; else mount --bind "$TMPNIX_NS_NIX" /tmp/nix; fi
 if [ -n "$TMPNIX_NS_HIDE_NIX" ]; then mount -t tmpfs -o size=1m,mode=755 tmpfs /nix; fi
+if [ -n "$TMPNIX_NS_EXPOSE_SRC" ]; then mount --bind "$TMPNIX_NS_EXPOSE_SRC" "$TMPNIX_NS_EXPOSE_AT"; fi
 if [ -n "$TMPNIX_NS_CGROUP" ]; then echo $$ > "$TMPNIX_NS_CGROUP/cgroup.procs"; fi
 SETPRIV=$(command -v setpriv)
 export PATH="$TMPNIX_NS_PATH"
@@ -24,8 +25,15 @@ exec "$@"`;
 export interface IsolationOptions {
   /** Host directory that becomes /tmp/nix inside (created if missing). */
   nixDir: string;
+  /** Instead of binding nixDir, mount an empty tmpfs of this many bytes as /tmp/nix (a small disk). */
+  nixTmpfsBytes?: number;
   /** Memory cgroup limit; a cgroup is always created so the whole tree can be killed. */
   memoryLimitBytes?: number;
+  /**
+   * Bind-mount `source` at `at` (an existing empty dir) inside, so an unprivileged
+   * uid can read a checkout whose parent dirs it may not traverse (e.g. a 0700 temp dir).
+   */
+  expose?: { source: string; at: string };
   /** Mount an empty tmpfs over /nix so nothing can come from the host's store. */
   hideNix?: boolean;
   /** Drop to this uid (and the same gid) before exec. */
@@ -61,6 +69,27 @@ export class IsolatedProcess {
         process.kill(pid, "SIGKILL");
       } catch {
         /* already gone */
+      }
+    }
+  }
+
+  /**
+   * SIGSTOPs (or SIGCONTs) every process in the cgroup, repeating until no new
+   * pid shows up: the whole container is frozen, as if cut off, but its TCP
+   * connections stay open.
+   */
+  freeze(frozen: boolean): void {
+    const done = new Set<number>();
+    for (let round = 0; round < 20; round++) {
+      const pids = cgroupPids(this.cgroupDir).filter((p) => !done.has(p));
+      if (pids.length === 0) return;
+      for (const pid of pids) {
+        done.add(pid);
+        try {
+          process.kill(pid, frozen ? "SIGSTOP" : "SIGCONT");
+        } catch {
+          /* gone */
+        }
       }
     }
   }
@@ -114,7 +143,10 @@ export function spawnIsolated(name: string, cmd: string, args: string[], opts: I
       ...env,
       TMPNIX_NS_PATH: env.PATH ?? "/usr/bin:/bin",
       TMPNIX_NS_NIX: opts.nixDir,
+      TMPNIX_NS_TMPFS: opts.nixTmpfsBytes ? String(opts.nixTmpfsBytes) : "",
       TMPNIX_NS_HIDE_NIX: opts.hideNix ? "1" : "",
+      TMPNIX_NS_EXPOSE_SRC: opts.expose?.source ?? "",
+      TMPNIX_NS_EXPOSE_AT: opts.expose?.at ?? "",
       TMPNIX_NS_CGROUP: cgroupDir,
       TMPNIX_NS_UID: opts.uid === undefined ? "" : String(opts.uid),
     },
