@@ -1,8 +1,11 @@
 // Build results and job cancellation.
 import { complete, fail, isTerminal, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
+import { memoryAt } from "./estimator.js";
+import { mb } from "./memory-fit.js";
+import { platformMatches } from "./placement.js";
 import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
-import type { BuildOutcome, BuildReport } from "./types.js";
+import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
 
 /** How the scheduler treats a reported outcome. */
 export type OutcomeClass = "done" | "failed" | "transient" | "oom" | "aborted";
@@ -67,12 +70,18 @@ export function buildReported(
   w.lastSeenMs = now;
   rec.durationMs = report.durationMs;
   rec.peakMemoryBytes = report.peakMemoryBytes;
-  s.estimator.observe(node, {
+  const cores = report.cores > 0 ? report.cores : rec.cores;
+  const learned = s.estimator.observe(node, {
     outcome: report.outcome,
     durationMs: report.durationMs,
     peakMemoryBytes: report.peakMemoryBytes,
-    cores: report.cores,
+    cores,
+    memoryLimitBytes: rec.reservedMemoryBytes,
+    outputBytes: report.outputs.reduce((n, o) => n + o.narSize, 0),
+    atMs: now,
   });
+  if (learned) s.sink.estimateChanged(learned);
+  s.liveUsage.delete(rec.drvPath);
   s.pool.releaseLease(rec);
   const kind = classifyOutcome(report.outcome, outputsVerified);
   switch (kind) {
@@ -88,7 +97,7 @@ export function buildReported(
       break;
     case "oom":
       w.oomKills++;
-      outOfMemory(s, rec, now, report.cores > 0 ? report.cores : rec.cores);
+      outOfMemory(s, rec, node, now, cores, Math.max(report.peakMemoryBytes, rec.reservedMemoryBytes));
       break;
     case "transient": {
       // Only an unverified success is transient among the "succeeded" reports.
@@ -108,14 +117,40 @@ export function buildReported(
   s.sink.send({ kind: "ack", workerId, lease, accepted: true, reason: "" });
 }
 
-// OOM retries do not use the transient budget: they halve cores, which usually lowers peak memory.
-function outOfMemory(s: SchedulerState, rec: DrvRecord, now: number, cores: number): void {
+/** Memory of the largest worker (not lost) that runs `node`'s platform, or of any worker if none does; 0 if none is known. */
+function largestWorkerMemory(s: SchedulerState, node: DrvNode): number {
+  let matching = 0;
+  let any = 0;
+  for (const w of s.pool.values()) {
+    if (w.state === "lost") continue;
+    any = Math.max(any, w.info.memoryBytes);
+    if (platformMatches(w.info, node.system, node.requiredSystemFeatures)) matching = Math.max(matching, w.info.memoryBytes);
+  }
+  return matching > 0 ? matching : any;
+}
+
+/** What a worker of `memoryBytes` can hand to builds (memory-fit's safety margin taken off). */
+function usableMemory(s: SchedulerState, memoryBytes: number): number {
+  return memoryBytes - Math.max(memoryBytes * s.config.memorySafetyMarginFraction, s.config.memorySafetyMarginMinBytes);
+}
+
+// An OOM kill is not a build failure: the estimator has raised the memory
+// estimate (>= 1.25x the memory at the kill), and the next attempt gets at
+// most half the cores, so placement reserves more memory, runs fewer parallel
+// jobs, or picks a bigger worker. It has its own budget, not the transient
+// one; and when even one core needs more than the largest worker can give,
+// no retry can succeed, so it fails at once.
+function outOfMemory(s: SchedulerState, rec: DrvRecord, node: DrvNode, now: number, cores: number, killedAtBytes: number): void {
   rec.oomKills++;
   rec.coreLimit = Math.max(1, Math.floor(cores / 2));
-  if (rec.oomKills > s.config.maxOomRetries) {
-    s.dag.apply(rec, now, () => fail(rec, now, `out of memory ${rec.oomKills} times (last with ${cores} cores)`));
+  const largest = largestWorkerMemory(s, node);
+  const model = s.estimator.estimate(node).model;
+  const hopeless = model !== undefined && largest > 0 && memoryAt(model, 1) > usableMemory(s, largest);
+  if (rec.oomKills > s.config.maxOomRetries || hopeless) {
+    const why = `needs more than ${mb(killedAtBytes)} MB; largest worker has ${mb(largest)} MB (out of memory ${rec.oomKills} times, last with ${cores} cores)`;
+    s.dag.apply(rec, now, () => fail(rec, now, why));
   } else {
-    takeBack(s, rec, now, `out of memory with ${cores} cores; next attempt gets at most ${rec.coreLimit}`);
+    takeBack(s, rec, now, `out of memory at ${mb(killedAtBytes)} MB with ${cores} cores; memory estimate raised, next attempt gets at most ${rec.coreLimit}`);
   }
 }
 

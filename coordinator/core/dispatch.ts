@@ -5,7 +5,7 @@
 import type { DagIndex } from "./dag-index.js";
 import { lease, type DrvRecord } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
-import type { Estimator } from "./estimator.js";
+import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type WorkerCandidate } from "./placement.js";
 import { comparePriority } from "./priority.js";
 import type { PlatformQueue, ReadyEntry } from "./ready-queue.js";
@@ -44,7 +44,9 @@ export function assignmentSpec(
   rec: DrvRecord,
   nodes: ReadonlyMap<DrvPath, DrvNode>,
   timeoutMs: number,
+  estimate?: Estimate,
 ): AssignmentSpec {
+  const expectedMs = estimate?.model ? durationAt(estimate.model, rec.cores) : (estimate?.durationMs ?? 0);
   return {
     lease: { drvPath: rec.drvPath, epoch: rec.epoch },
     name: node.name,
@@ -53,11 +55,27 @@ export function assignmentSpec(
     cores: rec.cores,
     memoryLimitBytes: rec.reservedMemoryBytes,
     timeoutMs,
+    estimatedDurationMs: expectedMs,
   };
 }
 
 function candidateOf(w: WorkerRecord): WorkerCandidate {
-  return { worker: w, running: w.running.size, reservedCores: w.reservedCores, reservedMemoryBytes: w.reservedMemoryBytes };
+  return {
+    worker: w,
+    running: w.running.size,
+    reservedCores: w.reservedCores,
+    reservedMemoryBytes: w.reservedMemoryBytes,
+    reservedDiskBytes: w.reservedDiskBytes,
+  };
+}
+
+/** Active workers of the platform without a free slot: a policy may prefer to wait for one. */
+function busyCandidates(workers: WorkerPool, q: PlatformQueue): WorkerCandidate[] {
+  const out: WorkerCandidate[] = [];
+  for (const w of workers.values()) {
+    if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, q.system, q.features)) out.push(candidateOf(w));
+  }
+  return out;
 }
 
 function servable(q: PlatformQueue, free: readonly WorkerRecord[]): boolean {
@@ -89,7 +107,19 @@ export function dispatch(ctx: DispatchContext, now: number): void {
     const rec = dag.records.get(entry.drvPath)!;
     const node = dag.node(entry.drvPath);
     const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map(candidateOf);
-    const decision = ctx.policy.place({ now, node, record: rec, estimate: ctx.estimator.estimate(node), candidates });
+    const estimate = ctx.estimator.estimate(node);
+    let busy: WorkerCandidate[] | undefined;
+    // Busy workers matter only when nothing free will do: listed on first read.
+    const decision = ctx.policy.place({
+      now,
+      node,
+      record: rec,
+      estimate,
+      candidates,
+      get busy() {
+        return (busy ??= busyCandidates(workers, q));
+      },
+    });
     if (!decision.ok) {
       setAside.push(entry.drvPath);
       ctx.waitingReasons.set(entry.drvPath, decision.reason);
@@ -101,12 +131,13 @@ export function dispatch(ctx: DispatchContext, now: number): void {
       workerId: w.info.workerId,
       cores: applyCoreLimit(decision.cores, rec),
       memoryBytes: decision.memoryReservationBytes,
+      diskBytes: decision.diskReservationBytes ?? 0,
       now,
     };
     dag.apply(rec, now, () => lease(rec, grant));
     workers.attachLease(w, rec);
     ctx.waitingReasons.delete(rec.drvPath);
-    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs) });
+    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
     if (!hasFreeSlot(w)) free = free.filter((f) => f !== w);
   }
   // Passed-over derivations go back with their key (and a fresh token).

@@ -34,6 +34,8 @@ export interface DrvRecord {
   /** Granted on the last lease. */
   cores: number;
   reservedMemoryBytes: number;
+  /** Estimated disk reserved on the last lease (absent in records stored before it existed). */
+  reservedDiskBytes?: number;
   /** Ids of every job that wants this derivation (running or finished). */
   jobs: string[];
   /** Global submission order; the last priority tie-break. */
@@ -83,6 +85,7 @@ export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
     peakMemoryBytes: 0,
     cores: 0,
     reservedMemoryBytes: 0,
+    reservedDiskBytes: 0,
     jobs: [],
     seq,
   };
@@ -110,6 +113,8 @@ export interface LeaseGrant {
   workerId: string;
   cores: number;
   memoryBytes: number;
+  /** Estimated disk; 0 when unknown. */
+  diskBytes?: number;
   now: number;
 }
 
@@ -121,6 +126,7 @@ export function lease(rec: DrvRecord, grant: LeaseGrant): number {
   rec.workerId = grant.workerId;
   rec.cores = grant.cores;
   rec.reservedMemoryBytes = grant.memoryBytes;
+  rec.reservedDiskBytes = grant.diskBytes ?? 0;
   rec.startedAtMs = grant.now;
   rec.finishedAtMs = null;
   rec.reason = "";

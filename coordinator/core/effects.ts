@@ -2,6 +2,7 @@
 // method returns a list of Effects, and the live coordinator (or the
 // simulator) carries them out in order.
 import { copyDrvRecord, type DrvRecord } from "./drv-state.js";
+import type { LearnedEstimate } from "./estimator.js";
 import type { AssignmentSpec, DrvNode, DrvPath, DrvState, JobRecord, JobState, Lease } from "./types.js";
 import type { WorkerSnapshot } from "./worker-state.js";
 
@@ -38,6 +39,8 @@ export type Effect =
   | { kind: "persistDrvs"; records: DrvRecord[] }
   | { kind: "persistJob"; job: JobRecord }
   | { kind: "persistWorker"; worker: WorkerSnapshot }
+  /** A learned estimate changed: store it (e.g. NATS KV, key = estimateStoreKey(estimate.key)). Advisory: losing one costs accuracy, not correctness. */
+  | { kind: "persistEstimate"; estimate: LearnedEstimate }
   | { kind: "assign"; workerId: string; spec: AssignmentSpec }
   | { kind: "abort"; workerId: string; lease: Lease; reason: string }
   | { kind: "ack"; workerId: string; lease: Lease; accepted: boolean; reason: string }
@@ -62,6 +65,7 @@ export class EffectSink {
   private readonly drvs = new Map<DrvPath, DrvRecord>();
   private readonly jobs = new Map<string, JobRecord>();
   private readonly workers = new Map<string, () => WorkerSnapshot>();
+  private readonly estimates = new Map<string, LearnedEstimate>();
   private messages: Effect[] = [];
   private events: Effect[] = [];
 
@@ -85,6 +89,11 @@ export class EffectSink {
     this.workers.set(workerId, snapshot);
   }
 
+  /** A learned estimate changed; the latest per key is persisted at flush. */
+  estimateChanged(estimate: LearnedEstimate): void {
+    this.estimates.set(estimate.key, estimate);
+  }
+
   /** A message to a worker or a reply to the caller. */
   send(effect: Effect): void {
     this.messages.push(effect);
@@ -102,6 +111,7 @@ export class EffectSink {
     if (this.drvs.size > 0) out.push({ kind: "persistDrvs", records: [...this.drvs.values()].map(copyDrvRecord) });
     for (const job of this.jobs.values()) out.push({ kind: "persistJob", job: { ...job, roots: [...job.roots] } });
     for (const snap of this.workers.values()) out.push({ kind: "persistWorker", worker: snap() });
+    for (const estimate of this.estimates.values()) out.push({ kind: "persistEstimate", estimate });
     // Loops, not push(...spread): a failure cascade can emit 100k events.
     for (const m of this.messages) out.push(m);
     for (const e of this.events) out.push(e);
@@ -109,6 +119,7 @@ export class EffectSink {
     this.drvs.clear();
     this.jobs.clear();
     this.workers.clear();
+    this.estimates.clear();
     this.messages = [];
     this.events = [];
     return out;

@@ -2,10 +2,12 @@
 // with counts, failures, outputs and an ETA; workers with their builds.
 import { DEPENDENCY_FAILED } from "./dag-index.js";
 import type { DrvRecord } from "./drv-state.js";
+import { durationAt, memoryAt, type EstimateSource } from "./estimator.js";
 import type { JobCounts } from "./job-book.js";
 import { hasFreeSlot, platformMatches } from "./placement.js";
 import type { SchedulerState } from "./scheduler-state.js";
 import type { DrvPath, DrvState, JobState, StorePath } from "./types.js";
+import { remainingLifetimeMs } from "./worker-state.js";
 
 /** One derivation as status shows it. */
 export interface DrvStatusRow {
@@ -22,8 +24,14 @@ export interface DrvStatusRow {
   peakMemoryBytes: number;
   cores: number;
   reservedMemoryBytes: number;
+  /** Estimates at the cores granted (building or built), else at the estimator's reference cores. */
   estimatedMemoryBytes: number | null;
   estimatedDurationMs: number | null;
+  /** Where the estimate came from (history, heavy-table, big-parallel, fetch, local, default); null when none. */
+  estimateSource: EstimateSource | null;
+  /** While building: memory its process tree uses now and its peak so far, from heartbeats; 0 when unknown. */
+  currentMemoryBytes: number;
+  currentPeakMemoryBytes: number;
   /** Why a ready derivation is not running yet; "" otherwise. */
   waitingReason: string;
 }
@@ -63,7 +71,14 @@ export interface WorkerView {
   cores: number;
   memoryBytes: number;
   maxBuilds: number;
+  /** Free memory the worker reported in its last heartbeat. */
   freeMemoryBytes: number;
+  /** Memory minus the reservations of its running builds: what placement can still hand out (before the safety margin). */
+  unreservedMemoryBytes: number;
+  reservedMemoryBytes: number;
+  reservedCores: number;
+  /** Estimated disk of its running builds. */
+  reservedDiskBytes: number;
   freeDiskBytes: number;
   uptimeSeconds: number;
   /** 0 when the platform sets no lifetime. */
@@ -99,6 +114,14 @@ function waitingReason(s: SchedulerState, rec: DrvRecord): string {
 export function drvRow(s: SchedulerState, rec: DrvRecord): DrvStatusRow {
   const node = s.dag.node(rec.drvPath);
   const est = s.estimator.estimate(node);
+  let memory = est.memoryBytes;
+  let duration = est.durationMs;
+  if (est.model !== undefined && rec.cores > 0) {
+    memory = memoryAt(est.model, rec.cores);
+    duration = durationAt(est.model, rec.cores);
+  }
+  const live = rec.state === "building" ? s.liveUsage.get(rec.drvPath) : undefined;
+  const current = live !== undefined && live.epoch === rec.epoch ? live : undefined;
   return {
     drvPath: rec.drvPath,
     name: node.name,
@@ -113,8 +136,11 @@ export function drvRow(s: SchedulerState, rec: DrvRecord): DrvStatusRow {
     peakMemoryBytes: rec.peakMemoryBytes,
     cores: rec.cores,
     reservedMemoryBytes: rec.reservedMemoryBytes,
-    estimatedMemoryBytes: est.memoryBytes,
-    estimatedDurationMs: est.durationMs,
+    estimatedMemoryBytes: memory,
+    estimatedDurationMs: duration,
+    estimateSource: est.model?.source ?? null,
+    currentMemoryBytes: current?.memoryBytes ?? 0,
+    currentPeakMemoryBytes: current?.peakMemoryBytes ?? 0,
     waitingReason: waitingReason(s, rec),
   };
 }
@@ -175,8 +201,9 @@ export function jobStatus(
 /** Every known worker with its running builds. */
 export function workerViews(s: SchedulerState, now: number): WorkerView[] {
   return s.pool.all().map((w) => {
-    const aliveSeconds = w.uptimeSeconds + Math.max(0, now - w.uptimeAtMs) / 1000;
-    const remaining = w.info.maxLifetimeSeconds > 0 ? Math.max(0, Math.floor(w.info.maxLifetimeSeconds - aliveSeconds)) : 0;
+    const left = remainingLifetimeMs(w, now);
+    // 0 = no lifetime set (unlimited); a worker at its end shows 0 too, which is its state anyway.
+    const remaining = Number.isFinite(left) ? Math.floor(left / 1000) : 0;
     return {
       workerId: w.info.workerId,
       state: w.state,
@@ -186,6 +213,10 @@ export function workerViews(s: SchedulerState, now: number): WorkerView[] {
       memoryBytes: w.info.memoryBytes,
       maxBuilds: w.info.maxBuilds,
       freeMemoryBytes: w.freeMemoryBytes,
+      unreservedMemoryBytes: Math.max(0, w.info.memoryBytes - w.reservedMemoryBytes),
+      reservedMemoryBytes: w.reservedMemoryBytes,
+      reservedCores: w.reservedCores,
+      reservedDiskBytes: w.reservedDiskBytes,
       freeDiskBytes: w.freeDiskBytes,
       uptimeSeconds: w.uptimeSeconds,
       remainingLifetimeSeconds: remaining,

@@ -13,6 +13,8 @@ export interface WorkerCandidate {
   running: number;
   reservedCores: number;
   reservedMemoryBytes: number;
+  /** Estimated disk of the builds it runs (0 when absent). */
+  reservedDiskBytes?: number;
 }
 
 /** Everything a policy may look at to place one ready derivation. */
@@ -21,12 +23,15 @@ export interface PlacementRequest {
   node: DrvNode;
   record: DrvRecord;
   estimate: Estimate;
+  /** Active workers with a free slot that run the derivation's platform. */
   candidates: readonly WorkerCandidate[];
+  /** Active workers of that platform without a free slot now (for waiting decisions); may be absent. */
+  busy?: readonly WorkerCandidate[];
 }
 
 /** A policy's answer: a worker and its grant, or why nothing fits now. */
 export type PlacementDecision =
-  | { ok: true; workerId: string; cores: number; memoryReservationBytes: number }
+  | { ok: true; workerId: string; cores: number; memoryReservationBytes: number; diskReservationBytes?: number }
   | { ok: false; reason: string };
 
 /** Chooses a worker for a ready derivation. Must be pure and deterministic. */

@@ -57,3 +57,15 @@ export class LongestPathPriority implements PriorityPolicy {
     return out;
   }
 }
+
+/** fifo: no ranking at all; ready derivations go in submission order (a Hydra-like baseline). */
+export class FifoPriority implements PriorityPolicy {
+  readonly name = "fifo";
+
+  /** Rank 0 for everyone. */
+  rankGraph(graph: JobGraph): Map<DrvPath, Rank> {
+    const out = new Map<DrvPath, Rank>();
+    for (const p of graph.order) out.set(p, { rank: 0, tiebreak: 0 });
+    return out;
+  }
+}

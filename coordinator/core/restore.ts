@@ -27,6 +27,7 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
       s.stats.totalDurationMs += rec.durationMs;
     }
   }
+  restoreEstimates(s, snap);
   rankRunningJobs(s);
 
   const graceDeadline = now + s.config.restoreGraceMs;
@@ -64,6 +65,29 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
   }
 }
 
+// Estimates are stored apart (persistEstimate effects). Without them, relearn
+// from the last attempt of every record built here, in finishing order: a
+// best effort that keeps a restarted farm from starting blind.
+function restoreEstimates(s: SchedulerState, snap: Snapshot): void {
+  if (snap.estimates !== undefined) {
+    s.estimator.importEstimates?.(snap.estimates);
+    return;
+  }
+  const built = [...s.dag.records.values()]
+    .filter((r) => r.state === "done" && !r.cached && r.durationMs > 0)
+    .sort((a, b) => (a.finishedAtMs ?? 0) - (b.finishedAtMs ?? 0) || a.seq - b.seq);
+  for (const rec of built) {
+    s.estimator.observe(s.dag.node(rec.drvPath), {
+      outcome: "succeeded",
+      durationMs: rec.durationMs,
+      peakMemoryBytes: rec.peakMemoryBytes,
+      cores: rec.cores,
+      memoryLimitBytes: rec.reservedMemoryBytes,
+      atMs: rec.finishedAtMs ?? undefined,
+    });
+  }
+}
+
 // Ranks live only in memory: recompute them for the jobs still running.
 function rankRunningJobs(s: SchedulerState): void {
   for (const entry of s.book.all()) {
@@ -84,5 +108,6 @@ export function takeSnapshot(s: SchedulerState): Snapshot {
     drvs: [...s.dag.records.values()].map(copyDrvRecord),
     jobs: [...s.book.all()].map((e) => ({ ...e.record, roots: [...e.record.roots] })),
     workers: s.pool.all().map(workerSnapshot),
+    ...(s.estimator.exportEstimates ? { estimates: s.estimator.exportEstimates() } : {}),
   };
 }

@@ -48,7 +48,7 @@ describe("scheduler at 100,000 derivations", () => {
       if (events % 1000 === 0) {
         // The fake workers stay alive: heartbeats before their deadline, then time moves on.
         for (let w = 0; w < 50; w++) {
-          h.scheduler.heartbeat(h.clock.now(), `w${w}`, { freeMemoryBytes: 1, freeDiskBytes: 1, uptimeSeconds: 1, running: [] });
+          h.scheduler.heartbeat(h.clock.now(), `w${w}`, { freeMemoryBytes: 4 * 2 ** 30, freeDiskBytes: 50 * 2 ** 30, uptimeSeconds: 1, running: [] });
         }
         for (const e of h.scheduler.advanceTo(h.clock.now())) if (e.kind === "assign") pending.push(e);
       }

@@ -4,11 +4,14 @@ import { DagIndex } from "./dag-index.js";
 import { dispatch } from "./dispatch.js";
 import { cancel, requeue, type DrvRecord } from "./drv-state.js";
 import { EffectSink, type Effect } from "./effects.js";
-import { NoEstimates, type Estimator } from "./estimator.js";
+import type { Estimator } from "./estimator.js";
 import { JobBook } from "./job-book.js";
-import { SimpleFit, type PlacementPolicy } from "./placement.js";
-import { LongestPathPriority, type PriorityPolicy } from "./priority.js";
+import { LearnedEstimator } from "./learned-estimator.js";
+import { DEFAULT_MEMORY_FIT, MemoryFit, type LifetimePolicy } from "./memory-fit.js";
+import type { PlacementPolicy } from "./placement.js";
+import type { PriorityPolicy } from "./priority.js";
 import type { DrvPath } from "./types.js";
+import { UpwardRankPriority } from "./upward-rank.js";
 import { WorkerPool } from "./worker-pool.js";
 import { workerSnapshot, type WorkerRecord } from "./worker-state.js";
 
@@ -18,7 +21,7 @@ export interface SchedulerConfig {
   heartbeatTimeoutMs: number;
   /** Transient failures (inputs-unavailable, upload-failed, ...) retried before a derivation fails. */
   maxTransientRetries: number;
-  /** OOM kills retried (with halved cores) before a derivation fails. */
+  /** OOM kills retried (raised memory estimate, at most half the cores) before a derivation fails. */
   maxOomRetries: number;
   /** After a restore, how long a lease waits for its worker to reconnect. */
   restoreGraceMs: number;
@@ -26,6 +29,13 @@ export interface SchedulerConfig {
   buildTimeoutMs: number;
   /** Unplaceable ready derivations examined per dispatch pass. */
   maxSetAsidePerDispatch: number;
+  /** Default placement (memory-fit): when no worker lives long enough for a build, wait for a fresh one or start anyway. */
+  lifetimePolicy: LifetimePolicy;
+  /** Memory-fit keeps max(this fraction of a worker's memory, memorySafetyMarginMinBytes) unreserved. */
+  memorySafetyMarginFraction: number;
+  memorySafetyMarginMinBytes: number;
+  /** Memory-fit reserves this much above the estimate when the worker has room. */
+  memoryHeadroomFraction: number;
 }
 
 /** Defaults for every SchedulerConfig field. */
@@ -36,6 +46,10 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   restoreGraceMs: 60_000,
   buildTimeoutMs: 0,
   maxSetAsidePerDispatch: 1000,
+  lifetimePolicy: DEFAULT_MEMORY_FIT.lifetimePolicy,
+  memorySafetyMarginFraction: DEFAULT_MEMORY_FIT.memorySafetyMarginFraction,
+  memorySafetyMarginMinBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMinBytes,
+  memoryHeadroomFraction: DEFAULT_MEMORY_FIT.memoryHeadroomFraction,
 };
 
 /** Pluggable parts of the scheduler. */
@@ -53,8 +67,31 @@ export interface SchedulerState extends SchedulerPolicies {
   book: JobBook;
   pool: WorkerPool;
   waitingReasons: Map<DrvPath, string>;
+  /** Memory of running builds as the last heartbeat reported it (not persisted). */
+  liveUsage: Map<DrvPath, LiveUsage>;
   /** Measured durations of successful builds, for ETAs. */
   stats: { builds: number; totalDurationMs: number };
+}
+
+/** A running build's memory from heartbeats, for the lease of `epoch`. */
+export interface LiveUsage {
+  epoch: number;
+  memoryBytes: number;
+  peakMemoryBytes: number;
+}
+
+/** The default policies: memory-fit placement, upward-rank priority, a learned estimator with the built-in heavy table. */
+export function defaultPolicies(config: SchedulerConfig): SchedulerPolicies {
+  return {
+    placement: new MemoryFit({
+      lifetimePolicy: config.lifetimePolicy,
+      memorySafetyMarginFraction: config.memorySafetyMarginFraction,
+      memorySafetyMarginMinBytes: config.memorySafetyMarginMinBytes,
+      memoryHeadroomFraction: config.memoryHeadroomFraction,
+    }),
+    priority: new UpwardRankPriority(),
+    estimator: new LearnedEstimator(),
+  };
 }
 
 /** Fresh, empty state wired together (record changes feed job counts, persistence and events). */
@@ -77,16 +114,19 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
       });
     }
   });
+  const full = { ...DEFAULT_SCHEDULER_CONFIG, ...config };
+  const defaults = defaultPolicies(full);
   return {
-    config: { ...DEFAULT_SCHEDULER_CONFIG, ...config },
-    placement: policies.placement ?? new SimpleFit(),
-    priority: policies.priority ?? new LongestPathPriority(),
-    estimator: policies.estimator ?? new NoEstimates(),
+    config: full,
+    placement: policies.placement ?? defaults.placement,
+    priority: policies.priority ?? defaults.priority,
+    estimator: policies.estimator ?? defaults.estimator,
     sink,
     dag,
     book,
     pool: new WorkerPool(),
     waitingReasons: new Map(),
+    liveUsage: new Map(),
     stats: { builds: 0, totalDurationMs: 0 },
   };
 }
@@ -99,6 +139,7 @@ export function workerChanged(s: SchedulerState, w: WorkerRecord): void {
 /** Takes a lease back: frees the worker's slot and requeues the derivation (epoch++). */
 export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
   s.pool.releaseLease(rec);
+  s.liveUsage.delete(rec.drvPath);
   s.dag.apply(rec, now, () => requeue(rec, reason));
 }
 
@@ -107,6 +148,7 @@ export function cancelDrv(s: SchedulerState, rec: DrvRecord, now: number, reason
   if (rec.state === "building" && rec.workerId !== null) {
     s.sink.send({ kind: "abort", workerId: rec.workerId, lease: { drvPath: rec.drvPath, epoch: rec.epoch }, reason });
     s.pool.releaseLease(rec);
+    s.liveUsage.delete(rec.drvPath);
   }
   s.dag.apply(rec, now, () => cancel(rec, now, reason));
 }

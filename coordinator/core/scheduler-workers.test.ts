@@ -37,6 +37,21 @@ describe("scheduler: leases and workers", () => {
     expect(h.scheduler.job("j-a")!.state).toBe("succeeded");
   });
 
+  it("a revoked worker is lost at once: its build requeues to another worker and its result is rejected", () => {
+    const h = new Harness({ heartbeatTimeoutMs: TIMEOUT });
+    h.run((s, t) => s.workerJoined(t, mkWorker("w1", { maxBuilds: 1 })));
+    const first = oneDrv(h);
+    const revoked = h.run((s, t) => s.workerRevoked(t, "w1"));
+    expect(effectsOf(revoked, "event").map((e) => e.event)).toContainEqual(expect.objectContaining({ type: "worker.lost", workerId: "w1", requeued: [drvPathOf("a")] }));
+    expect(h.scheduler.drv(drvPathOf("a"))!.record).toMatchObject({ state: "ready", epoch: first.spec.lease.epoch + 1, transientFailures: 0 });
+    expect(h.scheduler.workers(h.clock.now())[0].state).toBe("lost");
+    expect(h.run((s, t) => s.workerRevoked(t, "w1"))).not.toContainEqual(expect.objectContaining({ kind: "event" }));
+    const second = h.assigns(h.run((s, t) => s.workerJoined(t, mkWorker("w2"))))[0];
+    expect(second.workerId).toBe("w2");
+    expect(effectsOf(h.report(first), "ack")[0].accepted).toBe(false);
+    expect(effectsOf(h.report(second), "ack")[0].accepted).toBe(true);
+  });
+
   it("heartbeats move the deadline; a silent worker is lost only after it", () => {
     const h = new Harness({ heartbeatTimeoutMs: TIMEOUT });
     h.run((s, t) => s.workerJoined(t, mkWorker("w1")));

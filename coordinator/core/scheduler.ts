@@ -12,7 +12,7 @@ import { jobStatus, workerViews, type JobStatusView, type WorkerView } from "./j
 import type { PlacementPolicy } from "./placement.js";
 import type { PriorityPolicy } from "./priority.js";
 import { restoreState, takeSnapshot } from "./restore.js";
-import { createState, finishEvent, type SchedulerConfig, type SchedulerState } from "./scheduler-state.js";
+import { createState, finishEvent, type SchedulerConfig, type SchedulerPolicies, type SchedulerState } from "./scheduler-state.js";
 import type { Snapshot } from "./snapshot.js";
 import { submitJob } from "./submit.js";
 import type { BuildReport, DrvNode, DrvPath, DrvState, JobRecord, Lease, WorkerInfo } from "./types.js";
@@ -22,25 +22,35 @@ import {
   workerDisconnected,
   workerDraining,
   workerJoined,
+  workerRevoked,
   type DrainNotice,
 } from "./worker-events.js";
 import type { HeartbeatInfo } from "./worker-state.js";
 
-export type { SchedulerConfig } from "./scheduler-state.js";
+export type { SchedulerConfig, SchedulerPolicies } from "./scheduler-state.js";
 export { DEFAULT_SCHEDULER_CONFIG } from "./scheduler-state.js";
 
 /** Schedules derivation builds of many jobs over many workers. */
 export class Scheduler {
   private readonly s: SchedulerState;
 
-  /** An empty scheduler; policies default to simple-fit, longest-path and no estimates. */
+  /**
+   * An empty scheduler. Policies default to memory-fit placement, upward-rank
+   * priority and a LearnedEstimator with the built-in heavy table; pass
+   * `{ estimator }` (or any policy) as the second argument to replace one,
+   * e.g. an estimator loaded with stored estimates and the operator's table.
+   */
   constructor(
     config: Partial<SchedulerConfig> = {},
-    placement?: PlacementPolicy,
+    placementOrPolicies?: PlacementPolicy | Partial<SchedulerPolicies>,
     priority?: PriorityPolicy,
     estimator?: Estimator,
   ) {
-    this.s = createState(config, { placement, priority, estimator });
+    const policies: Partial<SchedulerPolicies> =
+      placementOrPolicies !== undefined && "place" in placementOrPolicies
+        ? { placement: placementOrPolicies as PlacementPolicy, priority, estimator }
+        : { priority, estimator, ...placementOrPolicies };
+    this.s = createState(config, policies);
   }
 
   /**
@@ -52,11 +62,11 @@ export class Scheduler {
     now: number,
     snapshot: Snapshot,
     config: Partial<SchedulerConfig> = {},
-    placement?: PlacementPolicy,
+    placementOrPolicies?: PlacementPolicy | Partial<SchedulerPolicies>,
     priority?: PriorityPolicy,
     estimator?: Estimator,
   ): Scheduler {
-    const scheduler = new Scheduler(config, placement, priority, estimator);
+    const scheduler = new Scheduler(config, placementOrPolicies, priority, estimator);
     restoreState(scheduler.s, now, snapshot);
     return scheduler;
   }
@@ -64,6 +74,11 @@ export class Scheduler {
   /** Effective configuration. */
   get config(): Readonly<SchedulerConfig> {
     return this.s.config;
+  }
+
+  /** The policies in use (e.g. the estimator, to export what it learned). */
+  get policies(): Readonly<SchedulerPolicies> {
+    return { placement: this.s.placement, priority: this.s.priority, estimator: this.s.estimator };
   }
 
   // ------------------------------------------------------------------ events
@@ -99,6 +114,12 @@ export class Scheduler {
   /** The worker's stream closed; it keeps its leases until its deadline. */
   workerDisconnected(now: number, workerId: string): Effect[] {
     workerDisconnected(this.s, now, workerId);
+    return finishEvent(this.s, now);
+  }
+
+  /** The worker's token was revoked: it is lost now and its builds requeue at once, uncounted. */
+  workerRevoked(now: number, workerId: string): Effect[] {
+    workerRevoked(this.s, now, workerId);
     return finishEvent(this.s, now);
   }
 

@@ -5,6 +5,7 @@ import type { Submission } from "./dag-validate.js";
 import { effectsOf, type Effect, type EffectOf } from "./effects.js";
 import { Scheduler, type SchedulerConfig } from "./scheduler.js";
 import type { DrvRecord } from "./drv-state.js";
+import type { LearnedEstimate } from "./estimator.js";
 import type { Snapshot } from "./snapshot.js";
 import type { BuildOutcome, BuildReport, DrvNode, DrvPath, JobRecord, WorkerInfo } from "./types.js";
 
@@ -148,6 +149,7 @@ export class PersistedEffects {
   readonly nodes = new Map<DrvPath, DrvNode>();
   readonly drvs = new Map<DrvPath, DrvRecord>();
   readonly jobs = new Map<string, JobRecord>();
+  readonly estimates = new Map<string, LearnedEstimate>();
 
   /** Records every persist effect in `effects`. */
   apply(effects: readonly Effect[]): void {
@@ -155,11 +157,17 @@ export class PersistedEffects {
       if (e.kind === "persistNodes") for (const n of e.nodes) this.nodes.set(n.drvPath, n);
       if (e.kind === "persistDrvs") for (const r of e.records) this.drvs.set(r.drvPath, r);
       if (e.kind === "persistJob") this.jobs.set(e.job.jobId, e.job);
+      if (e.kind === "persistEstimate") this.estimates.set(e.estimate.key, e.estimate);
     }
   }
 
   /** What a store would load. */
   snapshot(): Snapshot {
-    return { nodes: [...this.nodes.values()], drvs: [...this.drvs.values()], jobs: [...this.jobs.values()] };
+    return {
+      nodes: [...this.nodes.values()],
+      drvs: [...this.drvs.values()],
+      jobs: [...this.jobs.values()],
+      estimates: [...this.estimates.values()],
+    };
   }
 }

@@ -121,6 +121,8 @@ export interface AssignmentSpec {
   cores: number;
   memoryLimitBytes: number;
   timeoutMs: number;
+  /** Expected wall time at the granted cores, from the estimator; 0 or absent = unknown (a draining worker uses it). */
+  estimatedDurationMs?: number;
 }
 
 /** The durable part of a job; which derivations it wants is recorded on each DrvRecord (`jobs`). */

@@ -99,6 +99,12 @@ export function heartbeat(s: SchedulerState, now: number, workerId: string, hb: 
   for (const lease of hb.running) {
     if (!isCurrent(s, workerId, lease)) s.sink.send({ kind: "abort", workerId, lease, reason: "stale lease" });
   }
+  // Live memory of running builds, for status only (estimate vs measured).
+  for (const u of hb.usage ?? []) {
+    if (isCurrent(s, workerId, u.lease)) {
+      s.liveUsage.set(u.lease.drvPath, { epoch: u.lease.epoch, memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes });
+    }
+  }
   s.sink.send({ kind: "heartbeatAck", workerId, deadlineMs: deadline });
 }
 
@@ -131,20 +137,30 @@ export function workerDraining(s: SchedulerState, now: number, workerId: string,
 
 /** Workers past their deadline become lost; their builds requeue at once (epoch++, no retry counted). */
 export function loseOverdueWorkers(s: SchedulerState, now: number): void {
-  for (const w of s.pool.overdue(now)) {
-    markLost(w);
-    const requeued: DrvPath[] = [];
-    for (const [drvPath, epoch] of [...w.running]) {
-      const rec = s.dag.records.get(drvPath);
-      if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
-        takeBack(s, rec, now, `worker ${w.info.workerId} lost`);
-        requeued.push(drvPath);
-      }
+  for (const w of s.pool.overdue(now)) lose(s, now, w, "lost");
+}
+
+/** The worker's token was revoked: it is lost now (no waiting for its deadline) and its builds requeue at once. */
+export function workerRevoked(s: SchedulerState, now: number, workerId: string): void {
+  const w = s.pool.get(workerId);
+  if (w === undefined || w.state === "lost") return;
+  lose(s, now, w, "revoked");
+}
+
+function lose(s: SchedulerState, now: number, w: WorkerRecord, why: "lost" | "revoked"): void {
+  markLost(w);
+  const requeued: DrvPath[] = [];
+  for (const [drvPath, epoch] of [...w.running]) {
+    const rec = s.dag.records.get(drvPath);
+    if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
+      takeBack(s, rec, now, `worker ${w.info.workerId} ${why}`);
+      requeued.push(drvPath);
     }
-    w.running.clear();
-    w.reservedCores = 0;
-    w.reservedMemoryBytes = 0;
-    workerChanged(s, w);
-    s.sink.emit({ type: "worker.lost", atMs: now, workerId: w.info.workerId, requeued });
   }
+  w.running.clear();
+  w.reservedCores = 0;
+  w.reservedMemoryBytes = 0;
+  w.reservedDiskBytes = 0;
+  workerChanged(s, w);
+  s.sink.emit({ type: "worker.lost", atMs: now, workerId: w.info.workerId, requeued });
 }

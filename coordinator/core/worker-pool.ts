@@ -33,6 +33,7 @@ export class WorkerPool {
     w.running.set(rec.drvPath, rec.epoch);
     w.reservedCores += rec.cores;
     w.reservedMemoryBytes += rec.reservedMemoryBytes;
+    w.reservedDiskBytes += rec.reservedDiskBytes ?? 0;
   }
 
   /**
@@ -45,6 +46,7 @@ export class WorkerPool {
     w.running.delete(rec.drvPath);
     w.reservedCores = Math.max(0, w.reservedCores - rec.cores);
     w.reservedMemoryBytes = Math.max(0, w.reservedMemoryBytes - rec.reservedMemoryBytes);
+    w.reservedDiskBytes = Math.max(0, w.reservedDiskBytes - (rec.reservedDiskBytes ?? 0));
     return w;
   }
 

@@ -18,6 +18,8 @@ export interface WorkerRecord {
   running: Map<DrvPath, number>;
   reservedCores: number;
   reservedMemoryBytes: number;
+  /** Estimated disk of the builds it runs. */
+  reservedDiskBytes: number;
   /** From the last heartbeat (join info until then). */
   freeMemoryBytes: number;
   freeDiskBytes: number;
@@ -65,6 +67,7 @@ export function newWorkerRecord(info: WorkerInfo, now: number, deadlineMs: numbe
     running: new Map(),
     reservedCores: 0,
     reservedMemoryBytes: 0,
+    reservedDiskBytes: 0,
     freeMemoryBytes: info.memoryBytes,
     freeDiskBytes: info.freeDiskBytes,
     uptimeSeconds: info.uptimeSeconds,
@@ -111,12 +114,28 @@ export function rejoin(w: WorkerRecord, info: WorkerInfo, now: number, deadlineM
   w.uptimeAtMs = now;
 }
 
+/** Memory a running build's process tree uses, as a heartbeat reports it. */
+export interface BuildUsage {
+  lease: Lease;
+  memoryBytes: number;
+  peakMemoryBytes: number;
+}
+
 /** What a heartbeat reports. */
 export interface HeartbeatInfo {
   freeMemoryBytes: number;
   freeDiskBytes: number;
   uptimeSeconds: number;
   running: Lease[];
+  /** Per running build, its memory now and its peak so far (optional). */
+  usage?: BuildUsage[];
+}
+
+/** Ms the worker has left before its platform ends it; Infinity when it sets no lifetime. */
+export function remainingLifetimeMs(w: WorkerRecord, now: number): number {
+  if (!(w.info.maxLifetimeSeconds > 0)) return Infinity;
+  const aliveMs = w.uptimeSeconds * 1000 + Math.max(0, now - w.uptimeAtMs);
+  return Math.max(0, w.info.maxLifetimeSeconds * 1000 - aliveMs);
 }
 
 /** active|draining stays put: a heartbeat arrived; moves the deadline. */

@@ -6,6 +6,8 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { drvPathOf, mkNode } from "../core/test-support.js";
+import { newDrvRecord } from "../core/drv-state.js";
+import { StoreConflictError } from "../core/errors.js";
 import { drvKey } from "./farm-store.js";
 import { NatsStore } from "./nats-store.js";
 import { storeConformance } from "./store-conformance.js";
@@ -73,6 +75,24 @@ describe("NatsStore specifics", () => {
     const names: string[] = [];
     for await (const n of jsm.streams.names()) names.push(n);
     expect(names.filter((n) => n.startsWith(prefix) || n.startsWith(`KV_${prefix}`))).toEqual([]);
+  });
+
+  it("takes a write that landed although its reply was lost (NATS restarting) as its own, but nothing else", async () => {
+    const prefix = nextPrefix();
+    const store = await NatsStore.open(nc, { prefix });
+    toDestroy.push(store);
+    const rec = newDrvRecord(drvPathOf("a"), 1);
+    await store.putDrvs([rec]);
+    // The next write reaches the server, but the store never hears back.
+    const landed = { ...rec, state: "ready" as const };
+    const kv = await new Kvm(jetstream(nc)).open(`${prefix}farm-drvs`);
+    const rev = await kv.put(drvKey(rec.drvPath), JSON.stringify(landed));
+    await store.putDrvs([landed]); // the retry
+    expect(store.revision("drvs", drvKey(rec.drvPath))).toBe(rev);
+    await store.putDrvs([{ ...landed, state: "building" }]); // and it carries on from there
+    // A different value written behind its back is still a conflict.
+    await kv.put(drvKey(rec.drvPath), JSON.stringify({ ...landed, epoch: 99 }));
+    await expect(store.putDrvs([{ ...landed, state: "done" }])).rejects.toBeInstanceOf(StoreConflictError);
   });
 
   it("connect() owns its connection and rejects a bad prefix", async () => {

@@ -46,9 +46,12 @@ export class NatsStore implements FarmStore {
     private readonly batchSize: number,
   ) {}
 
-  /** Connects to `servers` and opens the store; `close()` closes the connection. */
+  /**
+   * Connects to `servers` and opens the store; `close()` closes the connection.
+   * The connection reconnects forever: a NATS restart only stalls writes.
+   */
   static async connect(servers: string | string[], opts: NatsStoreOptions = {}): Promise<NatsStore> {
-    const nc = await connect({ servers });
+    const nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
     try {
       return await NatsStore.open(nc, opts, true);
     } catch (err) {
@@ -156,6 +159,12 @@ export class NatsStore implements FarmStore {
             this.seen[kind].set(key, await this.kvs[kind].put(key, JSON.stringify(value), opts));
           } catch (err) {
             if (err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE) {
+              // An earlier attempt whose reply was lost (NATS restarting) may have landed: that is ours.
+              const landed = await this.kvs[kind].get(key).catch(() => null);
+              if (landed && landed.operation === "PUT" && landed.string() === JSON.stringify(value)) {
+                this.seen[kind].set(key, landed.revision);
+                return;
+              }
               throw new StoreConflictError(this.bucketNames[kind], key, expected, { cause: err });
             }
             throw new TransientError(`writing ${this.bucketNames[kind]}/${key} failed`, { cause: err });

@@ -1,0 +1,165 @@
+import { describe, expect, it } from "vitest";
+import { newDrvRecord } from "./drv-state.js";
+import { memoryAt, type Estimate, type ResourceModel } from "./estimator.js";
+import { MemoryFit, shortDuration, type MemoryFitConfig } from "./memory-fit.js";
+import type { PlacementDecision, WorkerCandidate } from "./placement.js";
+import { mkNode, mkWorker } from "./test-support.js";
+import type { WorkerInfo } from "./types.js";
+import { newWorkerRecord } from "./worker-state.js";
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const HOUR = 3_600_000;
+const NOW = 1_000_000;
+
+function cand(info: Partial<WorkerInfo> & { workerId: string }, reserved: { memory?: number; cores?: number; running?: number; disk?: number } = {}): WorkerCandidate {
+  const w = newWorkerRecord(mkWorker(info.workerId, info), NOW, NOW + 10_000);
+  const running = reserved.running ?? (reserved.memory ? 1 : 0);
+  for (let i = 0; i < running; i++) w.running.set(`/r${i}`, 1);
+  w.reservedMemoryBytes = reserved.memory ?? 0;
+  w.reservedCores = reserved.cores ?? 0;
+  return { worker: w, running, reservedCores: w.reservedCores, reservedMemoryBytes: w.reservedMemoryBytes, reservedDiskBytes: reserved.disk ?? 0 };
+}
+
+/** A measured model: memory = base + perCore * c, duration = ms (serial). */
+function est(baseMiB: number, perCoreMiB: number, durationMs = 60_000, extra: Partial<ResourceModel> = {}): Estimate {
+  const model: ResourceModel = {
+    baseBytes: baseMiB * MiB,
+    perCoreBytes: perCoreMiB * MiB,
+    serialMs: durationMs,
+    parallelMs: 0,
+    diskBytes: GiB,
+    floors: [],
+    source: "history",
+    measured: true,
+    ...extra,
+  };
+  return { memoryBytes: memoryAt(model, 2), durationMs, model };
+}
+
+function place(estimate: Estimate, candidates: WorkerCandidate[], opts: { busy?: WorkerCandidate[]; coreLimit?: number; config?: Partial<MemoryFitConfig> } = {}): PlacementDecision {
+  const node = mkNode("x");
+  const record = newDrvRecord(node.drvPath, 0);
+  record.coreLimit = opts.coreLimit ?? 0;
+  return new MemoryFit(opts.config).place({ now: NOW, node, record, estimate, candidates, busy: opts.busy ?? [] });
+}
+
+const margin = (memory: number) => Math.max(0.1 * memory, 64 * MiB);
+
+describe("memory-fit: memory", () => {
+  it("a big build lands only on a worker that fits, with the most cores that fit", () => {
+    const big = est(1024, 1024); // 2 GiB at 1 core, 7 GiB at 6
+    const d = place(big, [cand({ workerId: "small", memoryBytes: 2 * GiB, cores: 2 }), cand({ workerId: "large", memoryBytes: 8 * GiB, cores: 8 })]);
+    expect(d).toMatchObject({ ok: true, workerId: "large", cores: 6 });
+    if (!d.ok) return;
+    expect(memoryAt(big.model!, d.cores)).toBeLessThanOrEqual(d.memoryReservationBytes);
+    expect(d.memoryReservationBytes).toBeLessThanOrEqual(8 * GiB - margin(8 * GiB));
+  });
+
+  it("a small worker runs a build with fewer cores rather than into an OOM", () => {
+    const d = place(est(256, 512), [cand({ workerId: "w", memoryBytes: 2 * GiB, cores: 4 })]);
+    // 1792 MiB at 3 cores fits in 2048 - 205; 2304 at 4 does not.
+    expect(d).toMatchObject({ ok: true, cores: 3 });
+  });
+
+  it("respects the record's OOM core cap", () => {
+    expect(place(est(100, 10), [cand({ workerId: "w", cores: 8 })], { coreLimit: 2 })).toMatchObject({ ok: true, cores: 2 });
+  });
+
+  it("reservations add up: what running builds hold is not handed out again", () => {
+    const need = est(2048, 0); // 2 GiB at any cores
+    const worker = { workerId: "w", memoryBytes: 8 * GiB, cores: 4, maxBuilds: 4 };
+    const free = place(need, [cand(worker, { memory: 4 * GiB, cores: 1 })]);
+    expect(free).toMatchObject({ ok: true, cores: 3 });
+    if (free.ok) expect(4 * GiB + free.memoryReservationBytes).toBeLessThanOrEqual(8 * GiB - margin(8 * GiB));
+    const full = place(need, [cand(worker, { memory: 6 * GiB, cores: 1 })]);
+    expect(full).toEqual({ ok: false, reason: "waiting for memory: needs ~2048 MB at 1 core; most unreserved on a free worker is 1229 MB" });
+  });
+
+  it("places nothing that would exceed any worker's RAM, and says so", () => {
+    const d = place(est(10 * 1024, 0), [cand({ workerId: "a", memoryBytes: 8 * GiB })], { busy: [cand({ workerId: "b", memoryBytes: 4 * GiB, maxBuilds: 1 }, { memory: GiB })] });
+    expect(d).toEqual({ ok: false, reason: "needs ~10240 MB at 1 core; largest worker has 8192 MB; waiting for a bigger worker" });
+  });
+
+  it("reserves headroom when there is room; a guess gets up to twice its need within the slot share", () => {
+    const measured = place(est(1000, 0), [cand({ workerId: "w", memoryBytes: 16 * GiB, maxBuilds: 2 })]);
+    expect(measured.ok && measured.memoryReservationBytes).toBe(Math.floor(1000 * MiB * 1.2));
+    const guess = place(est(1000, 0, 60_000, { measured: false, source: "default" }), [cand({ workerId: "w", memoryBytes: 16 * GiB, maxBuilds: 2 })]);
+    expect(guess.ok && guess.memoryReservationBytes).toBe(2000 * MiB);
+    const tight = place(est(1000, 0, 60_000, { measured: false, source: "default" }), [cand({ workerId: "w", memoryBytes: 2 * GiB, maxBuilds: 2 })]);
+    expect(tight.ok && tight.memoryReservationBytes).toBe(Math.floor(1000 * MiB * 1.2));
+  });
+
+  it("prefers the worker where the build finishes soonest, then the tightest fit", () => {
+    const e = { ...est(500, 0), model: { ...est(500, 0).model!, serialMs: 0, parallelMs: 8 * HOUR } };
+    const wide = cand({ workerId: "wide", cores: 8, memoryBytes: 16 * GiB });
+    const narrow = cand({ workerId: "narrow", cores: 2, memoryBytes: 4 * GiB });
+    expect(place(e, [narrow, wide])).toMatchObject({ ok: true, workerId: "wide", cores: 8 });
+    const a = cand({ workerId: "a", cores: 2, memoryBytes: 16 * GiB });
+    const b = cand({ workerId: "b", cores: 2, memoryBytes: 4 * GiB });
+    expect(place(e, [a, b])).toMatchObject({ ok: true, workerId: "b" });
+  });
+});
+
+describe("memory-fit: disk", () => {
+  it("skips a worker whose free disk (minus running builds' estimates) is short", () => {
+    const e = est(100, 0, 1000, { diskBytes: 10 * GiB });
+    const low = cand({ workerId: "low", freeDiskBytes: 12 * GiB }, { disk: 5 * GiB, running: 1 });
+    expect(place(e, [low])).toEqual({ ok: false, reason: "waiting for disk: needs ~10240 MB; most free on a free worker is 7168 MB" });
+    const roomy = cand({ workerId: "roomy", freeDiskBytes: 50 * GiB });
+    expect(place(e, [low, roomy])).toMatchObject({ ok: true, workerId: "roomy", diskReservationBytes: 10 * GiB });
+  });
+});
+
+describe("memory-fit: remaining lifetime", () => {
+  const old = { workerId: "old", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 4 * 3600 - 600 }; // 10 min left
+  const fresh = { workerId: "fresh", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 0 };
+  const hourLong = est(100, 0, HOUR);
+
+  it("a worker near its end is not given a long build while a fresh one is free", () => {
+    // old is listed first and would be the tighter fit: lifetime decides.
+    expect(place(hourLong, [cand({ ...old, memoryBytes: 4 * GiB }), cand({ ...fresh, memoryBytes: 8 * GiB })])).toMatchObject({ ok: true, workerId: "fresh" });
+    // A short build may still use the old worker.
+    expect(place(est(100, 0, 60_000), [cand({ ...old, memoryBytes: 4 * GiB }), cand({ ...fresh, memoryBytes: 8 * GiB })])).toMatchObject({ ok: true, workerId: "old" });
+  });
+
+  it("waits for a busy worker that lives long enough rather than start where it cannot finish", () => {
+    const d = place(hourLong, [cand(old)], { busy: [cand({ ...fresh, maxBuilds: 1 }, { memory: GiB })] });
+    expect(d).toEqual({ ok: false, reason: "needs ~1h; waiting for worker fresh (4h left) to free a slot" });
+  });
+
+  it("with no worker that lives long enough, waits for a fresh one and says why", () => {
+    const elevenHours = est(100, 0, 11 * HOUR);
+    const d = place(elevenHours, [cand(old), cand({ workerId: "mid", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 3600 })]);
+    expect(d).toEqual({ ok: false, reason: "needs ~11h, longest remaining worker lifetime is 3h; waiting for a fresh worker" });
+  });
+
+  it("start-anyway starts it on the longest-lived worker instead", () => {
+    const d = place(est(100, 0, 11 * HOUR), [cand(old), cand({ workerId: "mid", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 3600 })], {
+      config: { lifetimePolicy: "start-anyway" },
+    });
+    expect(d).toMatchObject({ ok: true, workerId: "mid" });
+  });
+
+  it("no lifetime (0) means unlimited", () => {
+    expect(place(est(100, 0, 100 * HOUR), [cand({ workerId: "forever", maxLifetimeSeconds: 0, uptimeSeconds: 10 ** 7 })])).toMatchObject({ ok: true });
+    expect(shortDuration(Infinity)).toBe("unlimited");
+    expect(shortDuration(3 * HOUR + 20 * 60_000)).toBe("3h20m");
+  });
+});
+
+describe("memory-fit: platform", () => {
+  it("gives the shared platform reasons when no worker runs it", () => {
+    expect(place(est(1, 0), [cand({ workerId: "w", maxBuilds: 1 }, { running: 1 })])).toEqual({ ok: false, reason: "no active worker has a free slot" });
+    const node = mkNode("vm", [], { requiredSystemFeatures: ["kvm"] });
+    const d = new MemoryFit().place({ now: NOW, node, record: newDrvRecord(node.drvPath, 0), estimate: est(1, 0), candidates: [cand({ workerId: "w" })] });
+    expect(d).toEqual({ ok: false, reason: "no free worker has features [kvm]" });
+  });
+
+  it("without a model (another estimator) uses its scalar memory, or the default guess", () => {
+    const flat = place({ memoryBytes: 3 * GiB, durationMs: null }, [cand({ workerId: "w", memoryBytes: 4 * GiB })]);
+    expect(flat).toMatchObject({ ok: true });
+    expect(place({ memoryBytes: 5 * GiB, durationMs: null }, [cand({ workerId: "w", memoryBytes: 4 * GiB })]).ok).toBe(false);
+    expect(place({ memoryBytes: null, durationMs: null }, [cand({ workerId: "w" })]).ok).toBe(true);
+  });
+});
