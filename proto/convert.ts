@@ -154,7 +154,7 @@ export function reportToWire(r: BuildReport): wire.BuildResult {
 
 /** An assignment as a wire message. */
 export function assignmentToWire(a: AssignmentSpec): wire.Assignment {
-  return { ...a, lease: a.lease };
+  return { ...a, lease: a.lease, estimatedDurationMs: Math.max(0, Math.round(a.estimatedDurationMs ?? 0)) };
 }
 
 /** The worker's view of an assignment. */
@@ -167,6 +167,7 @@ export function assignmentFromWire(a: wire.Assignment, storeDir: string): Assign
     cores: Math.max(1, a.cores),
     memoryLimitBytes: a.memoryLimitBytes,
     timeoutMs: a.timeoutMs,
+    estimatedDurationMs: a.estimatedDurationMs,
   };
 }
 
@@ -191,6 +192,9 @@ export function drvRowToWire(r: DrvStatusRow): wire.DerivationStatus {
     estimatedMemoryBytes: r.estimatedMemoryBytes ?? 0,
     estimatedDurationMs: r.estimatedDurationMs ?? 0,
     waitingReason: r.waitingReason,
+    estimateSource: r.estimateSource ?? "",
+    currentMemoryBytes: r.currentMemoryBytes,
+    currentPeakMemoryBytes: r.currentPeakMemoryBytes,
   };
 }
 
@@ -229,5 +233,9 @@ export function workerViewToWire(w: WorkerView): wire.WorkerStatus {
     buildsDone: w.buildsDone,
     buildsFailed: w.buildsFailed,
     oomKills: w.oomKills,
+    unreservedMemoryBytes: w.unreservedMemoryBytes,
+    reservedMemoryBytes: w.reservedMemoryBytes,
+    reservedCores: w.reservedCores,
+    maxBuilds: w.maxBuilds,
   };
 }

@@ -74,15 +74,15 @@ export function jobDetail(job: JobStatus): string {
 /** One row per derivation, with estimates against measurements where known. */
 export function derivationsTable(drvs: DerivationStatus[]): string {
   return table(
-    ["STATE", "NAME", "WORKER", "CORES", "RESERVED", "EST MEM", "PEAK MEM", "EST TIME", "TIME", "NOTE"],
+    ["STATE", "NAME", "WORKER", "CORES", "RESERVED", "EST MEM", "MEM NOW/PEAK", "EST TIME", "TIME", "NOTE"],
     drvs.map((d) => [
       d.state,
       d.name,
       d.workerId || "-",
       d.cores ? String(d.cores) : "-",
       d.reservedMemoryBytes ? formatBytes(d.reservedMemoryBytes) : "-",
-      d.estimatedMemoryBytes ? formatBytes(d.estimatedMemoryBytes) : "-",
-      d.peakMemoryBytes ? formatBytes(d.peakMemoryBytes) : "-",
+      d.estimatedMemoryBytes ? `${formatBytes(d.estimatedMemoryBytes)} (${d.estimateSource || "?"})` : "-",
+      d.state === "building" && d.currentMemoryBytes ? `${formatBytes(d.currentMemoryBytes)}/${formatBytes(d.currentPeakMemoryBytes)}` : d.peakMemoryBytes ? formatBytes(d.peakMemoryBytes) : "-",
       d.estimatedDurationMs ? formatDuration(d.estimatedDurationMs) : "-",
       d.durationMs ? formatDuration(d.durationMs) : "-",
       d.reason || d.waitingReason || (d.oomKills ? `${d.oomKills} OOM` : ""),
@@ -94,17 +94,17 @@ export function derivationsTable(drvs: DerivationStatus[]): string {
 export function workersTable(workers: WorkerStatus[]): string {
   if (workers.length === 0) return "no workers";
   return table(
-    ["WORKER", "STATE", "SYSTEMS", "CORES", "MEMORY", "FREE MEM", "FREE DISK", "LIFE LEFT", "RUNNING", "DONE", "FAILED", "OOM"],
+    ["WORKER", "STATE", "SYSTEMS", "CORES", "MEMORY", "UNRESERVED", "FREE DISK", "LIFE LEFT", "RUNNING", "DONE", "FAILED", "OOM"],
     workers.map((w) => [
       w.workerId,
       w.state,
       w.systems.join(","),
-      String(w.cores),
+      `${w.reservedCores}/${w.cores}`,
       formatBytes(w.memoryBytes),
-      formatBytes(w.freeMemoryBytes),
+      formatBytes(w.unreservedMemoryBytes),
       formatBytes(w.freeDiskBytes),
       w.remainingLifetimeSeconds ? formatDuration(w.remainingLifetimeSeconds * 1000) : "-",
-      w.running.map((r) => `${r.name} (${r.cores} cores, ${formatBytes(r.reservedMemoryBytes)})`).join("; ") || "-",
+      w.running.map((r) => `${r.name} (${r.cores} cores, ${formatBytes(r.reservedMemoryBytes)} reserved, ${formatBytes(r.currentMemoryBytes)} used)`).join("; ") || "-",
       String(w.buildsDone),
       String(w.buildsFailed),
       String(w.oomKills),

@@ -7,9 +7,14 @@ import type { Effect, FarmEvent } from "../core/effects.js";
 import { InvalidInputError } from "../core/errors.js";
 import type { Snapshot } from "../core/snapshot.js";
 import type { DrvNode, DrvPath, JobRecord } from "../core/types.js";
+import type { LearnedEstimate } from "../core/estimator.js";
+import { estimateStoreKey } from "../core/learned-estimator.js";
 
-/** The three keyed collections of a store. */
-export type StoreKind = "nodes" | "drvs" | "jobs";
+/** The keyed collections of a store. */
+export type StoreKind = "nodes" | "drvs" | "jobs" | "estimates";
+
+/** Every StoreKind. */
+export const STORE_KINDS: readonly StoreKind[] = ["nodes", "drvs", "jobs", "estimates"];
 
 /**
  * Durable farm state. Writes of drv records and jobs are compare-and-set
@@ -26,6 +31,8 @@ export interface FarmStore {
   putDrvs(records: DrvRecord[]): Promise<void>;
   /** Stores one job; throws StoreConflictError if it changed behind our back. */
   putJob(job: JobRecord): Promise<void>;
+  /** Stores learned estimates unconditionally (advisory: the last writer wins). */
+  putEstimates(estimates: LearnedEstimate[]): Promise<void>;
   /** Appends an event to the event stream. */
   publish(event: FarmEvent): Promise<void>;
   /** The revision this store last read or wrote for a key, if any. */
@@ -39,6 +46,11 @@ export function drvKey(drvPath: DrvPath): string {
   const key = drvHashPart(drvPath);
   if (key === null) throw new InvalidInputError(`not a .drv store path: ${drvPath}`);
   return key;
+}
+
+/** Store key of an estimate: its package key, escaped for NATS. */
+export function estimateKey(e: LearnedEstimate): string {
+  return estimateStoreKey(e.key);
 }
 
 /** Store key of a job: its id (already restricted to a key-safe alphabet). */
@@ -87,12 +99,15 @@ export class SerialQueue {
  */
 export async function applyEffects(store: FarmStore, effects: readonly Effect[]): Promise<void> {
   const events: FarmEvent[] = [];
+  const estimates: LearnedEstimate[] = [];
   for (const e of effects) {
     if (e.kind === "persistNodes") await store.putNodes(e.nodes);
     else if (e.kind === "persistDrvs") await store.putDrvs(e.records);
     else if (e.kind === "persistJob") await store.putJob(e.job);
+    else if (e.kind === "persistEstimate") estimates.push(e.estimate);
     else if (e.kind === "event") events.push(e.event);
   }
+  if (estimates.length) await store.putEstimates(estimates);
   for (let i = 0; i < events.length; i += 1000) {
     await Promise.all(events.slice(i, i + 1000).map((ev) => store.publish(ev)));
   }

@@ -6,7 +6,8 @@ import type { FarmEvent } from "../core/effects.js";
 import { StoreConflictError } from "../core/errors.js";
 import type { Snapshot } from "../core/snapshot.js";
 import type { DrvNode, JobRecord } from "../core/types.js";
-import { drvKey, jobKey, lastPerKey, SerialQueue, type FarmStore, type StoreKind } from "./farm-store.js";
+import { drvKey, estimateKey, jobKey, lastPerKey, SerialQueue, type FarmStore, type StoreKind } from "./farm-store.js";
+import type { LearnedEstimate } from "../core/estimator.js";
 
 interface Entry {
   json: string;
@@ -16,13 +17,13 @@ interface Entry {
 /** The shared "server" several MemoryStores (coordinators) can open. */
 export class MemoryBackend {
   sequence = 0;
-  readonly buckets: Record<StoreKind, Map<string, Entry>> = { nodes: new Map(), drvs: new Map(), jobs: new Map() };
+  readonly buckets: Record<StoreKind, Map<string, Entry>> = { nodes: new Map(), drvs: new Map(), jobs: new Map(), estimates: new Map() };
   readonly events: FarmEvent[] = [];
 }
 
 /** A FarmStore over a MemoryBackend. */
 export class MemoryStore implements FarmStore {
-  private readonly seen: Record<StoreKind, Map<string, number>> = { nodes: new Map(), drvs: new Map(), jobs: new Map() };
+  private readonly seen: Record<StoreKind, Map<string, number>> = { nodes: new Map(), drvs: new Map(), jobs: new Map(), estimates: new Map() };
   private readonly queue = new SerialQueue();
   private closed = false;
 
@@ -39,7 +40,7 @@ export class MemoryStore implements FarmStore {
       }
       return out;
     };
-    return { nodes: read<DrvNode>("nodes"), drvs: read<DrvRecord>("drvs"), jobs: read<JobRecord>("jobs") };
+    return { nodes: read<DrvNode>("nodes"), drvs: read<DrvRecord>("drvs"), jobs: read<JobRecord>("jobs"), estimates: read<LearnedEstimate>("estimates") };
   }
 
   /** Stores nodes unconditionally (content-addressed, immutable). */
@@ -67,6 +68,14 @@ export class MemoryStore implements FarmStore {
       const key = jobKey(job.jobId);
       this.expectCurrent("jobs", key);
       this.write("jobs", key, job);
+    });
+  }
+
+  /** Stores estimates unconditionally. */
+  async putEstimates(estimates: LearnedEstimate[]): Promise<void> {
+    return this.queue.run(async () => {
+      this.check();
+      for (const [key, e] of lastPerKey(estimates, estimateKey)) this.write("estimates", key, e);
     });
   }
 

@@ -45,7 +45,7 @@ describe("NatsStore specifics", () => {
     const prefix = nextPrefix();
     const store = await NatsStore.open(nc, { prefix });
     toDestroy.push(store);
-    expect(store.bucketNames).toEqual({ nodes: `${prefix}farm-nodes`, drvs: `${prefix}farm-drvs`, jobs: `${prefix}farm-jobs` });
+    expect(store.bucketNames).toEqual({ nodes: `${prefix}farm-nodes`, drvs: `${prefix}farm-drvs`, jobs: `${prefix}farm-jobs`, estimates: `${prefix}farm-estimates` });
     expect(store.streamName).toBe(`${prefix}FARM_EVENTS`);
     const node = mkNode("hello");
     await store.putNodes([node]);

@@ -13,7 +13,8 @@ import type { FarmEvent } from "../core/effects.js";
 import { StoreConflictError, TransientError } from "../core/errors.js";
 import type { Snapshot } from "../core/snapshot.js";
 import type { DrvNode, JobRecord } from "../core/types.js";
-import { checkPrefix, drvKey, eventSubject, jobKey, lastPerKey, SerialQueue, type FarmStore, type StoreKind } from "./farm-store.js";
+import { checkPrefix, drvKey, estimateKey, eventSubject, jobKey, lastPerKey, SerialQueue, STORE_KINDS, type FarmStore, type StoreKind } from "./farm-store.js";
+import type { LearnedEstimate } from "../core/estimator.js";
 
 /** Options of a NatsStore. */
 export interface NatsStoreOptions {
@@ -26,11 +27,11 @@ export interface NatsStoreOptions {
 }
 
 const WRONG_LAST_SEQUENCE = 10071;
-const KINDS: StoreKind[] = ["nodes", "drvs", "jobs"];
+const KINDS = STORE_KINDS;
 
 /** A FarmStore backed by JetStream KV and a JetStream stream. */
 export class NatsStore implements FarmStore {
-  private readonly seen: Record<StoreKind, Map<string, number>> = { nodes: new Map(), drvs: new Map(), jobs: new Map() };
+  private readonly seen: Record<StoreKind, Map<string, number>> = { nodes: new Map(), drvs: new Map(), jobs: new Map(), estimates: new Map() };
   private readonly queue = new SerialQueue();
   private readonly dec = new TextDecoder();
 
@@ -66,11 +67,12 @@ export class NatsStore implements FarmStore {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const kvm = new Kvm(js);
-    const names = { nodes: `${prefix}farm-nodes`, drvs: `${prefix}farm-drvs`, jobs: `${prefix}farm-jobs` };
+    const names = { nodes: `${prefix}farm-nodes`, drvs: `${prefix}farm-drvs`, jobs: `${prefix}farm-jobs`, estimates: `${prefix}farm-estimates` };
     const kvs = {
       nodes: await kvm.create(names.nodes, { history: 1 }),
       drvs: await kvm.create(names.drvs, { history: 1 }),
       jobs: await kvm.create(names.jobs, { history: 1 }),
+      estimates: await kvm.create(names.estimates, { history: 1 }),
     };
     const streamName = `${prefix}FARM_EVENTS`;
     try {
@@ -87,12 +89,13 @@ export class NatsStore implements FarmStore {
 
   /** Latest value of every key in the three buckets. */
   async load(): Promise<Snapshot> {
-    const [nodes, drvs, jobs] = await Promise.all([
+    const [nodes, drvs, jobs, estimates] = await Promise.all([
       this.readBucket<DrvNode>("nodes"),
       this.readBucket<DrvRecord>("drvs"),
       this.readBucket<JobRecord>("jobs"),
+      this.readBucket<LearnedEstimate>("estimates"),
     ]);
-    return { nodes, drvs, jobs };
+    return { nodes, drvs, jobs, estimates };
   }
 
   /** Stores nodes unconditionally (content-addressed, immutable). */
@@ -111,6 +114,12 @@ export class NatsStore implements FarmStore {
   async putJob(job: JobRecord): Promise<void> {
     const batch = new Map([[jobKey(job.jobId), job]]);
     return this.queue.run(() => this.putAll("jobs", batch, true));
+  }
+
+  /** Stores estimates unconditionally (advisory data). */
+  async putEstimates(estimates: LearnedEstimate[]): Promise<void> {
+    const batch = lastPerKey(estimates, estimateKey);
+    return this.queue.run(() => this.putAll("estimates", batch, false));
   }
 
   /** Publishes to <prefix>farm.events.<type> and waits for the stream's ack. */

@@ -9,6 +9,7 @@ import { InvalidInputError, StoreConflictError } from "../core/errors.js";
 import { Scheduler } from "../core/scheduler.js";
 import { Harness, drvPathOf, mkNode, mkSubmission, mkWorker } from "../core/test-support.js";
 import type { JobRecord } from "../core/types.js";
+import type { LearnedEstimate } from "../core/estimator.js";
 import { applyEffects, drvKey, type FarmStore } from "./farm-store.js";
 
 /** A store the suite can also read events back from. */
@@ -55,7 +56,18 @@ export function storeConformance(name: string, factory: StoreFactory, opts: { sc
     });
 
     it("starts empty", async () => {
-      expect(await (await open()).load()).toEqual({ nodes: [], drvs: [], jobs: [] });
+      expect(await (await open()).load()).toEqual({ nodes: [], drvs: [], jobs: [], estimates: [] });
+    });
+
+    it("keeps learned estimates across a reopen, last writer winning per package", async () => {
+      const s = await open();
+      const estimate = (key: string, peak: number): LearnedEstimate => ({ format: 1, key, samples: [{ cores: 2, n: 1, durationMs: 1000, peakBytes: peak }] } as unknown as LearnedEstimate);
+      await s.putEstimates([estimate("gcc@10", 1), estimate("hello@2", 5)]);
+      await s.putEstimates([estimate("gcc@10", 2)]);
+      const loaded = await (await open()).load();
+      const byKey = new Map((loaded.estimates ?? []).map((e) => [e.key, e]));
+      expect([...byKey.keys()].sort()).toEqual(["gcc@10", "hello@2"]);
+      expect(byKey.get("gcc@10")).toEqual(estimate("gcc@10", 2));
     });
 
     it("round-trips nodes, records and jobs through a reopen, keeping the last write per key", async () => {

@@ -228,6 +228,11 @@ export interface Assignment {
   /** Wall-clock limit for the build; 0 = none. */
   timeoutMs: number;
   name: string;
+  /**
+   * Expected wall time of the build at these cores, from past builds; 0 = unknown.
+   * A draining worker hands back at once the builds that would not finish in time.
+   */
+  estimatedDurationMs: number;
 }
 
 export interface Assignment_OutputsEntry {
@@ -388,6 +393,11 @@ export interface DerivationStatus {
   estimatedDurationMs: number;
   /** Why a ready derivation is not running (no worker fits, ...). */
   waitingReason: string;
+  /** Where the estimates came from: learned, heavy-table, big-parallel, fetch, default. */
+  estimateSource: string;
+  /** While building: memory of the build's process tree now, and its peak so far. */
+  currentMemoryBytes: number;
+  currentPeakMemoryBytes: number;
 }
 
 export interface JobStatus {
@@ -436,6 +446,11 @@ export interface WorkerStatus {
   buildsDone: number;
   buildsFailed: number;
   oomKills: number;
+  /** Memory not reserved by running builds (what placement can still give). */
+  unreservedMemoryBytes: number;
+  reservedMemoryBytes: number;
+  reservedCores: number;
+  maxBuilds: number;
 }
 
 export interface ListWorkersResponse {
@@ -1688,7 +1703,16 @@ export const HeartbeatAck: MessageFns<HeartbeatAck> = {
 };
 
 function createBaseAssignment(): Assignment {
-  return { lease: undefined, outputs: {}, inputPaths: [], cores: 0, memoryLimitBytes: 0, timeoutMs: 0, name: "" };
+  return {
+    lease: undefined,
+    outputs: {},
+    inputPaths: [],
+    cores: 0,
+    memoryLimitBytes: 0,
+    timeoutMs: 0,
+    name: "",
+    estimatedDurationMs: 0,
+  };
 }
 
 export const Assignment: MessageFns<Assignment> = {
@@ -1713,6 +1737,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.name !== "") {
       writer.uint32(58).string(message.name);
+    }
+    if (message.estimatedDurationMs !== 0) {
+      writer.uint32(64).uint64(message.estimatedDurationMs);
     }
     return writer;
   },
@@ -1789,6 +1816,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.name = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.estimatedDurationMs = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1835,6 +1870,11 @@ export const Assignment: MessageFns<Assignment> = {
         ? globalThis.Number(object.timeout_ms)
         : 0,
       name: isSet(object.name) ? globalThis.String(object.name) : "",
+      estimatedDurationMs: isSet(object.estimatedDurationMs)
+        ? globalThis.Number(object.estimatedDurationMs)
+        : isSet(object.estimated_duration_ms)
+        ? globalThis.Number(object.estimated_duration_ms)
+        : 0,
     };
   },
 
@@ -1867,6 +1907,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.name !== "") {
       obj.name = message.name;
     }
+    if (message.estimatedDurationMs !== 0) {
+      obj.estimatedDurationMs = Math.round(message.estimatedDurationMs);
+    }
     return obj;
   },
 
@@ -1890,6 +1933,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.memoryLimitBytes = object.memoryLimitBytes ?? 0;
     message.timeoutMs = object.timeoutMs ?? 0;
     message.name = object.name ?? "";
+    message.estimatedDurationMs = object.estimatedDurationMs ?? 0;
     return message;
   },
 };
@@ -4108,6 +4152,9 @@ function createBaseDerivationStatus(): DerivationStatus {
     estimatedMemoryBytes: 0,
     estimatedDurationMs: 0,
     waitingReason: "",
+    estimateSource: "",
+    currentMemoryBytes: 0,
+    currentPeakMemoryBytes: 0,
   };
 }
 
@@ -4157,6 +4204,15 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     }
     if (message.waitingReason !== "") {
       writer.uint32(122).string(message.waitingReason);
+    }
+    if (message.estimateSource !== "") {
+      writer.uint32(130).string(message.estimateSource);
+    }
+    if (message.currentMemoryBytes !== 0) {
+      writer.uint32(136).uint64(message.currentMemoryBytes);
+    }
+    if (message.currentPeakMemoryBytes !== 0) {
+      writer.uint32(144).uint64(message.currentPeakMemoryBytes);
     }
     return writer;
   },
@@ -4294,6 +4350,30 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
             message.waitingReason = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.estimateSource = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.currentMemoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.currentPeakMemoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4359,6 +4439,21 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
         : isSet(object.waiting_reason)
         ? globalThis.String(object.waiting_reason)
         : "",
+      estimateSource: isSet(object.estimateSource)
+        ? globalThis.String(object.estimateSource)
+        : isSet(object.estimate_source)
+        ? globalThis.String(object.estimate_source)
+        : "",
+      currentMemoryBytes: isSet(object.currentMemoryBytes)
+        ? globalThis.Number(object.currentMemoryBytes)
+        : isSet(object.current_memory_bytes)
+        ? globalThis.Number(object.current_memory_bytes)
+        : 0,
+      currentPeakMemoryBytes: isSet(object.currentPeakMemoryBytes)
+        ? globalThis.Number(object.currentPeakMemoryBytes)
+        : isSet(object.current_peak_memory_bytes)
+        ? globalThis.Number(object.current_peak_memory_bytes)
+        : 0,
     };
   },
 
@@ -4409,6 +4504,15 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     if (message.waitingReason !== "") {
       obj.waitingReason = message.waitingReason;
     }
+    if (message.estimateSource !== "") {
+      obj.estimateSource = message.estimateSource;
+    }
+    if (message.currentMemoryBytes !== 0) {
+      obj.currentMemoryBytes = Math.round(message.currentMemoryBytes);
+    }
+    if (message.currentPeakMemoryBytes !== 0) {
+      obj.currentPeakMemoryBytes = Math.round(message.currentPeakMemoryBytes);
+    }
     return obj;
   },
 
@@ -4432,6 +4536,9 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     message.estimatedMemoryBytes = object.estimatedMemoryBytes ?? 0;
     message.estimatedDurationMs = object.estimatedDurationMs ?? 0;
     message.waitingReason = object.waitingReason ?? "";
+    message.estimateSource = object.estimateSource ?? "";
+    message.currentMemoryBytes = object.currentMemoryBytes ?? 0;
+    message.currentPeakMemoryBytes = object.currentPeakMemoryBytes ?? 0;
     return message;
   },
 };
@@ -4974,6 +5081,10 @@ function createBaseWorkerStatus(): WorkerStatus {
     buildsDone: 0,
     buildsFailed: 0,
     oomKills: 0,
+    unreservedMemoryBytes: 0,
+    reservedMemoryBytes: 0,
+    reservedCores: 0,
+    maxBuilds: 0,
   };
 }
 
@@ -5023,6 +5134,18 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     }
     if (message.oomKills !== 0) {
       writer.uint32(120).uint32(message.oomKills);
+    }
+    if (message.unreservedMemoryBytes !== 0) {
+      writer.uint32(128).uint64(message.unreservedMemoryBytes);
+    }
+    if (message.reservedMemoryBytes !== 0) {
+      writer.uint32(136).uint64(message.reservedMemoryBytes);
+    }
+    if (message.reservedCores !== 0) {
+      writer.uint32(144).uint32(message.reservedCores);
+    }
+    if (message.maxBuilds !== 0) {
+      writer.uint32(152).uint32(message.maxBuilds);
     }
     return writer;
   },
@@ -5160,6 +5283,38 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
             message.oomKills = reader.uint32();
             continue;
           }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.unreservedMemoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.reservedMemoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.reservedCores = reader.uint32();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.maxBuilds = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5231,6 +5386,26 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
         : isSet(object.oom_kills)
         ? globalThis.Number(object.oom_kills)
         : 0,
+      unreservedMemoryBytes: isSet(object.unreservedMemoryBytes)
+        ? globalThis.Number(object.unreservedMemoryBytes)
+        : isSet(object.unreserved_memory_bytes)
+        ? globalThis.Number(object.unreserved_memory_bytes)
+        : 0,
+      reservedMemoryBytes: isSet(object.reservedMemoryBytes)
+        ? globalThis.Number(object.reservedMemoryBytes)
+        : isSet(object.reserved_memory_bytes)
+        ? globalThis.Number(object.reserved_memory_bytes)
+        : 0,
+      reservedCores: isSet(object.reservedCores)
+        ? globalThis.Number(object.reservedCores)
+        : isSet(object.reserved_cores)
+        ? globalThis.Number(object.reserved_cores)
+        : 0,
+      maxBuilds: isSet(object.maxBuilds)
+        ? globalThis.Number(object.maxBuilds)
+        : isSet(object.max_builds)
+        ? globalThis.Number(object.max_builds)
+        : 0,
     };
   },
 
@@ -5281,6 +5456,18 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     if (message.oomKills !== 0) {
       obj.oomKills = Math.round(message.oomKills);
     }
+    if (message.unreservedMemoryBytes !== 0) {
+      obj.unreservedMemoryBytes = Math.round(message.unreservedMemoryBytes);
+    }
+    if (message.reservedMemoryBytes !== 0) {
+      obj.reservedMemoryBytes = Math.round(message.reservedMemoryBytes);
+    }
+    if (message.reservedCores !== 0) {
+      obj.reservedCores = Math.round(message.reservedCores);
+    }
+    if (message.maxBuilds !== 0) {
+      obj.maxBuilds = Math.round(message.maxBuilds);
+    }
     return obj;
   },
 
@@ -5304,6 +5491,10 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     message.buildsDone = object.buildsDone ?? 0;
     message.buildsFailed = object.buildsFailed ?? 0;
     message.oomKills = object.oomKills ?? 0;
+    message.unreservedMemoryBytes = object.unreservedMemoryBytes ?? 0;
+    message.reservedMemoryBytes = object.reservedMemoryBytes ?? 0;
+    message.reservedCores = object.reservedCores ?? 0;
+    message.maxBuilds = object.maxBuilds ?? 0;
     return message;
   },
 };
