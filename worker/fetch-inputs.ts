@@ -4,6 +4,7 @@
 import path from "node:path";
 import { encodeExport, topoSortByReferences, type ExportItem } from "../coordinator/cache/export-stream.js";
 import { referencePaths, type NarInfo } from "../coordinator/cache/narinfo.js";
+import { mapLimit } from "../coordinator/cache/client.js";
 import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
 import { parseDryRun } from "./nix-log.js";
@@ -44,19 +45,6 @@ export async function missingClosure(store: NixStore, cache: CacheApi, roots: st
   }
   const nodes = [...infos.values()].map((info) => ({ storePath: info.storePath, references: referencePaths(info), info }));
   return topoSortByReferences(nodes).map((n) => n.info);
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const run = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
-  return out;
 }
 
 /** Imports the closure of `drvPath` from the cache; returns the paths imported and bytes read. */

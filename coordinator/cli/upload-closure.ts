@@ -4,7 +4,7 @@
 // the rest go up dependencies first (the cache refuses dangling references).
 import { execa } from "execa";
 import type { Logger } from "pino";
-import { CacheClient } from "../cache/client.js";
+import { CacheClient, mapLimit } from "../cache/client.js";
 import { parseExport, topoSortByReferences } from "../cache/export-stream.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";
@@ -16,15 +16,8 @@ const MAX_SOURCE_BYTES = 512 * 1024 ** 2;
 /** Uploads the missing closure paths; returns how many were sent. */
 export async function uploadClosure(opts: { client: CacheClient; paths: StorePath[]; nix: NixEnv; logger: Logger; onProgress?: (sent: number, total: number) => void }): Promise<{ sent: number; present: number }> {
   const { client, paths, nix, logger } = opts;
-  const missing: StorePath[] = [];
-  const CONCURRENCY = 16;
-  for (let i = 0; i < paths.length; i += CONCURRENCY) {
-    const batch = paths.slice(i, i + CONCURRENCY);
-    const infos = await Promise.all(batch.map((p) => client.narInfo(p)));
-    batch.forEach((p, j) => {
-      if (!infos[j]) missing.push(p);
-    });
-  }
+  const infos = await mapLimit(paths, 16, (p) => client.narInfo(p));
+  const missing = paths.filter((_, i) => !infos[i]);
   logger.debug({ total: paths.length, missing: missing.length }, "closure paths missing from the cache");
   if (missing.length === 0) return { sent: 0, present: paths.length };
 
