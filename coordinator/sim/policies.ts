@@ -1,0 +1,59 @@
+// The scheduling policies the benchmark compares, each a recipe for a fresh
+// Scheduler (plus the Hydra retry emulation for the hydra-like baseline).
+import type { Estimator } from "../core/estimator.js";
+import { NoEstimates } from "../core/estimator.js";
+import { LearnedEstimator } from "../core/learned-estimator.js";
+import { SimpleFit } from "../core/placement.js";
+import { FifoPriority, LongestPathPriority } from "../core/priority.js";
+import { Scheduler, type SchedulerConfig } from "../core/scheduler.js";
+import { BackoffPlacement, HydraRetries } from "./hydra-retries.js";
+
+/** Names of the compared policies. */
+export type PolicyName = "ours" | "fifo" | "hydra-like";
+
+/** What one simulated run drives. */
+export interface PolicyInstance {
+  name: PolicyName;
+  scheduler: Scheduler;
+  /** The estimator the scheduler learns into (keep it to give a later run history). */
+  estimator: Estimator;
+  /** Hydra's retry budget, for the hydra-like baseline only. */
+  hydra: HydraRetries | null;
+}
+
+/** One line per policy, for the report. */
+export const POLICY_DESCRIPTIONS: Record<PolicyName, string> = {
+  ours: "the scheduler's defaults: learned estimator, memory-fit placement (cores, lifetime), upward rank by estimated duration",
+  fifo: "FIFO priority (submission order), simple-fit placement, no memory model",
+  "hydra-like": "maxJobs slots, step-count critical path, no memory model, OOM/lost = retry (5, 60 s x3 backoff)",
+};
+
+/**
+ * A fresh scheduler for `name`. `history` (ours only) is an estimator that
+ * already learned from an earlier run; without it "ours" starts cold.
+ */
+export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, history?: Estimator): PolicyInstance {
+  switch (name) {
+    case "ours": {
+      // The scheduler's own defaults (placement, priority), with a learned estimator we keep hold of.
+      const estimator = history ?? new LearnedEstimator();
+      return { name, scheduler: new Scheduler(config, { estimator }), estimator, hydra: null };
+    }
+    case "fifo": {
+      const estimator = new NoEstimates();
+      return { name, scheduler: new Scheduler(config, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
+    }
+    case "hydra-like": {
+      const hydra = new HydraRetries();
+      const estimator = new NoEstimates();
+      // Hydra's budget, not the core's halving, decides how often an OOM is retried.
+      const scheduler = new Scheduler(
+        { ...config, maxOomRetries: 1_000_000 },
+        new BackoffPlacement(new SimpleFit(), hydra),
+        new LongestPathPriority(),
+        estimator,
+      );
+      return { name, scheduler, estimator, hydra };
+    }
+  }
+}

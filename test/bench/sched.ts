@@ -1,0 +1,92 @@
+// `npm run bench:sched`: the scheduling simulator's benchmark. Runs each DAG
+// under hydra-like, fifo, ours (cold) and ours (with history) on the same
+// seeded fleet and workload, and prints Markdown tables with ratios measured
+// in this run. Numbers are measurements, never assertions.
+//   npm run bench:sched
+//   npm run bench:sched -- --dag FILE --roots DRV[,DRV] [--fleet SPEC] [--seed N] [--model FILE]
+import { readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ALL_VARIANTS, runBenchCase, VARIANT_LABELS, type BenchOutcome, type Variant } from "../../coordinator/sim/bench.js";
+import { loadSimDag } from "../../coordinator/sim/dag-input.js";
+import { parseFleet } from "../../coordinator/sim/fleet.js";
+import { caseTable, targetLines } from "../../coordinator/sim/report.js";
+import { paramsFromJson, WorkloadModel } from "../../coordinator/sim/workload.js";
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+const fixtures = join(repo, "test/fixtures/dags");
+
+/** The default set: the issue's DAGs with fleets sized to them. */
+const DEFAULT_SET = [
+  { name: "hello", file: "hello.jsonl", roots: ["/nix/store/iylhv1jiapks1396jz2fv8wq85q68y6y-hello-2.10.drv"], fleet: "10", hydraTarget: false },
+  { name: "gcc", file: "gcc.jsonl", roots: ["/nix/store/flz0r0b1livgxp5jny9dldfx47a0az01-gcc-wrapper-9.3.0.drv"], fleet: "10", hydraTarget: true },
+  { name: "chromium", file: "chromium.jsonl.xz", roots: ["/nix/store/c55b72kmfdivfi46xk59qk6y5wx08a1l-chromium-84.0.4147.89.drv"], fleet: "30", hydraTarget: true },
+  { name: "nixpkgs-10k", file: "nixpkgs-10k.jsonl.xz", roots: [] as string[], fleet: "100", hydraTarget: false },
+];
+
+interface Args {
+  dag?: string;
+  roots: string[];
+  fleet?: string;
+  seed: number;
+  model?: string;
+  variants: Variant[];
+  only?: string;
+}
+
+function usage(msg: string): never {
+  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N] [--model FILE] [--variants a,b] [--only NAME]`);
+  process.exit(2);
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { roots: [], seed: 1, variants: [...ALL_VARIANTS] };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i + 1];
+    const take = (): string => (v === undefined ? usage(`${argv[i]} needs a value`) : (i++, v));
+    switch (argv[i]) {
+      case "--dag": a.dag = take(); break;
+      case "--roots": a.roots = take().split(",").filter((s) => s !== ""); break;
+      case "--fleet": a.fleet = take(); break;
+      case "--seed": a.seed = Number(take()); break;
+      case "--model": a.model = take(); break;
+      case "--only": a.only = take(); break;
+      case "--variants": {
+        const list = take().split(",").map((s) => s.trim());
+        for (const x of list) if (!ALL_VARIANTS.includes(x as Variant)) usage(`unknown variant ${x} (${ALL_VARIANTS.join(", ")})`);
+        a.variants = list as Variant[];
+        break;
+      }
+      default: usage(`unknown argument ${argv[i]}`);
+    }
+  }
+  if (!Number.isInteger(a.seed)) usage("--seed must be an integer");
+  return a;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const workload = new WorkloadModel(args.model === undefined ? undefined : paramsFromJson(JSON.parse(readFileSync(args.model, "utf8"))));
+  const cases = args.dag !== undefined
+    ? [{ name: args.dag, file: resolve(args.dag), roots: args.roots, fleet: args.fleet ?? "20", hydraTarget: false }]
+    : DEFAULT_SET.filter((c) => args.only === undefined || c.name === args.only).map((c) => ({ ...c, file: join(fixtures, c.file), fleet: args.fleet ?? c.fleet }));
+  const command = ["npm run bench:sched", ...(process.argv.length > 2 ? ["--", ...process.argv.slice(2)] : [])].join(" ");
+  console.log(`# Scheduler benchmark (simulated)\n\nCommand: \`${command}\`  \nWorkload model: coordinator/sim/workload-params.ts${args.model ? ` + ${args.model}` : ""} (anchors from the tmpnix field notes; the rest assumed).\n`);
+  const targets: string[] = [];
+  const t0 = performance.now();
+  for (const c of cases) {
+    const dag = await loadSimDag(c.file, c.roots, c.name);
+    const outcome: BenchOutcome = runBenchCase({ dag, fleet: parseFleet(c.fleet), workload, seed: args.seed, variants: args.variants });
+    console.log(caseTable(outcome));
+    const wall = outcome.rows.map((r) => `${VARIANT_LABELS[r.variant]} ${(r.wallMs / 1000).toFixed(1)} s`).join(", ");
+    console.log(`\nWall time per run: ${wall}.\n`);
+    targets.push(...targetLines(outcome, c.hydraTarget));
+  }
+  if (targets.length > 0) console.log(`## Targets (from the issue), measured\n\n${targets.join("\n")}\n`);
+  console.log(`Total wall time ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});
