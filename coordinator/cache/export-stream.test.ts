@@ -19,7 +19,7 @@ function items(): ExportItem[] {
   ];
 }
 
-async function parseAll(stream: Buffer, sink = (nar: AsyncIterable<Buffer>) => collect(nar)) {
+async function parseAll<T = Buffer>(stream: Buffer, sink: (nar: AsyncIterable<Buffer>) => Promise<T> = (nar) => collect(nar) as Promise<T>) {
   const out = [];
   for await (const item of parseExport(chunked(stream, 13), sink, SD)) out.push(item);
   return out;

@@ -11,7 +11,7 @@ import { hasValidPath, readValidNarInfo } from "./http-server.js";
 import { formatSha256, hashSource } from "./nar.js";
 import { parseNarInfo } from "./narinfo.js";
 import { generateKeyPair, verifyNarInfo } from "./signing.js";
-import { chunked, collect, narFromTree, SAMPLE_TREE } from "./testing/nar-fixtures.js";
+import { chunked, collect, narFromTree, SAMPLE_TREE, type NarTree } from "./testing/nar-fixtures.js";
 import { startTestCache, type TestCache } from "./testing/cache-server.js";
 import { encodeString, encodeU64 } from "./wire.js";
 
@@ -31,7 +31,7 @@ afterEach(async () => {
 });
 
 async function rawPut(path: string, body: Buffer, headers: Record<string, string>): Promise<{ status: number; text: string }> {
-  const res = await fetch(`${cache.url}${path}`, { method: "PUT", body, headers: { Authorization: `Bearer ${cache.token}`, ...headers } });
+  const res = await fetch(`${cache.url}${path}`, { method: "PUT", body: new Uint8Array(body), headers: { Authorization: `Bearer ${cache.token}`, ...headers } });
   return { status: res.status, text: await res.text() };
 }
 
@@ -168,7 +168,7 @@ describe("cache server: uploads", () => {
   });
 
   it("requires a valid token", async () => {
-    const res = await fetch(`${cache.url}/upload/${HP1}`, { method: "PUT", body: NAR1, headers: { "X-Nix-Store-Path": P1 } });
+    const res = await fetch(`${cache.url}/upload/${HP1}`, { method: "PUT", body: new Uint8Array(NAR1), headers: { "X-Nix-Store-Path": P1 } });
     expect(res.status).toBe(401);
     await expect(cache.client({ token: "wrong" }).upload({ storePath: P1, references: [], narStream: [NAR1] })).rejects.toBeInstanceOf(AuthError);
     await expect(cache.client({ token: "wrong" }).putLog(`${SD}/2h9i448h1w70s30b184hh1q60l2060h1-x.drv`, "log")).rejects.toBeInstanceOf(AuthError);
@@ -255,7 +255,7 @@ describe("cache client: trust", () => {
   it("fails the NAR stream when the stored file was tampered with", async () => {
     const client = cache.client();
     const info = (await client.narInfo(P1))!;
-    const tampered = narFromTree({ ...SAMPLE_TREE, dir: SAMPLE_TREE.dir.slice(1) } as typeof SAMPLE_TREE);
+    const tampered = narFromTree({ dir: (SAMPLE_TREE as { dir: [string | Buffer, NarTree][] }).dir.slice(1) });
     await writeFile(join(cache.root, info.url), await collect(compressZstd([tampered])));
     await expect(collect(client.narStream(info))).rejects.toBeInstanceOf(HashMismatchError);
     expect(await readValidNarInfo(cache.storage, P1)).not.toBeNull(); // the server does not re-hash on reads
