@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cgroupPathFor, defaultSystems, detectCores, detectMemoryBytes, freeDiskBytes, parseCpuQuota, parseMeminfo, parseMemoryLimit, parseProcCgroup } from "./host-probe.js";
+import { cgroupPathFor, defaultSystems, detectCores, detectMemoryBytes, memoryForBuilds, WORKER_SELF_CUSHION_BYTES, freeDiskBytes, parseCpuQuota, parseMeminfo, parseMemoryLimit, parseProcCgroup } from "./host-probe.js";
 
 describe("cgroup parsing", () => {
   const v1 = "12:pids:/x\n4:memory:/process_api/abc\n3:cpu,cpuacct:/box\n0::/\n";
@@ -47,6 +47,12 @@ describe("detection from a fake cgroup tree", () => {
     const roots = { procCgroup: path.join(dir, "self-cgroup"), sysfs: dir };
     expect(detectMemoryBytes(roots)).toBe(256 * 1024 ** 2);
     expect(detectCores(roots)).toBe(1);
+  });
+
+  it("offers builds the limit minus the worker's own process and a cushion", () => {
+    const MiB = 1024 ** 2;
+    expect(memoryForBuilds(256 * MiB, 40 * MiB)).toBe(256 * MiB - 40 * MiB - WORKER_SELF_CUSHION_BYTES);
+    expect(memoryForBuilds(100 * MiB, 90 * MiB)).toBe(64 * MiB);
   });
 
   it("falls back to the machine when no cgroup limit is set", () => {

@@ -116,6 +116,18 @@ export function detectMemoryBytes(roots = DEFAULT_ROOTS): number {
   return Math.min(total, limit ?? total);
 }
 
+/** Room the worker's own process keeps above its current RSS (it shares the container's limit with builds). */
+export const WORKER_SELF_CUSHION_BYTES = 32 * 1024 ** 2;
+
+/**
+ * Memory to offer builds: the container's limit minus this worker's own
+ * process and a cushion, so a build that fills its reservation cannot push the
+ * worker itself into the OOM killer. Never below 64 MiB.
+ */
+export function memoryForBuilds(limitBytes: number, ownRssBytes: number): number {
+  return Math.max(64 * 1024 ** 2, limitBytes - ownRssBytes - WORKER_SELF_CUSHION_BYTES);
+}
+
 /** Memory still free for builds: MemAvailable, or what is left under our cgroup limit if lower. */
 export function freeMemoryBytes(roots = DEFAULT_ROOTS): number {
   const avail = parseMeminfo(readText("/proc/meminfo") ?? "", "MemAvailable") ?? os.freemem();
