@@ -6,7 +6,8 @@ import { existsSync } from "node:fs";
 import { loadConfig, type ConfigOf, type Schema } from "../config/schema.js";
 
 export const cliSchema = {
-  coordinator: { type: "string", doc: "Coordinator gRPC address (host:port)", env: "FARM_COORDINATOR", default: "127.0.0.1:7420" },
+  coordinator: { type: "string", doc: "Coordinator gRPC address (host:port, or https://host:port for TLS)", env: "FARM_COORDINATOR", default: "127.0.0.1:7420" },
+  tlsCa: { type: "string", doc: "PEM file of the CA that signed the coordinator's and cache's certificates (implies TLS)", env: "FARM_TLS_CA", default: "" },
   token: { type: "string", doc: "Bearer token for the coordinator and cache uploads", env: "FARM_TOKEN", default: "" },
   storeDir: { type: "string", doc: "Nix store dir the farm builds for", env: "NIX_STORE_DIR", default: "/tmp/nix/store" },
   nixpkgs: {

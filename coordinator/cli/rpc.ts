@@ -1,8 +1,9 @@
 // The CLI's gRPC client: bearer token on every call, a deadline, and errors
 // turned into one line a user can act on.
-import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { FarmServiceClient } from "../../proto/gen/farm.js";
 import { FarmError } from "../core/errors.js";
+import { grpcChannelCredentials, grpcTarget } from "../tls.js";
 
 /** A coordinator call failed; the message is one line for the user. */
 export class RpcError extends FarmError {
@@ -16,11 +17,13 @@ export interface RpcTarget {
   coordinator: string;
   token: string;
   timeout: number;
+  /** CA to trust for TLS ('' = system roots; TLS when set or for https:// addresses). */
+  tlsCa?: string;
 }
 
 /** Opens a client; `close()` it when done. */
 export function connectFarm(target: RpcTarget): FarmServiceClient {
-  return new FarmServiceClient(target.coordinator, credentials.createInsecure(), {
+  return new FarmServiceClient(grpcTarget(target.coordinator), grpcChannelCredentials(target.coordinator, target.tlsCa ?? ""), {
     "grpc.max_send_message_length": 512 * 1024 ** 2,
     "grpc.max_receive_message_length": 512 * 1024 ** 2,
   });

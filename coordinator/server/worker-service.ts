@@ -9,7 +9,7 @@ import type { CoordinatorMessage, WorkerMessage, WorkerServiceServer } from "../
 import { leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert.js";
 import type { BuildReport, Lease, WorkerInfo } from "../core/types.js";
 import { AuthError, InvalidInputError } from "../core/errors.js";
-import type { TokenRegistry } from "./auth.js";
+import type { Principal, TokenRegistry } from "./auth.js";
 
 /** What a heartbeat tells the coordinator. */
 export interface HeartbeatInfo {
@@ -37,7 +37,8 @@ export interface WorkerHub {
   logLines(session: WorkerSession, lease: Lease, lines: string[]): void;
   result(session: WorkerSession, report: BuildReport): Promise<void>;
   drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void>;
-  disconnected(session: WorkerSession): void;
+  /** The stream ended; "revoked" when the worker's token was revoked (its builds must not wait for it). */
+  disconnected(session: WorkerSession, why?: "revoked"): void;
 }
 
 /** Limits that keep a misbehaving worker from hurting the coordinator. */
@@ -58,6 +59,8 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
       let ended = false;
       let reportedGone = false;
       let joinTimer: NodeJS.Timeout | undefined;
+      let revoked = false;
+      let unwatchTokens = () => {};
       const end = (code: status, details: string) => {
         if (ended) return;
         ended = true;
@@ -66,16 +69,34 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
         else call.emit("error", { code, details });
         gone();
       };
+      const authHeader = call.metadata.get("authorization")[0]?.toString();
+      let principal: Principal;
       try {
-        tokens.authenticate(call.metadata.get("authorization")[0]?.toString(), ["worker"]);
+        principal = tokens.authenticate(authHeader, ["worker"]);
       } catch (err) {
         log.warn({ err: (err as Error).message }, "worker refused: bad token");
         end(status.UNAUTHENTICATED, (err as Error).message);
         return;
       }
+      // A revoked token cuts the open stream too: checked on every message and whenever the tokens file changes.
+      const revoke = (err: Error) => {
+        if (revoked) return;
+        log.warn({ worker: session?.workerId, err: err.message }, "worker token revoked; closing stream");
+        revoked = true;
+        end(status.UNAUTHENTICATED, err.message);
+      };
+      unwatchTokens = tokens.onChange(() => {
+        try {
+          tokens.recheck(authHeader, principal, ["worker"]);
+        } catch (err) {
+          if (err instanceof AuthError) revoke(err);
+          else log.error({ err }, "re-checking the worker token failed");
+        }
+      });
       joinTimer = setTimeout(() => end(status.DEADLINE_EXCEEDED, "no join message in time"), limits.joinTimeoutMs);
 
       const handle = async (msg: WorkerMessage) => {
+        tokens.recheck(authHeader, principal, ["worker"]);
         const m = msg.msg;
         if (!m) throw new InvalidInputError("empty worker message");
         if (!session) {
@@ -129,7 +150,8 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
       let chain = Promise.resolve();
       call.on("data", (msg: WorkerMessage) => {
         chain = chain.then(() => handle(msg)).catch((err) => {
-          if (err instanceof InvalidInputError || err instanceof AuthError) {
+          if (err instanceof AuthError) revoke(err);
+          else if (err instanceof InvalidInputError) {
             log.warn({ worker: session?.workerId, err: err.message }, "bad worker message; closing stream");
             end(status.INVALID_ARGUMENT, err.message);
           } else {
@@ -140,10 +162,11 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
       });
       function gone() {
         clearTimeout(joinTimer);
+        unwatchTokens();
         ended = true;
         if (!session || reportedGone) return;
         reportedGone = true;
-        chain = chain.then(() => hub.disconnected(session!));
+        chain = chain.then(() => hub.disconnected(session!, revoked ? "revoked" : undefined));
       }
       call.on("end", () => {
         gone();
