@@ -2,18 +2,20 @@
 // scheduling logic lives in core/, persistence in store/, the protocols in
 // server/ and the binary cache in cache/.
 import http from "node:http";
+import https from "node:https";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server } from "@grpc/grpc-js";
 import pino from "pino";
 import { loadConfig, flagOptions } from "./config/schema.js";
 import { coordinatorSchema, resolveCoordinatorConfig, type CoordinatorConfig } from "./config.js";
 import { ensureSigningKey } from "./signing-key.js";
 import { TokenRegistry } from "./server/auth.js";
 import { DiskStorage } from "./cache/disk-storage.js";
-import { createCacheServer } from "./cache/http-server.js";
-import { NatsStore } from "./store/nats-store.js";
-import { Scheduler } from "./core/scheduler.js";
+import { createCacheHandler } from "./cache/http-server.js";
+import { grpcServerCredentials, readServerTls } from "./tls.js";
+import { openNatsStore } from "./server/open-store.js";
+import { createScheduler } from "./scheduler-setup.js";
 import { SystemClock } from "./core/clock.js";
 import { Coordinator } from "./server/coordinator.js";
 import { createWorkerService } from "./server/worker-service.js";
@@ -53,7 +55,10 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   const clock = new SystemClock();
   const key = ensureSigningKey(config.signingKeyFile, config.keyName);
   logger.info({ publicKey: key.publicKey, created: key.created, file: config.signingKeyFile }, "cache signing key");
-  const tokens = new TokenRegistry(config.token, config.tokensFile);
+  const tokens = new TokenRegistry(config.token, config.tokensFile, { onProblem: (msg) => logger.error(msg) });
+  // Polled as well as checked on every call, so a revoked worker's quiet stream is cut within a second.
+  const unwatchTokens = tokens.watch(1000);
+  const tls = readServerTls(config.tlsCert, config.tlsKey);
   const canUpload = (token: string) => {
     try {
       tokens.authenticate(`Bearer ${token}`, ["worker", "cli"]);
@@ -65,16 +70,13 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   };
 
   const storage = await DiskStorage.open(path.join(config.dataDir, "cache"));
-  const cacheServer = createCacheServer({ storage, storeDir: config.storeDir, secretKey: key.secretKey, uploadTokens: canUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
+  const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, uploadTokens: canUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
+  const cacheServer = tls ? https.createServer({ cert: tls.cert, key: tls.key }, cacheHandler) : http.createServer(cacheHandler);
   const cacheAddr = hostPort(config.cacheListen);
   await new Promise<void>((resolve, reject) => cacheServer.once("error", reject).listen(cacheAddr.port, cacheAddr.host, resolve));
 
-  const store = await NatsStore.connect(config.natsUrl, { prefix: config.natsPrefix });
-  const snapshot = await store.load();
-  const schedulerConfig = { heartbeatTimeoutMs: config.heartbeatTimeout, buildTimeoutMs: config.buildTimeout, restoreGraceMs: Math.max(config.heartbeatTimeout * 2, 30_000) };
-  const restored = snapshot.jobs.length > 0 || snapshot.drvs.length > 0;
-  const scheduler = restored ? Scheduler.restore(clock.now(), snapshot, schedulerConfig) : new Scheduler(schedulerConfig);
-  logger.info({ jobs: snapshot.jobs.length, derivations: snapshot.drvs.length, restored }, "state loaded from NATS");
+  const { store, snapshot } = await openNatsStore(config.natsUrl, config.natsPrefix, logger);
+  const scheduler = createScheduler(config, snapshot, clock.now(), logger);
 
   let coordinator: Coordinator | undefined;
   const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
@@ -95,7 +97,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     createWorkerService({ hub: coordinator, tokens, storeDir: config.storeDir, logger: logger.child({ part: "workers" }), limits: { joinTimeoutMs: 10_000, maxLogLinesPerMessage: 1000, maxLogLineBytes: 4096 } }),
   );
   grpc.addService(FarmServiceService, createFarmService({ api: coordinator, tokens, storeDir: config.storeDir, maxDagNodes: config.maxDagNodes, logger: logger.child({ part: "cli" }) }));
-  await new Promise<number>((resolve, reject) => grpc.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+  await new Promise<number>((resolve, reject) => grpc.bindAsync(config.listen, grpcServerCredentials(tls), (err, port) => (err ? reject(err) : resolve(port))));
 
   let metricsServer: http.Server | undefined;
   if (config.metricsListen) {
@@ -112,13 +114,14 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
 
   const tick = setInterval(() => void coordinator!.tick().catch((err) => logger.error({ err }, "tick failed")), 1000);
   await coordinator.tick();
-  logger.info({ grpc: config.listen, cache: config.cacheUrl, metrics: config.metricsListen || "off", storeDir: config.storeDir }, "coordinator ready");
+  logger.info({ grpc: config.listen, cache: config.cacheUrl, tls: Boolean(tls), metrics: config.metricsListen || "off", storeDir: config.storeDir }, "coordinator ready");
 
   return {
     coordinator,
     publicKey: key.publicKey,
     async stop() {
       clearInterval(tick);
+      unwatchTokens();
       await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
       await new Promise<void>((resolve) => cacheServer.close(() => resolve()));
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));

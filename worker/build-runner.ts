@@ -5,6 +5,7 @@
 import type { Logger } from "pino";
 import { FarmError } from "../coordinator/core/errors.js";
 import type { AssignmentSpec, BuildReport, Lease } from "../coordinator/core/types.js";
+import { splitForDrain } from "./drain-plan.js";
 import { failureReport, type Executor } from "./executor.js";
 import type { RunningUsage } from "./wire.js";
 
@@ -20,6 +21,7 @@ export type StartResult = "started" | "already-running" | "adopted" | "full" | "
 interface Running {
   lease: Lease;
   spec: AssignmentSpec;
+  startedAtMs: number;
   abort: AbortController;
   memoryBytes: number;
   peakMemoryBytes: number;
@@ -66,6 +68,17 @@ export class BuildRunner {
     return [...this.running.values()].map((r) => ({ lease: r.lease, memoryBytes: r.memoryBytes, peakMemoryBytes: r.peakMemoryBytes }));
   }
 
+  /**
+   * Leases to name in a WorkerJoin: running builds, and finished ones whose
+   * result no coordinator acknowledged yet. Both are still ours: a coordinator
+   * that restarted adopts them instead of requeueing, and the result follows.
+   */
+  joinLeases(): Lease[] {
+    const out = this.leases();
+    for (const r of this.unacked.values()) if (!out.some((l) => l.drvPath === r.lease.drvPath)) out.push(r.lease);
+    return out;
+  }
+
   /** Results not yet acknowledged by a coordinator (resent after reconnecting). */
   unackedResults(): BuildReport[] {
     return [...this.unacked.values()];
@@ -92,13 +105,16 @@ export class BuildRunner {
       return "adopted";
     }
     if (this.draining) return "draining";
-    if (this.running.size >= this.maxBuilds) return "full";
+    // An aborted build is on its way out (its process tree is already killed): its slot is free. The
+    // coordinator sends new work right after aborting a stale lease, as when a cut-off worker comes back.
+    const busy = [...this.running.values()].filter((r) => !r.abort.signal.aborted).length;
+    if (busy >= this.maxBuilds) return "full";
     if (!this.cache) throw new FarmError("no cache configured before the first build");
     const cache = this.cache;
     const abort = new AbortController();
-    const entry: Running = { lease: spec.lease, spec, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, done: Promise.resolve() };
-    this.running.set(spec.lease.drvPath, entry);
     const started = Date.now();
+    const entry: Running = { lease: spec.lease, spec, startedAtMs: started, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, done: Promise.resolve() };
+    this.running.set(spec.lease.drvPath, entry);
     entry.done = this.executor
       .run(spec, {
         ...cache,
@@ -122,11 +138,29 @@ export class BuildRunner {
     return true;
   }
 
+  /**
+   * Refuses new builds from now on. Builds expected to end after `deadlineMs`
+   * (by their assignment's estimate) are handed back at once; the others keep
+   * running. Returns both lists.
+   */
+  beginDrain(now: number, deadlineMs: number, reason: string): { kept: Lease[]; handedBack: Lease[] } {
+    this.draining = true;
+    const candidates = [...this.running.values()].filter((r) => !r.handedBack);
+    const split = splitForDrain(candidates.map((r) => ({ lease: r.lease, startedAtMs: r.startedAtMs, estimatedDurationMs: r.spec.estimatedDurationMs ?? 0 })), now, deadlineMs);
+    for (const lease of split.handBack) {
+      const r = this.running.get(lease.drvPath)!;
+      r.handedBack = true;
+      r.abort.abort(reason);
+    }
+    return { kept: split.keep, handedBack: split.handBack };
+  }
+
   /** Refuses new builds, aborts running ones and returns their leases as handed back. */
   handBackAll(reason: string): Lease[] {
     this.draining = true;
     const leases: Lease[] = [];
     for (const r of this.running.values()) {
+      if (r.handedBack) continue;
       r.handedBack = true;
       r.abort.abort(reason);
       leases.push(r.lease);

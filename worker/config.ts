@@ -8,7 +8,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { ConfigError, describeSchema, flagOptions, loadConfig, type ConfigOf, type Schema } from "../coordinator/config/schema.js";
-import { defaultSystems, detectCores, detectMemoryBytes } from "./host-probe.js";
+import { defaultSystems, detectCores, detectMemoryBytes, memoryForBuilds } from "./host-probe.js";
 
 const isAbsolute = (v: string) => (v === "" || path.isAbsolute(v) ? undefined : `expected an absolute path, got '${v}'`);
 const isNonNegative = (v: number) => (v >= 0 ? undefined : `expected 0 or more, got ${v}`);
@@ -28,10 +28,11 @@ export const workerSchema = {
   workerId: { type: "string", doc: "Stable worker name (default: hostname + random suffix kept in the state dir)", env: "FARM_WORKER_ID", default: "" },
   maxBuilds: { type: "int", doc: "Builds run at once", env: "FARM_MAX_BUILDS", default: 1, check: (v: number) => (v >= 1 ? undefined : `expected 1 or more, got ${v}`) },
   cores: { type: "int", doc: "CPUs offered to builds (0 = cgroup CPU quota or all CPUs)", env: "FARM_CORES", default: 0, check: isNonNegative },
-  memoryBytes: { type: "bytes", doc: "Memory offered to builds (0 = own cgroup limit capped by MemTotal)", env: "FARM_MEMORY", default: 0, check: isNonNegative },
+  memoryBytes: { type: "bytes", doc: "Memory offered to builds (0 = own cgroup limit capped by MemTotal, minus this process and a 32 MiB cushion)", env: "FARM_MEMORY", default: 0, check: isNonNegative },
   systems: { type: "list", doc: "Nix systems built here, primary first (default: x86_64-linux,i686-linux on x86_64)", env: "FARM_SYSTEMS", default: [] as string[] },
   features: { type: "list", doc: "Nix system features offered (e.g. big-parallel)", env: "FARM_FEATURES", default: [] as string[] },
   maxLifetimeSeconds: { type: "int", doc: "Platform-imposed lifetime of this machine in seconds (0 = unknown)", env: "FARM_MAX_LIFETIME_SECONDS", default: 0, check: isNonNegative },
+  drainGraceMs: { type: "duration", doc: "On SIGTERM (or ahead of max-lifetime-seconds) builds expected to finish within this may; the others are handed back at once", env: "FARM_DRAIN_GRACE", default: 30_000, check: isNonNegative },
   heartbeatIntervalMs: { type: "duration", doc: "Heartbeat interval override (0 = what the coordinator says)", env: "FARM_HEARTBEAT_INTERVAL_MS", default: 0, check: isNonNegative },
   minFreeDiskBytes: { type: "bytes", doc: "Free disk below which fetching or building reports disk-full", env: "FARM_MIN_FREE_DISK", default: 512 * 1024 ** 2, check: isNonNegative },
   logLevel: { type: "string", doc: "pino log level", env: "FARM_LOG_LEVEL", default: "info", check: (v: string) => (LOG_LEVELS.includes(v) ? undefined : `expected one of ${LOG_LEVELS.join(", ")}`) },
@@ -85,7 +86,7 @@ export interface HostFacts {
 export const realHost: HostFacts = {
   hostname: () => os.hostname(),
   cores: () => detectCores(),
-  memoryBytes: () => detectMemoryBytes(),
+  memoryBytes: () => memoryForBuilds(detectMemoryBytes(), process.memoryUsage().rss),
   systems: () => defaultSystems(),
   randomSuffix: () => randomBytes(4).toString("hex"),
 };

@@ -60,7 +60,7 @@ describe("worker process", () => {
     expect(w.stderr()).toContain("environment FARM_MAX_BUILDS: expected a whole number, got 'zero'");
   }, 30_000);
 
-  it("on SIGTERM hands back its running build with a DrainNotice and exits 0", async () => {
+  it("on SIGTERM hands back at once a build that would not finish within the grace, and exits 0", async () => {
     coord = await new FakeCoordinator(TOKEN).start();
     const w = startWorker({ COORDINATOR_URL: coord.address, FARM_TOKEN: TOKEN, FARM_FAKE_BUILD_MS: "60000" });
     const s = await coord.stream(0);
@@ -68,13 +68,36 @@ describe("worker process", () => {
     expect(join.workerId).toMatch(/-[0-9a-f]{8}$/);
     s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
     const lease = { drvPath: "/tmp/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv", epoch: 1 };
-    s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-x" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "x" } });
+    s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-x" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "x", estimatedDurationMs: 60_000 } });
     await s.next("log");
+    const t0 = Date.now();
     w.child.kill("SIGTERM");
     const notice = await s.next("drain").catch((e) => { console.error(w.stderr()); throw e; });
     expect(notice.handedBack).toEqual([lease]);
+    expect(Date.now() - t0).toBeLessThan(5000); // at once, not after the 30 s grace
     expect(await w.exited).toBe(0);
     expect(w.stderr()).toContain("worker stopped");
+  }, 30_000);
+
+  it("on SIGTERM lets a build that fits in FARM_DRAIN_GRACE finish and report, then exits 0", async () => {
+    // The fake executor uploads for real: one token for coordinator and cache, and the cache's store dir.
+    coord = await new FakeCoordinator(cache.token).start();
+    const w = startWorker({ COORDINATOR_URL: coord.address, FARM_TOKEN: cache.token, FARM_FAKE_BUILD_MS: "1500", FARM_DRAIN_GRACE: "20s", NIX_STORE_DIR: "/tmp/nix/store", NIX_STATE_DIR: path.join(os.tmpdir(), "unused-state"), FARM_WORKER_ID: "w-drain" });
+    const s = await coord.stream(0);
+    await s.next("join");
+    s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
+    const lease = { drvPath: "/tmp/nix/store/1123456789abcdfghijklmnpqrsvwxyz-y.drv", epoch: 3 };
+    s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/1yxwvsrqpnmlkjihgfdcba9876543210-y" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "y", estimatedDurationMs: 2000 } });
+    await s.next("log");
+    w.child.kill("SIGTERM");
+    const notice = await s.next("drain");
+    expect(notice.handedBack).toEqual([]);
+    expect(notice.deadlineUnixMs).toBeGreaterThan(Date.now() + 15_000);
+    const result = await s.next("result");
+    expect(result.lease).toEqual(lease);
+    expect(result.error).toBe("");
+    s.send({ $case: "resultAck", value: { lease, accepted: true, reason: "" } });
+    expect(await w.exited).toBe(0);
   }, 30_000);
 
   it("keeps trying to reach a coordinator that is down, logging when it retries", async () => {

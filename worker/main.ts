@@ -14,8 +14,10 @@ import { freeDiskBytes, freeMemoryBytes, hostUptimeSeconds } from "./host-probe.
 import { WorkerMetrics } from "./metrics.js";
 import { NixEnv } from "./nix-env.js";
 import { NixExecutor } from "./nix-executor.js";
+import { DrainControl } from "./drain-control.js";
 import { connectLoop } from "./reconnect.js";
 import { runOnce } from "./session.js";
+import { trustCaForFetch } from "../coordinator/tls.js";
 
 const SOFTWARE_VERSION = readVersion();
 
@@ -35,6 +37,12 @@ async function main(): Promise<number> {
     return 2;
   }
   const logger = pino({ level: config.logLevel, base: { worker: config.workerId } }, pino.destination(2));
+  if (config.tlsCa) {
+    // The cache client (fetch) and Nix's substituter must trust the farm's CA as the gRPC channel does.
+    // Nix 2.8 has no ssl-cert-file option; it reads NIX_SSL_CERT_FILE (NixEnv passes our env on).
+    await trustCaForFetch(config.tlsCa);
+    process.env.NIX_SSL_CERT_FILE = config.tlsCa;
+  }
   const metrics = new WorkerMetrics({ defaultMetrics: true });
   if (config.metricsPort > 0) {
     const { port } = await metrics.serve(config.metricsPort);
@@ -47,8 +55,7 @@ async function main(): Promise<number> {
     "grpc.keepalive_time_ms": 60_000,
   });
 
-  const drain = new AbortController();
-  const stop = new AbortController();
+  const control = new DrainControl(config.drainGraceMs, logger, () => runner.joinLeases().length === 0);
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
@@ -56,12 +63,11 @@ async function main(): Promise<number> {
       logger.warn(`second ${sig}: exiting now`);
       process.exit(1);
     }
-    logger.info(`${sig}: taking no more work, handing back running builds`);
-    drain.abort(sig);
-    stop.abort(sig);
+    control.begin(sig);
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  control.scheduleEndOfLife(hostUptimeSeconds(), config.maxLifetimeSeconds);
 
   logger.info({ coordinator: config.coordinatorUrl, cores: config.cores, memoryBytes: config.memoryBytes, systems: config.systems, maxBuilds: config.maxBuilds, executor: config.executor }, "worker starting");
   const end = await connectLoop(
@@ -71,7 +77,8 @@ async function main(): Promise<number> {
         token: config.token,
         runner,
         logger,
-        drain: drain.signal,
+        drain: control.drain,
+        drainDeadline: () => control.deadline(),
         heartbeatIntervalMs: config.heartbeatIntervalMs,
         info: () => ({
           workerId: config.workerId,
@@ -88,7 +95,7 @@ async function main(): Promise<number> {
         }),
         vitals: () => ({ freeMemoryBytes: freeMemoryBytes(), freeDiskBytes: freeDiskBytes(config.storeDir), uptimeSeconds: hostUptimeSeconds() }),
       }),
-    { logger, stop: stop.signal },
+    { logger, stop: control.stop },
   );
   // Whatever ended the loop, no build may outlive the worker.
   runner.handBackAll("worker exiting");

@@ -9,6 +9,9 @@ import { createBuildMonitor, type MonitorChoice } from "./memory-probe.js";
 import type { NixEnv } from "./nix-env.js";
 import { isNixNoise, LineSplitter, LineTail, parseNixError } from "./nix-log.js";
 
+/** What tools and Nix print when a filesystem is full. */
+export const DISK_FULL = /No space left on device|ENOSPC|database or disk is full|Disk quota exceeded/i;
+
 /** How often memory is sampled (and the guard checked). */
 export const SAMPLE_INTERVAL_MS = 250;
 
@@ -39,6 +42,8 @@ export interface NixBuildResult {
   outOfMemory: boolean;
   timedOut: boolean;
   aborted: boolean;
+  /** The build's output says the disk filled up (the builder's own error, which Nix's one line hides). */
+  diskFull: boolean;
   /** Which memory monitor measured it. */
   monitor: string;
 }
@@ -117,6 +122,7 @@ export async function runNixBuild(nix: NixEnv, req: NixBuildRequest, logger?: Lo
       outOfMemory: reason === "oom" || kernelKill,
       timedOut: reason === "timeout",
       aborted: reason === "abort",
+      diskFull: exitCode !== 0 && tail.all.some((l) => DISK_FULL.test(l)),
       monitor: monitor.kind,
     };
   } finally {

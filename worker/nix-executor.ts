@@ -11,7 +11,8 @@ import { BuildStepError, failureReport, oneLine, type Executor, type ExecutorCon
 import { ensureOnlyThisBuilds, importDrvClosure, substitutePaths } from "./fetch-inputs.js";
 import { freeDiskBytes } from "./host-probe.js";
 import { LogPump } from "./log-pump.js";
-import { removeTree, runNixBuild, type NixBuildResult } from "./nix-build.js";
+import { DISK_FULL, removeTree, runNixBuild, type NixBuildResult } from "./nix-build.js";
+import { withCacheRetry } from "./cache-retry.js";
 import type { NixEnv } from "./nix-env.js";
 import type { MonitorChoice } from "./memory-probe.js";
 import type { LogLimits } from "./nix-log.js";
@@ -40,6 +41,8 @@ export interface NixExecutorOptions {
 /** Builds with nix-store in the worker's own store. */
 export class NixExecutor implements Executor {
   private readonly store: NixStore;
+  /** Builds in progress here (garbage collection must not pull inputs from under another one). */
+  private active = 0;
 
   constructor(private readonly opts: NixExecutorOptions) {
     this.store = new NixStore(opts.nix);
@@ -54,13 +57,19 @@ export class NixExecutor implements Executor {
     let tmpDir: string | undefined;
     let build: NixBuildResult | undefined;
     let report: BuildReport;
+    // While the coordinator (and with it the cache) restarts, wait for it rather than fail the build.
+    const retry = { probe: () => cacheAnswers(ctx.cacheUrl), signal: ctx.signal, logger: log };
+    this.active++;
     try {
       this.opts.nix.configure(ctx);
       this.checkDisk("fetching inputs");
       let t = Date.now();
-      const imported = await importDrvClosure(this.store, cache, drv, ctx.signal);
-      const substituted = await substitutePaths(this.store, a.inputPaths, ctx.signal, (l) => pump.line(l));
-      const extra = await ensureOnlyThisBuilds(this.store, drv, ctx.signal, (l) => pump.line(l));
+      const { imported, substituted, extra } = await withCacheRetry(async () => {
+        const imported = await importDrvClosure(this.store, cache, drv, ctx.signal);
+        const substituted = await substitutePaths(this.store, a.inputPaths, ctx.signal, (l) => pump.line(l));
+        const extra = await ensureOnlyThisBuilds(this.store, drv, ctx.signal, (l) => pump.line(l));
+        return { imported, substituted, extra };
+      }, { ...retry, what: "fetching inputs" });
       const fetchedBytes = imported.bytes + substituted.bytes + extra.bytes;
       this.opts.counters?.downloaded(fetchedBytes);
       log.info({ drvPaths: imported.paths, inputPaths: substituted.paths + extra.paths, bytes: fetchedBytes, seconds: secs(t) }, `fetched inputs of ${a.name} in ${secs(t)}s`);
@@ -80,7 +89,17 @@ export class NixExecutor implements Executor {
       if (failure) throw new BuildStepError(failure.outcome, failure.error);
 
       t = Date.now();
-      const outputs = await uploadOutputs(this.store, cache, drv, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n));
+      const superseded: string[] = [];
+      const onConflict = (p: string, msg: string) => {
+        log.warn({ path: p, msg }, "the cache already holds a different build of this path; it keeps the first");
+        superseded.push(p);
+      };
+      const outputs = await withCacheRetry(
+        () => uploadOutputs(this.store, cache, drv, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), onConflict),
+        { ...retry, what: "uploading outputs" },
+      );
+      // Later builds here must use the cache's copy (the one everyone else gets), not ours.
+      await this.store.deletePaths(superseded).catch((err: unknown) => log.warn({ err }, "could not drop our own copy of a superseded output"));
       log.info({ outputs: outputs.length, bytes: outputs.reduce((s, o) => s + o.narSize, 0), seconds: secs(t) }, `uploaded ${outputs.length} output(s) of ${a.name}`);
       report = { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, peakMemoryBytes: build.peakMemoryBytes, cores: a.cores, error: "" };
     } catch (err) {
@@ -91,6 +110,7 @@ export class NixExecutor implements Executor {
       pump.close();
     }
     await this.cleanUp(a, report, tmpDir, log);
+    this.active--;
     if (build) await cache.putLog(drv, pump.text()).catch((err: unknown) => log.debug({ err }, "storing the build log in the cache failed"));
     return report;
   }
@@ -104,9 +124,11 @@ export class NixExecutor implements Executor {
 
   private failure(a: AssignmentSpec, err: unknown, signal: AbortSignal, started: number, peak: number): BuildReport {
     if (signal.aborted) return failureReport(a, "aborted", `aborted: ${String(signal.reason ?? "requested")}`, started, peak);
-    if (err instanceof BuildStepError) return failureReport(a, err.outcome, err.message, started, peak);
     const msg = (err as Error)?.message ?? String(err);
-    return failureReport(a, /No space left on device/i.test(msg) ? "disk-full" : "worker-error", msg, started, peak);
+    // A full disk shows up in whatever step hit it first (import, substitution, build, dump).
+    if (DISK_FULL.test(msg)) return failureReport(a, "disk-full", msg, started, peak);
+    if (err instanceof BuildStepError) return failureReport(a, err.outcome, err.message, started, peak);
+    return failureReport(a, "worker-error", msg, started, peak);
   }
 
   /** Frees what a failed or killed build left behind so the next build starts clean. */
@@ -124,6 +146,13 @@ export class NixExecutor implements Executor {
     } catch (err) {
       log.warn({ err }, "cleaning up after the build failed");
     }
+    // A full disk: also drop the inputs of past builds, unless another build here still needs them.
+    if (report.outcome === "disk-full" && this.active === 1) {
+      await this.store.collectGarbage().then(
+        () => log.info({ freeBytes: freeDiskBytes(this.opts.nix.dirs.storeDir) }, "disk was full: collected garbage"),
+        (err: unknown) => log.warn({ err }, "collecting garbage after a full disk failed"),
+      );
+    }
   }
 }
 
@@ -137,10 +166,21 @@ export function classifyBuild(b: NixBuildResult, a: AssignmentSpec): { outcome: 
   }
   if (b.exitCode === 0) return undefined;
   const error = oneLine(b.error ?? `nix-store exited with code ${b.exitCode}`);
-  if (/No space left on device/i.test(error)) return { outcome: "disk-full", error };
+  if (b.diskFull || DISK_FULL.test(error)) return { outcome: "disk-full", error: b.diskFull ? `disk full: ${error}` : error };
   // 100: build failed, 101: timed out, 102: hash mismatch, 104: not deterministic (nix-store's documented codes).
   if (b.exitCode >= 100 || /^builder for /.test(error)) return { outcome: "failed", error };
   return { outcome: "worker-error", error };
+}
+
+/** True when the cache at `url` answers at all. */
+async function cacheAnswers(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url.replace(/\/+$/, "")}/nix-cache-info`, { signal: AbortSignal.timeout(3000) });
+    await res.body?.cancel();
+    return res.status < 500;
+  } catch {
+    return false;
+  }
 }
 
 function secs(since: number): string {

@@ -42,6 +42,16 @@ export class NixStore {
     return { narHash, narSize };
   }
 
+  /** Deletes these paths if nothing (no other path, no running build) still uses them. */
+  async deletePaths(paths: string[], signal?: AbortSignal): Promise<void> {
+    if (paths.length > 0) await this.run(["--delete", ...paths], signal);
+  }
+
+  /** Deletes every store path nothing roots (on a worker: inputs fetched for past builds, cheap to fetch again). */
+  async collectGarbage(signal?: AbortSignal): Promise<void> {
+    await this.run(["--gc"], signal);
+  }
+
   /** The NAR of a valid path, as `nix-store --dump` writes it; `done` rejects if the dump failed. */
   dump(path: string, signal?: AbortSignal): { nar: Readable; done: Promise<void> } {
     const child = execa("nix-store", ["--dump", path], { env: this.nix.env(), extendEnv: false, cancelSignal: signal, buffer: { stdout: false, stderr: true }, reject: false });

@@ -48,6 +48,7 @@ async function setup(durations: Record<string, number> = {}, token = TOKEN) {
     drain: drain.signal,
     info: () => ({ workerId: "w-test", softwareVersion: "9.9", systems: ["x86_64-linux"], features: [], cores: 2, memoryBytes: 1 << 30, freeDiskBytes: 5 << 20, storeDir: STORE, uptimeSeconds: 42, maxLifetimeSeconds: 3600, maxBuilds: 2 }),
     vitals: () => ({ freeMemoryBytes: 123 << 20, freeDiskBytes: 456 << 20, uptimeSeconds: 43 }),
+    drainGraceMs: 500,
   };
   return { runner, opts, reports };
 }
@@ -56,7 +57,7 @@ function welcome(s: FakeStream, extra: { abort?: { drvPath: string; epoch: numbe
   s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "sess", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 100, abort: extra.abort ?? [] } });
 }
 
-function assignment(name: string, epoch = 1): Assignment {
+function assignment(name: string, epoch = 1, estimatedDurationMs = 0): Assignment {
   const hash = H.slice(name.length) + H.slice(0, name.length);
   return {
     lease: { drvPath: `${STORE}/${hash}-${name}.drv`, epoch },
@@ -66,6 +67,7 @@ function assignment(name: string, epoch = 1): Assignment {
     memoryLimitBytes: 1 << 28,
     timeoutMs: 0,
     name,
+    estimatedDurationMs,
   };
 }
 
@@ -128,22 +130,64 @@ describe("runOnce", () => {
     expect(end.message).toContain("UNAUTHENTICATED");
   });
 
-  it("on SIGTERM-style drain hands back running builds in a DrainNotice and sends no result for them", async () => {
-    const { opts, runner } = await setup({ slow: 60_000 });
-    const ended = runOnce(opts);
+  it("on drain hands back at once a build expected to outlast the deadline, lets a short one finish, then ends", async () => {
+    const { opts, runner } = await setup({ slow: 60_000, shortbuild: 400 });
+    const deadline = Date.now() + 5000;
+    const ended = runOnce({ ...opts, drainDeadline: () => deadline });
     const s = await coord.stream(0);
     await s.next("join");
     welcome(s);
-    const a = assignment("slow", 5);
-    s.send({ $case: "assign", value: a });
-    await s.next("log");
-    drain.abort();
+    const slow = assignment("slow", 5, 60_000);
+    const short = assignment("shortbuild", 6); // no estimate: the deadline decides
+    s.send({ $case: "assign", value: slow });
+    s.send({ $case: "assign", value: short });
+    await s.next("heartbeat");
+    drain.abort("SIGTERM");
     const notice = await s.next("drain");
-    expect(notice.handedBack).toEqual([a.lease]);
-    expect(notice.deadlineUnixMs).toBeGreaterThan(Date.now());
+    expect(notice.handedBack).toEqual([slow.lease]);
+    expect(notice.deadlineUnixMs).toBe(deadline);
+    expect(notice.reason).toContain("SIGTERM");
+    const result = await s.next("result");
+    expect(result.lease).toEqual(short.lease);
+    expect(result.error).toBe("");
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);
+    s.send({ $case: "resultAck", value: { lease: short.lease, accepted: true, reason: "" } });
     expect((await ended).kind).toBe("drained");
+    expect(Date.now()).toBeLessThan(deadline);
     expect(await runner.idle(5000)).toBe(true);
+    expect(s.all("result")).toEqual([]); // nothing for the handed-back build
+  });
+
+  it("on drain hands back at the deadline a build with no estimate that is still running", async () => {
+    const { opts } = await setup({ long: 60_000 });
+    const deadline = Date.now() + 600;
+    const ended = runOnce({ ...opts, drainDeadline: () => deadline });
+    const s = await coord.stream(0);
+    await s.next("join");
+    welcome(s);
+    const long = assignment("long", 2);
+    s.send({ $case: "assign", value: long });
+    await s.next("log");
+    drain.abort("SIGTERM");
+    expect((await s.next("drain")).handedBack).toEqual([]);
+    const late = await s.next("drain");
+    expect(late.handedBack).toEqual([long.lease]);
+    expect(Date.now()).toBeGreaterThanOrEqual(deadline);
+    expect((await ended).kind).toBe("drained");
     expect(s.all("result")).toEqual([]);
+  });
+
+  it("a drain that starts before Welcome sends its notice once welcomed", async () => {
+    const { opts } = await setup({ x: 10 });
+    drain.abort("end of the machine's lifetime");
+    const ended = runOnce({ ...opts, drainDeadline: () => Date.now() + 1000 });
+    const s = await coord.stream(0);
+    await s.next("join");
+    welcome(s);
+    const notice = await s.next("drain");
+    expect(notice.handedBack).toEqual([]);
+    expect(notice.reason).toContain("lifetime");
+    expect((await ended).kind).toBe("drained");
   });
 
   it("refuses assignments beyond maxBuilds with a worker-error result", async () => {
@@ -180,6 +224,7 @@ describe("reconnecting", () => {
     const result = await s2.next("result");
     expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);
     expect(result.lease).toEqual(a.lease);
+    s2.send({ $case: "resultAck", value: { lease: a.lease, accepted: true, reason: "" } });
     drain.abort();
     expect(await loop).toEqual({ kind: "drained" });
   });
@@ -220,7 +265,8 @@ describe("reconnecting", () => {
 
     const second = runOnce(opts);
     const s2 = await coord.stream(1);
-    await s2.next("join");
+    // Still ours until acknowledged: named in the join so a restarted coordinator adopts it, not requeues it.
+    expect((await s2.next("join")).running).toEqual([a.lease]);
     welcome(s2);
     expect((await s2.next("result")).lease).toEqual(a.lease); // resent
     await s2.next("heartbeat");
@@ -233,7 +279,7 @@ describe("reconnecting", () => {
 
     const third = runOnce(opts);
     const s3 = await coord.stream(2);
-    await s3.next("join");
+    expect((await s3.next("join")).running).toEqual([]);
     welcome(s3);
     await s3.next("heartbeat");
     expect(s3.all("result")).toEqual([]);

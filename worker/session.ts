@@ -30,9 +30,15 @@ export interface SessionOptions {
   heartbeatIntervalMs?: number;
   /** Give up on a connection whose Welcome doesn't come within this. */
   welcomeTimeoutMs?: number;
-  /** Aborted on SIGTERM: hand back builds, send DrainNotice, close. */
+  /**
+   * Aborted when the worker is going away (SIGTERM, end of life; the abort
+   * reason says why): it takes no new work, hands back what would not finish
+   * by the drain deadline, lets the rest finish, then ends the session.
+   */
   drain: AbortSignal;
-  /** How long the coordinator is told the worker will take to go away. */
+  /** When the worker will be gone (unix ms); default: `drainGraceMs` after the drain began. */
+  drainDeadline?: () => number;
+  /** Used when no `drainDeadline` is given. Default 10 s. */
   drainGraceMs?: number;
 }
 
@@ -57,11 +63,13 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
   return new Promise<SessionEnd>((resolve) => {
     let ended = false;
     let draining = false;
+    let drainDone = false;
     const welcomeTimer = setTimeout(() => end("error", "no Welcome from the coordinator"), opts.welcomeTimeoutMs ?? 30_000);
     const end = (kind: SessionEnd["kind"], message: string) => {
       if (ended) return;
       ended = true;
-      if (draining && kind !== "auth") kind = "drained";
+      // Cut off mid-drain with builds still to report: an error, so the loop reconnects and finishes the drain.
+      if (drainDone && kind !== "auth") kind = "drained";
       open = false;
       clearInterval(heartbeat);
       clearInterval(watchdog);
@@ -107,6 +115,7 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
       }
       opts.runner.attach({ log: (lease, lines) => send(logToWire(lease, lines)), result: sendResult });
       for (const r of opts.runner.unackedResults()) sendResult(r);
+      if (opts.drain.aborted) onDrain();
       heartbeat = setInterval(sendHeartbeat, interval);
       // A coordinator that stops answering heartbeats is gone even if TCP doesn't say so.
       const silence = Math.max(10 * interval, 60_000);
@@ -166,22 +175,37 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
     });
     call.on("end", () => end("closed", draining ? "drained" : "coordinator closed the stream"));
 
+    // Runs once per session, after Welcome (a notice needs a coordinator that knows us).
     const onDrain = () => {
+      if (draining || !welcomed || ended) return;
       draining = true;
-      const handed = opts.runner.handBackAll("worker is shutting down");
-      const graceMs = opts.drainGraceMs ?? 10_000;
-      log.info({ handedBack: handed.length }, `draining: handing back ${handed.length} build(s)`);
-      if (welcomed) send(drainToWire("worker shutting down (SIGTERM)", Date.now() + graceMs, handed));
+      const deadline = opts.drainDeadline?.() ?? Date.now() + (opts.drainGraceMs ?? 10_000);
+      const reason = `worker going away: ${String(opts.drain.reason ?? "drain")}`;
+      const { kept, handedBack } = opts.runner.beginDrain(Date.now(), deadline, reason);
+      log.info({ handedBack: handedBack.length, kept: kept.length, deadline: new Date(deadline).toISOString() }, `draining: handing back ${handedBack.length} build(s), finishing ${kept.length}`);
+      send(drainToWire(reason, deadline, handedBack));
+      void finishDrain(deadline, reason);
+    };
+    // Kept builds report as usual; at the deadline whatever still runs is handed back too.
+    const finishDrain = async (deadline: number, reason: string) => {
+      const idle = await opts.runner.idle(Math.max(0, deadline - Date.now()));
+      if (ended) return;
+      if (!idle) {
+        const late = opts.runner.handBackAll("drain deadline reached");
+        log.info({ handedBack: late.length }, `drain deadline reached: handing back ${late.length} build(s)`);
+        send(drainToWire(reason, deadline, late));
+      }
+      // Results sent in the meantime must be acknowledged before we go, or they would be rebuilt.
+      for (let i = 0; i < 50 && opts.runner.unackedResults().length > 0 && !ended; i++) await new Promise((r) => setTimeout(r, 100));
+      drainDone = true;
       if (open) call.end();
       open = false;
       // Give the coordinator a moment to read the notice and close its side ('end' resolves sooner).
-      const t = setTimeout(() => end("drained", "drained"), Math.min(graceMs, 2000));
-      t.unref();
+      setTimeout(() => end("drained", "drained"), 2000).unref();
     };
 
-    send(joinToWire(opts.info(), opts.runner.leases()));
-    if (opts.drain.aborted) onDrain();
-    else opts.drain.addEventListener("abort", onDrain, { once: true });
+    send(joinToWire(opts.info(), opts.runner.joinLeases()));
+    opts.drain.addEventListener("abort", onDrain, { once: true });
   });
 }
 

@@ -1,6 +1,7 @@
 // Uploads a build's outputs to the farm cache: NAR straight from
 // `nix-store --dump`, hashed on the way so the report carries narHash/narSize.
 import { topoSortByReferences } from "../coordinator/cache/export-stream.js";
+import { ConflictError } from "../coordinator/cache/errors.js";
 import { HashCounter } from "../coordinator/cache/nar-hash.js";
 import type { BuiltOutput } from "../coordinator/core/types.js";
 import type { CacheApi } from "./cache-api.js";
@@ -15,6 +16,7 @@ export async function uploadOutputs(
   outputs: Record<string, string>,
   signal: AbortSignal,
   onBytes?: (n: number) => void,
+  onConflict?: (storePath: string, message: string) => void,
 ): Promise<BuiltOutput[]> {
   const entries = Object.entries(outputs);
   const invalid = await store.invalidPaths(entries.map(([, p]) => p), signal);
@@ -38,7 +40,16 @@ export async function uploadOutputs(
       await cache.upload({ storePath: o.storePath, references: o.references, deriver: drvPath, narStream: hashed() });
       await dump.done;
     } catch (err) {
+      dump.nar.destroy(); // a half-read dump would otherwise block on its pipe forever
       if (signal.aborted) throw new BuildStepError("aborted", "aborted while uploading outputs");
+      // Someone built this path first (a partition let two workers build it) and the build is not
+      // bit-for-bit reproducible: the cache keeps the first, which is as good a build as ours.
+      if (err instanceof ConflictError) {
+        onConflict?.(o.storePath, err.message);
+        const { hash, size } = counter.result();
+        built.push({ name: o.name, path: o.storePath, narHash: hash, narSize: size });
+        continue;
+      }
       throw new BuildStepError("upload-failed", `uploading ${o.storePath} failed: ${(err as Error).message}`, { cause: err });
     }
     const { hash, size } = counter.result();

@@ -9,11 +9,11 @@ const drv = `${S}/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.drv`;
 const out = `${S}/zyxwvsrqpnmlkjihgfdcba9876543210-hello-2.12`;
 
 describe("assignmentFromWire", () => {
-  const wire = { lease: { drvPath: drv, epoch: 4 }, outputs: { out }, inputPaths: [`${S}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc`], cores: 0, memoryLimitBytes: 1 << 30, timeoutMs: 0, name: "" };
+  const wire = { lease: { drvPath: drv, epoch: 4 }, outputs: { out }, inputPaths: [`${S}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc`], cores: 0, memoryLimitBytes: 1 << 30, timeoutMs: 0, name: "", estimatedDurationMs: 0 };
 
   it("converts and fills a name from the drv path", () => {
     const a = assignmentFromWire(wire);
-    expect(a).toEqual({ lease: { drvPath: drv, epoch: 4 }, name: "hello-2.12", outputs: { out }, inputPaths: wire.inputPaths, cores: 1, memoryLimitBytes: 1 << 30, timeoutMs: 0 });
+    expect(a).toEqual({ lease: { drvPath: drv, epoch: 4 }, name: "hello-2.12", outputs: { out }, inputPaths: wire.inputPaths, cores: 1, memoryLimitBytes: 1 << 30, timeoutMs: 0, estimatedDurationMs: 0 });
   });
 
   it("rejects assignments without a lease, outputs, or with paths outside the store", () => {

@@ -53,6 +53,7 @@ export function assignmentFromWire(a: Assignment): AssignmentSpec {
     cores: Math.max(1, a.cores),
     memoryLimitBytes: a.memoryLimitBytes,
     timeoutMs: a.timeoutMs,
+    estimatedDurationMs: a.estimatedDurationMs,
   };
 }
 

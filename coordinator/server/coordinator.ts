@@ -10,16 +10,17 @@ import type { Scheduler } from "../core/scheduler.js";
 import type { Effect } from "../core/effects.js";
 import type { Clock } from "../core/clock.js";
 import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
-import { StoreConflictError } from "../core/errors.js";
-import { applyEffects, SerialQueue, type FarmStore } from "../store/farm-store.js";
+import { SerialQueue, type FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
 import { readValidNarInfo } from "../cache/http-server.js";
+import { mapLimit } from "../cache/client.js";
 import { baseName, hashPart } from "../cache/store-path.js";
 import { assignmentToWire, jobStatusToWire, PROTOCOL_VERSION, workerViewToWire } from "../../proto/convert.js";
 import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
 import type { HeartbeatInfo, WorkerHub, WorkerSession } from "./worker-service.js";
 import type { FarmApi } from "./farm-service.js";
 import { BuildLogs } from "./build-logs.js";
+import { Persister } from "./persister.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 
 /** Everything the shell needs; main.ts wires it. */
@@ -45,36 +46,23 @@ export class Coordinator implements WorkerHub, FarmApi {
   private readonly watchers = new Set<() => void>();
   private readonly logs = new BuildLogs();
   private readonly tails = new Map<DrvPath, string[]>();
+  private readonly persister: Persister;
+  private tickQueued = false;
+  private lastTickAtMs = 0;
 
-  constructor(private readonly d: CoordinatorDeps) {}
+  constructor(private readonly d: CoordinatorDeps) {
+    const lossHoldMs = d.scheduler.config.heartbeatTimeoutMs;
+    this.persister = new Persister(d.store, d.clock, d.logger, { lossHoldMs }, d.onFenced);
+  }
 
   /** Runs one core event: compute, persist, then deliver. */
   private step(what: string, event: (now: number) => Effect[]): Promise<Effect[]> {
     return this.queue.run(async () => {
       const effects = event(this.d.clock.now());
-      await this.persist(what, effects);
+      await this.persister.persist(what, effects);
       this.deliver(effects);
       return effects;
     });
-  }
-
-  /** Persists with retries: while NATS is away the queue waits, so no transition is lost or reordered. */
-  private async persist(what: string, effects: Effect[]): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await applyEffects(this.d.store, effects);
-        return;
-      } catch (err) {
-        if (err instanceof StoreConflictError) {
-          this.d.logger.fatal({ err, what }, "another coordinator changed the farm state; stopping");
-          this.d.onFenced?.(err);
-          throw err;
-        }
-        const waitMs = Math.min(5000, 100 * 2 ** Math.min(attempt, 6));
-        this.d.logger.warn({ err: (err as Error).message, what, attempt, waitMs }, "persisting state failed; retrying");
-        await new Promise((r) => setTimeout(r, waitMs));
-      }
-    }
   }
 
   private deliver(effects: Effect[]): void {
@@ -96,6 +84,8 @@ export class Coordinator implements WorkerHub, FarmApi {
           if (!e.accepted) {
             this.d.metrics?.staleResults.inc();
             this.d.logger.warn({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "result rejected");
+          } else {
+            this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch }, "result accepted");
           }
           this.sessions.get(e.workerId)?.send({ msg: { $case: "resultAck", value: { lease: e.lease, accepted: e.accepted, reason: e.reason } } });
           break;
@@ -112,6 +102,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     const m = this.d.metrics;
     if (ev.type === "worker.lost") {
       this.d.logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
+      for (const p of ev.requeued) this.logs.dropOlder(p, Number.MAX_SAFE_INTEGER); // those attempts will never report
       m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
     } else if (ev.type === "worker.draining") {
       m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
@@ -145,15 +136,19 @@ export class Coordinator implements WorkerHub, FarmApi {
     return ack && ack.kind === "heartbeatAck" ? ack.deadlineMs : this.d.clock.now() + this.d.info.heartbeatIntervalMs * 3;
   }
 
-  logLines(_session: WorkerSession, lease: Lease, lines: string[]): void {
+  logLines(session: WorkerSession, lease: Lease, lines: string[]): void {
+    // Only the current holder of a lease may log for it: otherwise made-up leases could each fill a buffer.
+    const rec = this.d.scheduler.drv(lease.drvPath)?.record;
+    if (rec?.state !== "building" || rec.epoch !== lease.epoch || rec.workerId !== session.workerId) return;
     this.logs.append(lease, lines);
   }
 
   async result(session: WorkerSession, report: BuildReport): Promise<void> {
     const { lease } = report;
-    const lines = this.logs.take(lease);
     const current = this.d.scheduler.drv(lease.drvPath);
     const isCurrent = current?.record.state === "building" && current.record.epoch === lease.epoch && current.record.workerId === session.workerId;
+    // Only the lease holder's own report may take the buffered log (a forged report must not wipe it).
+    const lines = isCurrent ? this.logs.take(lease) : [];
     // A stale lease's log must not overwrite the current attempt's log.
     if (isCurrent && lines.length) {
       await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
@@ -199,16 +194,40 @@ export class Coordinator implements WorkerHub, FarmApi {
     await this.step("drain", (now) => this.d.scheduler.workerDraining(now, session.workerId, { handedBack, deadlineMs: deadlineUnixMs }));
   }
 
-  disconnected(session: WorkerSession): void {
+  disconnected(session: WorkerSession, why?: "revoked"): void {
     if (this.sessions.get(session.workerId)?.sessionId !== session.sessionId) return;
     this.sessions.delete(session.workerId);
+    if (why === "revoked") {
+      // A revoked worker cannot report back: its builds requeue now rather than at its deadline.
+      this.d.logger.warn({ worker: session.workerId }, "worker token revoked; worker dropped");
+      void this.step("revoked", (now) => this.d.scheduler.workerRevoked(now, session.workerId));
+      return;
+    }
     this.d.logger.info({ worker: session.workerId }, "worker disconnected");
     void this.step("disconnect", (now) => this.d.scheduler.workerDisconnected(now, session.workerId));
   }
 
-  /** Time passes: lost workers, then dispatch. Called by a timer. */
-  tick(): Promise<Effect[]> {
-    return this.step("tick", (now) => this.d.scheduler.advanceTo(now));
+  /**
+   * Time passes: lost workers, then dispatch. Called by a timer; at most one
+   * tick waits in the queue. Right after a store stall nobody is declared lost
+   * (heartbeats were held up behind it): the tick does nothing then, and the
+   * other events keep dispatching.
+   */
+  async tick(): Promise<Effect[]> {
+    if (this.tickQueued) return [];
+    this.tickQueued = true;
+    try {
+      return await this.step("tick", (now) => {
+        this.tickQueued = false;
+        // A tick long after the previous one means the coordinator itself was stuck (a 100k-node
+        // submit, a blocked event loop): heartbeats still wait behind us, so nobody is lost in this one.
+        const stuck = this.lastTickAtMs > 0 && now - this.lastTickAtMs > 2 * this.d.info.heartbeatIntervalMs + 1000;
+        this.lastTickAtMs = now;
+        return this.persister.holdsLosses(now) || stuck ? [] : this.d.scheduler.advanceTo(now);
+      });
+    } finally {
+      this.tickQueued = false;
+    }
   }
 
   // ---------------------------------------------------------------- CLI
@@ -239,17 +258,11 @@ export class Coordinator implements WorkerHub, FarmApi {
   /** Derivations whose every output the cache already holds: they are never rebuilt. */
   private async cachedDerivations(nodes: DrvNode[]): Promise<Set<DrvPath>> {
     const cached = new Set<DrvPath>();
-    const CONCURRENCY = 64;
-    for (let i = 0; i < nodes.length; i += CONCURRENCY) {
-      await Promise.all(
-        nodes.slice(i, i + CONCURRENCY).map(async (n) => {
-          const known = this.d.scheduler.drv(n.drvPath);
-          if (known?.record.state === "done") return;
-          for (const p of Object.values(n.outputs)) if (!(await this.d.cache.has("narinfo", hashPart(p)))) return;
-          cached.add(n.drvPath);
-        }),
-      );
-    }
+    await mapLimit(nodes, 64, async (n) => {
+      if (this.d.scheduler.drv(n.drvPath)?.record.state === "done") return;
+      for (const p of Object.values(n.outputs)) if (!(await this.d.cache.has("narinfo", hashPart(p)))) return;
+      cached.add(n.drvPath);
+    });
     return cached;
   }
 

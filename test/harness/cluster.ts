@@ -27,6 +27,8 @@ export interface WorkerSpec {
   maxBuilds?: number;
   /** Mount an empty tmpfs over /nix in the worker's namespace. */
   hideNix?: boolean;
+  /** Give the worker a tmpfs of this many bytes as /tmp/nix (a small disk) instead of a host dir. */
+  nixTmpfsBytes?: number;
   env?: Record<string, string>;
 }
 
@@ -120,6 +122,7 @@ export class FarmCluster {
       nixDir: path.join(dir, "nix"),
       memoryLimitBytes: spec.memoryLimitBytes,
       hideNix: spec.hideNix,
+      nixTmpfsBytes: spec.nixTmpfsBytes,
       logFile: path.join(dir, "worker.log"),
       env: {
         ...process.env,

@@ -108,6 +108,11 @@ export class IsolatedProcess {
       await new Promise((r) => setTimeout(r, 100));
     }
     removeCgroup(this.cgroupDir);
+    try {
+      rmdirSync(path.dirname(this.cgroupDir)); // this test process's parent cgroup, once its last child is gone
+    } catch {
+      /* other isolated processes of this test still use it */
+    }
   }
 
   /** The process's log so far. */
@@ -126,12 +131,15 @@ export class IsolatedProcess {
 }
 
 let counter = 0;
+/** This test process's parent cgroup; removed when the process exits, if empty. */
+const TEST_CGROUP = path.join(CGROUP_ROOT, `tmpnix-test-${process.pid}`);
+process.once("exit", () => removeCgroup(TEST_CGROUP));
 
 /** Starts `cmd args` isolated as described by `opts`. */
 export function spawnIsolated(name: string, cmd: string, args: string[], opts: IsolationOptions): IsolatedProcess {
   mkdirSync(opts.nixDir, { recursive: true });
   mkdirSync("/tmp/nix", { recursive: true }); // the mount point; stays empty on the host
-  const cgroupDir = path.join(CGROUP_ROOT, `tmpnix-test-${process.pid}`, `${name}-${++counter}`);
+  const cgroupDir = path.join(TEST_CGROUP, `${name}-${++counter}`);
   mkdirSync(cgroupDir, { recursive: true });
   if (opts.memoryLimitBytes) writeFileSync(path.join(cgroupDir, "memory.limit_in_bytes"), String(opts.memoryLimitBytes));
   const out = opts.logFile ? openSync(opts.logFile, "a") : "ignore";

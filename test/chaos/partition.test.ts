@@ -1,0 +1,71 @@
+// Two workers build the same derivation after a partition, with real Nix,
+// NATS and gRPC. Worker p1's process is frozen mid-build (its Nix build runs
+// on) past the heartbeat timeout; the coordinator requeues the build to p2.
+// p1 wakes up with the build done and uploads (usually first); the two outputs
+// are not bit-for-bit the same (the build records a timestamp). First writer
+// wins: the cache keeps the first, the second upload is refused, p2's report is
+// accepted (its outputs are verifiably in the cache), p1's stale result is
+// rejected, and the dependent is built from what the cache holds.
+import { afterAll, describe, expect, it } from "vitest";
+import path from "node:path";
+import { CacheClient } from "../../coordinator/cache/client.js";
+import { FarmCluster, NATS_URL, REPO } from "../harness/cluster.js";
+import { waitFor } from "../harness/ports.js";
+import { badNarInfos, loadFarmState, narFile } from "./cache-audit.js";
+import { coordinatorRecords, records } from "./farm-log.js";
+
+const FIXTURE = path.join(REPO, "test/fixtures/farm-faults/default.nix");
+
+let farm: FarmCluster | undefined;
+afterAll(async () => {
+  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
+});
+
+const logged = (name: string, msg: RegExp) => records(farm!.workerLog(name)).some((r) => msg.test(r.msg));
+
+describe("a partition", () => {
+  it("leaves one consistent copy in the cache when two workers built the same derivation", async () => {
+    farm = await FarmCluster.start({ workers: [{ name: "p1" }], heartbeatInterval: "500ms", heartbeatTimeout: "2500ms" });
+    const job = farm.cli(["submit", `${FIXTURE}#partition`, "--follow", "--json"]);
+    const first = await waitFor("slowpoke on p1", () => coordinatorRecords(farm!, "assigned", "slowpoke-1.0")[0], 60_000, 100);
+    farm.startWorker({ name: "p2" });
+    await farm.waitForWorkers(2);
+
+    // Freeze only p1's worker process: its Nix build goes on; the coordinator hears nothing.
+    const p1 = farm.workers.get("p1")!;
+    await waitFor("p1 building", () => logged("p1", /^fetched inputs of slowpoke/), 20_000, 50);
+    process.kill(p1.pid, "SIGSTOP");
+    try {
+      await waitFor("slowpoke requeued to p2", () => coordinatorRecords(farm!, "assigned", "slowpoke-1.0").find((r) => r.worker === "p2"), 20_000, 100);
+      // p1's build (5 s) ends while it is frozen; p2's has only just begun.
+      await new Promise((r) => setTimeout(r, 3500));
+    } finally {
+      process.kill(p1.pid, "SIGCONT");
+    }
+
+    const result = await job;
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout).state).toBe("succeeded");
+
+    // Both built it and both uploaded: the second, different copy was refused (p1 usually wins the race).
+    expect(logged("p1", /^built slowpoke-1.0/) && logged("p2", /^built slowpoke-1.0/)).toBe(true);
+    expect(["p1", "p2"].filter((w) => logged(w, /already holds a different build/))).toHaveLength(1);
+    // One accepted success (p2's, the current lease); p1's late result was rejected as stale.
+    const reports = coordinatorRecords(farm, "build reported", "slowpoke-1.0");
+    const accepted = coordinatorRecords(farm, "result accepted", "slowpoke-1.0");
+    const rejected = coordinatorRecords(farm, "result rejected", "slowpoke-1.0");
+    expect(accepted.map((r) => `${r.worker} #${r.epoch}`)).toEqual([`p2 #${first.epoch! + 2}`]);
+    expect(reports.filter((r) => r.worker === "p1").length).toBe(rejected.length);
+    expect(rejected.every((r) => r.worker === "p1" && r.epoch === first.epoch)).toBe(true);
+
+    // The cache is consistent: signed, and the dependent holds exactly the cached slowpoke.
+    expect(badNarInfos(path.join(farm.dataDir, "cache"), farm.publicKey()).bad).toEqual([]);
+    const state = await loadFarmState(NATS_URL, farm.prefix);
+    const node = (name: string) => state.nodes.find((n) => n.name === name)!;
+    const client = new CacheClient({ baseUrl: farm.cacheUrl, trustedPublicKeys: [farm.publicKey()], storeDir: "/tmp/nix/store" });
+    const slow = await narFile(client, node("slowpoke-1.0").outputs.out);
+    const user = await narFile(client, node("partition-user-1.0").outputs.out);
+    expect(slow).toMatch(/^built at \d+/);
+    expect(user).toBe(slow);
+  }, 180_000);
+});

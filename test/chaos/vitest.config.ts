@@ -1,0 +1,14 @@
+import { defineConfig } from "vitest/config";
+
+// The chaos run (npm run test:chaos; CHAOS_SIZE=small in npm test) restarts the
+// machine's NATS server, so nothing else may run beside it.
+export default defineConfig({
+  test: {
+    include: ["test/chaos/chaos.test.ts"],
+    pool: "forks",
+    maxWorkers: 1,
+    fileParallelism: false,
+    testTimeout: 600_000,
+    hookTimeout: 120_000,
+  },
+});

@@ -1,0 +1,64 @@
+// BuildRunner slot accounting and drain with the FakeExecutor (uploads go to a real test cache).
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import type { AssignmentSpec } from "../coordinator/core/types.js";
+import { BuildRunner } from "./build-runner.js";
+import { FakeExecutor } from "./fake-executor.js";
+
+const STORE = "/tmp/nix/store";
+const logger = pino({ level: "silent" });
+let cache: TestCache;
+
+beforeAll(async () => {
+  cache = await startTestCache(STORE);
+});
+afterAll(async () => {
+  await cache?.close();
+});
+
+function spec(n: number, estimatedDurationMs = 0): AssignmentSpec {
+  const h = String(n).padStart(2, "0") + "23456789abcdfghijklmnpqrsvwxyz";
+  return { lease: { drvPath: `${STORE}/${h}-b${n}.drv`, epoch: 1 }, name: `b${n}`, outputs: { out: `${STORE}/${h.split("").reverse().join("")}-b${n}` }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, estimatedDurationMs };
+}
+
+function runner(durations: Record<string, number>, maxBuilds = 1) {
+  const executor = new FakeExecutor({ model: { durations, defaultMs: 20 }, makeCache: () => cache.client(), logger });
+  const r = new BuildRunner(executor, maxBuilds, logger);
+  r.setCache({ cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey });
+  return r;
+}
+
+describe("BuildRunner", () => {
+  it("frees an aborted build's slot at once, so work sent right after a stale-lease abort starts", async () => {
+    const r = runner({ b1: 60_000, b2: 50 });
+    expect(r.start(spec(1))).toBe("started");
+    expect(r.start(spec(2))).toBe("full");
+    expect(r.abort(spec(1).lease, "stale lease")).toBe(true);
+    expect(r.start(spec(2))).toBe("started");
+    expect(await r.idle(5000)).toBe(true);
+  });
+
+  it("names finished builds whose result is not acknowledged in the join, until acknowledged", async () => {
+    const r = runner({ b3: 10 });
+    r.start(spec(3));
+    await r.idle(5000);
+    expect(r.leases()).toEqual([]);
+    expect(r.joinLeases()).toEqual([spec(3).lease]);
+    r.ack(spec(3).lease);
+    expect(r.joinLeases()).toEqual([]);
+  });
+
+  it("on drain hands back what would outlast the deadline and keeps the rest", async () => {
+    const r = runner({ b4: 60_000, b5: 60_000, b6: 60_000 }, 3);
+    r.start(spec(4, 120_000));
+    r.start(spec(5, 1000));
+    r.start(spec(6));
+    const now = Date.now();
+    expect(r.beginDrain(now, now + 30_000, "SIGTERM")).toEqual({ kept: [spec(5).lease, spec(6).lease], handedBack: [spec(4).lease] });
+    expect(r.start(spec(7))).toBe("draining");
+    expect(r.handBackAll("deadline")).toEqual([spec(5).lease, spec(6).lease]);
+    expect(await r.idle(5000)).toBe(true);
+    expect(r.unackedResults()).toEqual([]); // handed-back builds report nothing
+  });
+});
