@@ -163,16 +163,29 @@ export function spawnIsolated(name: string, cmd: string, args: string[], opts: I
   return new IsolatedProcess(child, cgroupDir, opts.logFile);
 }
 
-/** Runs an isolated command to completion and returns its exit code, stdout and stderr. */
+/** Default limit of one runIsolated call: a stuck command fails its test instead of hanging the suite. */
+export const RUN_TIMEOUT_MS = 240_000;
+
+/**
+ * Runs an isolated command to completion and returns its exit code, stdout and
+ * stderr. Past `timeoutMs` its whole cgroup is killed and the code is 124.
+ */
 export async function runIsolated(
   name: string,
   cmd: string,
   args: string[],
-  opts: Omit<IsolationOptions, "logFile" | "errFile">,
+  opts: Omit<IsolationOptions, "logFile" | "errFile"> & { timeoutMs?: number },
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const base = path.join(path.dirname(opts.nixDir), `${name}-${process.pid}-${++counter}`);
   const p = spawnIsolated(name, cmd, args, { ...opts, logFile: `${base}.out`, errFile: `${base}.err` });
-  const code = await p.exited;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    p.killAll();
+  }, opts.timeoutMs ?? RUN_TIMEOUT_MS);
+  const exit = await p.exited;
+  clearTimeout(timer);
+  const code = timedOut ? 124 : exit;
   const stdout = readFileSync(`${base}.out`, "utf8");
   const stderr = readFileSync(`${base}.err`, "utf8");
   await p.dispose();

@@ -11,10 +11,11 @@ import { loadJsonlDag } from "../../coordinator/dag/jsonl.js";
 
 const DAGS = path.join(REPO, "test/fixtures/dags");
 const STORE = { NIX_STORE_DIR: "/nix/store", NIX_STATE_DIR: "/tmp/nix/var/nix", NIX_LOG_DIR: "/tmp/nix/var/log/nix" };
+// Fake executors write nothing to the store; the store dir is the host's /nix/store
+// only so that free-disk probes see a real filesystem.
 const fakeWorker = (name: string, features = "") => ({
   name,
   maxBuilds: 4,
-  hideNix: true,
   env: { ...STORE, FARM_EXECUTOR: "fake", FARM_FAKE_BUILD_MS: "2", FARM_FEATURES: features },
 });
 
