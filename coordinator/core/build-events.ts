@@ -2,7 +2,7 @@
 import { complete, fail, isTerminal, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { memoryAt } from "./estimator.js";
-import { mb } from "./memory-fit.js";
+import { mb, safetyMargin } from "./memory-fit.js";
 import { platformMatches } from "./placement.js";
 import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
 import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
@@ -103,6 +103,8 @@ export function buildReported(
       // Only an unverified success is transient among the "succeeded" reports.
       const what = report.outcome === "succeeded" ? "upload-failed: outputs not verified in the cache" : describe(report);
       rec.transientFailures++;
+      // It filled that worker's disk: it needs more than the worker had free at best, so placement looks elsewhere.
+      if (report.outcome === "disk-full") rec.diskFloorBytes = Math.max(rec.diskFloorBytes ?? 0, w.info.freeDiskBytes + 1, w.freeDiskBytes + 1);
       if (rec.transientFailures > s.config.maxTransientRetries) {
         s.dag.apply(rec, now, () => fail(rec, now, `gave up after ${rec.transientFailures} transient failures; last: ${what}`));
       } else {
@@ -131,7 +133,7 @@ function largestWorkerMemory(s: SchedulerState, node: DrvNode): number {
 
 /** What a worker of `memoryBytes` can hand to builds (memory-fit's safety margin taken off). */
 function usableMemory(s: SchedulerState, memoryBytes: number): number {
-  return memoryBytes - Math.max(memoryBytes * s.config.memorySafetyMarginFraction, s.config.memorySafetyMarginMinBytes);
+  return memoryBytes - safetyMargin(memoryBytes, s.config);
 }
 
 // An OOM kill is not a build failure: the estimator has raised the memory

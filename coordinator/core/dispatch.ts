@@ -46,7 +46,8 @@ export function assignmentSpec(
   timeoutMs: number,
   estimate?: Estimate,
 ): AssignmentSpec {
-  const expectedMs = estimate?.model ? durationAt(estimate.model, rec.cores) : (estimate?.durationMs ?? 0);
+  // Only measured durations: a prior (a guess of minutes for anything unknown) would make a draining worker hand back everything.
+  const expectedMs = estimate?.model ? (estimate.model.source === "history" ? durationAt(estimate.model, rec.cores) : 0) : (estimate?.durationMs ?? 0);
   return {
     lease: { drvPath: rec.drvPath, epoch: rec.epoch },
     name: node.name,

@@ -22,6 +22,10 @@ export interface DrvRecord {
   oomKills: number;
   /** Cap on cores for the next lease, set by an OOM kill; 0 = no cap. */
   coreLimit: number;
+  /** Set by a disk-full attempt: the build needs more free disk than this (absent = no such evidence). */
+  diskFloorBytes?: number;
+  /** Longest an attempt ran before its worker was lost: the build takes longer than this (absent = no such evidence). */
+  lostAfterMs?: number;
   /** Why it failed, was cancelled or was requeued; "" otherwise. */
   reason: string;
   /** Found in the cache rather than built here. */

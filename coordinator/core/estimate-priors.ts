@@ -1,9 +1,10 @@
 // What a build is assumed to need before it has any history, in order:
-// the heavy-packages table, then `big-parallel` in requiredSystemFeatures,
-// then fetches (fixed-output) and preferLocalBuild as tiny, then a default.
+// fetches (fixed-output or builtin) as tiny, then the heavy-packages table,
+// then `big-parallel` in requiredSystemFeatures, then preferLocalBuild as
+// tiny, then a default.
 import type { ResourceModel } from "./estimator.js";
 import type { HeavyTable } from "./heavy-packages.js";
-import type { DrvNode } from "./types.js";
+import { BUILTIN_SYSTEM, type DrvNode } from "./types.js";
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -63,8 +64,15 @@ function serialized(spec: PriorSpec): PriorSpec {
   return { ...spec, parallelFraction: Math.min(spec.parallelFraction, 0.1), perCoreBytes: spec.perCoreBytes / 4 };
 }
 
+/** A download rather than a build: fixed-output, or run inside Nix itself (builtin:fetchurl). */
+export function isFetch(node: DrvNode): boolean {
+  return node.fixedOutput || node.system === BUILTIN_SYSTEM;
+}
+
 /** The no-history model of `node`. */
 export function priorModel(node: DrvNode, heavy: HeavyTable, d: PriorDefaults = DEFAULT_PRIORS): ResourceModel {
+  // Before the heavy table: `gcc-9.3.0.tar.xz` is gcc's source download, not an 11-hour build.
+  if (isFetch(node)) return modelOf(d.fetch, "fetch");
   const entry = heavy.lookup(node.pname);
   if (entry !== undefined) {
     const spec: PriorSpec = {
@@ -78,7 +86,6 @@ export function priorModel(node: DrvNode, heavy: HeavyTable, d: PriorDefaults = 
   }
   const parallel = (s: PriorSpec) => (node.enableParallelBuilding ? s : serialized(s));
   if (node.requiredSystemFeatures.includes("big-parallel")) return modelOf(parallel(d.bigParallel), "big-parallel");
-  if (node.fixedOutput) return modelOf(d.fetch, "fetch");
   if (node.preferLocalBuild) return modelOf(d.local, "local");
   return modelOf(parallel(d.default), "default");
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { durationAt, memoryAt, type BuildObservation } from "./estimator.js";
 import { DEFAULT_PRIORS } from "./estimate-priors.js";
-import { LearnedEstimator, checkLearned, estimateKey, estimateStoreKey, versionFamily } from "./learned-estimator.js";
+import { LearnedEstimator, checkLearned, estimateKey, estimateKeyOf, estimateStoreKey, versionFamily } from "./learned-estimator.js";
 import { mkNode } from "./test-support.js";
 
 const MiB = 2 ** 20;
@@ -35,6 +35,18 @@ describe("estimate keys", () => {
     e.observe(pkg("gcc", "10.2.0"), ok(2, 900, 300 * MIN));
     expect(e.estimate(pkg("gcc", "10.3.0")).model!.source).toBe("history");
     expect(e.estimate(pkg("gcc", "9.3.0")).model!.source).toBe("heavy-table");
+  });
+
+  it("a fetch learns under its own key: perl's tarball never becomes perl's build history", () => {
+    const est = new LearnedEstimator();
+    const tarball = pkg("perl", "5.30.3.tar.gz", { fixedOutput: true });
+    const perl = pkg("perl", "5.30.3");
+    expect(estimateKeyOf(tarball)).toBe("fetch:perl@5");
+    expect(estimateKeyOf(perl)).toBe("perl@5");
+    expect(est.observe(tarball, ok(1, 28, 14_000))?.key).toBe("fetch:perl@5");
+    expect(est.estimate(perl).model!.measured).toBe(false);
+    expect(est.estimate(tarball).model!).toMatchObject({ measured: true, source: "history" });
+    expect(estimateStoreKey("fetch:perl@5")).toBe("fetch=3aperl=405");
   });
 
   it("store keys are NATS-safe and distinct", () => {
@@ -71,6 +83,13 @@ describe("estimates without history", () => {
     expect(memoryAt(fetch, 4)).toBeLessThan(memoryAt(plain, 1));
     expect(memoryAt(local, 1)).toBe(DEFAULT_PRIORS.local.baseBytes);
     expect(plain.measured).toBe(false);
+  });
+
+  it("fetches come first: a source tarball named like a heavy package is a tiny fetch, builtin ones too", () => {
+    const tarball = e.estimate(pkg("gcc", "9.3.0.tar.xz", { fixedOutput: true })).model!;
+    const builtin = e.estimate(pkg("chromium", "84.0.tar.xz", { system: "builtin" })).model!;
+    expect([tarball.source, builtin.source]).toEqual(["fetch", "fetch"]);
+    expect(durationAt(tarball, 1)).toBe(DEFAULT_PRIORS.fetch.oneCoreMs);
   });
 
   it("an operator's table replaces the built-in one", () => {

@@ -6,7 +6,7 @@
 // durable store, and `observe` returns what changed so the shell persists it.
 import { InvalidInputError } from "./errors.js";
 import { DEFAULT_LEARNING, emptyLearned, fitModel, foldObservation, type LearningConfig } from "./estimate-fit.js";
-import { DEFAULT_PRIORS, priorModel, type PriorDefaults } from "./estimate-priors.js";
+import { DEFAULT_PRIORS, isFetch, priorModel, type PriorDefaults } from "./estimate-priors.js";
 import {
   durationAt,
   memoryAt,
@@ -37,6 +37,19 @@ export function versionFamily(version: string): string {
 export function estimateKey(pname: string, version: string): string {
   const family = versionFamily(version);
   return family === "" ? pname : `${pname}@${family}`;
+}
+
+/** Prefix of the keys of fixed-output and builtin derivations (fetches). */
+export const FETCH_KEY_PREFIX = "fetch:";
+
+/**
+ * The key `node` learns under. Fetches get their own (`fetch:perl@5`): the
+ * tarball `perl-5.30.3.tar.gz` parses to pname perl, and a download's few MB
+ * must never become perl's build history. (Nix names contain no ':'.)
+ */
+export function estimateKeyOf(node: DrvNode): string {
+  const key = estimateKey(node.pname, node.version);
+  return isFetch(node) ? FETCH_KEY_PREFIX + key : key;
 }
 
 /** `key` made safe for a NATS KV key: bytes outside [A-Za-z0-9_-] become `=XX` (UTF-8 hex). */
@@ -77,7 +90,7 @@ export class LearnedEstimator implements Estimator {
   /** The model of `node`: learned history over its prior. */
   model(node: DrvNode): ResourceModel {
     const prior = priorModel(node, this.heavy, this.priors);
-    return fitModel(prior, this.learned.get(estimateKey(node.pname, node.version)), this.learning);
+    return fitModel(prior, this.learned.get(estimateKeyOf(node)), this.learning);
   }
 
   /** Needs of `node`, with scalars at the reference core count. */
@@ -88,7 +101,7 @@ export class LearnedEstimator implements Estimator {
 
   /** Folds one attempt in; returns a copy of the key's learned state when it changed, else null. */
   observe(node: DrvNode, obs: BuildObservation): LearnedEstimate | null {
-    const key = estimateKey(node.pname, node.version);
+    const key = estimateKeyOf(node);
     const entry = this.learned.get(key) ?? emptyLearned(key);
     if (!foldObservation(entry, obs, this.learning)) return null;
     this.learned.set(key, entry);

@@ -44,13 +44,14 @@ function place(estimate: Estimate, candidates: WorkerCandidate[], opts: { busy?:
   return new MemoryFit(opts.config).place({ now: NOW, node, record, estimate, candidates, busy: opts.busy ?? [] });
 }
 
-const margin = (memory: number) => Math.max(0.1 * memory, 64 * MiB);
+const margin = (memory: number) => Math.max(Math.min(0.1 * memory, 128 * MiB), 64 * MiB);
 
 describe("memory-fit: memory", () => {
-  it("a big build lands only on a worker that fits, with the most cores that fit", () => {
-    const big = est(1024, 1024); // 2 GiB at 1 core, 7 GiB at 6
+  it("a big build lands only on a worker that fits, with the most cores that fit with headroom", () => {
+    const big = est(1024, 1024); // 2 GiB at 1 core, 6 GiB at 5 (7.2 with 20% headroom)
     const d = place(big, [cand({ workerId: "small", memoryBytes: 2 * GiB, cores: 2 }), cand({ workerId: "large", memoryBytes: 8 * GiB, cores: 8 })]);
-    expect(d).toMatchObject({ ok: true, workerId: "large", cores: 6 });
+    // 8064 MiB to hand out: 6 cores (7 GiB + 20%) would not leave the headroom a measured need gets.
+    expect(d).toMatchObject({ ok: true, workerId: "large", cores: 5 });
     if (!d.ok) return;
     expect(memoryAt(big.model!, d.cores)).toBeLessThanOrEqual(d.memoryReservationBytes);
     expect(d.memoryReservationBytes).toBeLessThanOrEqual(8 * GiB - margin(8 * GiB));
@@ -58,8 +59,24 @@ describe("memory-fit: memory", () => {
 
   it("a small worker runs a build with fewer cores rather than into an OOM", () => {
     const d = place(est(256, 512), [cand({ workerId: "w", memoryBytes: 2 * GiB, cores: 4 })]);
-    // 1792 MiB at 3 cores fits in 2048 - 205; 2304 at 4 does not.
-    expect(d).toMatchObject({ ok: true, cores: 3 });
+    // 1280 MiB at 2 cores plus 20% headroom fits in 2048 - 128; 1792 at 3 fits only bare (an OOM coin flip).
+    expect(d).toMatchObject({ ok: true, cores: 2 });
+  });
+
+  it("a measured need no worker can give headroom runs bare on the roomiest worker", () => {
+    const d = place(est(3600, 0), [cand({ workerId: "a", memoryBytes: 4 * GiB, maxBuilds: 2 }), cand({ workerId: "b", memoryBytes: 4 * GiB + 256 * MiB, maxBuilds: 2 })]);
+    expect(d).toMatchObject({ ok: true, workerId: "b", memoryReservationBytes: 4 * GiB + 256 * MiB - 128 * MiB });
+  });
+
+  it("a guess beyond every worker gets one try on an idle largest worker with all it can give; a measured one waits", () => {
+    const guess = est(7168, 0, 60_000, { measured: false, source: "heavy-table" });
+    const idle = cand({ workerId: "big", memoryBytes: 4 * GiB, maxBuilds: 2 });
+    const small = cand({ workerId: "small", memoryBytes: 2 * GiB });
+    expect(place(guess, [small, idle])).toMatchObject({ ok: true, workerId: "big", cores: 1, memoryReservationBytes: 4 * GiB - 128 * MiB });
+    // Not while the largest worker runs something: the try gets the whole worker.
+    const busyBig = cand({ workerId: "big", memoryBytes: 4 * GiB, maxBuilds: 2 }, { memory: GiB });
+    expect(place(guess, [small, busyBig])).toEqual({ ok: false, reason: "needs ~7168 MB at 1 core by a guess; largest worker has 4096 MB; waiting for one to be idle to try there" });
+    expect(place(est(7168, 0), [small, idle])).toEqual({ ok: false, reason: "needs ~7168 MB at 1 core; largest worker has 4096 MB; waiting for a bigger worker" });
   });
 
   it("respects the record's OOM core cap", () => {
@@ -73,7 +90,7 @@ describe("memory-fit: memory", () => {
     expect(free).toMatchObject({ ok: true, cores: 3 });
     if (free.ok) expect(4 * GiB + free.memoryReservationBytes).toBeLessThanOrEqual(8 * GiB - margin(8 * GiB));
     const full = place(need, [cand(worker, { memory: 6 * GiB, cores: 1 })]);
-    expect(full).toEqual({ ok: false, reason: "waiting for memory: needs ~2048 MB at 1 core; most unreserved on a free worker is 1229 MB" });
+    expect(full).toEqual({ ok: false, reason: "waiting for memory: needs ~2048 MB at 1 core; most unreserved on a free worker is 1920 MB" });
   });
 
   it("places nothing that would exceed any worker's RAM, and says so", () => {
@@ -81,13 +98,28 @@ describe("memory-fit: memory", () => {
     expect(d).toEqual({ ok: false, reason: "needs ~10240 MB at 1 core; largest worker has 8192 MB; waiting for a bigger worker" });
   });
 
-  it("reserves headroom when there is room; a guess gets up to twice its need within the slot share", () => {
+  it("reserves headroom when there is room; a guess gets up to twice its need within the slot share; a lone slot gets all of it", () => {
     const measured = place(est(1000, 0), [cand({ workerId: "w", memoryBytes: 16 * GiB, maxBuilds: 2 })]);
     expect(measured.ok && measured.memoryReservationBytes).toBe(Math.floor(1000 * MiB * 1.2));
     const guess = place(est(1000, 0, 60_000, { measured: false, source: "default" }), [cand({ workerId: "w", memoryBytes: 16 * GiB, maxBuilds: 2 })]);
     expect(guess.ok && guess.memoryReservationBytes).toBe(2000 * MiB);
     const tight = place(est(1000, 0, 60_000, { measured: false, source: "default" }), [cand({ workerId: "w", memoryBytes: 2 * GiB, maxBuilds: 2 })]);
     expect(tight.ok && tight.memoryReservationBytes).toBe(Math.floor(1000 * MiB * 1.2));
+    // A tiny need still gets an absolute margin above it.
+    const tiny = place(est(20, 0), [cand({ workerId: "w", memoryBytes: 16 * GiB, maxBuilds: 2 })]);
+    expect(tiny.ok && tiny.memoryReservationBytes).toBe(52 * MiB);
+    // One slot: nothing else could use the rest, so the kill limit is all the worker can give.
+    const lone = place(est(1000, 0), [cand({ workerId: "w", memoryBytes: 2 * GiB, maxBuilds: 1 })]);
+    expect(lone.ok && lone.memoryReservationBytes).toBe(2 * GiB - 128 * MiB);
+  });
+
+  it("after an OOM kill the build gets twice its raised need (within the slot share) on the roomiest worker", () => {
+    const node = mkNode("x");
+    const record = newDrvRecord(node.drvPath, 0);
+    record.oomKills = 1;
+    const candidates = [cand({ workerId: "a", memoryBytes: 2 * GiB }), cand({ workerId: "b", memoryBytes: 8 * GiB })];
+    const d = new MemoryFit().place({ now: NOW, node, record, estimate: est(1000, 0), candidates });
+    expect(d).toMatchObject({ ok: true, workerId: "b", memoryReservationBytes: 2000 * MiB });
   });
 
   it("prefers the worker where the build finishes soonest, then the tightest fit", () => {
@@ -129,9 +161,30 @@ describe("memory-fit: remaining lifetime", () => {
   });
 
   it("with no worker that lives long enough, waits for a fresh one and says why", () => {
+    const threeHours = est(100, 0, 3 * HOUR);
+    const d = place(threeHours, [cand(old), cand({ workerId: "mid", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 3600 })]);
+    expect(d).toEqual({ ok: false, reason: "needs ~3h, longest remaining worker lifetime is 3h; waiting for a fresh worker" });
+  });
+
+  it("a build longer than even a fresh worker allows starts on a nearly fresh worker instead of waiting forever", () => {
     const elevenHours = est(100, 0, 11 * HOUR);
-    const d = place(elevenHours, [cand(old), cand({ workerId: "mid", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 3600 })]);
-    expect(d).toEqual({ ok: false, reason: "needs ~11h, longest remaining worker lifetime is 3h; waiting for a fresh worker" });
+    const twelve = { maxLifetimeSeconds: 12 * 3600 };
+    const d = place(elevenHours, [cand({ workerId: "mid", ...twelve, uptimeSeconds: 3600 })]);
+    expect(d).toEqual({
+      ok: false,
+      reason: "needs ~11h, more than a fresh worker's 12h allows with 10% to spare; waiting for a worker with 11h24m left to start on the freshest (longest remaining now 11h)",
+    });
+    const started = place(elevenHours, [cand({ workerId: "mid", ...twelve, uptimeSeconds: 3600 }), cand({ workerId: "new", ...twelve, uptimeSeconds: 60 })]);
+    expect(started).toMatchObject({ ok: true, workerId: "new" });
+  });
+
+  it("an attempt lost with its worker after running 3h is expected to take longer next time", () => {
+    const node = mkNode("x");
+    const record = newDrvRecord(node.drvPath, 0);
+    record.lostAfterMs = 3 * HOUR;
+    const fourHoursLeft = cand({ workerId: "w", maxLifetimeSeconds: 12 * 3600, uptimeSeconds: 8 * 3600 });
+    const d = new MemoryFit().place({ now: NOW, node, record, estimate: est(100, 0, 60_000), candidates: [fourHoursLeft] });
+    expect(d).toMatchObject({ ok: false, reason: expect.stringMatching(/^needs ~4h30m, longest remaining worker lifetime is 4h/) });
   });
 
   it("start-anyway starts it on the longest-lived worker instead", () => {

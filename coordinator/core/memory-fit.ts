@@ -3,16 +3,21 @@
 //  (b) the worker's unreserved memory (its memory minus the reservations of
 //      its running builds, minus a safety margin) covers the estimate at the
 //      cores granted: the most cores (<= its unreserved cores, <= the record's
-//      OOM cap) whose estimate fits, so a small worker runs a build with fewer
+//      OOM cap) whose estimate fits (a measured one with its headroom, unless
+//      no worker could give that), so a small worker runs a build with fewer
 //      cores rather than into an OOM kill,
 //  (c) its free disk, minus the estimated disk of its running builds, covers
 //      the estimated disk,
-//  (d) it lives long enough to finish (remaining lifetime >= duration + slack),
+//  (d) it lives long enough to finish (remaining lifetime >= duration + slack;
+//      a nearly fresh worker when even a fresh one could not give that),
 //      unless no worker does (see lifetimePolicy).
+// A guess that fits no worker at all gets one try on an idle largest worker.
 // Among those, the build finishes soonest there (most useful cores); ties go
-// to the tightest memory fit (big holes stay free for big builds), then workerId.
-import { memoryAt, durationAt, type Estimate, type ResourceModel } from "./estimator.js";
-import { DEFAULT_PRIORS, modelOf } from "./estimate-priors.js";
+// to the tightest memory fit (big holes stay free for big builds), or the
+// roomiest after an OOM kill, then workerId.
+import { memoryAt, durationAt, type ResourceModel } from "./estimator.js";
+import { fleetLifetimeMs, lifetimeNeed, longestRemainingMs } from "./lifetime-need.js";
+import { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, type MemoryFitConfig } from "./memory-fit-config.js";
 import {
   hasFreeSlot,
   noFitReason,
@@ -25,35 +30,11 @@ import {
 import type { WorkerInfo } from "./types.js";
 import { remainingLifetimeMs } from "./worker-state.js";
 
-/** What to do when no worker lives long enough for a build. */
-export type LifetimePolicy = "wait-for-fresh" | "start-anyway";
-
-/** Tunables of memory-fit. */
-export interface MemoryFitConfig {
-  /** Memory kept free on every worker: the larger of this fraction of its memory ... */
-  memorySafetyMarginFraction: number;
-  /** ... and this many bytes. */
-  memorySafetyMarginMinBytes: number;
-  /** Reserve this much above the estimate when it fits (the worker kills a build at its reservation). */
-  memoryHeadroomFraction: number;
-  /** A guessed (unmeasured) need may reserve up to this times the guess, within the per-slot share. */
-  guessedMemoryFactor: number;
-  lifetimePolicy: LifetimePolicy;
-  /** A build must fit in the remaining lifetime with this much to spare. */
-  lifetimeSlackFraction: number;
-}
-
-/** Defaults of memory-fit. */
-export const DEFAULT_MEMORY_FIT: MemoryFitConfig = {
-  memorySafetyMarginFraction: 0.1,
-  memorySafetyMarginMinBytes: 64 * 2 ** 20,
-  memoryHeadroomFraction: 0.2,
-  guessedMemoryFactor: 2,
-  lifetimePolicy: "wait-for-fresh",
-  lifetimeSlackFraction: 0.1,
-};
+export { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, type LifetimePolicy, type MemoryFitConfig } from "./memory-fit-config.js";
 
 const MAX_CORES_TRIED = 256;
+/** A build lost with its worker after running t is expected to need this times t (it had not finished). */
+const LOST_ATTEMPT_FACTOR = 1.5;
 
 /** How one worker would take the build. */
 interface Fit {
@@ -67,32 +48,17 @@ interface Fit {
   leftover: number;
 }
 
+/** How fitOn judges every worker for one build. */
+interface FitTerms {
+  coreCap: number;
+  now: number;
+  /** This build was OOM-killed before. */
+  afterOom: boolean;
+  /** The need plus its headroom must fit the unreserved memory (else the bare need). */
+  padded: boolean;
+}
+
 type Miss = { kind: "memory"; unreserved: number } | { kind: "disk"; freeDisk: number };
-
-/** Megabytes (MiB), rounded, as status shows them. */
-export function mb(bytes: number): number {
-  return Math.round(bytes / 2 ** 20);
-}
-
-/** A short human duration: 45s, 12m, 3h, 3h20m. */
-export function shortDuration(ms: number): string {
-  if (!Number.isFinite(ms)) return "unlimited";
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s}s`;
-  const m = Math.round(s / 60);
-  if (m < 60) return `${m}m`;
-  const h = Math.floor(m / 60);
-  return m % 60 === 0 ? `${h}h` : `${h}h${m % 60}m`;
-}
-
-/** The model placement uses: the estimator's, else a flat one from its scalar, else the default prior. */
-export function placementModel(est: Estimate): ResourceModel {
-  if (est.model !== undefined) return est.model;
-  const m = modelOf(DEFAULT_PRIORS.default, "default");
-  if (est.memoryBytes !== null) Object.assign(m, { baseBytes: est.memoryBytes, perCoreBytes: 0 });
-  if (est.durationMs !== null) Object.assign(m, { serialMs: est.durationMs, parallelMs: 0 });
-  return m;
-}
 
 /** Places builds by memory, disk and remaining lifetime, with cores chosen to fit. */
 export class MemoryFit implements PlacementPolicy {
@@ -105,51 +71,136 @@ export class MemoryFit implements PlacementPolicy {
 
   /** Memory a worker never hands out. */
   marginOf(info: WorkerInfo): number {
-    return Math.max(info.memoryBytes * this.config.memorySafetyMarginFraction, this.config.memorySafetyMarginMinBytes);
+    return safetyMargin(info.memoryBytes, this.config);
   }
 
   /** Places `req.node` or says why it waits. */
   place(req: PlacementRequest): PlacementDecision {
-    const model = placementModel(req.estimate);
+    const estimated = placementModel(req.estimate);
+    // A build that filled a worker's disk needs more than that worker had free, whatever the estimate says.
+    const floor = req.record.diskFloorBytes ?? 0;
+    const withDisk = floor > estimated.diskBytes ? { ...estimated, diskBytes: floor } : estimated;
+    // An attempt lost with its worker ran that long unfinished: expect more (else it is lost again and again).
+    const ranMs = (req.record.lostAfterMs ?? 0) * LOST_ATTEMPT_FACTOR;
+    const model = ranMs > durationAt(withDisk, 1) ? { ...withDisk, serialMs: ranMs, parallelMs: 0 } : withDisk;
     const coreCap = req.record.coreLimit > 0 ? req.record.coreLimit : MAX_CORES_TRIED;
+    const largest = this.largestWorker(req);
+    // A measured need goes only where its headroom fits too (the worker kills a build at its
+    // reservation, so a bare fit is an OOM coin flip), unless no worker could ever give it.
+    const cramped = model.measured && largest !== null && this.withHeadroom(memoryAt(model, 1)) > this.usable(largest);
+    const how: FitTerms = { coreCap, now: req.now, afterOom: req.record.oomKills > 0, padded: model.measured && !cramped };
     const fits: Fit[] = [];
     const misses: Miss[] = [];
     for (const c of req.candidates) {
       const w = c.worker;
       if (!hasFreeSlot(w) || !platformMatches(w.info, req.node.system, req.node.requiredSystemFeatures)) continue;
-      const r = this.fitOn(c, model, coreCap, req.now);
+      const r = this.fitOn(c, model, how);
       if ("kind" in r) misses.push(r);
       else fits.push(r);
     }
     if (fits.length === 0 && misses.length === 0) return { ok: false, reason: noFitReason(req.node, req.candidates) };
-    if (fits.length === 0) return { ok: false, reason: this.missReason(req, model, misses) };
+    let trial = false;
+    if (fits.length === 0) {
+      const t = this.guessTrial(req, model);
+      if (t === null) return { ok: false, reason: this.missReason(req, model, misses) };
+      if (typeof t === "string") return { ok: false, reason: t };
+      fits.push(...t);
+      trial = true;
+    }
+    return this.byLifetime(req, model, coreCap, fits, trial, cramped);
+  }
 
-    const slack = 1 + this.config.lifetimeSlackFraction;
-    const lasting = fits.filter((f) => f.durationMs * slack <= f.remainingMs);
-    if (lasting.length > 0) return grant(lasting.sort(bySoonestThenTightest)[0]);
+  /**
+   * A guessed (never measured) need that fits no worker at all gets one try
+   * on an idle worker of the largest size, at 1 core, with all that worker
+   * can give: the guess may be pessimistic, and a build never tried never
+   * learns. Its OOM kill (if any) is a measurement, and a measured need
+   * beyond every worker fails. Null when this does not apply.
+   */
+  private guessTrial(req: PlacementRequest, model: ResourceModel): Fit[] | string | null {
+    const largest = this.largestWorker(req);
+    const need1 = memoryAt(model, 1);
+    if (model.measured || largest === null || need1 <= this.usable(largest)) return null;
+    const out: Fit[] = [];
+    for (const c of req.candidates) {
+      const info = c.worker.info;
+      if (!hasFreeSlot(c.worker) || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
+      if (this.usable(info) < this.usable(largest) || c.running > 0 || c.reservedMemoryBytes > 0) continue;
+      if (c.worker.freeDiskBytes > 0 && model.diskBytes > c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0)) continue;
+      const reservation = Math.floor(this.usable(info));
+      const durationMs = durationAt(model, 1);
+      out.push({ c, cores: 1, reservation, disk: model.diskBytes, durationMs, remainingMs: remainingLifetimeMs(c.worker, req.now), leftover: 0 });
+    }
+    if (out.length > 0) return out;
+    return `needs ~${mb(need1)} MB at 1 core by a guess; largest worker has ${mb(largest.memoryBytes)} MB; waiting for one to be idle to try there`;
+  }
+
+  /** Picks among `fits` by remaining lifetime, or says what it waits for. */
+  private byLifetime(req: PlacementRequest, model: ResourceModel, coreCap: number, fits: Fit[], trial: boolean, cramped: boolean): PlacementDecision {
+    const slackFraction = this.config.lifetimeSlackFraction;
+    const active = [...req.candidates, ...(req.busy ?? [])]
+      .filter((c) => c.worker.state === "active" && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures))
+      .map((c) => c.worker);
+    const fleetMs = fleetLifetimeMs(active);
+    const needOf = (durationMs: number) => lifetimeNeed(durationMs, fleetMs, slackFraction);
+    const soonest = Math.min(...fits.map((f) => f.durationMs));
+    const need = needOf(soonest);
+    const lasting = fits.filter((f) => needOf(f.durationMs).needMs <= f.remainingMs);
+    // Beyond the fleet: the freshest. After an OOM kill (the need above the kill is unknown),
+    // or with no room for headroom anywhere: the most room.
+    const order = need.beyondFleet ? byFreshest : req.record.oomKills > 0 || cramped ? bySoonestThenRoomiest : bySoonestThenTightest;
+    if (lasting.length > 0) return grant(lasting.sort(order)[0]);
 
     // No free worker lives long enough. Wait for a busy one that does, if any.
-    const soonest = Math.min(...fits.map((f) => f.durationMs));
+    const largest = trial ? this.largestWorker(req) : null;
     for (const b of req.busy ?? []) {
       const info = b.worker.info;
-      if (memoryAt(model, 1) > info.memoryBytes - this.marginOf(info)) continue;
+      if (largest !== null ? this.usable(info) < this.usable(largest) : memoryAt(model, 1) > this.usable(info)) continue;
       const rem = remainingLifetimeMs(b.worker, req.now);
-      if (durationAt(model, Math.min(info.cores, coreCap)) * slack <= rem) {
+      if (needOf(durationAt(model, trial ? 1 : Math.min(info.cores, coreCap))).needMs <= rem) {
         return { ok: false, reason: `needs ~${shortDuration(soonest)}; waiting for worker ${info.workerId} (${shortDuration(rem)} left) to free a slot` };
       }
     }
     if (this.config.lifetimePolicy === "start-anyway") {
       return grant(fits.sort((a, b) => b.remainingMs - a.remainingMs || bySoonestThenTightest(a, b))[0]);
     }
-    const all = [...req.candidates, ...(req.busy ?? [])].filter((c) => c.worker.state === "active");
-    const longest = Math.max(0, ...all.map((c) => remainingLifetimeMs(c.worker, req.now)));
+    const longest = longestRemainingMs(active, req.now);
+    if (need.beyondFleet) {
+      return {
+        ok: false,
+        reason:
+          `needs ~${shortDuration(soonest)}, more than a fresh worker's ${shortDuration(fleetMs)} allows with ${Math.round(slackFraction * 100)}% to spare; ` +
+          `waiting for a worker with ${shortDuration(need.needMs)} left to start on the freshest (longest remaining now ${shortDuration(longest)})`,
+      };
+    }
     return {
       ok: false,
       reason: `needs ~${shortDuration(soonest)}, longest remaining worker lifetime is ${shortDuration(longest)}; waiting for a fresh worker`,
     };
   }
 
-  private fitOn(c: WorkerCandidate, model: ResourceModel, coreCap: number, now: number): Fit | Miss {
+  /** `need` plus the headroom reserved above a measured need. */
+  private withHeadroom(need: number): number {
+    return need + Math.max(need * this.config.memoryHeadroomFraction, this.config.memoryHeadroomMinBytes);
+  }
+
+  /** What a worker can hand to builds: its memory minus the safety margin. */
+  private usable(info: WorkerInfo): number {
+    return info.memoryBytes - this.marginOf(info);
+  }
+
+  /** The active worker of the build's platform that can hand out the most memory, free or busy. */
+  private largestWorker(req: PlacementRequest): WorkerInfo | null {
+    let largest: WorkerInfo | null = null;
+    for (const c of [...req.candidates, ...(req.busy ?? [])]) {
+      const info = c.worker.info;
+      if (c.worker.state !== "active" || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
+      if (largest === null || this.usable(info) > this.usable(largest)) largest = info;
+    }
+    return largest;
+  }
+
+  private fitOn(c: WorkerCandidate, model: ResourceModel, { coreCap, now, afterOom, padded }: FitTerms): Fit | Miss {
     const info = c.worker.info;
     const margin = this.marginOf(info);
     const unreserved = info.memoryBytes - c.reservedMemoryBytes - margin;
@@ -158,7 +209,7 @@ export class MemoryFit implements PlacementPolicy {
     let need = 0;
     for (let k = maxCores; k >= 1; k--) {
       need = memoryAt(model, k);
-      if (need <= unreserved) {
+      if ((padded ? this.withHeadroom(need) : need) <= unreserved) {
         cores = k;
         break;
       }
@@ -167,12 +218,17 @@ export class MemoryFit implements PlacementPolicy {
     // 0 means not reported (the wire cannot tell unset from 0); the worker still refuses a build that finds its disk full.
     const freeDisk = c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0);
     if (c.worker.freeDiskBytes > 0 && model.diskBytes > freeDisk) return { kind: "disk", freeDisk };
-    // A guessed need gets more room (up to guessedMemoryFactor x the guess,
-    // within the worker's per-slot share): guesses are often low, and an OOM
-    // kill costs a rebuild. Measured needs get just the headroom.
+    // More room (up to guessedMemoryFactor x the need, within the worker's
+    // per-slot share) for a guess (guesses are often low, and an OOM kill
+    // costs a rebuild), after an OOM kill of this build (it was killed AT its
+    // limit: how far above that it needs is unknown), and on a one-slot worker
+    // (no other build could use the rest; the reservation is only the kill
+    // limit there, and peaks vary). Other measured needs get just the
+    // headroom, leaving room to pack other builds beside them.
     const share = (info.memoryBytes - margin) / Math.max(1, info.maxBuilds);
-    const generous = model.measured ? 0 : Math.min(share, need * this.config.guessedMemoryFactor);
-    const reservation = Math.floor(Math.min(unreserved, Math.max(need * (1 + this.config.memoryHeadroomFraction), generous)));
+    const roomy = !model.measured || afterOom || info.maxBuilds <= 1;
+    const generous = roomy ? Math.min(share, need * this.config.guessedMemoryFactor) : 0;
+    const reservation = Math.floor(Math.min(unreserved, Math.max(this.withHeadroom(need), generous)));
     return {
       c,
       cores,
@@ -186,13 +242,8 @@ export class MemoryFit implements PlacementPolicy {
 
   private missReason(req: PlacementRequest, model: ResourceModel, misses: readonly Miss[]): string {
     const need1 = memoryAt(model, 1);
-    let largest: WorkerInfo | null = null;
-    for (const c of [...req.candidates, ...(req.busy ?? [])]) {
-      const info = c.worker.info;
-      if (c.worker.state !== "active" || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
-      if (largest === null || info.memoryBytes - this.marginOf(info) > largest.memoryBytes - this.marginOf(largest)) largest = info;
-    }
-    if (largest !== null && need1 > largest.memoryBytes - this.marginOf(largest)) {
+    const largest = this.largestWorker(req);
+    if (largest !== null && need1 > this.usable(largest)) {
       return `needs ~${mb(need1)} MB at 1 core; largest worker has ${mb(largest.memoryBytes)} MB; waiting for a bigger worker`;
     }
     const mem = misses.filter((m): m is Extract<Miss, { kind: "memory" }> => m.kind === "memory");
@@ -210,6 +261,16 @@ function bySoonestThenTightest(a: Fit, b: Fit): number {
   if (a.durationMs !== b.durationMs) return a.durationMs - b.durationMs;
   if (a.leftover !== b.leftover) return a.leftover - b.leftover;
   return a.c.worker.info.workerId < b.c.worker.info.workerId ? -1 : 1;
+}
+
+function bySoonestThenRoomiest(a: Fit, b: Fit): number {
+  if (a.durationMs !== b.durationMs) return a.durationMs - b.durationMs;
+  if (a.reservation !== b.reservation) return b.reservation - a.reservation;
+  return a.c.worker.info.workerId < b.c.worker.info.workerId ? -1 : 1;
+}
+
+function byFreshest(a: Fit, b: Fit): number {
+  return b.remainingMs - a.remainingMs || bySoonestThenTightest(a, b);
 }
 
 function grant(f: Fit): PlacementDecision {

@@ -31,9 +31,10 @@ export interface SchedulerConfig {
   maxSetAsidePerDispatch: number;
   /** Default placement (memory-fit): when no worker lives long enough for a build, wait for a fresh one or start anyway. */
   lifetimePolicy: LifetimePolicy;
-  /** Memory-fit keeps max(this fraction of a worker's memory, memorySafetyMarginMinBytes) unreserved. */
+  /** Memory-fit keeps this fraction of a worker's memory, within [memorySafetyMarginMinBytes, memorySafetyMarginMaxBytes], unreserved. */
   memorySafetyMarginFraction: number;
   memorySafetyMarginMinBytes: number;
+  memorySafetyMarginMaxBytes: number;
   /** Memory-fit reserves this much above the estimate when the worker has room. */
   memoryHeadroomFraction: number;
 }
@@ -49,6 +50,7 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   lifetimePolicy: DEFAULT_MEMORY_FIT.lifetimePolicy,
   memorySafetyMarginFraction: DEFAULT_MEMORY_FIT.memorySafetyMarginFraction,
   memorySafetyMarginMinBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMinBytes,
+  memorySafetyMarginMaxBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMaxBytes,
   memoryHeadroomFraction: DEFAULT_MEMORY_FIT.memoryHeadroomFraction,
 };
 
@@ -87,6 +89,7 @@ export function defaultPolicies(config: SchedulerConfig): SchedulerPolicies {
       lifetimePolicy: config.lifetimePolicy,
       memorySafetyMarginFraction: config.memorySafetyMarginFraction,
       memorySafetyMarginMinBytes: config.memorySafetyMarginMinBytes,
+      memorySafetyMarginMaxBytes: config.memorySafetyMarginMaxBytes,
       memoryHeadroomFraction: config.memoryHeadroomFraction,
     }),
     priority: new UpwardRankPriority(),

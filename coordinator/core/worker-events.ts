@@ -1,5 +1,6 @@
 // Worker lifecycle events: join (with lease adoption), heartbeat, disconnect,
 // drain, and loss when a deadline passes.
+import type { DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { takeBack, workerChanged, type SchedulerState } from "./scheduler-state.js";
 import type { DrvPath, Lease, WorkerInfo } from "./types.js";
@@ -66,6 +67,7 @@ export function workerJoined(s: SchedulerState, now: number, info: WorkerInfo, r
     if (reported.has(leaseKey({ drvPath, epoch }))) continue;
     const rec = s.dag.records.get(drvPath);
     if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
+      noteLostAttempt(rec, now);
       takeBack(s, rec, now, `worker ${w.info.workerId} rejoined without it`);
     } else {
       w.running.delete(drvPath);
@@ -147,12 +149,19 @@ export function workerRevoked(s: SchedulerState, now: number, workerId: string):
   lose(s, now, w, "revoked");
 }
 
+/** The attempt ran until at least `aliveAtMs` unfinished: placement then expects it to take longer (see memory-fit). */
+function noteLostAttempt(rec: DrvRecord, aliveAtMs: number): void {
+  if (rec.startedAtMs === null) return;
+  rec.lostAfterMs = Math.max(rec.lostAfterMs ?? 0, aliveAtMs - rec.startedAtMs);
+}
+
 function lose(s: SchedulerState, now: number, w: WorkerRecord, why: "lost" | "revoked"): void {
   markLost(w);
   const requeued: DrvPath[] = [];
   for (const [drvPath, epoch] of [...w.running]) {
     const rec = s.dag.records.get(drvPath);
     if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
+      noteLostAttempt(rec, w.lastSeenMs);
       takeBack(s, rec, now, `worker ${w.info.workerId} ${why}`);
       requeued.push(drvPath);
     }
