@@ -2,9 +2,9 @@
 // farm cache client + `nix-store --import` (Nix can't substitute .drv files),
 // then input outputs with `nix-store -r` from the farm cache as substituter.
 import path from "node:path";
-import { encodeExport, topoSortByReferences, type ExportItem } from "../coordinator/cache/export-stream.js";
+import { encodeExport, type ExportItem } from "../coordinator/cache/export-stream.js";
 import { referencePaths, type NarInfo } from "../coordinator/cache/narinfo.js";
-import { mapLimit } from "../coordinator/cache/client.js";
+import { walkClosure } from "../coordinator/cache/closure.js";
 import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
 import { parseDryRun } from "./nix-log.js";
@@ -21,30 +21,18 @@ const NARINFO_CONCURRENCY = 16;
  * path is skipped together with its closure, which Nix guarantees is valid too.
  */
 export async function missingClosure(store: NixStore, cache: CacheApi, roots: string[], signal: AbortSignal): Promise<NarInfo[]> {
-  const infos = new Map<string, NarInfo>();
-  const seen = new Set(roots);
-  let frontier = [...seen];
-  while (frontier.length > 0) {
-    const invalid = await store.invalidPaths(frontier, signal);
-    const wanted = frontier.filter((p) => invalid.has(p));
-    const fetched = await mapLimit(wanted, NARINFO_CONCURRENCY, async (p) => {
+  return walkClosure(roots, {
+    missing: async (paths) => {
+      const invalid = await store.invalidPaths(paths, signal);
+      return paths.filter((p) => invalid.has(p));
+    },
+    fetch: async (p) => {
       const info = await cache.narInfo(p);
       if (!info) throw new Error(`${p} is not in the cache`);
       return info;
-    });
-    frontier = [];
-    for (const info of fetched) {
-      infos.set(info.storePath, info);
-      for (const ref of referencePaths(info)) {
-        if (!seen.has(ref)) {
-          seen.add(ref);
-          frontier.push(ref);
-        }
-      }
-    }
-  }
-  const nodes = [...infos.values()].map((info) => ({ storePath: info.storePath, references: referencePaths(info), info }));
-  return topoSortByReferences(nodes).map((n) => n.info);
+    },
+    concurrency: NARINFO_CONCURRENCY,
+  });
 }
 
 /** Imports the closure of `drvPath` from the cache; returns the paths imported and bytes read. */

@@ -6,9 +6,9 @@ import type { Logger } from "pino";
 import { AuthError, FarmError, InvalidInputError, TransientError } from "../core/errors.js";
 import { asCompression, decompress, type Compression } from "./compression.js";
 import { ConflictError, HashMismatchError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
-import { topoSortByReferences } from "./export-stream.js";
+import { mapLimit, walkClosure } from "./closure.js";
 import { HashCounter, hashThrough } from "./nar-hash.js";
-import { parseNarInfo, referencePaths, type NarInfo } from "./narinfo.js";
+import { parseNarInfo, type NarInfo } from "./narinfo.js";
 import { parsePublicKey, verifyNarInfo, type NixKey } from "./signing.js";
 import { baseName, hashPart, parseStorePath } from "./store-path.js";
 import type { ByteSource } from "./wire.js";
@@ -40,20 +40,6 @@ export interface UploadItem {
   compression?: Compression;
   narHash?: string;
   narSize?: number;
-}
-
-/** Maps with at most `limit` calls of `fn` in flight; results keep their order. */
-export async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
 
 /** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
@@ -132,30 +118,21 @@ export class CacheClient {
 
   /** Verified narinfos of the closure of `storePaths`, dependencies first; paths `isPresent` says we have are skipped with their closure. */
   async closure(storePaths: string[], opts: { isPresent?: (storePath: string) => boolean | Promise<boolean> } = {}): Promise<NarInfo[]> {
-    const infos = new Map<string, NarInfo>();
-    const seen = new Set(storePaths);
-    let frontier = [...seen];
-    while (frontier.length > 0) {
-      const fetched = await mapLimit(frontier, this.opts.concurrency ?? 8, async (p) => {
-        if (opts.isPresent && (await opts.isPresent(p))) return null;
+    const { isPresent } = opts;
+    const concurrency = this.opts.concurrency ?? 8;
+    return walkClosure(storePaths, {
+      missing: async (paths) => {
+        if (!isPresent) return paths;
+        const present = await mapLimit(paths, concurrency, async (p) => isPresent(p));
+        return paths.filter((_, i) => !present[i]);
+      },
+      fetch: async (p) => {
         const info = await this.narInfo(p);
         if (!info) throw new NotInCacheError(`${p} is not in the cache ${this.baseUrl}`);
         return info;
-      });
-      frontier = [];
-      for (const info of fetched) {
-        if (!info) continue;
-        infos.set(info.storePath, info);
-        for (const ref of referencePaths(info)) {
-          if (!seen.has(ref)) {
-            seen.add(ref);
-            frontier.push(ref);
-          }
-        }
-      }
-    }
-    const nodes = [...infos.values()].map((info) => ({ storePath: info.storePath, references: referencePaths(info), info }));
-    return topoSortByReferences(nodes).map((n) => n.info);
+      },
+      concurrency,
+    });
   }
 
   /** The decompressed NAR of a (verified) narinfo; the stream errors if its bytes do not match NarHash/NarSize. */

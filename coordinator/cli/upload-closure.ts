@@ -4,7 +4,8 @@
 // the rest go up dependencies first (the cache refuses dangling references).
 import { execa } from "execa";
 import type { Logger } from "pino";
-import { CacheClient, mapLimit } from "../cache/client.js";
+import { CacheClient } from "../cache/client.js";
+import { mapLimit } from "../cache/closure.js";
 import { parseExport, topoSortByReferences } from "../cache/export-stream.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";

@@ -13,7 +13,7 @@ import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/t
 import { SerialQueue, type FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
 import { readValidNarInfo } from "../cache/http-server.js";
-import { mapLimit } from "../cache/client.js";
+import { mapLimit } from "../cache/closure.js";
 import { baseName, hashPart } from "../cache/store-path.js";
 import { assignmentToWire, jobStatusToWire, PROTOCOL_VERSION, workerViewToWire } from "../../proto/convert.js";
 import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
