@@ -41,6 +41,7 @@ export const coordinatorSchema = {
   },
   memorySafetyMarginPercent: { type: "int", doc: "Percent of each worker's memory never reserved for builds", env: "FARM_MEMORY_SAFETY_MARGIN_PERCENT", default: Math.round(DEFAULT_SCHEDULER_CONFIG.memorySafetyMarginFraction * 100), check: isPercent },
   memorySafetyMarginMin: { type: "bytes", doc: "Least memory kept unreserved on each worker", env: "FARM_MEMORY_SAFETY_MARGIN_MIN", default: DEFAULT_SCHEDULER_CONFIG.memorySafetyMarginMinBytes },
+  memorySafetyMarginMax: { type: "bytes", doc: "Most memory kept unreserved on each worker (the percent is capped here)", env: "FARM_MEMORY_SAFETY_MARGIN_MAX", default: DEFAULT_SCHEDULER_CONFIG.memorySafetyMarginMaxBytes },
   memoryHeadroomPercent: { type: "int", doc: "Reserve this percent above a build's memory estimate when the worker has room", env: "FARM_MEMORY_HEADROOM_PERCENT", default: Math.round(DEFAULT_SCHEDULER_CONFIG.memoryHeadroomFraction * 100), check: isPercent },
   buildTimeout: { type: "duration", doc: "Wall-clock limit of one build (0 = none)", env: "FARM_BUILD_TIMEOUT", default: 0 },
   logLevel: { type: "string", doc: "pino log level", env: "FARM_LOG_LEVEL", default: "info" },

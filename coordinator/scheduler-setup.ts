@@ -24,6 +24,7 @@ export function createScheduler(config: CoordinatorConfig, snapshot: Snapshot, n
     lifetimePolicy: config.lifetimePolicy as LifetimePolicy,
     memorySafetyMarginFraction: config.memorySafetyMarginPercent / 100,
     memorySafetyMarginMinBytes: config.memorySafetyMarginMin,
+    memorySafetyMarginMaxBytes: config.memorySafetyMarginMax,
     memoryHeadroomFraction: config.memoryHeadroomPercent / 100,
   };
   const restored = snapshot.jobs.length > 0 || snapshot.drvs.length > 0;
