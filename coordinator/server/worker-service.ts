@@ -102,6 +102,10 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
         if (!session) {
           if (m.$case !== "join") throw new InvalidInputError(`expected a join first, got ${m.$case}`);
           const { info, running } = workerInfoFromJoin(m.value, storeDir);
+          // A per-worker token names its worker: it can't join as (and push off) another one.
+          if (principal.role === "worker" && principal.name !== info.workerId) {
+            throw new AuthError(`the token of worker '${principal.name}' may not join as '${info.workerId}' (set FARM_WORKER_ID=${principal.name})`);
+          }
           const s: WorkerSession = {
             sessionId,
             workerId: info.workerId,

@@ -288,7 +288,7 @@ describe("floods and giant requests", () => {
     const big = "z".repeat(100 * 2 ** 20);
     await expect(admin.call(admin.client.submit, { nodes: [], roots: [], description: big, idempotencyKey: "big" })).rejects.toMatchObject({ code: status.RESOURCE_EXHAUSTED });
     const f = new FakeWorker(addr(), T.replayer);
-    await f.join("replayer-big");
+    await f.join("replayer"); // a worker token joins only under its own name
     f.send({ msg: { $case: "log", value: { lease: { drvPath: `/tmp/nix/store/${randomHash()}-big.drv`, epoch: 1 }, lines: [big] } } });
     expect((await f.ended).code).toBe(status.RESOURCE_EXHAUSTED);
     f.close();

@@ -15,6 +15,7 @@ import { farmClient, makeTestCa, newToken, writeTokens, type TestCa } from "./su
 const DEMO = path.join(REPO, "test/fixtures/demo/default.nix");
 const EXPECTED = "hello from tmpnix farm (libgreet 1.0, 2 programs)";
 const workerToken = newToken("tls-worker");
+const worker2Token = newToken("tls-worker2");
 const cliToken = newToken("tls-cli");
 
 let farm: FarmCluster;
@@ -26,7 +27,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-tls-"));
   ca = makeTestCa(dir);
   const tokensFile = path.join(dir, "tokens");
-  writeTokens(tokensFile, [["worker", "tls-w1", workerToken], ["cli", "alice", cliToken]]);
+  writeTokens(tokensFile, [["worker", "tls-w1", workerToken], ["worker", "tls-w2", worker2Token], ["cli", "alice", cliToken]]);
   // Every `farm` the harness runs inherits this: a CA file makes the CLI speak TLS.
   process.env.FARM_TLS_CA = ca.caFile;
   farm = await FarmCluster.start({
@@ -67,7 +68,7 @@ describe("TLS for gRPC and the cache", () => {
   it("a fresh worker's Nix substitutes its inputs from the https cache (NIX_SSL_CERT_FILE from FARM_TLS_CA)", async () => {
     expect(demoOut).not.toBe("");
     await farm.killWorker("tls-w1");
-    farm.startWorker({ name: "tls-w2", env: { COORDINATOR_URL: `https://${farm.coordinatorAddress}`, FARM_TOKEN: workerToken } }, true);
+    farm.startWorker({ name: "tls-w2", env: { COORDINATOR_URL: `https://${farm.coordinatorAddress}`, FARM_TOKEN: worker2Token } }, true);
     await farm.waitForWorkers(1);
     const file = path.join(dir, "uses-demo.nix");
     writeFileSync(
