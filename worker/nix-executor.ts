@@ -167,6 +167,9 @@ export function classifyBuild(b: NixBuildResult, a: AssignmentSpec): { outcome: 
   if (b.exitCode === 0) return undefined;
   const error = oneLine(b.error ?? `nix-store exited with code ${b.exitCode}`);
   if (b.diskFull || DISK_FULL.test(error)) return { outcome: "disk-full", error: b.diskFull ? `disk full: ${error}` : error };
+  // A builder killed by a signal (the platform, the OOM killer, a recycled container) says nothing
+  // about the derivation: retry it elsewhere rather than failing it for good.
+  if (/failed due to signal/.test(error)) return { outcome: "worker-error", error };
   // 100: build failed, 101: timed out, 102: hash mismatch, 104: not deterministic (nix-store's documented codes).
   if (b.exitCode >= 100 || /^builder for /.test(error)) return { outcome: "failed", error };
   return { outcome: "worker-error", error };

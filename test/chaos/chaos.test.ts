@@ -90,7 +90,9 @@ describe(`chaos (${FULL ? "full" : "small"})`, () => {
       chaos,
     );
 
-    expect(result.code, result.stderr).toBe(0);
+    // On failure, show what the job said about its failed derivations.
+    const failures = () => { try { return JSON.stringify(JSON.parse(result.stdout).failures ?? result.stdout); } catch { return result.stdout; } };
+    expect(result.code, `${result.stderr}\n${failures()}`).toBe(0);
     expect(JSON.parse(result.stdout).state).toBe("succeeded");
     // Every kind of disruption really happened while the job ran.
     expect(chaos.coordinatorKills).toBe(PLAN.coordinatorKillsAtMs.length);

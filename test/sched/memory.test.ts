@@ -21,6 +21,7 @@ import { DEFAULT_MEMORY_FIT, safetyMargin } from "../../coordinator/core/memory-
 import { LearnedEstimator, estimateKey, estimateStoreKey } from "../../coordinator/core/learned-estimator.js";
 import { memoryAt } from "../../coordinator/core/estimator.js";
 import type { DrvNode } from "../../coordinator/core/types.js";
+import { mkNode } from "../../coordinator/core/test-support.js";
 import {
   BuildCgroupWatcher,
   buildLog,
@@ -50,21 +51,7 @@ const padded = (bytes: number) => bytes + Math.max(bytes * DEFAULT_MEMORY_FIT.me
 const pageDown = (b: number) => Math.floor(b / 4096) * 4096;
 
 /** A hog as the coordinator sees it (what the estimator keys and its prior depend on). */
-const hogNode = (pname: string): DrvNode => ({
-  drvPath: `/tmp/nix/store/${"0".repeat(32)}-${pname}-1.0.drv`,
-  name: `${pname}-1.0`,
-  pname,
-  version: "1.0",
-  system: "x86_64-linux",
-  outputs: {},
-  inputDrvs: [],
-  inputSrcs: [],
-  fixedOutput: false,
-  requiredSystemFeatures: [],
-  preferLocalBuild: false,
-  allowSubstitutes: true,
-  enableParallelBuilding: true,
-});
+const hogNode = (pname: string): DrvNode => mkNode(`${pname}-1.0`, [], { pname, version: "1.0", outputs: [] });
 
 let farm: FarmCluster;
 let watcher: BuildCgroupWatcher;
