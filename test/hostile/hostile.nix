@@ -7,13 +7,7 @@
 #             then revoked mid-build.
 let
   demo = import ../fixtures/demo/default.nix;
-  mk = { name, script, ... }@attrs:
-    builtins.derivation ({
-      system = builtins.currentSystem;
-      builder = "/bin/sh";
-      args = [ "-ec" script ];
-      PATH = "/usr/bin:/bin";
-    } // builtins.removeAttrs attrs [ "script" ]);
+  mk = import ../fixtures/sh-derivation.nix;
   sleeper = i: mk {
     name = "hostile-sleeper-${toString i}";
     script = ''sleep 12; echo ${toString i} > "$out"'';
