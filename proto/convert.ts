@@ -195,6 +195,8 @@ export function drvRowToWire(r: DrvStatusRow): wire.DerivationStatus {
     estimateSource: r.estimateSource ?? "",
     currentMemoryBytes: r.currentMemoryBytes,
     currentPeakMemoryBytes: r.currentPeakMemoryBytes,
+    backupWorkerIds: [...r.backupWorkerIds],
+    backupCopy: r.backupCopy,
   };
 }
 

@@ -85,7 +85,7 @@ export function derivationsTable(drvs: DerivationStatus[]): string {
       d.state === "building" && d.currentMemoryBytes ? `${formatBytes(d.currentMemoryBytes)}/${formatBytes(d.currentPeakMemoryBytes)}` : d.peakMemoryBytes ? formatBytes(d.peakMemoryBytes) : "-",
       d.estimatedDurationMs ? formatDuration(d.estimatedDurationMs) : "-",
       d.durationMs ? formatDuration(d.durationMs) : "-",
-      d.reason || d.waitingReason || (d.oomKills ? `${d.oomKills} OOM` : ""),
+      d.reason || d.waitingReason || [d.oomKills ? `${d.oomKills} OOM` : "", d.backupWorkerIds.length ? `backup copy on ${d.backupWorkerIds.join(", ")}` : ""].filter(Boolean).join("; "),
     ]),
   );
 }
@@ -104,7 +104,7 @@ export function workersTable(workers: WorkerStatus[]): string {
       formatBytes(w.unreservedMemoryBytes),
       formatBytes(w.freeDiskBytes),
       w.remainingLifetimeSeconds ? formatDuration(w.remainingLifetimeSeconds * 1000) : "-",
-      w.running.map((r) => `${r.name} (${r.cores} cores, ${formatBytes(r.reservedMemoryBytes)} reserved, ${formatBytes(r.currentMemoryBytes)} used)`).join("; ") || "-",
+      w.running.map((r) => `${r.name} (${r.backupCopy ? "backup copy, " : ""}${r.cores} cores, ${formatBytes(r.reservedMemoryBytes)} reserved, ${formatBytes(r.currentMemoryBytes)} used)`).join("; ") || "-",
       String(w.buildsDone),
       String(w.buildsFailed),
       String(w.oomKills),

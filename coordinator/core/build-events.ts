@@ -1,10 +1,10 @@
 // Build results and job cancellation.
-import { complete, fail, isTerminal, type DrvRecord } from "./drv-state.js";
+import { complete, fail, holderOn, isTerminal, leaseHolders, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { memoryAt } from "./estimator.js";
 import { mb, safetyMargin } from "./memory-fit.js";
 import { platformMatches } from "./placement.js";
-import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
+import { abortHolders, cancelDrv, endAttempt, takeBack, type SchedulerState } from "./scheduler-state.js";
 import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
 
 /** How the scheduler treats a reported outcome. */
@@ -37,7 +37,7 @@ function staleness(s: SchedulerState, workerId: string, report: BuildReport): st
   if (rec === undefined) return "unknown derivation";
   if (rec.state !== "building") return `derivation is ${rec.state}, not building`;
   if (rec.epoch !== report.lease.epoch) return `stale lease: epoch ${report.lease.epoch}, current is ${rec.epoch}`;
-  if (rec.workerId !== workerId) return `leased to another worker`;
+  if (holderOn(rec, workerId) === undefined) return `leased to another worker`;
   return null;
 }
 
@@ -67,23 +67,33 @@ export function buildReported(
   const rec = s.dag.records.get(lease.drvPath)!;
   const w = s.pool.get(workerId)!;
   const node = s.dag.node(rec.drvPath);
+  const holder = holderOn(rec, workerId)!;
   w.lastSeenMs = now;
   rec.durationMs = report.durationMs;
   rec.peakMemoryBytes = report.peakMemoryBytes;
-  const cores = report.cores > 0 ? report.cores : rec.cores;
+  const cores = report.cores > 0 ? report.cores : holder.cores;
   const learned = s.estimator.observe(node, {
     outcome: report.outcome,
     durationMs: report.durationMs,
     peakMemoryBytes: report.peakMemoryBytes,
     cores,
-    memoryLimitBytes: rec.reservedMemoryBytes,
+    memoryLimitBytes: holder.reservedMemoryBytes,
     outputBytes: report.outputs.reduce((n, o) => n + o.narSize, 0),
     atMs: now,
   });
   if (learned) s.sink.estimateChanged(learned);
+  const kind = classifyOutcome(report.outcome, outputsVerified);
+  if (kind !== "done" && kind !== "failed" && leaseHolders(rec).length > 1) {
+    // A hedged build: the other copy carries on; this attempt costs no retry.
+    if (kind === "oom") w.oomKills++;
+    endAttempt(s, rec, workerId, now, describe(report));
+    s.sink.send({ kind: "ack", workerId, lease, accepted: true, reason: "" });
+    return;
+  }
+  // The lease ends here: the other copies of a hedged build are no longer wanted.
+  if (kind === "done" || kind === "failed") abortHolders(s, rec, kind === "done" ? `built on ${workerId}` : `failed on ${workerId}`, workerId);
   s.liveUsage.delete(rec.drvPath);
   s.pool.releaseLease(rec);
-  const kind = classifyOutcome(report.outcome, outputsVerified);
   switch (kind) {
     case "done":
       s.dag.apply(rec, now, () => complete(rec, now));

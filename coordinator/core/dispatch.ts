@@ -3,7 +3,7 @@
 // platform queues some free worker can serve, and stops when slots run out,
 // so its cost follows the number of assignments, not the size of the DAG.
 import type { DagIndex } from "./dag-index.js";
-import { lease, type DrvRecord } from "./drv-state.js";
+import { addHedge, dropHolder, holderOn, lease, primaryHolder, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type WorkerCandidate } from "./placement.js";
@@ -26,6 +26,10 @@ export interface DispatchContext {
   maxSetAside: number;
   /** Why a ready derivation was last passed over; cleared when it is leased. */
   waitingReasons: Map<DrvPath, string>;
+  /** Hedge a running build whose estimated remaining time is at least this (ms); 0 = never. */
+  hedgeMinRemainingMs: number;
+  /** Most backup copies of one build at a time. */
+  maxHedgesPerBuild: number;
 }
 
 /** Output paths of exactly the input outputs `node` uses, deduplicated, in input order. */
@@ -38,26 +42,34 @@ export function inputPathsOf(node: DrvNode, nodes: ReadonlyMap<DrvPath, DrvNode>
   return [...out];
 }
 
-/** The assignment a worker receives for a freshly leased record. */
+/** The assignment a worker receives for a freshly leased record (the primary's grant unless `holder` says otherwise). */
 export function assignmentSpec(
   node: DrvNode,
   rec: DrvRecord,
   nodes: ReadonlyMap<DrvPath, DrvNode>,
   timeoutMs: number,
   estimate?: Estimate,
+  holder: Pick<LeaseHolder, "cores" | "reservedMemoryBytes"> = rec,
 ): AssignmentSpec {
   // Only measured durations: a prior (a guess of minutes for anything unknown) would make a draining worker hand back everything.
-  const expectedMs = estimate?.model ? (estimate.model.source === "history" ? durationAt(estimate.model, rec.cores) : 0) : (estimate?.durationMs ?? 0);
+  const expectedMs = estimate?.model ? (estimate.model.source === "history" ? durationAt(estimate.model, holder.cores) : 0) : (estimate?.durationMs ?? 0);
   return {
     lease: { drvPath: rec.drvPath, epoch: rec.epoch },
     name: node.name,
     outputs: { ...node.outputs },
     inputPaths: inputPathsOf(node, nodes),
-    cores: rec.cores,
-    memoryLimitBytes: rec.reservedMemoryBytes,
+    cores: holder.cores,
+    memoryLimitBytes: holder.reservedMemoryBytes,
     timeoutMs,
     estimatedDurationMs: expectedMs,
   };
+}
+
+/** Expected ms a building record's primary attempt still needs (by its estimate), or null when unknown. */
+function expectedRemainingMs(rec: DrvRecord, estimate: Estimate, now: number): number | null {
+  const total = estimate.model !== undefined ? durationAt(estimate.model, Math.max(1, rec.cores)) : estimate.durationMs;
+  if (total === null) return null;
+  return total - (now - (rec.startedAtMs ?? now));
 }
 
 function candidateOf(w: WorkerRecord): WorkerCandidate {
@@ -71,10 +83,10 @@ function candidateOf(w: WorkerRecord): WorkerCandidate {
 }
 
 /** Active workers of the platform without a free slot: a policy may prefer to wait for one. */
-function busyCandidates(workers: WorkerPool, q: PlatformQueue): WorkerCandidate[] {
+function busyCandidates(workers: WorkerPool, system: string, features: readonly string[]): WorkerCandidate[] {
   const out: WorkerCandidate[] = [];
   for (const w of workers.values()) {
-    if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, q.system, q.features)) out.push(candidateOf(w));
+    if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, system, features)) out.push(candidateOf(w));
   }
   return out;
 }
@@ -94,15 +106,72 @@ function bestQueue(queues: readonly PlatformQueue[], free: readonly WorkerRecord
   return best?.q ?? null;
 }
 
-/** Assigns ready derivations to free workers until one of them runs out. */
+/** A worker as it would be with its hedges stopped (placement sees only its own builds). */
+function withoutHedges(w: WorkerRecord, dag: DagIndex): WorkerRecord {
+  const view = { ...w, running: new Map(w.running) };
+  for (const drvPath of w.running.keys()) {
+    const rec = dag.records.get(drvPath);
+    const h = rec === undefined || rec.workerId === w.info.workerId ? undefined : holderOn(rec, w.info.workerId);
+    if (h === undefined) continue;
+    view.running.delete(drvPath);
+    view.reservedCores -= h.cores;
+    view.reservedMemoryBytes -= h.reservedMemoryBytes;
+    view.reservedDiskBytes -= h.reservedDiskBytes;
+  }
+  return view;
+}
+
+/** Workers running at least one hedge (the ones a ready derivation may preempt). */
+function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
+  const out: WorkerRecord[] = [];
+  for (const w of workers.values()) {
+    if (w.state !== "active") continue;
+    for (const drvPath of w.running.keys()) {
+      const rec = dag.records.get(drvPath);
+      if (rec !== undefined && rec.workerId !== w.info.workerId) {
+        out.push(w);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** Stops every hedge on `w` (a ready derivation takes its place). */
+function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, now: number): void {
+  for (const drvPath of [...w.running.keys()]) {
+    const rec = ctx.dag.records.get(drvPath)!;
+    const h = rec.workerId === w.info.workerId ? undefined : holderOn(rec, w.info.workerId);
+    if (h === undefined) continue;
+    const lease = { drvPath, epoch: rec.epoch };
+    ctx.workers.releaseHolder(rec, h);
+    ctx.dag.apply(rec, now, () => dropHolder(rec, w.info.workerId));
+    ctx.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: `backup copy stopped: ${ctx.dag.node(forDrvPath).name} needs the worker` });
+    ctx.sink.emit({ type: "drv.hedge-preempted", atMs: now, drvPath, epoch: rec.epoch, workerId: w.info.workerId, forDrvPath });
+  }
+}
+
+/**
+ * Assigns ready derivations to free workers until one of them runs out; a
+ * derivation with nowhere to go may take a worker that runs only backup
+ * copies. Workers left idle then take backup copies of long running builds.
+ */
 export function dispatch(ctx: DispatchContext, now: number): void {
+  let free = ctx.workers.free();
+  if (ctx.dag.ready.size > 0) {
+    const hedging = hedgingWorkers(ctx.workers, ctx.dag);
+    if (free.length > 0 || hedging.length > 0) free = dispatchReady(ctx, now, free, hedging);
+  }
+  if (free.length > 0 && ctx.hedgeMinRemainingMs > 0) hedgeLongBuilds(ctx, now, free);
+}
+
+/** The ready pass; returns the workers still free. */
+function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], hedging: WorkerRecord[]): WorkerRecord[] {
   const { dag, workers, sink } = ctx;
-  let free = workers.free();
-  if (free.length === 0 || dag.ready.size === 0) return;
   const queues = dag.ready.nonEmpty();
   const setAside: DrvPath[] = [];
-  while (free.length > 0 && setAside.length < ctx.maxSetAside) {
-    const q = bestQueue(queues, free);
+  while ((free.length > 0 || hedging.length > 0) && setAside.length < ctx.maxSetAside) {
+    const q = bestQueue(queues, hedging.length === 0 ? free : [...free, ...hedging]);
     if (q === null) break;
     const entry = dag.ready.pop(q)!;
     const rec = dag.records.get(entry.drvPath)!;
@@ -111,22 +180,37 @@ export function dispatch(ctx: DispatchContext, now: number): void {
     const estimate = ctx.estimator.estimate(node);
     let busy: WorkerCandidate[] | undefined;
     // Busy workers matter only when nothing free will do: listed on first read.
-    const decision = ctx.policy.place({
+    const request = {
       now,
       node,
       record: rec,
       estimate,
       candidates,
       get busy() {
-        return (busy ??= busyCandidates(workers, q));
+        return (busy ??= busyCandidates(workers, q.system, q.features));
       },
-    });
+    };
+    let decision = ctx.policy.place(request);
+    let preempt: WorkerRecord | undefined;
+    if (!decision.ok) {
+      // Backup copies never keep real work waiting: try the workers as they would be without theirs.
+      const views = hedging.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => withoutHedges(w, dag));
+      const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views.map(candidateOf) });
+      if (second.ok) {
+        decision = second;
+        preempt = hedging.find((w) => w.info.workerId === second.workerId);
+      }
+    }
     if (!decision.ok) {
       setAside.push(entry.drvPath);
       ctx.waitingReasons.set(entry.drvPath, decision.reason);
       continue;
     }
-    const w = free.find((f) => f.info.workerId === decision.workerId);
+    if (preempt !== undefined) {
+      preemptHedges(ctx, preempt, rec.drvPath, now);
+      hedging = hedging.filter((w) => w !== preempt);
+    }
+    const w = preempt ?? free.find((f) => f.info.workerId === decision.workerId);
     if (w === undefined) throw new Error(`policy ${ctx.policy.name} chose ${decision.workerId}, not a candidate`);
     const grant = {
       workerId: w.info.workerId,
@@ -139,8 +223,65 @@ export function dispatch(ctx: DispatchContext, now: number): void {
     workers.attachLease(w, rec);
     ctx.waitingReasons.delete(rec.drvPath);
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
-    if (!hasFreeSlot(w)) free = free.filter((f) => f !== w);
+    free = free.filter((f) => f !== w);
+    if (hasFreeSlot(w)) free.push(w);
   }
   // Passed-over derivations go back with their key (and a fresh token).
   for (const p of setAside) dag.ready.push(dag.node(p), dag.keyOf(p));
+  return free;
+}
+
+/**
+ * Speculative backup copies (as MapReduce's backup tasks): a long build is
+ * lost whenever its container is recycled or killed, and restarting it from
+ * scratch can cost most of a day on the critical path. Idle workers that no
+ * ready derivation could use run a second copy under the same lease, best
+ * priority first, placed by the same policy (memory, lifetime). The first
+ * success wins and the others are aborted; a ready derivation preempts a copy.
+ */
+function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]): void {
+  const { dag, workers, sink } = ctx;
+  const wanted: { rec: DrvRecord; node: DrvNode; estimate: Estimate }[] = [];
+  for (const w of workers.values()) {
+    for (const drvPath of w.running.keys()) {
+      const rec = dag.records.get(drvPath);
+      // Each record once, through its primary; at most maxHedgesPerBuild copies.
+      if (rec === undefined || rec.workerId !== w.info.workerId || (rec.hedges?.length ?? 0) >= ctx.maxHedgesPerBuild) continue;
+      const node = dag.node(drvPath);
+      const estimate = ctx.estimator.estimate(node);
+      const left = expectedRemainingMs(rec, estimate, now);
+      if (left !== null && left >= ctx.hedgeMinRemainingMs) wanted.push({ rec, node, estimate });
+    }
+  }
+  wanted.sort((a, b) => comparePriority(dag.keyOf(a.rec.drvPath), dag.keyOf(b.rec.drvPath)));
+  for (const { rec, node, estimate } of wanted) {
+    if (free.length === 0) return;
+    const candidates = free.filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !w.running.has(rec.drvPath)).map(candidateOf);
+    if (candidates.length === 0) continue;
+    let busy: WorkerCandidate[] | undefined;
+    const decision = ctx.policy.place({
+      now,
+      node,
+      record: rec,
+      estimate,
+      candidates,
+      get busy() {
+        return (busy ??= busyCandidates(workers, node.system, node.requiredSystemFeatures));
+      },
+    });
+    if (!decision.ok) continue;
+    const w = free.find((f) => f.info.workerId === decision.workerId)!;
+    const hedge: LeaseHolder = {
+      workerId: w.info.workerId,
+      cores: applyCoreLimit(decision.cores, rec),
+      reservedMemoryBytes: decision.memoryReservationBytes,
+      reservedDiskBytes: decision.diskReservationBytes ?? 0,
+      startedAtMs: now,
+    };
+    dag.apply(rec, now, () => addHedge(rec, hedge));
+    workers.attachLease(w, rec, hedge);
+    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, hedge) });
+    sink.emit({ type: "drv.hedged", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, hedges: rec.hedges?.length ?? 0 });
+    if (!hasFreeSlot(w)) free = free.filter((f) => f !== w);
+  }
 }

@@ -44,6 +44,21 @@ export interface DrvRecord {
   jobs: string[];
   /** Global submission order; the last priority tie-break. */
   seq: number;
+  /**
+   * Hedges: more attempts under the same lease on other workers (a backup
+   * copy of a long build on an idle worker; the first success wins, and a
+   * lost copy costs no retry while another runs). Absent when none.
+   */
+  hedges?: LeaseHolder[];
+}
+
+/** A worker running an attempt under a record's lease, with what it was granted. */
+export interface LeaseHolder {
+  workerId: string;
+  cores: number;
+  reservedMemoryBytes: number;
+  reservedDiskBytes: number;
+  startedAtMs: number;
 }
 
 /** The one table of legal derivation moves: from -> allowed targets. */
@@ -97,7 +112,37 @@ export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
 
 /** A deep-enough copy for persistence (the scheduler keeps mutating its own). */
 export function copyDrvRecord(rec: DrvRecord): DrvRecord {
-  return { ...rec, jobs: [...rec.jobs] };
+  const copy = { ...rec, jobs: [...rec.jobs] };
+  if (rec.hedges !== undefined) copy.hedges = rec.hedges.map((h) => ({ ...h }));
+  return copy;
+}
+
+/** The primary holder of a building record's lease (its own grant fields), or null when none. */
+export function primaryHolder(rec: DrvRecord): LeaseHolder | null {
+  if (rec.state !== "building" || rec.workerId === null) return null;
+  return {
+    workerId: rec.workerId,
+    cores: rec.cores,
+    reservedMemoryBytes: rec.reservedMemoryBytes,
+    reservedDiskBytes: rec.reservedDiskBytes ?? 0,
+    startedAtMs: rec.startedAtMs ?? 0,
+  };
+}
+
+/** Every worker running an attempt under the record's lease: the primary first, then hedges. */
+export function leaseHolders(rec: DrvRecord): LeaseHolder[] {
+  const primary = primaryHolder(rec);
+  return primary === null ? [] : [primary, ...(rec.hedges ?? [])];
+}
+
+/** The holder of the record's lease on `workerId`, if that worker runs an attempt under it. */
+export function holderOn(rec: DrvRecord, workerId: string): LeaseHolder | undefined {
+  return leaseHolders(rec).find((h) => h.workerId === workerId);
+}
+
+/** True when `workerId` runs an attempt under the record's current lease `epoch`. */
+export function holdsLease(rec: DrvRecord, workerId: string, epoch: number): boolean {
+  return rec.state === "building" && rec.epoch === epoch && holderOn(rec, workerId) !== undefined;
 }
 
 function move(rec: DrvRecord, verb: string, from: readonly DrvState[], to: DrvState): void {
@@ -137,9 +182,42 @@ export function lease(rec: DrvRecord, grant: LeaseGrant): number {
   return rec.epoch;
 }
 
+/** building stays building: another worker starts a hedge under the same lease (same epoch). */
+export function addHedge(rec: DrvRecord, hedge: LeaseHolder): void {
+  if (rec.state !== "building" || rec.workerId === null || holderOn(rec, hedge.workerId) !== undefined) {
+    throw new InvalidTransitionError("derivation", rec.drvPath, "addHedge", rec.state);
+  }
+  rec.hedges = [...(rec.hedges ?? []), { ...hedge }];
+}
+
+/**
+ * building stays building: the attempt on `workerId` ended (lost, handed
+ * back, killed) while another holder carries the lease on. A lost primary
+ * gives way to the oldest hedge. The epoch is unchanged: the others' results stay current.
+ */
+export function dropHolder(rec: DrvRecord, workerId: string): void {
+  const hedges = rec.hedges ?? [];
+  if (rec.state !== "building" || hedges.length === 0 || holderOn(rec, workerId) === undefined) {
+    throw new InvalidTransitionError("derivation", rec.drvPath, "dropHolder", rec.state);
+  }
+  if (rec.workerId === workerId) {
+    const next = hedges[0];
+    rec.workerId = next.workerId;
+    rec.cores = next.cores;
+    rec.reservedMemoryBytes = next.reservedMemoryBytes;
+    rec.reservedDiskBytes = next.reservedDiskBytes;
+    rec.startedAtMs = next.startedAtMs;
+    rec.hedges = hedges.slice(1);
+  } else {
+    rec.hedges = hedges.filter((h) => h.workerId !== workerId);
+  }
+  if (rec.hedges.length === 0) delete rec.hedges;
+}
+
 /** building -> done: outputs verified in the cache. */
 export function complete(rec: DrvRecord, now: number): void {
   move(rec, "complete", ["building"], "done");
+  delete rec.hedges;
   rec.finishedAtMs = now;
   rec.reason = "";
 }
@@ -156,6 +234,7 @@ export function markCached(rec: DrvRecord, now: number): void {
 /** building -> ready: the lease is taken back (epoch++ fences the old one). Budgets are the caller's business. */
 export function requeue(rec: DrvRecord, reason: string): void {
   move(rec, "requeue", ["building"], "ready");
+  delete rec.hedges;
   rec.epoch += 1;
   rec.workerId = null;
   rec.reason = reason;
@@ -164,6 +243,7 @@ export function requeue(rec: DrvRecord, reason: string): void {
 /** building|waiting -> failed: its build failed for good, or (from waiting) a dependency failed. */
 export function fail(rec: DrvRecord, now: number, reason: string): void {
   move(rec, "fail", ["building", "waiting"], "failed");
+  delete rec.hedges;
   rec.finishedAtMs = now;
   rec.reason = reason;
 }
@@ -172,6 +252,7 @@ export function fail(rec: DrvRecord, now: number, reason: string): void {
 export function cancel(rec: DrvRecord, now: number, reason: string): void {
   const wasBuilding = rec.state === "building";
   move(rec, "cancel", ["waiting", "ready", "building"], "cancelled");
+  delete rec.hedges;
   if (wasBuilding) rec.epoch += 1;
   rec.finishedAtMs = now;
   rec.reason = reason;

@@ -24,7 +24,11 @@ export type FarmEvent =
   | { type: "worker.disconnected"; atMs: number; workerId: string }
   | { type: "worker.draining"; atMs: number; workerId: string; deadlineMs: number; handedBack: number }
   | { type: "worker.lost"; atMs: number; workerId: string; requeued: DrvPath[] }
-  | { type: "build.rejected"; atMs: number; workerId: string; lease: Lease; reason: string };
+  | { type: "build.rejected"; atMs: number; workerId: string; lease: Lease; reason: string }
+  /** A backup copy of a long build started on another worker, under the same lease. */
+  | { type: "drv.hedged"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; hedges: number }
+  /** A backup copy gave its worker up to a derivation that had nowhere else to go. */
+  | { type: "drv.hedge-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath };
 
 /** Every FarmEvent type string. */
 export type FarmEventType = FarmEvent["type"];

@@ -1,7 +1,7 @@
 // Read-only views of the scheduler for the CLI and the simulator: job status
 // with counts, failures, outputs and an ETA; workers with their builds.
 import { DEPENDENCY_FAILED } from "./dag-index.js";
-import type { DrvRecord } from "./drv-state.js";
+import { holderOn, type DrvRecord } from "./drv-state.js";
 import { durationAt, memoryAt, type EstimateSource } from "./estimator.js";
 import type { JobCounts } from "./job-book.js";
 import { hasFreeSlot, platformMatches } from "./placement.js";
@@ -34,6 +34,10 @@ export interface DrvStatusRow {
   currentPeakMemoryBytes: number;
   /** Why a ready derivation is not running yet; "" otherwise. */
   waitingReason: string;
+  /** Workers running a backup copy of this build (see dispatch's hedging). */
+  backupWorkerIds: string[];
+  /** In a worker's list: this row is that worker's backup copy (workerId, cores and reservation are the copy's). */
+  backupCopy: boolean;
 }
 
 /** A failed derivation of a job. */
@@ -110,23 +114,25 @@ function waitingReason(s: SchedulerState, rec: DrvRecord): string {
   return free ? "" : "every matching worker is busy";
 }
 
-/** The status row of one derivation. */
-export function drvRow(s: SchedulerState, rec: DrvRecord): DrvStatusRow {
+/** The status row of one derivation; `onWorker` names the worker whose list shows it (its own copy's grant then). */
+export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): DrvStatusRow {
+  const copy = onWorker !== undefined && onWorker !== rec.workerId ? holderOn(rec, onWorker) : undefined;
+  const cores = copy?.cores ?? rec.cores;
   const node = s.dag.node(rec.drvPath);
   const est = s.estimator.estimate(node);
   let memory = est.memoryBytes;
   let duration = est.durationMs;
-  if (est.model !== undefined && rec.cores > 0) {
-    memory = memoryAt(est.model, rec.cores);
-    duration = durationAt(est.model, rec.cores);
+  if (est.model !== undefined && cores > 0) {
+    memory = memoryAt(est.model, cores);
+    duration = durationAt(est.model, cores);
   }
-  const live = rec.state === "building" ? s.liveUsage.get(rec.drvPath) : undefined;
+  const live = rec.state === "building" && copy === undefined ? s.liveUsage.get(rec.drvPath) : undefined;
   const current = live !== undefined && live.epoch === rec.epoch ? live : undefined;
   return {
     drvPath: rec.drvPath,
     name: node.name,
     state: rec.state,
-    workerId: rec.workerId,
+    workerId: copy?.workerId ?? rec.workerId,
     epoch: rec.epoch,
     attempts: rec.attempts,
     oomKills: rec.oomKills,
@@ -134,14 +140,16 @@ export function drvRow(s: SchedulerState, rec: DrvRecord): DrvStatusRow {
     cached: rec.cached,
     durationMs: rec.durationMs,
     peakMemoryBytes: rec.peakMemoryBytes,
-    cores: rec.cores,
-    reservedMemoryBytes: rec.reservedMemoryBytes,
+    cores,
+    reservedMemoryBytes: copy?.reservedMemoryBytes ?? rec.reservedMemoryBytes,
     estimatedMemoryBytes: memory,
     estimatedDurationMs: duration,
     estimateSource: est.model?.source ?? null,
     currentMemoryBytes: current?.memoryBytes ?? 0,
     currentPeakMemoryBytes: current?.peakMemoryBytes ?? 0,
     waitingReason: waitingReason(s, rec),
+    backupWorkerIds: (rec.hedges ?? []).map((h) => h.workerId),
+    backupCopy: copy !== undefined,
   };
 }
 
@@ -222,7 +230,7 @@ export function workerViews(s: SchedulerState, now: number): WorkerView[] {
       remainingLifetimeSeconds: remaining,
       lastSeenMs: w.lastSeenMs,
       deadlineMs: w.deadlineMs,
-      running: [...w.running.keys()].map((p) => drvRow(s, s.dag.records.get(p)!)),
+      running: [...w.running.keys()].map((p) => drvRow(s, s.dag.records.get(p)!, w.info.workerId)),
       buildsDone: w.buildsDone,
       buildsFailed: w.buildsFailed,
       oomKills: w.oomKills,

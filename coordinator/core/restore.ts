@@ -2,7 +2,7 @@
 // taking the snapshot storage would hold. Workers are not trusted from
 // storage: builds that were running stay building under their epoch until
 // their worker reconnects (and is adopted) or the grace deadline passes.
-import { copyDrvRecord, isTerminal } from "./drv-state.js";
+import { copyDrvRecord, isTerminal, leaseHolders } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { buildJobGraph, topoOrder } from "./job-graph.js";
 import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
@@ -56,12 +56,14 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
       takeBack(s, rec, now, "restored without a worker");
       continue;
     }
-    let w: WorkerRecord | undefined = s.pool.get(rec.workerId);
-    if (w === undefined || w.state === "lost") {
-      w = placeholderWorker(rec.workerId, now, graceDeadline);
-      s.pool.add(w);
+    for (const holder of leaseHolders(rec)) {
+      let w: WorkerRecord | undefined = s.pool.get(holder.workerId);
+      if (w === undefined || w.state === "lost") {
+        w = placeholderWorker(holder.workerId, now, graceDeadline);
+        s.pool.add(w);
+      }
+      s.pool.attachLease(w, rec, holder);
     }
-    s.pool.attachLease(w, rec);
   }
 }
 

@@ -2,7 +2,7 @@
 // its events (submit, worker events, build events, restore) and its queries.
 import { DagIndex } from "./dag-index.js";
 import { dispatch } from "./dispatch.js";
-import { cancel, requeue, type DrvRecord } from "./drv-state.js";
+import { cancel, dropHolder, holderOn, leaseHolders, requeue, type DrvRecord } from "./drv-state.js";
 import { EffectSink, type Effect } from "./effects.js";
 import type { Estimator } from "./estimator.js";
 import { JobBook } from "./job-book.js";
@@ -37,6 +37,10 @@ export interface SchedulerConfig {
   memorySafetyMarginMaxBytes: number;
   /** Memory-fit reserves this much above the estimate when the worker has room. */
   memoryHeadroomFraction: number;
+  /** Idle workers run a backup copy of a build expected to need at least this much longer (ms); 0 = no backup copies. */
+  hedgeMinRemainingMs: number;
+  /** Most backup copies of one build at a time. */
+  maxHedgesPerBuild: number;
 }
 
 /** Defaults for every SchedulerConfig field. */
@@ -52,6 +56,8 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   memorySafetyMarginMinBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMinBytes,
   memorySafetyMarginMaxBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMaxBytes,
   memoryHeadroomFraction: DEFAULT_MEMORY_FIT.memoryHeadroomFraction,
+  hedgeMinRemainingMs: 60 * 60_000,
+  maxHedgesPerBuild: 1,
 };
 
 /** Pluggable parts of the scheduler. */
@@ -146,10 +152,35 @@ export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason:
   s.dag.apply(rec, now, () => requeue(rec, reason));
 }
 
-/** Cancels a derivation; a building one loses its lease and its worker gets an abort. */
+/**
+ * The attempt on `workerId` ended without a result (its worker was lost,
+ * handed it back, or it was killed or failed transiently). With another
+ * holder (a hedge) still running, that one carries the lease on and nothing
+ * is requeued; otherwise the lease is taken back. Returns true when taken back.
+ */
+export function endAttempt(s: SchedulerState, rec: DrvRecord, workerId: string, now: number, reason: string): boolean {
+  const holder = holderOn(rec, workerId);
+  if (holder === undefined || leaseHolders(rec).length === 1) {
+    takeBack(s, rec, now, reason);
+    return true;
+  }
+  s.pool.releaseHolder(rec, holder);
+  if (rec.workerId === workerId) s.liveUsage.delete(rec.drvPath);
+  s.dag.apply(rec, now, () => dropHolder(rec, workerId));
+  return false;
+}
+
+/** Sends an abort to every holder of `rec`'s lease but `except` (call before the verb that ends the lease). */
+export function abortHolders(s: SchedulerState, rec: DrvRecord, reason: string, except: string | null = null): void {
+  for (const h of leaseHolders(rec)) {
+    if (h.workerId !== except) s.sink.send({ kind: "abort", workerId: h.workerId, lease: { drvPath: rec.drvPath, epoch: rec.epoch }, reason });
+  }
+}
+
+/** Cancels a derivation; a building one loses its lease and its workers get an abort. */
 export function cancelDrv(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
-  if (rec.state === "building" && rec.workerId !== null) {
-    s.sink.send({ kind: "abort", workerId: rec.workerId, lease: { drvPath: rec.drvPath, epoch: rec.epoch }, reason });
+  if (rec.state === "building") {
+    abortHolders(s, rec, reason);
     s.pool.releaseLease(rec);
     s.liveUsage.delete(rec.drvPath);
   }
@@ -169,6 +200,8 @@ export function finishEvent(s: SchedulerState, now: number): Effect[] {
       buildTimeoutMs: s.config.buildTimeoutMs,
       maxSetAside: s.config.maxSetAsidePerDispatch,
       waitingReasons: s.waitingReasons,
+      hedgeMinRemainingMs: s.config.hedgeMinRemainingMs,
+      maxHedgesPerBuild: s.config.maxHedgesPerBuild,
     },
     now,
   );

@@ -1,8 +1,8 @@
 // Worker lifecycle events: join (with lease adoption), heartbeat, disconnect,
 // drain, and loss when a deadline passes.
-import type { DrvRecord } from "./drv-state.js";
+import { holderOn, holdsLease, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
-import { takeBack, workerChanged, type SchedulerState } from "./scheduler-state.js";
+import { endAttempt, workerChanged, type SchedulerState } from "./scheduler-state.js";
 import type { DrvPath, Lease, WorkerInfo } from "./types.js";
 import {
   disconnect,
@@ -29,10 +29,10 @@ function knownWorker(s: SchedulerState, workerId: string): WorkerRecord {
   return w;
 }
 
-/** True when `lease` is the current lease of a building derivation held by `workerId`. */
+/** True when `lease` is the current lease of a building derivation and `workerId` runs an attempt under it. */
 function isCurrent(s: SchedulerState, workerId: string, lease: Lease): boolean {
   const rec = s.dag.records.get(lease.drvPath);
-  return rec !== undefined && rec.state === "building" && rec.epoch === lease.epoch && rec.workerId === workerId;
+  return rec !== undefined && holdsLease(rec, workerId, lease.epoch);
 }
 
 function leaseKey(l: Lease): string {
@@ -67,8 +67,8 @@ export function workerJoined(s: SchedulerState, now: number, info: WorkerInfo, r
     if (reported.has(leaseKey({ drvPath, epoch }))) continue;
     const rec = s.dag.records.get(drvPath);
     if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
-      noteLostAttempt(rec, now);
-      takeBack(s, rec, now, `worker ${w.info.workerId} rejoined without it`);
+      noteLostAttempt(rec, w.info.workerId, now);
+      endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} rejoined without it`);
     } else {
       w.running.delete(drvPath);
     }
@@ -77,7 +77,8 @@ export function workerJoined(s: SchedulerState, now: number, info: WorkerInfo, r
   let aborted = 0;
   for (const lease of running) {
     if (isCurrent(s, w.info.workerId, lease)) {
-      if (!w.running.has(lease.drvPath)) s.pool.attachLease(w, s.dag.records.get(lease.drvPath)!);
+      const rec = s.dag.records.get(lease.drvPath)!;
+      if (!w.running.has(lease.drvPath)) s.pool.attachLease(w, rec, holderOn(rec, w.info.workerId));
       adopted++;
     } else {
       s.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: "stale lease" });
@@ -103,7 +104,8 @@ export function heartbeat(s: SchedulerState, now: number, workerId: string, hb: 
   }
   // Live memory of running builds, for status only (estimate vs measured).
   for (const u of hb.usage ?? []) {
-    if (isCurrent(s, workerId, u.lease)) {
+    // The primary attempt's (a hedge's memory would overwrite it).
+    if (isCurrent(s, workerId, u.lease) && s.dag.records.get(u.lease.drvPath)!.workerId === workerId) {
       s.liveUsage.set(u.lease.drvPath, { epoch: u.lease.epoch, memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes });
     }
   }
@@ -130,7 +132,7 @@ export function workerDraining(s: SchedulerState, now: number, workerId: string,
   let handedBack = 0;
   for (const lease of notice.handedBack) {
     if (!isCurrent(s, workerId, lease)) continue;
-    takeBack(s, s.dag.records.get(lease.drvPath)!, now, `handed back by draining worker ${workerId}`);
+    endAttempt(s, s.dag.records.get(lease.drvPath)!, workerId, now, `handed back by draining worker ${workerId}`);
     handedBack++;
   }
   workerChanged(s, w);
@@ -149,10 +151,11 @@ export function workerRevoked(s: SchedulerState, now: number, workerId: string):
   lose(s, now, w, "revoked");
 }
 
-/** The attempt ran until at least `aliveAtMs` unfinished: placement then expects it to take longer (see memory-fit). */
-function noteLostAttempt(rec: DrvRecord, aliveAtMs: number): void {
-  if (rec.startedAtMs === null) return;
-  rec.lostAfterMs = Math.max(rec.lostAfterMs ?? 0, aliveAtMs - rec.startedAtMs);
+/** The attempt on `workerId` ran until at least `aliveAtMs` unfinished: placement then expects it to take longer (see memory-fit). */
+function noteLostAttempt(rec: DrvRecord, workerId: string, aliveAtMs: number): void {
+  const holder = holderOn(rec, workerId);
+  if (holder === undefined || rec.startedAtMs === null) return;
+  rec.lostAfterMs = Math.max(rec.lostAfterMs ?? 0, aliveAtMs - holder.startedAtMs);
 }
 
 function lose(s: SchedulerState, now: number, w: WorkerRecord, why: "lost" | "revoked"): void {
@@ -161,9 +164,8 @@ function lose(s: SchedulerState, now: number, w: WorkerRecord, why: "lost" | "re
   for (const [drvPath, epoch] of [...w.running]) {
     const rec = s.dag.records.get(drvPath);
     if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
-      noteLostAttempt(rec, w.lastSeenMs);
-      takeBack(s, rec, now, `worker ${w.info.workerId} ${why}`);
-      requeued.push(drvPath);
+      noteLostAttempt(rec, w.info.workerId, w.lastSeenMs);
+      if (endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} ${why}`)) requeued.push(drvPath);
     }
   }
   w.running.clear();

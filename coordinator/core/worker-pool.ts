@@ -1,6 +1,6 @@
 // The workers the scheduler knows and which leases each holds. Lease
 // bookkeeping lives here so reservations always match the records.
-import type { DrvRecord } from "./drv-state.js";
+import { leaseHolders, primaryHolder, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import { hasFreeSlot } from "./placement.js";
 import type { WorkerRecord } from "./worker-state.js";
 
@@ -28,26 +28,32 @@ export class WorkerPool {
     this.workers.set(w.info.workerId, w);
   }
 
-  /** Records that `w` holds the lease of `rec` (at its current epoch, cores and memory). */
-  attachLease(w: WorkerRecord, rec: DrvRecord): void {
+  /** Records that `w` holds the lease of `rec` at its current epoch, with the grant of `holder` (default: the primary's). */
+  attachLease(w: WorkerRecord, rec: DrvRecord, holder: LeaseHolder | null = primaryHolder(rec)): void {
+    if (holder === null) throw new Error(`${rec.drvPath} has no lease to attach`);
     w.running.set(rec.drvPath, rec.epoch);
-    w.reservedCores += rec.cores;
-    w.reservedMemoryBytes += rec.reservedMemoryBytes;
-    w.reservedDiskBytes += rec.reservedDiskBytes ?? 0;
+    w.reservedCores += holder.cores;
+    w.reservedMemoryBytes += holder.reservedMemoryBytes;
+    w.reservedDiskBytes += holder.reservedDiskBytes;
+  }
+
+  /** Frees the slot one holder of `rec`'s lease takes on its worker. Call BEFORE the verb that drops it. */
+  releaseHolder(rec: DrvRecord, holder: LeaseHolder): WorkerRecord | undefined {
+    const w = this.workers.get(holder.workerId);
+    if (w === undefined || w.running.get(rec.drvPath) !== rec.epoch) return undefined;
+    w.running.delete(rec.drvPath);
+    w.reservedCores = Math.max(0, w.reservedCores - holder.cores);
+    w.reservedMemoryBytes = Math.max(0, w.reservedMemoryBytes - holder.reservedMemoryBytes);
+    w.reservedDiskBytes = Math.max(0, w.reservedDiskBytes - holder.reservedDiskBytes);
+    return w;
   }
 
   /**
-   * Frees the slot `rec` holds on its worker. Call BEFORE the verb that ends
-   * the lease (it still reads the record's worker and epoch).
+   * Frees the slots of every holder of `rec`'s lease. Call BEFORE the verb
+   * that ends the lease (it still reads the record's workers and epoch).
    */
-  releaseLease(rec: DrvRecord): WorkerRecord | undefined {
-    const w = rec.workerId === null ? undefined : this.workers.get(rec.workerId);
-    if (w === undefined || w.running.get(rec.drvPath) !== rec.epoch) return undefined;
-    w.running.delete(rec.drvPath);
-    w.reservedCores = Math.max(0, w.reservedCores - rec.cores);
-    w.reservedMemoryBytes = Math.max(0, w.reservedMemoryBytes - rec.reservedMemoryBytes);
-    w.reservedDiskBytes = Math.max(0, w.reservedDiskBytes - (rec.reservedDiskBytes ?? 0));
-    return w;
+  releaseLease(rec: DrvRecord): void {
+    for (const h of leaseHolders(rec)) this.releaseHolder(rec, h);
   }
 
   /** Active workers with a free slot. */

@@ -9,6 +9,7 @@ import { status } from "@grpc/grpc-js";
 import type { Scheduler } from "../core/scheduler.js";
 import type { Effect } from "../core/effects.js";
 import type { Clock } from "../core/clock.js";
+import { holdsLease } from "../core/drv-state.js";
 import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
 import { SerialQueue, type FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
@@ -102,8 +103,14 @@ export class Coordinator implements WorkerHub, FarmApi {
     const m = this.d.metrics;
     if (ev.type === "worker.lost") {
       this.d.logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
-      for (const p of ev.requeued) this.logs.dropOlder(p, Number.MAX_SAFE_INTEGER); // those attempts will never report
+      this.logs.dropWorker(ev.workerId); // its attempts will never report
       m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
+    } else if (ev.type === "drv.hedged") {
+      this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId }, "backup copy of a long build started");
+      m?.hedges.inc({ event: "started" });
+    } else if (ev.type === "drv.hedge-preempted") {
+      this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId, for: ev.forDrvPath }, "backup copy stopped to free its worker");
+      m?.hedges.inc({ event: "preempted" });
     } else if (ev.type === "worker.draining") {
       m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
     } else if (ev.type === "job.finished") {
@@ -139,16 +146,16 @@ export class Coordinator implements WorkerHub, FarmApi {
   logLines(session: WorkerSession, lease: Lease, lines: string[]): void {
     // Only the current holder of a lease may log for it: otherwise made-up leases could each fill a buffer.
     const rec = this.d.scheduler.drv(lease.drvPath)?.record;
-    if (rec?.state !== "building" || rec.epoch !== lease.epoch || rec.workerId !== session.workerId) return;
-    this.logs.append(lease, lines);
+    if (rec === undefined || !holdsLease(rec, session.workerId, lease.epoch)) return;
+    this.logs.append(lease, session.workerId, lines);
   }
 
   async result(session: WorkerSession, report: BuildReport): Promise<void> {
     const { lease } = report;
     const current = this.d.scheduler.drv(lease.drvPath);
-    const isCurrent = current?.record.state === "building" && current.record.epoch === lease.epoch && current.record.workerId === session.workerId;
-    // Only the lease holder's own report may take the buffered log (a forged report must not wipe it).
-    const lines = isCurrent ? this.logs.take(lease) : [];
+    const isCurrent = current !== undefined && holdsLease(current.record, session.workerId, lease.epoch);
+    // Logs are buffered per worker: a report (even a stale one, e.g. the losing copy of a hedged build) ends its own.
+    const lines = this.logs.take(lease, session.workerId);
     // A stale lease's log must not overwrite the current attempt's log.
     if (isCurrent && lines.length) {
       await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));

@@ -7,7 +7,7 @@ import type { SimDag } from "./dag-input.js";
 import type { FleetSpec } from "./fleet.js";
 import { lowerBound, type LowerBound } from "./lower-bound.js";
 import { makePolicy, type PolicyName } from "./policies.js";
-import { simulate } from "./simulate.js";
+import { simulate, type SimTraceEvent } from "./simulate.js";
 import type { SimResult } from "./sim-result.js";
 import type { WorkloadModel } from "./workload.js";
 
@@ -33,6 +33,8 @@ export interface BenchCase {
   seed: number;
   variants?: readonly Variant[];
   schedulerConfig?: Partial<SchedulerConfig>;
+  /** Sees every attempt of every reported variant's run (not the history run). */
+  onTrace?: (variant: Variant, e: SimTraceEvent) => void;
 }
 
 /** One variant's run. */
@@ -77,7 +79,8 @@ export function runBenchCase(c: BenchCase): BenchOutcome {
     }
     const policy = makePolicy(POLICY_OF[variant], config, history);
     const t0 = performance.now();
-    const result = simulate({ ...base, policy, seed: c.seed });
+    const onTrace = c.onTrace === undefined ? undefined : (e: SimTraceEvent) => c.onTrace!(variant, e);
+    const result = simulate({ ...base, policy, seed: c.seed, onTrace });
     rows.push({ variant, result, wallMs: performance.now() - t0 });
   }
   return { dag: c.dag, fleet: c.fleet, seed: c.seed, bound: lowerBound(c.dag.nodes, c.fleet, c.workload), rows, historyRun };

@@ -8,6 +8,6 @@ export { lowerBound, type LowerBound } from "./lower-bound.js";
 export { makePolicy, POLICY_DESCRIPTIONS, type PolicyInstance, type PolicyName } from "./policies.js";
 export { caseTable, fmtDuration, targetLines } from "./report.js";
 export { decisionsPerSecond, type RunEnd, type SimResult } from "./sim-result.js";
-export { simulate, type SimulateOptions } from "./simulate.js";
+export { simulate, type SimulateOptions, type SimTraceEvent } from "./simulate.js";
 export { durationOn, paramsFromJson, peakOn, WorkloadModel, type AttemptCost, type BuildProfile } from "./workload.js";
 export { DEFAULT_WORKLOAD_PARAMS, type WorkloadParams } from "./workload-params.js";

@@ -41,14 +41,14 @@ export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, h
     }
     case "fifo": {
       const estimator = new NoEstimates();
-      return { name, scheduler: new Scheduler(config, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
+      return { name, scheduler: new Scheduler({ ...config, hedgeMinRemainingMs: 0 }, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
     }
     case "hydra-like": {
       const hydra = new HydraRetries();
       const estimator = new NoEstimates();
       // Hydra's budget, not the core's halving, decides how often an OOM is retried.
       const scheduler = new Scheduler(
-        { ...config, maxOomRetries: 1_000_000 },
+        { ...config, maxOomRetries: 1_000_000, hedgeMinRemainingMs: 0 },
         new BackoffPlacement(new SimpleFit(), hydra),
         new LongestPathPriority(),
         estimator,

@@ -113,7 +113,10 @@ export function runningLeases(w: SimWorker): Lease[] {
   return [...w.builds.values()].map((b) => ({ ...b.spec.lease }));
 }
 
-/** Starts an attempt of `node` on `w` as `spec` grants it; decides now whether and when it runs out of memory. */
+/**
+ * Starts the `attempt`-th attempt (1-based, counted per derivation) of `node`
+ * on `w` as `spec` grants it; decides now whether and when it runs out of memory.
+ */
 export function startBuild(
   id: number,
   w: SimWorker,
@@ -122,8 +125,10 @@ export function startBuild(
   model: WorkloadModel,
   seed: number,
   now: number,
+  attempt: number,
 ): SimBuild {
-  const rnd = keyedRandom(seed, `${node.drvPath}#${spec.lease.epoch}`);
+  // Keyed by attempt number (not epoch: two copies of a hedged build share one): the same noise for the n-th attempt under every policy.
+  const rnd = keyedRandom(seed, `${node.drvPath}#${attempt}`);
   const cost = model.attempt(node, spec.cores, w.group.cores, rnd);
   const machine = w.group.memoryBytes;
   const limitBytes = spec.memoryLimitBytes > 0 ? Math.min(spec.memoryLimitBytes, machine) : machine;

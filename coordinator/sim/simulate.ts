@@ -41,6 +41,20 @@ export interface SimulateOptions {
   stallLimitMs?: number;
   /** Stop after this much simulated time (default 60 days). */
   maxSimMs?: number;
+  /** Called at every attempt's start and end (for timelines; the run does not depend on it). */
+  onTrace?: (e: SimTraceEvent) => void;
+}
+
+/** One line of an attempt's life, for timelines. */
+export interface SimTraceEvent {
+  atMs: number;
+  kind: "start" | "succeeded" | "out-of-memory" | "lost" | "aborted";
+  name: string;
+  workerId: string;
+  cores: number;
+  /** The worker's remaining lifetime at `atMs` as it reports it (ms), and when it will really die. */
+  remainingMs: number;
+  killInMs: number;
 }
 
 type SimEvent =
@@ -62,6 +76,7 @@ class Simulation {
   private readonly nodes = new Map<DrvPath, DrvNode>();
   private readonly r: SimResult;
   private nextBuildId = 1;
+  private readonly attemptsOf = new Map<DrvPath, number>();
   private jobEnd: { state: string; atMs: number } | null = null;
   private lastActivityMs = 0;
 
@@ -118,6 +133,19 @@ class Simulation {
     return this.r;
   }
 
+  private trace(kind: SimTraceEvent["kind"], b: SimBuild, now: number): void {
+    const w = this.byId.get(b.workerId)!;
+    this.o.onTrace?.({
+      atMs: now,
+      kind,
+      name: b.node.name,
+      workerId: b.workerId,
+      cores: b.spec.cores,
+      remainingMs: this.o.fleet.maxLifetimeMs - uptimeSeconds(w, now) * 1000,
+      killInMs: w.killAtMs - now,
+    });
+  }
+
   private anomaly(msg: string): void {
     if (this.r.anomalies.length < MAX_ANOMALIES) this.r.anomalies.push(`t=${(this.clock.now() / 3_600_000).toFixed(2)}h ${msg}`);
   }
@@ -141,6 +169,7 @@ class Simulation {
         if (b !== undefined && b.spec.lease.epoch === e.lease.epoch) {
           this.byId.get(e.workerId)!.builds.delete(e.lease.drvPath);
           this.r.abortedBuilds++;
+          this.trace("aborted", b, now);
           this.r.busyCpuMs += (now - b.startMs) * b.cpuCores;
         }
         return;
@@ -170,7 +199,9 @@ class Simulation {
       return;
     }
     if (w.builds.size >= w.group.maxBuilds) this.anomaly(`${workerId} got a build beyond its ${w.group.maxBuilds} slot(s)`);
-    const b = startBuild(this.nextBuildId++, w, spec, node, this.o.workload, this.o.seed, now);
+    const attempt = (this.attemptsOf.get(node.drvPath) ?? 0) + 1;
+    this.attemptsOf.set(node.drvPath, attempt);
+    const b = startBuild(this.nextBuildId++, w, spec, node, this.o.workload, this.o.seed, now, attempt);
     this.lastActivityMs = now;
     if (this.o.policy.hydra?.exhausted(node.drvPath)) {
       // Hydra would have failed this step instead of starting it: report that so the core fails it with its dependents.
@@ -178,6 +209,7 @@ class Simulation {
       return;
     }
     this.r.buildsStarted++;
+    this.trace("start", b, now);
     this.queue.push(b.endMs, { kind: "buildEnd", build: b });
   }
 
@@ -220,6 +252,7 @@ class Simulation {
   }
 
   private report(b: SimBuild, now: number, outcome: BuildReport["outcome"], peak: number, error: string): void {
+    if (outcome === "succeeded" || outcome === "out-of-memory") this.trace(outcome, b, now);
     this.byId.get(b.workerId)!.builds.delete(b.node.drvPath);
     this.r.busyCpuMs += (now - b.startMs) * b.cpuCores;
     this.lastActivityMs = now;
@@ -267,6 +300,7 @@ class Simulation {
       // Hydra counts a lost builder's step as a failed attempt once it notices (its backoff starts then).
       if (this.o.policy.hydra !== null) this.hydraFailed(b.node.drvPath, this.noticeTime(w, now));
       this.r.recycleLostBuilds++;
+      this.trace("lost", b, now);
       this.r.recycleLostCpuMs += (now - b.startMs) * b.cpuCores;
       this.r.busyCpuMs += (now - b.startMs) * b.cpuCores;
     }

@@ -398,6 +398,10 @@ export interface DerivationStatus {
   /** While building: memory of the build's process tree now, and its peak so far. */
   currentMemoryBytes: number;
   currentPeakMemoryBytes: number;
+  /** Workers running a backup copy of this build (a long build hedged on idle workers). */
+  backupWorkerIds: string[];
+  /** In a worker's list: this row is that worker's backup copy. */
+  backupCopy: boolean;
 }
 
 export interface JobStatus {
@@ -4155,6 +4159,8 @@ function createBaseDerivationStatus(): DerivationStatus {
     estimateSource: "",
     currentMemoryBytes: 0,
     currentPeakMemoryBytes: 0,
+    backupWorkerIds: [],
+    backupCopy: false,
   };
 }
 
@@ -4213,6 +4219,12 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     }
     if (message.currentPeakMemoryBytes !== 0) {
       writer.uint32(144).uint64(message.currentPeakMemoryBytes);
+    }
+    for (const v of message.backupWorkerIds) {
+      writer.uint32(154).string(v!);
+    }
+    if (message.backupCopy !== false) {
+      writer.uint32(160).bool(message.backupCopy);
     }
     return writer;
   },
@@ -4374,6 +4386,22 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
             message.currentPeakMemoryBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.backupWorkerIds.push(reader.string());
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.backupCopy = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4454,6 +4482,16 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
         : isSet(object.current_peak_memory_bytes)
         ? globalThis.Number(object.current_peak_memory_bytes)
         : 0,
+      backupWorkerIds: globalThis.Array.isArray(object?.backupWorkerIds)
+        ? object.backupWorkerIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.backup_worker_ids)
+        ? object.backup_worker_ids.map((e: any) => globalThis.String(e))
+        : [],
+      backupCopy: isSet(object.backupCopy)
+        ? globalThis.Boolean(object.backupCopy)
+        : isSet(object.backup_copy)
+        ? globalThis.Boolean(object.backup_copy)
+        : false,
     };
   },
 
@@ -4513,6 +4551,12 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     if (message.currentPeakMemoryBytes !== 0) {
       obj.currentPeakMemoryBytes = Math.round(message.currentPeakMemoryBytes);
     }
+    if (message.backupWorkerIds?.length) {
+      obj.backupWorkerIds = message.backupWorkerIds;
+    }
+    if (message.backupCopy !== false) {
+      obj.backupCopy = message.backupCopy;
+    }
     return obj;
   },
 
@@ -4539,6 +4583,8 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     message.estimateSource = object.estimateSource ?? "";
     message.currentMemoryBytes = object.currentMemoryBytes ?? 0;
     message.currentPeakMemoryBytes = object.currentPeakMemoryBytes ?? 0;
+    message.backupWorkerIds = object.backupWorkerIds?.map((e) => e) || [];
+    message.backupCopy = object.backupCopy ?? false;
     return message;
   },
 };

@@ -11,6 +11,8 @@ import { ALL_VARIANTS, runBenchCase, VARIANT_LABELS, type BenchOutcome, type Var
 import { loadSimDag } from "../../coordinator/sim/dag-input.js";
 import { parseFleet } from "../../coordinator/sim/fleet.js";
 import { caseTable, targetLines } from "../../coordinator/sim/report.js";
+import type { SimTraceEvent } from "../../coordinator/sim/simulate.js";
+import { DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "../../coordinator/core/scheduler-state.js";
 import { paramsFromJson, WorkloadModel } from "../../coordinator/sim/workload.js";
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -32,15 +34,35 @@ interface Args {
   model?: string;
   variants: Variant[];
   only?: string;
+  /** Print the timeline of attempts at least this long (hours). */
+  traceHours?: number;
+  /** Scheduler config overrides (JSON of a Partial<SchedulerConfig>), for every policy. */
+  scheduler: Partial<SchedulerConfig>;
 }
 
 function usage(msg: string): never {
-  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N] [--model FILE] [--variants a,b] [--only NAME]`);
+  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N] [--model FILE] [--variants a,b] [--only NAME] [--trace HOURS] [--scheduler JSON]`);
   process.exit(2);
 }
 
+/** `--scheduler '{"maxHedgesPerBuild":2}'`: known numeric SchedulerConfig fields only. */
+function parseSchedulerOverrides(json: string): Partial<SchedulerConfig> {
+  let o: unknown;
+  try {
+    o = JSON.parse(json);
+  } catch {
+    usage(`--scheduler: not JSON: ${json}`);
+  }
+  if (typeof o !== "object" || o === null || Array.isArray(o)) usage("--scheduler takes a JSON object");
+  for (const [k, v] of Object.entries(o)) {
+    if (!(k in DEFAULT_SCHEDULER_CONFIG)) usage(`--scheduler: unknown field ${k} (${Object.keys(DEFAULT_SCHEDULER_CONFIG).join(", ")})`);
+    if (typeof v !== typeof DEFAULT_SCHEDULER_CONFIG[k as keyof SchedulerConfig]) usage(`--scheduler: ${k} must be a ${typeof DEFAULT_SCHEDULER_CONFIG[k as keyof SchedulerConfig]}`);
+  }
+  return o as Partial<SchedulerConfig>;
+}
+
 function parseArgs(argv: string[]): Args {
-  const a: Args = { roots: [], seed: 1, variants: [...ALL_VARIANTS] };
+  const a: Args = { roots: [], seed: 1, variants: [...ALL_VARIANTS], scheduler: {} };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     const take = (): string => (v === undefined ? usage(`${argv[i]} needs a value`) : (i++, v));
@@ -51,6 +73,8 @@ function parseArgs(argv: string[]): Args {
       case "--seed": a.seed = Number(take()); break;
       case "--model": a.model = take(); break;
       case "--only": a.only = take(); break;
+      case "--trace": a.traceHours = Number(take()); break;
+      case "--scheduler": a.scheduler = parseSchedulerOverrides(take()); break;
       case "--variants": {
         const list = take().split(",").map((s) => s.trim());
         for (const x of list) if (!ALL_VARIANTS.includes(x as Variant)) usage(`unknown variant ${x} (${ALL_VARIANTS.join(", ")})`);
@@ -61,7 +85,37 @@ function parseArgs(argv: string[]): Args {
     }
   }
   if (!Number.isInteger(a.seed)) usage("--seed must be an integer");
+  if (a.traceHours !== undefined && !(a.traceHours >= 0)) usage("--trace takes a number of hours >= 0");
   return a;
+}
+
+/**
+ * Keeps the attempts whose derivation takes at least `minHours` in some
+ * attempt (or ran that long), per variant, and prints them as a timeline.
+ */
+function traceRecorder(minHours: number): { record: (v: Variant, e: SimTraceEvent) => void; print: () => string } {
+  const h = (ms: number) => (ms / 3_600_000).toFixed(2);
+  const starts = new Map<string, SimTraceEvent>();
+  const lines = new Map<Variant, string[]>();
+  return {
+    record(v, e) {
+      const key = `${v} ${e.workerId} ${e.name}`;
+      if (e.kind === "start") return void starts.set(key, e);
+      const s = starts.get(key);
+      starts.delete(key);
+      if (s === undefined || e.atMs - s.atMs < minHours * 3_600_000) return;
+      const line = `| ${h(s.atMs)} | ${h(e.atMs)} | ${e.name} | ${e.kind} | ${e.workerId} | ${s.cores} | ${h(s.remainingMs)} | ${h(s.killInMs)} |`;
+      lines.set(v, [...(lines.get(v) ?? []), line]);
+    },
+    print() {
+      const out: string[] = [];
+      for (const [v, ls] of lines) {
+        out.push(`\nAttempts of ${minHours} h or more, ${VARIANT_LABELS[v]}:\n\n| start h | end h | derivation | outcome | worker | cores | lifetime left at start h | killed after h |\n|---|---|---|---|---|---|---|---|`);
+        out.push(...ls);
+      }
+      return out.join("\n");
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -76,10 +130,12 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   for (const c of cases) {
     const dag = await loadSimDag(c.file, c.roots, c.name);
-    const outcome: BenchOutcome = runBenchCase({ dag, fleet: parseFleet(c.fleet), workload, seed: args.seed, variants: args.variants });
+    const timeline = args.traceHours === undefined ? undefined : traceRecorder(args.traceHours);
+    const outcome: BenchOutcome = runBenchCase({ dag, fleet: parseFleet(c.fleet), workload, seed: args.seed, variants: args.variants, onTrace: timeline?.record, schedulerConfig: args.scheduler });
     console.log(caseTable(outcome));
     const wall = outcome.rows.map((r) => `${VARIANT_LABELS[r.variant]} ${(r.wallMs / 1000).toFixed(1)} s`).join(", ");
     console.log(`\nWall time per run: ${wall}.\n`);
+    if (timeline !== undefined) console.log(timeline.print());
     targets.push(...targetLines(outcome, c.hydraTarget));
   }
   if (targets.length > 0) console.log(`## Targets (from the issue), measured\n\n${targets.join("\n")}\n`);
