@@ -6,20 +6,22 @@ import type { SchedulerConfig } from "../core/scheduler.js";
 import type { SimDag } from "./dag-input.js";
 import type { FleetSpec } from "./fleet.js";
 import { lowerBound, type LowerBound } from "./lower-bound.js";
+import { HYDRA_RETRIES, PATIENT_RETRIES } from "./hydra-retries.js";
 import { makePolicy, type PolicyName } from "./policies.js";
 import { simulate, type SimTraceEvent } from "./simulate.js";
 import type { SimResult } from "./sim-result.js";
 import type { WorkloadModel } from "./workload.js";
 
 /** Policy variants a benchmark reports. */
-export type Variant = "hydra-like" | "fifo" | "ours-cold" | "ours-history";
+export type Variant = "hydra-like" | "hydra-patient" | "fifo" | "ours-cold" | "ours-history";
 
-/** Every variant, baseline first. */
-export const ALL_VARIANTS: readonly Variant[] = ["hydra-like", "fifo", "ours-cold", "ours-history"];
+/** Every variant, baselines first. */
+export const ALL_VARIANTS: readonly Variant[] = ["hydra-like", "hydra-patient", "fifo", "ours-cold", "ours-history"];
 
 /** How the report names each variant. */
 export const VARIANT_LABELS: Record<Variant, string> = {
   "hydra-like": "hydra-like",
+  "hydra-patient": "hydra-like, retries unlimited",
   fifo: "fifo",
   "ours-cold": "ours, cold",
   "ours-history": "ours, with history",
@@ -58,6 +60,7 @@ export interface BenchOutcome {
 
 const POLICY_OF: Record<Variant, PolicyName> = {
   "hydra-like": "hydra-like",
+  "hydra-patient": "hydra-like",
   fifo: "fifo",
   "ours-cold": "ours",
   "ours-history": "ours",
@@ -77,7 +80,7 @@ export function runBenchCase(c: BenchCase): BenchOutcome {
       historyRun = simulate({ ...base, policy: earlier, seed: c.seed + 1 });
       history = earlier.estimator;
     }
-    const policy = makePolicy(POLICY_OF[variant], config, history);
+    const policy = makePolicy(POLICY_OF[variant], config, history, variant === "hydra-patient" ? PATIENT_RETRIES : HYDRA_RETRIES, c.seed);
     const t0 = performance.now();
     const onTrace = c.onTrace === undefined ? undefined : (e: SimTraceEvent) => c.onTrace!(variant, e);
     const result = simulate({ ...base, policy, seed: c.seed, onTrace });

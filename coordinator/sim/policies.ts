@@ -6,7 +6,7 @@ import { LearnedEstimator } from "../core/learned-estimator.js";
 import { SimpleFit } from "../core/placement.js";
 import { FifoPriority, LongestPathPriority } from "../core/priority.js";
 import { Scheduler, type SchedulerConfig } from "../core/scheduler.js";
-import { BackoffPlacement, HydraRetries } from "./hydra-retries.js";
+import { BackoffPlacement, HYDRA_RETRIES, HydraRetries, type HydraRetrySettings } from "./hydra-retries.js";
 
 /** Names of the compared policies. */
 export type PolicyName = "ours" | "fifo" | "hydra-like";
@@ -23,7 +23,7 @@ export interface PolicyInstance {
 
 /** One line per policy, for the report. */
 export const POLICY_DESCRIPTIONS: Record<PolicyName, string> = {
-  ours: "the scheduler's defaults: learned estimator, memory-fit placement (cores, lifetime), upward rank by estimated duration",
+  ours: "the scheduler's defaults: learned estimator, memory-fit placement (cores, lifetime), upward rank by estimated duration, backup copies of long builds on idle workers",
   fifo: "FIFO priority (submission order), simple-fit placement, no memory model",
   "hydra-like": "maxJobs slots, step-count critical path, no memory model, OOM/lost = retry (5, 60 s x3 backoff)",
 };
@@ -32,7 +32,13 @@ export const POLICY_DESCRIPTIONS: Record<PolicyName, string> = {
  * A fresh scheduler for `name`. `history` (ours only) is an estimator that
  * already learned from an earlier run; without it "ours" starts cold.
  */
-export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, history?: Estimator): PolicyInstance {
+export function makePolicy(
+  name: PolicyName,
+  config: Partial<SchedulerConfig>,
+  history?: Estimator,
+  retries: HydraRetrySettings = HYDRA_RETRIES,
+  seed = 0,
+): PolicyInstance {
   switch (name) {
     case "ours": {
       // The scheduler's own defaults (placement, priority), with a learned estimator we keep hold of.
@@ -44,12 +50,12 @@ export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, h
       return { name, scheduler: new Scheduler({ ...config, hedgeMinRemainingMs: 0 }, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
     }
     case "hydra-like": {
-      const hydra = new HydraRetries();
+      const hydra = new HydraRetries(retries);
       const estimator = new NoEstimates();
       // Hydra's budget, not the core's halving, decides how often an OOM is retried.
       const scheduler = new Scheduler(
         { ...config, maxOomRetries: 1_000_000, hedgeMinRemainingMs: 0 },
-        new BackoffPlacement(new SimpleFit(), hydra),
+        new BackoffPlacement(new SimpleFit(), hydra, seed),
         new LongestPathPriority(),
         estimator,
       );

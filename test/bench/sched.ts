@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { ALL_VARIANTS, runBenchCase, VARIANT_LABELS, type BenchOutcome, type Variant } from "../../coordinator/sim/bench.js";
 import { loadSimDag } from "../../coordinator/sim/dag-input.js";
 import { parseFleet } from "../../coordinator/sim/fleet.js";
-import { caseTable, targetLines } from "../../coordinator/sim/report.js";
+import { caseTable, seedLine, seedsSummary, targetLines, type SeedLine } from "../../coordinator/sim/report.js";
 import type { SimTraceEvent } from "../../coordinator/sim/simulate.js";
 import { DEFAULT_SCHEDULER_CONFIG, type SchedulerConfig } from "../../coordinator/core/scheduler-state.js";
 import { paramsFromJson, WorkloadModel } from "../../coordinator/sim/workload.js";
@@ -31,6 +31,8 @@ interface Args {
   roots: string[];
   fleet?: string;
   seed: number;
+  /** More than one: every case runs at each, and targets are judged on medians. */
+  seeds: number[];
   model?: string;
   variants: Variant[];
   only?: string;
@@ -41,8 +43,16 @@ interface Args {
 }
 
 function usage(msg: string): never {
-  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N] [--model FILE] [--variants a,b] [--only NAME] [--trace HOURS] [--scheduler JSON]`);
+  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N | --seeds A-B] [--model FILE] [--variants a,b] [--only NAME] [--trace HOURS] [--scheduler JSON]`);
   process.exit(2);
+}
+
+/** `--seeds 1-5` or `--seeds 1,4,9`. */
+function parseSeeds(v: string): number[] {
+  const range = /^(\d+)-(\d+)$/.exec(v);
+  const seeds = range ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i) : v.split(",").map(Number);
+  if (seeds.length === 0 || seeds.length > 100 || !seeds.every(Number.isInteger)) usage(`--seeds takes A-B or a comma list of up to 100 integers, got ${v}`);
+  return seeds;
 }
 
 /** `--scheduler '{"maxHedgesPerBuild":2}'`: known numeric SchedulerConfig fields only. */
@@ -62,7 +72,7 @@ function parseSchedulerOverrides(json: string): Partial<SchedulerConfig> {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { roots: [], seed: 1, variants: [...ALL_VARIANTS], scheduler: {} };
+  const a: Args = { roots: [], seed: 1, seeds: [], variants: [...ALL_VARIANTS], scheduler: {} };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     const take = (): string => (v === undefined ? usage(`${argv[i]} needs a value`) : (i++, v));
@@ -71,6 +81,7 @@ function parseArgs(argv: string[]): Args {
       case "--roots": a.roots = take().split(",").filter((s) => s !== ""); break;
       case "--fleet": a.fleet = take(); break;
       case "--seed": a.seed = Number(take()); break;
+      case "--seeds": a.seeds = parseSeeds(take()); break;
       case "--model": a.model = take(); break;
       case "--only": a.only = take(); break;
       case "--trace": a.traceHours = Number(take()); break;
@@ -130,13 +141,25 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   for (const c of cases) {
     const dag = await loadSimDag(c.file, c.roots, c.name);
-    const timeline = args.traceHours === undefined ? undefined : traceRecorder(args.traceHours);
-    const outcome: BenchOutcome = runBenchCase({ dag, fleet: parseFleet(c.fleet), workload, seed: args.seed, variants: args.variants, onTrace: timeline?.record, schedulerConfig: args.scheduler });
-    console.log(caseTable(outcome));
-    const wall = outcome.rows.map((r) => `${VARIANT_LABELS[r.variant]} ${(r.wallMs / 1000).toFixed(1)} s`).join(", ");
-    console.log(`\nWall time per run: ${wall}.\n`);
-    if (timeline !== undefined) console.log(timeline.print());
-    targets.push(...targetLines(outcome, c.hydraTarget));
+    const seeds = args.seeds.length > 0 ? args.seeds : [args.seed];
+    const lines: SeedLine[] = [];
+    for (const seed of seeds) {
+      const timeline = args.traceHours === undefined ? undefined : traceRecorder(args.traceHours);
+      const outcome: BenchOutcome = runBenchCase({ dag, fleet: parseFleet(c.fleet), workload, seed, variants: args.variants, onTrace: timeline?.record, schedulerConfig: args.scheduler });
+      lines.push(seedLine(outcome));
+      // Over several seeds, the first one's full table, then a line per seed.
+      if (seed !== seeds[0]) continue;
+      console.log(caseTable(outcome));
+      const wall = outcome.rows.map((r) => `${VARIANT_LABELS[r.variant]} ${(r.wallMs / 1000).toFixed(1)} s`).join(", ");
+      console.log(`\nWall time per run: ${wall}.\n`);
+      if (timeline !== undefined) console.log(timeline.print());
+      if (seeds.length === 1) targets.push(...targetLines(outcome, c.hydraTarget));
+    }
+    if (seeds.length > 1) {
+      const summary = seedsSummary(c.name, lines, c.hydraTarget);
+      console.log(`${summary.table}\n`);
+      targets.push(...summary.targets);
+    }
   }
   if (targets.length > 0) console.log(`## Targets (from the issue), measured\n\n${targets.join("\n")}\n`);
   console.log(`Total wall time ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
