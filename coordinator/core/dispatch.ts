@@ -106,6 +106,9 @@ function bestQueue(queues: readonly PlatformQueue[], free: readonly WorkerRecord
   return best?.q ?? null;
 }
 
+/** Waiting derivations per dispatch pass that may try to preempt a backup copy. */
+const MAX_PREEMPT_TRIES = 8;
+
 /** A worker as it would be with its hedges stopped (placement sees only its own builds). */
 function withoutHedges(w: WorkerRecord, dag: DagIndex): WorkerRecord {
   const view = { ...w, running: new Map(w.running) };
@@ -170,7 +173,9 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
   const { dag, workers, sink } = ctx;
   const queues = dag.ready.nonEmpty();
   const setAside: DrvPath[] = [];
-  while ((free.length > 0 || hedging.length > 0) && setAside.length < ctx.maxSetAside) {
+  // Preemption is for the best few waiting derivations: bounded so a long ready queue costs no more per pass.
+  let preemptTries = 0;
+  while ((free.length > 0 || (hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
     const q = bestQueue(queues, hedging.length === 0 ? free : [...free, ...hedging]);
     if (q === null) break;
     const entry = dag.ready.pop(q)!;
@@ -192,7 +197,8 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     };
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
-    if (!decision.ok) {
+    if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
+      preemptTries++;
       // Backup copies never keep real work waiting: try the workers as they would be without theirs.
       const views = hedging.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => withoutHedges(w, dag));
       const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views.map(candidateOf) });
