@@ -6,7 +6,7 @@ import type { DagIndex } from "./dag-index.js";
 import { addHedge, dropHolder, holderOn, lease, primaryHolder, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
-import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type WorkerCandidate } from "./placement.js";
+import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
 import { comparePriority } from "./priority.js";
 import type { PlatformQueue, ReadyEntry } from "./ready-queue.js";
 import type { AssignmentSpec, DrvNode, DrvPath, StorePath } from "./types.js";
@@ -89,6 +89,28 @@ function busyCandidates(workers: WorkerPool, system: string, features: readonly 
     if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, system, features)) out.push(candidateOf(w));
   }
   return out;
+}
+
+/** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read. */
+function placementRequest(
+  workers: WorkerPool,
+  now: number,
+  node: DrvNode,
+  record: DrvRecord,
+  estimate: Estimate,
+  candidates: WorkerCandidate[],
+): PlacementRequest {
+  let busy: WorkerCandidate[] | undefined;
+  return {
+    now,
+    node,
+    record,
+    estimate,
+    candidates,
+    get busy() {
+      return (busy ??= busyCandidates(workers, node.system, node.requiredSystemFeatures));
+    },
+  };
 }
 
 function servable(q: PlatformQueue, free: readonly WorkerRecord[]): boolean {
@@ -183,18 +205,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const node = dag.node(entry.drvPath);
     const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map(candidateOf);
     const estimate = ctx.estimator.estimate(node);
-    let busy: WorkerCandidate[] | undefined;
-    // Busy workers matter only when nothing free will do: listed on first read.
-    const request = {
-      now,
-      node,
-      record: rec,
-      estimate,
-      candidates,
-      get busy() {
-        return (busy ??= busyCandidates(workers, q.system, q.features));
-      },
-    };
+    const request = placementRequest(workers, now, node, rec, estimate, candidates);
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
     if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
@@ -264,17 +275,7 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
     if (free.length === 0) return;
     const candidates = free.filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !w.running.has(rec.drvPath)).map(candidateOf);
     if (candidates.length === 0) continue;
-    let busy: WorkerCandidate[] | undefined;
-    const decision = ctx.policy.place({
-      now,
-      node,
-      record: rec,
-      estimate,
-      candidates,
-      get busy() {
-        return (busy ??= busyCandidates(workers, node.system, node.requiredSystemFeatures));
-      },
-    });
+    const decision = ctx.policy.place(placementRequest(workers, now, node, rec, estimate, candidates));
     if (!decision.ok) continue;
     const w = free.find((f) => f.info.workerId === decision.workerId)!;
     const hedge: LeaseHolder = {
