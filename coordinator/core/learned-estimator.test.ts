@@ -177,6 +177,27 @@ describe("learning", () => {
   });
 });
 
+describe("memoised estimates", () => {
+  it("repeat asks return the same estimate until that key learns or is imported; other keys keep theirs", () => {
+    const e = new LearnedEstimator();
+    const [a, a2, b] = [pkg("foo", "1.2"), pkg("foo", "1.9"), pkg("bar", "3")];
+    const first = e.estimate(a);
+    const other = e.estimate(b);
+    expect(e.estimate(a)).toBe(first);
+    e.observe(a2, ok(2, 900, 5 * MIN)); // same key foo@1
+    const learned = e.estimate(a);
+    expect(learned).not.toBe(first);
+    expect(learned.model!.source).toBe("history");
+    expect(e.estimate(b)).toBe(other);
+    const imported = new LearnedEstimator();
+    const before = imported.estimate(a);
+    imported.importEstimates(e.exportEstimates());
+    expect(imported.estimate(a)).not.toBe(before);
+    expect(imported.estimate(a)).toEqual(learned);
+    expect(Object.isFrozen(learned)).toBe(true);
+  });
+});
+
 describe("durable estimates", () => {
   it("export -> JSON -> import reproduces every estimate", () => {
     const a = new LearnedEstimator();

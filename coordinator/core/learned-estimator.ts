@@ -75,6 +75,10 @@ export interface LearnedEstimatorOptions {
 /** Learns per pname + version family; falls back to the heavy table, big-parallel, fetch/local and a default. */
 export class LearnedEstimator implements Estimator {
   private readonly learned = new Map<string, LearnedEstimate>();
+  /** Bumped per key whenever its learned state changes; a memoised estimate of an older revision is stale. */
+  private readonly revisions = new Map<string, number>();
+  /** The dispatch and backup-copy passes ask for the same nodes on every event: fitting each time dominated the simulator's profile. */
+  private readonly memo = new WeakMap<DrvNode, { key: string; revision: number; estimate: Estimate }>();
   private readonly heavy: HeavyTable;
   private readonly priors: PriorDefaults;
   private readonly learning: LearningConfig;
@@ -95,8 +99,17 @@ export class LearnedEstimator implements Estimator {
 
   /** Needs of `node`, with scalars at the reference core count. */
   estimate(node: DrvNode): Estimate {
+    const hit = this.memo.get(node);
+    if (hit !== undefined && hit.revision === (this.revisions.get(hit.key) ?? 0)) return hit.estimate;
+    const key = hit?.key ?? estimateKeyOf(node);
     const model = this.model(node);
-    return { memoryBytes: memoryAt(model, this.referenceCores), durationMs: durationAt(model, this.referenceCores), model };
+    const estimate: Estimate = Object.freeze({ memoryBytes: memoryAt(model, this.referenceCores), durationMs: durationAt(model, this.referenceCores), model });
+    this.memo.set(node, { key, revision: this.revisions.get(key) ?? 0, estimate });
+    return estimate;
+  }
+
+  private touch(key: string): void {
+    this.revisions.set(key, (this.revisions.get(key) ?? 0) + 1);
   }
 
   /** Folds one attempt in; returns a copy of the key's learned state when it changed, else null. */
@@ -105,6 +118,7 @@ export class LearnedEstimator implements Estimator {
     const entry = this.learned.get(key) ?? emptyLearned(key);
     if (!foldObservation(entry, obs, this.learning)) return null;
     this.learned.set(key, entry);
+    this.touch(key);
     return copyLearned(entry);
   }
 
@@ -129,6 +143,7 @@ export class LearnedEstimator implements Estimator {
       try {
         const e = checkLearned(v);
         this.learned.set(e.key, e);
+        this.touch(e.key);
         result.imported++;
       } catch (err) {
         result.rejected.push({ index, reason: (err as Error).message });
