@@ -82,18 +82,39 @@ function candidateOf(w: WorkerRecord): WorkerCandidate {
   };
 }
 
-/** Active workers of the platform without a free slot: a policy may prefer to wait for one. */
-function busyCandidates(workers: WorkerPool, system: string, features: readonly string[]): WorkerCandidate[] {
-  const out: WorkerCandidate[] = [];
-  for (const w of workers.values()) {
-    if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, system, features)) out.push(candidateOf(w));
+/**
+ * Active workers without a free slot, per platform: a policy may prefer to
+ * wait for one. Listed once per dispatch pass and again only after an
+ * assignment changes who is busy (most placement tries in a pass fail, and
+ * each would otherwise walk the whole fleet).
+ */
+class BusyWorkers {
+  private readonly byPlatform = new Map<string, WorkerCandidate[]>();
+
+  constructor(private readonly workers: WorkerPool) {}
+
+  of(system: string, features: readonly string[]): WorkerCandidate[] {
+    const key = `${system}\0${features.join(",")}`;
+    let list = this.byPlatform.get(key);
+    if (list === undefined) {
+      list = [];
+      for (const w of this.workers.values()) {
+        if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, system, features)) list.push(candidateOf(w));
+      }
+      this.byPlatform.set(key, list);
+    }
+    return list;
   }
-  return out;
+
+  /** A worker took or lost a build: reservations and slots changed. */
+  changed(): void {
+    this.byPlatform.clear();
+  }
 }
 
 /** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read. */
 function placementRequest(
-  workers: WorkerPool,
+  busyWorkers: BusyWorkers,
   now: number,
   node: DrvNode,
   record: DrvRecord,
@@ -108,7 +129,7 @@ function placementRequest(
     estimate,
     candidates,
     get busy() {
-      return (busy ??= busyCandidates(workers, node.system, node.requiredSystemFeatures));
+      return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures));
     },
   };
 }
@@ -130,6 +151,8 @@ function bestQueue(queues: readonly PlatformQueue[], free: readonly WorkerRecord
 
 /** Waiting derivations per dispatch pass that may try to preempt a backup copy. */
 const MAX_PREEMPT_TRIES = 8;
+/** Long builds per dispatch pass that may fail to find a worker for a backup copy (a placement try walks every worker). */
+const MAX_HEDGE_MISSES = 8;
 
 /** A worker as it would be with its hedges stopped (placement sees only its own builds). */
 function withoutHedges(w: WorkerRecord, dag: DagIndex): WorkerRecord {
@@ -183,15 +206,16 @@ function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPat
  */
 export function dispatch(ctx: DispatchContext, now: number): void {
   let free = ctx.workers.free();
+  const busy = new BusyWorkers(ctx.workers);
   if (ctx.dag.ready.size > 0) {
     const hedging = hedgingWorkers(ctx.workers, ctx.dag);
-    if (free.length > 0 || hedging.length > 0) free = dispatchReady(ctx, now, free, hedging);
+    if (free.length > 0 || hedging.length > 0) free = dispatchReady(ctx, now, free, hedging, busy);
   }
-  if (free.length > 0 && ctx.hedgeMinRemainingMs > 0) hedgeLongBuilds(ctx, now, free);
+  if (free.length > 0 && ctx.hedgeMinRemainingMs > 0) hedgeLongBuilds(ctx, now, free, busy);
 }
 
 /** The ready pass; returns the workers still free. */
-function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], hedging: WorkerRecord[]): WorkerRecord[] {
+function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], hedging: WorkerRecord[], busy: BusyWorkers): WorkerRecord[] {
   const { dag, workers, sink } = ctx;
   const queues = dag.ready.nonEmpty();
   const setAside: DrvPath[] = [];
@@ -205,7 +229,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const node = dag.node(entry.drvPath);
     const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map(candidateOf);
     const estimate = ctx.estimator.estimate(node);
-    const request = placementRequest(workers, now, node, rec, estimate, candidates);
+    const request = placementRequest(busy, now, node, rec, estimate, candidates);
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
     if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
@@ -238,6 +262,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     };
     dag.apply(rec, now, () => lease(rec, grant));
     workers.attachLease(w, rec);
+    busy.changed();
     ctx.waitingReasons.delete(rec.drvPath);
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
     free = free.filter((f) => f !== w);
@@ -256,7 +281,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
  * priority first, placed by the same policy (memory, lifetime). The first
  * success wins and the others are aborted; a ready derivation preempts a copy.
  */
-function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]): void {
+function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[], busy: BusyWorkers): void {
   const { dag, workers, sink } = ctx;
   const wanted: { rec: DrvRecord; node: DrvNode; estimate: Estimate }[] = [];
   for (const w of workers.values()) {
@@ -271,12 +296,16 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
     }
   }
   wanted.sort((a, b) => comparePriority(dag.keyOf(a.rec.drvPath), dag.keyOf(b.rec.drvPath)));
+  let misses = 0;
   for (const { rec, node, estimate } of wanted) {
-    if (free.length === 0) return;
+    if (free.length === 0 || misses >= MAX_HEDGE_MISSES) return;
     const candidates = free.filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !w.running.has(rec.drvPath)).map(candidateOf);
     if (candidates.length === 0) continue;
-    const decision = ctx.policy.place(placementRequest(workers, now, node, rec, estimate, candidates));
-    if (!decision.ok) continue;
+    const decision = ctx.policy.place(placementRequest(busy, now, node, rec, estimate, candidates));
+    if (!decision.ok) {
+      misses++;
+      continue;
+    }
     const w = free.find((f) => f.info.workerId === decision.workerId)!;
     const hedge: LeaseHolder = {
       workerId: w.info.workerId,
@@ -287,6 +316,7 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
     };
     dag.apply(rec, now, () => addHedge(rec, hedge));
     workers.attachLease(w, rec, hedge);
+    busy.changed();
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, hedge) });
     sink.emit({ type: "drv.hedged", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, hedges: rec.hedges?.length ?? 0 });
     if (!hasFreeSlot(w)) free = free.filter((f) => f !== w);

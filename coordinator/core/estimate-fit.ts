@@ -178,5 +178,6 @@ export function fitModel(prior: ResourceModel, entry: LearnedEstimate | undefine
     floors,
     source: memory !== null || duration !== null ? "history" : prior.source,
     measured: memory !== null || floors.length > 0,
+    successes: entry.samples.reduce((n, x) => n + x.n, 0),
   };
 }

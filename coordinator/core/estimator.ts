@@ -30,6 +30,8 @@ export interface ResourceModel {
   source: EstimateSource;
   /** True when memory comes from measurements (successes or OOM kills) rather than a guess. */
   measured: boolean;
+  /** Successful builds the fit rests on (absent or 0: none). One measurement is one draw, so fewer widen memory headroom and lifetime slack. */
+  successes?: number;
 }
 
 /** What a build is expected to need; null when unknown. Scalars are at the estimator's reference cores. */

@@ -114,7 +114,7 @@ describe("learning", () => {
     e.observe(n, ok(1, 300, 100 * MIN));
     e.observe(n, ok(4, 600, 40 * MIN));
     const m = e.estimate(n).model!;
-    expect(m).toMatchObject({ source: "history", measured: true });
+    expect(m).toMatchObject({ source: "history", measured: true, successes: 2 });
     expect(m.perCoreBytes).toBeCloseTo(100 * MiB, -3);
     expect(memoryAt(m, 1)).toBeGreaterThanOrEqual(300 * MiB);
     expect(memoryAt(m, 4)).toBeGreaterThanOrEqual(600 * MiB);

@@ -63,6 +63,17 @@ describe("memory-fit: memory", () => {
     expect(d).toMatchObject({ ok: true, cores: 2 });
   });
 
+  it("a peak seen once gets twice the headroom; it settles to the configured 20% as observations add up", () => {
+    // 370 MiB measured; a 512 MiB worker hands out 448 MiB, a 1 GiB one 960 MiB.
+    const workers = () => [cand({ workerId: "512m", memoryBytes: 512 * MiB }), cand({ workerId: "1g", memoryBytes: GiB })];
+    // Seen once: 370 + 40% = 518 MiB does not fit the small worker.
+    expect(place(est(370, 0, 60_000, { successes: 1 }), workers())).toMatchObject({ ok: true, workerId: "1g" });
+    // Seen four times: 370 + 25% = 462.5 MiB still does not.
+    expect(place(est(370, 0, 60_000, { successes: 4 }), workers())).toMatchObject({ ok: true, workerId: "1g" });
+    // Seen a hundred times: 370 + 20.2% = 445 MiB fits the tightest worker.
+    expect(place(est(370, 0, 60_000, { successes: 100 }), workers())).toMatchObject({ ok: true, workerId: "512m" });
+  });
+
   it("a measured need no worker can give headroom runs bare on the roomiest worker", () => {
     const d = place(est(3600, 0), [cand({ workerId: "a", memoryBytes: 4 * GiB, maxBuilds: 2 }), cand({ workerId: "b", memoryBytes: 4 * GiB + 256 * MiB, maxBuilds: 2 })]);
     expect(d).toMatchObject({ ok: true, workerId: "b", memoryReservationBytes: 4 * GiB + 256 * MiB - 128 * MiB });
@@ -164,6 +175,15 @@ describe("memory-fit: remaining lifetime", () => {
     const threeHours = est(100, 0, 3 * HOUR);
     const d = place(threeHours, [cand(old), cand({ workerId: "mid", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 3600 })]);
     expect(d).toEqual({ ok: false, reason: "needs ~3h, longest remaining worker lifetime is 3h; waiting for a fresh worker" });
+  });
+
+  it("a duration measured once asks for more spare lifetime than one measured many times", () => {
+    const twelve = { maxLifetimeSeconds: 12 * 3600 };
+    const tenHoursThirtyLeft = () => [cand({ workerId: "w", ...twelve, uptimeSeconds: 1.5 * 3600 })];
+    // 9 h seen ten times: 9 x 1.01 x 1.1 = 10 h of the 10.5 h left.
+    expect(place(est(100, 0, 9 * HOUR, { successes: 10 }), tenHoursThirtyLeft())).toMatchObject({ ok: true, workerId: "w" });
+    // 9 h seen once (it may have been a short draw): 9 x 1.1 x 1.1 = 10.9 h; wait for a fresher worker.
+    expect(place(est(100, 0, 9 * HOUR, { successes: 1 }), tenHoursThirtyLeft())).toMatchObject({ ok: false, reason: expect.stringMatching(/waiting for a fresh worker$/) });
   });
 
   it("a build longer than even a fresh worker allows starts on a nearly fresh worker instead of waiting forever", () => {

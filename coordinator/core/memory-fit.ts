@@ -8,8 +8,9 @@
 //      cores rather than into an OOM kill,
 //  (c) its free disk, minus the estimated disk of its running builds, covers
 //      the estimated disk,
-//  (d) it lives long enough to finish (remaining lifetime >= duration + slack;
-//      a nearly fresh worker when even a fresh one could not give that),
+//  (d) it lives long enough to finish (remaining lifetime >= duration + slack,
+//      more slack for a duration measured only a few times; a nearly fresh
+//      worker when even a fresh one could not give that),
 //      unless no worker does (see lifetimePolicy).
 // A guess that fits no worker at all gets one try on an idle largest worker.
 // Among those, the build finishes soonest there (most useful cores); ties go
@@ -87,7 +88,7 @@ export class MemoryFit implements PlacementPolicy {
     const largest = this.largestWorker(req);
     // A measured need goes only where its headroom fits too (the worker kills a build at its
     // reservation, so a bare fit is an OOM coin flip), unless no worker could ever give it.
-    const cramped = model.measured && largest !== null && this.withHeadroom(memoryAt(model, 1)) > this.usable(largest);
+    const cramped = model.measured && largest !== null && this.withHeadroom(memoryAt(model, 1), model) > this.usable(largest);
     const how: FitTerms = { coreCap, now: req.now, afterOom: req.record.oomKills > 0, padded: model.measured && !cramped };
     const fits: Fit[] = [];
     const misses: Miss[] = [];
@@ -142,7 +143,10 @@ export class MemoryFit implements PlacementPolicy {
       .filter((c) => c.worker.state === "active" && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures))
       .map((c) => c.worker);
     const fleetMs = fleetLifetimeMs(active);
-    const needOf = (durationMs: number) => lifetimeNeed(durationMs, fleetMs, slackFraction);
+    // A duration measured n times is known to about slack/n more: one draw may have been a short one,
+    // and losing a long build with its worker costs far more than waiting for a fresher one.
+    const n = model.successes ?? 0;
+    const needOf = (durationMs: number) => lifetimeNeed(n > 0 ? durationMs * (1 + slackFraction / n) : durationMs, fleetMs, slackFraction);
     const soonest = Math.min(...fits.map((f) => f.durationMs));
     const need = needOf(soonest);
     const lasting = fits.filter((f) => needOf(f.durationMs).needMs <= f.remainingMs);
@@ -179,9 +183,16 @@ export class MemoryFit implements PlacementPolicy {
     };
   }
 
-  /** `need` plus the headroom reserved above a measured need. */
-  private withHeadroom(need: number): number {
-    return need + Math.max(need * this.config.memoryHeadroomFraction, this.config.memoryHeadroomMinBytes);
+  /**
+   * `need` plus the headroom reserved above a measured need: the configured
+   * fraction times (1 + 1/n) for a need measured n times. A peak seen once
+   * may have been a low draw (twice the headroom); it settles to the fraction
+   * as observations accumulate.
+   */
+  private withHeadroom(need: number, model: ResourceModel): number {
+    const n = model.successes ?? 0;
+    const fraction = this.config.memoryHeadroomFraction * (n > 0 ? 1 + 1 / n : 1);
+    return need + Math.max(need * fraction, this.config.memoryHeadroomMinBytes);
   }
 
   /** What a worker can hand to builds: its memory minus the safety margin. */
@@ -209,7 +220,7 @@ export class MemoryFit implements PlacementPolicy {
     let need = 0;
     for (let k = maxCores; k >= 1; k--) {
       need = memoryAt(model, k);
-      if ((padded ? this.withHeadroom(need) : need) <= unreserved) {
+      if ((padded ? this.withHeadroom(need, model) : need) <= unreserved) {
         cores = k;
         break;
       }
@@ -228,7 +239,7 @@ export class MemoryFit implements PlacementPolicy {
     const share = (info.memoryBytes - margin) / Math.max(1, info.maxBuilds);
     const roomy = !model.measured || afterOom || info.maxBuilds <= 1;
     const generous = roomy ? Math.min(share, need * this.config.guessedMemoryFactor) : 0;
-    const reservation = Math.floor(Math.min(unreserved, Math.max(this.withHeadroom(need), generous)));
+    const reservation = Math.floor(Math.min(unreserved, Math.max(this.withHeadroom(need, model), generous)));
     return {
       c,
       cores,
