@@ -7,7 +7,7 @@ import { addHedge, dropHolder, holderOn, lease, primaryHolder, type DrvRecord, t
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
-import { comparePriority } from "./priority.js";
+import { comparePriority, type PriorityKey } from "./priority.js";
 import type { PlatformQueue, ReadyEntry } from "./ready-queue.js";
 import type { AssignmentSpec, DrvNode, DrvPath, StorePath } from "./types.js";
 import type { WorkerPool } from "./worker-pool.js";
@@ -154,19 +154,25 @@ const MAX_PREEMPT_TRIES = 8;
 /** Long builds per dispatch pass that may fail to find a worker for a backup copy (a placement try walks every worker). */
 const MAX_HEDGE_MISSES = 8;
 
-/** A worker as it would be with its hedges stopped (placement sees only its own builds). */
-function withoutHedges(w: WorkerRecord, dag: DagIndex): WorkerRecord {
+/** The backup copy on `w` of `rec`, when `rec` ranks below `waiting` (a copy yields only to more urgent work). */
+function yieldingHedge(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): LeaseHolder | undefined {
+  if (rec === undefined || rec.workerId === w.info.workerId) return undefined;
+  const h = holderOn(rec, w.info.workerId);
+  return h !== undefined && comparePriority(dag.keyOf(rec.drvPath), waiting) > 0 ? h : undefined;
+}
+
+/** A worker as it would be with the copies that yield to `waiting` stopped; null when none would. */
+function withoutYieldingHedges(w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerRecord | null {
   const view = { ...w, running: new Map(w.running) };
   for (const drvPath of w.running.keys()) {
-    const rec = dag.records.get(drvPath);
-    const h = rec === undefined || rec.workerId === w.info.workerId ? undefined : holderOn(rec, w.info.workerId);
+    const h = yieldingHedge(dag.records.get(drvPath), w, dag, waiting);
     if (h === undefined) continue;
     view.running.delete(drvPath);
     view.reservedCores -= h.cores;
     view.reservedMemoryBytes -= h.reservedMemoryBytes;
     view.reservedDiskBytes -= h.reservedDiskBytes;
   }
-  return view;
+  return view.running.size === w.running.size ? null : view;
 }
 
 /** Workers running at least one hedge (the ones a ready derivation may preempt). */
@@ -185,11 +191,11 @@ function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   return out;
 }
 
-/** Stops every hedge on `w` (a ready derivation takes its place). */
-function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, now: number): void {
+/** Stops the copies on `w` that yield to `waiting` (a ready derivation takes their place). */
+function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
   for (const drvPath of [...w.running.keys()]) {
     const rec = ctx.dag.records.get(drvPath)!;
-    const h = rec.workerId === w.info.workerId ? undefined : holderOn(rec, w.info.workerId);
+    const h = yieldingHedge(rec, w, ctx.dag, waiting);
     if (h === undefined) continue;
     const lease = { drvPath, epoch: rec.epoch };
     ctx.workers.releaseHolder(rec, h);
@@ -201,8 +207,8 @@ function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPat
 
 /**
  * Assigns ready derivations to free workers until one of them runs out; a
- * derivation with nowhere to go may take a worker that runs only backup
- * copies. Workers left idle then take backup copies of long running builds.
+ * derivation with nowhere to go may take a worker whose backup copies are
+ * of less urgent builds. Workers left idle then take backup copies of long running builds.
  */
 export function dispatch(ctx: DispatchContext, now: number): void {
   let free = ctx.workers.free();
@@ -234,8 +240,13 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     let preempt: WorkerRecord | undefined;
     if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
       preemptTries++;
-      // Backup copies never keep real work waiting: try the workers as they would be without theirs.
-      const views = hedging.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => withoutHedges(w, dag));
+      // Backup copies of less urgent builds never keep this one waiting: try the workers as they would be
+      // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
+      const views: WorkerRecord[] = [];
+      for (const w of hedging) {
+        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingHedges(w, dag, entry.key) : null;
+        if (view !== null) views.push(view);
+      }
       const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views.map(candidateOf) });
       if (second.ok) {
         decision = second;
@@ -248,7 +259,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
       continue;
     }
     if (preempt !== undefined) {
-      preemptHedges(ctx, preempt, rec.drvPath, now);
+      preemptHedges(ctx, preempt, rec.drvPath, entry.key, now);
       hedging = hedging.filter((w) => w !== preempt);
     }
     const w = preempt ?? free.find((f) => f.info.workerId === decision.workerId);

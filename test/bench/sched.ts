@@ -43,7 +43,7 @@ interface Args {
 }
 
 function usage(msg: string): never {
-  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N | --seeds A-B] [--model FILE] [--variants a,b] [--only NAME] [--trace HOURS] [--scheduler JSON]`);
+  console.error(`${msg}\nusage: npm run bench:sched -- [--dag FILE --roots DRV[,DRV]] [--fleet SPEC] [--seed N | --seeds A-B] [--model FILE] [--variants a,b] [--only NAME[,NAME]] [--trace HOURS] [--scheduler JSON]`);
   process.exit(2);
 }
 
@@ -83,7 +83,11 @@ function parseArgs(argv: string[]): Args {
       case "--seed": a.seed = Number(take()); break;
       case "--seeds": a.seeds = parseSeeds(take()); break;
       case "--model": a.model = take(); break;
-      case "--only": a.only = take(); break;
+      case "--only": {
+        a.only = take();
+        for (const x of a.only.split(",")) if (!DEFAULT_SET.some((c) => c.name === x)) usage(`unknown DAG ${x} (${DEFAULT_SET.map((c) => c.name).join(", ")})`);
+        break;
+      }
       case "--trace": a.traceHours = Number(take()); break;
       case "--scheduler": a.scheduler = parseSchedulerOverrides(take()); break;
       case "--variants": {
@@ -134,7 +138,7 @@ async function main(): Promise<void> {
   const workload = new WorkloadModel(args.model === undefined ? undefined : paramsFromJson(JSON.parse(readFileSync(args.model, "utf8"))));
   const cases = args.dag !== undefined
     ? [{ name: args.dag, file: resolve(args.dag), roots: args.roots, fleet: args.fleet ?? "20", hydraTarget: false }]
-    : DEFAULT_SET.filter((c) => args.only === undefined || c.name === args.only).map((c) => ({ ...c, file: join(fixtures, c.file), fleet: args.fleet ?? c.fleet }));
+    : DEFAULT_SET.filter((c) => args.only === undefined || args.only.split(",").includes(c.name)).map((c) => ({ ...c, file: join(fixtures, c.file), fleet: args.fleet ?? c.fleet }));
   const command = ["npm run bench:sched", ...(process.argv.length > 2 ? ["--", ...process.argv.slice(2)] : [])].join(" ");
   console.log(`# Scheduler benchmark (simulated)\n\nCommand: \`${command}\`  \nWorkload model: coordinator/sim/workload-params.ts${args.model ? ` + ${args.model}` : ""} (anchors from the tmpnix field notes; the rest assumed).\n`);
   const targets: string[] = [];
