@@ -56,6 +56,18 @@ export function safetyMargin(
   return Math.max(c.memorySafetyMarginMinBytes, Math.min(fraction, c.memorySafetyMarginMaxBytes));
 }
 
+/**
+ * `need` plus the headroom reserved above a measured need: the configured
+ * fraction times (1 + 1/n) for a need measured n times (a peak seen once may
+ * have been a low draw, so twice the headroom; it settles to the fraction as
+ * observations accumulate), and at least the minimum.
+ */
+export function withHeadroom(need: number, successes: number | undefined, c: Pick<MemoryFitConfig, "memoryHeadroomFraction" | "memoryHeadroomMinBytes">): number {
+  const n = successes ?? 0;
+  const fraction = c.memoryHeadroomFraction * (n > 0 ? 1 + 1 / n : 1);
+  return need + Math.max(need * fraction, c.memoryHeadroomMinBytes);
+}
+
 /** A short human duration: 45s, 12m, 3h, 3h20m. */
 export function shortDuration(ms: number): string {
   if (!Number.isFinite(ms)) return "unlimited";

@@ -74,9 +74,12 @@ describe("memory-fit: memory", () => {
     expect(place(est(370, 0, 60_000, { successes: 100 }), workers())).toMatchObject({ ok: true, workerId: "512m" });
   });
 
-  it("a measured need no worker can give headroom runs bare on the roomiest worker", () => {
+  it("a measured need no worker can give headroom runs bare on the roomiest worker, at one core", () => {
     const d = place(est(3600, 0), [cand({ workerId: "a", memoryBytes: 4 * GiB, maxBuilds: 2 }), cand({ workerId: "b", memoryBytes: 4 * GiB + 256 * MiB, maxBuilds: 2 })]);
     expect(d).toMatchObject({ ok: true, workerId: "b", memoryReservationBytes: 4 * GiB + 256 * MiB - 128 * MiB });
+    // 960 MiB at 1 core, 1280 at 2; 1312 MiB to hand out: 2 cores would fit bare, with almost no margin.
+    const huge = place(est(640, 320, 60_000, { successes: 1 }), [cand({ workerId: "w", memoryBytes: 1440 * MiB, cores: 2 })]);
+    expect(huge).toMatchObject({ ok: true, workerId: "w", cores: 1, memoryReservationBytes: 1312 * MiB });
   });
 
   it("a guess beyond every worker gets one try on an idle largest worker with all it can give; a measured one waits", () => {

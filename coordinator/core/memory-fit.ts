@@ -18,7 +18,7 @@
 // roomiest after an OOM kill, then workerId.
 import { memoryAt, durationAt, type ResourceModel } from "./estimator.js";
 import { fleetLifetimeMs, lifetimeNeed, longestRemainingMs } from "./lifetime-need.js";
-import { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, type MemoryFitConfig } from "./memory-fit-config.js";
+import { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, withHeadroom, type MemoryFitConfig } from "./memory-fit-config.js";
 import {
   hasFreeSlot,
   noFitReason,
@@ -31,7 +31,7 @@ import {
 import type { WorkerInfo } from "./types.js";
 import { remainingLifetimeMs } from "./worker-state.js";
 
-export { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, type LifetimePolicy, type MemoryFitConfig } from "./memory-fit-config.js";
+export { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, withHeadroom, type LifetimePolicy, type MemoryFitConfig } from "./memory-fit-config.js";
 
 const MAX_CORES_TRIED = 256;
 /** A build lost with its worker after running t is expected to need this times t (it had not finished). */
@@ -84,11 +84,12 @@ export class MemoryFit implements PlacementPolicy {
     // An attempt lost with its worker ran that long unfinished: expect more (else it is lost again and again).
     const ranMs = (req.record.lostAfterMs ?? 0) * LOST_ATTEMPT_FACTOR;
     const model = ranMs > durationAt(withDisk, 1) ? { ...withDisk, serialMs: ranMs, parallelMs: 0 } : withDisk;
-    const coreCap = req.record.coreLimit > 0 ? req.record.coreLimit : MAX_CORES_TRIED;
     const largest = this.largestWorker(req);
     // A measured need goes only where its headroom fits too (the worker kills a build at its
-    // reservation, so a bare fit is an OOM coin flip), unless no worker could ever give it.
+    // reservation, so a bare fit is an OOM coin flip), unless no worker could ever give it:
+    // then it runs bare at one core, its smallest need, leaving whatever margin there is.
     const cramped = model.measured && largest !== null && this.withHeadroom(memoryAt(model, 1), model) > this.usable(largest);
+    const coreCap = cramped ? 1 : req.record.coreLimit > 0 ? req.record.coreLimit : MAX_CORES_TRIED;
     const how: FitTerms = { coreCap, now: req.now, afterOom: req.record.oomKills > 0, padded: model.measured && !cramped };
     const fits: Fit[] = [];
     const misses: Miss[] = [];
@@ -183,16 +184,9 @@ export class MemoryFit implements PlacementPolicy {
     };
   }
 
-  /**
-   * `need` plus the headroom reserved above a measured need: the configured
-   * fraction times (1 + 1/n) for a need measured n times. A peak seen once
-   * may have been a low draw (twice the headroom); it settles to the fraction
-   * as observations accumulate.
-   */
+  /** `need` plus the headroom reserved above a measured need (see withHeadroom). */
   private withHeadroom(need: number, model: ResourceModel): number {
-    const n = model.successes ?? 0;
-    const fraction = this.config.memoryHeadroomFraction * (n > 0 ? 1 + 1 / n : 1);
-    return need + Math.max(need * fraction, this.config.memoryHeadroomMinBytes);
+    return withHeadroom(need, model.successes, this.config);
   }
 
   /** What a worker can hand to builds: its memory minus the safety margin. */

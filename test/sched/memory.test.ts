@@ -17,7 +17,7 @@
 // test checks Node stays well below that).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FarmCluster } from "../harness/cluster.js";
-import { DEFAULT_MEMORY_FIT, safetyMargin } from "../../coordinator/core/memory-fit.js";
+import { DEFAULT_MEMORY_FIT, safetyMargin, withHeadroom } from "../../coordinator/core/memory-fit.js";
 import { LearnedEstimator, estimateKey, estimateStoreKey } from "../../coordinator/core/learned-estimator.js";
 import { memoryAt } from "../../coordinator/core/estimator.js";
 import type { DrvNode } from "../../coordinator/core/types.js";
@@ -45,8 +45,6 @@ const LIMITS: Record<string, number> = { w256: 256 * MiB, w512: 512 * MiB, w1536
 const DECLARED = Object.fromEntries(Object.entries(LIMITS).map(([n, l]) => [n, l - NODE_ALLOWANCE]));
 /** What memory-fit may hand out on a worker (coordinator defaults: 10%, within [64, 128] MiB, kept back). */
 const usable = (w: string) => DECLARED[w] - safetyMargin(DECLARED[w], DEFAULT_MEMORY_FIT);
-/** A measured need plus the headroom memory-fit wants room for. */
-const padded = (bytes: number) => bytes + Math.max(bytes * DEFAULT_MEMORY_FIT.memoryHeadroomFraction, DEFAULT_MEMORY_FIT.memoryHeadroomMinBytes);
 /** cgroup v1 stores limits in whole pages. */
 const pageDown = (b: number) => Math.floor(b / 4096) * 4096;
 
@@ -193,7 +191,7 @@ describe("memory-aware scheduling on real cgroup limits", () => {
       expect(r.reservedMemoryBytes!, what).toBeGreaterThanOrEqual(need(pname, r.cores!) * 0.9);
       expect(r.peakMemoryBytes!, what).toBeLessThanOrEqual(r.reservedMemoryBytes!);
       // Cores: the most (of 2) whose estimate and its headroom fit that worker (else 1), and Nix got exactly that many.
-      const best = [2, 1].find((k) => padded(need(pname, k)) <= usable(w)) ?? 1;
+      const best = [2, 1].find((k) => withHeadroom(need(pname, k), estimator.model(hogNode(pname)).successes, DEFAULT_MEMORY_FIT) <= usable(w)) ?? 1;
       expect(r.cores, `${what}; estimates ${mib(need(pname, 1))} @1, ${mib(need(pname, 2))} @2`).toBe(best);
       expect(await coresInLog(r), what).toEqual([r.cores]);
     }
