@@ -24,12 +24,18 @@ export interface DispatchContext {
   buildTimeoutMs: number;
   /** Unplaceable derivations looked at per pass before giving up (bounds the work). */
   maxSetAside: number;
-  /** Why a ready derivation was last passed over; cleared when it is leased. */
-  waitingReasons: Map<DrvPath, string>;
+  /** Why a ready derivation was last passed over, and since when it has been; cleared when it is leased. */
+  waiting: Map<DrvPath, Waiting>;
   /** Hedge a running build whose estimated remaining time is at least this (ms); 0 = never. */
   hedgeMinRemainingMs: number;
   /** Most backup copies of one build at a time. */
   maxHedgesPerBuild: number;
+}
+
+/** A ready derivation placement passed over: the latest reason, and when it was first passed over. */
+export interface Waiting {
+  reason: string;
+  sinceMs: number;
 }
 
 /** Output paths of exactly the input outputs `node` uses, deduplicated, in input order. */
@@ -120,6 +126,7 @@ function placementRequest(
   record: DrvRecord,
   estimate: Estimate,
   candidates: WorkerCandidate[],
+  waitingSinceMs?: number,
 ): PlacementRequest {
   let busy: WorkerCandidate[] | undefined;
   return {
@@ -128,6 +135,7 @@ function placementRequest(
     record,
     estimate,
     candidates,
+    waitingSinceMs,
     get busy() {
       return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures));
     },
@@ -235,7 +243,8 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const node = dag.node(entry.drvPath);
     const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map(candidateOf);
     const estimate = ctx.estimator.estimate(node);
-    const request = placementRequest(busy, now, node, rec, estimate, candidates);
+    const waitingSinceMs = ctx.waiting.get(entry.drvPath)?.sinceMs;
+    const request = placementRequest(busy, now, node, rec, estimate, candidates, waitingSinceMs);
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
     if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
@@ -255,7 +264,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     }
     if (!decision.ok) {
       setAside.push(entry.drvPath);
-      ctx.waitingReasons.set(entry.drvPath, decision.reason);
+      ctx.waiting.set(entry.drvPath, { reason: decision.reason, sinceMs: waitingSinceMs ?? now });
       continue;
     }
     if (preempt !== undefined) {
@@ -274,7 +283,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     dag.apply(rec, now, () => lease(rec, grant));
     workers.attachLease(w, rec);
     busy.changed();
-    ctx.waitingReasons.delete(rec.drvPath);
+    ctx.waiting.delete(rec.drvPath);
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
     free = free.filter((f) => f !== w);
     if (hasFreeSlot(w)) free.push(w);

@@ -97,8 +97,8 @@ export interface WorkerView {
 
 function waitingReason(s: SchedulerState, rec: DrvRecord): string {
   if (rec.state !== "ready") return "";
-  const known = s.waitingReasons.get(rec.drvPath);
-  if (known !== undefined) return known;
+  const known = s.waiting.get(rec.drvPath);
+  if (known !== undefined) return known.reason;
   const node = s.dag.node(rec.drvPath);
   let able = false;
   let free = false;

@@ -39,6 +39,19 @@ export function lifetimeNeed(durationMs: number, fleetMs: number, slackFraction:
   return { needMs: fleetMs * (1 - slackFraction / 2), beyondFleet: true };
 }
 
+/**
+ * What a build that has waited for a long-lived worker longer than the slack
+ * would buy it (slack x duration) settles for: a worker that outlives the
+ * estimate by half the slack. Waiting hours for a fresh worker of the right
+ * size costs more than the margin saves, and backup copies insure the rest.
+ * A build beyond the fleet never settles: only a nearly fresh worker can
+ * finish it at all.
+ */
+export function patientNeed(need: LifetimeNeed, durationMs: number, waitedMs: number, slackFraction: number): LifetimeNeed {
+  if (need.beyondFleet || waitedMs < durationMs * slackFraction) return need;
+  return { needMs: Math.min(need.needMs, durationMs * (1 + slackFraction / 2)), beyondFleet: false };
+}
+
 /** The most remaining lifetime among `workers` at `now` (0 when none). */
 export function longestRemainingMs(workers: Iterable<WorkerRecord>, now: number): number {
   let longest = 0;

@@ -174,6 +174,17 @@ describe("memory-fit: remaining lifetime", () => {
     expect(d).toEqual({ ok: false, reason: "needs ~1h; waiting for worker fresh (4h left) to free a slot" });
   });
 
+  it("does not wait for a busy worker that could not give a measured need its headroom once free", () => {
+    // 1510 MiB seen once: 2114 MiB with headroom; a 2 GiB worker hands out 1920.
+    const llvm = est(1510, 0, 8 * HOUR, { successes: 1 });
+    const twelve = { maxLifetimeSeconds: 12 * 3600 };
+    const oldBig = cand({ workerId: "big", memoryBytes: 4 * GiB, ...twelve, uptimeSeconds: 6 * 3600 });
+    const freshSmall = cand({ workerId: "small", memoryBytes: 2 * GiB, maxBuilds: 1, ...twelve, uptimeSeconds: 0 }, { memory: GiB });
+    expect(place(llvm, [oldBig], { busy: [freshSmall] })).toMatchObject({ ok: false, reason: expect.stringMatching(/waiting for a fresh worker$/) });
+    const freshBig = cand({ workerId: "big2", memoryBytes: 4 * GiB, maxBuilds: 1, ...twelve, uptimeSeconds: 0 }, { memory: GiB });
+    expect(place(llvm, [oldBig], { busy: [freshSmall, freshBig] })).toMatchObject({ ok: false, reason: expect.stringMatching(/waiting for worker big2/) });
+  });
+
   it("with no worker that lives long enough, waits for a fresh one and says why", () => {
     const threeHours = est(100, 0, 3 * HOUR);
     const d = place(threeHours, [cand(old), cand({ workerId: "mid", maxLifetimeSeconds: 4 * 3600, uptimeSeconds: 3600 })]);
@@ -187,6 +198,27 @@ describe("memory-fit: remaining lifetime", () => {
     expect(place(est(100, 0, 9 * HOUR, { successes: 10 }), tenHoursThirtyLeft())).toMatchObject({ ok: true, workerId: "w" });
     // 9 h seen once (it may have been a short draw): 9 x 1.1 x 1.1 = 10.9 h; wait for a fresher worker.
     expect(place(est(100, 0, 9 * HOUR, { successes: 1 }), tenHoursThirtyLeft())).toMatchObject({ ok: false, reason: expect.stringMatching(/waiting for a fresh worker$/) });
+  });
+
+  it("after waiting longer than the slack would buy, a build settles for a worker that outlives it by half the slack", () => {
+    const node = mkNode("x");
+    const record = newDrvRecord(node.drvPath, 0);
+    const twelve = { maxLifetimeSeconds: 12 * 3600 };
+    const nineHours = est(100, 0, 9 * HOUR, { successes: 10 });
+    // 9.6 h left: the strict need is 9 x 1.01 x 1.1 = 10 h; half the slack is 9.45 h.
+    const worker = () => [cand({ workerId: "w", ...twelve, uptimeSeconds: 2.4 * 3600 })];
+    const at = (waitedMs: number | undefined) =>
+      new MemoryFit().place({ now: NOW, node, record, estimate: nineHours, candidates: worker(), waitingSinceMs: waitedMs === undefined ? undefined : NOW - waitedMs });
+    expect(at(undefined)).toMatchObject({ ok: false, reason: expect.stringMatching(/waiting for a fresh worker$/) });
+    expect(at(0.8 * HOUR)).toMatchObject({ ok: false }); // less than 10% of 9 h
+    expect(at(0.9 * HOUR)).toMatchObject({ ok: true, workerId: "w" });
+    // Never below the estimate plus half the slack: 9.3 h left is too little however long it waited.
+    const older = [cand({ workerId: "w", ...twelve, uptimeSeconds: 2.7 * 3600 })];
+    expect(new MemoryFit().place({ now: NOW, node, record, estimate: nineHours, candidates: older, waitingSinceMs: NOW - 5 * HOUR })).toMatchObject({ ok: false });
+    // A build beyond the fleet never settles: 11 h needs a nearly fresh worker (11.4 h left), not 11 h x 1.05.
+    const elevenHours = est(100, 0, 11 * HOUR);
+    const midLife = [cand({ workerId: "mid", ...twelve, uptimeSeconds: 3600 })]; // 11 h left
+    expect(new MemoryFit().place({ now: NOW, node, record, estimate: elevenHours, candidates: midLife, waitingSinceMs: NOW - 5 * HOUR })).toMatchObject({ ok: false });
   });
 
   it("a build longer than even a fresh worker allows starts on a nearly fresh worker instead of waiting forever", () => {

@@ -9,15 +9,16 @@
 //  (c) its free disk, minus the estimated disk of its running builds, covers
 //      the estimated disk,
 //  (d) it lives long enough to finish (remaining lifetime >= duration + slack,
-//      more slack for a duration measured only a few times; a nearly fresh
-//      worker when even a fresh one could not give that),
+//      more slack for a duration measured only a few times, half the slack
+//      once it has waited longer than the slack; a nearly fresh worker when
+//      even a fresh one could not give that),
 //      unless no worker does (see lifetimePolicy).
 // A guess that fits no worker at all gets one try on an idle largest worker.
 // Among those, the build finishes soonest there (most useful cores); ties go
 // to the tightest memory fit (big holes stay free for big builds), or the
 // roomiest after an OOM kill, then workerId.
 import { memoryAt, durationAt, type ResourceModel } from "./estimator.js";
-import { fleetLifetimeMs, lifetimeNeed, longestRemainingMs } from "./lifetime-need.js";
+import { fleetLifetimeMs, lifetimeNeed, longestRemainingMs, patientNeed } from "./lifetime-need.js";
 import { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, withHeadroom, type MemoryFitConfig } from "./memory-fit-config.js";
 import {
   hasFreeSlot,
@@ -109,7 +110,7 @@ export class MemoryFit implements PlacementPolicy {
       fits.push(...t);
       trial = true;
     }
-    return this.byLifetime(req, model, coreCap, fits, trial, cramped);
+    return this.byLifetime(req, model, how, fits, trial, cramped);
   }
 
   /**
@@ -138,7 +139,8 @@ export class MemoryFit implements PlacementPolicy {
   }
 
   /** Picks among `fits` by remaining lifetime, or says what it waits for. */
-  private byLifetime(req: PlacementRequest, model: ResourceModel, coreCap: number, fits: Fit[], trial: boolean, cramped: boolean): PlacementDecision {
+  private byLifetime(req: PlacementRequest, model: ResourceModel, how: FitTerms, fits: Fit[], trial: boolean, cramped: boolean): PlacementDecision {
+    const coreCap = how.coreCap;
     const slackFraction = this.config.lifetimeSlackFraction;
     const active = [...req.candidates, ...(req.busy ?? [])]
       .filter((c) => c.worker.state === "active" && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures))
@@ -147,7 +149,9 @@ export class MemoryFit implements PlacementPolicy {
     // A duration measured n times is known to about slack/n more: one draw may have been a short one,
     // and losing a long build with its worker costs far more than waiting for a fresher one.
     const n = model.successes ?? 0;
-    const needOf = (durationMs: number) => lifetimeNeed(n > 0 ? durationMs * (1 + slackFraction / n) : durationMs, fleetMs, slackFraction);
+    const waitedMs = req.waitingSinceMs === undefined ? 0 : req.now - req.waitingSinceMs;
+    const needOf = (durationMs: number) =>
+      patientNeed(lifetimeNeed(n > 0 ? durationMs * (1 + slackFraction / n) : durationMs, fleetMs, slackFraction), durationMs, waitedMs, slackFraction);
     const soonest = Math.min(...fits.map((f) => f.durationMs));
     const need = needOf(soonest);
     const lasting = fits.filter((f) => needOf(f.durationMs).needMs <= f.remainingMs);
@@ -160,7 +164,9 @@ export class MemoryFit implements PlacementPolicy {
     const largest = trial ? this.largestWorker(req) : null;
     for (const b of req.busy ?? []) {
       const info = b.worker.info;
-      if (largest !== null ? this.usable(info) < this.usable(largest) : memoryAt(model, 1) > this.usable(info)) continue;
+      // Only a worker that could take the build once free (with headroom where a free one would need it) is worth waiting for.
+      const need1 = how.padded ? this.withHeadroom(memoryAt(model, 1), model) : memoryAt(model, 1);
+      if (largest !== null ? this.usable(info) < this.usable(largest) : need1 > this.usable(info)) continue;
       const rem = remainingLifetimeMs(b.worker, req.now);
       if (needOf(durationAt(model, trial ? 1 : Math.min(info.cores, coreCap))).needMs <= rem) {
         return { ok: false, reason: `needs ~${shortDuration(soonest)}; waiting for worker ${info.workerId} (${shortDuration(rem)} left) to free a slot` };

@@ -27,6 +27,8 @@ export interface PlacementRequest {
   candidates: readonly WorkerCandidate[];
   /** Active workers of that platform without a free slot now (for waiting decisions); may be absent. */
   busy?: readonly WorkerCandidate[];
+  /** When placement first passed this ready derivation over (it has waited since); absent when it has not. */
+  waitingSinceMs?: number;
 }
 
 /** A policy's answer: a worker and its grant, or why nothing fits now. */

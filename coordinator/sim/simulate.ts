@@ -50,6 +50,7 @@ export interface SimTraceEvent {
   atMs: number;
   kind: "start" | "succeeded" | "out-of-memory" | "lost" | "aborted";
   name: string;
+  drvPath: string;
   workerId: string;
   cores: number;
   /** The worker's remaining lifetime at `atMs` as it reports it (ms), and when it will really die. */
@@ -139,6 +140,7 @@ class Simulation {
       atMs: now,
       kind,
       name: b.node.name,
+      drvPath: b.node.drvPath,
       workerId: b.workerId,
       cores: b.spec.cores,
       remainingMs: this.o.fleet.maxLifetimeMs - uptimeSeconds(w, now) * 1000,
