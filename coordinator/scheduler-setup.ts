@@ -13,7 +13,7 @@ import type { LifetimePolicy } from "./core/memory-fit.js";
 /** The scheduler, restored from `snapshot` when it holds any job or derivation. */
 export function createScheduler(config: CoordinatorConfig, snapshot: Snapshot, now: number, logger: Logger): Scheduler {
   const heavy = config.heavyPackagesFile ? loadHeavyTable(readFileSync(config.heavyPackagesFile, "utf8")) : undefined;
-  const estimator = new LearnedEstimator({ heavy });
+  const estimator = new LearnedEstimator({ heavy, referenceCores: config.referenceCores });
   const estimates = snapshot.estimates ?? [];
   const imported = estimator.importEstimates(estimates);
   if (imported.rejected.length) logger.warn({ rejected: imported.rejected }, "some stored estimates were unreadable and were skipped");

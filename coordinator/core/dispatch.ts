@@ -248,7 +248,6 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
     if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
-      preemptTries++;
       // Backup copies of less urgent builds never keep this one waiting: try the workers as they would be
       // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
       const views: WorkerRecord[] = [];
@@ -256,6 +255,8 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
         const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingHedges(w, dag, entry.key) : null;
         if (view !== null) views.push(view);
       }
+      // Only a derivation some copy would yield to spends a try (the most urgent ones outrank every copy).
+      if (views.length > 0) preemptTries++;
       const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views.map(candidateOf) });
       if (second.ok) {
         decision = second;

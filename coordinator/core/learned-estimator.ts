@@ -68,7 +68,11 @@ export interface LearnedEstimatorOptions {
   heavy?: readonly HeavyPackage[];
   priors?: PriorDefaults;
   learning?: Partial<LearningConfig>;
-  /** Cores the scalar memoryBytes/durationMs of an Estimate are given at (a typical small worker). */
+  /**
+   * Cores the scalar memoryBytes/durationMs of an Estimate are given at: what a
+   * typical worker gives one build. Priority weighs durations at this many, so
+   * on 1-core workers a 2-core figure would rank builds that scale well too low.
+   */
   referenceCores?: number;
 }
 

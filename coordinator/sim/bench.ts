@@ -4,7 +4,7 @@
 // another seed, as a farm that built this package set before would have.
 import type { SchedulerConfig } from "../core/scheduler.js";
 import type { SimDag } from "./dag-input.js";
-import type { FleetSpec } from "./fleet.js";
+import { typicalCores, type FleetSpec } from "./fleet.js";
 import { lowerBound, type LowerBound } from "./lower-bound.js";
 import { HYDRA_RETRIES, PATIENT_RETRIES } from "./hydra-retries.js";
 import { makePolicy, type PolicyName } from "./policies.js";
@@ -72,15 +72,17 @@ export function runBenchCase(c: BenchCase): BenchOutcome {
   const config = { ...c.schedulerConfig };
   const base = { nodes: c.dag.nodes, roots: c.dag.roots, fleet: c.fleet, workload: c.workload };
   const rows: BenchRow[] = [];
+  const referenceCores = typicalCores(c.fleet);
   let historyRun: SimResult | null = null;
   for (const variant of variants) {
     let history;
     if (variant === "ours-history") {
-      const earlier = makePolicy("ours", config);
+      const earlier = makePolicy("ours", config, { referenceCores });
       historyRun = simulate({ ...base, policy: earlier, seed: c.seed + 1 });
       history = earlier.estimator;
     }
-    const policy = makePolicy(POLICY_OF[variant], config, history, variant === "hydra-patient" ? PATIENT_RETRIES : HYDRA_RETRIES, c.seed);
+    const retries = variant === "hydra-patient" ? PATIENT_RETRIES : HYDRA_RETRIES;
+    const policy = makePolicy(POLICY_OF[variant], config, { history, referenceCores, retries, seed: c.seed });
     const t0 = performance.now();
     const onTrace = c.onTrace === undefined ? undefined : (e: SimTraceEvent) => c.onTrace!(variant, e);
     const result = simulate({ ...base, policy, seed: c.seed, onTrace });

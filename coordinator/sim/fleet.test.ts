@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../core/errors.js";
-import { defaultFleet, describeFleet, fleetCores, parseFleet } from "./fleet.js";
+import { defaultFleet, describeFleet, fleetCores, parseFleet, typicalCores } from "./fleet.js";
 import { bootWorker, createWorkers } from "./sim-fleet.js";
 
 const MB = 2 ** 20;
@@ -23,6 +23,12 @@ describe("fleet specs", () => {
     expect(f.groups.map((g) => [g.count, g.memoryBytes / MB])).toEqual([[8, 512], [6, 1024], [4, 2048], [2, 4096]]);
     expect(defaultFleet(3).groups.reduce((a, g) => a + g.count, 0)).toBe(3);
     expect(f.maxLifetimeMs).toBe(12 * HOUR);
+  });
+
+  it("a typical worker's cores are the median worker's", () => {
+    expect(typicalCores(parseFleet("100"))).toBe(1);
+    expect(typicalCores(parseFleet("3x1c:512M,4x4c:8G"))).toBe(4);
+    expect(typicalCores(parseFleet("4x1c:512M,3x8c:8G"))).toBe(1);
   });
 
   it("rejects what it does not understand", () => {

@@ -13,6 +13,12 @@ export interface WorkerGroup {
   maxBuilds: number;
 }
 
+/** The cores most workers of the fleet have (the median worker's): what a typical build gets. */
+export function typicalCores(fleet: Pick<FleetSpec, "groups">): number {
+  const cores = fleet.groups.flatMap((g) => Array<number>(g.count).fill(g.cores)).sort((a, b) => a - b);
+  return cores.length === 0 ? 1 : cores[Math.floor((cores.length - 1) / 2)];
+}
+
 /** A fleet and its platform's recycling behaviour. */
 export interface FleetSpec {
   groups: WorkerGroup[];

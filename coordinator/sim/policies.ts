@@ -32,17 +32,24 @@ export const POLICY_DESCRIPTIONS: Record<PolicyName, string> = {
  * A fresh scheduler for `name`. `history` (ours only) is an estimator that
  * already learned from an earlier run; without it "ours" starts cold.
  */
-export function makePolicy(
-  name: PolicyName,
-  config: Partial<SchedulerConfig>,
-  history?: Estimator,
-  retries: HydraRetrySettings = HYDRA_RETRIES,
-  seed = 0,
-): PolicyInstance {
+/** How makePolicy sets a policy up beyond the scheduler config. */
+export interface PolicyOptions {
+  /** "ours": an estimator that already learned (the history run's). */
+  history?: Estimator;
+  /** "ours": cores a typical worker of the fleet gives one build (priority weighs durations there). */
+  referenceCores?: number;
+  /** hydra-like: its retry budget and backoff. */
+  retries?: HydraRetrySettings;
+  /** hydra-like: seeds its random choice among idle machines. */
+  seed?: number;
+}
+
+export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, opts: PolicyOptions = {}): PolicyInstance {
+  const { history, referenceCores, retries = HYDRA_RETRIES, seed = 0 } = opts;
   switch (name) {
     case "ours": {
       // The scheduler's own defaults (placement, priority), with a learned estimator we keep hold of.
-      const estimator = history ?? new LearnedEstimator();
+      const estimator = history ?? new LearnedEstimator({ referenceCores });
       return { name, scheduler: new Scheduler(config, { estimator }), estimator, hydra: null };
     }
     case "fifo": {
