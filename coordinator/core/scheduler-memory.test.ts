@@ -115,6 +115,23 @@ describe("scheduler with memory-fit (defaults)", () => {
     expect(h.scheduler.workers(h.clock.now()).find((w) => w.workerId === "old")!.remainingLifetimeSeconds).toBe(2 * 3600);
   });
 
+  it("a build that waited longer than its slack would buy takes a worker outliving its estimate by half the slack", () => {
+    const run = (waitMs: number) => {
+      const estimator = new LearnedEstimator({
+        heavy: [{ pname: "long", oneCoreMinutes: 9 * 60, parallelFraction: 0, baseMiB: 100, perCoreMiB: 0, diskGiB: 1, note: "test" }],
+      });
+      const h = new Harness({}, new Scheduler({ heartbeatTimeoutMs: 10 * HOUR }, { estimator }));
+      const life = { maxLifetimeSeconds: 12 * 3600 };
+      h.run((s, t) => s.workerJoined(t, mkWorker("old", { ...life, uptimeSeconds: 7 * 3600 })));
+      expect(h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j", [mkNode("long-1", [], { pname: "long" })], ["long-1"]))))).toEqual([]);
+      h.clock.advance(waitMs);
+      // 9.6 h left: less than 9 h + 10 %, more than 9 h + 5 %.
+      return h.assigns(h.run((s, t) => s.workerJoined(t, mkWorker("mid", { ...life, uptimeSeconds: 2.4 * 3600 })))).map((a) => [a.spec.name, a.workerId]);
+    };
+    expect(run(0.5 * HOUR)).toEqual([]);
+    expect(run(0.9 * HOUR)).toEqual([["long-1", "mid"]]);
+  });
+
   it("a build lost with its worker after 3 h is not restarted where it could not run 4.5 h", () => {
     const h = new Harness({ heartbeatTimeoutMs: 10_000 });
     const life = { maxLifetimeSeconds: 12 * 3600 };
