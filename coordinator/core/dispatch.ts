@@ -199,6 +199,20 @@ function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   return out;
 }
 
+/** The least urgent build with a backup copy on `hedging`, or null when there is none. */
+function leastUrgentCopy(hedging: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
+  let weakest: PriorityKey | null = null;
+  for (const w of hedging) {
+    for (const drvPath of w.running.keys()) {
+      const rec = dag.records.get(drvPath);
+      if (rec === undefined || rec.workerId === w.info.workerId) continue;
+      const key = dag.keyOf(drvPath);
+      if (weakest === null || comparePriority(key, weakest) > 0) weakest = key;
+    }
+  }
+  return weakest;
+}
+
 /** Stops the copies on `w` that yield to `waiting` (a ready derivation takes their place). */
 function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
   for (const drvPath of [...w.running.keys()]) {
@@ -235,9 +249,12 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
   const setAside: DrvPath[] = [];
   // Preemption is for the best few waiting derivations: bounded so a long ready queue costs no more per pass.
   let preemptTries = 0;
+  const weakestCopy = leastUrgentCopy(hedging, dag);
   while ((free.length > 0 || (hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
     const q = bestQueue(queues, hedging.length === 0 ? free : [...free, ...hedging]);
     if (q === null) break;
+    // With no free worker left only a derivation more urgent than some copy can start, and the rest of the queue is less urgent.
+    if (free.length === 0 && (weakestCopy === null || comparePriority(q.peek()!.key, weakestCopy) >= 0)) break;
     const entry = dag.ready.pop(q)!;
     const rec = dag.records.get(entry.drvPath)!;
     const node = dag.node(entry.drvPath);
