@@ -14,6 +14,7 @@ import { ownCgroupDir } from "./host-probe.js";
 import { signalAll } from "./proc-tree.js";
 import { BuildStatus } from "../proto/gen/farm.js";
 import { FakeCoordinator } from "./testing/fake-coordinator.js";
+import { ISOLATE_SH } from "../test/harness/isolated.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const MAIN = path.join(ROOT, "dist/worker/main.js");
@@ -33,8 +34,8 @@ class IsolatedWorker {
     mkdirSync(this.cgroup);
     writeFileSync(path.join(this.cgroup, "memory.limit_in_bytes"), String(memoryLimitBytes));
     const out = openSync(logFile, "a");
-    const script = 'echo $$ > "$1/cgroup.procs" && mount --bind "$0" /tmp/nix && shift && exec "$@"';
-    this.child = spawn("unshare", ["-m", "--propagation", "private", "--", "/bin/sh", "-c", script, nixDir, this.cgroup, process.execPath, MAIN], { env, stdio: ["ignore", out, out] });
+    const args = [ISOLATE_SH, "--nix-dir", nixDir, "--cgroup", this.cgroup, "--", process.execPath, MAIN];
+    this.child = spawn("/bin/sh", args, { env, stdio: ["ignore", out, out] });
     this.exited = new Promise((resolve) => this.child.on("exit", (code, sig) => resolve(code ?? (sig ? 128 : -1))));
   }
 
@@ -68,7 +69,7 @@ beforeAll(async () => {
   for (const d of ["store", "var/nix", "var/log/nix"]) mkdirSync(path.join(submitterRoot, d), { recursive: true });
   mkdirSync(path.join(tmp, "etc"));
   writeFileSync(path.join(tmp, "etc/nix.conf"), "sandbox = false\nbuild-users-group =\nsubstituters =\n");
-  // Every Nix call below runs with submitterRoot bind-mounted over /tmp/nix: the host's stays untouched.
+  // Every Nix call below runs isolated with submitterRoot as /tmp/nix (inSubmitter): the host's stays untouched.
   nix = {
     dir: tmp,
     nixRoot: "/tmp/nix",
@@ -97,15 +98,15 @@ it("joins, fetches inputs through the cache, builds with Nix, uploads, reports, 
     `let mk = name: script: builtins.derivation { inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ]; PATH = "/usr/bin:/bin"; };
      in rec { lib = mk "e2e-lib" "echo lib > $out"; app = mk "e2e-app" "echo building app with $NIX_BUILD_CORES cores; cat \${lib} > $out"; }`,
   );
-  const at = { altRoot: submitterRoot };
-  const [libDrv] = await nixLines(nix, "nix-instantiate", [expr, "-A", "lib"], at);
-  const [appDrv] = await nixLines(nix, "nix-instantiate", [expr, "-A", "app"], at);
-  const [libOut] = await nixLines(nix, "nix-store", ["-r", libDrv], at);
-  const [appOut] = await nixLines(nix, "nix-store", ["-q", "--outputs", appDrv], at);
-  const closure = await nixLines(nix, "nix-store", ["-qR", appDrv, libOut], at);
-  const items = await Promise.all(closure.map(async (p) => ({ storePath: p, references: await nixLines(nix, "nix-store", ["-q", "--references", p], at) })));
+  const inSubmitter = (cmd: string, args: string[]): [string, string[]] => ["/bin/sh", [ISOLATE_SH, "--nix-dir", submitterRoot, "--", cmd, ...args]];
+  const [libDrv] = await nixLines(nix, ...inSubmitter("nix-instantiate", [expr, "-A", "lib"]));
+  const [appDrv] = await nixLines(nix, ...inSubmitter("nix-instantiate", [expr, "-A", "app"]));
+  const [libOut] = await nixLines(nix, ...inSubmitter("nix-store", ["-r", libDrv]));
+  const [appOut] = await nixLines(nix, ...inSubmitter("nix-store", ["-q", "--outputs", appDrv]));
+  const closure = await nixLines(nix, ...inSubmitter("nix-store", ["-qR", appDrv, libOut]));
+  const items = await Promise.all(closure.map(async (p) => ({ storePath: p, references: await nixLines(nix, ...inSubmitter("nix-store", ["-q", "--references", p])) })));
   for (const item of topoSortByReferences(items)) {
-    const { stdout } = await runNix(nix, "nix-store", ["--dump", item.storePath], at);
+    const { stdout } = await runNix(nix, ...inSubmitter("nix-store", ["--dump", item.storePath]));
     await cache.client().upload({ ...item, narStream: (async function* () { yield stdout; })() });
   }
 

@@ -47,12 +47,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# An isolated "container": own mount namespace, own /tmp/nix, own memory cgroup.
+# An isolated "container": own mount namespace, own /tmp/nix, own memory cgroup
+# (deploy/local/isolate.sh; it fails loudly if any step of that fails).
 isolated() { # name memory-bytes nix-dir cmd...
   local name=$1 mem=$2 dir=$3; shift 3
-  mkdir -p "$CGROUP/$name" "$dir" /tmp/nix
-  [ -d "$CGROUP" ] && echo "$mem" > "$CGROUP/$name/memory.limit_in_bytes" || true
-  unshare -m --propagation private -- sh -c 'mount --bind "$0" /tmp/nix; echo $$ > "$1/cgroup.procs" 2>/dev/null || true; shift; exec "$@"' "$dir" "$CGROUP/$name" "$@"
+  mkdir -p "$CGROUP/$name" "$dir"
+  echo "$mem" > "$CGROUP/$name/memory.limit_in_bytes"
+  bash deploy/local/isolate.sh --nix-dir "$dir" --cgroup "$CGROUP/$name" -- "$@"
 }
 
 echo "demo: starting the coordinator and its cache (logs: $ROOT/coordinator.log)"
@@ -76,9 +77,10 @@ OUT=$($FARM status --json | node -e 'const j=JSON.parse(require("fs").readFileSy
 
 USERBOX=$ROOT/user; mkdir -p "$USERBOX/nix-stock" "$USERBOX/nix-farm" "$USERBOX/home" "$USERBOX/conf" "$USERBOX/repo"; chown -R 65534:65534 "$USERBOX"
 printf 'build-users-group =\nsubstituters = http://127.0.0.1:7421\ntrusted-public-keys = %s\n' "$PUBKEY" > "$USERBOX/conf/nix.conf"
-as_nobody() { # nix-dir cmd
+as_nobody() { # nix-dir PATH script
   # The checkout is bind-mounted at $USERBOX/repo: its own parent dirs may be closed to nobody.
-  unshare -m --propagation private -- sh -c 'mount --bind "$0" /tmp/nix; mount -t tmpfs -o size=1m tmpfs /nix; mount --bind "$4" "$5"; exec setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH="$1" HOME="$2" USER=nobody /bin/sh -c "$3"' "$1" "$2" "$USERBOX/home" "$3" "$REPO" "$USERBOX/repo"
+  bash deploy/local/isolate.sh --nix-dir "$1" --hide-nix --expose "$REPO:$USERBOX/repo" --uid 65534 -- \
+    /usr/bin/env -i PATH="$2" HOME="$USERBOX/home" USER=nobody /bin/sh -c "$3"
 }
 echo "demo: as user nobody, stock nix-store -r from the farm's cache:"
 as_nobody "$USERBOX/nix-stock" /usr/bin:/bin "NIX_CONF_DIR=$USERBOX/conf NIX_STORE_DIR=/tmp/nix/store NIX_STATE_DIR=/tmp/nix/var/nix NIX_LOG_DIR=/tmp/nix/var/log/nix nix-store -r $OUT >/dev/null && $OUT/bin/tmpnix-demo"

@@ -38,6 +38,8 @@ export interface ClusterOptions {
   heartbeatInterval?: string;
   heartbeatTimeout?: string;
   coordinatorEnv?: Record<string, string>;
+  /** NATS server of this farm (default NATS_URL, the machine's). */
+  natsUrl?: string;
 }
 
 /** A running test farm. */
@@ -63,6 +65,10 @@ export class FarmCluster {
     for (const w of opts.workers) c.startWorker(w);
     await c.waitForWorkers(opts.workers.length);
     return c;
+  }
+
+  get natsUrl(): string {
+    return this.opts.natsUrl ?? NATS_URL;
   }
 
   get dataDir(): string {
@@ -93,7 +99,7 @@ export class FarmCluster {
         `--cache-listen=127.0.0.1:${this.cachePort}`,
         `--metrics-listen=127.0.0.1:${this.metricsPort}`,
         `--data-dir=${this.dataDir}`,
-        `--nats-url=${NATS_URL}`,
+        `--nats-url=${this.natsUrl}`,
         `--nats-prefix=${this.prefix}`,
         `--heartbeat-interval=${this.opts.heartbeatInterval ?? "1s"}`,
         `--heartbeat-timeout=${this.opts.heartbeatTimeout ?? "10s"}`,
@@ -166,6 +172,7 @@ export class FarmCluster {
   /** Waits until `farm workers` lists n active workers. */
   async waitForWorkers(n: number, timeoutMs = 60_000): Promise<void> {
     await waitFor(`${n} active workers`, async () => {
+      for (const w of this.workers.values()) w.assertIsolated();
       const r = await this.cli(["workers", "--json"]);
       if (r.code !== 0) return false;
       const active = (JSON.parse(r.stdout) as { state: string }[]).filter((w) => w.state === "active");
@@ -187,14 +194,14 @@ export class FarmCluster {
   async stop(keepFiles = false): Promise<void> {
     for (const name of [...this.workers.keys()]) await this.killWorker(name);
     await this.killCoordinator();
-    await deleteNatsPrefix(this.prefix);
+    await deleteNatsPrefix(this.prefix, this.natsUrl);
     if (!keepFiles) rmSync(this.root, { recursive: true, force: true });
   }
 }
 
 /** Deletes every KV bucket and stream whose name starts with the prefix. */
-export async function deleteNatsPrefix(prefix: string): Promise<void> {
-  const nc = await connect({ servers: NATS_URL });
+export async function deleteNatsPrefix(prefix: string, natsUrl = NATS_URL): Promise<void> {
+  const nc = await connect({ servers: natsUrl });
   try {
     const jsm = await jetstreamManager(nc);
     for await (const s of jsm.streams.list()) {

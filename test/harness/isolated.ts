@@ -1,29 +1,23 @@
-// Runs a process the way a separate container would see it: its own mount
-// namespace with a private /tmp/nix (a host dir bind-mounted over it), an
-// optional empty tmpfs over /nix, its own memory cgroup (v1; a real limit, so
-// OOM kills are real), and optionally an unprivileged uid. Killing the cgroup
-// kills everything the "container" started, like a platform recycling it.
+// Runs a process the way a separate container would see it, through
+// deploy/local/isolate.sh (shared with the demo): its own mount namespace with
+// a private /tmp/nix (a test dir bind-mounted there), the host's /nix hidden
+// where there is one, its own memory cgroup (v1; a real limit, so OOM kills
+// are real), and optionally an unprivileged uid. Killing the cgroup kills
+// everything the "container" started, like a platform recycling it.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync, existsSync } from "node:fs";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 const CGROUP_ROOT = "/sys/fs/cgroup/memory";
-// Setup runs with a fixed PATH; the caller's PATH (which may hold no system
-// tools at all) is restored just before exec.
-const NS_SCRIPT = `set -e
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-if [ -n "$TMPNIX_NS_TMPFS" ]; then mount -t tmpfs -o "size=$TMPNIX_NS_TMPFS,mode=755" tmpfs /tmp/nix; else mount --bind "$TMPNIX_NS_NIX" /tmp/nix; fi
-if [ -n "$TMPNIX_NS_HIDE_NIX" ]; then mount -t tmpfs -o size=1m,mode=755 tmpfs /nix; fi
-if [ -n "$TMPNIX_NS_EXPOSE_SRC" ]; then mount --bind "$TMPNIX_NS_EXPOSE_SRC" "$TMPNIX_NS_EXPOSE_AT"; fi
-if [ -n "$TMPNIX_NS_CGROUP" ]; then echo $$ > "$TMPNIX_NS_CGROUP/cgroup.procs"; fi
-SETPRIV=$(command -v setpriv)
-export PATH="$TMPNIX_NS_PATH"
-if [ -n "$TMPNIX_NS_UID" ]; then exec "$SETPRIV" --reuid="$TMPNIX_NS_UID" --regid="$TMPNIX_NS_UID" --clear-groups -- "$@"; fi
-exec "$@"`;
+/** The one isolation script, shared with the demo (deploy/local/demo.sh). */
+export const ISOLATE_SH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../deploy/local/isolate.sh");
+/** Exit code of isolate.sh when a step of the isolation itself failed. */
+export const ISOLATION_FAILED = 125;
 
 /** How to isolate one process. */
 export interface IsolationOptions {
-  /** Host directory that becomes /tmp/nix inside (created if missing). */
+  /** Host directory (the test's own) that becomes /tmp/nix inside; created if missing. */
   nixDir: string;
   /** Instead of binding nixDir, mount an empty tmpfs of this many bytes as /tmp/nix (a small disk). */
   nixTmpfsBytes?: number;
@@ -34,8 +28,10 @@ export interface IsolationOptions {
    * uid can read a checkout whose parent dirs it may not traverse (e.g. a 0700 temp dir).
    */
   expose?: { source: string; at: string };
-  /** Mount an empty tmpfs over /nix so nothing can come from the host's store. */
+  /** Hide the host's /nix (where it has one) so nothing can come from a host store. */
   hideNix?: boolean;
+  /** More host paths to hide the same way (an empty tmpfs over a dir, /dev/null over a file; a missing one needs nothing). */
+  hide?: string[];
   /** Drop to this uid (and the same gid) before exec. */
   uid?: number;
   env?: NodeJS.ProcessEnv;
@@ -50,11 +46,13 @@ export interface IsolationOptions {
 export class IsolatedProcess {
   /** Resolves with the exit code (or 128+signal) when the process ends. */
   readonly exited: Promise<number>;
+  /** Exit code once ended (ISOLATION_FAILED: the isolation itself failed; see the log). */
+  exitCode?: number;
 
   constructor(readonly child: ChildProcess, readonly cgroupDir: string, readonly logFile: string | undefined) {
     this.exited = new Promise((resolve) => {
-      child.on("exit", (code, signal) => resolve(code ?? 128 + (signal ? osSignal(signal) : 0)));
-      child.on("error", () => resolve(127));
+      child.on("exit", (code, signal) => resolve((this.exitCode = code ?? 128 + (signal ? osSignal(signal) : 0))));
+      child.on("error", () => resolve((this.exitCode = 127)));
     });
   }
 
@@ -115,6 +113,11 @@ export class IsolatedProcess {
     }
   }
 
+  /** Throws with the log when the isolation itself failed: a "container" must never silently share the host's view. */
+  assertIsolated(): void {
+    if (this.exitCode === ISOLATION_FAILED) throw new Error(`isolation failed:\n${this.log()}`);
+  }
+
   /** The process's log so far. */
   log(): string {
     return this.logFile && existsSync(this.logFile) ? readFileSync(this.logFile, "utf8") : "";
@@ -138,28 +141,23 @@ process.once("exit", () => removeCgroup(TEST_CGROUP));
 /** Starts `cmd args` isolated as described by `opts`. */
 export function spawnIsolated(name: string, cmd: string, args: string[], opts: IsolationOptions): IsolatedProcess {
   mkdirSync(opts.nixDir, { recursive: true });
-  mkdirSync("/tmp/nix", { recursive: true }); // the mount point; stays empty on the host
   const cgroupDir = path.join(TEST_CGROUP, `${name}-${++counter}`);
   mkdirSync(cgroupDir, { recursive: true });
   if (opts.memoryLimitBytes) writeFileSync(path.join(cgroupDir, "memory.limit_in_bytes"), String(opts.memoryLimitBytes));
   const out = opts.logFile ? openSync(opts.logFile, "a") : "ignore";
   const err = opts.errFile ? openSync(opts.errFile, "a") : out;
   const env = opts.env ?? process.env;
-  const child = spawn("/usr/bin/unshare", ["-m", "--propagation", "private", "--", "/bin/sh", "-c", NS_SCRIPT, "sh", cmd, ...args], {
-    cwd: opts.cwd,
-    env: {
-      ...env,
-      TMPNIX_NS_PATH: env.PATH ?? "/usr/bin:/bin",
-      TMPNIX_NS_NIX: opts.nixDir,
-      TMPNIX_NS_TMPFS: opts.nixTmpfsBytes ? String(opts.nixTmpfsBytes) : "",
-      TMPNIX_NS_HIDE_NIX: opts.hideNix ? "1" : "",
-      TMPNIX_NS_EXPOSE_SRC: opts.expose?.source ?? "",
-      TMPNIX_NS_EXPOSE_AT: opts.expose?.at ?? "",
-      TMPNIX_NS_CGROUP: cgroupDir,
-      TMPNIX_NS_UID: opts.uid === undefined ? "" : String(opts.uid),
-    },
-    stdio: ["ignore", out, err],
-  });
+  const flags = [
+    ...(opts.nixTmpfsBytes ? ["--nix-tmpfs", String(opts.nixTmpfsBytes)] : ["--nix-dir", opts.nixDir]),
+    ...(opts.hideNix ? ["--hide-nix"] : []),
+    ...(opts.hide ?? []).flatMap((p) => ["--hide", p]),
+    ...(opts.expose ? ["--expose", `${opts.expose.source}:${opts.expose.at}`] : []),
+    "--cgroup", cgroupDir,
+    ...(opts.uid === undefined ? [] : ["--uid", String(opts.uid)]),
+    // The caller's PATH (which may hold no system tools at all) applies only from exec on.
+    "--path", env.PATH ?? "/usr/bin:/bin",
+  ];
+  const child = spawn("/bin/sh", [ISOLATE_SH, ...flags, "--", cmd, ...args], { cwd: opts.cwd, env, stdio: ["ignore", out, err] });
   return new IsolatedProcess(child, cgroupDir, opts.logFile);
 }
 
@@ -189,6 +187,7 @@ export async function runIsolated(
   const stdout = readFileSync(`${base}.out`, "utf8");
   const stderr = readFileSync(`${base}.err`, "utf8");
   await p.dispose();
+  if (code === ISOLATION_FAILED && /^isolate: /m.test(stderr)) throw new Error(`isolation of ${cmd} failed: ${stderr.trim()}`);
   return { code, stdout, stderr };
 }
 
