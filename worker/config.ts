@@ -32,6 +32,7 @@ export const workerSchema = {
   systems: { type: "list", doc: "Nix systems built here, primary first (default: x86_64-linux,i686-linux on x86_64)", env: "FARM_SYSTEMS", default: [] as string[] },
   features: { type: "list", doc: "Nix system features offered (e.g. big-parallel)", env: "FARM_FEATURES", default: [] as string[] },
   maxLifetimeSeconds: { type: "int", doc: "Platform-imposed lifetime of this machine in seconds (0 = unknown)", env: "FARM_MAX_LIFETIME_SECONDS", default: 0, check: isNonNegative },
+  machineStartedAt: { type: "int", doc: "When this machine (container) started, in Unix seconds (0 = /proc/uptime minus pid 1's start; set it where pid 1 is not the container's own)", env: "FARM_MACHINE_STARTED_AT", default: 0, check: isNonNegative },
   drainGraceMs: { type: "duration", doc: "On SIGTERM (or ahead of max-lifetime-seconds) builds expected to finish within this may; the others are handed back at once", env: "FARM_DRAIN_GRACE", default: 30_000, check: isNonNegative },
   heartbeatIntervalMs: { type: "duration", doc: "Heartbeat interval override (0 = what the coordinator says)", env: "FARM_HEARTBEAT_INTERVAL_MS", default: 0, check: isNonNegative },
   minFreeDiskBytes: { type: "bytes", doc: "Free disk below which fetching or building reports disk-full", env: "FARM_MIN_FREE_DISK", default: 512 * 1024 ** 2, check: isNonNegative },

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cgroupPathFor, defaultSystems, detectCores, detectMemoryBytes, memoryForBuilds, WORKER_SELF_CUSHION_BYTES, freeDiskBytes, parseCpuQuota, parseMeminfo, parseMemoryLimit, parseProcCgroup } from "./host-probe.js";
+import { cgroupPathFor, defaultSystems, detectCores, detectMemoryBytes, memoryForBuilds, WORKER_SELF_CUSHION_BYTES, freeDiskBytes, machineUptimeSeconds, parseCpuQuota, parseMeminfo, parseMemoryLimit, parseProcCgroup } from "./host-probe.js";
 
 describe("cgroup parsing", () => {
   const v1 = "12:pids:/x\n4:memory:/process_api/abc\n3:cpu,cpuacct:/box\n0::/\n";
@@ -65,6 +65,12 @@ describe("detection from a fake cgroup tree", () => {
 describe("host facts", () => {
   it("reads free disk of the nearest existing ancestor", () => {
     expect(freeDiskBytes("/tmp/does/not/exist/yet")).toBeGreaterThan(0);
+  });
+
+  it("counts uptime from an operator-given start when there is one", () => {
+    expect(machineUptimeSeconds(1_000, 1_300_500)).toBe(300);
+    expect(machineUptimeSeconds(2_000, 1_000_000)).toBe(0); // a start in the future is no negative uptime
+    expect(machineUptimeSeconds(0)).toBeGreaterThanOrEqual(0);
   });
 
   it("names i686-linux as a secondary system on x86_64", () => {

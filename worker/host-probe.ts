@@ -163,6 +163,11 @@ export function hostUptimeSeconds(): number {
   return Math.floor(Number.isFinite(start) && start <= up ? up - start : up);
 }
 
+/** Seconds this machine has been up: since `startedAtUnix` when the operator gave it, else hostUptimeSeconds(). */
+export function machineUptimeSeconds(startedAtUnix: number, nowMs = Date.now()): number {
+  return startedAtUnix > 0 ? Math.max(0, Math.floor(nowMs / 1000 - startedAtUnix)) : hostUptimeSeconds();
+}
+
 /** Nix system types this machine builds by default, primary first. */
 export function defaultSystems(arch = process.arch): string[] {
   switch (arch) {

@@ -10,7 +10,7 @@ import type { CacheApi, CacheFactory } from "./cache-api.js";
 import { ConfigError, ensureUserEnv, loadWorkerConfig, resolveWorkerConfig, type WorkerConfig } from "./config.js";
 import type { Executor } from "./executor.js";
 import { FakeExecutor, loadFakeModel } from "./fake-executor.js";
-import { freeDiskBytes, freeMemoryBytes, hostUptimeSeconds } from "./host-probe.js";
+import { freeDiskBytes, freeMemoryBytes, machineUptimeSeconds } from "./host-probe.js";
 import { WorkerMetrics } from "./metrics.js";
 import { NixEnv } from "./nix-env.js";
 import { NixExecutor } from "./nix-executor.js";
@@ -67,7 +67,8 @@ async function main(): Promise<number> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
-  control.scheduleEndOfLife(hostUptimeSeconds(), config.maxLifetimeSeconds);
+  const uptimeSeconds = () => machineUptimeSeconds(config.machineStartedAt);
+  control.scheduleEndOfLife(uptimeSeconds(), config.maxLifetimeSeconds);
 
   logger.info({ coordinator: config.coordinatorUrl, cores: config.cores, memoryBytes: config.memoryBytes, systems: config.systems, maxBuilds: config.maxBuilds, executor: config.executor }, "worker starting");
   const end = await connectLoop(
@@ -89,11 +90,11 @@ async function main(): Promise<number> {
           memoryBytes: config.memoryBytes,
           freeDiskBytes: freeDiskBytes(config.storeDir),
           storeDir: config.storeDir,
-          uptimeSeconds: hostUptimeSeconds(),
+          uptimeSeconds: uptimeSeconds(),
           maxLifetimeSeconds: config.maxLifetimeSeconds,
           maxBuilds: config.maxBuilds,
         }),
-        vitals: () => ({ freeMemoryBytes: freeMemoryBytes(), freeDiskBytes: freeDiskBytes(config.storeDir), uptimeSeconds: hostUptimeSeconds() }),
+        vitals: () => ({ freeMemoryBytes: freeMemoryBytes(), freeDiskBytes: freeDiskBytes(config.storeDir), uptimeSeconds: uptimeSeconds() }),
       }),
     { logger, stop: control.stop },
   );

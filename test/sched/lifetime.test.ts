@@ -8,29 +8,35 @@
 // Worker names make the plain tie-break (workerId) favour the old worker, so
 // only lifetime awareness sends long builds to the fresh one.
 //
-// Note: the harness gives workers their own mount namespace but not their own
-// PID namespace, so a worker's "uptime" (/proc/uptime minus pid 1's start) is
-// the host's; lifetimes are set relative to it.
+// The test sets every input its assertions depend on: each worker's lifetime
+// and its start (FARM_MACHINE_STARTED_AT, so the host's uptime plays no part),
+// and remaining lifetimes are checked against the time the test itself has
+// let pass since it set them, so a loaded machine gives the same answers.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { FarmCluster, type WorkerSpec } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
-import { hostUptimeSeconds } from "../../worker/host-probe.js";
 import { estimateKey, estimateStoreKey } from "../../coordinator/core/learned-estimator.js";
 import { jobStatus, MiB, storedEstimates, submitFollow, submitNoWait, workers, type Row } from "./support.js";
 
-const OLD_LEFT_S = 300;
-const FRESH_LEFT_S = 4 * 3600;
+/** Every worker's platform lifetime: a fresh worker has all of it. */
+const FLEET_LIFETIME_S = 4 * 3600;
+const OLD_LEFT_S = 600;
 const LONG_MINUTES = 30;
+const nowS = () => Date.now() / 1000;
 
 let farm: FarmCluster;
 let dir: string;
 
+/** When the old worker's lifetime runs out (Unix seconds), fixed once by the test. */
+let oldEndsAt = 0;
+
 function workerSpec(name: string, lifetimeLeftSeconds: number): WorkerSpec {
-  const maxLifetime = hostUptimeSeconds() + lifetimeLeftSeconds;
-  return { name, memoryLimitBytes: 512 * MiB, cores: 2, env: { FARM_MEMORY: String(416 * MiB), FARM_MAX_LIFETIME_SECONDS: String(maxLifetime) } };
+  const startedAt = Math.floor(nowS()) - (FLEET_LIFETIME_S - lifetimeLeftSeconds);
+  const env = { FARM_MEMORY: String(416 * MiB), FARM_MAX_LIFETIME_SECONDS: String(FLEET_LIFETIME_S), FARM_MACHINE_STARTED_AT: String(startedAt) };
+  return { name, memoryLimitBytes: 512 * MiB, cores: 2, env };
 }
 
 const assignedOn = (worker: string) => farm.workerLog(worker).split("\n").filter((l) => l.includes('"msg":"assigned '));
@@ -40,7 +46,9 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "tmpnix-sched-lifetime-"));
   const heavy = path.join(dir, "heavy-packages.json");
   writeFileSync(heavy, JSON.stringify({ packages: [{ pname: "hog-long", oneCoreMinutes: LONG_MINUTES, parallelFraction: 0, baseMiB: 64, perCoreMiB: 0, diskGiB: 0.1, note: "test: a long build" }] }));
-  farm = await FarmCluster.start({ workers: [workerSpec("a-old", OLD_LEFT_S)], coordinatorEnv: { FARM_HEAVY_PACKAGES_FILE: heavy } });
+  const old = workerSpec("a-old", OLD_LEFT_S);
+  oldEndsAt = Number(old.env!.FARM_MACHINE_STARTED_AT) + FLEET_LIFETIME_S;
+  farm = await FarmCluster.start({ workers: [old], coordinatorEnv: { FARM_HEAVY_PACKAGES_FILE: heavy } });
 }, 120_000);
 
 afterAll(async () => {
@@ -52,9 +60,12 @@ describe("lifetime-aware placement", () => {
   let waitingJob = "";
 
   it("with only a worker near its end of life, the long build waits and status says why", async () => {
+    const before = oldEndsAt - nowS();
     const [old] = await workers(farm);
-    expect(old.remainingLifetimeSeconds).toBeGreaterThan(OLD_LEFT_S - 60);
-    expect(old.remainingLifetimeSeconds).toBeLessThanOrEqual(OLD_LEFT_S);
+    const after = oldEndsAt - nowS();
+    // What the coordinator says lies between what was left before and after asking (a second's rounding each way).
+    expect(old.remainingLifetimeSeconds).toBeGreaterThanOrEqual(Math.floor(after) - 2);
+    expect(old.remainingLifetimeSeconds).toBeLessThanOrEqual(Math.ceil(before) + 2);
 
     waitingJob = await submitNoWait(farm, "long1");
     let row!: Row;
@@ -64,7 +75,11 @@ describe("lifetime-aware placement", () => {
     }, 30_000, 300);
     expect(row.state).toBe("ready");
     expect(row.estimateSource).toBe("heavy-table");
-    expect(row.waitingReason).toMatch(new RegExp(`^needs ~${LONG_MINUTES}m, longest remaining worker lifetime is [1-5]m; waiting for a fresh worker$`));
+    const leftM = (oldEndsAt - nowS()) / 60;
+    const said = new RegExp(`^needs ~${LONG_MINUTES}m, longest remaining worker lifetime is (\\d+)m; waiting for a fresh worker$`).exec(row.waitingReason!);
+    expect(said, row.waitingReason).not.toBeNull();
+    expect(Number(said![1])).toBeGreaterThanOrEqual(Math.floor(leftM) - 1);
+    expect(Number(said![1])).toBeLessThanOrEqual(OLD_LEFT_S / 60);
     const text = await farm.cli(["status", waitingJob, "--derivations"]);
     expect(text.stdout).toMatch(/hog-long-1\.0 .*waiting for a fresh worker/);
 
@@ -78,7 +93,7 @@ describe("lifetime-aware placement", () => {
   }, 60_000);
 
   it("a fresh worker joins and the long build runs there, never on the old one", async () => {
-    farm.startWorker(workerSpec("b-fresh", FRESH_LEFT_S));
+    farm.startWorker(workerSpec("b-fresh", FLEET_LIFETIME_S));
     await farm.waitForWorkers(2);
     let state = "running";
     await waitFor("the waiting job to finish", async () => (state = (await jobStatus(farm, waitingJob)).state) !== "running", 60_000, 500);
@@ -88,7 +103,7 @@ describe("lifetime-aware placement", () => {
     expect(row.attempts).toBe(1);
     expect(assignedOn("a-old")).toEqual([]);
     const fresh = (await workers(farm)).find((w) => w.workerId === "b-fresh")!;
-    expect(fresh.remainingLifetimeSeconds).toBeGreaterThan(FRESH_LEFT_S - 120);
+    expect(fresh.remainingLifetimeSeconds).toBeGreaterThan(FLEET_LIFETIME_S - 120);
   }, 90_000);
 
   it("with both free, a long build with no history (another version family) goes to the fresh worker", async () => {
