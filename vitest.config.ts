@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["coordinator/**/*.test.ts", "worker/**/*.test.ts", "proto/**/*.test.ts", "test/**/*.test.ts", "deploy/**/*.test.ts"],
-    // The chaos run restarts the machine's NATS: it runs alone, after the rest (test/chaos/vitest.config.ts).
+    // The chaos run kills and freezes processes on a timetable: it runs alone, after the rest (test/chaos/vitest.config.ts).
     exclude: ["node_modules/**", "dist/**", "test/chaos/chaos.test.ts"],
     pool: "forks",
     // Two cores: the integration suites each start several processes.

@@ -3,7 +3,7 @@
 // restarted, the machine's NATS restarted, and one worker cut off (every pid of
 // its cgroup SIGSTOPped) for longer than the heartbeat timeout, then resumed.
 import type { FarmCluster, WorkerSpec } from "../harness/cluster.js";
-import { restartNatsServer } from "./nats-server.js";
+import type { PrivateNats } from "./nats-server.js";
 
 /** When and how hard to hit the farm (ms after the job was accepted). */
 export interface ChaosPlan {
@@ -46,7 +46,7 @@ export function seededRandom(seed: number): () => number {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs `plan` against `farm` until `finished()` says the job is over; resolves with the record. */
-export async function unleash(farm: FarmCluster, workers: WorkerSpec[], plan: ChaosPlan, opts: { seed: number; natsUrl: string; finished: () => boolean }): Promise<ChaosRecord> {
+export async function unleash(farm: FarmCluster, workers: WorkerSpec[], plan: ChaosPlan, opts: { seed: number; nats: PrivateNats; finished: () => boolean }): Promise<ChaosRecord> {
   const random = seededRandom(opts.seed);
   const t0 = Date.now();
   const rec: ChaosRecord = { workerKills: 0, coordinatorKills: 0, natsRestarts: 0, freezes: 0, killedRuns: [], timeline: [] };
@@ -91,7 +91,7 @@ export async function unleash(farm: FarmCluster, workers: WorkerSpec[], plan: Ch
   const restartNats = async () => {
     if (!(await at(plan.natsRestartAtMs))) return;
     note("SIGTERM nats-server");
-    const r = await restartNatsServer(opts.natsUrl, plan.natsDownMs);
+    const r = await opts.nats.restart(plan.natsDownMs);
     rec.natsRestarts++;
     note(`nats-server back (pid ${r.oldPid} -> ${r.newPid}, JetStream down ${(r.downForMs / 1000).toFixed(1)}s)`);
   };

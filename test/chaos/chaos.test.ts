@@ -1,20 +1,21 @@
 // "Survive the fleet": a 100+ derivation DAG (37 with CHAOS_SIZE=small) builds
 // on 4 isolated workers with real Nix, NATS and gRPC while workers are
 // SIGKILLed and replaced with empty ones, the coordinator is SIGKILLed twice,
-// the machine's NATS restarts, and one worker is frozen (SIGSTOP of its whole
+// the farm's NATS server restarts, and one worker is frozen (SIGSTOP of its whole
 // cgroup) past the heartbeat timeout. The job must succeed, the cache must be
 // sound, the durable state must claim nothing the cache lacks, and no result
 // under a stale lease may be accepted.
 import { afterAll, describe, expect, it } from "vitest";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
-import { FarmCluster, NATS_URL, REPO, type WorkerSpec } from "../harness/cluster.js";
+import { FarmCluster, REPO, type WorkerSpec } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
 import { auditLeases, readRuns } from "./audit.js";
 import { badNarInfos, doneWithoutOutputs, loadFarmState } from "./cache-audit.js";
 import { unleash, type ChaosPlan, type ChaosRecord } from "./chaos-monkey.js";
 import { records } from "./farm-log.js";
-import { ensureNatsUp, findNatsServer, type NatsProcess } from "./nats-server.js";
+import { PrivateNats } from "./nats-server.js";
 
 const FULL = process.env.CHAOS_SIZE === "full";
 const FIXTURE = path.join(REPO, "test/fixtures/chaos/default.nix");
@@ -30,11 +31,14 @@ const PLAN: ChaosPlan = FULL
 const WORKERS: WorkerSpec[] = ["c1", "c2", "c3", "c4"].map((name) => ({ name, cores: 1 }));
 
 let farm: FarmCluster | undefined;
-let nats: NatsProcess | undefined;
+let nats: PrivateNats | undefined;
+let natsDir: string | undefined;
 
 afterAll(async () => {
-  await ensureNatsUp(NATS_URL, nats); // whatever happened, leave the machine's NATS running
+  await nats?.restart(0).catch(() => undefined); // up again, so the farm's state can be deleted even after a failed restart
   await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
+  await nats?.stop();
+  if (natsDir && !process.env.KEEP_TEST_FILES) rmSync(natsDir, { recursive: true, force: true });
 });
 
 function coordinatorLogFiles(root: string): string[] {
@@ -52,19 +56,21 @@ function printReport(r: Record<string, unknown>, chaos: ChaosRecord): void {
 
 describe(`chaos (${FULL ? "full" : "small"})`, () => {
   it("finishes the job with a sound cache and no stale result accepted, while everything dies", async () => {
-    nats = findNatsServer();
+    // The farm gets a NATS server of the test's own, which the chaos may restart.
+    natsDir = mkdtempSync(path.join(os.tmpdir(), "tmpnix-chaos-nats-"));
+    nats = await PrivateNats.start(natsDir);
     const started = Date.now();
-    farm = await FarmCluster.start({ workers: WORKERS, heartbeatInterval: "1s", heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms` });
+    farm = await FarmCluster.start({ workers: WORKERS, heartbeatInterval: "1s", heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms`, natsUrl: nats.url });
     const submit = farm.cli(["submit", `${FIXTURE}#${FULL ? "full" : "small"}`, "--follow", "--json"]);
     let finished = false;
     void submit.finally(() => (finished = true));
     // Chaos starts once the job is accepted (a submit lost to a dead coordinator is another story).
     await waitFor("the job to be accepted", async () => finished || JSON.parse((await farm!.cli(["status", "--json"])).stdout || "[]").length > 0, 120_000, 300);
     const jobStarted = Date.now();
-    const chaos = await unleash(farm, WORKERS, PLAN, { seed: SEED, natsUrl: NATS_URL, finished: () => finished });
+    const chaos = await unleash(farm, WORKERS, PLAN, { seed: SEED, nats, finished: () => finished });
     const result = await submit;
     const jobSeconds = (Date.now() - jobStarted) / 1000;
-    const state = await loadFarmState(NATS_URL, farm.prefix);
+    const state = await loadFarmState(nats.url, farm.prefix);
     const cache = badNarInfos(path.join(farm.dataDir, "cache"), farm.publicKey());
     const done = await doneWithoutOutputs(state, farm.cacheUrl, farm.publicKey());
     const files = coordinatorLogFiles(farm.root);

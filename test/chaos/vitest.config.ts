@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config";
 
-// The chaos run (npm run test:chaos; CHAOS_SIZE=small in npm test) restarts the
-// machine's NATS server, so nothing else may run beside it.
+// The chaos run (npm run test:chaos; CHAOS_SIZE=small in npm test) kills and
+// freezes processes on a timetable, so it runs alone, after the rest.
 export default defineConfig({
   test: {
     include: ["test/chaos/chaos.test.ts"],
