@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { parseProcStat, ProcTree, treeMembers, type ProcInfo } from "./proc-tree.js";
 
 describe("parseProcStat", () => {
@@ -26,13 +26,10 @@ describe("treeMembers", () => {
 describe("ProcTree", () => {
   it("measures and kills a real process tree, including a child in its own session", async () => {
     const child = spawn("/bin/sh", ["-c", "setsid sleep 30 & sleep 30 & wait"], { detached: true, stdio: "ignore" });
-    await new Promise((r) => setTimeout(r, 300));
     const tree = new ProcTree(child.pid!);
-    const members = tree.members();
-    expect(members.length).toBeGreaterThanOrEqual(3);
+    await vi.waitFor(() => expect(tree.members().length).toBeGreaterThanOrEqual(3), { timeout: 10_000, interval: 50 });
     expect(tree.rssBytes()).toBeGreaterThan(0);
     await tree.killAll();
-    await new Promise((r) => setTimeout(r, 100));
-    expect(tree.members().filter((m) => m.state !== "Z")).toEqual([]);
+    await vi.waitFor(() => expect(tree.members().filter((m) => m.state !== "Z")).toEqual([]), { timeout: 10_000, interval: 50 });
   });
 });

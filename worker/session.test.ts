@@ -132,7 +132,7 @@ describe("runOnce", () => {
 
   it("on drain hands back at once a build expected to outlast the deadline, lets a short one finish, then ends", async () => {
     const { opts, runner } = await setup({ slow: 60_000, shortbuild: 400 });
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + 20_000; // far past the short build, however loaded the machine
     const ended = runOnce({ ...opts, drainDeadline: () => deadline });
     const s = await coord.stream(0);
     await s.next("join");

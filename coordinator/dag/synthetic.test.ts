@@ -28,11 +28,8 @@ describe("syntheticDag", () => {
   });
 
   it("builds a closed, acyclic, nixpkgs-like 100k-node DAG in topological order", () => {
-    const t0 = performance.now();
     const nodes = syntheticDag({ nodes: 100_000, seed: 42, storeDir: "/tmp/nix/store" });
-    const ms = performance.now() - t0;
     expect(nodes).toHaveLength(100_000);
-    expect(ms).toBeLessThan(10_000);
     const depth = checkClosedAcyclic(nodes);
     expect(depth).toBeGreaterThan(20);
     expect(depth).toBeLessThanOrEqual(120);

@@ -7,6 +7,7 @@
 // accepted (its outputs are verifiably in the cache), p1's stale result is
 // rejected, and the dependent is built from what the cache holds.
 import { afterAll, describe, expect, it } from "vitest";
+import { readdirSync } from "node:fs";
 import path from "node:path";
 import { CacheClient } from "../../coordinator/cache/client.js";
 import { FarmCluster, NATS_URL, REPO } from "../harness/cluster.js";
@@ -37,8 +38,9 @@ describe("a partition", () => {
     process.kill(p1.pid, "SIGSTOP");
     try {
       await waitFor("slowpoke requeued to p2", () => coordinatorRecords(farm!, "assigned", "slowpoke-1.0").find((r) => r.worker === "p2"), 20_000, 100);
-      // p1's build (5 s) ends while it is frozen; p2's has only just begun.
-      await new Promise((r) => setTimeout(r, 3500));
+      // p1's build (5 s) ends while it is frozen: its builder writes the output last.
+      const p1Store = path.join(farm.root, "workers", "p1", "nix", "store");
+      await waitFor("p1's builder done", () => readdirSync(p1Store).some((f) => f.endsWith("-slowpoke-1.0")), 30_000, 100);
     } finally {
       process.kill(p1.pid, "SIGCONT");
     }

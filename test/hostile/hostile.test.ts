@@ -30,6 +30,7 @@ let healthy: Promise<{ code: number; stdout: string; stderr: string }>;
 let healthyJobId = "";
 let victimLease: { drvPath: string; epoch: number };
 const measured: Record<string, number> = {};
+const HEARTBEAT_TIMEOUT_MS = 10_000;
 
 const tokenLines = (revoked: Name[] = []) => (Object.keys(T) as Name[]).filter((n) => !revoked.includes(n)).map((n) => [n === "cli" ? "cli" : "worker", n, T[n]] as [string, string, string]);
 const addr = () => farm.coordinatorAddress;
@@ -50,7 +51,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-hostile-"));
   tokensFile = path.join(dir, "tokens");
   writeTokens(tokensFile, tokenLines());
-  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile, FARM_MAX_MESSAGE_BYTES: "96M" } });
+  farm = await FarmCluster.start({ workers: [], heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms`, coordinatorEnv: { FARM_TOKENS_FILE: tokensFile, FARM_MAX_MESSAGE_BYTES: "96M" } });
   for (const name of ["w1", "w2", "victim"] as const) farm.startWorker({ name, env: { FARM_TOKEN: T[name] } });
   await farm.waitForWorkers(3);
   admin = farmClient(addr(), farm.token);
@@ -104,13 +105,15 @@ describe("a farm under hostile input keeps building", () => {
     const [idleEnd, inflightEnd] = await Promise.all([idle.ended, inflight.ended]);
     measured.idleStreamCutMs = idleEnd.atMs - revokedAt;
     expect(idleEnd.code).toBe(status.UNAUTHENTICATED);
-    expect(measured.idleStreamCutMs).toBeLessThan(2000); // heartbeat interval 1 s, poll 1 s
+    // Cut by the revocation (UNAUTHENTICATED), not by a silence timeout; the time is reported, not judged.
+    expect(logRecords("worker token revoked; closing stream").some((r) => r.worker === "idle")).toBe(true);
     expect(inflightEnd.code).toBe(status.UNAUTHENTICATED);
     expect(inflight.received.some((m) => m.msg?.$case === "resultAck")).toBe(false);
 
-    const lostAt = await waitFor("the victim dropped", async () => ((await workers()).find((w) => w.workerId === "victim")?.state === "lost" ? Date.now() : 0), 10_000, 100);
+    const lostAt = await waitFor("the victim dropped", async () => ((await workers()).find((w) => w.workerId === "victim")?.state === "lost" ? Date.now() : 0), 30_000, 100);
     measured.victimDroppedMs = lostAt - revokedAt;
-    expect(measured.victimDroppedMs).toBeLessThan(3000); // not the 10 s heartbeat timeout
+    // Dropped for its revoked token, not after the heartbeat timeout (the one other way to be lost).
+    expect(logRecords("worker token revoked; worker dropped").some((r) => r.worker === "victim")).toBe(true);
     expect(await Promise.race([farm.workers.get("victim")!.exited, new Promise((r) => setTimeout(() => r("running"), 30_000))])).toBe(3);
     expect(farm.workerLog("victim")).toMatch(/refused this worker's token/);
     expect((await drvRow(healthyJobId, victimLease.drvPath)).epoch).toBeGreaterThan(victimLease.epoch);
@@ -243,7 +246,10 @@ describe("floods and giant requests", () => {
     Object.assign(measured, { floodRssBeforeMB: Math.round(rssBefore / 2 ** 20), floodRssPeakMB: Math.round(rssPeak / 2 ** 20), floodSlowestCallMs: slowestCallMs });
     // 50 MB for the real lease and 200 MB for made-up ones went in; at most 4 MB per build is kept.
     expect(rssPeak - rssBefore).toBeLessThan(120 * 2 ** 20);
-    expect(slowestCallMs).toBeLessThan(5000);
+    // Past the heartbeat timeout a stall would cost healthy workers their leases; none may be lost.
+    expect(slowestCallMs).toBeLessThan(HEARTBEAT_TIMEOUT_MS);
+    const healthyWorkers = (await workers()).filter((w) => ["w1", "w2"].includes(w.workerId));
+    expect(healthyWorkers.map((w) => `${w.workerId} ${w.state}`).sort()).toEqual(["w1 active", "w2 active"]);
 
     const log = await farm.cli(["logs", lease.drvPath], { env: { FARM_TOKEN: T.cli } });
     expect(log.code, log.stderr).toBe(0);
