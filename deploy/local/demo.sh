@@ -11,6 +11,9 @@
 #      nix-store and once with `farm install` (no Nix), and runs it.
 # Run as root (namespaces, cgroups and the user switch need it):
 #   sudo bash deploy/local/demo.sh          (KEEP=1 leaves the farm running)
+# FARM_DEMO_PORTS="GRPC CACHE METRICS" (default "7420 7421 9464") moves the farm's
+# ports, FARM_DEMO_NATS_PREFIX names its NATS state (default demo<pid>-), and
+# FARM_DEMO_CLEAN=1 removes its files at the end (the test does, and deletes the prefix).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -32,10 +35,12 @@ fi
 [ "${FARM_DEMO_NO_BUILD:-}" = 1 ] || npm run -s build
 bash test/ensure-nats.sh
 
-ROOT=$(mktemp -d /tmp/tmpnix-demo-XXXXXX)
+ROOT=$(mktemp -d "${TMPDIR:-/tmp}/tmpnix-demo-XXXXXX")
 chmod 755 "$ROOT"
+read -r GRPC_PORT CACHE_PORT METRICS_PORT <<<"${FARM_DEMO_PORTS:-7420 7421 9464}"
+NATS_PREFIX=${FARM_DEMO_NATS_PREFIX:-demo$$-}
 TOKEN=demo-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export FARM_TOKEN=$TOKEN FARM_COORDINATOR=127.0.0.1:7420
+export FARM_TOKEN=$TOKEN FARM_COORDINATOR=127.0.0.1:$GRPC_PORT
 FARM="node $REPO/dist/coordinator/cli/main.js"
 PIDS=()
 CGROUP=/sys/fs/cgroup/memory/tmpnix-demo-$$
@@ -43,7 +48,12 @@ cleanup() {
   if [ "${KEEP:-}" = 1 ]; then echo "demo: farm left running (files in $ROOT)"; return; fi
   for p in $(cat "$CGROUP"/*/cgroup.procs 2>/dev/null) "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   sleep 0.5; rmdir "$CGROUP"/*/tmpnix-build-* "$CGROUP"/* "$CGROUP" 2>/dev/null || true
-  echo "demo: stopped; logs and cache are in $ROOT"
+  if [ "${FARM_DEMO_CLEAN:-}" = 1 ]; then
+    chmod -R u+w "$ROOT" 2>/dev/null; rm -rf "$ROOT"
+    echo "demo: stopped; its files are removed (NATS prefix $NATS_PREFIX kept)"
+  else
+    echo "demo: stopped; logs and cache are in $ROOT"
+  fi
 }
 trap cleanup EXIT
 
@@ -57,11 +67,12 @@ isolated() { # name memory-bytes nix-dir cmd...
 }
 
 echo "demo: starting the coordinator and its cache (logs: $ROOT/coordinator.log)"
-$FARM coordinator --data-dir="$ROOT/coordinator" --nats-prefix="demo$$-" >"$ROOT/coordinator.log" 2>&1 &
+$FARM coordinator --data-dir="$ROOT/coordinator" --nats-prefix="$NATS_PREFIX" \
+  --listen="127.0.0.1:$GRPC_PORT" --cache-listen="127.0.0.1:$CACHE_PORT" --metrics-listen="127.0.0.1:$METRICS_PORT" >"$ROOT/coordinator.log" 2>&1 &
 PIDS+=($!); disown
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/7420) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$GRPC_PORT) 2>/dev/null && break; sleep 0.1; done
 PUBKEY=$(cat "$ROOT/coordinator/signing-key.pub")
-echo "demo: cache at http://127.0.0.1:7421, signed by $PUBKEY"
+echo "demo: cache at http://127.0.0.1:$CACHE_PORT, signed by $PUBKEY"
 
 for w in 1 2 3; do
   COORDINATOR_URL=$FARM_COORDINATOR FARM_WORKER_ID=demo-worker-$w \
@@ -76,7 +87,7 @@ isolated submitter $((1024 * 1024 * 1024)) "$ROOT/submitter/nix" $FARM submit "$
 OUT=$($FARM status --json | node -e 'const j=JSON.parse(require("fs").readFileSync(0));console.log(j.at(-1).outputs[0].outputs.out)')
 
 USERBOX=$ROOT/user; mkdir -p "$USERBOX/nix-stock" "$USERBOX/nix-farm" "$USERBOX/home" "$USERBOX/conf" "$USERBOX/repo"; chown -R 65534:65534 "$USERBOX"
-printf 'build-users-group =\nsubstituters = http://127.0.0.1:7421\ntrusted-public-keys = %s\n' "$PUBKEY" > "$USERBOX/conf/nix.conf"
+printf 'build-users-group =\nsubstituters = http://127.0.0.1:%s\ntrusted-public-keys = %s\n' "$CACHE_PORT" "$PUBKEY" > "$USERBOX/conf/nix.conf"
 as_nobody() { # nix-dir PATH script
   # The checkout is bind-mounted at $USERBOX/repo: its own parent dirs may be closed to nobody.
   bash deploy/local/isolate.sh --nix-dir "$1" --hide-nix --expose "$REPO:$USERBOX/repo" --uid 65534 -- \

@@ -1,16 +1,35 @@
 // The README's first command (the main job) must keep working: it starts a
 // farm, builds the demo DAG on three isolated workers and installs the result
 // as an unprivileged user, twice (stock Nix, then `farm install`).
-import { expect, it } from "vitest";
+import { afterAll, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
-import { REPO } from "../harness/cluster.js";
+import { deleteNatsPrefix, REPO } from "../harness/cluster.js";
+import { freePort } from "../harness/ports.js";
+
+// The demo runs on free ports, in a temp dir and under a NATS prefix of the test's own, all removed after.
+const tmp = mkdtempSync(path.join(os.tmpdir(), "tmpnix-demo-test-"));
+chmodSync(tmp, 0o755); // user nobody reaches its install dirs below it
+const natsPrefix = `demotest${process.pid}-`;
+afterAll(async () => {
+  await deleteNatsPrefix(natsPrefix);
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 it("deploy/local/demo.sh builds the demo and installs it without root", async () => {
   // dist/ is already built by `npm test`; rebuilding it under running tests would race them.
   const { stdout, stderr } = await promisify(execFile)("bash", [path.join(REPO, "deploy/local/demo.sh")], {
-    env: { ...process.env, FARM_DEMO_NO_BUILD: "1" },
+    env: {
+      ...process.env,
+      FARM_DEMO_NO_BUILD: "1",
+      FARM_DEMO_CLEAN: "1",
+      FARM_DEMO_NATS_PREFIX: natsPrefix,
+      FARM_DEMO_PORTS: `${await freePort()} ${await freePort()} ${await freePort()}`,
+      TMPDIR: tmp,
+    },
     maxBuffer: 16 * 1024 * 1024,
     timeout: 280_000,
   });
@@ -19,4 +38,5 @@ it("deploy/local/demo.sh builds the demo and installs it without root", async ()
   expect(runs, output).toHaveLength(2);
   expect(output).toContain("demo: done");
   expect(output).toMatch(/job j-\S+ succeeded/);
+  expect(readdirSync(tmp)).toEqual([]); // FARM_DEMO_CLEAN removed what it made
 }, 300_000);
