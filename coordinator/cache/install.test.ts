@@ -1,6 +1,6 @@
 // `farm install` end to end against a real cache server over HTTP, no Nix.
 
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import { pino } from "pino";
@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { compressZstd } from "./compression.js";
 import { HashMismatchError, InsufficientSpaceError, NotInCacheError, UntrustedError } from "./errors.js";
 import { installPaths, type InstallProgress } from "./install.js";
+import { PlantedPathError, UnsafeStoreDirError, installRecordDir } from "./install-trust.js";
 import { dumpPath } from "./nar.js";
 import { generateKeyPair } from "./signing.js";
 import { startTestCache, type TestCache } from "./testing/cache-server.js";
@@ -120,6 +121,46 @@ describe("installPaths", () => {
     await expect(run).rejects.toBeInstanceOf(InsufficientSpaceError);
     await expect(run).rejects.toThrow(/needs .* MiB .* only .* MiB is free/);
     expect(await storeEntries()).toEqual([]);
+  });
+
+  it("refuses a store dir another user owns, and one others can write, with one line each", async () => {
+    await mkdir(storeDir);
+    await chown(storeDir, 65534, 65534);
+    const owned = installPaths({ client: cache.client(), storeDir, paths: [APP], profileDir, logger: log });
+    await expect(owned).rejects.toBeInstanceOf(UnsafeStoreDirError);
+    await expect(owned).rejects.toThrow(`refusing ${storeDir}: it belongs to uid 65534, not to you`);
+    await chown(storeDir, 0, 0);
+    await chmod(storeDir, 0o1777);
+    await expect(installPaths({ client: cache.client(), storeDir, paths: [APP], profileDir, logger: log })).rejects.toThrow(
+      new RegExp(`^refusing ${storeDir}: other users can write it \\(mode 1777\\).*chmod go-w ${storeDir}`),
+    );
+    await chmod(dir, 0o777); // the parent (the Nix root) counts too
+    await expect(installPaths({ client: cache.client(), storeDir, paths: [APP], profileDir, logger: log })).rejects.toThrow(`refusing ${dir}: other users can write it`);
+    expect(await storeEntries()).toEqual([]);
+  });
+
+  it("uses a present path it did not record only if its bytes are the signed ones", async () => {
+    await installPaths({ client: cache.client(), storeDir, paths: [DEP], profileDir, logger: log });
+    // The same bytes put there some other way (say, by stock Nix): verified, recorded, reused.
+    await rm(installRecordDir(storeDir), { recursive: true });
+    const same = await installPaths({ client: cache.client(), storeDir, paths: [DEP], profileDir, logger: log });
+    expect(same.alreadyPresent).toEqual([DEP]);
+    expect(await readdir(installRecordDir(storeDir))).toEqual([`${DEP.slice(storeDir.length + 1)}.narinfo`]);
+    // Different bytes under the app's name: refused, never linked.
+    await mkdir(join(APP, "bin"), { recursive: true });
+    await writeFile(join(APP, "bin/app-hello"), "#!/bin/sh\necho planted\n", { mode: 0o755 });
+    const planted = installPaths({ client: cache.client(), storeDir, paths: [APP], profileDir, logger: log });
+    await expect(planted).rejects.toBeInstanceOf(PlantedPathError);
+    await expect(planted).rejects.toThrow(`${APP} is in the store but is not the farm's signed build`);
+    await expect(lstat(join(profileDir, "bin/app-hello"))).rejects.toThrow(/ENOENT/);
+  });
+
+  it("never links a bin/ that leads out of its store path", async () => {
+    const EVIL = `${storeDir}/1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r6s-evil`;
+    await cache.client().upload({ storePath: EVIL, references: [], narStream: [narFromTree({ dir: [["bin", { symlink: "/usr/bin" }]] })] });
+    const result = await installPaths({ client: cache.client(), storeDir, paths: [EVIL, APP], profileDir, logger: log });
+    expect(result.installed).toContain(EVIL);
+    expect(await readdir(join(profileDir, "bin"))).toEqual(["app-hello", "app-other"]);
   });
 
   it("reports paths the cache does not have", async () => {

@@ -2,16 +2,18 @@
 // dir with no Nix at all, then link their bin/ entries into a profile.
 // Invariant: a path appears in the store only complete, verified, and after
 // every path it references (unpack to a temp dir in the store, then rename).
+// Nothing already in the store is used unless install-trust.ts vouches for it.
 
 import { randomBytes } from "node:crypto";
-import { chmod, lstat, lutimes, mkdir, readdir, readlink, rename, rm, stat, statfs, symlink } from "node:fs/promises";
+import { chmod, lstat, lutimes, mkdir, readdir, readlink, realpath, rename, rm, statfs, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../core/errors.js";
 import { InsufficientSpaceError } from "./errors.js";
 import { restoreNar } from "./nar-restore.js";
-import type { NarInfo } from "./narinfo.js";
+import { formatNarInfo, type NarInfo } from "./narinfo.js";
+import { claimStoreDir, recordInstalled, verifyPresentPath, wasRecorded } from "./install-trust.js";
 import { parseStorePath } from "./store-path.js";
 
 /** The part of CacheClient that installing needs. */
@@ -85,19 +87,29 @@ async function removeTree(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true });
 }
 
+/** Installs one verified path; false when it was already there (and proved to be the signed build). */
 async function installOne(client: InstallSource, info: NarInfo, storeDir: string): Promise<boolean> {
   const { name } = parseStorePath(info.storePath, storeDir);
+  if (await exists(info.storePath)) {
+    // There, but not recorded by an install of ours: used only if its bytes are the signed ones.
+    await verifyPresentPath(info);
+    await recordInstalled(storeDir, info, formatNarInfo(info));
+    return false;
+  }
   // Dot-prefixed, so it can never be mistaken for a store path.
   const tmp = join(storeDir, `.tmp-${randomBytes(6).toString("hex")}-${name}`);
   try {
     await restoreNar(client.narStream(info), tmp);
     await canonicalize(tmp);
-    if (await exists(info.storePath)) {
-      await removeTree(tmp); // someone else installed it meanwhile
-      return false;
+    const raced = await exists(info.storePath);
+    if (raced) {
+      await removeTree(tmp); // another install of ours put it there meanwhile
+      await verifyPresentPath(info);
+    } else {
+      await rename(tmp, info.storePath);
     }
-    await rename(tmp, info.storePath);
-    return true;
+    await recordInstalled(storeDir, info, formatNarInfo(info));
+    return !raced;
   } catch (err) {
     await removeTree(tmp);
     throw err;
@@ -119,12 +131,23 @@ async function linkInto(link: string, target: string, storeDir: string): Promise
   return "linked";
 }
 
+/** `path/bin` as a real directory inside `path`, or undefined (absent, or a link leading out of the path). */
+async function binDirOf(path: string, logger: Logger): Promise<string | undefined> {
+  const src = join(path, "bin");
+  const resolved = await realpath(src).catch(() => undefined);
+  if (!resolved) return undefined;
+  if (!resolved.startsWith(path + "/")) {
+    logger.warn({ storePath: path, bin: resolved }, "not linking programs: bin/ leads out of its store path");
+    return undefined;
+  }
+  return (await lstat(resolved)).isDirectory() ? src : undefined;
+}
+
 async function linkBins(paths: string[], opts: InstallOptions, result: InstallResult): Promise<void> {
   const binDir = join(opts.profileDir, "bin");
   for (const path of paths) {
-    const src = join(path, "bin");
-    const st = await stat(src).catch(() => null);
-    if (!st?.isDirectory()) continue;
+    const src = await binDirOf(path, opts.logger);
+    if (!src) continue;
     await mkdir(binDir, { recursive: true });
     for (const entry of (await readdir(src)).sort()) {
       const link = join(binDir, entry);
@@ -144,10 +167,11 @@ export async function installPaths(opts: InstallOptions): Promise<InstallResult>
   if (client.storeDir !== storeDir) throw new InvalidInputError(`client is for store dir ${client.storeDir}, not ${storeDir}`);
   const paths = [...new Set(opts.paths)];
   for (const p of paths) parseStorePath(p, storeDir);
-  await mkdir(storeDir, { recursive: true });
+  await claimStoreDir(storeDir);
   const result: InstallResult = { installed: [], alreadyPresent: [], linked: [], skippedLinks: [] };
 
-  const todo = await client.closure(paths, { isPresent: exists });
+  // Present and recorded by an install of ours: skipped with its closure. Present but not recorded: verified below.
+  const todo = await client.closure(paths, { isPresent: (p) => wasRecorded(storeDir, p).then(async (ok) => ok && exists(p)) });
   for (const p of paths) if (!todo.some((i) => i.storePath === p)) result.alreadyPresent.push(p);
   const bytesTotal = todo.reduce((n, i) => n + i.narSize, 0);
   const free = await (opts.freeBytes ?? statfsFree)(storeDir);

@@ -4,7 +4,7 @@
 // install the result as an unprivileged user with stock Nix and with
 // `farm install` (no Nix on PATH). Bad input gets one clear line each.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { FarmCluster, REPO, FARM_CLI } from "../harness/cluster.js";
 import { runIsolated } from "../harness/isolated.js";
@@ -135,6 +135,42 @@ describe("farm end to end", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim().split("\n").at(-1)).toBe(EXPECTED);
   }, 120_000);
+
+  it("`farm install` refuses a /tmp/nix another local user owns or can write, and runs nothing planted there", async () => {
+    const VICTIM = 65533; // a second unprivileged user
+    const box = userSandbox("planted");
+    chmodSync(box.dir, 0o755); // the victim reaches its home and the checkout below it
+    const home = path.join(box.dir, "victim-home");
+    mkdirSync(home);
+    chownSync(home, VICTIM, VICTIM);
+    const profile = path.join(home, "profile");
+    // The attacker (nobody) made /tmp/nix and a world-writable store with the demo's path in it.
+    const planted = path.join(box.nixDir, "store", path.basename(demoOut));
+    mkdirSync(path.join(planted, "bin"), { recursive: true });
+    writeFileSync(path.join(planted, "bin", "tmpnix-demo"), "#!/bin/sh\necho planted\n", { mode: 0o755 });
+    chmodSync(path.join(box.nixDir, "store"), 0o1777);
+    for (const p of [path.join(box.nixDir, "store"), planted, path.join(planted, "bin"), path.join(planted, "bin", "tmpnix-demo")]) chownSync(p, NOBODY, NOBODY);
+    const install = () =>
+      runIsolated("install-planted", process.execPath, [box.cli, "install", `${DEMO}#demo`], {
+        nixDir: box.nixDir,
+        uid: VICTIM,
+        hideNix: true,
+        expose: box.expose,
+        env: { PATH: "/usr/bin:/bin", HOME: home, FARM_PROFILE: profile, FARM_COORDINATOR: farm.coordinatorAddress, FARM_TOKEN: farm.token, FARM_TRUSTED_KEYS: farm.publicKey() },
+      });
+    const lines = (t: string) => t.trim().split("\n").filter(Boolean);
+    const owned = await install();
+    expect(owned.code).toBe(1);
+    expect(lines(owned.stderr)).toEqual(["farm install: refusing /tmp/nix: it belongs to uid 65534, not to you (uid 65533), who could plant programs in it; have it removed, or install into a store dir of your own (--store-dir)"]);
+    // /tmp/nix and its store are the victim's, but the store is writable by everyone (a lax umask, say).
+    chownSync(box.nixDir, VICTIM, VICTIM);
+    chownSync(path.join(box.nixDir, "store"), VICTIM, VICTIM);
+    const writable = await install();
+    expect(writable.code).toBe(1);
+    expect(lines(writable.stderr)).toHaveLength(1);
+    expect(writable.stderr).toMatch(/^farm install: refusing \/tmp\/nix\/store: other users can write it \(mode 1777\)/);
+    expect(existsSync(path.join(profile, "bin", "tmpnix-demo"))).toBe(false);
+  }, 60_000);
 
   it("shows a derivation's build log, and status with a row per derivation", async () => {
     const status = JSON.parse((await farm.cli(["status", "--json"])).stdout) as { jobId: string }[];
