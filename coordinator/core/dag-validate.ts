@@ -10,8 +10,10 @@ export interface Submission {
   description: string;
   roots: DrvPath[];
   nodes: DrvNode[];
-  /** Same key => same job; "" means none. */
+  /** Same key from the same owner => same job; "" means none. */
   idempotencyKey: string;
+  /** Name of the submitting token ("" for the simulator and tests). */
+  owner?: string;
   /** Drvs whose outputs are already all in the cache. */
   cachedDrvPaths: ReadonlySet<DrvPath>;
 }

@@ -30,6 +30,8 @@ function emptyByState(): Record<DrvState, number> {
   return Object.fromEntries(DRV_STATES.map((s) => [s, 0])) as Record<DrvState, number>;
 }
 
+const idempotencyIndexKey = (owner: string, key: string) => `${owner}\u0000${key}`;
+
 /** All jobs, their counts, and when they finish. */
 export class JobBook {
   private readonly jobs = new Map<string, JobEntry>();
@@ -46,10 +48,10 @@ export class JobBook {
     return this.jobs.values();
   }
 
-  /** The job submitted with this idempotency key ("" never matches). */
-  byIdempotencyKey(key: string): JobEntry | undefined {
+  /** The job `owner` submitted with this idempotency key ("" never matches): one owner's key never finds another's job. */
+  byIdempotencyKey(owner: string, key: string): JobEntry | undefined {
     if (key === "") return undefined;
-    const id = this.byKey.get(key);
+    const id = this.byKey.get(idempotencyIndexKey(owner, key));
     return id === undefined ? undefined : this.jobs.get(id);
   }
 
@@ -57,7 +59,7 @@ export class JobBook {
   add(record: JobRecord): JobEntry {
     const entry: JobEntry = { record, drvs: [], byState: emptyByState(), cached: 0 };
     this.jobs.set(record.jobId, entry);
-    if (record.idempotencyKey !== "") this.byKey.set(record.idempotencyKey, record.jobId);
+    if (record.idempotencyKey !== "") this.byKey.set(idempotencyIndexKey(record.owner ?? "", record.idempotencyKey), record.jobId);
     this.touched.add(record.jobId);
     return entry;
   }

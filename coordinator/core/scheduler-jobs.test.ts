@@ -47,6 +47,18 @@ describe("scheduler: cancel", () => {
   });
 });
 
+describe("scheduler: idempotency keys", () => {
+  it("are per owner: the same key finds the owner's own job, never another's", () => {
+    const h = new Harness();
+    const sub = (jobId: string, owner: string) => mkSubmission(jobId, [mkNode("a")], ["a"], { idempotencyKey: "k1", owner });
+    const first = h.run((s, t) => s.submitJob(t, sub("j1", "alice")));
+    expect(effectsOf(first, "jobAccepted")).toEqual([{ kind: "jobAccepted", jobId: "j1", existing: false }]);
+    expect(effectsOf(h.run((s, t) => s.submitJob(t, sub("j2", "alice"))), "jobAccepted")).toEqual([{ kind: "jobAccepted", jobId: "j1", existing: true }]);
+    expect(effectsOf(h.run((s, t) => s.submitJob(t, sub("j3", "bob"))), "jobAccepted")).toEqual([{ kind: "jobAccepted", jobId: "j3", existing: false }]);
+    expect([h.scheduler.job("j1")!.owner, h.scheduler.job("j3")!.owner]).toEqual(["alice", "bob"]);
+  });
+});
+
 describe("scheduler: status", () => {
   it("counts, ETA from measured durations and worker views", () => {
     const h = new Harness();

@@ -10,7 +10,7 @@ import type { DrvNode, DrvPath, JobRecord } from "./types.js";
 
 /** Submits a job (or answers with the job of the same idempotency key); replies with a jobAccepted effect. */
 export function submitJob(s: SchedulerState, now: number, sub: Submission): void {
-  const same = s.book.byIdempotencyKey(sub.idempotencyKey);
+  const same = s.book.byIdempotencyKey(sub.owner ?? "", sub.idempotencyKey);
   if (same !== undefined) {
     s.sink.send({ kind: "jobAccepted", jobId: same.record.jobId, existing: true });
     return;
@@ -34,6 +34,7 @@ export function submitJob(s: SchedulerState, now: number, sub: Submission): void
     description: sub.description,
     roots: [...sub.roots],
     idempotencyKey: sub.idempotencyKey,
+    owner: sub.owner ?? "",
     state: "running",
     createdAtMs: now,
     finishedAtMs: null,

@@ -131,8 +131,10 @@ export interface JobRecord {
   description: string;
   /** What was asked for (drv paths). */
   roots: DrvPath[];
-  /** Same key => same job; "" means none. */
+  /** Same key from the same owner => same job; "" means none. */
   idempotencyKey: string;
+  /** Name of the token that submitted it; only it and admins see or cancel the job ("" in records from before owners: admins only). */
+  owner?: string;
   state: JobState;
   createdAtMs: number;
   /** null while running. */

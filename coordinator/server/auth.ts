@@ -14,6 +14,11 @@ export interface Principal {
   role: Role;
 }
 
+/** Whether `viewer` may see and act on what `owner` submitted: its own, or anything for an admin. */
+export function mayAccess(viewer: Principal, owner: string | undefined): boolean {
+  return viewer.role === "admin" || (owner !== undefined && owner !== "" && owner === viewer.name);
+}
+
 /** One line of a tokens file, or why it is bad. */
 function parseLine(line: string, where: string): { token: string; principal: Principal } | { problem: string } | null {
   const trimmed = line.replace(/#.*/, "").trim();

@@ -44,7 +44,7 @@ describe("Coordinator across a store outage", () => {
     await coord.join(w1, mkWorker("w1", { maxBuilds: 1 }), []);
 
     store.down = true;
-    const submitted = coord.submit({ nodes: [mkNode("a")], roots: [mkNode("a").drvPath], description: "a", idempotencyKey: "" });
+    const submitted = coord.submit({ nodes: [mkNode("a")], roots: [mkNode("a").drvPath], description: "a", idempotencyKey: "", owner: "admin" });
     await waitUntil(() => store.failed > 0);
     clock.advance(10_000); // the outage outlasts the heartbeat timeout
     const ticked = coord.tick();

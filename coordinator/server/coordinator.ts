@@ -22,6 +22,7 @@ import type { HeartbeatInfo, WorkerHub, WorkerSession } from "./worker-service.j
 import type { FarmApi } from "./farm-service.js";
 import { BuildLogs } from "./build-logs.js";
 import { Persister } from "./persister.js";
+import { mayAccess, type Principal } from "./auth.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 
 /** Everything the shell needs; main.ts wires it. */
@@ -244,7 +245,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     return { version, storeDir, cacheUrl, cachePublicKey };
   }
 
-  async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string }): Promise<{ jobId: string; existing: boolean }> {
+  async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string }): Promise<{ jobId: string; existing: boolean }> {
     const started = Date.now();
     const cached = await this.cachedDerivations(req.nodes);
     const jobId = `j-${new Date(this.d.clock.now()).toISOString().slice(0, 10).replace(/-/g, "")}-${randomBytes(4).toString("hex")}`;
@@ -254,7 +255,7 @@ export class Coordinator implements WorkerHub, FarmApi {
       if (!accepted || accepted.kind !== "jobAccepted") throw new Error("scheduler accepted no job");
       this.d.metrics?.submits.inc({ result: accepted.existing ? "existing" : "accepted" });
       if (!accepted.existing) this.d.metrics?.cachedAtSubmit.inc(cached.size);
-      this.d.logger.info({ job: accepted.jobId, existing: accepted.existing, nodes: req.nodes.length, cached: cached.size, ms: Date.now() - started, description: req.description }, "job submitted");
+      this.d.logger.info({ job: accepted.jobId, owner: req.owner, existing: accepted.existing, nodes: req.nodes.length, cached: cached.size, ms: Date.now() - started, description: req.description }, "job submitted");
       return { jobId: accepted.jobId, existing: accepted.existing };
     } catch (err) {
       this.d.metrics?.submits.inc({ result: "rejected" });
@@ -273,15 +274,16 @@ export class Coordinator implements WorkerHub, FarmApi {
     return cached;
   }
 
-  job(jobId: string, derivations: boolean): JobStatus | undefined {
+  job(jobId: string, derivations: boolean, viewer: Principal): JobStatus | undefined {
+    if (!mayAccess(viewer, this.d.scheduler.job(jobId)?.owner)) return undefined;
     const view = this.d.scheduler.jobStatus(jobId, this.d.clock.now(), { derivations });
     return view && jobStatusToWire(view, (p) => this.tails.get(p) ?? []);
   }
 
-  jobs(): JobStatus[] {
+  jobs(viewer: Principal): JobStatus[] {
     return this.d.scheduler
       .jobs()
-      .map((j) => this.job(j.jobId, false))
+      .map((j) => this.job(j.jobId, false, viewer))
       .filter((j): j is JobStatus => j !== undefined);
   }
 
@@ -289,15 +291,19 @@ export class Coordinator implements WorkerHub, FarmApi {
     return this.d.scheduler.workers(this.d.clock.now()).map(workerViewToWire);
   }
 
-  async log(drvPath: string): Promise<string | undefined> {
+  async log(drvPath: string, viewer: Principal): Promise<string | undefined> {
     if (!/^[^/]+$/.test(baseName(drvPath))) return undefined;
+    const wantedBy = this.d.scheduler.drv(drvPath)?.record.jobs ?? [];
+    if (viewer.role !== "admin" && !wantedBy.some((j) => mayAccess(viewer, this.d.scheduler.job(j)?.owner))) return undefined;
     return (await this.d.cache.getText("log", baseName(drvPath))) ?? undefined;
   }
 
-  async cancel(jobId: string): Promise<JobStatus | undefined> {
-    if (!this.d.scheduler.job(jobId)) return undefined;
+  async cancel(jobId: string, viewer: Principal): Promise<JobStatus | undefined> {
+    const job = this.d.scheduler.job(jobId);
+    if (!job || !mayAccess(viewer, job.owner)) return undefined;
     await this.step("cancel", (now) => this.d.scheduler.cancelJob(now, jobId));
-    return this.job(jobId, false);
+    this.d.logger.info({ job: jobId, by: viewer.name }, "job cancelled");
+    return this.job(jobId, false, viewer);
   }
 
   watch(_jobId: string, onChange: () => void): () => void {

@@ -1,12 +1,14 @@
 // The CLI side of the gRPC server. Authenticates every call, validates input
-// through proto/convert.ts and maps named errors onto gRPC status codes.
+// through proto/convert.ts and maps named errors onto gRPC status codes. A CLI
+// token sees, watches and cancels only its own jobs (an admin token, all): to
+// anyone else another's job does not exist.
 import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest } from "../../proto/gen/farm.js";
 import { nodeFromWire } from "../../proto/convert.js";
 import type { DrvNode } from "../core/types.js";
 import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
-import type { TokenRegistry } from "./auth.js";
+import type { Principal, TokenRegistry } from "./auth.js";
 
 /** A job id or derivation that does not exist. */
 export class NotFoundError extends FarmError {}
@@ -14,12 +16,14 @@ export class NotFoundError extends FarmError {}
 /** What the coordinator shell offers the CLI. Status values are already in wire shape. */
 export interface FarmApi {
   info(): FarmInfo;
-  submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string }): Promise<{ jobId: string; existing: boolean }>;
-  job(jobId: string, derivations: boolean): JobStatus | undefined;
-  jobs(): JobStatus[];
+  submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string }): Promise<{ jobId: string; existing: boolean }>;
+  /** The job, if it exists and `viewer` may see it. */
+  job(jobId: string, derivations: boolean, viewer: Principal): JobStatus | undefined;
+  jobs(viewer: Principal): JobStatus[];
   workers(): WorkerStatus[];
-  log(drvPath: string): Promise<string | undefined>;
-  cancel(jobId: string): Promise<JobStatus | undefined>;
+  /** The build log, if `viewer` may see a job that wants the derivation. */
+  log(drvPath: string, viewer: Principal): Promise<string | undefined>;
+  cancel(jobId: string, viewer: Principal): Promise<JobStatus | undefined>;
   /** Calls `onChange` after every change of the job; returns an unsubscribe function. */
   watch(jobId: string, onChange: () => void): () => void;
 }
@@ -31,11 +35,11 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
     tokens.authenticate(call.metadata.get("authorization")[0]?.toString(), ["cli"]);
 
   /** Wraps a unary handler: auth, then errors to status codes. */
-  function unary<Req, Res>(name: string, fn: (req: Req) => Promise<Res> | Res) {
+  function unary<Req, Res>(name: string, fn: (req: Req, caller: Principal) => Promise<Res> | Res) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       Promise.resolve()
         .then(() => auth(call as ServerUnaryCall<unknown, unknown>))
-        .then(() => fn(call.request))
+        .then((caller) => fn(call.request, caller))
         .then(
           (res) => callback(null, res),
           (err) => callback(toStatus(err, name, logger)),
@@ -50,31 +54,32 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
 
   return {
     getInfo: unary("getInfo", () => api.info()),
-    submit: unary("submit", async (req) => {
+    submit: unary("submit", async (req, caller) => {
       if (req.nodes.length === 0) throw new InvalidInputError("submit carries no derivations");
       if (req.nodes.length > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${req.nodes.length} derivations; this coordinator accepts at most ${deps.maxDagNodes}`);
       const nodes = req.nodes.map((n) => nodeFromWire(n, storeDir));
-      const res = await api.submit({ nodes, roots: req.roots, description: req.description.slice(0, 500), idempotencyKey: req.idempotencyKey.slice(0, 200) });
-      return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false) };
+      const res = await api.submit({ nodes, roots: req.roots, description: req.description.slice(0, 500), idempotencyKey: req.idempotencyKey.slice(0, 200), owner: caller.name });
+      return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false, caller) };
     }),
-    getJob: unary("getJob", (req: GetJobRequest) => mustFind(req.jobId, api.job(req.jobId, req.derivations))),
-    listJobs: unary("listJobs", () => ({ jobs: api.jobs() })),
+    getJob: unary("getJob", (req: GetJobRequest, caller) => mustFind(req.jobId, api.job(req.jobId, req.derivations, caller))),
+    listJobs: unary("listJobs", (_req, caller) => ({ jobs: api.jobs(caller) })),
     listWorkers: unary("listWorkers", () => ({ workers: api.workers() })),
-    getLog: unary("getLog", async (req) => {
-      const log = await api.log(req.drvPath);
+    getLog: unary("getLog", async (req, caller) => {
+      const log = await api.log(req.drvPath, caller);
       if (log === undefined) throw new NotFoundError(`no log for ${req.drvPath}`);
       return { drvPath: req.drvPath, log };
     }),
-    cancelJob: unary("cancelJob", async (req) => mustFind(req.jobId, await api.cancel(req.jobId))),
+    cancelJob: unary("cancelJob", async (req, caller) => mustFind(req.jobId, await api.cancel(req.jobId, caller))),
     watchJob(call: ServerWritableStream<GetJobRequest, JobStatus>) {
+      let caller: Principal;
       try {
-        auth(call as ServerWritableStream<unknown, unknown>);
+        caller = auth(call as ServerWritableStream<unknown, unknown>);
       } catch (err) {
         call.emit("error", toStatus(err, "watchJob", logger));
         return;
       }
       const { jobId, derivations } = call.request;
-      const first = api.job(jobId, derivations);
+      const first = api.job(jobId, derivations, caller);
       if (!first) {
         call.emit("error", { code: status.NOT_FOUND, details: `no job '${jobId}'` });
         return;
@@ -85,7 +90,7 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
       const flush = () => {
         if (!dirty || closed) return;
         dirty = false;
-        const job = api.job(jobId, derivations);
+        const job = api.job(jobId, derivations, caller);
         if (!job) return finish();
         call.write(job);
         if (job.state !== "running") finish();

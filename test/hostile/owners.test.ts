@@ -1,0 +1,123 @@
+// Jobs belong to their submitter (real gRPC, NATS, Nix, an isolated worker):
+// bob's CLI token can't list, read, watch, cancel, read the logs of, or
+// install by ref what alice submitted, and an idempotency key of his never
+// finds her job; an admin token sees both.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Metadata, status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
+import { FarmCluster, REPO } from "../harness/cluster.js";
+import { syntheticDag } from "../../coordinator/dag/synthetic.js";
+import { nodeToWire } from "../../proto/convert.js";
+import { farmClient, newToken, writeTokens } from "./support.js";
+
+const T = { alice: newToken("alice"), bob: newToken("bob"), w1: newToken("w1") };
+
+let farm: FarmCluster;
+let dir: string;
+let jobs: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "farm-owners-"));
+  const tokensFile = path.join(dir, "tokens");
+  writeTokens(tokensFile, [["cli", "alice", T.alice], ["cli", "bob", T.bob], ["worker", "w1", T.w1]]);
+  jobs = path.join(dir, "owners.nix");
+  writeFileSync(
+    jobs,
+    `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in {\n` +
+      `  quick = mk { name = "owners-quick"; script = "echo alice > $out"; };\n` +
+      `  slow = mk { name = "owners-slow"; script = "sleep 60; echo slow > $out"; };\n}\n`,
+  );
+  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
+  farm.startWorker({ name: "w1", env: { FARM_TOKEN: T.w1 } });
+  await farm.waitForWorkers(1);
+}, 120_000);
+
+afterAll(async () => {
+  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const as = (who: keyof typeof T | "admin", args: string[]) => farm.cli(args, { env: { FARM_TOKEN: who === "admin" ? farm.token : T[who] } });
+/** The first thing a WatchJob stream gives `token`: a snapshot, or its error. */
+async function watchAs(token: string, jobId: string): Promise<"a snapshot" | ServiceError> {
+  const { client, close } = farmClient(farm.coordinatorAddress, token);
+  const md = new Metadata();
+  md.set("authorization", `Bearer ${token}`);
+  try {
+    return await new Promise((resolve) => {
+      const stream = client.watchJob({ jobId, derivations: false }, md);
+      stream.on("data", () => {
+        resolve("a snapshot");
+        stream.cancel();
+      });
+      stream.on("error", (err: ServiceError) => resolve(err));
+    });
+  } finally {
+    close();
+  }
+}
+
+const jobIds = async (who: keyof typeof T | "admin") => (JSON.parse((await as(who, ["status", "--json"])).stdout) as { jobId: string }[]).map((j) => j.jobId);
+
+describe("jobs belong to their submitter", () => {
+  let quickJob = "";
+  let quickDrv = "";
+
+  it("alice's finished job is hers: bob can't see it, its log, or install it by ref; admin sees it", async () => {
+    const r = await as("alice", ["submit", `${jobs}#quick`, "--follow", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    quickJob = JSON.parse(r.stdout).jobId;
+    const detail = JSON.parse((await as("alice", ["status", quickJob, "--derivations", "--json"])).stdout);
+    quickDrv = detail.derivations[0].drvPath;
+
+    expect(await jobIds("alice")).toEqual([quickJob]);
+    expect(await jobIds("bob")).toEqual([]);
+    expect(await jobIds("admin")).toContain(quickJob);
+    const status = await as("bob", ["status", quickJob]);
+    expect(status.code).not.toBe(0);
+    expect(status.stderr.trim()).toMatch(new RegExp(`no job '${quickJob}'`));
+    expect((await as("alice", ["logs", quickDrv])).code).toBe(0);
+    const logs = await as("bob", ["logs", quickDrv]);
+    expect(logs.code).not.toBe(0);
+    expect(logs.stderr).toMatch(/no log for/);
+    const install = await as("bob", ["install", `${jobs}#quick`, "--trusted-key", farm.publicKey()]);
+    expect(install.code).not.toBe(0);
+    expect(install.stderr).toMatch(/nor a ref the farm has built/);
+  }, 90_000);
+
+  it("bob can neither cancel nor watch alice's running job; alice can cancel it", async () => {
+    const r = await as("alice", ["submit", `${jobs}#slow`, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const slowJob = JSON.parse(r.stdout).jobId;
+    const cancel = await as("bob", ["cancel", slowJob]);
+    expect(cancel.code).not.toBe(0);
+    expect(cancel.stderr).toMatch(new RegExp(`no job '${slowJob}'`));
+    expect(await watchAs(T.bob, slowJob)).toMatchObject({ code: grpcStatus.NOT_FOUND });
+    expect(await watchAs(T.alice, slowJob)).toBe("a snapshot");
+    expect(JSON.parse((await as("alice", ["status", slowJob, "--json"])).stdout).state).toBe("running");
+    const own = await as("alice", ["cancel", slowJob]);
+    expect(own.code, own.stderr).toBe(0);
+    expect(JSON.parse((await as("admin", ["status", slowJob, "--json"])).stdout).state).toBe("cancelled");
+  }, 90_000);
+
+  it("the same idempotency key from two users makes two jobs", async () => {
+    const nodes = syntheticDag({ nodes: 3, seed: 7, storeDir: "/tmp/nix/store" }).map((n) => ({ ...n, system: "owners-synthetic" }));
+    const req = { nodes: nodes.map(nodeToWire), roots: [nodes.at(-1)!.drvPath], description: "same key", idempotencyKey: "shared-key-1" };
+    const alice = farmClient(farm.coordinatorAddress, T.alice);
+    const bob = farmClient(farm.coordinatorAddress, T.bob);
+    try {
+      const a1 = await alice.call(alice.client.submit, req);
+      const a2 = await alice.call(alice.client.submit, req);
+      const b1 = await bob.call(bob.client.submit, req);
+      expect(a2).toMatchObject({ jobId: a1.jobId, existing: true });
+      expect(b1.existing).toBe(false);
+      expect(b1.jobId).not.toBe(a1.jobId);
+      expect(await jobIds("bob")).toEqual([b1.jobId]);
+    } finally {
+      alice.close();
+      bob.close();
+    }
+  }, 60_000);
+});
