@@ -19,6 +19,7 @@ import { createScheduler } from "./scheduler-setup.js";
 import { SystemClock } from "./core/clock.js";
 import { Coordinator } from "./server/coordinator.js";
 import { createWorkerService } from "./server/worker-service.js";
+import { authInterceptor } from "./server/auth-interceptor.js";
 import { createFarmService } from "./server/farm-service.js";
 import { createCoordinatorMetrics } from "./metrics.js";
 import { FarmServiceService, WorkerServiceService } from "../proto/gen/farm.js";
@@ -91,7 +92,11 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     onFenced: () => process.exit(3),
   });
 
-  const grpc = new Server({ "grpc.max_receive_message_length": config.maxMessageBytes, "grpc.max_send_message_length": config.maxMessageBytes });
+  const grpc = new Server({
+    "grpc.max_receive_message_length": config.maxMessageBytes,
+    "grpc.max_send_message_length": config.maxMessageBytes,
+    interceptors: [authInterceptor(tokens, { "farm.v1.WorkerService": ["worker"], "farm.v1.FarmService": ["cli"] }, logger.child({ part: "auth" }))],
+  });
   grpc.addService(
     WorkerServiceService,
     createWorkerService({ hub: coordinator, tokens, storeDir: config.storeDir, logger: logger.child({ part: "workers" }), limits: { joinTimeoutMs: 10_000, maxLogLinesPerMessage: 1000, maxLogLineBytes: 4096 } }),

@@ -301,6 +301,22 @@ describe("floods and giant requests", () => {
     await expect(coordinatorUp()).resolves.toBeTypeOf("number");
   }, 120_000);
 
+  it("reads nothing of a forged-token call: three concurrent 90 MB submits cost a header block each", async () => {
+    const big = "z".repeat(90 * 2 ** 20); // under the 96 MB limit: before the gate, each was read whole
+    const forged = farmClient(addr(), newToken("forged"));
+    const pid = farm.coordinator!.pid!;
+    const rssBefore = rssBytes(pid);
+    let rssPeak = rssBefore;
+    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(pid))), 20);
+    const replies = await Promise.allSettled([0, 1, 2].map((i) => forged.call(forged.client.submit, { nodes: [], roots: [], description: big, idempotencyKey: `forged-${i}` }, 60_000)));
+    clearInterval(sampler);
+    forged.close();
+    measured.forgedSubmitsRssGrowthMB = Math.round((rssPeak - rssBefore) / 2 ** 20);
+    for (const r of replies) expect(r).toMatchObject({ status: "rejected", reason: { code: status.UNAUTHENTICATED, details: "unknown or revoked token" } });
+    expect(rssPeak - rssBefore).toBeLessThan(32 * 2 ** 20); // 270 MB went in
+    await expect(coordinatorUp()).resolves.toBeTypeOf("number");
+  }, 120_000);
+
   it("after all of it: the healthy job succeeded and `farm status` works", async () => {
     const h = await healthy;
     expect(h.code, h.stderr).toBe(0);
