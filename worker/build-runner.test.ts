@@ -2,7 +2,7 @@
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
-import type { AssignmentSpec } from "../coordinator/core/types.js";
+import type { AssignmentSpec } from "../proto/types.js";
 import { BuildRunner } from "./build-runner.js";
 import { FakeExecutor } from "./fake-executor.js";
 

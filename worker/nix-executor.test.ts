@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { topoSortByReferences } from "../coordinator/cache/export-stream.js";
 import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
 import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv as TestNix } from "../coordinator/cache/testing/nix-env.js";
-import type { AssignmentSpec, BuildReport } from "../coordinator/core/types.js";
+import type { AssignmentSpec, BuildReport } from "../proto/types.js";
 import type { ExecutorContext } from "./executor.js";
 import { ownCgroupDir } from "./host-probe.js";
 import { NixEnv } from "./nix-env.js";

@@ -3,7 +3,7 @@
 import { topoSortByReferences } from "../coordinator/cache/export-stream.js";
 import { ConflictError } from "../coordinator/cache/errors.js";
 import { HashCounter } from "../coordinator/cache/nar-hash.js";
-import type { BuiltOutput } from "../coordinator/core/types.js";
+import type { BuiltOutput } from "../proto/types.js";
 import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
 import type { NixStore } from "./nix-store.js";

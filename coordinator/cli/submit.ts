@@ -8,7 +8,7 @@ import pino from "pino";
 import type { CommandContext } from "./main.js";
 import { connectFarm, call, authMetadata, rpcError, RpcError } from "./rpc.js";
 import { instantiate } from "../dag/instantiate.js";
-import { nodeToWire } from "../../proto/convert.js";
+import { nodeToWire } from "../../proto/convert/mod.js";
 import { CacheClient } from "../cache/client.js";
 import { uploadClosure } from "./upload-closure.js";
 import { nixEnvFor } from "./nix-env.js";

@@ -1,12 +1,12 @@
 // The worker side of the gRPC server: one WorkerSession per Connect stream.
 // It authenticates, insists on a join first, validates every message through
-// proto/convert.ts, and hands domain values to the WorkerHub (the coordinator
+// proto/convert/, and hands domain values to the WorkerHub (the coordinator
 // shell). It never touches scheduling state itself.
 import { randomUUID } from "node:crypto";
 import { status, type ServerDuplexStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { CoordinatorMessage, WorkerMessage, WorkerServiceServer } from "../../proto/gen/farm.js";
-import { leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert.js";
+import { leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert/mod.js";
 import type { BuildReport, Lease, WorkerInfo } from "../core/types.js";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import type { Principal, TokenRegistry } from "./auth.js";

@@ -12,7 +12,7 @@ import { FarmCluster, REPO } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
 import { narFromTree } from "../../coordinator/cache/testing/nar-fixtures.js";
 import { syntheticDag } from "../../coordinator/dag/synthetic.js";
-import { nodeToWire } from "../../proto/convert.js";
+import { nodeToWire } from "../../proto/convert/mod.js";
 import type { Lease } from "../../proto/gen/farm.js";
 import { BuildStatus, FakeWorker, joinMessage } from "./fake-worker.js";
 import { farmClient, grpcFrame, newToken, rawGrpc, rssBytes, writeTokens } from "./support.js";

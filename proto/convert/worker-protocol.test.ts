@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { InvalidInputError } from "../coordinator/core/errors.js";
-import type { BuildOutcome } from "../coordinator/core/types.js";
-import { BuildStatus, WorkerMessage } from "../proto/gen/farm.js";
-import { assignmentFromWire, heartbeatToWire, joinToWire, outcomeToStatus, resultToWire } from "./wire.js";
+import { InvalidInputError } from "../errors.js";
+import { BuildStatus, WorkerMessage } from "../gen/farm.js";
+import type { BuildOutcome } from "../types.js";
+import { assignmentFromWire, heartbeatToWire, joinToWire, outcomeToStatus, resultToWire } from "./worker-protocol.js";
 
 const S = "/tmp/nix/store";
 const drv = `${S}/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.drv`;
@@ -12,15 +12,15 @@ describe("assignmentFromWire", () => {
   const wire = { lease: { drvPath: drv, epoch: 4 }, outputs: { out }, inputPaths: [`${S}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc`], cores: 0, memoryLimitBytes: 1 << 30, timeoutMs: 0, name: "", estimatedDurationMs: 0 };
 
   it("converts and fills a name from the drv path", () => {
-    const a = assignmentFromWire(wire);
+    const a = assignmentFromWire(wire, S);
     expect(a).toEqual({ lease: { drvPath: drv, epoch: 4 }, name: "hello-2.12", outputs: { out }, inputPaths: wire.inputPaths, cores: 1, memoryLimitBytes: 1 << 30, timeoutMs: 0, estimatedDurationMs: 0 });
   });
 
   it("rejects assignments without a lease, outputs, or with paths outside the store", () => {
-    expect(() => assignmentFromWire({ ...wire, lease: undefined })).toThrow(InvalidInputError);
-    expect(() => assignmentFromWire({ ...wire, outputs: {} })).toThrow(/names no outputs/);
-    expect(() => assignmentFromWire({ ...wire, inputPaths: ["/nix/store/x-y"] })).toThrow(/outside \/tmp\/nix\/store/);
-    expect(() => assignmentFromWire({ ...wire, lease: { drvPath: "/tmp/x", epoch: 1 } })).toThrow(/not a .drv/);
+    expect(() => assignmentFromWire({ ...wire, lease: undefined }, S)).toThrow(InvalidInputError);
+    expect(() => assignmentFromWire({ ...wire, outputs: {} }, S)).toThrow(/names no outputs/);
+    expect(() => assignmentFromWire({ ...wire, inputPaths: ["/nix/store/x-y"] }, S)).toThrow(/outside \/tmp\/nix\/store/);
+    expect(() => assignmentFromWire({ ...wire, lease: { drvPath: "/tmp/x", epoch: 1 } }, S)).toThrow(/not a .drv/);
   });
 });
 
