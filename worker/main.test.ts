@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { FakeCoordinator } from "./testing/fake-coordinator.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");

@@ -14,8 +14,7 @@ import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/t
 import { SerialQueue, type FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
 import { readValidNarInfo } from "../cache/http-server.js";
-import { mapLimit } from "../cache/closure.js";
-import { baseName, hashPart } from "../cache/store-path.js";
+import { baseName, hashPart, mapLimit } from "../../proto/nix/mod.js";
 import { assignmentToWire, PROTOCOL_VERSION } from "../../proto/convert/mod.js";
 import { jobStatusToWire, workerViewToWire } from "./status-wire.js";
 import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
