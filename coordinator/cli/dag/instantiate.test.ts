@@ -10,7 +10,7 @@ import { makePrivateStore, type PrivateStore } from "../../../test/fixtures/nix-
 import { type InstantiateOptions, instantiate } from "./instantiate.js";
 import { EvaluationError, MissingFileError, NixNotInstalledError, UnknownAttributeError } from "./nix-errors.js";
 
-const DEMO_DIR = join(__dirname, "../../test/fixtures/demo");
+const DEMO_DIR = join(__dirname, "../../../test/fixtures/demo");
 const logger = pino({ level: "silent" });
 
 let store: PrivateStore;

@@ -7,7 +7,7 @@ import { BUILTIN_SYSTEM, type DrvNode } from "../../core/types.js";
 import { checkClosedAcyclic } from "../../../test/fixtures/dag-check.js";
 import { cutClosure, loadJsonlDag, parseJsonlNode } from "./jsonl.js";
 
-const FIXTURES = join(__dirname, "../../test/fixtures/dags");
+const FIXTURES = join(__dirname, "../../../test/fixtures/dags");
 const GCC_ROOT = "/nix/store/flz0r0b1livgxp5jny9dldfx47a0az01-gcc-wrapper-9.3.0.drv";
 const CHROMIUM_ROOT = "/nix/store/c55b72kmfdivfi46xk59qk6y5wx08a1l-chromium-84.0.4147.89.drv";
 const GLIBC_MULTI_ROOT = "/nix/store/m91jk0mmihd3gnfgbkmjz6mzjab2ldyw-glibc-multi-2.31.drv";
