@@ -15,7 +15,6 @@ export {
   joinToWire,
   leaseFromWire,
   logToWire,
-  outcomeToStatus,
   PROTOCOL_VERSION,
   reportFromWire,
   resultToWire,

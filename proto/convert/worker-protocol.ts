@@ -32,7 +32,7 @@ export function outcomeToStatus(o: BuildOutcome): BuildStatus {
 // ------------------------------------------------------------------ leases
 
 /** A lease for the wire. */
-export function leaseToWire(l: Lease): WireLease {
+function leaseToWire(l: Lease): WireLease {
   return { drvPath: l.drvPath, epoch: l.epoch };
 }
 
