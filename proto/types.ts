@@ -111,3 +111,12 @@ export interface RunningUsage {
   memoryBytes: number;
   peakMemoryBytes: number;
 }
+
+/** What a heartbeat tells the coordinator. */
+export interface HeartbeatInfo {
+  freeMemoryBytes: number;
+  freeDiskBytes: number;
+  uptimeSeconds: number;
+  running: Lease[];
+  usage: RunningUsage[];
+}

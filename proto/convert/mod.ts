@@ -10,7 +10,9 @@ export { nodeFromWire, nodeToWire } from "./derivation.js";
 export {
   assignmentFromWire,
   assignmentToWire,
+  drainFromWire,
   drainToWire,
+  heartbeatFromWire,
   heartbeatToWire,
   joinToWire,
   leaseFromWire,

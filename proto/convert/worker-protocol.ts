@@ -4,8 +4,8 @@
 // inbound value is validated against the farm's store dir and rejected with
 // InvalidInputError, so nothing past this file sees a protobuf type.
 import { InvalidInputError } from "../errors.js";
-import { BuildStatus, type Assignment, type BuildResult, type Lease as WireLease, type WorkerJoin, type WorkerMessage } from "../gen/farm.js";
-import type { AssignmentSpec, BuildOutcome, BuildReport, Lease, RunningUsage, WorkerInfo } from "../types.js";
+import { BuildStatus, type Assignment, type BuildResult, type DrainNotice, type Heartbeat, type Lease as WireLease, type WorkerJoin, type WorkerMessage } from "../gen/farm.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport, HeartbeatInfo, Lease, RunningUsage, WorkerInfo } from "../types.js";
 import { requireDrvPath, requireStorePath, isStorePath, SYSTEM, truncate } from "./store-paths.js";
 
 /** Version of the worker protocol; a join or Welcome with another version is refused. */
@@ -176,6 +176,17 @@ export function heartbeatToWire(h: { freeMemoryBytes: number; freeDiskBytes: num
   };
 }
 
+/** Validates a heartbeat (the coordinator's side). */
+export function heartbeatFromWire(hb: Heartbeat, storeDir: string): HeartbeatInfo {
+  return {
+    freeMemoryBytes: hb.freeMemoryBytes,
+    freeDiskBytes: hb.freeDiskBytes,
+    uptimeSeconds: hb.uptimeSeconds,
+    running: hb.running.map((l) => leaseFromWire(l, storeDir)),
+    usage: hb.usage.map((u) => ({ lease: leaseFromWire(u.lease, storeDir), memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes })),
+  };
+}
+
 /** A batch of log lines (the worker's side). */
 export function logToWire(lease: Lease, lines: string[]): WorkerMessage {
   return { msg: { $case: "log", value: { lease: leaseToWire(lease), lines } } };
@@ -184,4 +195,9 @@ export function logToWire(lease: Lease, lines: string[]): WorkerMessage {
 /** The goodbye of a worker going away (the worker's side). */
 export function drainToWire(reason: string, deadlineUnixMs: number, handedBack: Lease[]): WorkerMessage {
   return { msg: { $case: "drain", value: { reason, deadlineUnixMs, handedBack: handedBack.map(leaseToWire) } } };
+}
+
+/** Validates a drain notice (the coordinator's side). */
+export function drainFromWire(d: DrainNotice, storeDir: string): { reason: string; deadlineUnixMs: number; handedBack: Lease[] } {
+  return { reason: d.reason, deadlineUnixMs: d.deadlineUnixMs, handedBack: d.handedBack.map((l) => leaseFromWire(l, storeDir)) };
 }
