@@ -1,7 +1,7 @@
 // The coordinator's configuration: one documented schema, defaults in one place.
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, type ConfigOf, type Schema } from "./config/schema.js";
+import { ConfigError, type ConfigOf, type Schema } from "../proto/config-schema.js";
 import { DEFAULT_SCHEDULER_CONFIG } from "./core/scheduler.js";
 
 const isHostPort = (v: string) => (/^[^\s:]+:\d{1,5}$/.test(v) ? undefined : `expected host:port, got '${v}'`);

@@ -3,7 +3,7 @@
 // for operators to hand to users (`trusted-public-keys`).
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { generateKeyPair, publicKeyOf } from "./cache/signing.js";
+import { generateKeyPair, publicKeyOf } from "../proto/nix/mod.js";
 
 /** Loads the secret key, creating it (mode 0600) on first start; returns both halves. */
 export function ensureSigningKey(file: string, name: string): { secretKey: string; publicKey: string; created: boolean } {

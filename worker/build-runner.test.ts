@@ -1,8 +1,8 @@
 // BuildRunner slot accounting and drain with the FakeExecutor (uploads go to a real test cache).
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
-import type { AssignmentSpec } from "../coordinator/core/types.js";
+import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
+import type { AssignmentSpec } from "../proto/types.js";
 import { BuildRunner } from "./build-runner.js";
 import { FakeExecutor } from "./fake-executor.js";
 

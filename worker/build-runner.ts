@@ -3,11 +3,11 @@
 // WorkerJoin (so the coordinator can adopt it), and its result is kept until a
 // coordinator acknowledges it.
 import type { Logger } from "pino";
-import { FarmError } from "../coordinator/core/errors.js";
-import type { AssignmentSpec, BuildReport, Lease } from "../coordinator/core/types.js";
+import { FarmError } from "../proto/errors.js";
+import type { AssignmentSpec, BuildReport, Lease } from "../proto/types.js";
 import { splitForDrain } from "./drain-plan.js";
 import { failureReport, type Executor } from "./executor.js";
-import type { RunningUsage } from "./wire.js";
+import type { RunningUsage } from "../proto/types.js";
 
 /** Where logs and results of builds go while a connection is up. */
 export interface BuildSink {

@@ -1,7 +1,7 @@
 // The part of the farm cache client the worker uses. Executors depend on this
 // shape (not on the class) so main.ts decides which client talks to which cache.
 import type { Readable } from "node:stream";
-import type { NarInfo } from "../coordinator/cache/narinfo.js";
+import type { NarInfo } from "../proto/nix/mod.js";
 
 /** One output to upload. */
 export interface UploadRequest {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { classifyBuild } from "./nix-executor.js";
 import type { NixBuildResult } from "./nix-build.js";
-import type { AssignmentSpec } from "../coordinator/core/types.js";
+import type { AssignmentSpec } from "../proto/types.js";
 
 const assignment: AssignmentSpec = { lease: { drvPath: "/tmp/nix/store/00000000000000000000000000000000-x.drv", epoch: 1 }, name: "x", outputs: {}, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0 };
 const result = (patch: Partial<NixBuildResult>): NixBuildResult => ({ exitCode: 0, peakMemoryBytes: 0, outOfMemory: false, timedOut: false, aborted: false, diskFull: false, monitor: "proc", ...patch });

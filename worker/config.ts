@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
-import { ConfigError, describeSchema, flagOptions, loadConfig, type ConfigOf, type Schema } from "../coordinator/config/schema.js";
+import { ConfigError, describeSchema, flagOptions, loadConfig, type ConfigOf, type Schema } from "../proto/config-schema.js";
 import { defaultSystems, detectCores, detectMemoryBytes, memoryForBuilds } from "./host-probe.js";
 
 const isAbsolute = (v: string) => (v === "" || path.isAbsolute(v) ? undefined : `expected an absolute path, got '${v}'`);

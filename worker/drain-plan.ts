@@ -1,6 +1,6 @@
 // Deciding what a worker that is going away does with its running builds, and
 // when a worker with a known lifetime starts going away. Pure: times come in.
-import type { Lease } from "../coordinator/core/types.js";
+import type { Lease } from "../proto/types.js";
 
 /** A running build as the drain decision sees it. */
 export interface DrainCandidate {

@@ -1,7 +1,7 @@
 // The seam between the worker's session (gRPC) and whatever runs a build: the
 // real Nix executor, or the fake one used for load tests without Nix.
-import { FarmError } from "../coordinator/core/errors.js";
-import type { AssignmentSpec, BuildOutcome, BuildReport } from "../coordinator/core/types.js";
+import { FarmError } from "../proto/errors.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
 
 /** What a build needs from its surroundings. */
 export interface ExecutorContext {

@@ -4,7 +4,7 @@ import path from "node:path";
 import { execa } from "execa";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { FakeExecutor, loadFakeModel, singleFileNar } from "./fake-executor.js";
 
 const S = "/tmp/nix/store";

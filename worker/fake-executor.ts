@@ -4,9 +4,8 @@
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { HashCounter } from "../coordinator/cache/nar-hash.js";
-import { encodeString } from "../coordinator/cache/wire.js";
-import type { AssignmentSpec, BuildReport, BuiltOutput } from "../coordinator/core/types.js";
+import { encodeString, HashCounter } from "../proto/nix/mod.js";
+import type { AssignmentSpec, BuildReport, BuiltOutput } from "../proto/types.js";
 import type { CacheFactory } from "./cache-api.js";
 import { failureReport, type Executor, type ExecutorContext } from "./executor.js";
 import type { TransferCounters } from "./nix-executor.js";

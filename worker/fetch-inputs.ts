@@ -2,9 +2,7 @@
 // farm cache client + `nix-store --import` (Nix can't substitute .drv files),
 // then input outputs with `nix-store -r` from the farm cache as substituter.
 import path from "node:path";
-import { encodeExport, type ExportItem } from "../coordinator/cache/export-stream.js";
-import { referencePaths, type NarInfo } from "../coordinator/cache/narinfo.js";
-import { walkClosure } from "../coordinator/cache/closure.js";
+import { encodeExport, referencePaths, walkClosure, type ExportItem, type NarInfo } from "../proto/nix/mod.js";
 import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
 import { parseDryRun } from "./nix-log.js";

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { FakeCoordinator } from "./testing/fake-coordinator.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -67,8 +67,10 @@ describe("worker process", () => {
     const join = await s.next("join");
     expect(join.workerId).toMatch(/-[0-9a-f]{8}$/);
     s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
-    const lease = { drvPath: "/tmp/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x.drv", epoch: 1 };
-    s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-x" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "x", estimatedDurationMs: 60_000 } });
+    // Paths in the store dir the worker joined with (NIX_STORE_DIR), as a real coordinator's would be.
+    const store = join.storeDir;
+    const lease = { drvPath: `${store}/0123456789abcdfghijklmnpqrsvwxyz-x.drv`, epoch: 1 };
+    s.send({ $case: "assign", value: { lease, outputs: { out: `${store}/zyxwvsrqpnmlkjihgfdcba9876543210-x` }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "x", estimatedDurationMs: 60_000 } });
     await s.next("log");
     const t0 = Date.now();
     w.child.kill("SIGTERM");

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import { credentials } from "@grpc/grpc-js";
 import pino, { type Logger } from "pino";
-import { CacheClient } from "../coordinator/cache/client.js";
+import { CacheClient } from "../proto/nix/mod.js";
 import { WorkerServiceClient } from "../proto/gen/farm.js";
 import { BuildRunner } from "./build-runner.js";
 import type { CacheApi, CacheFactory } from "./cache-api.js";
@@ -17,7 +17,7 @@ import { NixExecutor } from "./nix-executor.js";
 import { DrainControl } from "./drain-control.js";
 import { connectLoop } from "./reconnect.js";
 import { runOnce } from "./session.js";
-import { trustCaForFetch } from "../coordinator/tls.js";
+import { trustCaForFetch } from "../proto/tls.js";
 
 const SOFTWARE_VERSION = readVersion();
 

@@ -3,7 +3,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { BuildReport } from "../coordinator/core/types.js";
+import type { BuildReport } from "../proto/types.js";
 import type { TransferCounters } from "./nix-executor.js";
 
 /** The worker's metrics. */

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import type { AssignmentSpec, BuildOutcome, BuildReport } from "../coordinator/core/types.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
 import type { CacheFactory } from "./cache-api.js";
 import { BuildStepError, failureReport, oneLine, type Executor, type ExecutorContext } from "./executor.js";
 import { ensureOnlyThisBuilds, importDrvClosure, substitutePaths } from "./fetch-inputs.js";

@@ -2,7 +2,7 @@
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import { execa } from "execa";
-import { TransientError } from "../coordinator/core/errors.js";
+import { TransientError } from "../proto/errors.js";
 import type { NixEnv } from "./nix-env.js";
 import { isNixNoise, LineSplitter, parseNixError } from "./nix-log.js";
 

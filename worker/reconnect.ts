@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import pRetry, { AbortError } from "p-retry";
 import type { Logger } from "pino";
-import { AuthError, FarmError, TransientError } from "../coordinator/core/errors.js";
+import { AuthError, FarmError, TransientError } from "../proto/errors.js";
 import type { SessionEnd } from "./session.js";
 
 /** Backoff between failed connection attempts. */

@@ -3,7 +3,7 @@
 import { credentials, status } from "@grpc/grpc-js";
 import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
+import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { BuildStatus, WorkerServiceClient, type Assignment } from "../proto/gen/farm.js";
 import { BuildRunner } from "./build-runner.js";
 import { FakeExecutor } from "./fake-executor.js";

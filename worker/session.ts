@@ -3,11 +3,11 @@
 // main.ts decides whether to reconnect.
 import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { BuildReport, Lease, WorkerInfo } from "../coordinator/core/types.js";
+import type { BuildReport, Lease, RunningUsage, WorkerInfo } from "../proto/types.js";
 import type { Assignment, CoordinatorMessage, Welcome, WorkerMessage, WorkerServiceClient } from "../proto/gen/farm.js";
 import type { BuildRunner } from "./build-runner.js";
 import { failureReport } from "./executor.js";
-import { assignmentFromWire, drainToWire, heartbeatToWire, joinToWire, leaseFromWire, logToWire, PROTOCOL_VERSION, resultToWire, type RunningUsage } from "./wire.js";
+import { assignmentFromWire, drainToWire, heartbeatToWire, joinToWire, leaseFromWire, logToWire, PROTOCOL_VERSION, resultToWire } from "../proto/convert/mod.js";
 
 /** Why a connection ended. */
 export type SessionEnd =
@@ -51,6 +51,8 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
   md.set("authorization", `Bearer ${opts.token}`);
   const call: ClientDuplexStream<WorkerMessage, CoordinatorMessage> = opts.client.connect(md);
   let welcomed = false;
+  // The store dir this worker joined with: inbound leases and paths must lie in it.
+  let storeDir = "";
   let open = true;
   let heartbeat: NodeJS.Timeout | undefined;
   let watchdog: NodeJS.Timeout | undefined;
@@ -110,7 +112,7 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
       const interval = opts.heartbeatIntervalMs || m.heartbeatIntervalMs || 5000;
       log.info({ session: m.sessionId, cacheUrl: m.cacheUrl, heartbeatMs: interval, running: opts.runner.leases().length }, "joined the coordinator");
       for (const wl of m.abort) {
-        const lease = safeLease(wl);
+        const lease = safeLease(wl, storeDir);
         if (lease && opts.runner.abort(lease, "coordinator no longer wants it")) log.info({ drv: lease.drvPath }, "aborting stale build named in Welcome");
       }
       opts.runner.attach({ log: (lease, lines) => send(logToWire(lease, lines)), result: sendResult });
@@ -126,10 +128,10 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
     const onAssign = (m: Assignment) => {
       let spec;
       try {
-        spec = assignmentFromWire(m);
+        spec = assignmentFromWire(m, storeDir);
       } catch (err) {
         log.warn({ err: (err as Error).message }, "ignoring a malformed assignment");
-        const lease = safeLease(m.lease);
+        const lease = safeLease(m.lease, storeDir);
         if (lease) send(resultToWire(failureReport({ lease, name: "", outputs: {}, inputPaths: [], cores: 0, memoryLimitBytes: 0, timeoutMs: 0 }, "worker-error", (err as Error).message, Date.now())));
         return;
       }
@@ -152,7 +154,7 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
         case "assign":
           return onAssign(m.value);
         case "abort": {
-          const lease = safeLease(m.value.lease);
+          const lease = safeLease(m.value.lease, storeDir);
           if (lease && opts.runner.abort(lease, m.value.reason || "aborted by the coordinator")) log.info({ drv: lease.drvPath, reason: m.value.reason }, "aborting build");
           return;
         }
@@ -160,7 +162,7 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
           for (const lease of awaitingHeartbeatAck.shift() ?? []) opts.runner.ack(lease);
           return;
         case "resultAck": {
-          const lease = safeLease(m.value.lease);
+          const lease = safeLease(m.value.lease, storeDir);
           if (!lease) return;
           opts.runner.ack(lease);
           if (!m.value.accepted) log.warn({ drv: lease.drvPath, epoch: lease.epoch, reason: m.value.reason }, "coordinator rejected a result");
@@ -204,14 +206,16 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
       setTimeout(() => end("drained", "drained"), 2000).unref();
     };
 
-    send(joinToWire(opts.info(), opts.runner.joinLeases()));
+    const info = opts.info();
+    storeDir = info.storeDir;
+    send(joinToWire(info, opts.runner.joinLeases()));
     opts.drain.addEventListener("abort", onDrain, { once: true });
   });
 }
 
-function safeLease(l: { drvPath: string; epoch: number } | undefined): Lease | undefined {
+function safeLease(l: { drvPath: string; epoch: number } | undefined, storeDir: string): Lease | undefined {
   try {
-    return leaseFromWire(l, "message");
+    return leaseFromWire(l, storeDir);
   } catch {
     return undefined;
   }

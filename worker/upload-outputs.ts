@@ -1,9 +1,7 @@
 // Uploads a build's outputs to the farm cache: NAR straight from
 // `nix-store --dump`, hashed on the way so the report carries narHash/narSize.
-import { topoSortByReferences } from "../coordinator/cache/export-stream.js";
-import { ConflictError } from "../coordinator/cache/errors.js";
-import { HashCounter } from "../coordinator/cache/nar-hash.js";
-import type { BuiltOutput } from "../coordinator/core/types.js";
+import { ConflictError, HashCounter, topoSortByReferences } from "../proto/nix/mod.js";
+import type { BuiltOutput } from "../proto/types.js";
 import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
 import type { NixStore } from "./nix-store.js";

@@ -6,7 +6,7 @@ import { pipeline } from "node:stream/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { InvalidInputError } from "../core/errors.js";
 import { DiskStorage } from "./disk-storage.js";
-import { collect } from "./testing/nar-fixtures.js";
+import { collect } from "../../proto/nix/testing/nar-fixtures.js";
 
 let root: string;
 let storage: DiskStorage;

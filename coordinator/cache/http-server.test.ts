@@ -5,15 +5,10 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AuthError, InvalidInputError } from "../core/errors.js";
-import { compressXz, compressZstd, decompress } from "./compression.js";
-import { ConflictError, HashMismatchError, MissingReferenceError, TooLargeError, UntrustedError } from "./errors.js";
+import { compressXz, compressZstd, ConflictError, decompress, encodeString, encodeU64, formatSha256, generateKeyPair, HashMismatchError, hashSource, MissingReferenceError, parseNarInfo, TooLargeError, UntrustedError, verifyNarInfo } from "../../proto/nix/mod.js";
 import { hasValidPath, readValidNarInfo } from "./http-server.js";
-import { formatSha256, hashSource } from "./nar.js";
-import { parseNarInfo } from "./narinfo.js";
-import { generateKeyPair, verifyNarInfo } from "./signing.js";
-import { chunked, collect, narFromTree, SAMPLE_TREE, type NarTree } from "./testing/nar-fixtures.js";
-import { startTestCache, type TestCache } from "./testing/cache-server.js";
-import { encodeString, encodeU64 } from "./wire.js";
+import { chunked, collect, narFromTree, SAMPLE_TREE, type NarTree } from "../../proto/nix/testing/nar-fixtures.js";
+import { startTestCache, type TestCache } from "../../test/fixtures/cache-server.js";
 
 const SD = "/tmp/nix/store";
 const P1 = `${SD}/ya13ysp6mn5s1vkz1023zgghzvb2jlsb-one`;

@@ -7,11 +7,8 @@ import { createServer, type IncomingMessage, type RequestListener, type Server, 
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import { AuthError, InvalidInputError } from "../core/errors.js";
-import { ConflictError, MissingReferenceError, TooLargeError } from "./errors.js";
-import { parseNarInfo, type NarInfo } from "./narinfo.js";
-import { parseSecretKey } from "./signing.js";
+import { assertStoreDir, ConflictError, hashPart, isHashPart, isStoreBaseName, MissingReferenceError, parseNarInfo, parseSecretKey, storeDirOf, TooLargeError, type NarInfo } from "../../proto/nix/mod.js";
 import type { CacheFileKind, CacheStorage } from "./storage.js";
-import { assertStoreDir, hashPart, isHashPart, isStoreBaseName, storeDirOf } from "./store-path.js";
 import { parseUploadClaims, processUpload, type UploadContext } from "./upload.js";
 
 /** Configuration of the cache server. */

@@ -7,14 +7,8 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../core/errors.js";
-import { asCompression, compressZstd, decompress } from "./compression.js";
-import { ConflictError, HashMismatchError, MissingReferenceError, TooLargeError } from "./errors.js";
-import { hashThrough, validatedNar, type HashResult } from "./nar.js";
-import { formatNarInfo, normalizeSha256, parseNarInfo, type NarInfo } from "./narinfo.js";
-import { signNarInfo, type NixKey } from "./signing.js";
+import { asCompression, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
-import { isStoreBaseName, parseStorePath } from "./store-path.js";
-import type { ByteSource } from "./wire.js";
 
 /** What the upload pipeline needs from the server. */
 export interface UploadContext {

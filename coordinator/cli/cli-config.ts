@@ -3,7 +3,7 @@
 import os from "node:os";
 import path from "node:path";
 import { existsSync } from "node:fs";
-import { loadConfig, type ConfigOf, type Schema } from "../config/schema.js";
+import { loadConfig, type ConfigOf, type Schema } from "../../proto/config-schema.js";
 
 export const cliSchema = {
   coordinator: { type: "string", doc: "Coordinator gRPC address (host:port, or https://host:port for TLS)", env: "FARM_COORDINATOR", default: "127.0.0.1:7420" },

@@ -4,9 +4,8 @@
 import pino from "pino";
 import type { CommandContext } from "./main.js";
 import { connectFarm, call } from "./rpc.js";
-import { CacheClient } from "../cache/client.js";
-import { installPaths } from "../cache/install.js";
-import { isStorePath } from "../cache/store-path.js";
+import { CacheClient, isStorePath } from "../../proto/nix/mod.js";
+import { installPaths } from "./install/mod.js";
 import { InvalidInputError } from "../core/errors.js";
 import { formatBytes } from "./format.js";
 import type { JobStatus } from "../../proto/gen/farm.js";

@@ -3,10 +3,10 @@
 // subcommand lives in its own module.
 import { parseArgs } from "node:util";
 import { FarmError } from "../core/errors.js";
-import { ConfigError, describeSchema, flagOptions } from "../config/schema.js";
+import { ConfigError, describeSchema, flagOptions } from "../../proto/config-schema.js";
 import { cliSchema, loadCliConfig, type CliConfig } from "./cli-config.js";
 import { coordinatorSchema } from "../config.js";
-import { trustCaForFetch } from "../tls.js";
+import { trustCaForFetch } from "../../proto/tls.js";
 
 /** What every subcommand receives. */
 export interface CommandContext {

@@ -3,7 +3,7 @@
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { FarmServiceClient } from "../../proto/gen/farm.js";
 import { FarmError } from "../core/errors.js";
-import { grpcChannelCredentials, grpcTarget } from "../tls.js";
+import { grpcChannelCredentials, grpcTarget } from "../../proto/tls.js";
 
 /** A coordinator call failed; the message is one line for the user. */
 export class RpcError extends FarmError {

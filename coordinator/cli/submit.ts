@@ -7,15 +7,14 @@ import { status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
 import pino from "pino";
 import type { CommandContext } from "./main.js";
 import { connectFarm, call, authMetadata, rpcError, RpcError } from "./rpc.js";
-import { instantiate } from "../dag/instantiate.js";
-import { nodeToWire } from "../../proto/convert.js";
-import { CacheClient } from "../cache/client.js";
+import { cutClosure, instantiate, loadJsonlDag } from "./dag/mod.js";
+import { nodeToWire } from "../../proto/convert/mod.js";
+import { CacheClient } from "../../proto/nix/mod.js";
 import { uploadClosure } from "./upload-closure.js";
 import { nixEnvFor } from "./nix-env.js";
 import { jobOutcome, progressLine } from "./format.js";
 import { InvalidInputError } from "../core/errors.js";
 import { JobStatus, type FarmInfo, type FarmServiceClient } from "../../proto/gen/farm.js";
-import { cutClosure, loadJsonlDag } from "../dag/jsonl.js";
 import type { DrvNode } from "../core/types.js";
 
 /** Runs the submit command; exit 0 on success (or submitted without --follow). */

@@ -4,9 +4,7 @@
 // the rest go up dependencies first (the cache refuses dangling references).
 import { execa } from "execa";
 import type { Logger } from "pino";
-import { CacheClient } from "../cache/client.js";
-import { mapLimit } from "../cache/closure.js";
-import { parseExport, topoSortByReferences } from "../cache/export-stream.js";
+import { CacheClient, mapLimit, parseExport, topoSortByReferences } from "../../proto/nix/mod.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";
 import type { NixEnv } from "./nix-env.js";

@@ -1,26 +1,8 @@
-// Named errors. `retryable` says whether the same call may succeed later.
+// Named errors. `retryable` says whether the same call may succeed later. The
+// ones that cross the wire live in proto/errors.ts and are re-exported here.
+import { FarmError } from "../../proto/errors.js";
 
-export class FarmError extends Error {
-  readonly retryable: boolean = false;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
-
-/** Bad input from a user, a CLI or a worker: rejected, nothing changed. */
-export class InvalidInputError extends FarmError {}
-
-/** A result or upload carried a lease that is no longer current. */
-export class StaleLeaseError extends FarmError {}
-
-/** A token was missing, unknown or revoked. */
-export class AuthError extends FarmError {}
-
-/** Something we depend on (NATS, the cache, Nix) failed in a way that may pass. */
-export class TransientError extends FarmError {
-  override readonly retryable = true;
-}
+export { AuthError, FarmError, InvalidInputError, StaleLeaseError, TransientError } from "../../proto/errors.js";
 
 /** A state machine was asked for a transition its current state does not allow (a bug, not bad input). */
 export class InvalidTransitionError extends FarmError {

@@ -1,41 +1,10 @@
-// Domain types shared by the coordinator core, its stores, the simulator and
-// the CLI. Nothing here knows about protobuf, NATS or HTTP: proto/convert.ts
-// turns wire messages into these values and validates them.
-
-/** Absolute store path of a `.drv` file, e.g. /tmp/nix/store/<hash>-hello-2.10.drv */
-export type DrvPath = string;
-/** Absolute store path of a build output or source. */
-export type StorePath = string;
-
-/** The `system` of derivations that Nix runs inside itself (builtin:fetchurl). */
-export const BUILTIN_SYSTEM = "builtin";
-
-/** One derivation of a DAG, as read from its .drv file. Immutable once submitted. */
-export interface DrvNode {
-  drvPath: DrvPath;
-  name: string;
-  /** Package name without version; keys learned estimates across rebuilds. */
-  pname: string;
-  version: string;
-  /** x86_64-linux, i686-linux, or `builtin`. */
-  system: string;
-  /** Output name -> output path. */
-  outputs: Record<string, StorePath>;
-  /** Input derivations and which of their outputs this one uses. */
-  inputDrvs: InputDrv[];
-  inputSrcs: StorePath[];
-  /** Fixed-output (fetch) derivation: its output hash is known in advance. */
-  fixedOutput: boolean;
-  requiredSystemFeatures: string[];
-  preferLocalBuild: boolean;
-  allowSubstitutes: boolean;
-  enableParallelBuilding: boolean;
-}
-
-export interface InputDrv {
-  drvPath: DrvPath;
-  outputs: string[];
-}
+// Domain types of the coordinator core, its stores, the simulator and the CLI.
+// Nothing here knows about protobuf, NATS or HTTP. The types that cross the
+// wire (nodes, leases, reports, assignments, worker info) live in proto/types.ts
+// and are re-exported here so the core keeps one import.
+export { BUILTIN_SYSTEM } from "../../proto/types.js";
+export type { AssignmentSpec, BuildOutcome, BuildReport, BuiltOutput, DrvNode, DrvPath, InputDrv, Lease, StorePath, WorkerInfo } from "../../proto/types.js";
+import type { DrvPath } from "../../proto/types.js";
 
 /**
  * A derivation's life. Transitions live in drv-state.ts, nowhere else.
@@ -58,72 +27,6 @@ export type DrvState = "waiting" | "ready" | "building" | "done" | "failed" | "c
 export type WorkerState = "active" | "disconnected" | "draining" | "lost";
 
 export type JobState = "running" | "succeeded" | "failed" | "cancelled";
-
-/** What a worker says about itself when it joins. */
-export interface WorkerInfo {
-  workerId: string;
-  softwareVersion: string;
-  systems: string[];
-  features: string[];
-  cores: number;
-  memoryBytes: number;
-  freeDiskBytes: number;
-  storeDir: string;
-  uptimeSeconds: number;
-  /** 0 when the platform sets no lifetime. */
-  maxLifetimeSeconds: number;
-  maxBuilds: number;
-}
-
-/** The right to build one derivation; `epoch` fences stale results. */
-export interface Lease {
-  drvPath: DrvPath;
-  epoch: number;
-}
-
-/** Outcome kinds of one build attempt; maps one-to-one onto proto BuildStatus. */
-export type BuildOutcome =
-  | "succeeded"
-  | "failed"
-  | "out-of-memory"
-  | "inputs-unavailable"
-  | "disk-full"
-  | "aborted"
-  | "upload-failed"
-  | "timed-out"
-  | "worker-error";
-
-export interface BuiltOutput {
-  name: string;
-  path: StorePath;
-  narHash: string;
-  narSize: number;
-}
-
-/** A worker's report of one build attempt. */
-export interface BuildReport {
-  lease: Lease;
-  outcome: BuildOutcome;
-  outputs: BuiltOutput[];
-  durationMs: number;
-  peakMemoryBytes: number;
-  cores: number;
-  error: string;
-}
-
-/** What the coordinator asks a worker to do. */
-export interface AssignmentSpec {
-  lease: Lease;
-  name: string;
-  outputs: Record<string, StorePath>;
-  /** Input output-paths to substitute from the cache before building. */
-  inputPaths: StorePath[];
-  cores: number;
-  memoryLimitBytes: number;
-  timeoutMs: number;
-  /** Expected wall time at the granted cores, from the estimator; 0 or absent = unknown (a draining worker uses it). */
-  estimatedDurationMs?: number;
-}
 
 /** The durable part of a job; which derivations it wants is recorded on each DrvRecord (`jobs`). */
 export interface JobRecord {

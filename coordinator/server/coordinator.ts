@@ -14,9 +14,9 @@ import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/t
 import { SerialQueue, type FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
 import { readValidNarInfo } from "../cache/http-server.js";
-import { mapLimit } from "../cache/closure.js";
-import { baseName, hashPart } from "../cache/store-path.js";
-import { assignmentToWire, jobStatusToWire, PROTOCOL_VERSION, workerViewToWire } from "../../proto/convert.js";
+import { baseName, hashPart, mapLimit } from "../../proto/nix/mod.js";
+import { assignmentToWire, PROTOCOL_VERSION } from "../../proto/convert/mod.js";
+import { jobStatusToWire, workerViewToWire } from "./status-wire.js";
 import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
 import type { HeartbeatInfo, WorkerHub, WorkerSession } from "./worker-service.js";
 import type { FarmApi } from "./farm-service.js";

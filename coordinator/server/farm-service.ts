@@ -1,11 +1,11 @@
 // The CLI side of the gRPC server. Authenticates every call, validates input
-// through proto/convert.ts and maps named errors onto gRPC status codes. A CLI
+// through proto/convert/ and maps named errors onto gRPC status codes. A CLI
 // token sees, watches and cancels only its own jobs (an admin token, all): to
 // anyone else another's job does not exist.
 import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest } from "../../proto/gen/farm.js";
-import { nodeFromWire } from "../../proto/convert.js";
+import { nodeFromWire } from "../../proto/convert/mod.js";
 import type { DrvNode } from "../core/types.js";
 import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
 import type { Principal, TokenRegistry } from "./auth.js";

@@ -1,24 +1,18 @@
 // The worker side of the gRPC server: one WorkerSession per Connect stream.
 // It authenticates, insists on a join first, validates every message through
-// proto/convert.ts, and hands domain values to the WorkerHub (the coordinator
+// proto/convert/, and hands domain values to the WorkerHub (the coordinator
 // shell). It never touches scheduling state itself.
 import { randomUUID } from "node:crypto";
 import { status, type ServerDuplexStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { CoordinatorMessage, WorkerMessage, WorkerServiceServer } from "../../proto/gen/farm.js";
-import { leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert.js";
+import { drainFromWire, heartbeatFromWire, leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert/mod.js";
+import type { HeartbeatInfo } from "../../proto/types.js";
 import type { BuildReport, Lease, WorkerInfo } from "../core/types.js";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import type { Principal, TokenRegistry } from "./auth.js";
 
-/** What a heartbeat tells the coordinator. */
-export interface HeartbeatInfo {
-  freeMemoryBytes: number;
-  freeDiskBytes: number;
-  uptimeSeconds: number;
-  running: Lease[];
-  usage: { lease: Lease; memoryBytes: number; peakMemoryBytes: number }[];
-}
+export type { HeartbeatInfo };
 
 /** A connected worker as the coordinator sees it. */
 export interface WorkerSession {
@@ -123,14 +117,7 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
           case "join":
             throw new InvalidInputError("second join on one stream");
           case "heartbeat": {
-            const hb = m.value;
-            const deadline = await hub.heartbeat(session, {
-              freeMemoryBytes: hb.freeMemoryBytes,
-              freeDiskBytes: hb.freeDiskBytes,
-              uptimeSeconds: hb.uptimeSeconds,
-              running: hb.running.map((l) => leaseFromWire(l, storeDir)),
-              usage: hb.usage.map((u) => ({ lease: leaseFromWire(u.lease, storeDir), memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes })),
-            });
+            const deadline = await hub.heartbeat(session, heartbeatFromWire(m.value, storeDir));
             session.send({ msg: { $case: "heartbeatAck", value: { deadlineUnixMs: deadline } } });
             return;
           }
@@ -144,9 +131,11 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
           case "result":
             await hub.result(session, reportFromWire(m.value, storeDir));
             return;
-          case "drain":
-            await hub.drain(session, m.value.reason, m.value.deadlineUnixMs, m.value.handedBack.map((l) => leaseFromWire(l, storeDir)));
+          case "drain": {
+            const d = drainFromWire(m.value, storeDir);
+            await hub.drain(session, d.reason, d.deadlineUnixMs, d.handedBack);
             return;
+          }
         }
       };
 

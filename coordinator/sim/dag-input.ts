@@ -2,7 +2,7 @@
 // roots. Without roots, every derivation nothing else uses is a root.
 import { InvalidInputError } from "../core/errors.js";
 import type { DrvNode, DrvPath } from "../core/types.js";
-import { cutClosure, loadJsonlDag } from "../dag/jsonl.js";
+import { cutClosure, loadJsonlDag } from "../cli/dag/mod.js";
 
 /** A closed DAG and the roots a job asks for. */
 export interface SimDag {

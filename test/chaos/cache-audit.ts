@@ -5,10 +5,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { CacheClient } from "../../coordinator/cache/client.js";
-import { parseNar } from "../../coordinator/cache/nar.js";
-import { parseNarInfo } from "../../coordinator/cache/narinfo.js";
-import { verifyNarInfo } from "../../coordinator/cache/signing.js";
+import { CacheClient, parseNar, parseNarInfo, verifyNarInfo } from "../../proto/nix/mod.js";
 import type { Snapshot } from "../../coordinator/core/snapshot.js";
 import { NatsStore } from "../../coordinator/store/nats-store.js";
 

@@ -9,7 +9,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { readdirSync } from "node:fs";
 import path from "node:path";
-import { CacheClient } from "../../coordinator/cache/client.js";
+import { CacheClient } from "../../proto/nix/mod.js";
 import { FarmCluster, NATS_URL, REPO } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
 import { badNarInfos, loadFarmState, narFile } from "./cache-audit.js";

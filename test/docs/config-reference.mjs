@@ -12,7 +12,7 @@ const load = (p) => import(path.join(repo, "dist", p));
 const { coordinatorSchema } = await load("coordinator/config.js");
 const { cliSchema } = await load("coordinator/cli/cli-config.js");
 const { workerSchema } = await load("worker/config.js");
-const { flagName } = await load("coordinator/config/schema.js");
+const { flagName } = await load("proto/config-schema.js");
 
 // Defaults that depend on the machine are shown symbolically.
 const SYMBOLIC = { dataDir: "~/.local/share/tmpnix-farm", profile: "~/.local/share/tmpnix/profile" };

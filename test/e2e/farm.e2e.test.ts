@@ -8,8 +8,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync
 import path from "node:path";
 import { FarmCluster, REPO, FARM_CLI } from "../harness/cluster.js";
 import { runIsolated } from "../harness/isolated.js";
-import { parseNarInfo } from "../../coordinator/cache/narinfo.js";
-import { verifyNarInfo } from "../../coordinator/cache/signing.js";
+import { parseNarInfo, verifyNarInfo } from "../../proto/nix/mod.js";
 
 const DEMO = path.join(REPO, "test/fixtures/demo/default.nix");
 const EXPECTED = "hello from tmpnix farm (libgreet 1.0, 2 programs)";

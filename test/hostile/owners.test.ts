@@ -8,8 +8,8 @@ import os from "node:os";
 import path from "node:path";
 import { Metadata, status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
 import { FarmCluster, REPO } from "../harness/cluster.js";
-import { syntheticDag } from "../../coordinator/dag/synthetic.js";
-import { nodeToWire } from "../../proto/convert.js";
+import { syntheticDag } from "../../coordinator/cli/dag/mod.js";
+import { nodeToWire } from "../../proto/convert/mod.js";
 import { farmClient, newToken, writeTokens } from "./support.js";
 
 const T = { alice: newToken("alice"), bob: newToken("bob"), w1: newToken("w1") };

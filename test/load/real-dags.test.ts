@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import path from "node:path";
 import { FarmCluster, REPO } from "../harness/cluster.js";
-import { loadJsonlDag } from "../../coordinator/dag/jsonl.js";
+import { loadJsonlDag } from "../../coordinator/cli/dag/mod.js";
 
 const DAGS = path.join(REPO, "test/fixtures/dags");
 const STORE = { NIX_STORE_DIR: "/nix/store", NIX_STATE_DIR: "/tmp/nix/var/nix", NIX_LOG_DIR: "/tmp/nix/var/log/nix" };

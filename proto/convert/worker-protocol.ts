@@ -1,0 +1,203 @@
+// The worker protocol (WorkerService.Connect) in both directions. The worker
+// builds join, heartbeat, log, result and drain messages and reads assignments
+// and leases; the coordinator reads the former and builds assignments. Every
+// inbound value is validated against the farm's store dir and rejected with
+// InvalidInputError, so nothing past this file sees a protobuf type.
+import { InvalidInputError } from "../errors.js";
+import { BuildStatus, type Assignment, type BuildResult, type DrainNotice, type Heartbeat, type Lease as WireLease, type WorkerJoin, type WorkerMessage } from "../gen/farm.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport, HeartbeatInfo, Lease, RunningUsage, WorkerInfo } from "../types.js";
+import { requireDrvPath, requireStorePath, isStorePath, SYSTEM, truncate } from "./store-paths.js";
+
+/** Version of the worker protocol; a join or Welcome with another version is refused. */
+export const PROTOCOL_VERSION = 1;
+
+const OUTCOME_TO_STATUS: Record<BuildOutcome, BuildStatus> = {
+  succeeded: BuildStatus.BUILD_STATUS_SUCCEEDED,
+  failed: BuildStatus.BUILD_STATUS_FAILED,
+  "out-of-memory": BuildStatus.BUILD_STATUS_OUT_OF_MEMORY,
+  "inputs-unavailable": BuildStatus.BUILD_STATUS_INPUTS_UNAVAILABLE,
+  "disk-full": BuildStatus.BUILD_STATUS_DISK_FULL,
+  aborted: BuildStatus.BUILD_STATUS_ABORTED,
+  "upload-failed": BuildStatus.BUILD_STATUS_UPLOAD_FAILED,
+  "timed-out": BuildStatus.BUILD_STATUS_TIMED_OUT,
+  "worker-error": BuildStatus.BUILD_STATUS_WORKER_ERROR,
+};
+const STATUS_TO_OUTCOME = new Map(Object.entries(OUTCOME_TO_STATUS).map(([o, s]) => [s, o as BuildOutcome]));
+
+/** The wire status of an outcome. */
+export function outcomeToStatus(o: BuildOutcome): BuildStatus {
+  return OUTCOME_TO_STATUS[o];
+}
+
+// ------------------------------------------------------------------ leases
+
+/** A lease for the wire. */
+function leaseToWire(l: Lease): WireLease {
+  return { drvPath: l.drvPath, epoch: l.epoch };
+}
+
+/** Validates a lease: a .drv under `storeDir` and an epoch >= 1; `what` names the message it came in. */
+export function leaseFromWire(l: WireLease | undefined, storeDir: string, what = "message"): Lease {
+  if (!l || !l.drvPath) throw new InvalidInputError(`${what} without a lease`);
+  requireDrvPath(l.drvPath, storeDir, what);
+  if (!Number.isSafeInteger(l.epoch) || l.epoch < 1) throw new InvalidInputError(`${what}: lease has bad epoch ${l.epoch}`);
+  return { drvPath: l.drvPath, epoch: l.epoch };
+}
+
+// -------------------------------------------------------------------- join
+
+/** The first message of a connection (the worker's side). */
+export function joinToWire(info: WorkerInfo, running: Lease[]): WorkerMessage {
+  return {
+    msg: {
+      $case: "join",
+      value: {
+        protocolVersion: PROTOCOL_VERSION,
+        workerId: info.workerId,
+        softwareVersion: info.softwareVersion,
+        systems: info.systems,
+        features: info.features,
+        cores: info.cores,
+        memoryBytes: info.memoryBytes,
+        freeDiskBytes: info.freeDiskBytes,
+        storeDir: info.storeDir,
+        uptimeSeconds: info.uptimeSeconds,
+        maxLifetimeSeconds: info.maxLifetimeSeconds,
+        maxBuilds: info.maxBuilds,
+        running: running.map(leaseToWire),
+      },
+    },
+  };
+}
+
+/** Validates a worker's join message (the coordinator's side). */
+export function workerInfoFromJoin(j: WorkerJoin, storeDir: string): { info: WorkerInfo; running: Lease[] } {
+  if (j.protocolVersion !== PROTOCOL_VERSION) {
+    throw new InvalidInputError(`worker speaks protocol ${j.protocolVersion}, coordinator speaks ${PROTOCOL_VERSION}: upgrade one of them`);
+  }
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(j.workerId)) throw new InvalidInputError(`bad worker id '${truncate(j.workerId)}'`);
+  if (j.storeDir !== storeDir) throw new InvalidInputError(`worker store dir ${j.storeDir} differs from the farm's ${storeDir}`);
+  if (j.systems.length === 0 || !j.systems.every((s) => SYSTEM.test(s))) throw new InvalidInputError("worker names no valid system");
+  if (j.cores < 1 || j.maxBuilds < 1 || j.memoryBytes < 1) throw new InvalidInputError("worker reports no cores, slots or memory");
+  return {
+    info: {
+      workerId: j.workerId,
+      softwareVersion: j.softwareVersion,
+      systems: [...j.systems],
+      features: [...j.features],
+      cores: j.cores,
+      memoryBytes: j.memoryBytes,
+      freeDiskBytes: j.freeDiskBytes,
+      storeDir: j.storeDir,
+      uptimeSeconds: j.uptimeSeconds,
+      maxLifetimeSeconds: j.maxLifetimeSeconds,
+      maxBuilds: j.maxBuilds,
+    },
+    running: j.running.map((l) => leaseFromWire(l, storeDir, "join")),
+  };
+}
+
+// -------------------------------------------------------------- assignment
+
+/** An assignment as a wire message (the coordinator's side). */
+export function assignmentToWire(a: AssignmentSpec): Assignment {
+  return { ...a, lease: a.lease, estimatedDurationMs: Math.max(0, Math.round(a.estimatedDurationMs ?? 0)) };
+}
+
+/** Checks and converts an assignment (the worker's side); an empty name is filled from the drv path. */
+export function assignmentFromWire(a: Assignment, storeDir: string): AssignmentSpec {
+  const lease = leaseFromWire(a.lease, storeDir, "assignment");
+  const outputs = { ...a.outputs };
+  const bad = [...Object.values(outputs), ...a.inputPaths].filter((p) => !isStorePath(p, storeDir));
+  if (Object.keys(outputs).length === 0) throw new InvalidInputError(`assignment of ${lease.drvPath} names no outputs`);
+  if (bad.length) throw new InvalidInputError(`assignment of ${lease.drvPath}: paths outside ${storeDir} (or not store paths): ${bad.slice(0, 3).map(truncate).join(", ")}`);
+  return {
+    lease,
+    name: a.name || lease.drvPath.slice(storeDir.length + 34, -4),
+    outputs,
+    inputPaths: [...a.inputPaths],
+    cores: Math.max(1, a.cores),
+    memoryLimitBytes: a.memoryLimitBytes,
+    timeoutMs: a.timeoutMs,
+    estimatedDurationMs: a.estimatedDurationMs,
+  };
+}
+
+// ------------------------------------------------------------------ result
+
+/** A build report as a BuildResult message (the worker's side). */
+export function resultToWire(r: BuildReport): WorkerMessage {
+  const result: BuildResult = {
+    lease: leaseToWire(r.lease),
+    status: outcomeToStatus(r.outcome),
+    outputs: r.outputs.map((o) => ({ name: o.name, path: o.path, narHash: o.narHash, narSize: o.narSize })),
+    durationMs: Math.round(r.durationMs),
+    peakMemoryBytes: Math.round(r.peakMemoryBytes),
+    cores: r.cores,
+    error: r.error,
+  };
+  return { msg: { $case: "result", value: result } };
+}
+
+/** Validates a worker's build result (the coordinator's side). */
+export function reportFromWire(r: BuildResult, storeDir: string): BuildReport {
+  const outcome = STATUS_TO_OUTCOME.get(r.status);
+  if (!outcome) throw new InvalidInputError(`build result has unknown status ${r.status}`);
+  return {
+    lease: leaseFromWire(r.lease, storeDir, "result"),
+    outcome,
+    outputs: r.outputs.map((o) => {
+      requireStorePath(o.path, storeDir, "build output");
+      if (!/^sha256:[0-9a-z]{52}$/.test(o.narHash)) throw new InvalidInputError(`output ${o.path}: bad NAR hash`);
+      return { name: o.name, path: o.path, narHash: o.narHash, narSize: o.narSize };
+    }),
+    durationMs: r.durationMs,
+    peakMemoryBytes: r.peakMemoryBytes,
+    cores: r.cores,
+    error: truncate(r.error.split("\n")[0] ?? ""),
+  };
+}
+
+// ------------------------------------------------- heartbeat, log, drain
+
+/** A heartbeat message (the worker's side). */
+export function heartbeatToWire(h: { freeMemoryBytes: number; freeDiskBytes: number; uptimeSeconds: number; running: RunningUsage[] }): WorkerMessage {
+  return {
+    msg: {
+      $case: "heartbeat",
+      value: {
+        freeMemoryBytes: h.freeMemoryBytes,
+        freeDiskBytes: h.freeDiskBytes,
+        uptimeSeconds: h.uptimeSeconds,
+        running: h.running.map((u) => leaseToWire(u.lease)),
+        usage: h.running.map((u) => ({ lease: leaseToWire(u.lease), memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes })),
+      },
+    },
+  };
+}
+
+/** Validates a heartbeat (the coordinator's side). */
+export function heartbeatFromWire(hb: Heartbeat, storeDir: string): HeartbeatInfo {
+  return {
+    freeMemoryBytes: hb.freeMemoryBytes,
+    freeDiskBytes: hb.freeDiskBytes,
+    uptimeSeconds: hb.uptimeSeconds,
+    running: hb.running.map((l) => leaseFromWire(l, storeDir)),
+    usage: hb.usage.map((u) => ({ lease: leaseFromWire(u.lease, storeDir), memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes })),
+  };
+}
+
+/** A batch of log lines (the worker's side). */
+export function logToWire(lease: Lease, lines: string[]): WorkerMessage {
+  return { msg: { $case: "log", value: { lease: leaseToWire(lease), lines } } };
+}
+
+/** The goodbye of a worker going away (the worker's side). */
+export function drainToWire(reason: string, deadlineUnixMs: number, handedBack: Lease[]): WorkerMessage {
+  return { msg: { $case: "drain", value: { reason, deadlineUnixMs, handedBack: handedBack.map(leaseToWire) } } };
+}
+
+/** Validates a drain notice (the coordinator's side). */
+export function drainFromWire(d: DrainNotice, storeDir: string): { reason: string; deadlineUnixMs: number; handedBack: Lease[] } {
+  return { reason: d.reason, deadlineUnixMs: d.deadlineUnixMs, handedBack: d.handedBack.map((l) => leaseFromWire(l, storeDir)) };
+}

@@ -1,0 +1,208 @@
+// Client of the binary cache: verified narinfo lookups, closures, NAR downloads
+// that fail unless the bytes match the signed NarHash, and authenticated uploads.
+
+import { Readable } from "node:stream";
+import type { Logger } from "pino";
+import { AuthError, FarmError, InvalidInputError, TransientError } from "../errors.js";
+import { asCompression, decompress, type Compression } from "./compression.js";
+import { ConflictError, HashMismatchError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
+import { mapLimit, walkClosure } from "./closure.js";
+import { HashCounter, hashThrough } from "./nar-hash.js";
+import { parseNarInfo, type NarInfo } from "./narinfo.js";
+import { parsePublicKey, verifyNarInfo, type NixKey } from "./signing.js";
+import { baseName, hashPart, parseStorePath } from "./store-path.js";
+import type { ByteSource } from "./serialise.js";
+
+/** The store dir the farm rebuilds nixpkgs for. */
+export const DEFAULT_STORE_DIR = "/tmp/nix/store";
+
+/** Options of a CacheClient. */
+export interface CacheClientOptions {
+  baseUrl: string;
+  /** Nix-format public keys (`name:base64`); a narinfo must carry a valid signature by one. */
+  trustedPublicKeys: string[];
+  /** Upload token (Bearer). */
+  token?: string;
+  storeDir?: string;
+  logger?: Logger;
+  /** Parallel narinfo requests while walking closures. */
+  concurrency?: number;
+}
+
+/** One path to upload; references and deriver are full store paths. */
+export interface UploadItem {
+  storePath: string;
+  references: string[];
+  deriver?: string;
+  ca?: string;
+  narStream: ByteSource;
+  /** How the body is compressed on the wire (the server recompresses). Default none. */
+  compression?: Compression;
+  narHash?: string;
+  narSize?: number;
+}
+
+/** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
+function pullStream(source: ByteSource): ReadableStream<Uint8Array> {
+  const it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const r = await it.next();
+        if (r.done) controller.close();
+        else controller.enqueue(r.value);
+      },
+      async cancel() {
+        await it.return?.();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** Maps an HTTP failure status to the farm's error classes. */
+function httpError(status: number, what: string, body: string): FarmError {
+  const msg = `${what}: HTTP ${status}: ${body.trim().slice(0, 300)}`;
+  if (status === 401 || status === 403) return new AuthError(msg);
+  if (status === 409) return new ConflictError(msg);
+  if (status === 413) return new TooLargeError(msg);
+  if (status === 424) return new MissingReferenceError(msg);
+  if (status === 404) return new NotInCacheError(msg);
+  if (status >= 400 && status < 500) return new InvalidInputError(msg);
+  return new TransientError(msg);
+}
+
+/** Talks to one binary cache over HTTP (Node's global fetch). */
+export class CacheClient {
+  readonly baseUrl: string;
+  readonly storeDir: string;
+  private readonly keys: NixKey[];
+
+  constructor(private readonly opts: CacheClientOptions) {
+    this.baseUrl = opts.baseUrl.replace(/\/+$/, "");
+    this.storeDir = opts.storeDir ?? DEFAULT_STORE_DIR;
+    this.keys = opts.trustedPublicKeys.map(parsePublicKey);
+  }
+
+  private async request(path: string, init: RequestInit = {}): Promise<Response> {
+    try {
+      return await fetch(`${this.baseUrl}/${path}`, init);
+    } catch (err) {
+      throw new TransientError(`cannot reach cache ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Reads nix-cache-info and checks the cache serves our store dir. */
+  async cacheInfo(): Promise<{ storeDir: string; wantMassQuery: boolean; priority: number }> {
+    const res = await this.request("nix-cache-info");
+    const text = await res.text();
+    if (!res.ok) throw httpError(res.status, "nix-cache-info", text);
+    const fields = new Map(text.split("\n").filter(Boolean).map((l) => [l.slice(0, l.indexOf(":")), l.slice(l.indexOf(":") + 1).trim()]));
+    const storeDir = fields.get("StoreDir") ?? "";
+    if (storeDir !== this.storeDir) throw new InvalidInputError(`cache ${this.baseUrl} is for store dir '${storeDir}', not '${this.storeDir}'`);
+    return { storeDir, wantMassQuery: fields.get("WantMassQuery") === "1", priority: Number(fields.get("Priority") ?? 50) };
+  }
+
+  /** Fetches and verifies the narinfo of a path; null if the cache does not have it. */
+  async narInfo(storePath: string): Promise<NarInfo | null> {
+    parseStorePath(storePath, this.storeDir);
+    const res = await this.request(`${hashPart(storePath)}.narinfo`);
+    const text = await res.text();
+    if (res.status === 404) return null;
+    if (!res.ok) throw httpError(res.status, `narinfo of ${storePath}`, text);
+    const info = parseNarInfo(text, this.storeDir);
+    if (info.storePath !== storePath) throw new InvalidInputError(`cache returned narinfo for ${info.storePath} when asked for ${storePath}`);
+    if (!verifyNarInfo(info, this.keys)) throw new UntrustedError(`narinfo of ${storePath} has no valid signature by a trusted key`);
+    return info;
+  }
+
+  /** Verified narinfos of the closure of `storePaths`, dependencies first; paths `isPresent` says we have are skipped with their closure. */
+  async closure(storePaths: string[], opts: { isPresent?: (storePath: string) => boolean | Promise<boolean> } = {}): Promise<NarInfo[]> {
+    const { isPresent } = opts;
+    const concurrency = this.opts.concurrency ?? 8;
+    return walkClosure(storePaths, {
+      missing: async (paths) => {
+        if (!isPresent) return paths;
+        const present = await mapLimit(paths, concurrency, async (p) => isPresent(p));
+        return paths.filter((_, i) => !present[i]);
+      },
+      fetch: async (p) => {
+        const info = await this.narInfo(p);
+        if (!info) throw new NotInCacheError(`${p} is not in the cache ${this.baseUrl}`);
+        return info;
+      },
+      concurrency,
+    });
+  }
+
+  /** The decompressed NAR of a (verified) narinfo; the stream errors if its bytes do not match NarHash/NarSize. */
+  narStream(info: NarInfo): Readable {
+    return Readable.from(this.narChunks(info), { objectMode: false });
+  }
+
+  private async *narChunks(info: NarInfo): AsyncGenerator<Buffer> {
+    if (!/^[A-Za-z0-9+\-._=/]+$/.test(info.url) || info.url.startsWith("/") || info.url.split("/").includes("..")) {
+      throw new InvalidInputError(`refusing NAR URL '${info.url}'`);
+    }
+    const res = await this.request(info.url);
+    if (!res.ok || !res.body) throw httpError(res.status, `NAR of ${info.storePath}`, await res.text());
+    let file: { hash: string; size: number } | null = null;
+    const body = hashThrough(res.body as unknown as AsyncIterable<Uint8Array>, (r) => (file = r));
+    const counter = new HashCounter();
+    for await (const chunk of decompress(asCompression(info.compression), body)) {
+      counter.update(chunk);
+      if (counter.size > info.narSize) throw new HashMismatchError(`NAR of ${info.storePath} is larger than its NarSize ${info.narSize}`);
+      yield chunk;
+    }
+    const got = counter.result();
+    if (got.size !== info.narSize || got.hash !== info.narHash) {
+      throw new HashMismatchError(`NAR of ${info.storePath} has hash ${got.hash} (${got.size} bytes), expected ${info.narHash} (${info.narSize} bytes)`);
+    }
+    const f = file as { hash: string; size: number } | null;
+    if (f && info.fileHash && f.hash !== info.fileHash) throw new HashMismatchError(`NAR file of ${info.storePath} does not match its FileHash`);
+  }
+
+  private authHeaders(): Record<string, string> {
+    if (!this.opts.token) throw new AuthError("no upload token configured");
+    return { Authorization: `Bearer ${this.opts.token}` };
+  }
+
+  /** Uploads one path; resolves with the HTTP status (201 stored, 200 already present). */
+  async upload(item: UploadItem): Promise<{ status: number; message: string }> {
+    parseStorePath(item.storePath, this.storeDir);
+    const headers: Record<string, string> = {
+      ...this.authHeaders(),
+      "Content-Type": "application/x-nix-nar",
+      "X-Nix-Store-Path": item.storePath,
+      "X-Nix-References": item.references.map(baseName).sort().join(" "),
+      "X-Nix-Compression": item.compression ?? "none",
+    };
+    if (item.deriver) headers["X-Nix-Deriver"] = baseName(item.deriver);
+    if (item.ca) headers["X-Nix-CA"] = item.ca;
+    if (item.narHash) headers["X-Nix-Nar-Hash"] = item.narHash;
+    if (item.narSize !== undefined) headers["X-Nix-Nar-Size"] = String(item.narSize);
+    const body = pullStream(item.narStream);
+    const res = await this.request(`upload/${hashPart(item.storePath)}`, { method: "PUT", headers, body, duplex: "half" } as RequestInit);
+    const message = await res.text();
+    if (!res.ok) throw httpError(res.status, `upload of ${item.storePath}`, message);
+    this.opts.logger?.debug({ storePath: item.storePath, status: res.status }, "uploaded path");
+    return { status: res.status, message: message.trim() };
+  }
+
+  /** Stores the build log of a derivation. */
+  async putLog(drvPath: string, text: string | Uint8Array): Promise<void> {
+    const name = baseName(drvPath);
+    if (!name.endsWith(".drv")) throw new InvalidInputError(`${drvPath} is not a derivation`);
+    const res = await this.request(`log/${name}`, { method: "PUT", headers: { ...this.authHeaders(), "Content-Type": "text/plain" }, body: typeof text === "string" ? text : Buffer.from(text) });
+    if (!res.ok) throw httpError(res.status, `log of ${drvPath}`, await res.text());
+  }
+
+  /** Fetches a build log, or null if there is none. */
+  async getLog(drvPath: string): Promise<string | null> {
+    const res = await this.request(`log/${baseName(drvPath)}`);
+    const text = await res.text();
+    if (res.status === 404) return null;
+    if (!res.ok) throw httpError(res.status, `log of ${drvPath}`, text);
+    return text;
+  }
+}

@@ -1,0 +1,106 @@
+// Streaming (de)compression for NAR files. zstd decodes in-process with fzstd so
+// `farm install` needs no binaries; the server may use the faster CLIs.
+
+import { spawn } from "node:child_process";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { Decompress } from "fzstd";
+import { InvalidInputError } from "../errors.js";
+import type { ByteSource } from "./serialise.js";
+
+/** Compression methods this cache reads. */
+export type Compression = "none" | "xz" | "zstd" | "bzip2";
+
+/** Narrows a string to a supported Compression or throws InvalidInputError. */
+export function asCompression(s: string): Compression {
+  if (s === "none" || s === "xz" || s === "zstd" || s === "bzip2") return s;
+  throw new InvalidInputError(`unsupported compression '${s}'`);
+}
+
+/** File extension Nix uses for a compression method. */
+export function compressionExtension(c: Compression): string {
+  return { none: "", xz: ".xz", zstd: ".zst", bzip2: ".bz2" }[c];
+}
+
+/**
+ * Streams `source` through `cmd`'s stdin/stdout with backpressure. Fails with
+ * InvalidInputError if the command exits non-zero (e.g. corrupt input), and kills
+ * the command if the consumer stops early or the source fails.
+ */
+export async function* pipeThroughCommand(cmd: string, args: string[], source: ByteSource): AsyncGenerator<Buffer> {
+  const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => {
+    if (stderr.length < 2000) stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code) => resolve(code));
+  });
+  exited.catch(() => {}); // awaited below; avoid an unhandled rejection meanwhile
+  let feedError: unknown = null;
+  const feeding = pipeline(Readable.from(source, { objectMode: false }), child.stdin).catch((err) => {
+    feedError = err;
+    child.kill("SIGKILL");
+  });
+  try {
+    for await (const chunk of child.stdout) yield chunk as Buffer;
+    const code = await exited;
+    await feeding;
+    // A source failure explains a killed child better than its exit code does.
+    if (feedError && (feedError as NodeJS.ErrnoException).code !== "EPIPE") throw feedError;
+    if (code !== 0) throw new InvalidInputError(`${cmd} ${args.join(" ")} failed (exit ${code}): ${stderr.trim().split("\n")[0] ?? ""}`);
+    if (feedError) throw feedError;
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await feeding;
+    await exited.catch(() => {}); // reap it, so no zombie outlives the stream
+  }
+}
+
+/** Decodes zstd in-process (fzstd), yielding decompressed chunks as they come. */
+export async function* zstdDecompressJs(source: ByteSource): AsyncGenerator<Buffer> {
+  const out: Buffer[] = [];
+  const d = new Decompress((chunk) => {
+    if (chunk.length > 0) out.push(Buffer.from(chunk));
+  });
+  const push = (chunk: Uint8Array, final: boolean) => {
+    try {
+      d.push(chunk, final);
+    } catch (err) {
+      throw new InvalidInputError("corrupt zstd data", { cause: err });
+    }
+  };
+  for await (const chunk of source) {
+    push(chunk, false);
+    while (out.length > 0) yield out.shift()!;
+  }
+  push(new Uint8Array(0), true);
+  while (out.length > 0) yield out.shift()!;
+}
+
+/** Decompresses `source`; zstd uses fzstd unless `preferCli`, which uses the `zstd` binary. */
+export function decompress(method: Compression, source: ByteSource, preferCli = false): AsyncIterable<Buffer> {
+  switch (method) {
+    case "none":
+      return (async function* () {
+        for await (const c of source) yield Buffer.isBuffer(c) ? c : Buffer.from(c);
+      })();
+    case "zstd":
+      return preferCli ? pipeThroughCommand("zstd", ["-dcq"], source) : zstdDecompressJs(source);
+    case "xz":
+      return pipeThroughCommand("xz", ["-dcq"], source);
+    case "bzip2":
+      return pipeThroughCommand("bzip2", ["-dcq"], source);
+  }
+}
+
+/** Compresses with the `zstd` binary at a level that keeps the decoder window small. */
+export function compressZstd(source: ByteSource, level = 6): AsyncIterable<Buffer> {
+  return pipeThroughCommand("zstd", ["-cq", `-${level}`], source);
+}
+
+/** Compresses with the `xz` binary. */
+export function compressXz(source: ByteSource): AsyncIterable<Buffer> {
+  return pipeThroughCommand("xz", ["-cq", "-6"], source);
+}

@@ -1,0 +1,21 @@
+// Nix's own formats and the binary cache client: NAR (dump, parse, restore,
+// hash), narinfo, nix32, store paths, ed25519 signatures, `nix-store --export`
+// streams, cache compression, closure walks, and CacheClient.
+//
+// Why under proto/: the worker (fetches inputs, uploads outputs), the CLI
+// (uploads sources, installs results) and the coordinator's cache server all
+// speak these formats to each other over HTTP, so they are part of the contract
+// just as farm.proto is. The server side (HTTP routes, upload handling, disk
+// storage) stays in coordinator/cache/; installing into a local store stays
+// with the CLI (coordinator/cli/install/). Nothing here imports the coordinator
+// or the worker.
+export { CacheClient } from "./client.js";
+export { mapLimit, walkClosure } from "./closure.js";
+export { asCompression, compressXz, compressZstd, decompress } from "./compression.js";
+export { ConflictError, HashMismatchError, InsufficientSpaceError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
+export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from "./export-stream.js";
+export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
+export { formatNarInfo, normalizeSha256, parseNarInfo, referencePaths, type NarInfo } from "./narinfo.js";
+export { encodeString, encodeU64, type ByteSource } from "./serialise.js";
+export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, type NixKey, type NixKeyPair } from "./signing.js";
+export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, parseStorePath, storeDirOf } from "./store-path.js";

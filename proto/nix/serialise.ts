@@ -1,0 +1,123 @@
+// Nix's serialisation primitives (u64 little-endian; strings as length + bytes +
+// zero padding to 8) and a pull reader over an async byte source.
+
+import { InvalidInputError } from "../errors.js";
+
+/** Anything that yields byte chunks: a Readable, a fetch body, an async generator, an array of Buffers. */
+export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+const ZERO_PAD = Buffer.alloc(8);
+
+/** Encodes a non-negative safe integer as a u64 LE. */
+export function encodeU64(n: number | bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
+
+/** Number of zero bytes that pad `len` bytes to a multiple of 8. */
+export function padLength(len: number): number {
+  return (8 - (len % 8)) % 8;
+}
+
+/** Encodes a Nix string: u64 length, bytes, zero padding to 8. */
+export function encodeString(s: string | Uint8Array): Buffer {
+  const bytes = typeof s === "string" ? Buffer.from(s, "utf8") : Buffer.from(s);
+  return Buffer.concat([encodeU64(bytes.length), bytes, ZERO_PAD.subarray(0, padLength(bytes.length))]);
+}
+
+/** Pulls exact byte counts from a chunked source, keeping leftovers; reports every consumed byte to `tap`. */
+export class ByteReader {
+  private readonly it: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  private buf: Buffer = Buffer.alloc(0);
+  private ended = false;
+  /** Total bytes consumed so far. */
+  consumed = 0;
+  /** Receives every consumed slice, in order (used to pass a NAR through while parsing it). */
+  tap: ((chunk: Buffer) => void) | null = null;
+
+  constructor(source: ByteSource, private readonly what = "input") {
+    this.it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+  }
+
+  /** Ensures at least one buffered byte; false at end of input. */
+  private async fill(): Promise<boolean> {
+    while (this.buf.length === 0) {
+      if (this.ended) return false;
+      const r = await this.it.next();
+      if (r.done) {
+        this.ended = true;
+        return false;
+      }
+      this.buf = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+    }
+    return true;
+  }
+
+  private take(n: number): Buffer {
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    this.consumed += out.length;
+    this.tap?.(out);
+    return out;
+  }
+
+  /** Reads exactly `n` bytes (meant for small n); throws InvalidInputError on early end. */
+  async readExact(n: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      if (!(await this.fill())) throw new InvalidInputError(`truncated ${this.what}`);
+      const part = this.take(Math.min(need, this.buf.length));
+      parts.push(part);
+      need -= part.length;
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** Streams exactly `n` bytes as they arrive, without buffering them all. */
+  async *readChunks(n: number): AsyncGenerator<Buffer> {
+    let need = n;
+    while (need > 0) {
+      if (!(await this.fill())) throw new InvalidInputError(`truncated ${this.what}`);
+      const part = this.take(Math.min(need, this.buf.length));
+      need -= part.length;
+      yield part;
+    }
+  }
+
+  /** True if the source has no more bytes. */
+  async atEnd(): Promise<boolean> {
+    return !(await this.fill());
+  }
+
+  /** Stops the underlying source (e.g. destroys a Readable) when we give up early. */
+  async close(): Promise<void> {
+    this.ended = true;
+    await this.it.return?.();
+  }
+
+  /** Reads a u64 LE; rejects values above Number.MAX_SAFE_INTEGER. */
+  async readU64(): Promise<number> {
+    const v = (await this.readExact(8)).readBigUInt64LE();
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new InvalidInputError(`${this.what}: integer ${v} is too large`);
+    return Number(v);
+  }
+
+  /** Reads and checks the zero padding after `len` bytes of string or file data. */
+  async readPadding(len: number): Promise<void> {
+    const pad = padLength(len);
+    if (pad === 0) return;
+    const bytes = await this.readExact(pad);
+    if (bytes.some((b) => b !== 0)) throw new InvalidInputError(`${this.what}: non-zero padding`);
+  }
+
+  /** Reads a Nix string of at most `maxLen` bytes. */
+  async readString(maxLen: number): Promise<Buffer> {
+    const len = await this.readU64();
+    if (len > maxLen) throw new InvalidInputError(`${this.what}: string of ${len} bytes exceeds limit ${maxLen}`);
+    const bytes = Buffer.from(await this.readExact(len));
+    await this.readPadding(len);
+    return bytes;
+  }
+}

@@ -1,0 +1,122 @@
+// Domain types that cross the wire: what the worker, the coordinator and the
+// CLI say to each other, in the form the code works with. Nothing here knows
+// about protobuf; proto/convert/ turns wire messages into these values (and
+// back) and validates them. The coordinator's core re-exports them from
+// coordinator/core/types.ts; the worker imports them from here.
+
+/** Absolute store path of a `.drv` file, e.g. /tmp/nix/store/<hash>-hello-2.10.drv */
+export type DrvPath = string;
+/** Absolute store path of a build output or source. */
+export type StorePath = string;
+
+/** The `system` of derivations that Nix runs inside itself (builtin:fetchurl). */
+export const BUILTIN_SYSTEM = "builtin";
+
+/** One derivation of a DAG, as read from its .drv file. Immutable once submitted. */
+export interface DrvNode {
+  drvPath: DrvPath;
+  name: string;
+  /** Package name without version; keys learned estimates across rebuilds. */
+  pname: string;
+  version: string;
+  /** x86_64-linux, i686-linux, or `builtin`. */
+  system: string;
+  /** Output name -> output path. */
+  outputs: Record<string, StorePath>;
+  /** Input derivations and which of their outputs this one uses. */
+  inputDrvs: InputDrv[];
+  inputSrcs: StorePath[];
+  /** Fixed-output (fetch) derivation: its output hash is known in advance. */
+  fixedOutput: boolean;
+  requiredSystemFeatures: string[];
+  preferLocalBuild: boolean;
+  allowSubstitutes: boolean;
+  enableParallelBuilding: boolean;
+}
+
+export interface InputDrv {
+  drvPath: DrvPath;
+  outputs: string[];
+}
+
+/** What a worker says about itself when it joins. */
+export interface WorkerInfo {
+  workerId: string;
+  softwareVersion: string;
+  systems: string[];
+  features: string[];
+  cores: number;
+  memoryBytes: number;
+  freeDiskBytes: number;
+  storeDir: string;
+  uptimeSeconds: number;
+  /** 0 when the platform sets no lifetime. */
+  maxLifetimeSeconds: number;
+  maxBuilds: number;
+}
+
+/** The right to build one derivation; `epoch` fences stale results. */
+export interface Lease {
+  drvPath: DrvPath;
+  epoch: number;
+}
+
+/** Outcome kinds of one build attempt; maps one-to-one onto proto BuildStatus. */
+export type BuildOutcome =
+  | "succeeded"
+  | "failed"
+  | "out-of-memory"
+  | "inputs-unavailable"
+  | "disk-full"
+  | "aborted"
+  | "upload-failed"
+  | "timed-out"
+  | "worker-error";
+
+export interface BuiltOutput {
+  name: string;
+  path: StorePath;
+  narHash: string;
+  narSize: number;
+}
+
+/** A worker's report of one build attempt. */
+export interface BuildReport {
+  lease: Lease;
+  outcome: BuildOutcome;
+  outputs: BuiltOutput[];
+  durationMs: number;
+  peakMemoryBytes: number;
+  cores: number;
+  error: string;
+}
+
+/** What the coordinator asks a worker to do. */
+export interface AssignmentSpec {
+  lease: Lease;
+  name: string;
+  outputs: Record<string, StorePath>;
+  /** Input output-paths to substitute from the cache before building. */
+  inputPaths: StorePath[];
+  cores: number;
+  memoryLimitBytes: number;
+  timeoutMs: number;
+  /** Expected wall time at the granted cores, from the estimator; 0 or absent = unknown (a draining worker uses it). */
+  estimatedDurationMs?: number;
+}
+
+/** Memory use of one running build, as the worker reports it in heartbeats. */
+export interface RunningUsage {
+  lease: Lease;
+  memoryBytes: number;
+  peakMemoryBytes: number;
+}
+
+/** What a heartbeat tells the coordinator. */
+export interface HeartbeatInfo {
+  freeMemoryBytes: number;
+  freeDiskBytes: number;
+  uptimeSeconds: number;
+  running: Lease[];
+  usage: RunningUsage[];
+}
