@@ -31,6 +31,7 @@ export const coordinatorSchema = {
   maxMessageBytes: { type: "bytes", doc: "Largest gRPC message accepted (a 100k-node submit is ~40 MB)", env: "FARM_MAX_MESSAGE_BYTES", default: 256 * 1024 ** 2 },
   maxNarBytes: { type: "bytes", doc: "Largest NAR the cache accepts", env: "FARM_MAX_NAR_BYTES", default: 8 * 1024 ** 3 },
   maxDagNodes: { type: "int", doc: "Largest DAG one submit may carry", env: "FARM_MAX_DAG_NODES", default: 200_000 },
+  trustSubmittedNodes: { type: "bool", doc: "Accept submitted nodes without checking them against their .drv in the cache (load tests of DAGs with no .drv files; never on a farm people install from)", env: "FARM_TRUST_SUBMITTED_NODES", default: false },
   referenceCores: { type: "int", doc: "Cores a typical worker gives one build: priorities weigh estimated durations at this many", env: "FARM_REFERENCE_CORES", default: 2, check: (v: number) => (v >= 1 && v <= 256 ? undefined : `expected 1 to 256, got ${v}`) },
   heavyPackagesFile: { type: "string", doc: "JSON table of known heavy packages (memory/time priors) that extends or overrides the built-in one", env: "FARM_HEAVY_PACKAGES_FILE", default: "" },
   lifetimePolicy: {

@@ -90,6 +90,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     metrics,
     info: { version: VERSION, storeDir: config.storeDir, cacheUrl: config.cacheUrl, cachePublicKey: key.publicKey, heartbeatIntervalMs: config.heartbeatInterval },
     onFenced: () => process.exit(3),
+    trustSubmittedNodes: config.trustSubmittedNodes,
   });
 
   const grpc = new Server({
@@ -119,6 +120,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
 
   const tick = setInterval(() => void coordinator!.tick().catch((err) => logger.error({ err }, "tick failed")), 1000);
   await coordinator.tick();
+  if (config.trustSubmittedNodes) logger.warn("trust-submitted-nodes is on: submitted DAG nodes are not checked against their .drv files (load tests only)");
   logger.info({ grpc: config.listen, cache: config.cacheUrl, tls: Boolean(tls), metrics: config.metricsListen || "off", storeDir: config.storeDir }, "coordinator ready");
 
   return {

@@ -39,7 +39,7 @@ describe("Coordinator across a store outage", () => {
     const scheduler = new Scheduler({ heartbeatTimeoutMs: 4000 });
     const cache = { has: async () => false } as unknown as CacheStorage;
     const info = { version: "t", storeDir: "/tmp/nix/store", cacheUrl: "http://cache", cachePublicKey: "k:x", heartbeatIntervalMs: 1000 };
-    const coord = new Coordinator({ scheduler, store, cache, clock, logger, info });
+    const coord = new Coordinator({ scheduler, store, cache, clock, logger, info, trustSubmittedNodes: true });
     const w1 = session("w1");
     await coord.join(w1, mkWorker("w1", { maxBuilds: 1 }), []);
 

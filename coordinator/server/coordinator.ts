@@ -23,6 +23,7 @@ import type { FarmApi } from "./farm-service.js";
 import { BuildLogs } from "./build-logs.js";
 import { Persister } from "./persister.js";
 import { mayAccess, type Principal } from "./auth.js";
+import { checkNodesAgainstDrvs } from "./drv-check.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 
 /** Everything the shell needs; main.ts wires it. */
@@ -36,6 +37,8 @@ export interface CoordinatorDeps {
   info: FarmInfo & { heartbeatIntervalMs: number };
   /** Called when the store says another coordinator wrote behind our back. */
   onFenced?: (err: Error) => void;
+  /** Skip checking submitted nodes against their .drv files (load tests with no .drv files only). */
+  trustSubmittedNodes?: boolean;
 }
 
 const LOG_TAIL_LINES = 25;
@@ -247,9 +250,10 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string }): Promise<{ jobId: string; existing: boolean }> {
     const started = Date.now();
-    const cached = await this.cachedDerivations(req.nodes);
     const jobId = `j-${new Date(this.d.clock.now()).toISOString().slice(0, 10).replace(/-/g, "")}-${randomBytes(4).toString("hex")}`;
     try {
+      if (!this.d.trustSubmittedNodes) await checkNodesAgainstDrvs(this.d.cache, req.nodes, this.d.logger);
+      const cached = await this.cachedDerivations(req.nodes);
       const effects = await this.step("submit", (now) => this.d.scheduler.submitJob(now, { jobId, ...req, cachedDrvPaths: cached }));
       const accepted = effects.find((e) => e.kind === "jobAccepted");
       if (!accepted || accepted.kind !== "jobAccepted") throw new Error("scheduler accepted no job");
@@ -259,6 +263,7 @@ export class Coordinator implements WorkerHub, FarmApi {
       return { jobId: accepted.jobId, existing: accepted.existing };
     } catch (err) {
       this.d.metrics?.submits.inc({ result: "rejected" });
+      this.d.logger.warn({ owner: req.owner, nodes: req.nodes.length, err: (err as Error).message }, "submit refused");
       throw err;
     }
   }

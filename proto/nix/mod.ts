@@ -9,10 +9,12 @@
 // storage) stays in coordinator/cache/; installing into a local store stays
 // with the CLI (coordinator/cli/install/). Nothing here imports the coordinator
 // or the worker.
+export { parseDerivation, type AtermDerivation } from "./aterm.js";
 export { CacheClient } from "./client.js";
 export { mapLimit, walkClosure } from "./closure.js";
 export { asCompression, compressXz, compressZstd, decompress } from "./compression.js";
 export { ConflictError, HashMismatchError, InsufficientSpaceError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
+export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
 export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from "./export-stream.js";
 export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
 export { formatNarInfo, normalizeSha256, parseNarInfo, referencePaths, type NarInfo } from "./narinfo.js";

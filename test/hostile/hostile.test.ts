@@ -51,7 +51,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-hostile-"));
   tokensFile = path.join(dir, "tokens");
   writeTokens(tokensFile, tokenLines());
-  farm = await FarmCluster.start({ workers: [], heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms`, coordinatorEnv: { FARM_TOKENS_FILE: tokensFile, FARM_MAX_MESSAGE_BYTES: "96M" } });
+  farm = await FarmCluster.start({ workers: [], heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms`, coordinatorEnv: { FARM_TOKENS_FILE: tokensFile, FARM_MAX_MESSAGE_BYTES: "96M", FARM_TRUST_SUBMITTED_NODES: "1" } }); // the synthetic 100k DAG has no .drv files; owners.test.ts checks nodes against them
   for (const name of ["w1", "w2", "victim"] as const) farm.startWorker({ name, env: { FARM_TOKEN: T[name] } });
   await farm.waitForWorkers(3);
   admin = farmClient(addr(), farm.token);

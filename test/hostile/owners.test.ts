@@ -3,13 +3,14 @@
 // install by ref what alice submitted, and an idempotency key of his never
 // finds her job; an admin token sees both.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Metadata, status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
 import { FarmCluster, REPO } from "../harness/cluster.js";
-import { syntheticDag } from "../../coordinator/cli/dag/mod.js";
 import { nodeToWire } from "../../proto/convert/mod.js";
+import { drvNodeFromText } from "../../proto/nix/mod.js";
+import type { DrvNode } from "../../proto/types.js";
 import { farmClient, newToken, writeTokens } from "./support.js";
 
 const T = { alice: newToken("alice"), bob: newToken("bob"), w1: newToken("w1") };
@@ -59,6 +60,10 @@ async function watchAs(token: string, jobId: string): Promise<"a snapshot" | Ser
   }
 }
 
+/** The quick derivation as its .drv (which the submitter's store holds) says it is. */
+let quickDrvPath = "";
+const quickNode = (): DrvNode => drvNodeFromText(quickDrvPath, readFileSync(path.join(farm.root, "submitter", "nix", quickDrvPath.slice("/tmp/nix/".length)), "utf8"));
+
 const jobIds = async (who: keyof typeof T | "admin") => (JSON.parse((await as(who, ["status", "--json"])).stdout) as { jobId: string }[]).map((j) => j.jobId);
 
 describe("jobs belong to their submitter", () => {
@@ -71,6 +76,7 @@ describe("jobs belong to their submitter", () => {
     quickJob = JSON.parse(r.stdout).jobId;
     const detail = JSON.parse((await as("alice", ["status", quickJob, "--derivations", "--json"])).stdout);
     quickDrv = detail.derivations[0].drvPath;
+    quickDrvPath = quickDrv;
 
     expect(await jobIds("alice")).toEqual([quickJob]);
     expect(await jobIds("bob")).toEqual([]);
@@ -103,8 +109,8 @@ describe("jobs belong to their submitter", () => {
   }, 90_000);
 
   it("the same idempotency key from two users makes two jobs", async () => {
-    const nodes = syntheticDag({ nodes: 3, seed: 7, storeDir: "/tmp/nix/store" }).map((n) => ({ ...n, system: "owners-synthetic" }));
-    const req = { nodes: nodes.map(nodeToWire), roots: [nodes.at(-1)!.drvPath], description: "same key", idempotencyKey: "shared-key-1" };
+    const node = quickNode();
+    const req = { nodes: [nodeToWire(node)], roots: [node.drvPath], description: "same key", idempotencyKey: "shared-key-1" };
     const alice = farmClient(farm.coordinatorAddress, T.alice);
     const bob = farmClient(farm.coordinatorAddress, T.bob);
     try {
@@ -119,5 +125,32 @@ describe("jobs belong to their submitter", () => {
       alice.close();
       bob.close();
     }
+  }, 60_000);
+
+  it("a node that disagrees with its .drv is refused with one line, and alice's job still reports the true outputs", async () => {
+    const truth = quickNode();
+    const bobsJobs = await jobIds("bob");
+    const bob = farmClient(farm.coordinatorAddress, T.bob);
+    const submit = (node: DrvNode) => bob.call(bob.client.submit, { nodes: [nodeToWire(node)], roots: [node.drvPath], description: "hijack", idempotencyKey: "" });
+    const planted = truth.outputs.out.replace(/\/[0-9a-z]{32}-/, "/0000000000000000000000000000000a-");
+    try {
+      for (const [node, says] of [
+        [{ ...truth, outputs: { out: planted } }, `submitted outputs [["out","${planted}"]] is not what its .drv says`],
+        [{ ...truth, system: "i686-linux" }, "submitted system \"i686-linux\" is not what its .drv says"],
+        [{ ...truth, drvPath: truth.drvPath.replace(/\/[0-9a-z]{32}-/, "/0000000000000000000000000000000b-") }, "its .drv is not in the farm's cache"],
+      ] as const) {
+        const err = await submit(node).catch((e) => e);
+        expect(err).toMatchObject({ code: grpcStatus.INVALID_ARGUMENT });
+        expect(err.details.split("\n")).toHaveLength(1);
+        expect(err.details).toContain(says);
+      }
+    } finally {
+      bob.close();
+    }
+    expect(await jobIds("bob")).toEqual(bobsJobs); // nothing was accepted
+    const again = await as("alice", ["submit", `${jobs}#quick`, "--follow", "--json"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout).outputs[0].outputs.out).toBe(truth.outputs.out);
+    expect(farm.coordinatorLog()).toMatch(/"owner":"bob".*"msg":"submit refused"/);
   }, 60_000);
 });

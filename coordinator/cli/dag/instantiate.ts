@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import type { Logger } from "pino";
 import { FarmError } from "../../core/errors.js";
 import type { DrvNode, DrvPath, StorePath } from "../../core/types.js";
-import { drvNodeFromText } from "./drv-node.js";
+import { drvNodeFromText } from "../../../proto/nix/mod.js";
 import { EvaluationError, MissingFileError, NixNotInstalledError, nixEvalError } from "./nix-errors.js";
 import { type BuildRef, parseRef, refSourceLabel } from "./ref.js";
 

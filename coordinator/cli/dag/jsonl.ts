@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { FarmError, InvalidInputError } from "../../core/errors.js";
 import type { DrvNode, DrvPath } from "../../core/types.js";
-import { parseDrvName } from "./drv-node.js";
+import { parseDrvName } from "../../../proto/nix/mod.js";
 
 /** Reads a `.jsonl` or `.jsonl.xz` DAG dump into DrvNodes (inputSrcs stay empty: the dump only counts them). */
 export async function loadJsonlDag(file: string): Promise<DrvNode[]> {

@@ -1,9 +1,14 @@
 // Turns a parsed .drv into the farm's DrvNode: the few env attributes that
 // change how and where a derivation may be built, decoded the way Nix does.
+// The coordinator also checks a submitted node against its .drv here: the path
+// must be the one Nix gives that text, so the .drv, not the submitter, decides
+// what a derivation builds and which outputs it has.
 
-import { InvalidInputError } from "../../core/errors.js";
-import type { DrvNode, DrvPath } from "../../core/types.js";
+import { InvalidInputError } from "../errors.js";
+import type { DrvNode, DrvPath } from "../types.js";
+import { createHash } from "node:crypto";
 import { type AtermDerivation, parseDerivation } from "./aterm.js";
+import { makeStorePath, storeDirOf } from "./store-path.js";
 
 /** Splits a derivation name like Nix's builtins.parseDrvName: the version starts after the first `-` not followed by a letter. */
 export function parseDrvName(name: string): { pname: string; version: string } {
@@ -18,6 +23,25 @@ export function parseDrvName(name: string): { pname: string; version: string } {
 /** Parses a .drv file's text and converts it to a DrvNode. */
 export function drvNodeFromText(drvPath: DrvPath, text: string): DrvNode {
   return drvNodeFromAterm(drvPath, parseDerivation(text, drvPath));
+}
+
+/**
+ * The store path Nix gives a .drv with this text: a text path named after the
+ * derivation, whose references are its input sources and input derivations.
+ */
+export function derivationPathOf(text: string, drv: AtermDerivation, name: string, storeDir: string): DrvPath {
+  const references = [...new Set([...drv.inputSrcs, ...drv.inputDrvs.map((i) => i.path)])].sort();
+  const sha256 = createHash("sha256").update(text).digest();
+  return makeStorePath(["text", ...references].join(":"), sha256, `${name}.drv`, storeDir);
+}
+
+/** Parses a .drv that claims to live at `drvPath` and checks that its text really is that path's. */
+export function verifiedDrvNode(drvPath: DrvPath, text: string): DrvNode {
+  const drv = parseDerivation(text, drvPath);
+  const node = drvNodeFromAterm(drvPath, drv);
+  const actual = derivationPathOf(text, drv, node.name, storeDirOf(drvPath));
+  if (actual !== drvPath) throw new InvalidInputError(`${drvPath}: the .drv stored under that path is the text of ${actual}`);
+  return node;
 }
 
 /** Converts a parsed derivation to a DrvNode. */

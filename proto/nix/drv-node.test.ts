@@ -1,9 +1,9 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makePrivateStore, nix, type PrivateStore } from "../../../test/fixtures/nix-store.js";
-import { InvalidInputError } from "../../core/errors.js";
-import { drvNodeFromText, parseDrvName } from "./drv-node.js";
+import { makePrivateStore, nix, type PrivateStore } from "../../test/fixtures/nix-store.js";
+import { InvalidInputError } from "../errors.js";
+import { drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
 
 const NAMES = [
   "hello-2.10",
@@ -136,5 +136,37 @@ describe("drvNodeFromText (hand-written)", () => {
     expect(() => drvNodeFromText("/s/x.drv", withEnv('("__json","{\\"preferLocalBuild\\":\\"yes\\"}")'))).toThrow(
       /preferLocalBuild is not a boolean/,
     );
+  });
+});
+
+describe("derivationPathOf / verifiedDrvNode (real .drv files)", () => {
+  let store: PrivateStore;
+  beforeAll(async () => {
+    store = await makePrivateStore();
+  });
+  afterAll(() => store.cleanup());
+
+  it("gives every .drv of the demo's closure the path Nix gave it (sources, input drvs, a fixed output)", async () => {
+    const demo = join(__dirname, "../../test/fixtures/demo/default.nix");
+    const root = (await nix(store, "nix-instantiate", [demo, "-A", "demo"])).trim();
+    const drvs = (await nix(store, "nix-store", ["-qR", root])).trim().split("\n").filter((p) => p.endsWith(".drv"));
+    expect(drvs.length).toBeGreaterThanOrEqual(12);
+    for (const p of drvs) {
+      const text = await readFile(p, "utf8");
+      expect(verifiedDrvNode(p, text).drvPath).toBe(p);
+    }
+  });
+
+  it("refuses a .drv whose text is not its path's: a changed output, builder or input", async () => {
+    const file = join(store.root, "v.nix");
+    await writeFile(file, `builtins.derivation { name = "verify-me-1.0"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo hi > $out" ]; }`);
+    const p = (await nix(store, "nix-instantiate", [file])).trim();
+    const text = await readFile(p, "utf8");
+    const out = verifiedDrvNode(p, text).outputs.out;
+    const evil = out.replace(/\/[0-9a-z]{32}-/, "/00000000000000000000000000000000-");
+    for (const tampered of [text.replaceAll(out, evil), text.replace("echo hi", "echo pwned")]) {
+      expect(() => verifiedDrvNode(p, tampered)).toThrow(InvalidInputError);
+      expect(() => verifiedDrvNode(p, tampered)).toThrow(new RegExp(`^${p}: the \\.drv stored under that path is the text of /`));
+    }
   });
 });

@@ -1,8 +1,8 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makePrivateStore, nix, type PrivateStore } from "../../../test/fixtures/nix-store.js";
-import { InvalidInputError } from "../../core/errors.js";
+import { makePrivateStore, nix, type PrivateStore } from "../../test/fixtures/nix-store.js";
+import { InvalidInputError } from "../errors.js";
 import { parseDerivation } from "./aterm.js";
 
 const MINIMAL =
@@ -93,7 +93,7 @@ describe("parseDerivation (real .drv files from Nix 2.8)", () => {
   });
 
   it("reads every .drv of the demo closure, including the fixed-output and multi-output ones", async () => {
-    const demo = join(__dirname, "../../../test/fixtures/demo/default.nix");
+    const demo = join(__dirname, "../../test/fixtures/demo/default.nix");
     const root = (await nix(store, "nix-instantiate", [demo, "-A", "demo"])).trim();
     const closure = (await nix(store, "nix-store", ["-qR", root])).trim().split("\n").filter((p) => p.endsWith(".drv"));
     const drvs = await Promise.all(closure.map(async (p) => [p, parseDerivation(await readFile(p, "utf8"), p)] as const));

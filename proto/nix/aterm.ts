@@ -2,7 +2,7 @@
 // writes). Strict because a .drv we misread would be built wrongly on a worker:
 // anything unexpected is rejected with the byte offset where it went wrong.
 
-import { InvalidInputError } from "../../core/errors.js";
+import { InvalidInputError } from "../errors.js";
 
 /** One output of a derivation; hashAlgo/hash are non-empty only for fixed outputs. */
 export interface AtermOutput {

@@ -1,0 +1,68 @@
+// The .drv is the truth. A submitted node is accepted only when the farm's
+// cache holds its .drv, that .drv's text is the one Nix gives the node's path,
+// and the node says exactly what the .drv says (outputs, inputs, system,
+// features, ...). So no submitter can make a derivation build something else
+// or claim other outputs, and what one user submitted can't change what
+// another user's job of the same derivation builds or reports.
+import type { Logger } from "pino";
+import { InvalidInputError } from "../core/errors.js";
+import type { DrvNode } from "../core/types.js";
+import type { CacheStorage } from "../cache/storage.js";
+import { readValidNarInfo } from "../cache/http-server.js";
+import { asCompression, decompress, mapLimit, parseNar, verifiedDrvNode } from "../../proto/nix/mod.js";
+
+/** .drv files are small; a bigger one is refused rather than read. */
+const MAX_DRV_NAR_BYTES = 16 * 2 ** 20;
+
+/** The contents of a single-file store path in the cache, or null when the cache lacks it. */
+export async function readCachedFile(storage: CacheStorage, storePath: string, maxNarBytes = MAX_DRV_NAR_BYTES): Promise<string | null> {
+  const info = await readValidNarInfo(storage, storePath);
+  if (!info) return null;
+  const nar = await storage.get("nar", info.url.slice("nar/".length));
+  if (!nar) return null;
+  const chunks: Buffer[] = [];
+  for await (const ev of parseNar(decompress(asCompression(info.compression), nar.stream), { maxNarBytes })) {
+    if (ev.type === "data") chunks.push(ev.chunk);
+    else if (ev.type !== "file" || ev.path.length !== 0) throw new InvalidInputError(`${storePath}: not a single file in the cache`);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** A node as compared: lists in a fixed order, so a DAG written elsewhere may list inputs in any order. */
+function canonical(n: DrvNode): Record<string, unknown> {
+  return {
+    name: n.name,
+    pname: n.pname,
+    version: n.version,
+    system: n.system,
+    outputs: Object.entries(n.outputs).sort(([a], [b]) => a.localeCompare(b)),
+    inputDrvs: n.inputDrvs.map((i) => [i.drvPath, [...i.outputs].sort()]).sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+    inputSrcs: [...n.inputSrcs].sort(),
+    fixedOutput: n.fixedOutput,
+    requiredSystemFeatures: [...n.requiredSystemFeatures].sort(),
+    preferLocalBuild: n.preferLocalBuild,
+    allowSubstitutes: n.allowSubstitutes,
+    enableParallelBuilding: n.enableParallelBuilding,
+  };
+}
+
+/** Throws with one line naming the first field where `submitted` differs from what its .drv says. */
+export function assertSameNode(submitted: DrvNode, truth: DrvNode): void {
+  const a = canonical(submitted);
+  const b = canonical(truth);
+  for (const key of Object.keys(b)) {
+    const [x, y] = [JSON.stringify(a[key]), JSON.stringify(b[key])];
+    if (x !== y) throw new InvalidInputError(`${submitted.drvPath}: submitted ${key} ${x} is not what its .drv says (${y})`);
+  }
+}
+
+/** Checks every node against its .drv in the cache (bounded concurrency); throws on the first that disagrees. */
+export async function checkNodesAgainstDrvs(storage: CacheStorage, nodes: DrvNode[], logger?: Logger): Promise<void> {
+  const started = Date.now();
+  await mapLimit(nodes, 32, async (node) => {
+    const text = await readCachedFile(storage, node.drvPath);
+    if (text === null) throw new InvalidInputError(`${node.drvPath}: its .drv is not in the farm's cache (farm submit uploads the .drv closure first)`);
+    assertSameNode(node, verifiedDrvNode(node.drvPath, text));
+  });
+  logger?.debug({ nodes: nodes.length, ms: Date.now() - started }, "submitted nodes match their .drv files");
+}
