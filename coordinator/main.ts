@@ -20,6 +20,10 @@ import { SystemClock } from "./core/clock.js";
 import { Coordinator } from "./server/coordinator.js";
 import { createWorkerService } from "./server/worker-service.js";
 import { authInterceptor } from "./server/auth-interceptor.js";
+import { uploadAuthority } from "./server/upload-authority.js";
+import { OutputPublisher } from "./cache/staged-output.js";
+import type { Scheduler } from "./core/scheduler.js";
+import { parseSecretKey } from "../proto/nix/mod.js";
 import { createFarmService } from "./server/farm-service.js";
 import { createCoordinatorMetrics } from "./metrics.js";
 import { FarmServiceService, WorkerServiceService } from "../proto/gen/farm.js";
@@ -60,24 +64,18 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   // Polled as well as checked on every call, so a revoked worker's quiet stream is cut within a second.
   const unwatchTokens = tokens.watch(1000);
   const tls = readServerTls(config.tlsCert, config.tlsKey);
-  const canUpload = (token: string) => {
-    try {
-      tokens.authenticate(`Bearer ${token}`, ["worker", "cli"]);
-      return true;
-    } catch (err) {
-      if (err instanceof AuthError) return false;
-      throw err;
-    }
-  };
+  // The cache listens before the scheduler is restored: until then no lease is held, so no output is taken.
+  let scheduler: Scheduler | undefined;
+  const authorizeUpload = uploadAuthority(tokens, () => scheduler ?? { drv: () => undefined });
 
   const storage = await DiskStorage.open(path.join(config.dataDir, "cache"));
-  const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, uploadTokens: canUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
+  const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, authorizeUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
   const cacheServer = tls ? https.createServer({ cert: tls.cert, key: tls.key }, cacheHandler) : http.createServer(cacheHandler);
   const cacheAddr = hostPort(config.cacheListen);
   await new Promise<void>((resolve, reject) => cacheServer.once("error", reject).listen(cacheAddr.port, cacheAddr.host, resolve));
 
   const { store, snapshot } = await openNatsStore(config.natsUrl, config.natsPrefix, logger);
-  const scheduler = createScheduler(config, snapshot, clock.now(), logger);
+  scheduler = createScheduler(config, snapshot, clock.now(), logger);
 
   let coordinator: Coordinator | undefined;
   const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
@@ -91,6 +89,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     info: { version: VERSION, storeDir: config.storeDir, cacheUrl: config.cacheUrl, cachePublicKey: key.publicKey, heartbeatIntervalMs: config.heartbeatInterval },
     onFenced: () => process.exit(3),
     trustSubmittedNodes: config.trustSubmittedNodes,
+    publisher: new OutputPublisher({ storage, signingKey: parseSecretKey(key.secretKey), logger: logger.child({ part: "cache" }) }),
   });
 
   const grpc = new Server({

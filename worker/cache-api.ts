@@ -11,6 +11,8 @@ export interface UploadRequest {
   deriver?: string;
   ca?: string;
   narStream: AsyncIterable<Uint8Array>;
+  /** The lease it was built under: the cache stages it until the farm accepts the build. */
+  lease: { drvPath: string; epoch: number };
 }
 
 /** What the worker needs from the binary cache. */
@@ -19,10 +21,8 @@ export interface CacheApi {
   narInfo(storePath: string): Promise<NarInfo | null>;
   /** The decompressed, verified NAR of a path. */
   narStream(info: NarInfo): Readable | AsyncIterable<Uint8Array> | Promise<Readable | AsyncIterable<Uint8Array>>;
-  /** Uploads one path's NAR with its metadata. */
-  upload(req: UploadRequest): Promise<unknown>;
-  /** Stores the build log of a derivation. */
-  putLog(drvPath: string, text: string): Promise<unknown>;
+  /** Uploads one path's NAR with its metadata; `message` ends with the NarHash the cache holds for it. */
+  upload(req: UploadRequest): Promise<{ status: number; message: string }>;
 }
 
 /** Makes a cache client for the cache a coordinator named in its Welcome. */

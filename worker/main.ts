@@ -127,7 +127,7 @@ function cacheFactory(config: WorkerConfig, logger: Logger): CacheFactory {
     const key = `${cacheUrl} ${cachePublicKey}`;
     let c = clients.get(key);
     if (!c) {
-      c = new CacheClient({ baseUrl: cacheUrl, trustedPublicKeys: [cachePublicKey], token: config.token, storeDir: config.storeDir, logger });
+      c = new CacheClient({ baseUrl: cacheUrl, trustedPublicKeys: [cachePublicKey], token: config.token, storeDir: config.storeDir, logger, workerId: config.workerId });
       clients.set(key, c);
     }
     return c;

@@ -133,7 +133,7 @@ describe("NixExecutor with real Nix", () => {
     expect(info!.references).toEqual([path.basename(outs.dep)]);
     expect(info!.deriver).toBe(path.basename(drvs.top));
     expect(report.peakMemoryBytes).toBeGreaterThan(0);
-    expect(await cache.client().getLog(drvs.top)).toContain("line-2");
+    expect(await cache.client().getLog(drvs.top)).toBeNull(); // logs travel only over the coordinator stream, which stores them
   }, 60_000);
 
   it("caps a log flood and says how many lines it dropped", async () => {

@@ -90,12 +90,12 @@ export class NixExecutor implements Executor {
 
       t = Date.now();
       const superseded: string[] = [];
-      const onConflict = (p: string, msg: string) => {
-        log.warn({ path: p, msg }, "the cache already holds a different build of this path; it keeps the first");
+      const onSuperseded = (p: string, published: string) => {
+        log.warn({ path: p, published }, "the cache already publishes a different build of this path; it keeps that one");
         superseded.push(p);
       };
       const outputs = await withCacheRetry(
-        () => uploadOutputs(this.store, cache, drv, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), onConflict),
+        () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), onSuperseded),
         { ...retry, what: "uploading outputs" },
       );
       // Later builds here must use the cache's copy (the one everyone else gets), not ours.
@@ -111,7 +111,6 @@ export class NixExecutor implements Executor {
     }
     await this.cleanUp(a, report, tmpDir, log);
     this.active--;
-    if (build) await cache.putLog(drv, pump.text()).catch((err: unknown) => log.debug({ err }, "storing the build log in the cache failed"));
     return report;
   }
 

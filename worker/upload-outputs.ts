@@ -1,6 +1,9 @@
-// Uploads a build's outputs to the farm cache: NAR straight from
-// `nix-store --dump`, hashed on the way so the report carries narHash/narSize.
-import { ConflictError, HashCounter, topoSortByReferences } from "../proto/nix/mod.js";
+// Uploads a build's outputs to the farm cache under the build's lease: NAR
+// straight from `nix-store --dump`, hashed on the way so the report carries
+// narHash/narSize. The cache stages them; only the farm's acceptance of the
+// result publishes them.
+import { HashCounter, topoSortByReferences } from "../proto/nix/mod.js";
+import type { Lease } from "../proto/types.js";
 import type { BuiltOutput } from "../proto/types.js";
 import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
@@ -10,11 +13,11 @@ import type { NixStore } from "./nix-store.js";
 export async function uploadOutputs(
   store: NixStore,
   cache: CacheApi,
-  drvPath: string,
+  lease: Lease,
   outputs: Record<string, string>,
   signal: AbortSignal,
   onBytes?: (n: number) => void,
-  onConflict?: (storePath: string, message: string) => void,
+  onSuperseded?: (storePath: string, publishedNarHash: string) => void,
 ): Promise<BuiltOutput[]> {
   const entries = Object.entries(outputs);
   const invalid = await store.invalidPaths(entries.map(([, p]) => p), signal);
@@ -34,23 +37,20 @@ export async function uploadOutputs(
         yield chunk as Buffer;
       }
     }
+    let answer: { status: number; message: string };
     try {
-      await cache.upload({ storePath: o.storePath, references: o.references, deriver: drvPath, narStream: hashed() });
+      answer = await cache.upload({ storePath: o.storePath, references: o.references, deriver: lease.drvPath, narStream: hashed(), lease });
       await dump.done;
     } catch (err) {
       dump.nar.destroy(); // a half-read dump would otherwise block on its pipe forever
       if (signal.aborted) throw new BuildStepError("aborted", "aborted while uploading outputs");
-      // Someone built this path first (a partition let two workers build it) and the build is not
-      // bit-for-bit reproducible: the cache keeps the first, which is as good a build as ours.
-      if (err instanceof ConflictError) {
-        onConflict?.(o.storePath, err.message);
-        const { hash, size } = counter.result();
-        built.push({ name: o.name, path: o.storePath, narHash: hash, narSize: size });
-        continue;
-      }
       throw new BuildStepError("upload-failed", `uploading ${o.storePath} failed: ${(err as Error).message}`, { cause: err });
     }
     const { hash, size } = counter.result();
+    // An accepted build of this path was published before ours; if it differs (not bit-for-bit
+    // reproducible), it stands, and later builds here must use it rather than our copy.
+    const published = answer.status === 200 ? answer.message.split(" ").at(-1) : undefined;
+    if (published && published !== hash) onSuperseded?.(o.storePath, published);
     built.push({ name: o.name, path: o.storePath, narHash: hash, narSize: size });
   }
   return built;

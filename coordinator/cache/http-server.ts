@@ -2,14 +2,24 @@
 // (nix-cache-info, narinfo, nar, log); the write side takes authenticated NAR
 // and log uploads. The signing key lives only in this process.
 
-import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import { assertStoreDir, ConflictError, hashPart, isHashPart, isStoreBaseName, MissingReferenceError, parseNarInfo, parseSecretKey, storeDirOf, TooLargeError, type NarInfo } from "../../proto/nix/mod.js";
 import type { CacheFileKind, CacheStorage } from "./storage.js";
-import { parseUploadClaims, processUpload, type UploadContext } from "./upload.js";
+import { parseUploadClaims, processUpload, type UploadContext, type UploadGrant } from "./upload.js";
+import type { Lease } from "../core/types.js";
+
+/** What the server knows of an upload when it asks whether to take it (before reading the body). */
+export interface UploadRequest {
+  token: string;
+  storePath: string;
+  /** The lease the uploader builds under (X-Farm-Lease-Drv / X-Farm-Lease-Epoch), if it names one. */
+  lease?: Lease;
+  /** The worker it says it is (X-Farm-Worker); checked against a worker token's own name. */
+  workerId?: string;
+}
 
 /** Configuration of the cache server. */
 export interface CacheServerOptions {
@@ -17,8 +27,8 @@ export interface CacheServerOptions {
   storeDir: string;
   /** Nix-format secret key (`name:base64`); used to sign every narinfo. */
   secretKey: string;
-  /** Accepts upload bearer tokens: a predicate or a set of valid tokens. */
-  uploadTokens: ((token: string) => boolean) | ReadonlySet<string>;
+  /** Decides what an upload may do, or throws AuthError; called before any of its body is read. */
+  authorizeUpload: (req: UploadRequest) => UploadGrant;
   maxNarBytes: number;
   maxLogBytes?: number;
   /** Substituter priority announced in nix-cache-info (lower wins). */
@@ -44,21 +54,19 @@ function statusOf(err: unknown): number {
   return 500;
 }
 
-function tokenAccepted(tokens: CacheServerOptions["uploadTokens"], token: string): boolean {
-  if (typeof tokens === "function") return tokens(token);
-  const given = Buffer.from(token);
-  let ok = false;
-  for (const t of tokens) {
-    const want = Buffer.from(t);
-    if (want.length === given.length && timingSafeEqual(want, given)) ok = true;
-  }
-  return ok;
-}
-
-function requireToken(opts: CacheServerOptions, req: IncomingMessage): void {
+function bearerToken(req: IncomingMessage): string {
   const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
   if (!m) throw new HttpError(401, "missing bearer token");
-  if (!tokenAccepted(opts.uploadTokens, m[1])) throw new HttpError(403, "upload token not accepted");
+  return m[1];
+}
+
+/** The lease an upload names in X-Farm-Lease-Drv and X-Farm-Lease-Epoch, if any. */
+function leaseOf(req: IncomingMessage): Lease | undefined {
+  const drvPath = req.headers["x-farm-lease-drv"];
+  const epoch = req.headers["x-farm-lease-epoch"];
+  if (drvPath === undefined && epoch === undefined) return undefined;
+  if (typeof drvPath !== "string" || typeof epoch !== "string" || !/^[1-9][0-9]{0,15}$/.test(epoch)) throw new InvalidInputError("bad X-Farm-Lease-Drv / X-Farm-Lease-Epoch");
+  return { drvPath, epoch: Number(epoch) };
 }
 
 function send(res: ServerResponse, status: number, body: string, type = "text/plain; charset=utf-8"): void {
@@ -103,22 +111,20 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
     if (read && path === "/nix-cache-info") return send(res, 200, cacheInfo);
     if (read && (m = /^\/([^/]+)\.narinfo$/.exec(path)) && isHashPart(m[1])) return serveFile(opts.storage, "narinfo", m[1], "text/x-nix-narinfo", req, res);
     if (read && (m = /^\/nar\/([^/]+)$/.exec(path)) && NAR_FILE_RE.test(m[1])) return serveFile(opts.storage, "nar", m[1], "application/x-nix-nar", req, res);
-    if ((m = /^\/log\/([^/]+)$/.exec(path)) && isStoreBaseName(m[1]) && m[1].endsWith(".drv")) {
-      if (read) return serveFile(opts.storage, "log", m[1], "text/plain; charset=utf-8", req, res);
-      if (req.method !== "PUT") throw new HttpError(405, "method not allowed");
-      requireToken(opts, req);
-      await opts.storage.put("log", m[1], await readBody(req, maxLogBytes));
-      return send(res, 201, "stored\n");
-    }
+    // Build logs are written by the coordinator from what the lease holder streamed, never uploaded.
+    if (read && (m = /^\/log\/([^/]+)$/.exec(path)) && isStoreBaseName(m[1]) && m[1].endsWith(".drv")) return serveFile(opts.storage, "log", m[1], "text/plain; charset=utf-8", req, res);
     if ((m = /^\/upload\/([^/]+)$/.exec(path)) && isHashPart(m[1])) {
       if (req.method !== "PUT") throw new HttpError(405, "method not allowed");
-      requireToken(opts, req);
+      const claims = parseUploadClaims(m[1], req.headers, opts.storeDir);
+      const worker = req.headers["x-farm-worker"];
+      const grant = opts.authorizeUpload({ token: bearerToken(req), storePath: claims.storePath, lease: leaseOf(req), workerId: typeof worker === "string" ? worker : undefined });
       const declared = Number(req.headers["content-length"] ?? 0);
       if (declared > opts.maxNarBytes + Math.ceil(opts.maxNarBytes / 64) + (1 << 20)) throw new TooLargeError("upload too large");
       // Do not let a parse error destroy the request: the client must still get our answer.
       const body = req.iterator({ destroyOnReturn: false });
-      const result = await processUpload(ctx, parseUploadClaims(m[1], req.headers, opts.storeDir), body);
-      return send(res, result.status, `${result.status === 201 ? "stored" : "already present"} ${result.narInfo.storePath} ${result.narInfo.narHash}\n`);
+      const result = await processUpload(ctx, claims, body, grant);
+      const said = { 200: "already present", 201: "stored", 202: "staged until the farm accepts the build" }[result.status];
+      return send(res, result.status, `${said} ${result.narInfo.storePath} ${result.narInfo.narHash}\n`);
     }
     throw new HttpError(404, "not found");
   }

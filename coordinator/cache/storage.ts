@@ -4,8 +4,13 @@
 
 import type { Readable, Writable } from "node:stream";
 
-/** The three kinds of files a binary cache holds. */
-export type CacheFileKind = "narinfo" | "nar" | "log";
+/**
+ * The kinds of files the cache holds: the three Nix reads (narinfo, nar, log),
+ * outputs uploaded under a lease and waiting for the farm to accept the build
+ * (staged: unsigned, never served), and who produced each published path
+ * (provenance).
+ */
+export type CacheFileKind = "narinfo" | "nar" | "log" | "staged" | "provenance";
 
 /** A stored file opened for reading. */
 export interface StoredFile {
@@ -38,6 +43,8 @@ export interface CacheStorage {
   put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts?: { ifAbsent?: boolean }): Promise<boolean>;
   /** Starts a streamed write (for NARs). */
   stage(): Promise<StagedFile>;
+  /** Deletes a file; no error if it was not there. */
+  remove(kind: CacheFileKind, name: string): Promise<void>;
   /** Names of all files of a kind. */
   list(kind: CacheFileKind): AsyncIterable<string>;
 }

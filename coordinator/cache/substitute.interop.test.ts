@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CacheClient, dumpPath, generateKeyPair, topoSortByReferences } from "../../proto/nix/mod.js";
+import { AuthError } from "../core/errors.js";
 import { DiskStorage } from "./disk-storage.js";
 import { createCacheServer } from "./http-server.js";
 import { startTestCache, type TestCache } from "../../test/fixtures/cache-server.js";
@@ -62,7 +63,7 @@ describe("stock Nix substituting from our cache", () => {
 
   it("serves build logs that `nix log` finds through the narinfo's Deriver", async () => {
     const [drv] = await q("--deriver", out.file);
-    await cache.client().putLog(drv, "log of the file build\n");
+    await cache.storage.put("log", drv.slice(drv.lastIndexOf("/") + 1), "log of the file build\n");
     const alt = await makeAltRoot(nix, "log");
     const opts = substituteArgs(cache.keys.publicKey);
     await runNix(nix, "nix-store", ["-r", out.file, ...opts], { altRoot: alt });
@@ -91,7 +92,9 @@ describe("our client reading a cache made by Nix", () => {
       storage: await DiskStorage.open(cacheDir),
       storeDir: nix.storeDir,
       secretKey: generateKeyPair("unused").secretKey,
-      uploadTokens: () => false,
+      authorizeUpload: () => {
+        throw new AuthError("no uploads here");
+      },
       maxNarBytes: 1 << 20,
       logger: pino({ level: "silent" }),
     });

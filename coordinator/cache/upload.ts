@@ -1,13 +1,23 @@
 // Accepting a NAR upload: validate the claimed metadata, stream the body through
 // decompression, the strict NAR parser, hashing and zstd into a staged file, then
-// publish the NAR and its signed narinfo. First writer wins; nothing partial is visible.
+// act on what the uploader was granted (decided from its token before any byte
+// was read):
+//   - a worker's output of a lease it holds is *staged*: stored but unsigned and
+//     invisible, until the farm accepts that lease's result (publish-staged.ts);
+//   - a submitter's path is published only if its own bytes give that path
+//     (content-address.ts): .drv files, text files, sources;
+//   - the operator (admin token) publishes directly.
+// Published paths: first writer wins; nothing partial is ever visible.
 
 import type { IncomingHttpHeaders } from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../core/errors.js";
-import { asCompression, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import type { Lease } from "../core/types.js";
+import { assertContentAddressed } from "./content-address.js";
+import { stagedName, type StagedOutput } from "./staged-output.js";
+import { asCompression, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
@@ -19,9 +29,18 @@ export interface UploadContext {
   logger: Logger;
 }
 
-/** Outcome of an accepted upload: 201 = stored now, 200 = was already there. */
+/** What an uploader may do with one upload, decided from its token before the body is read. */
+export type UploadGrant =
+  /** The operator: published and signed at once. */
+  | { kind: "publish"; by: string }
+  /** A submitter: published only if the path is what its bytes say. */
+  | { kind: "content-addressed"; by: string }
+  /** A worker's output under a lease it holds: staged until the farm accepts that lease's result. */
+  | { kind: "output"; by: string; workerId: string; lease: Lease };
+
+/** Outcome of an accepted upload: 201 = published now, 202 = staged, 200 = was already published. */
 export interface UploadResult {
-  status: 200 | 201;
+  status: 200 | 201 | 202;
   narInfo: NarInfo;
 }
 
@@ -92,10 +111,41 @@ async function* limitBytes(source: ByteSource, max: number): AsyncGenerator<Buff
   }
 }
 
-/** Runs one upload; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError. */
-export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource): Promise<UploadResult> {
+/** NARs up to this size are kept in memory too, so a single text file (a .drv) can be read back. */
+const SINGLE_FILE_CAPTURE_BYTES = 16 * 2 ** 20;
+
+/** Tees up to `max` bytes aside; `overflow` tells whether more went past. */
+function capture(source: AsyncIterable<Buffer>, max: number) {
+  const kept: Buffer[] = [];
+  let size = 0;
+  const state = { overflow: false, bytes: () => Buffer.concat(kept) };
+  async function* tee(): AsyncGenerator<Buffer> {
+    for await (const chunk of source) {
+      size += chunk.length;
+      if (size <= max) kept.push(chunk);
+      else state.overflow = true;
+      yield chunk;
+    }
+  }
+  return { stream: tee(), state };
+}
+
+/** The contents of a NAR that is one regular file, else undefined. */
+async function singleFileOf(nar: Buffer): Promise<Buffer | undefined> {
+  const parts: Buffer[] = [];
+  for await (const ev of parseNar([nar])) {
+    if (ev.type === "data") parts.push(ev.chunk);
+    else if (ev.type !== "file" || ev.path.length !== 0) return undefined;
+  }
+  return Buffer.concat(parts);
+}
+
+/** Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError. */
+export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant): Promise<UploadResult> {
   if (claims.narSize !== undefined && claims.narSize > ctx.maxNarBytes) throw new TooLargeError(`NAR of ${claims.narSize} bytes exceeds ${ctx.maxNarBytes}`);
   const existing = await readExisting(ctx, claims.hashPart);
+  // An accepted build of this output is published already: it stands, and this one need not be kept.
+  if (existing && grant.kind === "output") return { status: 200, narInfo: existing };
   if (existing && claims.narHash) return settleAgainstExisting(existing, claims.narHash, claims.storePath);
   const selfBase = claims.storePath.slice(ctx.storeDir.length + 1);
   for (const ref of claims.references) {
@@ -107,8 +157,8 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   let nar: HashResult | null = null;
   let file: HashResult | null = null;
   const bodyLimit = ctx.maxNarBytes + Math.ceil(ctx.maxNarBytes / 64) + (1 << 20);
-  const narBytes = validatedNar(decompress(claims.compression, limitBytes(body, bodyLimit), true), { maxNarBytes: ctx.maxNarBytes });
-  const compressed = compressZstd(hashThrough(narBytes, (r) => (nar = r)));
+  const captured = capture(validatedNar(decompress(claims.compression, limitBytes(body, bodyLimit), true), { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
+  const compressed = compressZstd(hashThrough(captured.stream, (r) => (nar = r)));
   const staged = await ctx.storage.stage();
   try {
     await pipeline(Readable.from(hashThrough(compressed, (r) => (file = r))), staged.writable);
@@ -117,6 +167,11 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     if (claims.narHash && claims.narHash !== n.hash) throw new HashMismatchError(`NAR hash is ${n.hash}, upload claimed ${claims.narHash}`);
     if (claims.narSize !== undefined && claims.narSize !== n.size) throw new HashMismatchError(`NAR size is ${n.size}, upload claimed ${claims.narSize}`);
     if (existing) return settleAgainstExisting(existing, n.hash, claims.storePath);
+    if (grant.kind === "content-addressed") {
+      const singleFile = captured.state.overflow ? undefined : await singleFileOf(captured.state.bytes());
+      const { name } = parseStorePath(claims.storePath, ctx.storeDir);
+      assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile });
+    }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless.
     const fileName = `${f.hash.slice("sha256:".length)}.nar.zst`;
@@ -134,12 +189,19 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
       sigs: [],
       ...(claims.ca ? { ca: claims.ca } : {}),
     };
+    if (grant.kind === "output") {
+      // Not published: the farm signs it only once it accepts this lease's result.
+      const staged: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now() };
+      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(staged));
+      ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size }, "staged output");
+      return { status: 202, narInfo: unsigned };
+    }
     const narInfo = signNarInfo(unsigned, ctx.signingKey);
     if (!(await ctx.storage.put("narinfo", claims.hashPart, formatNarInfo(narInfo), { ifAbsent: true }))) {
       // Lost a race with a concurrent upload of the same path.
       return settleAgainstExisting((await readExisting(ctx, claims.hashPart))!, n.hash, claims.storePath);
     }
-    ctx.logger.info({ storePath: claims.storePath, narSize: n.size, fileSize: f.size }, "cached path");
+    ctx.logger.info({ storePath: claims.storePath, by: grant.by, as: grant.kind, narSize: n.size, fileSize: f.size }, "cached path");
     return { status: 201, narInfo };
   } finally {
     await staged.discard();

@@ -4,6 +4,8 @@
 import pino from "pino";
 import { describe, expect, it } from "vitest";
 import type { CacheStorage } from "../cache/storage.js";
+import { OutputPublisher } from "../cache/staged-output.js";
+import { generateKeyPair, parseSecretKey } from "../../proto/nix/mod.js";
 import { VirtualClock } from "../core/clock.js";
 import { TransientError } from "../core/errors.js";
 import { Scheduler } from "../core/scheduler.js";
@@ -39,7 +41,8 @@ describe("Coordinator across a store outage", () => {
     const scheduler = new Scheduler({ heartbeatTimeoutMs: 4000 });
     const cache = { has: async () => false } as unknown as CacheStorage;
     const info = { version: "t", storeDir: "/tmp/nix/store", cacheUrl: "http://cache", cachePublicKey: "k:x", heartbeatIntervalMs: 1000 };
-    const coord = new Coordinator({ scheduler, store, cache, clock, logger, info, trustSubmittedNodes: true });
+    const publisher = new OutputPublisher({ storage: cache, signingKey: parseSecretKey(generateKeyPair("stall-test-1").secretKey), logger });
+    const coord = new Coordinator({ scheduler, store, cache, clock, logger, info, trustSubmittedNodes: true, publisher });
     const w1 = session("w1");
     await coord.join(w1, mkWorker("w1", { maxBuilds: 1 }), []);
 

@@ -24,6 +24,7 @@ import { BuildLogs } from "./build-logs.js";
 import { Persister } from "./persister.js";
 import { mayAccess, type Principal } from "./auth.js";
 import { checkNodesAgainstDrvs } from "./drv-check.js";
+import type { OutputPublisher } from "../cache/staged-output.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 
 /** Everything the shell needs; main.ts wires it. */
@@ -39,6 +40,8 @@ export interface CoordinatorDeps {
   onFenced?: (err: Error) => void;
   /** Skip checking submitted nodes against their .drv files (load tests with no .drv files only). */
   trustSubmittedNodes?: boolean;
+  /** Signs and publishes the staged outputs of accepted builds. */
+  publisher: OutputPublisher;
 }
 
 const LOG_TAIL_LINES = 25;
@@ -62,8 +65,14 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   /** Runs one core event: compute, persist, then deliver. */
   private step(what: string, event: (now: number) => Effect[]): Promise<Effect[]> {
+    return this.stepAfter(what, async () => undefined, event);
+  }
+
+  /** Like step, with an async `prepare` run in the same turn of the queue, so nothing changes between it and the event. */
+  private stepAfter<T>(what: string, prepare: () => Promise<T>, event: (now: number, prepared: T) => Effect[]): Promise<Effect[]> {
     return this.queue.run(async () => {
-      const effects = event(this.d.clock.now());
+      const prepared = await prepare();
+      const effects = event(this.d.clock.now(), prepared);
       await this.persister.persist(what, effects);
       this.deliver(effects);
       return effects;
@@ -165,7 +174,6 @@ export class Coordinator implements WorkerHub, FarmApi {
       await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
       if (report.outcome !== "succeeded") this.rememberTail(lease.drvPath, lines.slice(-LOG_TAIL_LINES));
     }
-    const verified = report.outcome === "succeeded" && current ? await this.outputsInCache(current.node, report) : false;
     this.d.metrics?.builds.inc({ worker: session.workerId, outcome: report.outcome });
     if (report.outcome === "succeeded") {
       this.d.metrics?.buildSeconds.observe(report.durationMs / 1000);
@@ -173,23 +181,38 @@ export class Coordinator implements WorkerHub, FarmApi {
     }
     if (report.outcome === "out-of-memory") this.d.metrics?.oomKills.inc({ worker: session.workerId });
     if (isCurrent && !["succeeded", "failed"].includes(report.outcome)) this.d.metrics?.reassignments.inc({ reason: report.outcome });
-    this.d.logger.info(
-      { worker: session.workerId, drv: lease.drvPath, epoch: lease.epoch, outcome: report.outcome, verified, durationMs: report.durationMs, peakMemory: report.peakMemoryBytes, error: report.error || undefined },
-      "build reported",
+    // Publishing and the scheduler's verdict share one turn of the queue: the lease can't change in between,
+    // so only a result the scheduler accepts has its outputs signed.
+    await this.stepAfter(
+      "result",
+      async () => {
+        const now = this.d.scheduler.drv(lease.drvPath);
+        const holds = now !== undefined && holdsLease(now.record, session.workerId, lease.epoch);
+        return report.outcome === "succeeded" && holds ? this.publishOutputs(now.node, now.record.jobs, report, session.workerId) : false;
+      },
+      (now, verified) => {
+        this.d.logger.info(
+          { worker: session.workerId, drv: lease.drvPath, epoch: lease.epoch, outcome: report.outcome, verified, durationMs: report.durationMs, peakMemory: report.peakMemoryBytes, error: report.error || undefined },
+          "build reported",
+        );
+        return this.d.scheduler.buildReported(now, session.workerId, report, verified);
+      },
     );
-    await this.step("result", (now) => this.d.scheduler.buildReported(now, session.workerId, report, verified));
   }
 
-  /** A derivation counts as built only when every output has a valid narinfo (and the NAR hash the worker reported). */
-  private async outputsInCache(node: DrvNode, report: BuildReport): Promise<boolean> {
+  /**
+   * A derivation counts as built only when every output is published: staged by
+   * this worker under this lease with the NAR hash it reported (then signed now),
+   * or published by an accepted build before.
+   */
+  private async publishOutputs(node: DrvNode, jobs: string[], report: BuildReport, workerId: string): Promise<boolean> {
     const reported = new Map(report.outputs.map((o) => [o.path, o.narHash]));
     for (const path of Object.values(node.outputs)) {
-      const info = await readValidNarInfo(this.d.cache, path).catch(() => null);
-      if (!info) return false;
-      const claimed = reported.get(path);
-      if (claimed && claimed !== info.narHash) {
-        this.d.logger.warn({ path, claimed, cached: info.narHash }, "worker's output differs from the cached one (first writer wins)");
-      }
+      const outcome = await this.d.publisher.publish(path, report.lease, workerId, reported.get(path), jobs).catch((err) => {
+        this.d.logger.error({ err, path }, "publishing an output failed");
+        return "missing" as const;
+      });
+      if (outcome === "missing") return false;
     }
     return true;
   }

@@ -27,6 +27,8 @@ export interface CacheClientOptions {
   logger?: Logger;
   /** Parallel narinfo requests while walking closures. */
   concurrency?: number;
+  /** The worker this client uploads for (X-Farm-Worker), for a worker that holds the admin token. */
+  workerId?: string;
 }
 
 /** One path to upload; references and deriver are full store paths. */
@@ -40,6 +42,8 @@ export interface UploadItem {
   compression?: Compression;
   narHash?: string;
   narSize?: number;
+  /** The lease a worker's output was built under; the cache stages it until the farm accepts the build. */
+  lease?: { drvPath: string; epoch: number };
 }
 
 /** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
@@ -181,20 +185,17 @@ export class CacheClient {
     if (item.ca) headers["X-Nix-CA"] = item.ca;
     if (item.narHash) headers["X-Nix-Nar-Hash"] = item.narHash;
     if (item.narSize !== undefined) headers["X-Nix-Nar-Size"] = String(item.narSize);
+    if (item.lease) {
+      headers["X-Farm-Lease-Drv"] = item.lease.drvPath;
+      headers["X-Farm-Lease-Epoch"] = String(item.lease.epoch);
+    }
+    if (this.opts.workerId) headers["X-Farm-Worker"] = this.opts.workerId;
     const body = pullStream(item.narStream);
     const res = await this.request(`upload/${hashPart(item.storePath)}`, { method: "PUT", headers, body, duplex: "half" } as RequestInit);
     const message = await res.text();
     if (!res.ok) throw httpError(res.status, `upload of ${item.storePath}`, message);
     this.opts.logger?.debug({ storePath: item.storePath, status: res.status }, "uploaded path");
     return { status: res.status, message: message.trim() };
-  }
-
-  /** Stores the build log of a derivation. */
-  async putLog(drvPath: string, text: string | Uint8Array): Promise<void> {
-    const name = baseName(drvPath);
-    if (!name.endsWith(".drv")) throw new InvalidInputError(`${drvPath} is not a derivation`);
-    const res = await this.request(`log/${name}`, { method: "PUT", headers: { ...this.authHeaders(), "Content-Type": "text/plain" }, body: typeof text === "string" ? text : Buffer.from(text) });
-    if (!res.ok) throw httpError(res.status, `log of ${drvPath}`, await res.text());
   }
 
   /** Fetches a build log, or null if there is none. */

@@ -17,7 +17,7 @@ export { ConflictError, HashMismatchError, InsufficientSpaceError, MissingRefere
 export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
 export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from "./export-stream.js";
 export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
-export { formatNarInfo, normalizeSha256, parseNarInfo, referencePaths, type NarInfo } from "./narinfo.js";
+export { formatNarInfo, normalizeSha256, parseNarInfo, parseSha256, referencePaths, type NarInfo } from "./narinfo.js";
 export { encodeString, encodeU64, type ByteSource } from "./serialise.js";
 export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, type NixKey, type NixKeyPair } from "./signing.js";
-export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, parseStorePath, storeDirOf } from "./store-path.js";
+export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

@@ -1,0 +1,52 @@
+// What a submitter may put in the cache: only paths whose name their own bytes
+// determine, so the cache can recompute the path and sign it without trusting
+// the uploader. Those are the kinds `farm submit` uploads: `.drv` files and
+// other text files (a `text` path over the file's SHA-256 and its references)
+// and sources added by evaluation (a `source` path over the NAR's SHA-256). A
+// path that is not what its bytes say is refused: a submitter can't plant a
+// program under a name of its choosing.
+import { createHash } from "node:crypto";
+import { AuthError } from "../core/errors.js";
+import { makeStorePath, parseDerivation, parseSha256 } from "../../proto/nix/mod.js";
+
+/** A path type as Nix builds it: the kind, each other reference as a full path in order, then `self`. */
+function typeWithReferences(kind: string, storeDir: string, selfBase: string, references: string[]): string {
+  const others = references.filter((r) => r !== selfBase).sort();
+  return [kind, ...others.map((r) => `${storeDir}/${r}`)].join(":") + (references.includes(selfBase) ? ":self" : "");
+}
+
+/** What a submitter's upload claims and what the cache measured of it. */
+export interface ContentClaim {
+  storePath: string;
+  storeDir: string;
+  /** The store path's name (after the hash). */
+  name: string;
+  /** `sha256:<nix32>` of the NAR. */
+  narHash: string;
+  /** Base names, as in X-Nix-References. */
+  references: string[];
+  /** The contents when the NAR is one regular file. */
+  singleFile?: Buffer;
+}
+
+/** The paths Nix would give these bytes: as a recursive source, and (for a single file) as a text file. */
+export function contentAddressedPaths(c: ContentClaim): string[] {
+  const selfBase = c.storePath.slice(c.storeDir.length + 1);
+  const paths = [makeStorePath(typeWithReferences("source", c.storeDir, selfBase, c.references), parseSha256(c.narHash), c.name, c.storeDir)];
+  if (c.singleFile && !c.references.includes(selfBase)) {
+    paths.push(makeStorePath(typeWithReferences("text", c.storeDir, selfBase, c.references), createHash("sha256").update(c.singleFile).digest(), c.name, c.storeDir));
+  }
+  return paths;
+}
+
+/** Throws AuthError unless `c.storePath` is a path its own bytes determine (and a `.drv` is a derivation). */
+export function assertContentAddressed(c: ContentClaim): void {
+  const paths = contentAddressedPaths(c);
+  if (!paths.includes(c.storePath)) {
+    throw new AuthError(`${c.storePath} is not the path of its own bytes (${paths.join(" or ")}): a submitter may upload only .drv files, text files and sources`);
+  }
+  if (c.name.endsWith(".drv")) {
+    if (!c.singleFile) throw new AuthError(`${c.storePath}: a .drv must be a single file`);
+    parseDerivation(c.singleFile.toString("utf8"), c.storePath);
+  }
+}

@@ -1,0 +1,102 @@
+// Outputs a worker uploaded under a lease, waiting for the farm to accept that
+// lease's result. They are stored (the NAR file is in place) but unsigned and
+// never served. Accepting the result publishes them: signed, with a provenance
+// record of who built them for which lease and job. Nothing else ever signs a
+// worker's output, so a signature means "the farm accepted this build".
+import { createHash } from "node:crypto";
+import type { Logger } from "pino";
+import type { Lease } from "../core/types.js";
+import { formatNarInfo, hashPart, parseNarInfo, signNarInfo, storeDirOf, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import type { CacheStorage } from "./storage.js";
+
+/** A staged output as stored (kind "staged"). */
+export interface StagedOutput {
+  /** The unsigned narinfo the upload produced. */
+  narInfo: string;
+  workerId: string;
+  drvPath: string;
+  epoch: number;
+  stagedAtMs: number;
+}
+
+/** Who produced a published output (kind "provenance", by hash part). */
+export interface Provenance {
+  storePath: string;
+  narHash: string;
+  workerId: string;
+  drvPath: string;
+  epoch: number;
+  jobs: string[];
+  acceptedAtMs: number;
+}
+
+/** Storage name of one worker's upload of `storePath` under `lease`: a copy of the same lease on another worker is kept apart. */
+export function stagedName(storePath: string, lease: Lease, workerId: string): string {
+  const key = createHash("sha256").update(`${workerId}\0${lease.drvPath}\0${lease.epoch}`).digest("hex").slice(0, 24);
+  return `${hashPart(storePath)}-${key}`;
+}
+
+/** How publishing one output went. */
+export type PublishOutcome =
+  /** Signed and visible now. */
+  | "published"
+  /** An accepted build of it was published before; it stands. */
+  | "present"
+  /** Nothing staged for this lease and worker, or not what the worker reported, or a reference is missing. */
+  | "missing";
+
+/** Publishes the outputs of accepted builds; the only code that signs a worker's output. */
+export class OutputPublisher {
+  constructor(private readonly d: { storage: CacheStorage; signingKey: NixKey; logger: Logger; now?: () => number }) {}
+
+  /** Publishes what `workerId` staged for `storePath` under `lease`, if it is what the worker reported. */
+  async publish(storePath: string, lease: Lease, workerId: string, reportedNarHash: string | undefined, jobs: string[]): Promise<PublishOutcome> {
+    const { storage, logger } = this.d;
+    const storeDir = storeDirOf(storePath);
+    const existing = await storage.getText("narinfo", hashPart(storePath));
+    if (existing !== null) {
+      const info = parseNarInfo(existing, storeDir);
+      if (reportedNarHash && reportedNarHash !== info.narHash) logger.warn({ storePath, worker: workerId, reported: reportedNarHash, published: info.narHash }, "output differs from the accepted build published before (that one stands)");
+      return "present";
+    }
+    const name = stagedName(storePath, lease, workerId);
+    const raw = await storage.getText("staged", name);
+    if (raw === null) return "missing";
+    const staged = JSON.parse(raw) as StagedOutput;
+    const unsigned: NarInfo = parseNarInfo(staged.narInfo, storeDir);
+    if (unsigned.storePath !== storePath || staged.workerId !== workerId || staged.drvPath !== lease.drvPath || staged.epoch !== lease.epoch) return "missing";
+    if (reportedNarHash && reportedNarHash !== unsigned.narHash) {
+      logger.warn({ storePath, worker: workerId, reported: reportedNarHash, staged: unsigned.narHash }, "reported output is not what was uploaded");
+      return "missing";
+    }
+    const self = storePath.slice(storeDir.length + 1);
+    for (const ref of unsigned.references) {
+      if (ref !== self && !(await storage.has("narinfo", ref.slice(0, 32)))) {
+        logger.warn({ storePath, reference: ref }, "output references a path the cache does not publish");
+        return "missing";
+      }
+    }
+    const acceptedAtMs = (this.d.now ?? Date.now)();
+    const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs };
+    if (!(await storage.put("narinfo", hashPart(storePath), formatNarInfo(signNarInfo(unsigned, this.d.signingKey)), { ifAbsent: true }))) return "present";
+    await storage.put("provenance", hashPart(storePath), JSON.stringify(provenance));
+    await storage.remove("staged", name);
+    logger.info({ storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize }, "published accepted output");
+    return "published";
+  }
+
+  /** Removes staged uploads older than `maxAgeMs` (their leases ended without acceptance); returns how many. */
+  async sweep(maxAgeMs: number): Promise<number> {
+    const now = (this.d.now ?? Date.now)();
+    let removed = 0;
+    for await (const name of this.d.storage.list("staged")) {
+      const raw = await this.d.storage.getText("staged", name).catch(() => null);
+      const at = raw ? (JSON.parse(raw) as StagedOutput).stagedAtMs : 0;
+      if (now - at > maxAgeMs) {
+        await this.d.storage.remove("staged", name);
+        removed++;
+      }
+    }
+    return removed;
+  }
+}
