@@ -93,7 +93,6 @@ export function buildReported(
   // The lease ends here: the other copies of a hedged build are no longer wanted.
   if (kind === "done" || kind === "failed") abortHolders(s, rec, kind === "done" ? `built on ${workerId}` : `failed on ${workerId}`, workerId);
   s.liveUsage.delete(rec.drvPath);
-  s.pool.releaseLease(rec);
   switch (kind) {
     case "done":
       s.dag.apply(rec, now, () => complete(rec, now));

@@ -3,10 +3,11 @@
 // platform queues some free worker can serve, and stops when slots run out,
 // so its cost follows the number of assignments, not the size of the DAG.
 import type { DagIndex } from "./dag-index.js";
-import { addHedge, dropHolder, holderOn, lease, primaryHolder, type DrvRecord, type LeaseHolder } from "./drv-state.js";
+import { addHedge, dropHolder, holderOn, lease, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
-import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
+import { addHolder } from "./lease-index.js";
+import { applyCoreLimit, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
 import { comparePriority, type PriorityKey } from "./priority.js";
 import type { PlatformQueue, ReadyEntry } from "./ready-queue.js";
 import type { AssignmentSpec, DrvNode, DrvPath, StorePath } from "./types.js";
@@ -78,16 +79,6 @@ function expectedRemainingMs(rec: DrvRecord, estimate: Estimate, now: number): n
   return total - (now - (rec.startedAtMs ?? now));
 }
 
-function candidateOf(w: WorkerRecord): WorkerCandidate {
-  return {
-    worker: w,
-    running: w.running.size,
-    reservedCores: w.reservedCores,
-    reservedMemoryBytes: w.reservedMemoryBytes,
-    reservedDiskBytes: w.reservedDiskBytes,
-  };
-}
-
 /**
  * Active workers without a free slot, per platform: a policy may prefer to
  * wait for one. Listed once per dispatch pass and again only after an
@@ -105,7 +96,7 @@ class BusyWorkers {
     if (list === undefined) {
       list = [];
       for (const w of this.workers.values()) {
-        if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, system, features)) list.push(candidateOf(w));
+        if (w.state === "active" && !this.workers.hasFreeSlot(w) && platformMatches(w.info, system, features)) list.push(this.workers.candidate(w));
       }
       this.byPlatform.set(key, list);
     }
@@ -170,17 +161,14 @@ function yieldingHedge(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagInde
 }
 
 /** A worker as it would be with the copies that yield to `waiting` stopped; null when none would. */
-function withoutYieldingHedges(w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerRecord | null {
-  const view = { ...w, running: new Map(w.running) };
-  for (const drvPath of w.running.keys()) {
+function withoutYieldingHedges(workers: WorkerPool, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerCandidate | null {
+  const view = workers.candidate(w);
+  const running = view.running;
+  for (const drvPath of workers.leasesOf(w).keys()) {
     const h = yieldingHedge(dag.records.get(drvPath), w, dag, waiting);
-    if (h === undefined) continue;
-    view.running.delete(drvPath);
-    view.reservedCores -= h.cores;
-    view.reservedMemoryBytes -= h.reservedMemoryBytes;
-    view.reservedDiskBytes -= h.reservedDiskBytes;
+    if (h !== undefined) addHolder(view, h, -1);
   }
-  return view.running.size === w.running.size ? null : view;
+  return view.running === running ? null : view;
 }
 
 /** Workers running at least one hedge (the ones a ready derivation may preempt). */
@@ -188,7 +176,7 @@ function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   const out: WorkerRecord[] = [];
   for (const w of workers.values()) {
     if (w.state !== "active") continue;
-    for (const drvPath of w.running.keys()) {
+    for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
       if (rec !== undefined && rec.workerId !== w.info.workerId) {
         out.push(w);
@@ -200,10 +188,10 @@ function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
 }
 
 /** The least urgent build with a backup copy on `hedging`, or null when there is none. */
-function leastUrgentCopy(hedging: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
+function leastUrgentCopy(workers: WorkerPool, hedging: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
   let weakest: PriorityKey | null = null;
   for (const w of hedging) {
-    for (const drvPath of w.running.keys()) {
+    for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
       if (rec === undefined || rec.workerId === w.info.workerId) continue;
       const key = dag.keyOf(drvPath);
@@ -215,12 +203,11 @@ function leastUrgentCopy(hedging: readonly WorkerRecord[], dag: DagIndex): Prior
 
 /** Stops the copies on `w` that yield to `waiting` (a ready derivation takes their place). */
 function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
-  for (const drvPath of [...w.running.keys()]) {
+  for (const drvPath of [...ctx.workers.leasesOf(w).keys()]) {
     const rec = ctx.dag.records.get(drvPath)!;
     const h = yieldingHedge(rec, w, ctx.dag, waiting);
     if (h === undefined) continue;
     const lease = { drvPath, epoch: rec.epoch };
-    ctx.workers.releaseHolder(rec, h);
     ctx.dag.apply(rec, now, () => dropHolder(rec, w.info.workerId));
     ctx.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: `backup copy stopped: ${ctx.dag.node(forDrvPath).name} needs the worker` });
     ctx.sink.emit({ type: "drv.hedge-preempted", atMs: now, drvPath, epoch: rec.epoch, workerId: w.info.workerId, forDrvPath });
@@ -249,7 +236,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
   const setAside: DrvPath[] = [];
   // Preemption is for the best few waiting derivations: bounded so a long ready queue costs no more per pass.
   let preemptTries = 0;
-  const weakestCopy = leastUrgentCopy(hedging, dag);
+  const weakestCopy = leastUrgentCopy(workers, hedging, dag);
   while ((free.length > 0 || (hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
     const q = bestQueue(queues, hedging.length === 0 ? free : [...free, ...hedging]);
     if (q === null) break;
@@ -258,7 +245,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const entry = dag.ready.pop(q)!;
     const rec = dag.records.get(entry.drvPath)!;
     const node = dag.node(entry.drvPath);
-    const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map(candidateOf);
+    const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => workers.candidate(w));
     const estimate = ctx.estimator.estimate(node);
     const waitingSinceMs = ctx.waiting.get(entry.drvPath)?.sinceMs;
     const request = placementRequest(busy, now, node, rec, estimate, candidates, waitingSinceMs);
@@ -267,14 +254,14 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
       // Backup copies of less urgent builds never keep this one waiting: try the workers as they would be
       // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
-      const views: WorkerRecord[] = [];
+      const views: WorkerCandidate[] = [];
       for (const w of hedging) {
-        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingHedges(w, dag, entry.key) : null;
+        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingHedges(workers, w, dag, entry.key) : null;
         if (view !== null) views.push(view);
       }
       // Only a derivation some copy would yield to spends a try (the most urgent ones outrank every copy).
       if (views.length > 0) preemptTries++;
-      const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views.map(candidateOf) });
+      const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views });
       if (second.ok) {
         decision = second;
         preempt = hedging.find((w) => w.info.workerId === second.workerId);
@@ -299,12 +286,11 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
       now,
     };
     dag.apply(rec, now, () => lease(rec, grant));
-    workers.attachLease(w, rec);
     busy.changed();
     ctx.waiting.delete(rec.drvPath);
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
     free = free.filter((f) => f !== w);
-    if (hasFreeSlot(w)) free.push(w);
+    if (workers.hasFreeSlot(w)) free.push(w);
   }
   // Passed-over derivations go back with their key (and a fresh token).
   for (const p of setAside) dag.ready.push(dag.node(p), dag.keyOf(p));
@@ -323,7 +309,7 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
   const { dag, workers, sink } = ctx;
   const wanted: { rec: DrvRecord; node: DrvNode; estimate: Estimate }[] = [];
   for (const w of workers.values()) {
-    for (const drvPath of w.running.keys()) {
+    for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
       // Each record once, through its primary; at most maxHedgesPerBuild copies.
       if (rec === undefined || rec.workerId !== w.info.workerId || (rec.hedges?.length ?? 0) >= ctx.maxHedgesPerBuild) continue;
@@ -337,7 +323,9 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
   let misses = 0;
   for (const { rec, node, estimate } of wanted) {
     if (free.length === 0 || misses >= MAX_HEDGE_MISSES) return;
-    const candidates = free.filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !w.running.has(rec.drvPath)).map(candidateOf);
+    const candidates = free
+      .filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !workers.leasesOf(w).has(rec.drvPath))
+      .map((w) => workers.candidate(w));
     if (candidates.length === 0) continue;
     const decision = ctx.policy.place(placementRequest(busy, now, node, rec, estimate, candidates));
     if (!decision.ok) {
@@ -353,10 +341,9 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
       startedAtMs: now,
     };
     dag.apply(rec, now, () => addHedge(rec, hedge));
-    workers.attachLease(w, rec, hedge);
     busy.changed();
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, hedge) });
     sink.emit({ type: "drv.hedged", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, hedges: rec.hedges?.length ?? 0 });
-    if (!hasFreeSlot(w)) free = free.filter((f) => f !== w);
+    if (!workers.hasFreeSlot(w)) free = free.filter((f) => f !== w);
   }
 }

@@ -15,10 +15,7 @@ const NOW = 1_000_000;
 function cand(info: Partial<WorkerInfo> & { workerId: string }, reserved: { memory?: number; cores?: number; running?: number; disk?: number } = {}): WorkerCandidate {
   const w = newWorkerRecord(mkWorker(info.workerId, info), NOW, NOW + 10_000);
   const running = reserved.running ?? (reserved.memory ? 1 : 0);
-  for (let i = 0; i < running; i++) w.running.set(`/r${i}`, 1);
-  w.reservedMemoryBytes = reserved.memory ?? 0;
-  w.reservedCores = reserved.cores ?? 0;
-  return { worker: w, running, reservedCores: w.reservedCores, reservedMemoryBytes: w.reservedMemoryBytes, reservedDiskBytes: reserved.disk ?? 0 };
+  return { worker: w, running, reservedCores: reserved.cores ?? 0, reservedMemoryBytes: reserved.memory ?? 0, reservedDiskBytes: reserved.disk ?? 0 };
 }
 
 /** A measured model: memory = base + perCore * c, duration = ms (serial). */

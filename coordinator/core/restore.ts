@@ -57,12 +57,9 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
       continue;
     }
     for (const holder of leaseHolders(rec)) {
-      let w: WorkerRecord | undefined = s.pool.get(holder.workerId);
-      if (w === undefined || w.state === "lost") {
-        w = placeholderWorker(holder.workerId, now, graceDeadline);
-        s.pool.add(w);
-      }
-      s.pool.attachLease(w, rec, holder);
+      // Its worker takes no work until it joins again, and is lost if it does not by the grace deadline.
+      const w: WorkerRecord | undefined = s.pool.get(holder.workerId);
+      if (w === undefined || w.state === "lost") s.pool.add(placeholderWorker(holder.workerId, now, graceDeadline));
     }
   }
 }
@@ -109,7 +106,7 @@ export function takeSnapshot(s: SchedulerState): Snapshot {
     nodes: [...s.dag.nodes.values()],
     drvs: [...s.dag.records.values()].map(copyDrvRecord),
     jobs: [...s.book.all()].map((e) => ({ ...e.record, roots: [...e.record.roots] })),
-    workers: s.pool.all().map(workerSnapshot),
+    workers: s.pool.all().map((w) => workerSnapshot(w, [...s.pool.leasesOf(w).keys()].map((drvPath) => ({ drvPath, epoch: s.dag.records.get(drvPath)!.epoch })))),
     ...(s.estimator.exportEstimates ? { estimates: s.estimator.exportEstimates() } : {}),
   };
 }

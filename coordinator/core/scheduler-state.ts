@@ -139,7 +139,7 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
     sink,
     dag,
     book,
-    pool: new WorkerPool(),
+    pool: new WorkerPool(dag.leases),
     waiting: new Map(),
     liveUsage: new Map(),
     stats: { builds: 0, totalDurationMs: 0 },
@@ -148,12 +148,12 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
 
 /** Marks a worker for persistence (snapshot taken when effects are flushed). */
 export function workerChanged(s: SchedulerState, w: WorkerRecord): void {
-  s.sink.workerChanged(w.info.workerId, () => workerSnapshot(w));
+  const leases = () => [...s.pool.leasesOf(w).keys()].map((drvPath) => ({ drvPath, epoch: s.dag.records.get(drvPath)!.epoch }));
+  s.sink.workerChanged(w.info.workerId, () => workerSnapshot(w, leases()));
 }
 
-/** Takes a lease back: frees the worker's slot and requeues the derivation (epoch++). */
+/** Takes a lease back: requeues the derivation (epoch++), which frees its workers' slots. */
 export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
-  s.pool.releaseLease(rec);
   s.liveUsage.delete(rec.drvPath);
   s.dag.apply(rec, now, () => requeue(rec, reason));
 }
@@ -170,13 +170,12 @@ export function endAttempt(s: SchedulerState, rec: DrvRecord, workerId: string, 
     takeBack(s, rec, now, reason);
     return true;
   }
-  s.pool.releaseHolder(rec, holder);
   if (rec.workerId === workerId) s.liveUsage.delete(rec.drvPath);
   s.dag.apply(rec, now, () => dropHolder(rec, workerId));
   return false;
 }
 
-/** Sends an abort to every holder of `rec`'s lease but `except` (call before the verb that ends the lease). */
+/** Sends an abort to every holder of `rec`'s lease but `except` (it reads the holders: send before the lease ends). */
 export function abortHolders(s: SchedulerState, rec: DrvRecord, reason: string, except: string | null = null): void {
   for (const h of leaseHolders(rec)) {
     if (h.workerId !== except) s.sink.send({ kind: "abort", workerId: h.workerId, lease: { drvPath: rec.drvPath, epoch: rec.epoch }, reason });
@@ -187,7 +186,6 @@ export function abortHolders(s: SchedulerState, rec: DrvRecord, reason: string, 
 export function cancelDrv(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
   if (rec.state === "building") {
     abortHolders(s, rec, reason);
-    s.pool.releaseLease(rec);
     s.liveUsage.delete(rec.drvPath);
   }
   s.dag.apply(rec, now, () => cancel(rec, now, reason));

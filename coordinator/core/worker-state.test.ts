@@ -84,8 +84,7 @@ describe("worker records", () => {
 
   it("snapshots are serializable copies", () => {
     const w = workerIn("active");
-    w.running.set("/p", 3);
-    const snap = workerSnapshot(w);
+    const snap = workerSnapshot(w, [{ drvPath: "/p", epoch: 3 }]);
     expect(JSON.parse(JSON.stringify(snap)).running).toEqual([{ drvPath: "/p", epoch: 3 }]);
   });
 });

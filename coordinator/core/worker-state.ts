@@ -1,8 +1,8 @@
 // The worker state machine: one transition table, one named verb per move.
-// Lease bookkeeping (which drvs a worker runs) is kept on the record but
-// changed only by the scheduler's worker pool, which also fixes the drvs.
+// Which builds a worker runs is not kept here: the lease index derives it
+// from the derivation records (see lease-index.ts).
 import { InvalidTransitionError } from "./errors.js";
-import type { DrvPath, Lease, WorkerInfo, WorkerState } from "./types.js";
+import type { Lease, WorkerInfo, WorkerState } from "./types.js";
 
 /** Dynamic state of one worker, keyed by its stable workerId. */
 export interface WorkerRecord {
@@ -14,12 +14,6 @@ export interface WorkerRecord {
   deadlineMs: number;
   /** Set by a drain notice: when the worker said it will be gone. */
   drainDeadlineMs: number | null;
-  /** Leases it holds: drv path -> epoch. */
-  running: Map<DrvPath, number>;
-  reservedCores: number;
-  reservedMemoryBytes: number;
-  /** Estimated disk of the builds it runs. */
-  reservedDiskBytes: number;
   /** From the last heartbeat (join info until then). */
   freeMemoryBytes: number;
   freeDiskBytes: number;
@@ -64,10 +58,6 @@ export function newWorkerRecord(info: WorkerInfo, now: number, deadlineMs: numbe
     lastSeenMs: now,
     deadlineMs,
     drainDeadlineMs: null,
-    running: new Map(),
-    reservedCores: 0,
-    reservedMemoryBytes: 0,
-    reservedDiskBytes: 0,
     freeMemoryBytes: info.memoryBytes,
     freeDiskBytes: info.freeDiskBytes,
     uptimeSeconds: info.uptimeSeconds,
@@ -168,13 +158,12 @@ export function markLost(w: WorkerRecord): void {
   move(w, "markLost", ["active", "disconnected", "draining"], "lost");
 }
 
-/** Serializable view of a WorkerRecord (for persistWorker effects and status). */
-export interface WorkerSnapshot extends Omit<WorkerRecord, "running"> {
+/** Serializable view of a WorkerRecord with the leases it holds (for persistWorker effects). */
+export interface WorkerSnapshot extends WorkerRecord {
   running: Lease[];
 }
 
-/** Copies a worker record into its serializable form. */
-export function workerSnapshot(w: WorkerRecord): WorkerSnapshot {
-  const running = [...w.running].map(([drvPath, epoch]) => ({ drvPath, epoch }));
-  return { ...w, info: { ...w.info }, running };
+/** Copies a worker record and the leases it holds into serializable form. */
+export function workerSnapshot(w: WorkerRecord, running: Lease[]): WorkerSnapshot {
+  return { ...w, info: { ...w.info }, running: running.map((l) => ({ ...l })) };
 }
