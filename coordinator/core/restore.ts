@@ -8,7 +8,7 @@ import { buildJobGraph, topoOrder } from "./job-graph.js";
 import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
 import type { Snapshot } from "./snapshot.js";
 import type { DrvNode, DrvPath } from "./types.js";
-import { placeholderWorker, workerSnapshot, type WorkerRecord } from "./worker-state.js";
+import { placeholderWorker } from "./worker-state.js";
 
 /** Loads `snap` into empty state. Repairs are persisted with the first event's effects. */
 export function restoreState(s: SchedulerState, now: number, snap: Snapshot): void {
@@ -30,18 +30,6 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
   restoreEstimates(s, snap);
   rankRunningJobs(s);
 
-  const graceDeadline = now + s.config.restoreGraceMs;
-  for (const stored of snap.workers ?? []) {
-    // Known from storage but not connected: it takes no work until it joins again.
-    const w = placeholderWorker(stored.info.workerId, now, graceDeadline);
-    w.info = { ...stored.info };
-    w.buildsDone = stored.buildsDone;
-    w.buildsFailed = stored.buildsFailed;
-    w.oomKills = stored.oomKills;
-    if (stored.state === "lost") w.state = "lost";
-    s.pool.add(w);
-  }
-
   const failed = s.dag.settleRestored(now);
   for (const rec of failed) s.dag.propagateFailure(rec, now);
   // A crash can leave records no running job wants (a cancel half-persisted,
@@ -50,6 +38,7 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
     if (isTerminal(rec.state) || rec.jobs.some((id) => s.book.get(id)?.record.state === "running")) continue;
     cancelDrv(s, rec, now, "no running job wants it (after restore)");
   }
+  const graceDeadline = now + s.config.restoreGraceMs;
   for (const rec of s.dag.records.values()) {
     if (rec.state !== "building") continue;
     if (rec.workerId === null) {
@@ -58,8 +47,7 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
     }
     for (const holder of leaseHolders(rec)) {
       // Its worker takes no work until it joins again, and is lost if it does not by the grace deadline.
-      const w: WorkerRecord | undefined = s.pool.get(holder.workerId);
-      if (w === undefined || w.state === "lost") s.pool.add(placeholderWorker(holder.workerId, now, graceDeadline));
+      if (s.pool.get(holder.workerId) === undefined) s.pool.add(placeholderWorker(holder.workerId, now, graceDeadline));
     }
   }
 }
@@ -106,7 +94,6 @@ export function takeSnapshot(s: SchedulerState): Snapshot {
     nodes: [...s.dag.nodes.values()],
     drvs: [...s.dag.records.values()].map(copyDrvRecord),
     jobs: [...s.book.all()].map((e) => ({ ...e.record, roots: [...e.record.roots] })),
-    workers: s.pool.all().map((w) => workerSnapshot(w, [...s.pool.leasesOf(w).keys()].map((drvPath) => ({ drvPath, epoch: s.dag.records.get(drvPath)!.epoch })))),
     ...(s.estimator.exportEstimates ? { estimates: s.estimator.exportEstimates() } : {}),
   };
 }

@@ -13,7 +13,6 @@ import type { PriorityPolicy } from "./priority.js";
 import type { DrvPath } from "./types.js";
 import { UpwardRankPriority } from "./upward-rank.js";
 import { WorkerPool } from "./worker-pool.js";
-import { workerSnapshot, type WorkerRecord } from "./worker-state.js";
 
 /** Tunables of the scheduler. */
 export interface SchedulerConfig {
@@ -144,12 +143,6 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
     liveUsage: new Map(),
     stats: { builds: 0, totalDurationMs: 0 },
   };
-}
-
-/** Marks a worker for persistence (snapshot taken when effects are flushed). */
-export function workerChanged(s: SchedulerState, w: WorkerRecord): void {
-  const leases = () => [...s.pool.leasesOf(w).keys()].map((drvPath) => ({ drvPath, epoch: s.dag.records.get(drvPath)!.epoch }));
-  s.sink.workerChanged(w.info.workerId, () => workerSnapshot(w, leases()));
 }
 
 /** Takes a lease back: requeues the derivation (epoch++), which frees its workers' slots. */

@@ -2,7 +2,7 @@
 // drain, and loss when a deadline passes.
 import { holderOn, holdsLease, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
-import { endAttempt, workerChanged, type SchedulerState } from "./scheduler-state.js";
+import { endAttempt, type SchedulerState } from "./scheduler-state.js";
 import type { DrvPath, Lease, WorkerInfo } from "./types.js";
 import {
   disconnect,
@@ -84,7 +84,6 @@ export function workerJoined(s: SchedulerState, now: number, info: WorkerInfo, r
       aborted++;
     }
   }
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.joined", atMs: now, workerId: w.info.workerId, adopted, aborted });
 }
 
@@ -116,7 +115,6 @@ export function workerDisconnected(s: SchedulerState, now: number, workerId: str
   const w = knownWorker(s, workerId);
   if (w.state === "lost" || w.state === "disconnected") return; // already handled
   disconnect(w, now);
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.disconnected", atMs: now, workerId });
 }
 
@@ -134,7 +132,6 @@ export function workerDraining(s: SchedulerState, now: number, workerId: string,
     endAttempt(s, s.dag.records.get(lease.drvPath)!, workerId, now, `handed back by draining worker ${workerId}`);
     handedBack++;
   }
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.draining", atMs: now, workerId, deadlineMs: notice.deadlineMs, handedBack });
 }
 
@@ -164,6 +161,5 @@ function lose(s: SchedulerState, now: number, w: WorkerRecord, why: "lost" | "re
     noteLostAttempt(rec, w.info.workerId, w.lastSeenMs);
     if (endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} ${why}`)) requeued.push(rec.drvPath);
   }
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.lost", atMs: now, workerId: w.info.workerId, requeued });
 }

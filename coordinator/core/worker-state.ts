@@ -157,13 +157,3 @@ export function drain(w: WorkerRecord, now: number, drainDeadlineMs: number, dea
 export function markLost(w: WorkerRecord): void {
   move(w, "markLost", ["active", "disconnected", "draining"], "lost");
 }
-
-/** Serializable view of a WorkerRecord with the leases it holds (for persistWorker effects). */
-export interface WorkerSnapshot extends WorkerRecord {
-  running: Lease[];
-}
-
-/** Copies a worker record and the leases it holds into serializable form. */
-export function workerSnapshot(w: WorkerRecord, running: Lease[]): WorkerSnapshot {
-  return { ...w, info: { ...w.info }, running: running.map((l) => ({ ...l })) };
-}
