@@ -5,9 +5,8 @@
 // time through a serial queue, in arrival order.
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
-import { status } from "@grpc/grpc-js";
 import type { Scheduler } from "../core/scheduler.js";
-import type { Effect } from "../core/effects.js";
+import { effectsOf, type Effect } from "../core/effects.js";
 import type { Clock } from "../core/clock.js";
 import { holdsLease } from "../core/drv-state.js";
 import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
@@ -21,6 +20,7 @@ import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js"
 import type { HeartbeatInfo, WorkerHub, WorkerSession } from "./worker-service.js";
 import type { FarmApi } from "./farm-service.js";
 import { BuildLogs } from "./build-logs.js";
+import { SessionRegistry } from "./session-registry.js";
 import { Persister } from "./persister.js";
 import type { CoordinatorMetrics } from "../metrics.js";
 
@@ -43,7 +43,7 @@ const MAX_REMEMBERED_TAILS = 2000;
 /** Implements the worker and CLI services on top of the scheduler. */
 export class Coordinator implements WorkerHub, FarmApi {
   private readonly queue = new SerialQueue();
-  private readonly sessions = new Map<string, WorkerSession>();
+  private readonly sessions = new SessionRegistry();
   private readonly watchers = new Set<() => void>();
   private readonly logs = new BuildLogs();
   private readonly tails = new Map<DrvPath, string[]>();
@@ -56,12 +56,12 @@ export class Coordinator implements WorkerHub, FarmApi {
     this.persister = new Persister(d.store, d.clock, d.logger, { lossHoldMs }, d.onFenced);
   }
 
-  /** Runs one core event: compute, persist, then deliver. */
-  private step(what: string, event: (now: number) => Effect[]): Promise<Effect[]> {
+  /** Runs one core event: compute, persist, then deliver (what `first` leaves of the effects, after it ran). */
+  private step(what: string, event: (now: number) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
     return this.queue.run(async () => {
       const effects = event(this.d.clock.now());
       await this.persister.persist(what, effects);
-      this.deliver(effects);
+      this.deliver(first ? first(effects) : effects);
       return effects;
     });
   }
@@ -71,15 +71,14 @@ export class Coordinator implements WorkerHub, FarmApi {
     for (const e of effects) {
       switch (e.kind) {
         case "assign": {
-          const s = this.sessions.get(e.workerId);
           this.d.logger.info({ worker: e.workerId, drv: e.spec.lease.drvPath, epoch: e.spec.lease.epoch, cores: e.spec.cores, memoryLimit: e.spec.memoryLimitBytes }, "assigned");
           // With no session the lease simply expires at the worker's deadline and is requeued.
-          s?.send({ msg: { $case: "assign", value: assignmentToWire(e.spec) } });
+          this.sessions.send(e.workerId, { msg: { $case: "assign", value: assignmentToWire(e.spec) } });
           break;
         }
         case "abort":
           this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent");
-          this.sessions.get(e.workerId)?.send({ msg: { $case: "abort", value: { lease: e.lease, reason: e.reason } } });
+          this.sessions.send(e.workerId, { msg: { $case: "abort", value: { lease: e.lease, reason: e.reason } } });
           break;
         case "ack":
           if (!e.accepted) {
@@ -88,7 +87,7 @@ export class Coordinator implements WorkerHub, FarmApi {
           } else {
             this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch }, "result accepted");
           }
-          this.sessions.get(e.workerId)?.send({ msg: { $case: "resultAck", value: { lease: e.lease, accepted: e.accepted, reason: e.reason } } });
+          this.sessions.send(e.workerId, { msg: { $case: "resultAck", value: { lease: e.lease, accepted: e.accepted, reason: e.reason } } });
           break;
         case "event":
           changed = true;
@@ -124,17 +123,21 @@ export class Coordinator implements WorkerHub, FarmApi {
   // ---------------------------------------------------------------- workers
 
   async join(session: WorkerSession, info: WorkerInfo, running: Lease[]): Promise<void> {
-    const previous = this.sessions.get(info.workerId);
-    if (previous && previous.sessionId !== session.sessionId) previous.close(status.ABORTED, "replaced by a newer connection of the same worker");
-    this.sessions.set(info.workerId, session);
-    session.send({
-      msg: {
-        $case: "welcome",
-        value: { protocolVersion: PROTOCOL_VERSION, sessionId: session.sessionId, cacheUrl: this.d.info.cacheUrl, cachePublicKey: this.d.info.cachePublicKey, heartbeatIntervalMs: this.d.info.heartbeatIntervalMs, abort: [] },
-      },
-    });
+    this.sessions.register(session);
     this.d.logger.info({ worker: info.workerId, cores: info.cores, memory: info.memoryBytes, systems: info.systems, running: running.length }, "worker joined");
-    await this.step("join", (now) => this.d.scheduler.workerJoined(now, info, running));
+    // The Welcome goes out once the join is settled: it names the running builds the worker must abort (stale leases), before any new work.
+    await this.step("join", (now) => this.d.scheduler.workerJoined(now, info, running), (effects) => {
+      const abort = effectsOf(effects, "abort").filter((e) => e.workerId === info.workerId);
+      for (const e of abort) this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent in Welcome");
+      const { cacheUrl, cachePublicKey, heartbeatIntervalMs } = this.d.info;
+      this.sessions.welcome(session, {
+        msg: {
+          $case: "welcome",
+          value: { protocolVersion: PROTOCOL_VERSION, sessionId: session.sessionId, cacheUrl, cachePublicKey, heartbeatIntervalMs, abort: abort.map((e) => e.lease) },
+        },
+      });
+      return effects.filter((e) => !(abort as Effect[]).includes(e));
+    });
   }
 
   async heartbeat(session: WorkerSession, hb: HeartbeatInfo): Promise<number> {
@@ -202,8 +205,7 @@ export class Coordinator implements WorkerHub, FarmApi {
   }
 
   disconnected(session: WorkerSession, why?: "revoked"): void {
-    if (this.sessions.get(session.workerId)?.sessionId !== session.sessionId) return;
-    this.sessions.delete(session.workerId);
+    if (!this.sessions.remove(session)) return;
     if (why === "revoked") {
       // A revoked worker cannot report back: its builds requeue now rather than at its deadline.
       this.d.logger.warn({ worker: session.workerId }, "worker token revoked; worker dropped");
