@@ -54,11 +54,9 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
   let open = true;
   let heartbeat: NodeJS.Timeout | undefined;
   let watchdog: NodeJS.Timeout | undefined;
+  // Armed by each HeartbeatAck: the coordinator's deadline for our next heartbeat.
+  let ackDeadline: NodeJS.Timeout | undefined;
   let lastHeard = Date.now();
-  // Results written since the last heartbeat, then grouped per heartbeat: the coordinator
-  // handles a stream's messages in order, so a HeartbeatAck proves the results before it arrived.
-  let sentSinceHeartbeat: Lease[] = [];
-  const awaitingHeartbeatAck: Lease[][] = [];
 
   return new Promise<SessionEnd>((resolve) => {
     let ended = false;
@@ -73,6 +71,7 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
       open = false;
       clearInterval(heartbeat);
       clearInterval(watchdog);
+      clearTimeout(ackDeadline);
       clearTimeout(welcomeTimer);
       opts.drain.removeEventListener("abort", onDrain);
       opts.runner.attach(undefined);
@@ -92,13 +91,15 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
     const sendResult = (r: BuildReport) => {
       log.info({ drv: r.lease.drvPath, epoch: r.lease.epoch, outcome: r.outcome, durationMs: r.durationMs, peakMemoryBytes: r.peakMemoryBytes, error: r.error || undefined }, `result sent: ${r.outcome}`);
       send(resultToWire(r));
-      sentSinceHeartbeat.push(r.lease);
     };
     const sendHeartbeat = () => {
       const running: RunningUsage[] = opts.runner.usage();
       send(heartbeatToWire({ ...opts.vitals(), running }));
-      awaitingHeartbeatAck.push(sentSinceHeartbeat);
-      sentSinceHeartbeat = [];
+    };
+    // The coordinator declares us lost if it hears no heartbeat by its deadline; with no HeartbeatAck by then, the connection is as good as lost.
+    const onHeartbeatAck = (deadlineUnixMs: number) => {
+      clearTimeout(ackDeadline);
+      if (deadlineUnixMs > 0) ackDeadline = setTimeout(() => end("error", "no HeartbeatAck by the coordinator's deadline"), Math.max(0, deadlineUnixMs - Date.now()));
     };
 
     const onWelcome = (m: Welcome) => {
@@ -157,8 +158,8 @@ export function runOnce(opts: SessionOptions): Promise<SessionEnd> {
           return;
         }
         case "heartbeatAck":
-          for (const lease of awaitingHeartbeatAck.shift() ?? []) opts.runner.ack(lease);
-          return;
+          return onHeartbeatAck(m.value.deadlineUnixMs);
+        // The one acknowledgement of a result: until it comes, the result is resent on every (re)connect.
         case "resultAck": {
           const lease = safeLease(m.value.lease);
           if (!lease) return;

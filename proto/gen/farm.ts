@@ -209,7 +209,10 @@ export interface BuildUsage {
 }
 
 export interface HeartbeatAck {
-  /** Unix ms by which the next heartbeat must arrive before the worker is lost. */
+  /**
+   * Unix ms by which the next heartbeat must arrive before the worker is lost.
+   * A worker with no HeartbeatAck by then treats the connection as lost.
+   */
   deadlineUnixMs: number;
 }
 
@@ -270,6 +273,10 @@ export interface BuildResult {
   error: string;
 }
 
+/**
+ * The one acknowledgement of a result: until it comes, the worker resends the
+ * result on every (re)connect.
+ */
 export interface ResultAck {
   lease?: Lease | undefined;
   accepted: boolean;
