@@ -44,8 +44,8 @@ export const coordinatorSchema = {
   memorySafetyMarginMin: { type: "bytes", doc: "Least memory kept unreserved on each worker", env: "FARM_MEMORY_SAFETY_MARGIN_MIN", default: DEFAULT_SCHEDULER_CONFIG.memorySafetyMarginMinBytes },
   memorySafetyMarginMax: { type: "bytes", doc: "Most memory kept unreserved on each worker (the percent is capped here)", env: "FARM_MEMORY_SAFETY_MARGIN_MAX", default: DEFAULT_SCHEDULER_CONFIG.memorySafetyMarginMaxBytes },
   memoryHeadroomPercent: { type: "int", doc: "Reserve this percent above a measured memory estimate when the worker has room (x(1+1/n) for a peak measured n times)", env: "FARM_MEMORY_HEADROOM_PERCENT", default: Math.round(DEFAULT_SCHEDULER_CONFIG.memoryHeadroomFraction * 100), check: isPercent },
-  hedgeMinRemaining: { type: "duration", doc: "Idle workers run a backup copy of a running build expected to need at least this much longer; the first copy to finish wins (0 = never)", env: "FARM_HEDGE_MIN_REMAINING", default: DEFAULT_SCHEDULER_CONFIG.hedgeMinRemainingMs },
-  maxHedgesPerBuild: { type: "int", doc: "Most backup copies of one build running at a time", env: "FARM_MAX_HEDGES_PER_BUILD", default: DEFAULT_SCHEDULER_CONFIG.maxHedgesPerBuild, check: (v: number) => (v >= 0 && v <= 8 ? undefined : `expected 0 to 8, got ${v}`) },
+  backupCopyMinRemaining: { type: "duration", doc: "Idle workers run a backup copy of a running build expected to need at least this much longer; the first copy to finish wins (0 = never)", env: "FARM_BACKUP_COPY_MIN_REMAINING", default: DEFAULT_SCHEDULER_CONFIG.backupCopyMinRemainingMs },
+  maxBackupCopiesPerBuild: { type: "int", doc: "Most backup copies of one build running at a time", env: "FARM_MAX_BACKUP_COPIES_PER_BUILD", default: DEFAULT_SCHEDULER_CONFIG.maxBackupCopiesPerBuild, check: (v: number) => (v >= 0 && v <= 8 ? undefined : `expected 0 to 8, got ${v}`) },
   buildTimeout: { type: "duration", doc: "Wall-clock limit of one build (0 = none)", env: "FARM_BUILD_TIMEOUT", default: 0 },
   logLevel: { type: "string", doc: "pino log level", env: "FARM_LOG_LEVEL", default: "info" },
 } satisfies Schema;

@@ -3,7 +3,7 @@
 // platform queues some free worker can serve, and stops when slots run out,
 // so its cost follows the number of assignments, not the size of the DAG.
 import type { DagIndex } from "./dag-index.js";
-import { addHedge, dropHolder, holderOn, lease, type DrvRecord, type LeaseHolder } from "./drv-state.js";
+import { addBackupCopy, dropHolder, holderOn, lease, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { addHolder } from "./lease-index.js";
@@ -27,10 +27,10 @@ export interface DispatchContext {
   maxSetAside: number;
   /** Why a ready derivation was last passed over, and since when it has been; cleared when it is leased. */
   waiting: Map<DrvPath, Waiting>;
-  /** Hedge a running build whose estimated remaining time is at least this (ms); 0 = never. */
-  hedgeMinRemainingMs: number;
+  /** Start backup copies of a running build whose estimated remaining time is at least this (ms); 0 = never. */
+  backupCopyMinRemainingMs: number;
   /** Most backup copies of one build at a time. */
-  maxHedgesPerBuild: number;
+  maxBackupCopiesPerBuild: number;
 }
 
 /** A ready derivation placement passed over: the latest reason, and when it was first passed over. */
@@ -151,28 +151,28 @@ function bestQueue(queues: readonly PlatformQueue[], free: readonly WorkerRecord
 /** Waiting derivations per dispatch pass that may try to preempt a backup copy. */
 const MAX_PREEMPT_TRIES = 8;
 /** Long builds per dispatch pass that may fail to find a worker for a backup copy (a placement try walks every worker). */
-const MAX_HEDGE_MISSES = 8;
+const MAX_BACKUP_COPY_MISSES = 8;
 
 /** The backup copy on `w` of `rec`, when `rec` ranks below `waiting` (a copy yields only to more urgent work). */
-function yieldingHedge(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): LeaseHolder | undefined {
+function yieldingCopy(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): LeaseHolder | undefined {
   if (rec === undefined || rec.workerId === w.info.workerId) return undefined;
   const h = holderOn(rec, w.info.workerId);
   return h !== undefined && comparePriority(dag.keyOf(rec.drvPath), waiting) > 0 ? h : undefined;
 }
 
 /** A worker as it would be with the copies that yield to `waiting` stopped; null when none would. */
-function withoutYieldingHedges(workers: WorkerPool, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerCandidate | null {
+function withoutYieldingCopies(workers: WorkerPool, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerCandidate | null {
   const view = workers.candidate(w);
   const running = view.running;
   for (const drvPath of workers.leasesOf(w).keys()) {
-    const h = yieldingHedge(dag.records.get(drvPath), w, dag, waiting);
+    const h = yieldingCopy(dag.records.get(drvPath), w, dag, waiting);
     if (h !== undefined) addHolder(view, h, -1);
   }
   return view.running === running ? null : view;
 }
 
-/** Workers running at least one hedge (the ones a ready derivation may preempt). */
-function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
+/** Workers running at least one copy (the ones a ready derivation may preempt). */
+function workersWithCopies(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   const out: WorkerRecord[] = [];
   for (const w of workers.values()) {
     if (w.state !== "active") continue;
@@ -187,10 +187,10 @@ function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   return out;
 }
 
-/** The least urgent build with a backup copy on `hedging`, or null when there is none. */
-function leastUrgentCopy(workers: WorkerPool, hedging: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
+/** The least urgent build with a backup copy on `withCopies`, or null when there is none. */
+function leastUrgentCopy(workers: WorkerPool, withCopies: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
   let weakest: PriorityKey | null = null;
-  for (const w of hedging) {
+  for (const w of withCopies) {
     for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
       if (rec === undefined || rec.workerId === w.info.workerId) continue;
@@ -202,15 +202,15 @@ function leastUrgentCopy(workers: WorkerPool, hedging: readonly WorkerRecord[], 
 }
 
 /** Stops the copies on `w` that yield to `waiting` (a ready derivation takes their place). */
-function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
+function preemptCopies(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
   for (const drvPath of [...ctx.workers.leasesOf(w).keys()]) {
     const rec = ctx.dag.records.get(drvPath)!;
-    const h = yieldingHedge(rec, w, ctx.dag, waiting);
+    const h = yieldingCopy(rec, w, ctx.dag, waiting);
     if (h === undefined) continue;
     const lease = { drvPath, epoch: rec.epoch };
     ctx.dag.apply(rec, now, () => dropHolder(rec, w.info.workerId));
     ctx.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: `backup copy stopped: ${ctx.dag.node(forDrvPath).name} needs the worker` });
-    ctx.sink.emit({ type: "drv.hedge-preempted", atMs: now, drvPath, epoch: rec.epoch, workerId: w.info.workerId, forDrvPath });
+    ctx.sink.emit({ type: "drv.backup-copy-preempted", atMs: now, drvPath, epoch: rec.epoch, workerId: w.info.workerId, forDrvPath });
   }
 }
 
@@ -223,22 +223,22 @@ export function dispatch(ctx: DispatchContext, now: number): void {
   let free = ctx.workers.free();
   const busy = new BusyWorkers(ctx.workers);
   if (ctx.dag.ready.size > 0) {
-    const hedging = hedgingWorkers(ctx.workers, ctx.dag);
-    if (free.length > 0 || hedging.length > 0) free = dispatchReady(ctx, now, free, hedging, busy);
+    const withCopies = workersWithCopies(ctx.workers, ctx.dag);
+    if (free.length > 0 || withCopies.length > 0) free = dispatchReady(ctx, now, free, withCopies, busy);
   }
-  if (free.length > 0 && ctx.hedgeMinRemainingMs > 0) hedgeLongBuilds(ctx, now, free, busy);
+  if (free.length > 0 && ctx.backupCopyMinRemainingMs > 0) startBackupCopies(ctx, now, free, busy);
 }
 
 /** The ready pass; returns the workers still free. */
-function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], hedging: WorkerRecord[], busy: BusyWorkers): WorkerRecord[] {
+function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], withCopies: WorkerRecord[], busy: BusyWorkers): WorkerRecord[] {
   const { dag, workers, sink } = ctx;
   const queues = dag.ready.nonEmpty();
   const setAside: DrvPath[] = [];
   // Preemption is for the best few waiting derivations: bounded so a long ready queue costs no more per pass.
   let preemptTries = 0;
-  const weakestCopy = leastUrgentCopy(workers, hedging, dag);
-  while ((free.length > 0 || (hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
-    const q = bestQueue(queues, hedging.length === 0 ? free : [...free, ...hedging]);
+  const weakestCopy = leastUrgentCopy(workers, withCopies, dag);
+  while ((free.length > 0 || (withCopies.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
+    const q = bestQueue(queues, withCopies.length === 0 ? free : [...free, ...withCopies]);
     if (q === null) break;
     // With no free worker left only a derivation more urgent than some copy can start, and the rest of the queue is less urgent.
     if (free.length === 0 && (weakestCopy === null || comparePriority(q.peek()!.key, weakestCopy) >= 0)) break;
@@ -251,12 +251,12 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const request = placementRequest(busy, now, node, rec, estimate, candidates, waitingSinceMs);
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
-    if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
+    if (!decision.ok && withCopies.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
       // Backup copies of less urgent builds never keep this one waiting: try the workers as they would be
       // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
       const views: WorkerCandidate[] = [];
-      for (const w of hedging) {
-        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingHedges(workers, w, dag, entry.key) : null;
+      for (const w of withCopies) {
+        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingCopies(workers, w, dag, entry.key) : null;
         if (view !== null) views.push(view);
       }
       // Only a derivation some copy would yield to spends a try (the most urgent ones outrank every copy).
@@ -264,7 +264,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
       const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views });
       if (second.ok) {
         decision = second;
-        preempt = hedging.find((w) => w.info.workerId === second.workerId);
+        preempt = withCopies.find((w) => w.info.workerId === second.workerId);
       }
     }
     if (!decision.ok) {
@@ -273,8 +273,8 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
       continue;
     }
     if (preempt !== undefined) {
-      preemptHedges(ctx, preempt, rec.drvPath, entry.key, now);
-      hedging = hedging.filter((w) => w !== preempt);
+      preemptCopies(ctx, preempt, rec.drvPath, entry.key, now);
+      withCopies = withCopies.filter((w) => w !== preempt);
     }
     const w = preempt ?? free.find((f) => f.info.workerId === decision.workerId);
     if (w === undefined) throw new Error(`policy ${ctx.policy.name} chose ${decision.workerId}, not a candidate`);
@@ -305,24 +305,24 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
  * priority first, placed by the same policy (memory, lifetime). The first
  * success wins and the others are aborted; a ready derivation preempts a copy.
  */
-function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[], busy: BusyWorkers): void {
+function startBackupCopies(ctx: DispatchContext, now: number, free: WorkerRecord[], busy: BusyWorkers): void {
   const { dag, workers, sink } = ctx;
   const wanted: { rec: DrvRecord; node: DrvNode; estimate: Estimate }[] = [];
   for (const w of workers.values()) {
     for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
-      // Each record once, through its primary; at most maxHedgesPerBuild copies.
-      if (rec === undefined || rec.workerId !== w.info.workerId || (rec.hedges?.length ?? 0) >= ctx.maxHedgesPerBuild) continue;
+      // Each record once, through its primary; at most maxBackupCopiesPerBuild copies.
+      if (rec === undefined || rec.workerId !== w.info.workerId || (rec.backupCopies?.length ?? 0) >= ctx.maxBackupCopiesPerBuild) continue;
       const node = dag.node(drvPath);
       const estimate = ctx.estimator.estimate(node);
       const left = expectedRemainingMs(rec, estimate, now);
-      if (left !== null && left >= ctx.hedgeMinRemainingMs) wanted.push({ rec, node, estimate });
+      if (left !== null && left >= ctx.backupCopyMinRemainingMs) wanted.push({ rec, node, estimate });
     }
   }
   wanted.sort((a, b) => comparePriority(dag.keyOf(a.rec.drvPath), dag.keyOf(b.rec.drvPath)));
   let misses = 0;
   for (const { rec, node, estimate } of wanted) {
-    if (free.length === 0 || misses >= MAX_HEDGE_MISSES) return;
+    if (free.length === 0 || misses >= MAX_BACKUP_COPY_MISSES) return;
     const candidates = free
       .filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !workers.leasesOf(w).has(rec.drvPath))
       .map((w) => workers.candidate(w));
@@ -333,17 +333,17 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
       continue;
     }
     const w = free.find((f) => f.info.workerId === decision.workerId)!;
-    const hedge: LeaseHolder = {
+    const copy: LeaseHolder = {
       workerId: w.info.workerId,
       cores: applyCoreLimit(decision.cores, rec),
       reservedMemoryBytes: decision.memoryReservationBytes,
       reservedDiskBytes: decision.diskReservationBytes ?? 0,
       startedAtMs: now,
     };
-    dag.apply(rec, now, () => addHedge(rec, hedge));
+    dag.apply(rec, now, () => addBackupCopy(rec, copy));
     busy.changed();
-    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, hedge) });
-    sink.emit({ type: "drv.hedged", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, hedges: rec.hedges?.length ?? 0 });
+    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, copy) });
+    sink.emit({ type: "drv.backup-copy-started", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, backupCopies: rec.backupCopies?.length ?? 0 });
     if (!workers.hasFreeSlot(w)) free = free.filter((f) => f !== w);
   }
 }

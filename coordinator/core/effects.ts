@@ -25,9 +25,9 @@ export type FarmEvent =
   | { type: "worker.lost"; atMs: number; workerId: string; requeued: DrvPath[] }
   | { type: "build.rejected"; atMs: number; workerId: string; lease: Lease; reason: string }
   /** A backup copy of a long build started on another worker, under the same lease. */
-  | { type: "drv.hedged"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; hedges: number }
+  | { type: "drv.backup-copy-started"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; backupCopies: number }
   /** A backup copy gave its worker up to a derivation that had nowhere else to go. */
-  | { type: "drv.hedge-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath };
+  | { type: "drv.backup-copy-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath };
 
 /** Every FarmEvent type string. */
 export type FarmEventType = FarmEvent["type"];

@@ -34,7 +34,7 @@ export interface DrvStatusRow {
   currentPeakMemoryBytes: number;
   /** Why a ready derivation is not running yet; "" otherwise. */
   waitingReason: string;
-  /** Workers running a backup copy of this build (see dispatch's hedging). */
+  /** Workers running a backup copy of this build (see dispatch's withCopies). */
   backupWorkerIds: string[];
   /** In a worker's list: this row is that worker's backup copy (workerId, cores and reservation are the copy's). */
   backupCopy: boolean;
@@ -148,7 +148,7 @@ export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): Dr
     currentMemoryBytes: current?.memoryBytes ?? 0,
     currentPeakMemoryBytes: current?.peakMemoryBytes ?? 0,
     waitingReason: waitingReason(s, rec),
-    backupWorkerIds: (rec.hedges ?? []).map((h) => h.workerId),
+    backupWorkerIds: (rec.backupCopies ?? []).map((h) => h.workerId),
     backupCopy: copy !== undefined,
   };
 }

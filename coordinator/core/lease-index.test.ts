@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { addHedge, dropHolder, lease, newDrvRecord, requeue } from "./drv-state.js";
+import { addBackupCopy, dropHolder, lease, newDrvRecord, requeue } from "./drv-state.js";
 import { LeaseIndex } from "./lease-index.js";
 
 function readyRec(p: string) {
@@ -17,7 +17,7 @@ describe("LeaseIndex", () => {
     idx.sync(a);
     lease(b, { workerId: "w1", cores: 1, memoryBytes: 50, now: 0 });
     idx.sync(b);
-    addHedge(a, { workerId: "w2", cores: 3, reservedMemoryBytes: 300, reservedDiskBytes: 30, startedAtMs: 5 });
+    addBackupCopy(a, { workerId: "w2", cores: 3, reservedMemoryBytes: 300, reservedDiskBytes: 30, startedAtMs: 5 });
     idx.sync(a);
     expect([...idx.of("w1").keys()]).toEqual(["/a", "/b"]);
     expect(idx.load("w1")).toEqual({ running: 2, reservedCores: 3, reservedMemoryBytes: 150, reservedDiskBytes: 10 });

@@ -2,7 +2,7 @@
 // taking the snapshot storage would hold. Workers are not trusted from
 // storage: builds that were running stay building under their epoch until
 // their worker reconnects (and is adopted) or the grace deadline passes.
-import { copyDrvRecord, isTerminal, leaseHolders } from "./drv-state.js";
+import { copyDrvRecord, isTerminal, leaseHolders, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { buildJobGraph, topoOrder } from "./job-graph.js";
 import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
@@ -16,7 +16,7 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
   for (const stored of snap.drvs) {
     const node = nodes.get(stored.drvPath);
     if (node === undefined) throw new InvalidInputError(`snapshot: record ${stored.drvPath} has no node`);
-    s.dag.load(node, copyDrvRecord(stored));
+    s.dag.load(node, fromStored(stored));
   }
   for (const job of snap.jobs) s.book.add({ ...job, roots: [...job.roots] });
   for (const rec of s.dag.records.values()) {
@@ -50,6 +50,16 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
       if (s.pool.get(holder.workerId) === undefined) s.pool.add(placeholderWorker(holder.workerId, now, graceDeadline));
     }
   }
+}
+
+/** A copy of a stored record under today's field names (records stored before the rename keep backup copies under `hedges`). */
+function fromStored(stored: DrvRecord & { hedges?: LeaseHolder[] }): DrvRecord {
+  const rec: DrvRecord & { hedges?: LeaseHolder[] } = copyDrvRecord(stored);
+  if (stored.hedges !== undefined) {
+    delete rec.hedges;
+    if (rec.backupCopies === undefined && stored.hedges.length > 0) rec.backupCopies = stored.hedges.map((h) => ({ ...h }));
+  }
+  return rec;
 }
 
 // Estimates are stored apart (persistEstimate effects). Without them, relearn

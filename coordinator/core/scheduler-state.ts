@@ -37,14 +37,14 @@ export interface SchedulerConfig {
   /** Memory-fit reserves this much above the estimate when the worker has room. */
   memoryHeadroomFraction: number;
   /** Idle workers run a backup copy of a build expected to need at least this much longer (ms); 0 = no backup copies. */
-  hedgeMinRemainingMs: number;
+  backupCopyMinRemainingMs: number;
   /**
    * Most backup copies of one build at a time. Two by default: an 11 h build
    * on 12 h containers with random kills loses one copy in four or five, and
    * on the nixpkgs-10k simulation a third holder cut the median makespan
    * from 1.21x to 1.08x of the lower bound (copies use only idle workers).
    */
-  maxHedgesPerBuild: number;
+  maxBackupCopiesPerBuild: number;
 }
 
 /** Defaults for every SchedulerConfig field. */
@@ -60,8 +60,8 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   memorySafetyMarginMinBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMinBytes,
   memorySafetyMarginMaxBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMaxBytes,
   memoryHeadroomFraction: DEFAULT_MEMORY_FIT.memoryHeadroomFraction,
-  hedgeMinRemainingMs: 60 * 60_000,
-  maxHedgesPerBuild: 2,
+  backupCopyMinRemainingMs: 60 * 60_000,
+  maxBackupCopiesPerBuild: 2,
 };
 
 /** Pluggable parts of the scheduler. */
@@ -154,7 +154,7 @@ export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason:
 /**
  * The attempt on `workerId` ended without a result (its worker was lost,
  * handed it back, or it was killed or failed transiently). With another
- * holder (a hedge) still running, that one carries the lease on and nothing
+ * holder (a copy) still running, that one carries the lease on and nothing
  * is requeued; otherwise the lease is taken back. Returns true when taken back.
  */
 export function endAttempt(s: SchedulerState, rec: DrvRecord, workerId: string, now: number, reason: string): boolean {
@@ -197,8 +197,8 @@ export function finishEvent(s: SchedulerState, now: number): Effect[] {
       buildTimeoutMs: s.config.buildTimeoutMs,
       maxSetAside: s.config.maxSetAsidePerDispatch,
       waiting: s.waiting,
-      hedgeMinRemainingMs: s.config.hedgeMinRemainingMs,
-      maxHedgesPerBuild: s.config.maxHedgesPerBuild,
+      backupCopyMinRemainingMs: s.config.backupCopyMinRemainingMs,
+      maxBackupCopiesPerBuild: s.config.maxBackupCopiesPerBuild,
     },
     now,
   );

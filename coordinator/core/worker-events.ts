@@ -102,7 +102,7 @@ export function heartbeat(s: SchedulerState, now: number, workerId: string, hb: 
   }
   // Live memory of running builds, for status only (estimate vs measured).
   for (const u of hb.usage ?? []) {
-    // The primary attempt's (a hedge's memory would overwrite it).
+    // The primary attempt's (a copy's memory would overwrite it).
     if (isCurrent(s, workerId, u.lease) && s.dag.records.get(u.lease.drvPath)!.workerId === workerId) {
       s.liveUsage.set(u.lease.drvPath, { epoch: u.lease.epoch, memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes });
     }

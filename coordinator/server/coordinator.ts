@@ -104,12 +104,12 @@ export class Coordinator implements WorkerHub, FarmApi {
       this.d.logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
       this.logs.dropWorker(ev.workerId); // its attempts will never report
       m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
-    } else if (ev.type === "drv.hedged") {
+    } else if (ev.type === "drv.backup-copy-started") {
       this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId }, "backup copy of a long build started");
-      m?.hedges.inc({ event: "started" });
-    } else if (ev.type === "drv.hedge-preempted") {
+      m?.backupCopies.inc({ event: "started" });
+    } else if (ev.type === "drv.backup-copy-preempted") {
       this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId, for: ev.forDrvPath }, "backup copy stopped to free its worker");
-      m?.hedges.inc({ event: "preempted" });
+      m?.backupCopies.inc({ event: "preempted" });
     } else if (ev.type === "worker.draining") {
       m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
     } else if (ev.type === "job.finished") {
@@ -157,7 +157,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     const { lease } = report;
     const current = this.d.scheduler.drv(lease.drvPath);
     const isCurrent = current !== undefined && holdsLease(current.record, session.workerId, lease.epoch);
-    // Logs are buffered per worker: a report (even a stale one, e.g. the losing copy of a hedged build) ends its own.
+    // Logs are buffered per worker: a report (even a stale one, e.g. the losing copy of a build with a backup copy) ends its own.
     const lines = this.logs.take(lease, session.workerId);
     // A stale lease's log must not overwrite the current attempt's log.
     if (isCurrent && lines.length) {

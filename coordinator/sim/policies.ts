@@ -54,14 +54,14 @@ export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, o
     }
     case "fifo": {
       const estimator = new NoEstimates();
-      return { name, scheduler: new Scheduler({ ...config, hedgeMinRemainingMs: 0 }, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
+      return { name, scheduler: new Scheduler({ ...config, backupCopyMinRemainingMs: 0 }, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
     }
     case "hydra-like": {
       const hydra = new HydraRetries(retries);
       const estimator = new NoEstimates();
       // Hydra's budget, not the core's halving, decides how often an OOM is retried.
       const scheduler = new Scheduler(
-        { ...config, maxOomRetries: 1_000_000, hedgeMinRemainingMs: 0 },
+        { ...config, maxOomRetries: 1_000_000, backupCopyMinRemainingMs: 0 },
         new BackoffPlacement(new SimpleFit(), hydra, seed),
         new LongestPathPriority(),
         estimator,

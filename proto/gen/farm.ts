@@ -405,7 +405,7 @@ export interface DerivationStatus {
   /** While building: memory of the build's process tree now, and its peak so far. */
   currentMemoryBytes: number;
   currentPeakMemoryBytes: number;
-  /** Workers running a backup copy of this build (a long build hedged on idle workers). */
+  /** Workers running a backup copy of this build (a long build copied onto idle workers). */
   backupWorkerIds: string[];
   /** In a worker's list: this row is that worker's backup copy. */
   backupCopy: boolean;
