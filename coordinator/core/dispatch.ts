@@ -26,7 +26,7 @@ export interface DispatchContext {
   /** Unplaceable derivations looked at per pass before giving up (bounds the work). */
   maxSetAside: number;
   /** Why a ready derivation was last passed over, and since when it has been; cleared when it is leased. */
-  waiting: Map<DrvPath, Waiting>;
+  passedOver: Map<DrvPath, PassedOver>;
   /** Start backup copies of a running build whose estimated remaining time is at least this (ms); 0 = never. */
   backupCopyMinRemainingMs: number;
   /** Most backup copies of one build at a time. */
@@ -34,7 +34,7 @@ export interface DispatchContext {
 }
 
 /** A ready derivation placement passed over: the latest reason, and when it was first passed over. */
-export interface Waiting {
+export interface PassedOver {
   reason: string;
   sinceMs: number;
 }
@@ -117,7 +117,7 @@ function placementRequest(
   record: DrvRecord,
   estimate: Estimate,
   candidates: WorkerCandidate[],
-  waitingSinceMs?: number,
+  passedOverSinceMs?: number,
 ): PlacementRequest {
   let busy: WorkerCandidate[] | undefined;
   return {
@@ -126,7 +126,7 @@ function placementRequest(
     record,
     estimate,
     candidates,
-    waitingSinceMs,
+    passedOverSinceMs,
     get busy() {
       return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures));
     },
@@ -148,24 +148,24 @@ function bestQueue(queues: readonly PlatformQueue[], free: readonly WorkerRecord
   return best?.q ?? null;
 }
 
-/** Waiting derivations per dispatch pass that may try to preempt a backup copy. */
+/** Ready derivations per dispatch pass that may try to preempt a backup copy. */
 const MAX_PREEMPT_TRIES = 8;
 /** Long builds per dispatch pass that may fail to find a worker for a backup copy (a placement try walks every worker). */
 const MAX_BACKUP_COPY_MISSES = 8;
 
-/** The backup copy on `w` of `rec`, when `rec` ranks below `waiting` (a copy yields only to more urgent work). */
-function yieldingCopy(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): LeaseHolder | undefined {
+/** The backup copy on `w` of `rec`, when `rec` ranks below `readyKey` (a copy yields only to more urgent work). */
+function yieldingCopy(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, readyKey: PriorityKey): LeaseHolder | undefined {
   if (rec === undefined || rec.workerId === w.info.workerId) return undefined;
   const h = holderOn(rec, w.info.workerId);
-  return h !== undefined && comparePriority(dag.keyOf(rec.drvPath), waiting) > 0 ? h : undefined;
+  return h !== undefined && comparePriority(dag.keyOf(rec.drvPath), readyKey) > 0 ? h : undefined;
 }
 
-/** A worker as it would be with the copies that yield to `waiting` stopped; null when none would. */
-function withoutYieldingCopies(workers: WorkerPool, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerCandidate | null {
+/** A worker as it would be with the copies that yield to `readyKey` stopped; null when none would. */
+function withoutYieldingCopies(workers: WorkerPool, w: WorkerRecord, dag: DagIndex, readyKey: PriorityKey): WorkerCandidate | null {
   const view = workers.candidate(w);
   const running = view.running;
   for (const drvPath of workers.leasesOf(w).keys()) {
-    const h = yieldingCopy(dag.records.get(drvPath), w, dag, waiting);
+    const h = yieldingCopy(dag.records.get(drvPath), w, dag, readyKey);
     if (h !== undefined) addHolder(view, h, -1);
   }
   return view.running === running ? null : view;
@@ -201,11 +201,11 @@ function leastUrgentCopy(workers: WorkerPool, withCopies: readonly WorkerRecord[
   return weakest;
 }
 
-/** Stops the copies on `w` that yield to `waiting` (a ready derivation takes their place). */
-function preemptCopies(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
+/** Stops the copies on `w` that yield to `readyKey` (a ready derivation takes their place). */
+function preemptCopies(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, readyKey: PriorityKey, now: number): void {
   for (const drvPath of [...ctx.workers.leasesOf(w).keys()]) {
     const rec = ctx.dag.records.get(drvPath)!;
-    const h = yieldingCopy(rec, w, ctx.dag, waiting);
+    const h = yieldingCopy(rec, w, ctx.dag, readyKey);
     if (h === undefined) continue;
     const lease = { drvPath, epoch: rec.epoch };
     ctx.dag.apply(rec, now, () => dropHolder(rec, w.info.workerId));
@@ -234,7 +234,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
   const { dag, workers, sink } = ctx;
   const queues = dag.ready.nonEmpty();
   const setAside: DrvPath[] = [];
-  // Preemption is for the best few waiting derivations: bounded so a long ready queue costs no more per pass.
+  // Preemption is for the best few ready derivations: bounded so a long ready queue costs no more per pass.
   let preemptTries = 0;
   const weakestCopy = leastUrgentCopy(workers, withCopies, dag);
   while ((free.length > 0 || (withCopies.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
@@ -247,12 +247,12 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const node = dag.node(entry.drvPath);
     const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => workers.candidate(w));
     const estimate = ctx.estimator.estimate(node);
-    const waitingSinceMs = ctx.waiting.get(entry.drvPath)?.sinceMs;
-    const request = placementRequest(busy, now, node, rec, estimate, candidates, waitingSinceMs);
+    const passedOverSinceMs = ctx.passedOver.get(entry.drvPath)?.sinceMs;
+    const request = placementRequest(busy, now, node, rec, estimate, candidates, passedOverSinceMs);
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
     if (!decision.ok && withCopies.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
-      // Backup copies of less urgent builds never keep this one waiting: try the workers as they would be
+      // Backup copies of less urgent builds never hold this one back: try the workers as they would be
       // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
       const views: WorkerCandidate[] = [];
       for (const w of withCopies) {
@@ -269,7 +269,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     }
     if (!decision.ok) {
       setAside.push(entry.drvPath);
-      ctx.waiting.set(entry.drvPath, { reason: decision.reason, sinceMs: waitingSinceMs ?? now });
+      ctx.passedOver.set(entry.drvPath, { reason: decision.reason, sinceMs: passedOverSinceMs ?? now });
       continue;
     }
     if (preempt !== undefined) {
@@ -287,7 +287,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     };
     dag.apply(rec, now, () => lease(rec, grant));
     busy.changed();
-    ctx.waiting.delete(rec.drvPath);
+    ctx.passedOver.delete(rec.drvPath);
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
     free = free.filter((f) => f !== w);
     if (workers.hasFreeSlot(w)) free.push(w);

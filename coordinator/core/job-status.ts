@@ -97,7 +97,7 @@ export interface WorkerView {
 
 function waitingReason(s: SchedulerState, rec: DrvRecord): string {
   if (rec.state !== "ready") return "";
-  const known = s.waiting.get(rec.drvPath);
+  const known = s.passedOver.get(rec.drvPath);
   if (known !== undefined) return known.reason;
   const node = s.dag.node(rec.drvPath);
   let able = false;

@@ -149,7 +149,7 @@ export class MemoryFit implements PlacementPolicy {
     // A duration measured n times is known to about slack/n more: one draw may have been a short one,
     // and losing a long build with its worker costs far more than waiting for a fresher one.
     const n = model.successes ?? 0;
-    const waitedMs = req.waitingSinceMs === undefined ? 0 : req.now - req.waitingSinceMs;
+    const waitedMs = req.passedOverSinceMs === undefined ? 0 : req.now - req.passedOverSinceMs;
     const needOf = (durationMs: number) =>
       patientNeed(lifetimeNeed(n > 0 ? durationMs * (1 + slackFraction / n) : durationMs, fleetMs, slackFraction), durationMs, waitedMs, slackFraction);
     const soonest = Math.min(...fits.map((f) => f.durationMs));

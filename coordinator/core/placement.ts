@@ -26,10 +26,10 @@ export interface PlacementRequest {
   estimate: Estimate;
   /** Active workers with a free slot that run the derivation's platform. */
   candidates: readonly WorkerCandidate[];
-  /** Active workers of that platform without a free slot now (for waiting decisions); may be absent. */
+  /** Active workers of that platform without a free slot now (for decisions to wait for one); may be absent. */
   busy?: readonly WorkerCandidate[];
   /** When placement first passed this ready derivation over (it has waited since); absent when it has not. */
-  waitingSinceMs?: number;
+  passedOverSinceMs?: number;
 }
 
 /** A policy's answer: a worker and its grant, or why nothing fits now. */

@@ -1,7 +1,7 @@
 // The scheduler's state in one place, shared by the modules that implement
 // its events (submit, worker events, build events, restore) and its queries.
 import { DagIndex } from "./dag-index.js";
-import { dispatch, type Waiting } from "./dispatch.js";
+import { dispatch, type PassedOver } from "./dispatch.js";
 import { cancel, dropHolder, holderOn, leaseHolders, requeue, type DrvRecord } from "./drv-state.js";
 import { EffectSink, type Effect } from "./effects.js";
 import type { Estimator } from "./estimator.js";
@@ -79,7 +79,7 @@ export interface SchedulerState extends SchedulerPolicies {
   book: JobBook;
   pool: WorkerPool;
   /** Ready derivations placement passed over: why, and since when (not persisted: a restart starts the clock again). */
-  waiting: Map<DrvPath, Waiting>;
+  passedOver: Map<DrvPath, PassedOver>;
   /** Memory of running builds as the last heartbeat reported it (not persisted). */
   liveUsage: Map<DrvPath, LiveUsage>;
   /** Measured durations of successful builds, for ETAs. */
@@ -139,7 +139,7 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
     dag,
     book,
     pool: new WorkerPool(dag.leases),
-    waiting: new Map(),
+    passedOver: new Map(),
     liveUsage: new Map(),
     stats: { builds: 0, totalDurationMs: 0 },
   };
@@ -196,7 +196,7 @@ export function finishEvent(s: SchedulerState, now: number): Effect[] {
       sink: s.sink,
       buildTimeoutMs: s.config.buildTimeoutMs,
       maxSetAside: s.config.maxSetAsidePerDispatch,
-      waiting: s.waiting,
+      passedOver: s.passedOver,
       backupCopyMinRemainingMs: s.config.backupCopyMinRemainingMs,
       maxBackupCopiesPerBuild: s.config.maxBackupCopiesPerBuild,
     },
