@@ -27,7 +27,7 @@ export const coordinatorSchema = {
   token: { type: "string", doc: "Admin token accepted from the CLI and workers", env: "FARM_TOKEN", default: "" },
   tokensFile: { type: "string", doc: "File of 'role name token' lines (role: worker|cli|admin); re-read on change, so a removed line revokes a token and cuts its open streams (replace it atomically: write a copy, mv it over)", env: "FARM_TOKENS_FILE", default: "" },
   heartbeatInterval: { type: "duration", doc: "How often workers send heartbeats", env: "FARM_HEARTBEAT_INTERVAL", default: 2000 },
-  heartbeatTimeout: { type: "duration", doc: "Silence after which a worker is lost and its builds requeued", env: "FARM_HEARTBEAT_TIMEOUT", default: 15000 },
+  heartbeatTimeout: { type: "duration", doc: "Silence after which a worker is lost and its builds requeued", env: "FARM_HEARTBEAT_TIMEOUT", default: DEFAULT_SCHEDULER_CONFIG.heartbeatTimeoutMs },
   maxMessageBytes: { type: "bytes", doc: "Largest gRPC message accepted (a 100k-node submit is ~40 MB)", env: "FARM_MAX_MESSAGE_BYTES", default: 256 * 1024 ** 2 },
   maxNarBytes: { type: "bytes", doc: "Largest NAR the cache accepts", env: "FARM_MAX_NAR_BYTES", default: 8 * 1024 ** 3 },
   maxDagNodes: { type: "int", doc: "Largest DAG one submit may carry", env: "FARM_MAX_DAG_NODES", default: 200_000 },

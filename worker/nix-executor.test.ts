@@ -9,7 +9,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { topoSortByReferences } from "../coordinator/cache/export-stream.js";
 import { startTestCache, type TestCache } from "../coordinator/cache/testing/cache-server.js";
-import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv as TestNix } from "../coordinator/cache/testing/nix-env.js";
+import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type TestNixEnv as TestNix } from "../coordinator/cache/testing/nix-env.js";
 import type { AssignmentSpec, BuildReport } from "../coordinator/core/types.js";
 import type { ExecutorContext } from "./executor.js";
 import { ownCgroupDir } from "./host-probe.js";

@@ -13,9 +13,9 @@ import { dumpPath } from "./nar.js";
 import { generateKeyPair } from "./signing.js";
 import { startTestCache, type TestCache } from "./testing/cache-server.js";
 import { collect } from "./testing/nar-fixtures.js";
-import { buildTestAttr, destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv } from "./testing/nix-env.js";
+import { buildTestAttr, destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type TestNixEnv } from "./testing/nix-env.js";
 
-let nix: NixEnv;
+let nix: TestNixEnv;
 let cache: TestCache;
 const out: Record<string, string> = {};
 

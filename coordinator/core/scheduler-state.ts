@@ -49,7 +49,7 @@ export interface SchedulerConfig {
 
 /** Defaults for every SchedulerConfig field. */
 export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
-  heartbeatTimeoutMs: 30_000,
+  heartbeatTimeoutMs: 15_000,
   maxTransientRetries: 3,
   maxOomRetries: 3,
   restoreGraceMs: 60_000,

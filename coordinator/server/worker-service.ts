@@ -8,17 +8,9 @@ import type { Logger } from "pino";
 import type { CoordinatorMessage, WorkerMessage, WorkerServiceServer } from "../../proto/gen/farm.js";
 import { leaseFromWire, reportFromWire, workerInfoFromJoin } from "../../proto/convert.js";
 import type { BuildReport, Lease, WorkerInfo } from "../core/types.js";
+import type { HeartbeatInfo } from "../core/worker-state.js";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import type { Principal, TokenRegistry } from "./auth.js";
-
-/** What a heartbeat tells the coordinator. */
-export interface HeartbeatInfo {
-  freeMemoryBytes: number;
-  freeDiskBytes: number;
-  uptimeSeconds: number;
-  running: Lease[];
-  usage: { lease: Lease; memoryBytes: number; peakMemoryBytes: number }[];
-}
 
 /** A connected worker as the coordinator sees it. */
 export interface WorkerSession {

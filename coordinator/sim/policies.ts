@@ -44,8 +44,12 @@ export interface PolicyOptions {
   seed?: number;
 }
 
-export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, opts: PolicyOptions = {}): PolicyInstance {
+/** The simulated fleet's heartbeat timeout, unless the config sets one (the README's simulator tables were measured with it). */
+export const SIM_HEARTBEAT_TIMEOUT_MS = 30_000;
+
+export function makePolicy(name: PolicyName, given: Partial<SchedulerConfig>, opts: PolicyOptions = {}): PolicyInstance {
   const { history, referenceCores, retries = HYDRA_RETRIES, seed = 0 } = opts;
+  const config = { heartbeatTimeoutMs: SIM_HEARTBEAT_TIMEOUT_MS, ...given };
   switch (name) {
     case "ours": {
       // The scheduler's own defaults (placement, priority), with a learned estimator we keep hold of.
