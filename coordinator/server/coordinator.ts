@@ -1,21 +1,18 @@
 // The coordinator shell: it feeds worker and CLI events into the pure
-// Scheduler, persists the resulting state changes to the FarmStore *before*
-// any message leaves (so no worker ever holds a lease the store doesn't know),
-// then delivers messages and publishes events. All core calls run one at a
-// time through a serial queue, in arrival order.
-import { randomBytes } from "node:crypto";
+// Scheduler and wires the parts that carry out what comes back: the effect
+// runner (one event at a time, persisted before delivery), the session
+// registry, output checking, log tails, job ids and the shell's metrics.
 import type { Logger } from "pino";
 import type { Scheduler } from "../core/scheduler.js";
 import { effectsOf, type Effect } from "../core/effects.js";
 import type { Clock } from "../core/clock.js";
 import { holdsLease } from "../core/drv-state.js";
 import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
-import { SerialQueue, type FarmStore } from "../store/farm-store.js";
+import type { FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
-import { readValidNarInfo } from "../cache/http-server.js";
 import { mapLimit } from "../cache/closure.js";
 import { baseName, hashPart } from "../cache/store-path.js";
-import { assignmentToWire, jobStatusToWire, PROTOCOL_VERSION, workerViewToWire } from "../../proto/convert.js";
+import { jobStatusToWire, PROTOCOL_VERSION, workerViewToWire } from "../../proto/convert.js";
 import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
 import type { HeartbeatInfo } from "../core/worker-state.js";
 import type { WorkerHub, WorkerSession } from "./worker-service.js";
@@ -23,7 +20,12 @@ import type { FarmApi } from "./farm-service.js";
 import { BuildLogs } from "./build-logs.js";
 import { SessionRegistry } from "./session-registry.js";
 import { Persister } from "./persister.js";
-import type { CoordinatorMetrics } from "../metrics.js";
+import type { CoordinatorMetrics, GaugeSource } from "../metrics.js";
+import { EffectRunner, workerMessage } from "./effect-runner.js";
+import { LogTails } from "./log-tails.js";
+import { outputsInCache } from "./output-check.js";
+import { newJobId } from "./job-ids.js";
+import { countEvent, gaugeSource } from "./shell-metrics.js";
 
 /** Everything the shell needs; main.ts wires it. */
 export interface CoordinatorDeps {
@@ -38,87 +40,50 @@ export interface CoordinatorDeps {
   onFenced?: (err: Error) => void;
 }
 
-const LOG_TAIL_LINES = 25;
-const MAX_REMEMBERED_TAILS = 2000;
-
 /** Implements the worker and CLI services on top of the scheduler. */
 export class Coordinator implements WorkerHub, FarmApi {
-  private readonly queue = new SerialQueue();
   private readonly sessions = new SessionRegistry();
   private readonly watchers = new Set<() => void>();
   private readonly logs = new BuildLogs();
-  private readonly tails = new Map<DrvPath, string[]>();
+  private readonly tails = new LogTails();
   private readonly persister: Persister;
+  private readonly runner: EffectRunner;
   private tickQueued = false;
   private lastTickAtMs = 0;
 
   constructor(private readonly d: CoordinatorDeps) {
     const lossHoldMs = d.scheduler.config.heartbeatTimeoutMs;
     this.persister = new Persister(d.store, d.clock, d.logger, { lossHoldMs }, d.onFenced);
+    this.runner = new EffectRunner(d.clock, this.persister, (effects) => this.deliver(effects));
   }
 
   /** Runs one core event: compute, persist, then deliver (what `first` leaves of the effects, after it ran). */
   private step(what: string, event: (now: number) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
-    return this.queue.run(async () => {
-      const effects = event(this.d.clock.now());
-      await this.persister.persist(what, effects);
-      this.deliver(first ? first(effects) : effects);
-      return effects;
-    });
+    return this.runner.step(what, event, first);
   }
 
   private deliver(effects: Effect[]): void {
     let changed = false;
     for (const e of effects) {
-      switch (e.kind) {
-        case "assign": {
-          this.d.logger.info({ worker: e.workerId, drv: e.spec.lease.drvPath, epoch: e.spec.lease.epoch, cores: e.spec.cores, memoryLimit: e.spec.memoryLimitBytes }, "assigned");
-          // With no session the lease simply expires at the worker's deadline and is requeued.
-          this.sessions.send(e.workerId, { msg: { $case: "assign", value: assignmentToWire(e.spec) } });
-          break;
-        }
-        case "abort":
-          this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent");
-          this.sessions.send(e.workerId, { msg: { $case: "abort", value: { lease: e.lease, reason: e.reason } } });
-          break;
-        case "ack":
-          if (!e.accepted) {
-            this.d.metrics?.staleResults.inc();
-            this.d.logger.warn({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "result rejected");
-          } else {
-            this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch }, "result accepted");
-          }
-          this.sessions.send(e.workerId, { msg: { $case: "resultAck", value: { lease: e.lease, accepted: e.accepted, reason: e.reason } } });
-          break;
-        case "event":
-          changed = true;
-          this.countEvent(e.event);
-          break;
+      if (e.kind === "assign") {
+        this.d.logger.info({ worker: e.workerId, drv: e.spec.lease.drvPath, epoch: e.spec.lease.epoch, cores: e.spec.cores, memoryLimit: e.spec.memoryLimitBytes }, "assigned");
+      } else if (e.kind === "abort") {
+        this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent");
+      } else if (e.kind === "ack" && !e.accepted) {
+        this.d.metrics?.staleResults.inc();
+        this.d.logger.warn({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "result rejected");
+      } else if (e.kind === "ack") {
+        this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch }, "result accepted");
+      } else if (e.kind === "event") {
+        changed = true;
+        if (e.event.type === "worker.lost") this.logs.dropWorker(e.event.workerId); // its attempts will never report
+        countEvent(e.event, this.d.metrics, this.d.logger);
       }
+      // With no session an assignment's lease simply expires at the worker's deadline and is requeued.
+      const out = workerMessage(e);
+      if (out !== null) this.sessions.send(out.workerId, out.msg);
     }
     if (changed) for (const w of this.watchers) w();
-  }
-
-  private countEvent(ev: Extract<Effect, { kind: "event" }>["event"]): void {
-    const m = this.d.metrics;
-    if (ev.type === "worker.lost") {
-      this.d.logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
-      this.logs.dropWorker(ev.workerId); // its attempts will never report
-      m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
-    } else if (ev.type === "drv.backup-copy-started") {
-      this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId }, "backup copy of a long build started");
-      m?.backupCopies.inc({ event: "started" });
-    } else if (ev.type === "drv.backup-copy-preempted") {
-      this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId, for: ev.forDrvPath }, "backup copy stopped to free its worker");
-      m?.backupCopies.inc({ event: "preempted" });
-    } else if (ev.type === "worker.draining") {
-      m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
-    } else if (ev.type === "job.finished") {
-      this.d.logger.info({ job: ev.jobId, state: ev.state }, "job finished");
-      m?.jobsFinished.inc({ state: ev.state });
-    } else if (ev.type === "drv.state" && ev.to === "failed") {
-      this.d.logger.info({ drv: ev.drvPath, reason: ev.reason }, "derivation failed");
-    }
   }
 
   // ---------------------------------------------------------------- workers
@@ -163,9 +128,9 @@ export class Coordinator implements WorkerHub, FarmApi {
     // A stale lease's log must not overwrite the current attempt's log.
     if (isCurrent && lines.length) {
       await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
-      if (report.outcome !== "succeeded") this.rememberTail(lease.drvPath, lines.slice(-LOG_TAIL_LINES));
+      if (report.outcome !== "succeeded") this.tails.remember(lease.drvPath, lines);
     }
-    const verified = report.outcome === "succeeded" && current ? await this.outputsInCache(current.node, report) : false;
+    const verified = report.outcome === "succeeded" && current ? await outputsInCache(this.d.cache, current.node, report, this.d.logger) : false;
     this.d.metrics?.builds.inc({ worker: session.workerId, outcome: report.outcome });
     if (report.outcome === "succeeded") {
       this.d.metrics?.buildSeconds.observe(report.durationMs / 1000);
@@ -178,26 +143,6 @@ export class Coordinator implements WorkerHub, FarmApi {
       "build reported",
     );
     await this.step("result", (now) => this.d.scheduler.buildReported(now, session.workerId, report, verified));
-  }
-
-  /** A derivation counts as built only when every output has a valid narinfo (and the NAR hash the worker reported). */
-  private async outputsInCache(node: DrvNode, report: BuildReport): Promise<boolean> {
-    const reported = new Map(report.outputs.map((o) => [o.path, o.narHash]));
-    for (const path of Object.values(node.outputs)) {
-      const info = await readValidNarInfo(this.d.cache, path).catch(() => null);
-      if (!info) return false;
-      const claimed = reported.get(path);
-      if (claimed && claimed !== info.narHash) {
-        this.d.logger.warn({ path, claimed, cached: info.narHash }, "worker's output differs from the cached one (first writer wins)");
-      }
-    }
-    return true;
-  }
-
-  private rememberTail(drvPath: DrvPath, lines: string[]): void {
-    this.tails.delete(drvPath);
-    this.tails.set(drvPath, lines);
-    if (this.tails.size > MAX_REMEMBERED_TAILS) this.tails.delete(this.tails.keys().next().value!);
   }
 
   async drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void> {
@@ -250,7 +195,7 @@ export class Coordinator implements WorkerHub, FarmApi {
   async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string }): Promise<{ jobId: string; existing: boolean }> {
     const started = Date.now();
     const cached = await this.cachedDerivations(req.nodes);
-    const jobId = `j-${new Date(this.d.clock.now()).toISOString().slice(0, 10).replace(/-/g, "")}-${randomBytes(4).toString("hex")}`;
+    const jobId = newJobId(this.d.clock.now());
     try {
       const effects = await this.step("submit", (now) => this.d.scheduler.submitJob(now, { jobId, ...req, cachedDrvPaths: cached }));
       const accepted = effects.find((e) => e.kind === "jobAccepted");
@@ -278,7 +223,7 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   job(jobId: string, derivations: boolean): JobStatus | undefined {
     const view = this.d.scheduler.jobStatus(jobId, this.d.clock.now(), { derivations });
-    return view && jobStatusToWire(view, (p) => this.tails.get(p) ?? []);
+    return view && jobStatusToWire(view, (p) => this.tails.of(p));
   }
 
   jobs(): JobStatus[] {
@@ -309,18 +254,7 @@ export class Coordinator implements WorkerHub, FarmApi {
   }
 
   /** Numbers for the Prometheus gauges. */
-  gauges() {
-    const drvs: Record<string, number> = {};
-    const jobs: Record<string, number> = {};
-    for (const j of this.d.scheduler.jobs()) jobs[j.state] = (jobs[j.state] ?? 0) + 1;
-    const snapshotCounts = this.d.scheduler.stateCounts();
-    Object.assign(drvs, snapshotCounts);
-    const workers: Record<string, number> = {};
-    const reserved: Record<string, number> = {};
-    for (const w of this.d.scheduler.workers(this.d.clock.now())) {
-      workers[w.state] = (workers[w.state] ?? 0) + 1;
-      reserved[w.workerId] = w.running.reduce((sum, r) => sum + r.reservedMemoryBytes, 0);
-    }
-    return { derivationsByState: () => drvs, workersByState: () => workers, jobsByState: () => jobs, reservedMemoryByWorker: () => reserved };
+  gauges(): GaugeSource {
+    return gaugeSource(this.d.scheduler, this.d.clock.now());
   }
 }
