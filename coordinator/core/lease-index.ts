@@ -21,6 +21,8 @@ const NONE: ReadonlyMap<DrvPath, LeaseHolder> = new Map();
 export class LeaseIndex {
   private readonly byWorker = new Map<string, Map<DrvPath, LeaseHolder>>();
   private readonly byDrv = new Map<DrvPath, string[]>();
+  /** Loads computed since their worker's leases last changed. */
+  private readonly loads = new Map<string, Readonly<WorkerLoad>>();
 
   /** Brings the index in line with `rec`'s lease holders (none unless it is building). */
   sync(rec: DrvRecord): void {
@@ -28,6 +30,8 @@ export class LeaseIndex {
     const before = this.byDrv.get(rec.drvPath);
     if (before === undefined && holders.length === 0) return;
     const after = holders.map((h) => h.workerId);
+    for (const workerId of before ?? []) this.loads.delete(workerId);
+    for (const workerId of after) this.loads.delete(workerId);
     for (const workerId of before ?? []) {
       if (after.includes(workerId)) continue;
       const held = this.byWorker.get(workerId)!;
@@ -48,10 +52,14 @@ export class LeaseIndex {
     return this.byWorker.get(workerId) ?? NONE;
   }
 
-  /** How many builds `workerId` runs and what they reserve. */
-  load(workerId: string): WorkerLoad {
-    const load: WorkerLoad = { running: 0, reservedCores: 0, reservedMemoryBytes: 0, reservedDiskBytes: 0 };
-    for (const h of this.of(workerId).values()) addHolder(load, h, 1);
+  /** How many builds `workerId` runs and what they reserve (summed from its holders, then kept until they change). */
+  load(workerId: string): Readonly<WorkerLoad> {
+    let load = this.loads.get(workerId);
+    if (load === undefined) {
+      const sum: WorkerLoad = { running: 0, reservedCores: 0, reservedMemoryBytes: 0, reservedDiskBytes: 0 };
+      for (const h of this.of(workerId).values()) addHolder(sum, h, 1);
+      this.loads.set(workerId, (load = sum));
+    }
     return load;
   }
 }

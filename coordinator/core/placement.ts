@@ -52,7 +52,7 @@ export function platformMatches(info: WorkerInfo, system: string, requiredFeatur
 }
 
 /** True when the candidate takes new work: active with a free build slot. */
-export function hasFreeSlot(c: WorkerCandidate): boolean {
+export function hasFreeSlot(c: Pick<WorkerCandidate, "worker" | "running">): boolean {
   return c.worker.state === "active" && c.running < c.worker.info.maxBuilds;
 }
 

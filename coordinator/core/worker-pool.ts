@@ -39,12 +39,13 @@ export class WorkerPool {
 
   /** `w` with what its leases reserve, as placement sees it. */
   candidate(w: WorkerRecord): WorkerCandidate & WorkerLoad {
-    return { worker: w, ...this.leases.load(w.info.workerId) };
+    const l = this.leases.load(w.info.workerId);
+    return { worker: w, running: l.running, reservedCores: l.reservedCores, reservedMemoryBytes: l.reservedMemoryBytes, reservedDiskBytes: l.reservedDiskBytes };
   }
 
   /** True when `w` takes new work: active with a free build slot. */
   hasFreeSlot(w: WorkerRecord): boolean {
-    return hasFreeSlot(this.candidate(w));
+    return hasFreeSlot({ worker: w, running: this.leases.of(w.info.workerId).size });
   }
 
   /** Active workers with a free slot. */
