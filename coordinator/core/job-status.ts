@@ -32,9 +32,9 @@ export interface DrvStatusRow {
   /** While building: memory its process tree uses now and its peak so far, from heartbeats; 0 when unknown. */
   currentMemoryBytes: number;
   currentPeakMemoryBytes: number;
-  /** Why a ready derivation is not running yet; "" otherwise. */
-  waitingReason: string;
-  /** Workers running a backup copy of this build (see dispatch's withCopies). */
+  /** Why a ready derivation is held back, not running yet (placement passed it over, or no worker fits); "" otherwise. */
+  holdReason: string;
+  /** Workers running a backup copy of this build (see dispatch.ts, startBackupCopies). */
   backupWorkerIds: string[];
   /** In a worker's list: this row is that worker's backup copy (workerId, cores and reservation are the copy's). */
   backupCopy: boolean;
@@ -95,7 +95,7 @@ export interface WorkerView {
   oomKills: number;
 }
 
-function waitingReason(s: SchedulerState, rec: DrvRecord): string {
+function holdReason(s: SchedulerState, rec: DrvRecord): string {
   if (rec.state !== "ready") return "";
   const known = s.passedOver.get(rec.drvPath);
   if (known !== undefined) return known.reason;
@@ -147,7 +147,7 @@ export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): Dr
     estimateSource: est.model?.source ?? null,
     currentMemoryBytes: current?.memoryBytes ?? 0,
     currentPeakMemoryBytes: current?.peakMemoryBytes ?? 0,
-    waitingReason: waitingReason(s, rec),
+    holdReason: holdReason(s, rec),
     backupWorkerIds: (rec.backupCopies ?? []).map((h) => h.workerId),
     backupCopy: copy !== undefined,
   };

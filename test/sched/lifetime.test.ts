@@ -58,13 +58,13 @@ describe("lifetime-aware placement", () => {
 
     waitingJob = await submitNoWait(farm, "long1");
     let row!: Row;
-    await waitFor("a waiting reason", async () => {
+    await waitFor("a hold reason", async () => {
       row = await hogRow(waitingJob);
-      return Boolean(row.waitingReason);
+      return Boolean(row.holdReason);
     }, 30_000, 300);
     expect(row.state).toBe("ready");
     expect(row.estimateSource).toBe("heavy-table");
-    expect(row.waitingReason).toMatch(new RegExp(`^needs ~${LONG_MINUTES}m, longest remaining worker lifetime is [1-5]m; waiting for a fresh worker$`));
+    expect(row.holdReason).toMatch(new RegExp(`^needs ~${LONG_MINUTES}m, longest remaining worker lifetime is [1-5]m; waiting for a fresh worker$`));
     const text = await farm.cli(["status", waitingJob, "--derivations"]);
     expect(text.stdout).toMatch(/hog-long-1\.0 .*waiting for a fresh worker/);
 
