@@ -1,14 +1,11 @@
 // The shell's join: the Welcome comes first, and names the stale leases a
 // rejoining worker still runs (no separate Abort for them).
-import pino from "pino";
 import { describe, expect, it } from "vitest";
-import type { CacheStorage } from "../cache/storage.js";
-import { VirtualClock } from "../core/clock.js";
 import { Scheduler } from "../core/scheduler.js";
 import { mkNode, mkWorker } from "../core/test-support.js";
 import { MemoryStore } from "../store/memory-store.js";
 import type { CoordinatorMessage } from "../../proto/gen/farm.js";
-import { Coordinator } from "./coordinator.js";
+import { testShell } from "./test-support.js";
 import type { WorkerSession } from "./worker-service.js";
 
 function session(workerId: string, sessionId: string, sent: CoordinatorMessage[]): WorkerSession {
@@ -17,13 +14,9 @@ function session(workerId: string, sessionId: string, sent: CoordinatorMessage[]
 
 describe("Coordinator.join", () => {
   it("welcomes first, and lists in the Welcome the stale leases a rejoining worker still runs", async () => {
-    const clock = new VirtualClock(1_000_000);
     const store = new MemoryStore();
     await store.load();
-    const scheduler = new Scheduler({ heartbeatTimeoutMs: 4000 });
-    const cache = { has: async () => false } as unknown as CacheStorage;
-    const info = { version: "t", storeDir: "/tmp/nix/store", cacheUrl: "http://cache", cachePublicKey: "k:x", heartbeatIntervalMs: 1000 };
-    const coord = new Coordinator({ scheduler, store, cache, clock, logger: pino({ level: "silent" }), info });
+    const { coord } = testShell(new Scheduler({ heartbeatTimeoutMs: 4000 }), store);
     const first: CoordinatorMessage[] = [];
     await coord.join(session("w1", "s1", first), mkWorker("w1", { maxBuilds: 1 }), []);
     await coord.submit({ nodes: [mkNode("a")], roots: [mkNode("a").drvPath], description: "a", idempotencyKey: "" });
