@@ -26,8 +26,8 @@ export function createScheduler(config: CoordinatorConfig, snapshot: Snapshot, n
     memorySafetyMarginMinBytes: config.memorySafetyMarginMin,
     memorySafetyMarginMaxBytes: config.memorySafetyMarginMax,
     memoryHeadroomFraction: config.memoryHeadroomPercent / 100,
-    hedgeMinRemainingMs: config.hedgeMinRemaining,
-    maxHedgesPerBuild: config.maxHedgesPerBuild,
+    backupCopyMinRemainingMs: config.backupCopyMinRemaining,
+    maxBackupCopiesPerBuild: config.maxBackupCopiesPerBuild,
   };
   const restored = snapshot.jobs.length > 0 || snapshot.drvs.length > 0;
   logger.info({ jobs: snapshot.jobs.length, derivations: snapshot.drvs.length, estimates: imported.imported, restored }, "state loaded from NATS");

@@ -15,9 +15,6 @@ export class FarmError extends Error {
 /** Bad input from a user, a CLI or a worker: rejected, nothing changed. */
 export class InvalidInputError extends FarmError {}
 
-/** A result or upload carried a lease that is no longer current. */
-export class StaleLeaseError extends FarmError {}
-
 /** A token was missing, unknown or revoked. */
 export class AuthError extends FarmError {}
 

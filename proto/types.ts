@@ -118,5 +118,6 @@ export interface HeartbeatInfo {
   freeDiskBytes: number;
   uptimeSeconds: number;
   running: Lease[];
-  usage: RunningUsage[];
+  /** Per running build, its memory now and its peak so far (optional: a worker may not measure). */
+  usage?: RunningUsage[];
 }

@@ -9,7 +9,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { topoSortByReferences } from "../proto/nix/mod.js";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
-import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv as TestNix } from "../proto/nix/testing/nix-env.js";
+import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type TestNixEnv as TestNix } from "../proto/nix/testing/nix-env.js";
 import type { AssignmentSpec, BuildReport } from "../proto/types.js";
 import type { ExecutorContext } from "./executor.js";
 import { ownCgroupDir } from "./host-probe.js";

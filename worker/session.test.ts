@@ -251,7 +251,7 @@ describe("reconnecting", () => {
     await second;
   });
 
-  it("resends a result the coordinator may not have processed, but not one a later HeartbeatAck confirmed", async () => {
+  it("resends a result the coordinator may not have processed, but not one a ResultAck confirmed", async () => {
     const { opts } = await setup({ quick: 10 });
     const first = runOnce(opts);
     const s1 = await coord.stream(0);
@@ -271,8 +271,7 @@ describe("reconnecting", () => {
     expect((await s2.next("result")).lease).toEqual(a.lease); // resent
     await s2.next("heartbeat");
     s2.send({ $case: "heartbeatAck", value: { deadlineUnixMs: Date.now() + 10_000 } });
-    await s2.next("heartbeat");
-    s2.send({ $case: "heartbeatAck", value: { deadlineUnixMs: Date.now() + 10_000 } });
+    s2.send({ $case: "resultAck", value: { lease: a.lease, accepted: true, reason: "" } });
     await new Promise((r) => setTimeout(r, 100));
     s2.close();
     await second;
@@ -285,6 +284,17 @@ describe("reconnecting", () => {
     expect(s3.all("result")).toEqual([]);
     s3.close();
     await third;
+  });
+
+  it("treats the connection as lost when no HeartbeatAck comes by the coordinator's deadline", async () => {
+    const { opts } = await setup();
+    const ended = runOnce(opts);
+    const s = await coord.stream(0);
+    await s.next("join");
+    welcome(s);
+    await s.next("heartbeat");
+    s.send({ $case: "heartbeatAck", value: { deadlineUnixMs: Date.now() + 300 } });
+    expect(await ended).toMatchObject({ kind: "error", welcomed: true, message: "no HeartbeatAck by the coordinator's deadline" });
   });
 
   it("stops at once, without retrying, when the token is refused", async () => {

@@ -9,7 +9,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { topoSortByReferences } from "../proto/nix/mod.js";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
-import { nixLines, runNix, type NixEnv as TestNix } from "../proto/nix/testing/nix-env.js";
+import { nixLines, runNix, type TestNixEnv as TestNix } from "../proto/nix/testing/nix-env.js";
 import { ownCgroupDir } from "./host-probe.js";
 import { signalAll } from "./proc-tree.js";
 import { BuildStatus } from "../proto/gen/farm.js";

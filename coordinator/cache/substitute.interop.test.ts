@@ -11,9 +11,9 @@ import { DiskStorage } from "./disk-storage.js";
 import { createCacheServer } from "./http-server.js";
 import { startTestCache, type TestCache } from "../../test/fixtures/cache-server.js";
 import { collect } from "../../proto/nix/testing/nar-fixtures.js";
-import { buildTestAttr, destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv } from "../../proto/nix/testing/nix-env.js";
+import { buildTestAttr, destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type TestNixEnv } from "../../proto/nix/testing/nix-env.js";
 
-let nix: NixEnv;
+let nix: TestNixEnv;
 let cache: TestCache;
 const out: Record<string, string> = {};
 

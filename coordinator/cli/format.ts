@@ -85,7 +85,7 @@ export function derivationsTable(drvs: DerivationStatus[]): string {
       d.state === "building" && d.currentMemoryBytes ? `${formatBytes(d.currentMemoryBytes)}/${formatBytes(d.currentPeakMemoryBytes)}` : d.peakMemoryBytes ? formatBytes(d.peakMemoryBytes) : "-",
       d.estimatedDurationMs ? formatDuration(d.estimatedDurationMs) : "-",
       d.durationMs ? formatDuration(d.durationMs) : "-",
-      d.reason || d.waitingReason || [d.oomKills ? `${d.oomKills} OOM` : "", d.backupWorkerIds.length ? `backup copy on ${d.backupWorkerIds.join(", ")}` : ""].filter(Boolean).join("; "),
+      d.reason || d.holdReason || [d.oomKills ? `${d.oomKills} OOM` : "", d.backupWorkerIds.length ? `backup copy on ${d.backupWorkerIds.join(", ")}` : ""].filter(Boolean).join("; "),
     ]),
   );
 }

@@ -4,7 +4,7 @@
 import path from "node:path";
 
 /** Environment for running stock Nix against the farm's store dir. */
-export interface NixEnv {
+export interface SubmitterNixEnv {
   storeDir: string;
   stateDir: string;
   logDir: string;
@@ -12,7 +12,7 @@ export interface NixEnv {
 }
 
 /** Derives state and log dirs from the store dir unless the environment sets them. */
-export function nixEnvFor(storeDir: string, base: NodeJS.ProcessEnv = process.env): NixEnv {
+export function nixEnvFor(storeDir: string, base: NodeJS.ProcessEnv = process.env): SubmitterNixEnv {
   const root = path.dirname(storeDir);
   const stateDir = base.NIX_STATE_DIR || path.join(root, "var", "nix");
   const logDir = base.NIX_LOG_DIR || path.join(root, "var", "log", "nix");

@@ -7,13 +7,13 @@ import type { Logger } from "pino";
 import { CacheClient, mapLimit, parseExport, topoSortByReferences } from "../../proto/nix/mod.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";
-import type { NixEnv } from "./nix-env.js";
+import type { SubmitterNixEnv } from "./nix-env.js";
 
 /** Upper bound on one .drv or source kept in memory between export and upload. */
 const MAX_SOURCE_BYTES = 512 * 1024 ** 2;
 
 /** Uploads the missing closure paths; returns how many were sent. */
-export async function uploadClosure(opts: { client: CacheClient; paths: StorePath[]; nix: NixEnv; logger: Logger; onProgress?: (sent: number, total: number) => void }): Promise<{ sent: number; present: number }> {
+export async function uploadClosure(opts: { client: CacheClient; paths: StorePath[]; nix: SubmitterNixEnv; logger: Logger; onProgress?: (sent: number, total: number) => void }): Promise<{ sent: number; present: number }> {
   const { client, paths, nix, logger } = opts;
   const infos = await mapLimit(paths, 16, (p) => client.narInfo(p));
   const missing = paths.filter((_, i) => !infos[i]);

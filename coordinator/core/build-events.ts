@@ -84,16 +84,15 @@ export function buildReported(
   if (learned) s.sink.estimateChanged(learned);
   const kind = classifyOutcome(report.outcome, outputsVerified);
   if (kind !== "done" && kind !== "failed" && leaseHolders(rec).length > 1) {
-    // A hedged build: the other copy carries on; this attempt costs no retry.
+    // A build with a backup copy: the other copy carries on; this attempt costs no retry.
     if (kind === "oom") w.oomKills++;
     endAttempt(s, rec, workerId, now, describe(report));
     s.sink.send({ kind: "ack", workerId, lease, accepted: true, reason: "" });
     return;
   }
-  // The lease ends here: the other copies of a hedged build are no longer wanted.
+  // The lease ends here: the other copies of a build with a backup copy are no longer wanted.
   if (kind === "done" || kind === "failed") abortHolders(s, rec, kind === "done" ? `built on ${workerId}` : `failed on ${workerId}`, workerId);
   s.liveUsage.delete(rec.drvPath);
-  s.pool.releaseLease(rec);
   switch (kind) {
     case "done":
       s.dag.apply(rec, now, () => complete(rec, now));

@@ -1,9 +1,10 @@
 // The global derivation graph and its indexes: nodes, records, dependents,
 // the count of unfinished inputs per derivation, priority keys and the ready
-// queues. Every state change funnels through `apply`, which keeps the indexes
-// right (readiness, failure propagation) and tells the listener, so no event
-// ever has to scan all derivations.
+// queues, and who holds each lease. Every state change funnels through
+// `apply`, which keeps the indexes right (readiness, failure propagation,
+// leases) and tells the listener, so no event ever has to scan all derivations.
 import { becomeReady, fail, isTerminal, newDrvRecord, revive, type DrvRecord } from "./drv-state.js";
+import { LeaseIndex } from "./lease-index.js";
 import { mergeRank, type PriorityKey, type Rank } from "./priority.js";
 import { ReadyQueues } from "./ready-queue.js";
 import type { DrvNode, DrvPath, DrvState } from "./types.js";
@@ -19,6 +20,8 @@ export class DagIndex {
   readonly nodes = new Map<DrvPath, DrvNode>();
   readonly records = new Map<DrvPath, DrvRecord>();
   readonly ready = new ReadyQueues();
+  /** Which worker runs which build, kept in line with the records by `apply` and `load`. */
+  readonly leases = new LeaseIndex();
   private readonly dependents = new Map<DrvPath, DrvPath[]>();
   private readonly unfinished = new Map<DrvPath, number>();
   /** Records already added to their inputs' dependents lists. */
@@ -96,6 +99,7 @@ export class DagIndex {
   load(node: DrvNode, rec: DrvRecord): void {
     this.nodes.set(node.drvPath, node);
     this.records.set(rec.drvPath, rec);
+    this.leases.sync(rec);
     this.nextSeq = Math.max(this.nextSeq, rec.seq + 1);
   }
 
@@ -130,6 +134,7 @@ export class DagIndex {
   apply(rec: DrvRecord, now: number, verb: () => void): void {
     const from = rec.state;
     verb();
+    this.leases.sync(rec);
     const to = rec.state;
     if (from === "ready" && to !== "ready") this.ready.remove(rec.drvPath);
     if (to === "ready") this.ready.push(this.node(rec.drvPath), this.keyOf(rec.drvPath));

@@ -3,10 +3,11 @@
 // platform queues some free worker can serve, and stops when slots run out,
 // so its cost follows the number of assignments, not the size of the DAG.
 import type { DagIndex } from "./dag-index.js";
-import { addHedge, dropHolder, holderOn, lease, primaryHolder, type DrvRecord, type LeaseHolder } from "./drv-state.js";
+import { addBackupCopy, dropHolder, holderOn, lease, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
-import { applyCoreLimit, hasFreeSlot, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
+import { addHolder } from "./lease-index.js";
+import { applyCoreLimit, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
 import { comparePriority, type PriorityKey } from "./priority.js";
 import type { PlatformQueue, ReadyEntry } from "./ready-queue.js";
 import type { AssignmentSpec, DrvNode, DrvPath, StorePath } from "./types.js";
@@ -25,15 +26,15 @@ export interface DispatchContext {
   /** Unplaceable derivations looked at per pass before giving up (bounds the work). */
   maxSetAside: number;
   /** Why a ready derivation was last passed over, and since when it has been; cleared when it is leased. */
-  waiting: Map<DrvPath, Waiting>;
-  /** Hedge a running build whose estimated remaining time is at least this (ms); 0 = never. */
-  hedgeMinRemainingMs: number;
+  passedOver: Map<DrvPath, PassedOver>;
+  /** Start backup copies of a running build whose estimated remaining time is at least this (ms); 0 = never. */
+  backupCopyMinRemainingMs: number;
   /** Most backup copies of one build at a time. */
-  maxHedgesPerBuild: number;
+  maxBackupCopiesPerBuild: number;
 }
 
 /** A ready derivation placement passed over: the latest reason, and when it was first passed over. */
-export interface Waiting {
+export interface PassedOver {
   reason: string;
   sinceMs: number;
 }
@@ -78,16 +79,6 @@ function expectedRemainingMs(rec: DrvRecord, estimate: Estimate, now: number): n
   return total - (now - (rec.startedAtMs ?? now));
 }
 
-function candidateOf(w: WorkerRecord): WorkerCandidate {
-  return {
-    worker: w,
-    running: w.running.size,
-    reservedCores: w.reservedCores,
-    reservedMemoryBytes: w.reservedMemoryBytes,
-    reservedDiskBytes: w.reservedDiskBytes,
-  };
-}
-
 /**
  * Active workers without a free slot, per platform: a policy may prefer to
  * wait for one. Listed once per dispatch pass and again only after an
@@ -105,7 +96,7 @@ class BusyWorkers {
     if (list === undefined) {
       list = [];
       for (const w of this.workers.values()) {
-        if (w.state === "active" && !hasFreeSlot(w) && platformMatches(w.info, system, features)) list.push(candidateOf(w));
+        if (w.state === "active" && !this.workers.hasFreeSlot(w) && platformMatches(w.info, system, features)) list.push(this.workers.candidate(w));
       }
       this.byPlatform.set(key, list);
     }
@@ -126,7 +117,7 @@ function placementRequest(
   record: DrvRecord,
   estimate: Estimate,
   candidates: WorkerCandidate[],
-  waitingSinceMs?: number,
+  passedOverSinceMs?: number,
 ): PlacementRequest {
   let busy: WorkerCandidate[] | undefined;
   return {
@@ -135,7 +126,7 @@ function placementRequest(
     record,
     estimate,
     candidates,
-    waitingSinceMs,
+    passedOverSinceMs,
     get busy() {
       return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures));
     },
@@ -157,38 +148,35 @@ function bestQueue(queues: readonly PlatformQueue[], free: readonly WorkerRecord
   return best?.q ?? null;
 }
 
-/** Waiting derivations per dispatch pass that may try to preempt a backup copy. */
+/** Ready derivations per dispatch pass that may try to preempt a backup copy. */
 const MAX_PREEMPT_TRIES = 8;
 /** Long builds per dispatch pass that may fail to find a worker for a backup copy (a placement try walks every worker). */
-const MAX_HEDGE_MISSES = 8;
+const MAX_BACKUP_COPY_MISSES = 8;
 
-/** The backup copy on `w` of `rec`, when `rec` ranks below `waiting` (a copy yields only to more urgent work). */
-function yieldingHedge(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): LeaseHolder | undefined {
+/** The backup copy on `w` of `rec`, when `rec` ranks below `readyKey` (a copy yields only to more urgent work). */
+function yieldingCopy(rec: DrvRecord | undefined, w: WorkerRecord, dag: DagIndex, readyKey: PriorityKey): LeaseHolder | undefined {
   if (rec === undefined || rec.workerId === w.info.workerId) return undefined;
   const h = holderOn(rec, w.info.workerId);
-  return h !== undefined && comparePriority(dag.keyOf(rec.drvPath), waiting) > 0 ? h : undefined;
+  return h !== undefined && comparePriority(dag.keyOf(rec.drvPath), readyKey) > 0 ? h : undefined;
 }
 
-/** A worker as it would be with the copies that yield to `waiting` stopped; null when none would. */
-function withoutYieldingHedges(w: WorkerRecord, dag: DagIndex, waiting: PriorityKey): WorkerRecord | null {
-  const view = { ...w, running: new Map(w.running) };
-  for (const drvPath of w.running.keys()) {
-    const h = yieldingHedge(dag.records.get(drvPath), w, dag, waiting);
-    if (h === undefined) continue;
-    view.running.delete(drvPath);
-    view.reservedCores -= h.cores;
-    view.reservedMemoryBytes -= h.reservedMemoryBytes;
-    view.reservedDiskBytes -= h.reservedDiskBytes;
+/** A worker as it would be with the copies that yield to `readyKey` stopped; null when none would. */
+function withoutYieldingCopies(workers: WorkerPool, w: WorkerRecord, dag: DagIndex, readyKey: PriorityKey): WorkerCandidate | null {
+  const view = workers.candidate(w);
+  const running = view.running;
+  for (const drvPath of workers.leasesOf(w).keys()) {
+    const h = yieldingCopy(dag.records.get(drvPath), w, dag, readyKey);
+    if (h !== undefined) addHolder(view, h, -1);
   }
-  return view.running.size === w.running.size ? null : view;
+  return view.running === running ? null : view;
 }
 
-/** Workers running at least one hedge (the ones a ready derivation may preempt). */
-function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
+/** Workers running at least one copy (the ones a ready derivation may preempt). */
+function workersWithCopies(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   const out: WorkerRecord[] = [];
   for (const w of workers.values()) {
     if (w.state !== "active") continue;
-    for (const drvPath of w.running.keys()) {
+    for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
       if (rec !== undefined && rec.workerId !== w.info.workerId) {
         out.push(w);
@@ -199,11 +187,11 @@ function hedgingWorkers(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   return out;
 }
 
-/** The least urgent build with a backup copy on `hedging`, or null when there is none. */
-function leastUrgentCopy(hedging: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
+/** The least urgent build with a backup copy on `withCopies`, or null when there is none. */
+function leastUrgentCopy(workers: WorkerPool, withCopies: readonly WorkerRecord[], dag: DagIndex): PriorityKey | null {
   let weakest: PriorityKey | null = null;
-  for (const w of hedging) {
-    for (const drvPath of w.running.keys()) {
+  for (const w of withCopies) {
+    for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
       if (rec === undefined || rec.workerId === w.info.workerId) continue;
       const key = dag.keyOf(drvPath);
@@ -213,17 +201,16 @@ function leastUrgentCopy(hedging: readonly WorkerRecord[], dag: DagIndex): Prior
   return weakest;
 }
 
-/** Stops the copies on `w` that yield to `waiting` (a ready derivation takes their place). */
-function preemptHedges(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, waiting: PriorityKey, now: number): void {
-  for (const drvPath of [...w.running.keys()]) {
+/** Stops the copies on `w` that yield to `readyKey` (a ready derivation takes their place). */
+function preemptCopies(ctx: DispatchContext, w: WorkerRecord, forDrvPath: DrvPath, readyKey: PriorityKey, now: number): void {
+  for (const drvPath of [...ctx.workers.leasesOf(w).keys()]) {
     const rec = ctx.dag.records.get(drvPath)!;
-    const h = yieldingHedge(rec, w, ctx.dag, waiting);
+    const h = yieldingCopy(rec, w, ctx.dag, readyKey);
     if (h === undefined) continue;
     const lease = { drvPath, epoch: rec.epoch };
-    ctx.workers.releaseHolder(rec, h);
     ctx.dag.apply(rec, now, () => dropHolder(rec, w.info.workerId));
     ctx.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: `backup copy stopped: ${ctx.dag.node(forDrvPath).name} needs the worker` });
-    ctx.sink.emit({ type: "drv.hedge-preempted", atMs: now, drvPath, epoch: rec.epoch, workerId: w.info.workerId, forDrvPath });
+    ctx.sink.emit({ type: "drv.backup-copy-preempted", atMs: now, drvPath, epoch: rec.epoch, workerId: w.info.workerId, forDrvPath });
   }
 }
 
@@ -236,58 +223,58 @@ export function dispatch(ctx: DispatchContext, now: number): void {
   let free = ctx.workers.free();
   const busy = new BusyWorkers(ctx.workers);
   if (ctx.dag.ready.size > 0) {
-    const hedging = hedgingWorkers(ctx.workers, ctx.dag);
-    if (free.length > 0 || hedging.length > 0) free = dispatchReady(ctx, now, free, hedging, busy);
+    const withCopies = workersWithCopies(ctx.workers, ctx.dag);
+    if (free.length > 0 || withCopies.length > 0) free = dispatchReady(ctx, now, free, withCopies, busy);
   }
-  if (free.length > 0 && ctx.hedgeMinRemainingMs > 0) hedgeLongBuilds(ctx, now, free, busy);
+  if (free.length > 0 && ctx.backupCopyMinRemainingMs > 0) startBackupCopies(ctx, now, free, busy);
 }
 
 /** The ready pass; returns the workers still free. */
-function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], hedging: WorkerRecord[], busy: BusyWorkers): WorkerRecord[] {
+function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], withCopies: WorkerRecord[], busy: BusyWorkers): WorkerRecord[] {
   const { dag, workers, sink } = ctx;
   const queues = dag.ready.nonEmpty();
   const setAside: DrvPath[] = [];
-  // Preemption is for the best few waiting derivations: bounded so a long ready queue costs no more per pass.
+  // Preemption is for the best few ready derivations: bounded so a long ready queue costs no more per pass.
   let preemptTries = 0;
-  const weakestCopy = leastUrgentCopy(hedging, dag);
-  while ((free.length > 0 || (hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
-    const q = bestQueue(queues, hedging.length === 0 ? free : [...free, ...hedging]);
+  const weakestCopy = leastUrgentCopy(workers, withCopies, dag);
+  while ((free.length > 0 || (withCopies.length > 0 && preemptTries < MAX_PREEMPT_TRIES)) && setAside.length < ctx.maxSetAside) {
+    const q = bestQueue(queues, withCopies.length === 0 ? free : [...free, ...withCopies]);
     if (q === null) break;
     // With no free worker left only a derivation more urgent than some copy can start, and the rest of the queue is less urgent.
     if (free.length === 0 && (weakestCopy === null || comparePriority(q.peek()!.key, weakestCopy) >= 0)) break;
     const entry = dag.ready.pop(q)!;
     const rec = dag.records.get(entry.drvPath)!;
     const node = dag.node(entry.drvPath);
-    const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map(candidateOf);
+    const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => workers.candidate(w));
     const estimate = ctx.estimator.estimate(node);
-    const waitingSinceMs = ctx.waiting.get(entry.drvPath)?.sinceMs;
-    const request = placementRequest(busy, now, node, rec, estimate, candidates, waitingSinceMs);
+    const passedOverSinceMs = ctx.passedOver.get(entry.drvPath)?.sinceMs;
+    const request = placementRequest(busy, now, node, rec, estimate, candidates, passedOverSinceMs);
     let decision = ctx.policy.place(request);
     let preempt: WorkerRecord | undefined;
-    if (!decision.ok && hedging.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
-      // Backup copies of less urgent builds never keep this one waiting: try the workers as they would be
+    if (!decision.ok && withCopies.length > 0 && preemptTries < MAX_PREEMPT_TRIES) {
+      // Backup copies of less urgent builds never hold this one back: try the workers as they would be
       // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
-      const views: WorkerRecord[] = [];
-      for (const w of hedging) {
-        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingHedges(w, dag, entry.key) : null;
+      const views: WorkerCandidate[] = [];
+      for (const w of withCopies) {
+        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingCopies(workers, w, dag, entry.key) : null;
         if (view !== null) views.push(view);
       }
       // Only a derivation some copy would yield to spends a try (the most urgent ones outrank every copy).
       if (views.length > 0) preemptTries++;
-      const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views.map(candidateOf) });
+      const second = views.length === 0 ? decision : ctx.policy.place({ ...request, candidates: views });
       if (second.ok) {
         decision = second;
-        preempt = hedging.find((w) => w.info.workerId === second.workerId);
+        preempt = withCopies.find((w) => w.info.workerId === second.workerId);
       }
     }
     if (!decision.ok) {
       setAside.push(entry.drvPath);
-      ctx.waiting.set(entry.drvPath, { reason: decision.reason, sinceMs: waitingSinceMs ?? now });
+      ctx.passedOver.set(entry.drvPath, { reason: decision.reason, sinceMs: passedOverSinceMs ?? now });
       continue;
     }
     if (preempt !== undefined) {
-      preemptHedges(ctx, preempt, rec.drvPath, entry.key, now);
-      hedging = hedging.filter((w) => w !== preempt);
+      preemptCopies(ctx, preempt, rec.drvPath, entry.key, now);
+      withCopies = withCopies.filter((w) => w !== preempt);
     }
     const w = preempt ?? free.find((f) => f.info.workerId === decision.workerId);
     if (w === undefined) throw new Error(`policy ${ctx.policy.name} chose ${decision.workerId}, not a candidate`);
@@ -299,12 +286,11 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
       now,
     };
     dag.apply(rec, now, () => lease(rec, grant));
-    workers.attachLease(w, rec);
     busy.changed();
-    ctx.waiting.delete(rec.drvPath);
+    ctx.passedOver.delete(rec.drvPath);
     sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate) });
     free = free.filter((f) => f !== w);
-    if (hasFreeSlot(w)) free.push(w);
+    if (workers.hasFreeSlot(w)) free.push(w);
   }
   // Passed-over derivations go back with their key (and a fresh token).
   for (const p of setAside) dag.ready.push(dag.node(p), dag.keyOf(p));
@@ -319,25 +305,27 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
  * priority first, placed by the same policy (memory, lifetime). The first
  * success wins and the others are aborted; a ready derivation preempts a copy.
  */
-function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[], busy: BusyWorkers): void {
+function startBackupCopies(ctx: DispatchContext, now: number, free: WorkerRecord[], busy: BusyWorkers): void {
   const { dag, workers, sink } = ctx;
   const wanted: { rec: DrvRecord; node: DrvNode; estimate: Estimate }[] = [];
   for (const w of workers.values()) {
-    for (const drvPath of w.running.keys()) {
+    for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
-      // Each record once, through its primary; at most maxHedgesPerBuild copies.
-      if (rec === undefined || rec.workerId !== w.info.workerId || (rec.hedges?.length ?? 0) >= ctx.maxHedgesPerBuild) continue;
+      // Each record once, through its primary; at most maxBackupCopiesPerBuild copies.
+      if (rec === undefined || rec.workerId !== w.info.workerId || (rec.backupCopies?.length ?? 0) >= ctx.maxBackupCopiesPerBuild) continue;
       const node = dag.node(drvPath);
       const estimate = ctx.estimator.estimate(node);
       const left = expectedRemainingMs(rec, estimate, now);
-      if (left !== null && left >= ctx.hedgeMinRemainingMs) wanted.push({ rec, node, estimate });
+      if (left !== null && left >= ctx.backupCopyMinRemainingMs) wanted.push({ rec, node, estimate });
     }
   }
   wanted.sort((a, b) => comparePriority(dag.keyOf(a.rec.drvPath), dag.keyOf(b.rec.drvPath)));
   let misses = 0;
   for (const { rec, node, estimate } of wanted) {
-    if (free.length === 0 || misses >= MAX_HEDGE_MISSES) return;
-    const candidates = free.filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !w.running.has(rec.drvPath)).map(candidateOf);
+    if (free.length === 0 || misses >= MAX_BACKUP_COPY_MISSES) return;
+    const candidates = free
+      .filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !workers.leasesOf(w).has(rec.drvPath))
+      .map((w) => workers.candidate(w));
     if (candidates.length === 0) continue;
     const decision = ctx.policy.place(placementRequest(busy, now, node, rec, estimate, candidates));
     if (!decision.ok) {
@@ -345,18 +333,17 @@ function hedgeLongBuilds(ctx: DispatchContext, now: number, free: WorkerRecord[]
       continue;
     }
     const w = free.find((f) => f.info.workerId === decision.workerId)!;
-    const hedge: LeaseHolder = {
+    const copy: LeaseHolder = {
       workerId: w.info.workerId,
       cores: applyCoreLimit(decision.cores, rec),
       reservedMemoryBytes: decision.memoryReservationBytes,
       reservedDiskBytes: decision.diskReservationBytes ?? 0,
       startedAtMs: now,
     };
-    dag.apply(rec, now, () => addHedge(rec, hedge));
-    workers.attachLease(w, rec, hedge);
+    dag.apply(rec, now, () => addBackupCopy(rec, copy));
     busy.changed();
-    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, hedge) });
-    sink.emit({ type: "drv.hedged", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, hedges: rec.hedges?.length ?? 0 });
-    if (!hasFreeSlot(w)) free = free.filter((f) => f !== w);
+    sink.send({ kind: "assign", workerId: w.info.workerId, spec: assignmentSpec(node, rec, dag.nodes, ctx.buildTimeoutMs, estimate, copy) });
+    sink.emit({ type: "drv.backup-copy-started", atMs: now, drvPath: rec.drvPath, epoch: rec.epoch, workerId: w.info.workerId, backupCopies: rec.backupCopies?.length ?? 0 });
+    if (!workers.hasFreeSlot(w)) free = free.filter((f) => f !== w);
   }
 }

@@ -45,11 +45,11 @@ export interface DrvRecord {
   /** Global submission order; the last priority tie-break. */
   seq: number;
   /**
-   * Hedges: more attempts under the same lease on other workers (a backup
+   * Backup copies: more attempts under the same lease on other workers (a backup
    * copy of a long build on an idle worker; the first success wins, and a
    * lost copy costs no retry while another runs). Absent when none.
    */
-  hedges?: LeaseHolder[];
+  backupCopies?: LeaseHolder[];
 }
 
 /** A worker running an attempt under a record's lease, with what it was granted. */
@@ -113,7 +113,7 @@ export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
 /** A deep-enough copy for persistence (the scheduler keeps mutating its own). */
 export function copyDrvRecord(rec: DrvRecord): DrvRecord {
   const copy = { ...rec, jobs: [...rec.jobs] };
-  if (rec.hedges !== undefined) copy.hedges = rec.hedges.map((h) => ({ ...h }));
+  if (rec.backupCopies !== undefined) copy.backupCopies = rec.backupCopies.map((h) => ({ ...h }));
   return copy;
 }
 
@@ -129,10 +129,10 @@ export function primaryHolder(rec: DrvRecord): LeaseHolder | null {
   };
 }
 
-/** Every worker running an attempt under the record's lease: the primary first, then hedges. */
+/** Every worker running an attempt under the record's lease: the primary first, then the backup copies. */
 export function leaseHolders(rec: DrvRecord): LeaseHolder[] {
   const primary = primaryHolder(rec);
-  return primary === null ? [] : [primary, ...(rec.hedges ?? [])];
+  return primary === null ? [] : [primary, ...(rec.backupCopies ?? [])];
 }
 
 /** The holder of the record's lease on `workerId`, if that worker runs an attempt under it. */
@@ -182,42 +182,42 @@ export function lease(rec: DrvRecord, grant: LeaseGrant): number {
   return rec.epoch;
 }
 
-/** building stays building: another worker starts a hedge under the same lease (same epoch). */
-export function addHedge(rec: DrvRecord, hedge: LeaseHolder): void {
-  if (rec.state !== "building" || rec.workerId === null || holderOn(rec, hedge.workerId) !== undefined) {
-    throw new InvalidTransitionError("derivation", rec.drvPath, "addHedge", rec.state);
+/** building stays building: another worker starts a copy under the same lease (same epoch). */
+export function addBackupCopy(rec: DrvRecord, copy: LeaseHolder): void {
+  if (rec.state !== "building" || rec.workerId === null || holderOn(rec, copy.workerId) !== undefined) {
+    throw new InvalidTransitionError("derivation", rec.drvPath, "addBackupCopy", rec.state);
   }
-  rec.hedges = [...(rec.hedges ?? []), { ...hedge }];
+  rec.backupCopies = [...(rec.backupCopies ?? []), { ...copy }];
 }
 
 /**
  * building stays building: the attempt on `workerId` ended (lost, handed
  * back, killed) while another holder carries the lease on. A lost primary
- * gives way to the oldest hedge. The epoch is unchanged: the others' results stay current.
+ * gives way to the oldest copy. The epoch is unchanged: the others' results stay current.
  */
 export function dropHolder(rec: DrvRecord, workerId: string): void {
-  const hedges = rec.hedges ?? [];
-  if (rec.state !== "building" || hedges.length === 0 || holderOn(rec, workerId) === undefined) {
+  const backupCopies = rec.backupCopies ?? [];
+  if (rec.state !== "building" || backupCopies.length === 0 || holderOn(rec, workerId) === undefined) {
     throw new InvalidTransitionError("derivation", rec.drvPath, "dropHolder", rec.state);
   }
   if (rec.workerId === workerId) {
-    const next = hedges[0];
+    const next = backupCopies[0];
     rec.workerId = next.workerId;
     rec.cores = next.cores;
     rec.reservedMemoryBytes = next.reservedMemoryBytes;
     rec.reservedDiskBytes = next.reservedDiskBytes;
     rec.startedAtMs = next.startedAtMs;
-    rec.hedges = hedges.slice(1);
+    rec.backupCopies = backupCopies.slice(1);
   } else {
-    rec.hedges = hedges.filter((h) => h.workerId !== workerId);
+    rec.backupCopies = backupCopies.filter((h) => h.workerId !== workerId);
   }
-  if (rec.hedges.length === 0) delete rec.hedges;
+  if (rec.backupCopies.length === 0) delete rec.backupCopies;
 }
 
 /** building -> done: outputs verified in the cache. */
 export function complete(rec: DrvRecord, now: number): void {
   move(rec, "complete", ["building"], "done");
-  delete rec.hedges;
+  delete rec.backupCopies;
   rec.finishedAtMs = now;
   rec.reason = "";
 }
@@ -234,7 +234,7 @@ export function markCached(rec: DrvRecord, now: number): void {
 /** building -> ready: the lease is taken back (epoch++ fences the old one). Budgets are the caller's business. */
 export function requeue(rec: DrvRecord, reason: string): void {
   move(rec, "requeue", ["building"], "ready");
-  delete rec.hedges;
+  delete rec.backupCopies;
   rec.epoch += 1;
   rec.workerId = null;
   rec.reason = reason;
@@ -243,7 +243,7 @@ export function requeue(rec: DrvRecord, reason: string): void {
 /** building|waiting -> failed: its build failed for good, or (from waiting) a dependency failed. */
 export function fail(rec: DrvRecord, now: number, reason: string): void {
   move(rec, "fail", ["building", "waiting"], "failed");
-  delete rec.hedges;
+  delete rec.backupCopies;
   rec.finishedAtMs = now;
   rec.reason = reason;
 }
@@ -252,7 +252,7 @@ export function fail(rec: DrvRecord, now: number, reason: string): void {
 export function cancel(rec: DrvRecord, now: number, reason: string): void {
   const wasBuilding = rec.state === "building";
   move(rec, "cancel", ["waiting", "ready", "building"], "cancelled");
-  delete rec.hedges;
+  delete rec.backupCopies;
   if (wasBuilding) rec.epoch += 1;
   rec.finishedAtMs = now;
   rec.reason = reason;

@@ -4,7 +4,6 @@
 import { copyDrvRecord, type DrvRecord } from "./drv-state.js";
 import type { LearnedEstimate } from "./estimator.js";
 import type { AssignmentSpec, DrvNode, DrvPath, DrvState, JobRecord, JobState, Lease } from "./types.js";
-import type { WorkerSnapshot } from "./worker-state.js";
 
 /** A typed event for NATS; `type` is the subject suffix (farm.events.<type>). */
 export type FarmEvent =
@@ -26,9 +25,9 @@ export type FarmEvent =
   | { type: "worker.lost"; atMs: number; workerId: string; requeued: DrvPath[] }
   | { type: "build.rejected"; atMs: number; workerId: string; lease: Lease; reason: string }
   /** A backup copy of a long build started on another worker, under the same lease. */
-  | { type: "drv.hedged"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; hedges: number }
+  | { type: "drv.backup-copy-started"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; backupCopies: number }
   /** A backup copy gave its worker up to a derivation that had nowhere else to go. */
-  | { type: "drv.hedge-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath };
+  | { type: "drv.backup-copy-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath };
 
 /** Every FarmEvent type string. */
 export type FarmEventType = FarmEvent["type"];
@@ -42,7 +41,6 @@ export type Effect =
   | { kind: "persistNodes"; nodes: DrvNode[] }
   | { kind: "persistDrvs"; records: DrvRecord[] }
   | { kind: "persistJob"; job: JobRecord }
-  | { kind: "persistWorker"; worker: WorkerSnapshot }
   /** A learned estimate changed: store it (e.g. NATS KV, key = estimateStoreKey(estimate.key)). Advisory: losing one costs accuracy, not correctness. */
   | { kind: "persistEstimate"; estimate: LearnedEstimate }
   | { kind: "assign"; workerId: string; spec: AssignmentSpec }
@@ -68,7 +66,6 @@ export class EffectSink {
   private nodes: DrvNode[] = [];
   private readonly drvs = new Map<DrvPath, DrvRecord>();
   private readonly jobs = new Map<string, JobRecord>();
-  private readonly workers = new Map<string, () => WorkerSnapshot>();
   private readonly estimates = new Map<string, LearnedEstimate>();
   private messages: Effect[] = [];
   private events: Effect[] = [];
@@ -86,11 +83,6 @@ export class EffectSink {
   /** A job changed; it will be persisted once at flush. */
   jobChanged(job: JobRecord): void {
     this.jobs.set(job.jobId, job);
-  }
-
-  /** A worker changed state; `snapshot` is taken at flush. */
-  workerChanged(workerId: string, snapshot: () => WorkerSnapshot): void {
-    this.workers.set(workerId, snapshot);
   }
 
   /** A learned estimate changed; the latest per key is persisted at flush. */
@@ -114,7 +106,6 @@ export class EffectSink {
     if (this.nodes.length > 0) out.push({ kind: "persistNodes", nodes: this.nodes });
     if (this.drvs.size > 0) out.push({ kind: "persistDrvs", records: [...this.drvs.values()].map(copyDrvRecord) });
     for (const job of this.jobs.values()) out.push({ kind: "persistJob", job: { ...job, roots: [...job.roots] } });
-    for (const snap of this.workers.values()) out.push({ kind: "persistWorker", worker: snap() });
     for (const estimate of this.estimates.values()) out.push({ kind: "persistEstimate", estimate });
     // Loops, not push(...spread): a failure cascade can emit 100k events.
     for (const m of this.messages) out.push(m);
@@ -122,7 +113,6 @@ export class EffectSink {
     this.nodes = [];
     this.drvs.clear();
     this.jobs.clear();
-    this.workers.clear();
     this.estimates.clear();
     this.messages = [];
     this.events = [];

@@ -2,7 +2,7 @@
 // ones that cross the wire live in proto/errors.ts and are re-exported here.
 import { FarmError } from "../../proto/errors.js";
 
-export { AuthError, FarmError, InvalidInputError, StaleLeaseError, TransientError } from "../../proto/errors.js";
+export { AuthError, FarmError, InvalidInputError, TransientError } from "../../proto/errors.js";
 
 /** A state machine was asked for a transition its current state does not allow (a bug, not bad input). */
 export class InvalidTransitionError extends FarmError {

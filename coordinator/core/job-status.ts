@@ -4,7 +4,7 @@ import { DEPENDENCY_FAILED } from "./dag-index.js";
 import { holderOn, type DrvRecord } from "./drv-state.js";
 import { durationAt, memoryAt, type EstimateSource } from "./estimator.js";
 import type { JobCounts } from "./job-book.js";
-import { hasFreeSlot, platformMatches } from "./placement.js";
+import { platformMatches } from "./placement.js";
 import type { SchedulerState } from "./scheduler-state.js";
 import type { DrvPath, DrvState, JobState, StorePath } from "./types.js";
 import { remainingLifetimeMs } from "./worker-state.js";
@@ -32,9 +32,9 @@ export interface DrvStatusRow {
   /** While building: memory its process tree uses now and its peak so far, from heartbeats; 0 when unknown. */
   currentMemoryBytes: number;
   currentPeakMemoryBytes: number;
-  /** Why a ready derivation is not running yet; "" otherwise. */
-  waitingReason: string;
-  /** Workers running a backup copy of this build (see dispatch's hedging). */
+  /** Why a ready derivation is held back, not running yet (placement passed it over, or no worker fits); "" otherwise. */
+  holdReason: string;
+  /** Workers running a backup copy of this build (see dispatch.ts, startBackupCopies). */
   backupWorkerIds: string[];
   /** In a worker's list: this row is that worker's backup copy (workerId, cores and reservation are the copy's). */
   backupCopy: boolean;
@@ -95,9 +95,9 @@ export interface WorkerView {
   oomKills: number;
 }
 
-function waitingReason(s: SchedulerState, rec: DrvRecord): string {
+function holdReason(s: SchedulerState, rec: DrvRecord): string {
   if (rec.state !== "ready") return "";
-  const known = s.waiting.get(rec.drvPath);
+  const known = s.passedOver.get(rec.drvPath);
   if (known !== undefined) return known.reason;
   const node = s.dag.node(rec.drvPath);
   let able = false;
@@ -105,7 +105,7 @@ function waitingReason(s: SchedulerState, rec: DrvRecord): string {
   for (const w of s.pool.values()) {
     if (w.state !== "active" || !platformMatches(w.info, node.system, node.requiredSystemFeatures)) continue;
     able = true;
-    free ||= hasFreeSlot(w);
+    free ||= s.pool.hasFreeSlot(w);
   }
   if (!able) {
     const features = node.requiredSystemFeatures.length > 0 ? ` with features [${node.requiredSystemFeatures.join(", ")}]` : "";
@@ -147,8 +147,8 @@ export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): Dr
     estimateSource: est.model?.source ?? null,
     currentMemoryBytes: current?.memoryBytes ?? 0,
     currentPeakMemoryBytes: current?.peakMemoryBytes ?? 0,
-    waitingReason: waitingReason(s, rec),
-    backupWorkerIds: (rec.hedges ?? []).map((h) => h.workerId),
+    holdReason: holdReason(s, rec),
+    backupWorkerIds: (rec.backupCopies ?? []).map((h) => h.workerId),
     backupCopy: copy !== undefined,
   };
 }
@@ -209,6 +209,7 @@ export function jobStatus(
 /** Every known worker with its running builds. */
 export function workerViews(s: SchedulerState, now: number): WorkerView[] {
   return s.pool.all().map((w) => {
+    const load = s.pool.candidate(w);
     const left = remainingLifetimeMs(w, now);
     // 0 = no lifetime set (unlimited); a worker at its end shows 0 too, which is its state anyway.
     const remaining = Number.isFinite(left) ? Math.floor(left / 1000) : 0;
@@ -221,16 +222,16 @@ export function workerViews(s: SchedulerState, now: number): WorkerView[] {
       memoryBytes: w.info.memoryBytes,
       maxBuilds: w.info.maxBuilds,
       freeMemoryBytes: w.freeMemoryBytes,
-      unreservedMemoryBytes: Math.max(0, w.info.memoryBytes - w.reservedMemoryBytes),
-      reservedMemoryBytes: w.reservedMemoryBytes,
-      reservedCores: w.reservedCores,
-      reservedDiskBytes: w.reservedDiskBytes,
+      unreservedMemoryBytes: Math.max(0, w.info.memoryBytes - load.reservedMemoryBytes),
+      reservedMemoryBytes: load.reservedMemoryBytes,
+      reservedCores: load.reservedCores,
+      reservedDiskBytes: load.reservedDiskBytes ?? 0,
       freeDiskBytes: w.freeDiskBytes,
       uptimeSeconds: w.uptimeSeconds,
       remainingLifetimeSeconds: remaining,
       lastSeenMs: w.lastSeenMs,
       deadlineMs: w.deadlineMs,
-      running: [...w.running.keys()].map((p) => drvRow(s, s.dag.records.get(p)!, w.info.workerId)),
+      running: [...s.pool.leasesOf(w).keys()].map((p) => drvRow(s, s.dag.records.get(p)!, w.info.workerId)),
       buildsDone: w.buildsDone,
       buildsFailed: w.buildsFailed,
       oomKills: w.oomKills,

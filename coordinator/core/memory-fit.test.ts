@@ -15,10 +15,7 @@ const NOW = 1_000_000;
 function cand(info: Partial<WorkerInfo> & { workerId: string }, reserved: { memory?: number; cores?: number; running?: number; disk?: number } = {}): WorkerCandidate {
   const w = newWorkerRecord(mkWorker(info.workerId, info), NOW, NOW + 10_000);
   const running = reserved.running ?? (reserved.memory ? 1 : 0);
-  for (let i = 0; i < running; i++) w.running.set(`/r${i}`, 1);
-  w.reservedMemoryBytes = reserved.memory ?? 0;
-  w.reservedCores = reserved.cores ?? 0;
-  return { worker: w, running, reservedCores: w.reservedCores, reservedMemoryBytes: w.reservedMemoryBytes, reservedDiskBytes: reserved.disk ?? 0 };
+  return { worker: w, running, reservedCores: reserved.cores ?? 0, reservedMemoryBytes: reserved.memory ?? 0, reservedDiskBytes: reserved.disk ?? 0 };
 }
 
 /** A measured model: memory = base + perCore * c, duration = ms (serial). */
@@ -208,17 +205,17 @@ describe("memory-fit: remaining lifetime", () => {
     // 9.6 h left: the strict need is 9 x 1.01 x 1.1 = 10 h; half the slack is 9.45 h.
     const worker = () => [cand({ workerId: "w", ...twelve, uptimeSeconds: 2.4 * 3600 })];
     const at = (waitedMs: number | undefined) =>
-      new MemoryFit().place({ now: NOW, node, record, estimate: nineHours, candidates: worker(), waitingSinceMs: waitedMs === undefined ? undefined : NOW - waitedMs });
+      new MemoryFit().place({ now: NOW, node, record, estimate: nineHours, candidates: worker(), passedOverSinceMs: waitedMs === undefined ? undefined : NOW - waitedMs });
     expect(at(undefined)).toMatchObject({ ok: false, reason: expect.stringMatching(/waiting for a fresh worker$/) });
     expect(at(0.8 * HOUR)).toMatchObject({ ok: false }); // less than 10% of 9 h
     expect(at(0.9 * HOUR)).toMatchObject({ ok: true, workerId: "w" });
     // Never below the estimate plus half the slack: 9.3 h left is too little however long it waited.
     const older = [cand({ workerId: "w", ...twelve, uptimeSeconds: 2.7 * 3600 })];
-    expect(new MemoryFit().place({ now: NOW, node, record, estimate: nineHours, candidates: older, waitingSinceMs: NOW - 5 * HOUR })).toMatchObject({ ok: false });
+    expect(new MemoryFit().place({ now: NOW, node, record, estimate: nineHours, candidates: older, passedOverSinceMs: NOW - 5 * HOUR })).toMatchObject({ ok: false });
     // A build beyond the fleet never settles: 11 h needs a nearly fresh worker (11.4 h left), not 11 h x 1.05.
     const elevenHours = est(100, 0, 11 * HOUR);
     const midLife = [cand({ workerId: "mid", ...twelve, uptimeSeconds: 3600 })]; // 11 h left
-    expect(new MemoryFit().place({ now: NOW, node, record, estimate: elevenHours, candidates: midLife, waitingSinceMs: NOW - 5 * HOUR })).toMatchObject({ ok: false });
+    expect(new MemoryFit().place({ now: NOW, node, record, estimate: elevenHours, candidates: midLife, passedOverSinceMs: NOW - 5 * HOUR })).toMatchObject({ ok: false });
   });
 
   it("a build longer than even a fresh worker allows starts on a nearly fresh worker instead of waiting forever", () => {

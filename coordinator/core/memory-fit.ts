@@ -96,7 +96,7 @@ export class MemoryFit implements PlacementPolicy {
     const misses: Miss[] = [];
     for (const c of req.candidates) {
       const w = c.worker;
-      if (!hasFreeSlot(w) || !platformMatches(w.info, req.node.system, req.node.requiredSystemFeatures)) continue;
+      if (!hasFreeSlot(c) || !platformMatches(w.info, req.node.system, req.node.requiredSystemFeatures)) continue;
       const r = this.fitOn(c, model, how);
       if ("kind" in r) misses.push(r);
       else fits.push(r);
@@ -127,7 +127,7 @@ export class MemoryFit implements PlacementPolicy {
     const out: Fit[] = [];
     for (const c of req.candidates) {
       const info = c.worker.info;
-      if (!hasFreeSlot(c.worker) || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
+      if (!hasFreeSlot(c) || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
       if (this.usable(info) < this.usable(largest) || c.running > 0 || c.reservedMemoryBytes > 0) continue;
       if (c.worker.freeDiskBytes > 0 && model.diskBytes > c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0)) continue;
       const reservation = Math.floor(this.usable(info));
@@ -149,7 +149,7 @@ export class MemoryFit implements PlacementPolicy {
     // A duration measured n times is known to about slack/n more: one draw may have been a short one,
     // and losing a long build with its worker costs far more than waiting for a fresher one.
     const n = model.successes ?? 0;
-    const waitedMs = req.waitingSinceMs === undefined ? 0 : req.now - req.waitingSinceMs;
+    const waitedMs = req.passedOverSinceMs === undefined ? 0 : req.now - req.passedOverSinceMs;
     const needOf = (durationMs: number) =>
       patientNeed(lifetimeNeed(n > 0 ? durationMs * (1 + slackFraction / n) : durationMs, fleetMs, slackFraction), durationMs, waitedMs, slackFraction);
     const soonest = Math.min(...fits.map((f) => f.durationMs));

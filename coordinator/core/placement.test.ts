@@ -7,7 +7,6 @@ import { newWorkerRecord } from "./worker-state.js";
 
 function cand(info: WorkerInfo, running = 0): WorkerCandidate {
   const w = newWorkerRecord(info, 0, 1000);
-  for (let i = 0; i < running; i++) w.running.set(`/r${i}`, 1);
   return { worker: w, running, reservedCores: 0, reservedMemoryBytes: 0 };
 }
 

@@ -7,9 +7,10 @@ import type { Estimate } from "./estimator.js";
 import { BUILTIN_SYSTEM, type DrvNode, type WorkerInfo } from "./types.js";
 import type { WorkerRecord } from "./worker-state.js";
 
-/** A worker the derivation could go to, with what it already has reserved. */
+/** A worker the derivation could go to, with what its leases already reserve (see LeaseIndex). */
 export interface WorkerCandidate {
   worker: WorkerRecord;
+  /** Builds it runs. */
   running: number;
   reservedCores: number;
   reservedMemoryBytes: number;
@@ -25,10 +26,10 @@ export interface PlacementRequest {
   estimate: Estimate;
   /** Active workers with a free slot that run the derivation's platform. */
   candidates: readonly WorkerCandidate[];
-  /** Active workers of that platform without a free slot now (for waiting decisions); may be absent. */
+  /** Active workers of that platform without a free slot now (for decisions to wait for one); may be absent. */
   busy?: readonly WorkerCandidate[];
   /** When placement first passed this ready derivation over (it has waited since); absent when it has not. */
-  waitingSinceMs?: number;
+  passedOverSinceMs?: number;
 }
 
 /** A policy's answer: a worker and its grant, or why nothing fits now. */
@@ -50,9 +51,9 @@ export function platformMatches(info: WorkerInfo, system: string, requiredFeatur
   return requiredFeatures.every((f) => info.features.includes(f));
 }
 
-/** True when the worker takes new work: active with a free build slot. */
-export function hasFreeSlot(w: WorkerRecord): boolean {
-  return w.state === "active" && w.running.size < w.info.maxBuilds;
+/** True when the candidate takes new work: active with a free build slot. */
+export function hasFreeSlot(c: Pick<WorkerCandidate, "worker" | "running">): boolean {
+  return c.worker.state === "active" && c.running < c.worker.info.maxBuilds;
 }
 
 /** Clamps `cores` to the record's OOM-driven cap (if any) and to at least 1. */
@@ -63,7 +64,7 @@ export function applyCoreLimit(cores: number, record: DrvRecord): number {
 
 /** Explains why no candidate fits, most specific reason first. */
 export function noFitReason(node: DrvNode, candidates: readonly WorkerCandidate[]): string {
-  const free = candidates.filter((c) => hasFreeSlot(c.worker));
+  const free = candidates.filter((c) => hasFreeSlot(c));
   if (free.length === 0) return "no active worker has a free slot";
   const sys = free.filter((c) => platformMatches(c.worker.info, node.system, []));
   if (sys.length === 0) return `no free worker builds system ${node.system}`;
@@ -83,7 +84,7 @@ export class SimpleFit implements PlacementPolicy {
     let best: WorkerCandidate | null = null;
     for (const c of req.candidates) {
       const w = c.worker;
-      if (!hasFreeSlot(w) || !platformMatches(w.info, req.node.system, req.node.requiredSystemFeatures)) continue;
+      if (!hasFreeSlot(c) || !platformMatches(w.info, req.node.system, req.node.requiredSystemFeatures)) continue;
       if (best === null || loadOf(c) < loadOf(best) || (loadOf(c) === loadOf(best) && w.info.workerId < best.worker.info.workerId)) {
         best = c;
       }

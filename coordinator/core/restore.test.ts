@@ -17,7 +17,7 @@ describe("Scheduler.restore repairs", () => {
     const { h, snap } = midRun();
     const b = snap.drvs.find((r) => r.drvPath === drvPathOf("b"))!;
     Object.assign(b, { state: "waiting", epoch: 0, workerId: null, attempts: 0 });
-    const r = Scheduler.restore(h.clock.now(), { ...snap, workers: undefined });
+    const r = Scheduler.restore(h.clock.now(), snap);
     expect(r.drv(drvPathOf("b"))!.record.state).toBe("ready");
     const eff = r.workerJoined(h.clock.now(), mkWorker("w9"));
     expect(effectsOf(eff, "assign").map((e) => e.spec.name)).toEqual(["b"]);

@@ -2,13 +2,13 @@
 // taking the snapshot storage would hold. Workers are not trusted from
 // storage: builds that were running stay building under their epoch until
 // their worker reconnects (and is adopted) or the grace deadline passes.
-import { copyDrvRecord, isTerminal, leaseHolders } from "./drv-state.js";
+import { copyDrvRecord, isTerminal, leaseHolders, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { buildJobGraph, topoOrder } from "./job-graph.js";
 import { cancelDrv, takeBack, type SchedulerState } from "./scheduler-state.js";
 import type { Snapshot } from "./snapshot.js";
 import type { DrvNode, DrvPath } from "./types.js";
-import { placeholderWorker, workerSnapshot, type WorkerRecord } from "./worker-state.js";
+import { placeholderWorker } from "./worker-state.js";
 
 /** Loads `snap` into empty state. Repairs are persisted with the first event's effects. */
 export function restoreState(s: SchedulerState, now: number, snap: Snapshot): void {
@@ -16,7 +16,7 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
   for (const stored of snap.drvs) {
     const node = nodes.get(stored.drvPath);
     if (node === undefined) throw new InvalidInputError(`snapshot: record ${stored.drvPath} has no node`);
-    s.dag.load(node, copyDrvRecord(stored));
+    s.dag.load(node, fromStored(stored));
   }
   for (const job of snap.jobs) s.book.add({ ...job, roots: [...job.roots] });
   for (const rec of s.dag.records.values()) {
@@ -30,18 +30,6 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
   restoreEstimates(s, snap);
   rankRunningJobs(s);
 
-  const graceDeadline = now + s.config.restoreGraceMs;
-  for (const stored of snap.workers ?? []) {
-    // Known from storage but not connected: it takes no work until it joins again.
-    const w = placeholderWorker(stored.info.workerId, now, graceDeadline);
-    w.info = { ...stored.info };
-    w.buildsDone = stored.buildsDone;
-    w.buildsFailed = stored.buildsFailed;
-    w.oomKills = stored.oomKills;
-    if (stored.state === "lost") w.state = "lost";
-    s.pool.add(w);
-  }
-
   const failed = s.dag.settleRestored(now);
   for (const rec of failed) s.dag.propagateFailure(rec, now);
   // A crash can leave records no running job wants (a cancel half-persisted,
@@ -50,6 +38,7 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
     if (isTerminal(rec.state) || rec.jobs.some((id) => s.book.get(id)?.record.state === "running")) continue;
     cancelDrv(s, rec, now, "no running job wants it (after restore)");
   }
+  const graceDeadline = now + s.config.restoreGraceMs;
   for (const rec of s.dag.records.values()) {
     if (rec.state !== "building") continue;
     if (rec.workerId === null) {
@@ -57,14 +46,20 @@ export function restoreState(s: SchedulerState, now: number, snap: Snapshot): vo
       continue;
     }
     for (const holder of leaseHolders(rec)) {
-      let w: WorkerRecord | undefined = s.pool.get(holder.workerId);
-      if (w === undefined || w.state === "lost") {
-        w = placeholderWorker(holder.workerId, now, graceDeadline);
-        s.pool.add(w);
-      }
-      s.pool.attachLease(w, rec, holder);
+      // Its worker takes no work until it joins again, and is lost if it does not by the grace deadline.
+      if (s.pool.get(holder.workerId) === undefined) s.pool.add(placeholderWorker(holder.workerId, now, graceDeadline));
     }
   }
+}
+
+/** A copy of a stored record under today's field names (records stored before the rename keep backup copies under `hedges`). */
+function fromStored(stored: DrvRecord & { hedges?: LeaseHolder[] }): DrvRecord {
+  const rec: DrvRecord & { hedges?: LeaseHolder[] } = copyDrvRecord(stored);
+  if (stored.hedges !== undefined) {
+    delete rec.hedges;
+    if (rec.backupCopies === undefined && stored.hedges.length > 0) rec.backupCopies = stored.hedges.map((h) => ({ ...h }));
+  }
+  return rec;
 }
 
 // Estimates are stored apart (persistEstimate effects). Without them, relearn
@@ -109,7 +104,6 @@ export function takeSnapshot(s: SchedulerState): Snapshot {
     nodes: [...s.dag.nodes.values()],
     drvs: [...s.dag.records.values()].map(copyDrvRecord),
     jobs: [...s.book.all()].map((e) => ({ ...e.record, roots: [...e.record.roots] })),
-    workers: s.pool.all().map(workerSnapshot),
     ...(s.estimator.exportEstimates ? { estimates: s.estimator.exportEstimates() } : {}),
   };
 }

@@ -79,13 +79,13 @@ describe("scheduler: status", () => {
   });
 });
 
-describe("scheduler: waiting reasons", () => {
+describe("scheduler: hold reasons", () => {
   it("says why a ready derivation is not running", () => {
     const h = new Harness();
     h.run((s, t) => s.workerJoined(t, mkWorker("w1", { maxBuilds: 1 })));
     h.run((s, t) => s.submitJob(t, mkSubmission("j", [mkNode("a"), mkNode("b")], ["a", "b"])));
     const rows = h.scheduler.jobStatus("j", h.clock.now(), { derivations: true })!.derivations;
-    expect(rows.map((r) => [r.name, r.state, r.waitingReason])).toEqual([
+    expect(rows.map((r) => [r.name, r.state, r.holdReason])).toEqual([
       ["a", "building", ""],
       ["b", "ready", "every matching worker is busy"],
     ]);
@@ -121,7 +121,7 @@ describe("scheduler: restore", () => {
 
     const now = h.clock.advance(5000);
     const restored = Scheduler.restore(now, stored, { heartbeatTimeoutMs: 10_000, restoreGraceMs: 50_000 });
-    const strip = (st: ReturnType<Scheduler["jobStatus"]>) => ({ ...st!, derivations: st!.derivations.map((d) => ({ ...d, waitingReason: "" })) });
+    const strip = (st: ReturnType<Scheduler["jobStatus"]>) => ({ ...st!, derivations: st!.derivations.map((d) => ({ ...d, holdReason: "" })) });
     expect(strip(restored.jobStatus("j", now, { derivations: true }))).toEqual(strip(h.scheduler.jobStatus("j", now, { derivations: true })));
     expect(restored.jobStatus("j", now)!.failures[0]).toMatchObject({ name: "bad", reason: "boom" });
 

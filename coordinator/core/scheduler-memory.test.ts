@@ -37,7 +37,7 @@ describe("scheduler with memory-fit (defaults)", () => {
       assigns.map((a) => [a.spec.memoryLimitBytes, 1200 * MiB, "heavy-table"]),
     );
     const waiting = Object.values(rowsOf(h)).find((r) => r.state === "ready")!;
-    expect(waiting.waitingReason).toBe(`waiting for memory: needs ~1200 MB at 1 core; most unreserved on a free worker is ${Math.round((4 * GiB - reserved - 128 * MiB) / MiB)} MB`);
+    expect(waiting.holdReason).toBe(`waiting for memory: needs ~1200 MB at 1 core; most unreserved on a free worker is ${Math.round((4 * GiB - reserved - 128 * MiB) / MiB)} MB`);
     // One finishes: its reservation is released and the third starts.
     expect(h.assigns(h.report(assigns[0])).map((a) => a.spec.name)).toEqual([waiting.name]);
   });
@@ -103,7 +103,7 @@ describe("scheduler with memory-fit (defaults)", () => {
     const eff = h.run((s, t) => s.submitJob(t, mkSubmission("j", [mkNode("long-1", [], { pname: "long" }), mkNode("short")], ["long-1", "short"])));
     expect(h.assigns(eff).map((a) => [a.spec.name, a.workerId])).toEqual([["short", "old"]]);
     // Longer than even a fresh one of these workers lives: it waits for the freshest there can be.
-    expect(rowsOf(h)["long-1"].waitingReason).toBe(
+    expect(rowsOf(h)["long-1"].holdReason).toBe(
       "needs ~11h, more than a fresh worker's 4h allows with 10% to spare; waiting for a worker with 3h48m left to start on the freshest (longest remaining now 3h)",
     );
     const [old] = h.scheduler.workers(h.clock.now());
@@ -147,7 +147,7 @@ describe("scheduler with memory-fit (defaults)", () => {
     // 4 h left: the 5-minute prior would fit, the 3 h it already ran unfinished (x1.5, +10%) does not.
     const old = h.run((s, t) => s.workerJoined(t, mkWorker("old", { ...life, uptimeSeconds: 8 * 3600 })));
     expect(h.assigns(old)).toEqual([]);
-    expect(rowsOf(h).x.waitingReason).toMatch(/^needs ~4h30m, /);
+    expect(rowsOf(h).x.holdReason).toMatch(/^needs ~4h30m, /);
     const fresh = h.run((s, t) => s.workerJoined(t, mkWorker("fresh", life)));
     expect(h.assigns(fresh).map((x) => [x.spec.name, x.workerId])).toEqual([["x", "fresh"]]);
   });

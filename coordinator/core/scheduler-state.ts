@@ -1,7 +1,7 @@
 // The scheduler's state in one place, shared by the modules that implement
 // its events (submit, worker events, build events, restore) and its queries.
 import { DagIndex } from "./dag-index.js";
-import { dispatch, type Waiting } from "./dispatch.js";
+import { dispatch, type PassedOver } from "./dispatch.js";
 import { cancel, dropHolder, holderOn, leaseHolders, requeue, type DrvRecord } from "./drv-state.js";
 import { EffectSink, type Effect } from "./effects.js";
 import type { Estimator } from "./estimator.js";
@@ -13,7 +13,6 @@ import type { PriorityPolicy } from "./priority.js";
 import type { DrvPath } from "./types.js";
 import { UpwardRankPriority } from "./upward-rank.js";
 import { WorkerPool } from "./worker-pool.js";
-import { workerSnapshot, type WorkerRecord } from "./worker-state.js";
 
 /** Tunables of the scheduler. */
 export interface SchedulerConfig {
@@ -38,19 +37,19 @@ export interface SchedulerConfig {
   /** Memory-fit reserves this much above the estimate when the worker has room. */
   memoryHeadroomFraction: number;
   /** Idle workers run a backup copy of a build expected to need at least this much longer (ms); 0 = no backup copies. */
-  hedgeMinRemainingMs: number;
+  backupCopyMinRemainingMs: number;
   /**
    * Most backup copies of one build at a time. Two by default: an 11 h build
    * on 12 h containers with random kills loses one copy in four or five, and
    * on the nixpkgs-10k simulation a third holder cut the median makespan
    * from 1.21x to 1.08x of the lower bound (copies use only idle workers).
    */
-  maxHedgesPerBuild: number;
+  maxBackupCopiesPerBuild: number;
 }
 
 /** Defaults for every SchedulerConfig field. */
 export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
-  heartbeatTimeoutMs: 30_000,
+  heartbeatTimeoutMs: 15_000,
   maxTransientRetries: 3,
   maxOomRetries: 3,
   restoreGraceMs: 60_000,
@@ -61,8 +60,8 @@ export const DEFAULT_SCHEDULER_CONFIG: SchedulerConfig = {
   memorySafetyMarginMinBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMinBytes,
   memorySafetyMarginMaxBytes: DEFAULT_MEMORY_FIT.memorySafetyMarginMaxBytes,
   memoryHeadroomFraction: DEFAULT_MEMORY_FIT.memoryHeadroomFraction,
-  hedgeMinRemainingMs: 60 * 60_000,
-  maxHedgesPerBuild: 2,
+  backupCopyMinRemainingMs: 60 * 60_000,
+  maxBackupCopiesPerBuild: 2,
 };
 
 /** Pluggable parts of the scheduler. */
@@ -80,7 +79,7 @@ export interface SchedulerState extends SchedulerPolicies {
   book: JobBook;
   pool: WorkerPool;
   /** Ready derivations placement passed over: why, and since when (not persisted: a restart starts the clock again). */
-  waiting: Map<DrvPath, Waiting>;
+  passedOver: Map<DrvPath, PassedOver>;
   /** Memory of running builds as the last heartbeat reported it (not persisted). */
   liveUsage: Map<DrvPath, LiveUsage>;
   /** Measured durations of successful builds, for ETAs. */
@@ -139,21 +138,15 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
     sink,
     dag,
     book,
-    pool: new WorkerPool(),
-    waiting: new Map(),
+    pool: new WorkerPool(dag.leases),
+    passedOver: new Map(),
     liveUsage: new Map(),
     stats: { builds: 0, totalDurationMs: 0 },
   };
 }
 
-/** Marks a worker for persistence (snapshot taken when effects are flushed). */
-export function workerChanged(s: SchedulerState, w: WorkerRecord): void {
-  s.sink.workerChanged(w.info.workerId, () => workerSnapshot(w));
-}
-
-/** Takes a lease back: frees the worker's slot and requeues the derivation (epoch++). */
+/** Takes a lease back: requeues the derivation (epoch++), which frees its workers' slots. */
 export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
-  s.pool.releaseLease(rec);
   s.liveUsage.delete(rec.drvPath);
   s.dag.apply(rec, now, () => requeue(rec, reason));
 }
@@ -161,7 +154,7 @@ export function takeBack(s: SchedulerState, rec: DrvRecord, now: number, reason:
 /**
  * The attempt on `workerId` ended without a result (its worker was lost,
  * handed it back, or it was killed or failed transiently). With another
- * holder (a hedge) still running, that one carries the lease on and nothing
+ * holder (a copy) still running, that one carries the lease on and nothing
  * is requeued; otherwise the lease is taken back. Returns true when taken back.
  */
 export function endAttempt(s: SchedulerState, rec: DrvRecord, workerId: string, now: number, reason: string): boolean {
@@ -170,13 +163,12 @@ export function endAttempt(s: SchedulerState, rec: DrvRecord, workerId: string, 
     takeBack(s, rec, now, reason);
     return true;
   }
-  s.pool.releaseHolder(rec, holder);
   if (rec.workerId === workerId) s.liveUsage.delete(rec.drvPath);
   s.dag.apply(rec, now, () => dropHolder(rec, workerId));
   return false;
 }
 
-/** Sends an abort to every holder of `rec`'s lease but `except` (call before the verb that ends the lease). */
+/** Sends an abort to every holder of `rec`'s lease but `except` (it reads the holders: send before the lease ends). */
 export function abortHolders(s: SchedulerState, rec: DrvRecord, reason: string, except: string | null = null): void {
   for (const h of leaseHolders(rec)) {
     if (h.workerId !== except) s.sink.send({ kind: "abort", workerId: h.workerId, lease: { drvPath: rec.drvPath, epoch: rec.epoch }, reason });
@@ -187,7 +179,6 @@ export function abortHolders(s: SchedulerState, rec: DrvRecord, reason: string, 
 export function cancelDrv(s: SchedulerState, rec: DrvRecord, now: number, reason: string): void {
   if (rec.state === "building") {
     abortHolders(s, rec, reason);
-    s.pool.releaseLease(rec);
     s.liveUsage.delete(rec.drvPath);
   }
   s.dag.apply(rec, now, () => cancel(rec, now, reason));
@@ -205,9 +196,9 @@ export function finishEvent(s: SchedulerState, now: number): Effect[] {
       sink: s.sink,
       buildTimeoutMs: s.config.buildTimeoutMs,
       maxSetAside: s.config.maxSetAsidePerDispatch,
-      waiting: s.waiting,
-      hedgeMinRemainingMs: s.config.hedgeMinRemainingMs,
-      maxHedgesPerBuild: s.config.maxHedgesPerBuild,
+      passedOver: s.passedOver,
+      backupCopyMinRemainingMs: s.config.backupCopyMinRemainingMs,
+      maxBackupCopiesPerBuild: s.config.maxBackupCopiesPerBuild,
     },
     now,
   );

@@ -131,7 +131,7 @@ describe("scheduler: leases and workers", () => {
     const first = h.run((s, t) => s.submitJob(t, mkSubmission("j", nodes, ["fetch", "i686", "vm"])));
     expect(h.assigns(first).map((a) => [a.spec.name, a.workerId])).toEqual([["fetch", "x86"]]);
     const st = h.scheduler.jobStatus("j", h.clock.now(), { derivations: true })!;
-    const why = Object.fromEntries(st.derivations.map((d) => [d.name, d.waitingReason]));
+    const why = Object.fromEntries(st.derivations.map((d) => [d.name, d.holdReason]));
     expect(why.i686).toBe("no active worker builds i686-linux");
     expect(why.vm).toBe("no active worker builds x86_64-linux with features [kvm]");
     const multi = h.run((s, t) => s.workerJoined(t, mkWorker("multi", { systems: ["x86_64-linux", "i686-linux"] })));

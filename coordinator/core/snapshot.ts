@@ -2,18 +2,17 @@
 import type { DrvRecord } from "./drv-state.js";
 import type { LearnedEstimate } from "./estimator.js";
 import type { DrvNode, JobRecord } from "./types.js";
-import type { WorkerSnapshot } from "./worker-state.js";
 
 /**
- * Stored state: static nodes, dynamic drv records, jobs (workers optional:
- * they reconnect; estimates optional: without them a restore relearns from
- * the finished records it has).
+ * Stored state: static nodes, dynamic drv records, jobs, and optionally
+ * estimates (without them a restore relearns from the finished records it
+ * has). Workers are not stored: they reconnect, and the leases on the records
+ * say which builds they ran. (A `workers` list in an older snapshot is ignored.)
  */
 export interface Snapshot {
   nodes: DrvNode[];
   drvs: DrvRecord[];
   jobs: JobRecord[];
-  workers?: WorkerSnapshot[];
   /** Learned estimates, as persistEstimate effects stored them. */
   estimates?: LearnedEstimate[];
 }

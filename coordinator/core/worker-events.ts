@@ -2,7 +2,7 @@
 // drain, and loss when a deadline passes.
 import { holderOn, holdsLease, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
-import { endAttempt, workerChanged, type SchedulerState } from "./scheduler-state.js";
+import { endAttempt, type SchedulerState } from "./scheduler-state.js";
 import type { DrvPath, Lease, WorkerInfo } from "./types.js";
 import {
   disconnect,
@@ -35,6 +35,11 @@ function isCurrent(s: SchedulerState, workerId: string, lease: Lease): boolean {
   return rec !== undefined && holdsLease(rec, workerId, lease.epoch);
 }
 
+/** The records whose lease `w` holds, in the order it was granted them (a copy: ending an attempt changes the index). */
+function heldRecords(s: SchedulerState, w: WorkerRecord): DrvRecord[] {
+  return [...s.pool.leasesOf(w).keys()].map((p) => s.dag.records.get(p)!);
+}
+
 function leaseKey(l: Lease): string {
   return `${l.epoch}:${l.drvPath}`;
 }
@@ -63,29 +68,22 @@ export function workerJoined(s: SchedulerState, now: number, info: WorkerInfo, r
     rejoin(w, info, now, deadline);
   }
   const reported = new Set(running.map(leaseKey));
-  for (const [drvPath, epoch] of [...w.running]) {
-    if (reported.has(leaseKey({ drvPath, epoch }))) continue;
-    const rec = s.dag.records.get(drvPath);
-    if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
-      noteLostAttempt(rec, w.info.workerId, now);
-      endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} rejoined without it`);
-    } else {
-      w.running.delete(drvPath);
-    }
+  for (const rec of heldRecords(s, w)) {
+    if (reported.has(leaseKey({ drvPath: rec.drvPath, epoch: rec.epoch }))) continue;
+    noteLostAttempt(rec, w.info.workerId, now);
+    endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} rejoined without it`);
   }
   let adopted = 0;
   let aborted = 0;
   for (const lease of running) {
+    // A current lease is already held (the records say so): the build carries on there.
     if (isCurrent(s, w.info.workerId, lease)) {
-      const rec = s.dag.records.get(lease.drvPath)!;
-      if (!w.running.has(lease.drvPath)) s.pool.attachLease(w, rec, holderOn(rec, w.info.workerId));
       adopted++;
     } else {
       s.sink.send({ kind: "abort", workerId: w.info.workerId, lease, reason: "stale lease" });
       aborted++;
     }
   }
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.joined", atMs: now, workerId: w.info.workerId, adopted, aborted });
 }
 
@@ -104,7 +102,7 @@ export function heartbeat(s: SchedulerState, now: number, workerId: string, hb: 
   }
   // Live memory of running builds, for status only (estimate vs measured).
   for (const u of hb.usage ?? []) {
-    // The primary attempt's (a hedge's memory would overwrite it).
+    // The primary attempt's (a copy's memory would overwrite it).
     if (isCurrent(s, workerId, u.lease) && s.dag.records.get(u.lease.drvPath)!.workerId === workerId) {
       s.liveUsage.set(u.lease.drvPath, { epoch: u.lease.epoch, memoryBytes: u.memoryBytes, peakMemoryBytes: u.peakMemoryBytes });
     }
@@ -117,7 +115,6 @@ export function workerDisconnected(s: SchedulerState, now: number, workerId: str
   const w = knownWorker(s, workerId);
   if (w.state === "lost" || w.state === "disconnected") return; // already handled
   disconnect(w, now);
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.disconnected", atMs: now, workerId });
 }
 
@@ -135,7 +132,6 @@ export function workerDraining(s: SchedulerState, now: number, workerId: string,
     endAttempt(s, s.dag.records.get(lease.drvPath)!, workerId, now, `handed back by draining worker ${workerId}`);
     handedBack++;
   }
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.draining", atMs: now, workerId, deadlineMs: notice.deadlineMs, handedBack });
 }
 
@@ -161,17 +157,9 @@ function noteLostAttempt(rec: DrvRecord, workerId: string, aliveAtMs: number): v
 function lose(s: SchedulerState, now: number, w: WorkerRecord, why: "lost" | "revoked"): void {
   markLost(w);
   const requeued: DrvPath[] = [];
-  for (const [drvPath, epoch] of [...w.running]) {
-    const rec = s.dag.records.get(drvPath);
-    if (rec !== undefined && isCurrent(s, w.info.workerId, { drvPath, epoch })) {
-      noteLostAttempt(rec, w.info.workerId, w.lastSeenMs);
-      if (endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} ${why}`)) requeued.push(drvPath);
-    }
+  for (const rec of heldRecords(s, w)) {
+    noteLostAttempt(rec, w.info.workerId, w.lastSeenMs);
+    if (endAttempt(s, rec, w.info.workerId, now, `worker ${w.info.workerId} ${why}`)) requeued.push(rec.drvPath);
   }
-  w.running.clear();
-  w.reservedCores = 0;
-  w.reservedMemoryBytes = 0;
-  w.reservedDiskBytes = 0;
-  workerChanged(s, w);
   s.sink.emit({ type: "worker.lost", atMs: now, workerId: w.info.workerId, requeued });
 }

@@ -1,12 +1,16 @@
-// The workers the scheduler knows and which leases each holds. Lease
-// bookkeeping lives here so reservations always match the records.
-import { leaseHolders, primaryHolder, type DrvRecord, type LeaseHolder } from "./drv-state.js";
-import { hasFreeSlot } from "./placement.js";
+// The workers the scheduler knows. Which builds each runs, and what those
+// reserve, is read from the lease index (the records' lease holders).
+import type { LeaseHolder } from "./drv-state.js";
+import type { LeaseIndex, WorkerLoad } from "./lease-index.js";
+import { hasFreeSlot, type WorkerCandidate } from "./placement.js";
+import type { DrvPath } from "./types.js";
 import type { WorkerRecord } from "./worker-state.js";
 
 /** Every known worker, by workerId. */
 export class WorkerPool {
   private readonly workers = new Map<string, WorkerRecord>();
+
+  constructor(private readonly leases: LeaseIndex) {}
 
   /** A worker by id. */
   get(workerId: string): WorkerRecord | undefined {
@@ -28,38 +32,26 @@ export class WorkerPool {
     this.workers.set(w.info.workerId, w);
   }
 
-  /** Records that `w` holds the lease of `rec` at its current epoch, with the grant of `holder` (default: the primary's). */
-  attachLease(w: WorkerRecord, rec: DrvRecord, holder: LeaseHolder | null = primaryHolder(rec)): void {
-    if (holder === null) throw new Error(`${rec.drvPath} has no lease to attach`);
-    w.running.set(rec.drvPath, rec.epoch);
-    w.reservedCores += holder.cores;
-    w.reservedMemoryBytes += holder.reservedMemoryBytes;
-    w.reservedDiskBytes += holder.reservedDiskBytes;
+  /** The builds `w` runs, drv path -> its grant, in the order they were leased. */
+  leasesOf(w: WorkerRecord): ReadonlyMap<DrvPath, LeaseHolder> {
+    return this.leases.of(w.info.workerId);
   }
 
-  /** Frees the slot one holder of `rec`'s lease takes on its worker. Call BEFORE the verb that drops it. */
-  releaseHolder(rec: DrvRecord, holder: LeaseHolder): WorkerRecord | undefined {
-    const w = this.workers.get(holder.workerId);
-    if (w === undefined || w.running.get(rec.drvPath) !== rec.epoch) return undefined;
-    w.running.delete(rec.drvPath);
-    w.reservedCores = Math.max(0, w.reservedCores - holder.cores);
-    w.reservedMemoryBytes = Math.max(0, w.reservedMemoryBytes - holder.reservedMemoryBytes);
-    w.reservedDiskBytes = Math.max(0, w.reservedDiskBytes - holder.reservedDiskBytes);
-    return w;
+  /** `w` with what its leases reserve, as placement sees it. */
+  candidate(w: WorkerRecord): WorkerCandidate & WorkerLoad {
+    const l = this.leases.load(w.info.workerId);
+    return { worker: w, running: l.running, reservedCores: l.reservedCores, reservedMemoryBytes: l.reservedMemoryBytes, reservedDiskBytes: l.reservedDiskBytes };
   }
 
-  /**
-   * Frees the slots of every holder of `rec`'s lease. Call BEFORE the verb
-   * that ends the lease (it still reads the record's workers and epoch).
-   */
-  releaseLease(rec: DrvRecord): void {
-    for (const h of leaseHolders(rec)) this.releaseHolder(rec, h);
+  /** True when `w` takes new work: active with a free build slot. */
+  hasFreeSlot(w: WorkerRecord): boolean {
+    return hasFreeSlot({ worker: w, running: this.leases.of(w.info.workerId).size });
   }
 
   /** Active workers with a free slot. */
   free(): WorkerRecord[] {
     const out: WorkerRecord[] = [];
-    for (const w of this.workers.values()) if (hasFreeSlot(w)) out.push(w);
+    for (const w of this.workers.values()) if (this.hasFreeSlot(w)) out.push(w);
     return out;
   }
 

@@ -13,7 +13,6 @@ import {
   placeholderWorker,
   rejoin,
   touch,
-  workerSnapshot,
   type WorkerRecord,
 } from "./worker-state.js";
 
@@ -82,10 +81,4 @@ describe("worker records", () => {
     expect(w.info.cores).toBe(16);
   });
 
-  it("snapshots are serializable copies", () => {
-    const w = workerIn("active");
-    w.running.set("/p", 3);
-    const snap = workerSnapshot(w);
-    expect(JSON.parse(JSON.stringify(snap)).running).toEqual([{ drvPath: "/p", epoch: 3 }]);
-  });
 });

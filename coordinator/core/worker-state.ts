@@ -1,8 +1,9 @@
 // The worker state machine: one transition table, one named verb per move.
-// Lease bookkeeping (which drvs a worker runs) is kept on the record but
-// changed only by the scheduler's worker pool, which also fixes the drvs.
+// Which builds a worker runs is not kept here: the lease index derives it
+// from the derivation records (see lease-index.ts).
 import { InvalidTransitionError } from "./errors.js";
-import type { DrvPath, Lease, WorkerInfo, WorkerState } from "./types.js";
+import type { HeartbeatInfo } from "../../proto/types.js";
+import type { WorkerInfo, WorkerState } from "./types.js";
 
 /** Dynamic state of one worker, keyed by its stable workerId. */
 export interface WorkerRecord {
@@ -14,12 +15,6 @@ export interface WorkerRecord {
   deadlineMs: number;
   /** Set by a drain notice: when the worker said it will be gone. */
   drainDeadlineMs: number | null;
-  /** Leases it holds: drv path -> epoch. */
-  running: Map<DrvPath, number>;
-  reservedCores: number;
-  reservedMemoryBytes: number;
-  /** Estimated disk of the builds it runs. */
-  reservedDiskBytes: number;
   /** From the last heartbeat (join info until then). */
   freeMemoryBytes: number;
   freeDiskBytes: number;
@@ -64,10 +59,6 @@ export function newWorkerRecord(info: WorkerInfo, now: number, deadlineMs: numbe
     lastSeenMs: now,
     deadlineMs,
     drainDeadlineMs: null,
-    running: new Map(),
-    reservedCores: 0,
-    reservedMemoryBytes: 0,
-    reservedDiskBytes: 0,
     freeMemoryBytes: info.memoryBytes,
     freeDiskBytes: info.freeDiskBytes,
     uptimeSeconds: info.uptimeSeconds,
@@ -114,22 +105,8 @@ export function rejoin(w: WorkerRecord, info: WorkerInfo, now: number, deadlineM
   w.uptimeAtMs = now;
 }
 
-/** Memory a running build's process tree uses, as a heartbeat reports it. */
-export interface BuildUsage {
-  lease: Lease;
-  memoryBytes: number;
-  peakMemoryBytes: number;
-}
-
-/** What a heartbeat reports. */
-export interface HeartbeatInfo {
-  freeMemoryBytes: number;
-  freeDiskBytes: number;
-  uptimeSeconds: number;
-  running: Lease[];
-  /** Per running build, its memory now and its peak so far (optional). */
-  usage?: BuildUsage[];
-}
+/** What a heartbeat reports (it crosses the wire, so it is defined with the contract). */
+export type { HeartbeatInfo, RunningUsage as BuildUsage } from "../../proto/types.js";
 
 /** Ms the worker has left before its platform ends it; Infinity when it sets no lifetime. */
 export function remainingLifetimeMs(w: WorkerRecord, now: number): number {
@@ -166,15 +143,4 @@ export function drain(w: WorkerRecord, now: number, drainDeadlineMs: number, dea
 /** active|disconnected|draining -> lost: the deadline passed. The caller requeues its leases. */
 export function markLost(w: WorkerRecord): void {
   move(w, "markLost", ["active", "disconnected", "draining"], "lost");
-}
-
-/** Serializable view of a WorkerRecord (for persistWorker effects and status). */
-export interface WorkerSnapshot extends Omit<WorkerRecord, "running"> {
-  running: Lease[];
-}
-
-/** Copies a worker record into its serializable form. */
-export function workerSnapshot(w: WorkerRecord): WorkerSnapshot {
-  const running = [...w.running].map(([drvPath, epoch]) => ({ drvPath, epoch }));
-  return { ...w, info: { ...w.info }, running };
 }

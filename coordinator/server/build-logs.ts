@@ -3,7 +3,7 @@
 // `nix log` and `farm logs` find them.
 import type { Lease } from "../core/types.js";
 
-// Per worker too: two copies of a hedged build share a lease.
+// Per worker too: two copies of a build with a backup copy share a lease.
 const key = (l: Lease, workerId: string) => `${l.drvPath}#${l.epoch}#${workerId}`;
 
 /** Keeps the log of each running build, up to a byte limit. */

@@ -1,20 +1,13 @@
 // The shell across a store outage: events queue behind the stalled write, and
 // once it lands the tick that waited behind it must not declare workers lost
 // whose heartbeats were held up in the same queue.
-import pino from "pino";
 import { describe, expect, it } from "vitest";
-import type { CacheStorage } from "../cache/storage.js";
-import { OutputPublisher } from "../cache/staged-output.js";
-import { generateKeyPair, parseSecretKey } from "../../proto/nix/mod.js";
-import { VirtualClock } from "../core/clock.js";
 import { TransientError } from "../core/errors.js";
 import { Scheduler } from "../core/scheduler.js";
 import { mkNode, mkWorker } from "../core/test-support.js";
 import { MemoryStore } from "../store/memory-store.js";
-import { Coordinator } from "./coordinator.js";
+import { testShell } from "./test-support.js";
 import type { WorkerSession } from "./worker-service.js";
-
-const logger = pino({ level: "silent" });
 
 /** A MemoryStore that fails every write (like NATS restarting) while `down` is set. */
 class FlakyStore extends MemoryStore {
@@ -35,14 +28,10 @@ function session(workerId: string): WorkerSession {
 
 describe("Coordinator across a store outage", () => {
   it("holds back worker losses until the heartbeats queued behind the stall are in", async () => {
-    const clock = new VirtualClock(1_000_000);
     const store = new FlakyStore();
     await store.load();
     const scheduler = new Scheduler({ heartbeatTimeoutMs: 4000 });
-    const cache = { has: async () => false } as unknown as CacheStorage;
-    const info = { version: "t", storeDir: "/tmp/nix/store", cacheUrl: "http://cache", cachePublicKey: "k:x", heartbeatIntervalMs: 1000 };
-    const publisher = new OutputPublisher({ storage: cache, signingKey: parseSecretKey(generateKeyPair("stall-test-1").secretKey), logger });
-    const coord = new Coordinator({ scheduler, store, cache, clock, logger, info, trustSubmittedNodes: true, publisher });
+    const { coord, clock } = testShell(scheduler, store);
     const w1 = session("w1");
     await coord.join(w1, mkWorker("w1", { maxBuilds: 1 }), []);
 

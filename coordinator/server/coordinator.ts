@@ -1,31 +1,34 @@
 // The coordinator shell: it feeds worker and CLI events into the pure
-// Scheduler, persists the resulting state changes to the FarmStore *before*
-// any message leaves (so no worker ever holds a lease the store doesn't know),
-// then delivers messages and publishes events. All core calls run one at a
-// time through a serial queue, in arrival order.
-import { randomBytes } from "node:crypto";
+// Scheduler and wires the parts that carry out what comes back: the effect
+// runner (one event at a time, persisted before delivery), the session
+// registry, output checking, log tails, job ids and the shell's metrics.
 import type { Logger } from "pino";
-import { status } from "@grpc/grpc-js";
 import type { Scheduler } from "../core/scheduler.js";
-import type { Effect } from "../core/effects.js";
+import { effectsOf, type Effect } from "../core/effects.js";
 import type { Clock } from "../core/clock.js";
 import { holdsLease } from "../core/drv-state.js";
 import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
-import { SerialQueue, type FarmStore } from "../store/farm-store.js";
+import type { FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
-import { readValidNarInfo } from "../cache/http-server.js";
+import type { OutputPublisher } from "../cache/staged-output.js";
 import { baseName, hashPart, mapLimit } from "../../proto/nix/mod.js";
-import { assignmentToWire, PROTOCOL_VERSION } from "../../proto/convert/mod.js";
+import { PROTOCOL_VERSION } from "../../proto/convert/mod.js";
 import { jobStatusToWire, workerViewToWire } from "./status-wire.js";
 import type { FarmInfo, JobStatus, WorkerStatus } from "../../proto/gen/farm.js";
-import type { HeartbeatInfo, WorkerHub, WorkerSession } from "./worker-service.js";
+import type { HeartbeatInfo } from "../core/worker-state.js";
+import type { WorkerHub, WorkerSession } from "./worker-service.js";
 import type { FarmApi } from "./farm-service.js";
 import { BuildLogs } from "./build-logs.js";
+import { SessionRegistry } from "./session-registry.js";
 import { Persister } from "./persister.js";
+import type { CoordinatorMetrics, GaugeSource } from "../metrics.js";
+import { EffectRunner, workerMessage } from "./effect-runner.js";
+import { LogTails } from "./log-tails.js";
+import { publishOutputs } from "./output-check.js";
 import { mayAccess, type Principal } from "./auth.js";
 import { checkNodesAgainstDrvs } from "./drv-check.js";
-import type { OutputPublisher } from "../cache/staged-output.js";
-import type { CoordinatorMetrics } from "../metrics.js";
+import { newJobId } from "./job-ids.js";
+import { countEvent, gaugeSource } from "./shell-metrics.js";
 
 /** Everything the shell needs; main.ts wires it. */
 export interface CoordinatorDeps {
@@ -44,110 +47,70 @@ export interface CoordinatorDeps {
   publisher: OutputPublisher;
 }
 
-const LOG_TAIL_LINES = 25;
-const MAX_REMEMBERED_TAILS = 2000;
-
 /** Implements the worker and CLI services on top of the scheduler. */
 export class Coordinator implements WorkerHub, FarmApi {
-  private readonly queue = new SerialQueue();
-  private readonly sessions = new Map<string, WorkerSession>();
+  private readonly sessions = new SessionRegistry();
   private readonly watchers = new Set<() => void>();
   private readonly logs = new BuildLogs();
-  private readonly tails = new Map<DrvPath, string[]>();
+  private readonly tails = new LogTails();
   private readonly persister: Persister;
+  private readonly runner: EffectRunner;
   private tickQueued = false;
   private lastTickAtMs = 0;
 
   constructor(private readonly d: CoordinatorDeps) {
     const lossHoldMs = d.scheduler.config.heartbeatTimeoutMs;
     this.persister = new Persister(d.store, d.clock, d.logger, { lossHoldMs }, d.onFenced);
+    this.runner = new EffectRunner(d.clock, this.persister, (effects) => this.deliver(effects));
   }
 
-  /** Runs one core event: compute, persist, then deliver. */
-  private step(what: string, event: (now: number) => Effect[]): Promise<Effect[]> {
-    return this.stepAfter(what, async () => undefined, event);
-  }
-
-  /** Like step, with an async `prepare` run in the same turn of the queue, so nothing changes between it and the event. */
-  private stepAfter<T>(what: string, prepare: () => Promise<T>, event: (now: number, prepared: T) => Effect[]): Promise<Effect[]> {
-    return this.queue.run(async () => {
-      const prepared = await prepare();
-      const effects = event(this.d.clock.now(), prepared);
-      await this.persister.persist(what, effects);
-      this.deliver(effects);
-      return effects;
-    });
+  /** Runs one core event: compute, persist, then deliver (what `first` leaves of the effects, after it ran). */
+  private step(what: string, event: (now: number) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
+    return this.runner.step(what, event, first);
   }
 
   private deliver(effects: Effect[]): void {
     let changed = false;
     for (const e of effects) {
-      switch (e.kind) {
-        case "assign": {
-          const s = this.sessions.get(e.workerId);
-          this.d.logger.info({ worker: e.workerId, drv: e.spec.lease.drvPath, epoch: e.spec.lease.epoch, cores: e.spec.cores, memoryLimit: e.spec.memoryLimitBytes }, "assigned");
-          // With no session the lease simply expires at the worker's deadline and is requeued.
-          s?.send({ msg: { $case: "assign", value: assignmentToWire(e.spec) } });
-          break;
-        }
-        case "abort":
-          this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent");
-          this.sessions.get(e.workerId)?.send({ msg: { $case: "abort", value: { lease: e.lease, reason: e.reason } } });
-          break;
-        case "ack":
-          if (!e.accepted) {
-            this.d.metrics?.staleResults.inc();
-            this.d.logger.warn({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "result rejected");
-          } else {
-            this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch }, "result accepted");
-          }
-          this.sessions.get(e.workerId)?.send({ msg: { $case: "resultAck", value: { lease: e.lease, accepted: e.accepted, reason: e.reason } } });
-          break;
-        case "event":
-          changed = true;
-          this.countEvent(e.event);
-          break;
+      if (e.kind === "assign") {
+        this.d.logger.info({ worker: e.workerId, drv: e.spec.lease.drvPath, epoch: e.spec.lease.epoch, cores: e.spec.cores, memoryLimit: e.spec.memoryLimitBytes }, "assigned");
+      } else if (e.kind === "abort") {
+        this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent");
+      } else if (e.kind === "ack" && !e.accepted) {
+        this.d.metrics?.staleResults.inc();
+        this.d.logger.warn({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "result rejected");
+      } else if (e.kind === "ack") {
+        this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch }, "result accepted");
+      } else if (e.kind === "event") {
+        changed = true;
+        if (e.event.type === "worker.lost") this.logs.dropWorker(e.event.workerId); // its attempts will never report
+        countEvent(e.event, this.d.metrics, this.d.logger);
       }
+      // With no session an assignment's lease simply expires at the worker's deadline and is requeued.
+      const out = workerMessage(e);
+      if (out !== null) this.sessions.send(out.workerId, out.msg);
     }
     if (changed) for (const w of this.watchers) w();
-  }
-
-  private countEvent(ev: Extract<Effect, { kind: "event" }>["event"]): void {
-    const m = this.d.metrics;
-    if (ev.type === "worker.lost") {
-      this.d.logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
-      this.logs.dropWorker(ev.workerId); // its attempts will never report
-      m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
-    } else if (ev.type === "drv.hedged") {
-      this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId }, "backup copy of a long build started");
-      m?.hedges.inc({ event: "started" });
-    } else if (ev.type === "drv.hedge-preempted") {
-      this.d.logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId, for: ev.forDrvPath }, "backup copy stopped to free its worker");
-      m?.hedges.inc({ event: "preempted" });
-    } else if (ev.type === "worker.draining") {
-      m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
-    } else if (ev.type === "job.finished") {
-      this.d.logger.info({ job: ev.jobId, state: ev.state }, "job finished");
-      m?.jobsFinished.inc({ state: ev.state });
-    } else if (ev.type === "drv.state" && ev.to === "failed") {
-      this.d.logger.info({ drv: ev.drvPath, reason: ev.reason }, "derivation failed");
-    }
   }
 
   // ---------------------------------------------------------------- workers
 
   async join(session: WorkerSession, info: WorkerInfo, running: Lease[]): Promise<void> {
-    const previous = this.sessions.get(info.workerId);
-    if (previous && previous.sessionId !== session.sessionId) previous.close(status.ABORTED, "replaced by a newer connection of the same worker");
-    this.sessions.set(info.workerId, session);
-    session.send({
-      msg: {
-        $case: "welcome",
-        value: { protocolVersion: PROTOCOL_VERSION, sessionId: session.sessionId, cacheUrl: this.d.info.cacheUrl, cachePublicKey: this.d.info.cachePublicKey, heartbeatIntervalMs: this.d.info.heartbeatIntervalMs, abort: [] },
-      },
-    });
+    this.sessions.register(session);
     this.d.logger.info({ worker: info.workerId, cores: info.cores, memory: info.memoryBytes, systems: info.systems, running: running.length }, "worker joined");
-    await this.step("join", (now) => this.d.scheduler.workerJoined(now, info, running));
+    // The Welcome goes out once the join is settled: it names the running builds the worker must abort (stale leases), before any new work.
+    await this.step("join", (now) => this.d.scheduler.workerJoined(now, info, running), (effects) => {
+      const abort = effectsOf(effects, "abort").filter((e) => e.workerId === info.workerId);
+      for (const e of abort) this.d.logger.info({ worker: e.workerId, drv: e.lease.drvPath, epoch: e.lease.epoch, reason: e.reason }, "abort sent in Welcome");
+      const { cacheUrl, cachePublicKey, heartbeatIntervalMs } = this.d.info;
+      this.sessions.welcome(session, {
+        msg: {
+          $case: "welcome",
+          value: { protocolVersion: PROTOCOL_VERSION, sessionId: session.sessionId, cacheUrl, cachePublicKey, heartbeatIntervalMs, abort: abort.map((e) => e.lease) },
+        },
+      });
+      return effects.filter((e) => !(abort as Effect[]).includes(e));
+    });
   }
 
   async heartbeat(session: WorkerSession, hb: HeartbeatInfo): Promise<number> {
@@ -167,12 +130,12 @@ export class Coordinator implements WorkerHub, FarmApi {
     const { lease } = report;
     const current = this.d.scheduler.drv(lease.drvPath);
     const isCurrent = current !== undefined && holdsLease(current.record, session.workerId, lease.epoch);
-    // Logs are buffered per worker: a report (even a stale one, e.g. the losing copy of a hedged build) ends its own.
+    // Logs are buffered per worker: a report (even a stale one, e.g. the losing copy of a build with a backup copy) ends its own.
     const lines = this.logs.take(lease, session.workerId);
     // A stale lease's log must not overwrite the current attempt's log.
     if (isCurrent && lines.length) {
       await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
-      if (report.outcome !== "succeeded") this.rememberTail(lease.drvPath, lines.slice(-LOG_TAIL_LINES));
+      if (report.outcome !== "succeeded") this.tails.remember(lease.drvPath, lines);
     }
     this.d.metrics?.builds.inc({ worker: session.workerId, outcome: report.outcome });
     if (report.outcome === "succeeded") {
@@ -181,14 +144,14 @@ export class Coordinator implements WorkerHub, FarmApi {
     }
     if (report.outcome === "out-of-memory") this.d.metrics?.oomKills.inc({ worker: session.workerId });
     if (isCurrent && !["succeeded", "failed"].includes(report.outcome)) this.d.metrics?.reassignments.inc({ reason: report.outcome });
-    // Publishing and the scheduler's verdict share one turn of the queue: the lease can't change in between,
+    // Publishing and the scheduler's verdict share one turn of the runner: the lease can't change in between,
     // so only a result the scheduler accepts has its outputs signed.
-    await this.stepAfter(
+    await this.runner.stepAfter(
       "result",
       async () => {
         const now = this.d.scheduler.drv(lease.drvPath);
         const holds = now !== undefined && holdsLease(now.record, session.workerId, lease.epoch);
-        return report.outcome === "succeeded" && holds ? this.publishOutputs(now.node, now.record.jobs, report, session.workerId) : false;
+        return report.outcome === "succeeded" && holds ? publishOutputs(this.d.publisher, now.node, now.record.jobs, report, session.workerId, this.d.logger) : false;
       },
       (now, verified) => {
         this.d.logger.info(
@@ -200,37 +163,13 @@ export class Coordinator implements WorkerHub, FarmApi {
     );
   }
 
-  /**
-   * A derivation counts as built only when every output is published: staged by
-   * this worker under this lease with the NAR hash it reported (then signed now),
-   * or published by an accepted build before.
-   */
-  private async publishOutputs(node: DrvNode, jobs: string[], report: BuildReport, workerId: string): Promise<boolean> {
-    const reported = new Map(report.outputs.map((o) => [o.path, o.narHash]));
-    for (const path of Object.values(node.outputs)) {
-      const outcome = await this.d.publisher.publish(path, report.lease, workerId, reported.get(path), jobs).catch((err) => {
-        this.d.logger.error({ err, path }, "publishing an output failed");
-        return "missing" as const;
-      });
-      if (outcome === "missing") return false;
-    }
-    return true;
-  }
-
-  private rememberTail(drvPath: DrvPath, lines: string[]): void {
-    this.tails.delete(drvPath);
-    this.tails.set(drvPath, lines);
-    if (this.tails.size > MAX_REMEMBERED_TAILS) this.tails.delete(this.tails.keys().next().value!);
-  }
-
   async drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void> {
     this.d.logger.info({ worker: session.workerId, reason, handedBack: handedBack.length }, "worker draining");
     await this.step("drain", (now) => this.d.scheduler.workerDraining(now, session.workerId, { handedBack, deadlineMs: deadlineUnixMs }));
   }
 
   disconnected(session: WorkerSession, why?: "revoked"): void {
-    if (this.sessions.get(session.workerId)?.sessionId !== session.sessionId) return;
-    this.sessions.delete(session.workerId);
+    if (!this.sessions.remove(session)) return;
     if (why === "revoked") {
       // A revoked worker cannot report back: its builds requeue now rather than at its deadline.
       this.d.logger.warn({ worker: session.workerId }, "worker token revoked; worker dropped");
@@ -273,7 +212,7 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string }): Promise<{ jobId: string; existing: boolean }> {
     const started = Date.now();
-    const jobId = `j-${new Date(this.d.clock.now()).toISOString().slice(0, 10).replace(/-/g, "")}-${randomBytes(4).toString("hex")}`;
+    const jobId = newJobId(this.d.clock.now());
     try {
       if (!this.d.trustSubmittedNodes) await checkNodesAgainstDrvs(this.d.cache, req.nodes, this.d.logger);
       const cached = await this.cachedDerivations(req.nodes);
@@ -305,7 +244,7 @@ export class Coordinator implements WorkerHub, FarmApi {
   job(jobId: string, derivations: boolean, viewer: Principal): JobStatus | undefined {
     if (!mayAccess(viewer, this.d.scheduler.job(jobId)?.owner)) return undefined;
     const view = this.d.scheduler.jobStatus(jobId, this.d.clock.now(), { derivations });
-    return view && jobStatusToWire(view, (p) => this.tails.get(p) ?? []);
+    return view && jobStatusToWire(view, (p) => this.tails.of(p));
   }
 
   jobs(viewer: Principal): JobStatus[] {
@@ -340,18 +279,7 @@ export class Coordinator implements WorkerHub, FarmApi {
   }
 
   /** Numbers for the Prometheus gauges. */
-  gauges() {
-    const drvs: Record<string, number> = {};
-    const jobs: Record<string, number> = {};
-    for (const j of this.d.scheduler.jobs()) jobs[j.state] = (jobs[j.state] ?? 0) + 1;
-    const snapshotCounts = this.d.scheduler.stateCounts();
-    Object.assign(drvs, snapshotCounts);
-    const workers: Record<string, number> = {};
-    const reserved: Record<string, number> = {};
-    for (const w of this.d.scheduler.workers(this.d.clock.now())) {
-      workers[w.state] = (workers[w.state] ?? 0) + 1;
-      reserved[w.workerId] = w.running.reduce((sum, r) => sum + r.reservedMemoryBytes, 0);
-    }
-    return { derivationsByState: () => drvs, workersByState: () => workers, jobsByState: () => jobs, reservedMemoryByWorker: () => reserved };
+  gauges(): GaugeSource {
+    return gaugeSource(this.d.scheduler, this.d.clock.now());
   }
 }

@@ -22,7 +22,7 @@ function drvRowToWire(r: DrvStatusRow): wire.DerivationStatus {
     reservedMemoryBytes: r.reservedMemoryBytes,
     estimatedMemoryBytes: r.estimatedMemoryBytes ?? 0,
     estimatedDurationMs: r.estimatedDurationMs ?? 0,
-    waitingReason: r.waitingReason,
+    holdReason: r.holdReason,
     estimateSource: r.estimateSource ?? "",
     currentMemoryBytes: r.currentMemoryBytes,
     currentPeakMemoryBytes: r.currentPeakMemoryBytes,

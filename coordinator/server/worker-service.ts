@@ -12,8 +12,6 @@ import type { BuildReport, Lease, WorkerInfo } from "../core/types.js";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import type { Principal, TokenRegistry } from "./auth.js";
 
-export type { HeartbeatInfo };
-
 /** A connected worker as the coordinator sees it. */
 export interface WorkerSession {
   readonly sessionId: string;

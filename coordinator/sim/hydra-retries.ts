@@ -83,7 +83,7 @@ export class BackoffPlacement implements PlacementPolicy {
     if (this.retries.backingOff(req.node.drvPath, req.now)) return { ok: false, reason: "backing off after a failed attempt" };
     if (!this.retries.settings.randomTieBreak || req.candidates.length < 2) return this.inner.place(req);
     const load = (c: WorkerCandidate) => c.running / Math.max(1, c.worker.info.maxBuilds);
-    const usable = req.candidates.filter((c) => hasFreeSlot(c.worker) && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures));
+    const usable = req.candidates.filter((c) => hasFreeSlot(c) && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures));
     if (usable.length < 2) return this.inner.place(req);
     const least = Math.min(...usable.map(load));
     const ties = usable.filter((c) => load(c) === least);

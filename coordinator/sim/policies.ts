@@ -44,8 +44,12 @@ export interface PolicyOptions {
   seed?: number;
 }
 
-export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, opts: PolicyOptions = {}): PolicyInstance {
+/** The simulated fleet's heartbeat timeout, unless the config sets one (the README's simulator tables were measured with it). */
+export const SIM_HEARTBEAT_TIMEOUT_MS = 30_000;
+
+export function makePolicy(name: PolicyName, given: Partial<SchedulerConfig>, opts: PolicyOptions = {}): PolicyInstance {
   const { history, referenceCores, retries = HYDRA_RETRIES, seed = 0 } = opts;
+  const config = { heartbeatTimeoutMs: SIM_HEARTBEAT_TIMEOUT_MS, ...given };
   switch (name) {
     case "ours": {
       // The scheduler's own defaults (placement, priority), with a learned estimator we keep hold of.
@@ -54,14 +58,14 @@ export function makePolicy(name: PolicyName, config: Partial<SchedulerConfig>, o
     }
     case "fifo": {
       const estimator = new NoEstimates();
-      return { name, scheduler: new Scheduler({ ...config, hedgeMinRemainingMs: 0 }, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
+      return { name, scheduler: new Scheduler({ ...config, backupCopyMinRemainingMs: 0 }, new SimpleFit(), new FifoPriority(), estimator), estimator, hydra: null };
     }
     case "hydra-like": {
       const hydra = new HydraRetries(retries);
       const estimator = new NoEstimates();
       // Hydra's budget, not the core's halving, decides how often an OOM is retried.
       const scheduler = new Scheduler(
-        { ...config, maxOomRetries: 1_000_000, hedgeMinRemainingMs: 0 },
+        { ...config, maxOomRetries: 1_000_000, backupCopyMinRemainingMs: 0 },
         new BackoffPlacement(new SimpleFit(), hydra, seed),
         new LongestPathPriority(),
         estimator,

@@ -127,7 +127,7 @@ export function startBuild(
   now: number,
   attempt: number,
 ): SimBuild {
-  // Keyed by attempt number (not epoch: two copies of a hedged build share one): the same noise for the n-th attempt under every policy.
+  // Keyed by attempt number (not epoch: two copies of a build with a backup copy share one): the same noise for the n-th attempt under every policy.
   const rnd = keyedRandom(seed, `${node.drvPath}#${attempt}`);
   const cost = model.attempt(node, spec.cores, w.group.cores, rnd);
   const machine = w.group.memoryBytes;

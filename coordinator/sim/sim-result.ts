@@ -73,10 +73,10 @@ export function decisionsPerSecond(r: SimResult): number {
   return r.schedulerWallMs > 0 ? r.schedulerCalls / (r.schedulerWallMs / 1000) : Infinity;
 }
 
-/** Root-cause failures and the waiting reasons of ready derivations, "name: reason", at most 8 distinct. */
+/** Root-cause failures and the hold reasons of ready derivations, "name: reason", at most 8 distinct. */
 export function stuckReasons(st: JobStatusView): string[] {
   const out = new Set<string>();
   for (const f of st.failures) if (!f.reason.startsWith("dependency failed")) out.add(`${f.name} failed: ${f.reason}`);
-  for (const d of st.derivations) if (d.state === "ready" && d.waitingReason !== "") out.add(`${d.name} waits: ${d.waitingReason}`);
+  for (const d of st.derivations) if (d.state === "ready" && d.holdReason !== "") out.add(`${d.name} waits: ${d.holdReason}`);
   return [...out].slice(0, 8);
 }

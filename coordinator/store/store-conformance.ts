@@ -172,10 +172,10 @@ export function storeConformance(name: string, factory: StoreFactory, opts: { sc
       const snapshot = await (await open()).load();
       const restored = Scheduler.restore(h.clock.now(), snapshot);
       const now = h.clock.now();
-      // Workers are not stored: waiting reasons and the ETA (which needs active slots) may differ.
+      // Workers are not stored: hold reasons and the ETA (which needs active slots) may differ.
       const norm = (sch: Scheduler) => {
         const st = sch.jobStatus("j1", now, { derivations: true })!;
-        return { ...st, etaMs: 0, derivations: st.derivations.map((d) => ({ ...d, waitingReason: "" })) };
+        return { ...st, etaMs: 0, derivations: st.derivations.map((d) => ({ ...d, holdReason: "" })) };
       };
       expect(norm(restored)).toEqual(norm(h.scheduler));
       expect(restored.jobStatus("j1", now)!.failures[0]).toMatchObject({ name: "b", reason: "boom" });

@@ -65,13 +65,21 @@ exec 3</tmp
 # Sources below /tmp are reached through fd 3 once the tmpfs covers /tmp.
 via_fd() { case $1 in /tmp/*) echo "/proc/self/fd/3/${1#/tmp/}" ;; *) echo "$1" ;; esac; }
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "cannot mount a private /tmp"
+# Other programs create and delete entries meanwhile: one that vanished mid-way is simply not there.
 for entry in /proc/self/fd/3/* /proc/self/fd/3/.[!.]* /proc/self/fd/3/..?*; do
   [ -e "$entry" ] || [ -L "$entry" ] || continue
   name=${entry#/proc/self/fd/3/}
   [ "$name" = nix ] && continue
-  if [ -L "$entry" ]; then ln -s "$(readlink "$entry")" "/tmp/$name"; continue; fi
+  if [ -L "$entry" ]; then
+    target=$(readlink "$entry") || continue
+    ln -s "$target" "/tmp/$name"
+    continue
+  fi
   if [ -d "$entry" ]; then mkdir "/tmp/$name"; else : >"/tmp/$name"; fi
-  bind "$entry" "/tmp/$name"
+  if ! mount --no-canonicalize --rbind "$entry" "/tmp/$name" 2>/dev/null; then
+    [ -e "$entry" ] && fail "cannot bind /tmp/$name"
+    rmdir "/tmp/$name" 2>/dev/null || rm -f "/tmp/$name"
+  fi
 done
 mkdir -m 755 /tmp/nix
 if [ -n "$nix_tmpfs" ]; then

@@ -209,7 +209,10 @@ export interface BuildUsage {
 }
 
 export interface HeartbeatAck {
-  /** Unix ms by which the next heartbeat must arrive before the worker is lost. */
+  /**
+   * Unix ms by which the next heartbeat must arrive before the worker is lost.
+   * A worker with no HeartbeatAck by then treats the connection as lost.
+   */
   deadlineUnixMs: number;
 }
 
@@ -270,6 +273,10 @@ export interface BuildResult {
   error: string;
 }
 
+/**
+ * The one acknowledgement of a result: until it comes, the worker resends the
+ * result on every (re)connect.
+ */
 export interface ResultAck {
   lease?: Lease | undefined;
   accepted: boolean;
@@ -391,14 +398,14 @@ export interface DerivationStatus {
   reservedMemoryBytes: number;
   estimatedMemoryBytes: number;
   estimatedDurationMs: number;
-  /** Why a ready derivation is not running (no worker fits, ...). */
-  waitingReason: string;
+  /** Why a ready derivation is held back, not running yet (no worker fits, ...). */
+  holdReason: string;
   /** Where the estimates came from: learned, heavy-table, big-parallel, fetch, default. */
   estimateSource: string;
   /** While building: memory of the build's process tree now, and its peak so far. */
   currentMemoryBytes: number;
   currentPeakMemoryBytes: number;
-  /** Workers running a backup copy of this build (a long build hedged on idle workers). */
+  /** Workers running a backup copy of this build (a long build copied onto idle workers). */
   backupWorkerIds: string[];
   /** In a worker's list: this row is that worker's backup copy. */
   backupCopy: boolean;
@@ -4155,7 +4162,7 @@ function createBaseDerivationStatus(): DerivationStatus {
     reservedMemoryBytes: 0,
     estimatedMemoryBytes: 0,
     estimatedDurationMs: 0,
-    waitingReason: "",
+    holdReason: "",
     estimateSource: "",
     currentMemoryBytes: 0,
     currentPeakMemoryBytes: 0,
@@ -4208,8 +4215,8 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     if (message.estimatedDurationMs !== 0) {
       writer.uint32(112).uint64(message.estimatedDurationMs);
     }
-    if (message.waitingReason !== "") {
-      writer.uint32(122).string(message.waitingReason);
+    if (message.holdReason !== "") {
+      writer.uint32(122).string(message.holdReason);
     }
     if (message.estimateSource !== "") {
       writer.uint32(130).string(message.estimateSource);
@@ -4359,7 +4366,7 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
               break;
             }
 
-            message.waitingReason = reader.string();
+            message.holdReason = reader.string();
             continue;
           }
           case 16: {
@@ -4462,10 +4469,10 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
         : isSet(object.estimated_duration_ms)
         ? globalThis.Number(object.estimated_duration_ms)
         : 0,
-      waitingReason: isSet(object.waitingReason)
-        ? globalThis.String(object.waitingReason)
-        : isSet(object.waiting_reason)
-        ? globalThis.String(object.waiting_reason)
+      holdReason: isSet(object.holdReason)
+        ? globalThis.String(object.holdReason)
+        : isSet(object.hold_reason)
+        ? globalThis.String(object.hold_reason)
         : "",
       estimateSource: isSet(object.estimateSource)
         ? globalThis.String(object.estimateSource)
@@ -4539,8 +4546,8 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     if (message.estimatedDurationMs !== 0) {
       obj.estimatedDurationMs = Math.round(message.estimatedDurationMs);
     }
-    if (message.waitingReason !== "") {
-      obj.waitingReason = message.waitingReason;
+    if (message.holdReason !== "") {
+      obj.holdReason = message.holdReason;
     }
     if (message.estimateSource !== "") {
       obj.estimateSource = message.estimateSource;
@@ -4579,7 +4586,7 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     message.reservedMemoryBytes = object.reservedMemoryBytes ?? 0;
     message.estimatedMemoryBytes = object.estimatedMemoryBytes ?? 0;
     message.estimatedDurationMs = object.estimatedDurationMs ?? 0;
-    message.waitingReason = object.waitingReason ?? "";
+    message.holdReason = object.holdReason ?? "";
     message.estimateSource = object.estimateSource ?? "";
     message.currentMemoryBytes = object.currentMemoryBytes ?? 0;
     message.currentPeakMemoryBytes = object.currentPeakMemoryBytes ?? 0;

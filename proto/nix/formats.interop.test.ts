@@ -10,9 +10,9 @@ import { parseNarInfo } from "./narinfo.js";
 import { generateKeyPair, publicKeyOf, verifyNarInfo } from "./signing.js";
 import { hashPart, makeStorePath } from "./store-path.js";
 import { collect } from "./testing/nar-fixtures.js";
-import { buildTestAttr, destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type NixEnv } from "./testing/nix-env.js";
+import { buildTestAttr, destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type TestNixEnv } from "./testing/nix-env.js";
 
-let nix: NixEnv;
+let nix: TestNixEnv;
 let outputs: Record<string, string>;
 let closure: string[];
 

@@ -55,7 +55,7 @@ function parseSeeds(v: string): number[] {
   return seeds;
 }
 
-/** `--scheduler '{"maxHedgesPerBuild":2}'`: known numeric SchedulerConfig fields only. */
+/** `--scheduler '{"maxBackupCopiesPerBuild":2}'`: known numeric SchedulerConfig fields only. */
 function parseSchedulerOverrides(json: string): Partial<SchedulerConfig> {
   let o: unknown;
   try {

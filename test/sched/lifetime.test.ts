@@ -69,15 +69,15 @@ describe("lifetime-aware placement", () => {
 
     waitingJob = await submitNoWait(farm, "long1");
     let row!: Row;
-    await waitFor("a waiting reason", async () => {
+    await waitFor("a hold reason", async () => {
       row = await hogRow(waitingJob);
-      return Boolean(row.waitingReason);
+      return Boolean(row.holdReason);
     }, 30_000, 300);
     expect(row.state).toBe("ready");
     expect(row.estimateSource).toBe("heavy-table");
     const leftM = (oldEndsAt - nowS()) / 60;
-    const said = new RegExp(`^needs ~${LONG_MINUTES}m, longest remaining worker lifetime is (\\d+)m; waiting for a fresh worker$`).exec(row.waitingReason!);
-    expect(said, row.waitingReason).not.toBeNull();
+    const said = new RegExp(`^needs ~${LONG_MINUTES}m, longest remaining worker lifetime is (\\d+)m; waiting for a fresh worker$`).exec(row.holdReason!);
+    expect(said, row.holdReason).not.toBeNull();
     expect(Number(said![1])).toBeGreaterThanOrEqual(Math.floor(leftM) - 1);
     expect(Number(said![1])).toBeLessThanOrEqual(OLD_LEFT_S / 60);
     const text = await farm.cli(["status", waitingJob, "--derivations"]);

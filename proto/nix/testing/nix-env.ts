@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 
 /** A private Nix installation rooted at `dir`. */
-export interface NixEnv {
+export interface TestNixEnv {
   dir: string;
   /** The directory holding store/ and var/; other roots get bind-mounted here. */
   nixRoot: string;
@@ -26,7 +26,7 @@ async function makeRootLayout(root: string): Promise<void> {
 }
 
 /** Creates a private Nix env in a new temp dir; `extraConf` lines go into its nix.conf. */
-export async function makeNixEnv(extraConf = ""): Promise<NixEnv> {
+export async function makeNixEnv(extraConf = ""): Promise<TestNixEnv> {
   const dir = await mkdtemp("/tmp/farm-cache-nix-");
   const nixRoot = join(dir, "nix");
   await makeRootLayout(nixRoot);
@@ -49,7 +49,7 @@ export async function makeNixEnv(extraConf = ""): Promise<NixEnv> {
 }
 
 /** Creates another empty root that can stand in for `nixRoot` inside a mount namespace. */
-export async function makeAltRoot(nix: NixEnv, label: string): Promise<string> {
+export async function makeAltRoot(nix: TestNixEnv, label: string): Promise<string> {
   const root = join(nix.dir, `alt-${label}`);
   await makeRootLayout(root);
   return root;
@@ -59,7 +59,7 @@ export async function makeAltRoot(nix: NixEnv, label: string): Promise<string> {
  * Runs a Nix command. With `altRoot`, it runs in a private mount namespace where
  * `altRoot` is bind-mounted over `nixRoot`: same store path, different contents.
  */
-export async function runNix(nix: NixEnv, cmd: string, args: string[], opts: { input?: Uint8Array; altRoot?: string } = {}): Promise<NixRun> {
+export async function runNix(nix: TestNixEnv, cmd: string, args: string[], opts: { input?: Uint8Array; altRoot?: string } = {}): Promise<NixRun> {
   const [file, argv] = opts.altRoot
     ? ["unshare", ["-m", "--propagation", "private", "sh", "-c", 'mount --bind "$0" "$1" && shift 2 && exec "$@"', opts.altRoot, nix.nixRoot, "--", cmd, ...args]]
     : [cmd, args];
@@ -70,7 +70,7 @@ export async function runNix(nix: NixEnv, cmd: string, args: string[], opts: { i
 }
 
 /** Runs a Nix command and returns its trimmed stdout lines. */
-export async function nixLines(nix: NixEnv, cmd: string, args: string[], opts: { altRoot?: string } = {}): Promise<string[]> {
+export async function nixLines(nix: TestNixEnv, cmd: string, args: string[], opts: { altRoot?: string } = {}): Promise<string[]> {
   const { stdout } = await runNix(nix, cmd, args, opts);
   return stdout.toString().split("\n").map((l) => l.trim()).filter(Boolean);
 }
@@ -104,7 +104,7 @@ in rec {
 `;
 
 /** Writes TEST_EXPR and builds `attr`, returning the output path. */
-export async function buildTestAttr(nix: NixEnv, attr: string): Promise<string> {
+export async function buildTestAttr(nix: TestNixEnv, attr: string): Promise<string> {
   const expr = join(nix.dir, "test.nix");
   await writeFile(expr, TEST_EXPR);
   const [out] = await nixLines(nix, "nix-build", [expr, "-A", attr, "--no-out-link", "--quiet"]);
@@ -112,7 +112,7 @@ export async function buildTestAttr(nix: NixEnv, attr: string): Promise<string> 
 }
 
 /** Removes the env's temp dir (store files are read-only, so make them writable first). */
-export async function destroyNixEnv(nix: NixEnv): Promise<void> {
+export async function destroyNixEnv(nix: TestNixEnv): Promise<void> {
   await execa("chmod", ["-R", "u+w", nix.dir], { reject: false });
   await rm(nix.dir, { recursive: true, force: true });
 }

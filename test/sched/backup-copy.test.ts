@@ -4,7 +4,7 @@
 // idle one. The primary's worker is killed with SIGKILL mid-build; the copy
 // carries the lease on (nothing requeued, no retry spent) and its result is
 // the one accepted. The build really runs ~15 s; copies are made of builds
-// with 10 minutes or more to go (FARM_HEDGE_MIN_REMAINING).
+// with 10 minutes or more to go (FARM_BACKUP_COPY_MIN_REMAINING).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -21,10 +21,10 @@ const row = async (jobId: string): Promise<Row> =>
   (await jobStatus(farm, jobId)).derivations.find((r) => r.name === "hog-long-3.0")!;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "tmpnix-sched-hedge-"));
+  dir = mkdtempSync(path.join(os.tmpdir(), "tmpnix-sched-backup-copy-"));
   const heavy = path.join(dir, "heavy-packages.json");
   writeFileSync(heavy, JSON.stringify({ packages: [{ pname: "hog-long", oneCoreMinutes: 30, parallelFraction: 0, baseMiB: 64, perCoreMiB: 0, diskGiB: 0.1, note: "test: a long build" }] }));
-  farm = await FarmCluster.start({ workers: [spec("a"), spec("b")], heartbeatTimeout: "3s", coordinatorEnv: { FARM_HEAVY_PACKAGES_FILE: heavy, FARM_HEDGE_MIN_REMAINING: "10m" } });
+  farm = await FarmCluster.start({ workers: [spec("a"), spec("b")], heartbeatTimeout: "3s", coordinatorEnv: { FARM_HEAVY_PACKAGES_FILE: heavy, FARM_BACKUP_COPY_MIN_REMAINING: "10m" } });
 }, 120_000);
 
 afterAll(async () => {
@@ -34,7 +34,7 @@ afterAll(async () => {
 
 describe("backup copies of long builds", () => {
   it("the idle worker runs a copy; SIGKILL of the primary's worker costs no retry and the copy's result wins", async () => {
-    const jobId = await submitNoWait(farm, "hedged");
+    const jobId = await submitNoWait(farm, "backupCopied");
     let r!: Awaited<ReturnType<typeof row>>;
     await waitFor("a backup copy", async () => {
       r = await row(jobId);

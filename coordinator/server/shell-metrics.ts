@@ -1,0 +1,44 @@
+// The shell's metrics: counters that go up at the core's events (with a log
+// line for the notable ones), and the numbers the gauges read at scrape time.
+import type { Logger } from "pino";
+import type { FarmEvent } from "../core/effects.js";
+import type { Scheduler } from "../core/scheduler.js";
+import type { CoordinatorMetrics } from "../metrics.js";
+import type { GaugeSource } from "../metrics.js";
+
+/** Counts (and logs) one core event. */
+export function countEvent(ev: FarmEvent, metrics: CoordinatorMetrics | undefined, logger: Logger): void {
+  const m = metrics;
+  if (ev.type === "worker.lost") {
+    logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
+    m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
+  } else if (ev.type === "drv.backup-copy-started") {
+    logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId }, "backup copy of a long build started");
+    m?.backupCopies.inc({ event: "started" });
+  } else if (ev.type === "drv.backup-copy-preempted") {
+    logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId, for: ev.forDrvPath }, "backup copy stopped to free its worker");
+    m?.backupCopies.inc({ event: "preempted" });
+  } else if (ev.type === "worker.draining") {
+    m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
+  } else if (ev.type === "job.finished") {
+    logger.info({ job: ev.jobId, state: ev.state }, "job finished");
+    m?.jobsFinished.inc({ state: ev.state });
+  } else if (ev.type === "drv.state" && ev.to === "failed") {
+    logger.info({ drv: ev.drvPath, reason: ev.reason }, "derivation failed");
+  }
+}
+
+/** The gauges' numbers now: derivations, workers and jobs by state, memory reserved per worker. */
+export function gaugeSource(scheduler: Scheduler, now: number): GaugeSource {
+  const drvs: Record<string, number> = {};
+  const jobs: Record<string, number> = {};
+  for (const j of scheduler.jobs()) jobs[j.state] = (jobs[j.state] ?? 0) + 1;
+  Object.assign(drvs, scheduler.stateCounts());
+  const workers: Record<string, number> = {};
+  const reserved: Record<string, number> = {};
+  for (const w of scheduler.workers(now)) {
+    workers[w.state] = (workers[w.state] ?? 0) + 1;
+    reserved[w.workerId] = w.running.reduce((sum, r) => sum + r.reservedMemoryBytes, 0);
+  }
+  return { derivationsByState: () => drvs, workersByState: () => workers, jobsByState: () => jobs, reservedMemoryByWorker: () => reserved };
+}
