@@ -1,0 +1,163 @@
+// A signature means "the farm accepted this build" (real gRPC, NATS, Nix
+// evaluation, the real cache; workers are fake so each lease is exact):
+//   - a worker token with no lease plants nothing, not even ahead of a build;
+//   - one worker can't upload under another's lease, nor a path its .drv
+//     doesn't declare;
+//   - a staged output is invisible until its result is accepted, then it is
+//     signed with a record of who built it for which lease and job;
+//   - once the lease is over, a late upload is refused;
+//   - a submitter uploads only paths its bytes determine;
+//   - nobody can upload a build log.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { FarmCluster, REPO } from "../harness/cluster.js";
+import { runIsolated } from "../harness/isolated.js";
+import { formatSha256, HashCounter, hashPart, parseNarInfo, verifyNarInfo } from "../../proto/nix/mod.js";
+import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
+import type { Lease } from "../../proto/gen/farm.js";
+import { BuildStatus, FakeWorker } from "./fake-worker.js";
+import { newToken, writeTokens } from "./support.js";
+
+const T = { alice: newToken("alice"), w1: newToken("w1"), w2: newToken("w2") };
+const SYSTEM = "trust-fake";
+
+let farm: FarmCluster;
+let dir: string;
+let jobs: string;
+let target = { drvPath: "", out: "" };
+let w1: FakeWorker;
+
+const put = (token: string, storePath: string, nar: Buffer, lease?: Lease, extra: Record<string, string> = {}) =>
+  fetch(`${farm.cacheUrl}/upload/${hashPart(storePath)}`, {
+    method: "PUT",
+    headers: {
+      authorization: `Bearer ${token}`,
+      "x-nix-store-path": storePath,
+      "x-nix-references": "",
+      ...(lease ? { "x-farm-lease-drv": lease.drvPath, "x-farm-lease-epoch": String(lease.epoch) } : {}),
+      ...extra,
+    },
+    body: new Uint8Array(nar),
+  });
+const narinfoStatus = async (storePath: string) => (await fetch(`${farm.cacheUrl}/${hashPart(storePath)}.narinfo`)).status;
+const narHashOf = (nar: Buffer) => {
+  const c = new HashCounter();
+  c.update(nar);
+  return c.result();
+};
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "farm-cache-trust-"));
+  const tokensFile = path.join(dir, "tokens");
+  writeTokens(tokensFile, [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "w2", T.w2]]);
+  jobs = path.join(dir, "trust.nix");
+  writeFileSync(jobs, `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { target = mk { name = "trust-target-1.0"; system = "${SYSTEM}"; script = "echo genuine > $out"; }; }\n`);
+  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
+  // What the target's .drv and output path are, evaluated the way `farm submit` will (an empty /tmp/nix of our own).
+  const evalDir = path.join(dir, "eval-nix");
+  mkdirSync(evalDir);
+  const nixEnv = { PATH: "/usr/bin:/bin", HOME: dir, NIX_STORE_DIR: "/tmp/nix/store", NIX_STATE_DIR: "/tmp/nix/var/nix", NIX_LOG_DIR: "/tmp/nix/var/log/nix" };
+  const r = await runIsolated("eval", "/bin/sh", ["-c", `d=$(nix-instantiate ${jobs} -A target) && echo $d && nix-store -q --outputs $d`], { nixDir: evalDir, env: nixEnv });
+  expect(r.code, r.stderr).toBe(0);
+  const [drvPath, out] = r.stdout.trim().split("\n");
+  target = { drvPath, out };
+}, 120_000);
+
+afterAll(async () => {
+  w1?.close();
+  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("only accepted builds get signed", () => {
+  const planted = narFromTree({ dir: [["bin", { dir: [["hello", { file: "#!/bin/sh\necho planted\n", executable: true }]] }]] });
+  const genuine = narFromTree({ file: "genuine\n" });
+  let lease: Lease;
+  let jobId = "";
+
+  it("a worker token with no lease plants nothing: not a made-up path, not a future build's output", async () => {
+    const madeUp = `/tmp/nix/store/${"1".repeat(32)}-hello-2.12.1`;
+    for (const p of [madeUp, target.out]) {
+      const res = await put(T.w2, p, planted);
+      expect(res.status).toBe(403);
+      expect((await res.text()).trim()).toMatch(/may upload only outputs of a lease it holds/);
+      expect(await narinfoStatus(p)).toBe(404);
+    }
+    const forgedLease = await put(T.w2, target.out, planted, { drvPath: target.drvPath, epoch: 1 });
+    expect(forgedLease.status).toBe(403);
+    expect((await forgedLease.text()).trim()).toBe(`w2 holds no lease on ${target.drvPath} at epoch 1`);
+  });
+
+  it("under a lease: another worker can't upload, the holder can't upload what the .drv doesn't declare, and what it stages stays invisible", async () => {
+    w1 = new FakeWorker(farm.coordinatorAddress, T.w1);
+    await w1.join("w1", { systems: [SYSTEM] });
+    let held: Lease[] = [];
+    w1.keepAlive(1000, () => held);
+    const submit = await farm.cli(["submit", `${jobs}#target`, "--json"], { env: { FARM_TOKEN: T.alice } });
+    expect(submit.code, submit.stderr).toBe(0);
+    jobId = JSON.parse(submit.stdout).jobId;
+    const assignment = await w1.assignment();
+    lease = assignment.lease!;
+    held = [lease];
+    expect(lease.drvPath).toBe(target.drvPath);
+
+    const other = await put(T.w2, target.out, planted, lease);
+    expect(other.status).toBe(403);
+    expect((await other.text()).trim()).toBe(`w2 holds no lease on ${target.drvPath} at epoch ${lease.epoch}`);
+    const notAnOutput = `/tmp/nix/store/${"2".repeat(32)}-trust-target-1.0`;
+    const wrongPath = await put(T.w1, notAnOutput, planted, lease);
+    expect(wrongPath.status).toBe(403);
+    expect((await wrongPath.text()).trim()).toBe(`${notAnOutput} is not an output of ${target.drvPath}`);
+    const asOther = await put(T.w1, target.out, planted, lease, { "x-farm-worker": "w2" });
+    expect(asOther.status).toBe(403);
+
+    const staged = await put(T.w1, target.out, genuine, lease);
+    expect(staged.status).toBe(202);
+    expect((await staged.text()).trim()).toMatch(/^staged until the farm accepts the build /);
+    expect(await narinfoStatus(target.out)).toBe(404);
+  });
+
+  it("a result whose NAR hash is not what was staged publishes nothing; the accepted one is signed with its provenance", async () => {
+    const { hash, size } = narHashOf(genuine);
+    const since = w1.received.length;
+    w1.result(lease, BuildStatus.BUILD_STATUS_SUCCEEDED, "", [{ name: "out", path: target.out, narHash: formatSha256(Buffer.alloc(32)), narSize: size }]);
+    await w1.ack(lease, since);
+    // Counted as an upload failure: nothing published, and the build goes back to the queue.
+    expect(await narinfoStatus(target.out)).toBe(404);
+    const reported = farm.coordinatorLog().split("\n").filter((l) => l.includes('"msg":"build reported"')).map((l) => JSON.parse(l));
+    expect(reported.map((r) => `${r.worker} ${r.outcome} verified=${r.verified}`)).toEqual(["w1 succeeded verified=false"]);
+
+    const again = (await w1.next("assign", (a) => a.lease!.epoch > lease.epoch, 30_000)).lease!;
+    expect((await put(T.w1, target.out, genuine, again)).status).toBe(202);
+    const since2 = w1.received.length;
+    w1.result(again, BuildStatus.BUILD_STATUS_SUCCEEDED, "", [{ name: "out", path: target.out, narHash: hash, narSize: size }]);
+    expect((await w1.ack(again, since2)).accepted).toBe(true);
+
+    const text = await (await fetch(`${farm.cacheUrl}/${hashPart(target.out)}.narinfo`)).text();
+    const info = parseNarInfo(text, "/tmp/nix/store");
+    expect(info.narHash).toBe(hash);
+    expect(verifyNarInfo(info, [farm.publicKey()])).toBe(true);
+    const provenance = JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(target.out)), "utf8"));
+    expect(provenance).toMatchObject({ storePath: target.out, narHash: hash, workerId: "w1", drvPath: target.drvPath, epoch: again.epoch, jobs: [jobId] });
+    expect(farm.coordinatorLog()).toMatch(/"msg":"published accepted output"/);
+    lease = again;
+  });
+
+  it("once the lease is over, a late upload by its holder is refused", async () => {
+    const late = await put(T.w1, target.out, planted, lease);
+    expect(late.status).toBe(403);
+    expect((await late.text()).trim()).toBe(`w1 holds no lease on ${target.drvPath} at epoch ${lease.epoch}`);
+  });
+
+  it("a submitter uploads only paths its bytes determine, and nobody uploads a build log", async () => {
+    const fake = `/tmp/nix/store/${"3".repeat(32)}-hello-2.12.1`;
+    const res = await put(T.alice, fake, planted);
+    expect(res.status).toBe(403);
+    expect((await res.text()).trim()).toMatch(/is not the path of its own bytes .*a submitter may upload only/);
+    expect(await narinfoStatus(fake)).toBe(404);
+    const log = await fetch(`${farm.cacheUrl}/log/${path.basename(target.drvPath)}`, { method: "PUT", headers: { authorization: `Bearer ${farm.token}` }, body: "overwritten" });
+    expect(log.status).toBe(404);
+  });
+});
