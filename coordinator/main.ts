@@ -128,8 +128,16 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     async stop() {
       clearInterval(tick);
       unwatchTokens();
+      // Open worker streams and keep-alive downloads would hold a graceful shutdown forever:
+      // give them a few seconds, then cut them, so a service manager's stop timeout is never reached.
+      const force = setTimeout(() => {
+        logger.warn("open calls did not end within 5s; closing them");
+        grpc.forceShutdown();
+        cacheServer.closeAllConnections();
+      }, 5000);
       await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
       await new Promise<void>((resolve) => cacheServer.close(() => resolve()));
+      clearTimeout(force);
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
       await store.close();
     },

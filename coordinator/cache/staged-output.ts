@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import type { Lease } from "../core/types.js";
 import { formatNarInfo, hashPart, parseNarInfo, signNarInfo, storeDirOf, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
+import { isPublished } from "./published.js";
 
 /** A staged output as stored (kind "staged"). */
 export interface StagedOutput {
@@ -71,7 +72,7 @@ export class OutputPublisher {
     }
     const self = storePath.slice(storeDir.length + 1);
     for (const ref of unsigned.references) {
-      if (ref !== self && !(await storage.has("narinfo", ref.slice(0, 32)))) {
+      if (ref !== self && !(await isPublished(storage, ref, storeDir))) {
         logger.warn({ storePath, reference: ref }, "output references a path the cache does not publish");
         return "missing";
       }

@@ -16,6 +16,7 @@ import type { Logger } from "pino";
 import { InvalidInputError } from "../core/errors.js";
 import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
+import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput } from "./staged-output.js";
 import { asCompression, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
@@ -76,11 +77,7 @@ export function parseUploadClaims(urlHashPart: string, h: IncomingHttpHeaders, s
     if (!isStoreBaseName(deriver) || !deriver.endsWith(".drv")) throw new InvalidInputError(`bad deriver '${deriver}'`);
     claims.deriver = deriver;
   }
-  const ca = header(h, "x-nix-ca");
-  if (ca) {
-    if (!/^(fixed|text):[A-Za-z0-9:+/=_-]+$/.test(ca)) throw new InvalidInputError(`bad CA '${ca}'`);
-    claims.ca = ca;
-  }
+  // X-Nix-CA is not taken from uploaders: the cache states a CA only where it computed one itself.
   const narHash = header(h, "x-nix-nar-hash");
   if (narHash) claims.narHash = normalizeSha256(narHash);
   const narSize = header(h, "x-nix-nar-size");
@@ -149,7 +146,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   if (existing && claims.narHash) return settleAgainstExisting(existing, claims.narHash, claims.storePath);
   const selfBase = claims.storePath.slice(ctx.storeDir.length + 1);
   for (const ref of claims.references) {
-    if (ref !== selfBase && !(await ctx.storage.has("narinfo", ref.slice(0, 32)))) {
+    if (ref !== selfBase && !(await isPublished(ctx.storage, ref, ctx.storeDir))) {
       throw new MissingReferenceError(`reference ${ref} is not in the cache; upload it first`);
     }
   }
@@ -170,7 +167,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     if (grant.kind === "content-addressed") {
       const singleFile = captured.state.overflow ? undefined : await singleFileOf(captured.state.bytes());
       const { name } = parseStorePath(claims.storePath, ctx.storeDir);
-      assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile });
+      claims.ca = assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile });
     }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless.

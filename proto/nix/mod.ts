@@ -18,6 +18,7 @@ export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, veri
 export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from "./export-stream.js";
 export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
 export { formatNarInfo, normalizeSha256, parseNarInfo, parseSha256, referencePaths, type NarInfo } from "./narinfo.js";
+export { nix32Encode } from "./nix32.js";
 export { encodeString, encodeU64, type ByteSource } from "./serialise.js";
 export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, type NixKey, type NixKeyPair } from "./signing.js";
 export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

@@ -151,6 +151,19 @@ describe("only accepted builds get signed", () => {
     expect((await late.text()).trim()).toBe(`w1 holds no lease on ${target.drvPath} at epoch ${lease.epoch}`);
   });
 
+  it("states no CA an uploader claims, and takes no reference that borrows a published hash under another name", async () => {
+    const file = narFromTree({ file: "operator's file\n" });
+    const p = `/tmp/nix/store/${"4".repeat(32)}-operator-file`;
+    const res = await put(farm.token, p, file, undefined, { "x-nix-ca": "fixed:r:sha256:0garbage" });
+    expect(res.status).toBe(201);
+    expect(parseNarInfo(await (await fetch(`${farm.cacheUrl}/${hashPart(p)}.narinfo`)).text(), "/tmp/nix/store").ca).toBeUndefined();
+    const borrowed = `${path.basename(target.out).slice(0, 32)}-not-its-name`;
+    const q = `/tmp/nix/store/${"5".repeat(32)}-refers`;
+    const ref = await put(farm.token, q, file, undefined, { "x-nix-references": borrowed });
+    expect(ref.status).toBe(424);
+    expect((await ref.text()).trim()).toBe(`reference ${borrowed} is not in the cache; upload it first`);
+  });
+
   it("a submitter uploads only paths its bytes determine, and nobody uploads a build log", async () => {
     const fake = `/tmp/nix/store/${"3".repeat(32)}-hello-2.12.1`;
     const res = await put(T.alice, fake, planted);

@@ -184,7 +184,7 @@ describe("a farm under hostile input keeps building", () => {
     ];
     for (const [what, nar, headers] of cases) {
       const hash = randomHash();
-      const res = await putNar(T.replayer, hash, nar, headers);
+      const res = await putNar(T.cli, hash, nar, headers); // a submitter's upload: the NAR is checked before anything else
       const body = await res.text();
       expect(res.status, `${what}: ${body}`).toBe(400);
       expect(body.trim().split("\n"), what).toHaveLength(1);
