@@ -18,8 +18,22 @@ import { DrainControl } from "./drain-control.js";
 import { connectLoop } from "./reconnect.js";
 import { runOnce } from "./session.js";
 import { trustCaForFetch } from "../proto/tls.js";
+import { scrubOwnSecrets } from "./scrub-own-secrets.js";
 
 const SOFTWARE_VERSION = readVersion();
+
+/**
+ * The token now lives in `config` only: builds (which may run as our uid) can't
+ * read it from this process's /proc environ or cmdline, and Nix never gets it.
+ */
+function hideTokenFromBuilds(token: string, logger: pino.Logger): void {
+  try {
+    scrubOwnSecrets(["FARM_TOKEN"], token);
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, "could not overwrite the token in /proc/self; builds of this uid may read it there");
+  }
+  delete process.env.FARM_TOKEN;
+}
 
 async function main(): Promise<number> {
   let config: WorkerConfig;
@@ -37,6 +51,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const logger = pino({ level: config.logLevel, base: { worker: config.workerId } }, pino.destination(2));
+  hideTokenFromBuilds(config.token, logger);
   if (config.tlsCa) {
     // The cache client (fetch) and Nix's substituter must trust the farm's CA as the gRPC channel does.
     // Nix 2.8 has no ssl-cert-file option; it reads NIX_SSL_CERT_FILE (NixEnv passes our env on).

@@ -36,6 +36,20 @@ export function renderNixConf(cache: CacheSettings): string {
   ].join("\n");
 }
 
+/**
+ * What of the worker's own environment Nix (and through it every build, which
+ * can read its ancestors' /proc/PID/environ on a one-uid host) gets: the
+ * basics a program needs, never the worker's token or other settings.
+ */
+export const PASSED_TO_NIX = ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "NIX_SSL_CERT_FILE", "SSL_CERT_FILE"] as const;
+
+/** The environment Nix gets from `base`: only PASSED_TO_NIX and LC_* variables. */
+export function scrubbedEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(base)) if (v !== undefined && ((PASSED_TO_NIX as readonly string[]).includes(k) || k.startsWith("LC_"))) out[k] = v;
+  return out;
+}
+
 /** The Nix environment of one worker: dirs, config file, process env. */
 export class NixEnv {
   /** NIX_CONF_DIR holding our nix.conf. */
@@ -70,9 +84,8 @@ export class NixEnv {
 
   /** Process environment for nix-* commands; `tmpDir` becomes the build's TMPDIR. */
   env(tmpDir?: string): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = { ...this.baseEnv };
-    // Never talk to a daemon or read someone else's configuration.
-    for (const k of ["NIX_REMOTE", "NIX_CONFIG", "NIX_PATH"]) delete env[k];
+    // Nothing of the worker's configuration, no daemon, no one else's Nix settings.
+    const env = scrubbedEnv(this.baseEnv);
     Object.assign(env, {
       NIX_STORE_DIR: this.dirs.storeDir,
       NIX_STATE_DIR: this.dirs.stateDir,

@@ -1,11 +1,11 @@
 // Two workers build the same derivation after a partition, with real Nix,
 // NATS and gRPC. Worker p1's process is frozen mid-build (its Nix build runs
 // on) past the heartbeat timeout; the coordinator requeues the build to p2.
-// p1 wakes up with the build done and uploads (usually first); the two outputs
-// are not bit-for-bit the same (the build records a timestamp). First writer
-// wins: the cache keeps the first, the second upload is refused, p2's report is
-// accepted (its outputs are verifiably in the cache), p1's stale result is
-// rejected, and the dependent is built from what the cache holds.
+// p1 wakes up with the build done and uploads; the two outputs are not
+// bit-for-bit the same (the build records a timestamp). Only a lease's holder
+// may upload, so p1's upload is refused; p2's output is staged, its report
+// accepted and only then published; p1's stale result is rejected, and the
+// dependent is built from what the cache holds.
 import { afterAll, describe, expect, it } from "vitest";
 import { readdirSync } from "node:fs";
 import path from "node:path";
@@ -49,9 +49,10 @@ describe("a partition", () => {
     expect(result.code, result.stderr).toBe(0);
     expect(JSON.parse(result.stdout).state).toBe("succeeded");
 
-    // Both built it and both uploaded: the second, different copy was refused (p1 usually wins the race).
+    // Both built it; p1's upload came after its lease was gone and the cache refused it (only a lease's holder uploads).
     expect(logged("p1", /^built slowpoke-1.0/) && logged("p2", /^built slowpoke-1.0/)).toBe(true);
-    expect(["p1", "p2"].filter((w) => logged(w, /already holds a different build/))).toHaveLength(1);
+    const refusedUploads = coordinatorRecords(farm, "upload rejected").filter((r) => /slowpoke-1\.0/.test(String(r.message)));
+    expect([...new Set(refusedUploads.map((r) => `${r.status} ${r.message}`))]).toEqual([`403 p1 holds no lease on ${first.drv} at epoch ${first.epoch}`]);
     // One accepted success (p2's, the current lease); p1's late result was rejected as stale.
     const reports = coordinatorRecords(farm, "build reported", "slowpoke-1.0");
     const accepted = coordinatorRecords(farm, "result accepted", "slowpoke-1.0");

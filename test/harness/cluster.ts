@@ -4,7 +4,7 @@
 // runs in a "submitter" namespace with its own /tmp/nix too, so every input a
 // worker needs really travels through the cache.
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,6 +29,8 @@ export interface WorkerSpec {
   hideNix?: boolean;
   /** Give the worker a tmpfs of this many bytes as /tmp/nix (a small disk) instead of a host dir. */
   nixTmpfsBytes?: number;
+  /** Run the worker (and so its builds) as this unprivileged uid, with the checkout exposed to it. */
+  uid?: number;
   env?: Record<string, string>;
 }
 
@@ -124,8 +126,21 @@ export class FarmCluster {
     const dir = path.join(this.root, "workers", spec.name);
     if (fresh) rmSync(dir, { recursive: true, force: true });
     mkdirSync(path.join(dir, "nix"), { recursive: true });
-    const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [WORKER_MAIN], {
+    let main = WORKER_MAIN;
+    let expose: { source: string; at: string } | undefined;
+    if (spec.uid !== undefined) {
+      // The checkout may sit below a dir the uid can't enter: it sees it at a dir of its own.
+      const repo = path.join(dir, "repo");
+      mkdirSync(repo, { recursive: true });
+      for (const d of [this.root, path.join(this.root, "workers"), dir]) chmodSync(d, 0o755);
+      chownSync(path.join(dir, "nix"), spec.uid, spec.uid);
+      expose = { source: REPO, at: repo };
+      main = path.join(repo, path.relative(REPO, WORKER_MAIN));
+    }
+    const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [main], {
       nixDir: path.join(dir, "nix"),
+      uid: spec.uid,
+      expose,
       memoryLimitBytes: spec.memoryLimitBytes,
       hideNix: spec.hideNix,
       nixTmpfsBytes: spec.nixTmpfsBytes,
