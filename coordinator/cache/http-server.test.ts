@@ -19,7 +19,7 @@ const NAR2 = narFromTree({ dir: [["ref", { file: P1 }]] });
 
 let cache: TestCache;
 beforeEach(async () => {
-  cache = await startTestCache(SD, { maxNarBytes: 1 << 20, maxLogBytes: 1000 });
+  cache = await startTestCache(SD, { maxNarBytes: 1 << 20, maxConcurrentUploads: 2 });
 });
 afterEach(async () => {
   await cache.close();
@@ -167,6 +167,36 @@ describe("cache server: uploads", () => {
     expect(res.status).toBe(401);
     await expect(cache.client({ token: "wrong" }).upload({ storePath: P1, references: [], narStream: [NAR1] })).rejects.toBeInstanceOf(AuthError);
     expect(await stored()).toEqual({ narinfos: [], nars: [] });
+  });
+
+  it("runs at most maxConcurrentUploads uploads of one uploader at once: the next gets 429 and one line", async () => {
+    // Bodies that stay open until released, so the uploads are all in flight together.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const half = Math.floor(NAR1.length / 2);
+    const slow = () =>
+      new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new Uint8Array(NAR1.subarray(0, half)));
+        },
+        async pull(c) {
+          await held;
+          c.enqueue(new Uint8Array(NAR1.subarray(half)));
+          c.close();
+        },
+      });
+    const put = (body: ReadableStream<Uint8Array> | Uint8Array) =>
+      fetch(`${cache.url}/upload/${HP1}`, { method: "PUT", body, headers: { Authorization: `Bearer ${cache.token}`, "X-Nix-Store-Path": P1 }, duplex: "half" } as RequestInit);
+    const first = [put(slow()), put(slow())];
+    // Both are in the server once each has staged a temp file (they wait there for the rest of their bodies).
+    for (let i = 0; i < 200 && (await cache.tmpFiles()).length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(await cache.tmpFiles()).toHaveLength(2);
+    const third = await put(new Uint8Array(NAR1));
+    expect(third.status).toBe(429);
+    expect((await third.text()).trim()).toBe("test operator already has 2 uploads running; at most 2 at once");
+    release();
+    expect((await Promise.all(first)).map((r) => r.status).sort()).toEqual([200, 201]);
+    expect((await put(new Uint8Array(NAR1))).status).toBe(200); // the slots are free again
   });
 
   it("requires references to be uploaded first (except self-references)", async () => {

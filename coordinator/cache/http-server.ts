@@ -30,7 +30,8 @@ export interface CacheServerOptions {
   /** Decides what an upload may do, or throws AuthError; called before any of its body is read. */
   authorizeUpload: (req: UploadRequest) => UploadGrant;
   maxNarBytes: number;
-  maxLogBytes?: number;
+  /** Uploads one uploader (a grant's `by`) may run at once; more get 429. Default 4. */
+  maxConcurrentUploads?: number;
   /** Substituter priority announced in nix-cache-info (lower wins). */
   priority?: number;
   logger: Logger;
@@ -86,23 +87,14 @@ async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: strin
   await pipeline(file.stream, res);
 }
 
-async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of req) {
-    n += (chunk as Buffer).length;
-    if (n > max) throw new TooLargeError(`body exceeds ${max} bytes`);
-    parts.push(chunk as Buffer);
-  }
-  return Buffer.concat(parts);
-}
-
 /** Builds the request handler (usable without a listening server, e.g. behind another one). */
 export function createCacheHandler(opts: CacheServerOptions): RequestListener {
   assertStoreDir(opts.storeDir);
   const ctx: UploadContext = { storage: opts.storage, storeDir: opts.storeDir, signingKey: parseSecretKey(opts.secretKey), maxNarBytes: opts.maxNarBytes, logger: opts.logger };
   const cacheInfo = `StoreDir: ${opts.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority ?? 30}\n`;
-  const maxLogBytes = opts.maxLogBytes ?? 64 << 20;
+  // Each uploader's uploads in flight: an authenticated caller still can't hold the server's disk and CPU alone.
+  const inFlight = new Map<string, number>();
+  const maxConcurrent = opts.maxConcurrentUploads ?? 4;
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? "/", "http://cache").pathname;
@@ -120,9 +112,19 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
       const grant = opts.authorizeUpload({ token: bearerToken(req), storePath: claims.storePath, lease: leaseOf(req), workerId: typeof worker === "string" ? worker : undefined });
       const declared = Number(req.headers["content-length"] ?? 0);
       if (declared > opts.maxNarBytes + Math.ceil(opts.maxNarBytes / 64) + (1 << 20)) throw new TooLargeError("upload too large");
-      // Do not let a parse error destroy the request: the client must still get our answer.
-      const body = req.iterator({ destroyOnReturn: false });
-      const result = await processUpload(ctx, claims, body, grant);
+      const running = inFlight.get(grant.by) ?? 0;
+      if (running >= maxConcurrent) throw new HttpError(429, `${grant.by} already has ${running} uploads running; at most ${maxConcurrent} at once`);
+      inFlight.set(grant.by, running + 1);
+      let result;
+      try {
+        // Do not let a parse error destroy the request: the client must still get our answer.
+        const body = req.iterator({ destroyOnReturn: false });
+        result = await processUpload(ctx, claims, body, grant);
+      } finally {
+        const left = (inFlight.get(grant.by) ?? 1) - 1;
+        if (left > 0) inFlight.set(grant.by, left);
+        else inFlight.delete(grant.by);
+      }
       const said = { 200: "already present", 201: "stored", 202: "staged until the farm accepts the build" }[result.status];
       return send(res, result.status, `${said} ${result.narInfo.storePath} ${result.narInfo.narHash}\n`);
     }
