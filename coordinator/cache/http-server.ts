@@ -112,18 +112,20 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
       const grant = opts.authorizeUpload({ token: bearerToken(req), storePath: claims.storePath, lease: leaseOf(req), workerId: typeof worker === "string" ? worker : undefined });
       const declared = Number(req.headers["content-length"] ?? 0);
       if (declared > opts.maxNarBytes + Math.ceil(opts.maxNarBytes / 64) + (1 << 20)) throw new TooLargeError("upload too large");
-      const running = inFlight.get(grant.by) ?? 0;
-      if (running >= maxConcurrent) throw new HttpError(429, `${grant.by} already has ${running} uploads running; at most ${maxConcurrent} at once`);
-      inFlight.set(grant.by, running + 1);
+      // Workers may share the admin token on a one-operator farm: their uploads count per worker.
+      const who = grant.kind === "output" ? grant.workerId : grant.by;
+      const running = inFlight.get(who) ?? 0;
+      if (running >= maxConcurrent) throw new HttpError(429, `${who} already has ${running} uploads running; at most ${maxConcurrent} at once`);
+      inFlight.set(who, running + 1);
       let result;
       try {
         // Do not let a parse error destroy the request: the client must still get our answer.
         const body = req.iterator({ destroyOnReturn: false });
         result = await processUpload(ctx, claims, body, grant);
       } finally {
-        const left = (inFlight.get(grant.by) ?? 1) - 1;
-        if (left > 0) inFlight.set(grant.by, left);
-        else inFlight.delete(grant.by);
+        const left = (inFlight.get(who) ?? 1) - 1;
+        if (left > 0) inFlight.set(who, left);
+        else inFlight.delete(who);
       }
       const said = { 200: "already present", 201: "stored", 202: "staged until the farm accepts the build" }[result.status];
       return send(res, result.status, `${said} ${result.narInfo.storePath} ${result.narInfo.narHash}\n`);
