@@ -134,9 +134,30 @@ export class IsolatedProcess {
 }
 
 let counter = 0;
-/** This test process's parent cgroup; removed when the process exits, if empty. */
+/** This test process's parent cgroup; removed when the process exits. */
 const TEST_CGROUP = path.join(CGROUP_ROOT, `tmpnix-test-${process.pid}`);
-process.once("exit", () => removeCgroup(TEST_CGROUP));
+process.once("exit", () => removeCgroupAtExit(TEST_CGROUP));
+
+/**
+ * At exit nothing async runs any more, yet an isolated process may still be
+ * alive (a test that timed out mid-call): kill what is left, then retry the
+ * removal for a moment while the kernel reaps it, so no cgroup outlives the run.
+ */
+function removeCgroupAtExit(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const pid of cgroupPids(dir)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 100 && existsSync(dir); i++) {
+    removeCgroup(dir);
+    if (existsSync(dir)) Atomics.wait(pause, 0, 0, 20);
+  }
+}
 
 /** Starts `cmd args` isolated as described by `opts`. */
 export function spawnIsolated(name: string, cmd: string, args: string[], opts: IsolationOptions): IsolatedProcess {
