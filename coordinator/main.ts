@@ -32,6 +32,9 @@ import { AuthError, InvalidInputError } from "./core/errors.js";
 /** Software version reported to workers and the CLI. */
 export const VERSION = "0.1.0";
 
+/** How long an upload may stay staged: longer than any build a lease covers. */
+const STAGED_MAX_AGE_MS = 24 * 3600_000;
+
 const hostPort = (hp: string) => {
   const i = hp.lastIndexOf(":");
   return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
@@ -77,6 +80,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   const { store, snapshot } = await openNatsStore(config.natsUrl, config.natsPrefix, logger);
   scheduler = createScheduler(config, snapshot, clock.now(), logger);
 
+  const publisher = new OutputPublisher({ storage, signingKey: parseSecretKey(key.secretKey), logger: logger.child({ part: "cache" }) });
   let coordinator: Coordinator | undefined;
   const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
   coordinator = new Coordinator({
@@ -89,7 +93,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     info: { version: VERSION, storeDir: config.storeDir, cacheUrl: config.cacheUrl, cachePublicKey: key.publicKey, heartbeatIntervalMs: config.heartbeatInterval },
     onFenced: () => process.exit(3),
     trustSubmittedNodes: config.trustSubmittedNodes,
-    publisher: new OutputPublisher({ storage, signingKey: parseSecretKey(key.secretKey), logger: logger.child({ part: "cache" }) }),
+    publisher,
   });
 
   const grpc = new Server({
@@ -118,6 +122,14 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   }
 
   const tick = setInterval(() => void coordinator!.tick().catch((err) => logger.error({ err }, "tick failed")), 1000);
+  // Uploads staged under leases that ended without acceptance are never published: drop them after a day.
+  const sweep = setInterval(() => {
+    publisher.sweep(STAGED_MAX_AGE_MS).then(
+      (n) => n && logger.info({ removed: n }, "dropped staged uploads of leases that ended without acceptance"),
+      (err) => logger.error({ err }, "sweeping staged uploads failed"),
+    );
+  }, 3600_000);
+  sweep.unref();
   await coordinator.tick();
   if (config.trustSubmittedNodes) logger.warn("trust-submitted-nodes is on: submitted DAG nodes are not checked against their .drv files (load tests only)");
   logger.info({ grpc: config.listen, cache: config.cacheUrl, tls: Boolean(tls), metrics: config.metricsListen || "off", storeDir: config.storeDir }, "coordinator ready");
@@ -127,6 +139,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     publicKey: key.publicKey,
     async stop() {
       clearInterval(tick);
+      clearInterval(sweep);
       unwatchTokens();
       // Open worker streams and keep-alive downloads would hold a graceful shutdown forever:
       // give them a few seconds, then cut them, so a service manager's stop timeout is never reached.
