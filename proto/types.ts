@@ -53,6 +53,11 @@ export interface WorkerInfo {
   /** 0 when the platform sets no lifetime. */
   maxLifetimeSeconds: number;
   maxBuilds: number;
+  /**
+   * Whether its outputs are signed on acceptance alone. Set by the coordinator
+   * from the worker's token (never taken from the worker); absent = trusted.
+   */
+  trusted?: boolean;
 }
 
 /** The right to build one derivation; `epoch` fences stale results. */

@@ -29,6 +29,8 @@ export interface Provenance {
   epoch: number;
   jobs: string[];
   acceptedAtMs: number;
+  /** The untrusted worker whose earlier build this one agreed with, when it took two. */
+  confirms?: string;
 }
 
 /** Storage name of one worker's upload of `storePath` under `lease`: a copy of the same lease on another worker is kept apart. */
@@ -50,8 +52,18 @@ export type PublishOutcome =
 export class OutputPublisher {
   constructor(private readonly d: { storage: CacheStorage; signingKey: NixKey; logger: Logger; now?: () => number }) {}
 
+  /** The unsigned narinfo `workerId` staged for `storePath` under `lease`, or null. */
+  async staged(storePath: string, lease: Lease, workerId: string): Promise<NarInfo | null> {
+    const raw = await this.d.storage.getText("staged", stagedName(storePath, lease, workerId));
+    if (raw === null) return null;
+    const staged = JSON.parse(raw) as StagedOutput;
+    const info = parseNarInfo(staged.narInfo, storeDirOf(storePath));
+    const same = info.storePath === storePath && staged.workerId === workerId && staged.drvPath === lease.drvPath && staged.epoch === lease.epoch;
+    return same ? info : null;
+  }
+
   /** Publishes what `workerId` staged for `storePath` under `lease`, if it is what the worker reported. */
-  async publish(storePath: string, lease: Lease, workerId: string, reportedNarHash: string | undefined, jobs: string[]): Promise<PublishOutcome> {
+  async publish(storePath: string, lease: Lease, workerId: string, reportedNarHash: string | undefined, jobs: string[], confirms?: string): Promise<PublishOutcome> {
     const { storage, logger } = this.d;
     const storeDir = storeDirOf(storePath);
     const existing = await storage.getText("narinfo", hashPart(storePath));
@@ -78,7 +90,7 @@ export class OutputPublisher {
       }
     }
     const acceptedAtMs = (this.d.now ?? Date.now)();
-    const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs };
+    const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs, ...(confirms ? { confirms } : {}) };
     if (!(await storage.put("narinfo", hashPart(storePath), formatNarInfo(signNarInfo(unsigned, this.d.signingKey)), { ifAbsent: true }))) return "present";
     await storage.put("provenance", hashPart(storePath), JSON.stringify(provenance));
     await storage.remove("staged", name);

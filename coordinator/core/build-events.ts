@@ -10,6 +10,13 @@ import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
 /** How the scheduler treats a reported outcome. */
 export type OutcomeClass = "done" | "failed" | "transient" | "oom" | "aborted";
 
+/**
+ * What the shell found of a success it could not publish on its own word: an
+ * untrusted worker's build waits for a second one elsewhere ("unconfirmed"),
+ * and two builds that disagree are rebuilt on a trusted worker ("mismatch").
+ */
+export type TrustVerdict = "unconfirmed" | "mismatch";
+
 /** Classifies an outcome; a success whose outputs are not verified in the cache counts as upload-failed. */
 export function classifyOutcome(outcome: BuildOutcome, outputsVerified: boolean): OutcomeClass {
   switch (outcome) {
@@ -56,6 +63,7 @@ export function buildReported(
   workerId: string,
   report: BuildReport,
   outputsVerified: boolean,
+  trust?: TrustVerdict,
 ): void {
   const lease = report.lease;
   const stale = staleness(s, workerId, report);
@@ -82,6 +90,11 @@ export function buildReported(
     atMs: now,
   });
   if (learned) s.sink.estimateChanged(learned);
+  if (report.outcome === "succeeded" && trust !== undefined) {
+    awaitConfirmation(s, rec, workerId, report, now, trust);
+    s.sink.send({ kind: "ack", workerId, lease, accepted: true, reason: "" });
+    return;
+  }
   const kind = classifyOutcome(report.outcome, outputsVerified);
   if (kind !== "done" && kind !== "failed" && leaseHolders(rec).length > 1) {
     // A build with a backup copy: the other copy carries on; this attempt costs no retry.
@@ -126,6 +139,29 @@ export function buildReported(
       break;
   }
   s.sink.send({ kind: "ack", workerId, lease, accepted: true, reason: "" });
+}
+
+/**
+ * A success nothing may be signed for yet. Unconfirmed: it is remembered and
+ * another worker builds it again (a backup copy already running carries on as
+ * that second build). Mismatch: the two builds disagreed, so neither counts and
+ * only a trusted worker may build it. Neither costs a retry.
+ */
+function awaitConfirmation(s: SchedulerState, rec: DrvRecord, workerId: string, report: BuildReport, now: number, trust: TrustVerdict): void {
+  let reason: string;
+  if (trust === "unconfirmed") {
+    rec.unconfirmed = { workerId, narHashes: Object.fromEntries(report.outputs.map((o) => [o.path, o.narHash])) };
+    reason = `built on untrusted ${workerId}; waiting for another worker's build to confirm it`;
+    s.sink.emit({ type: "drv.unconfirmed", atMs: now, drvPath: rec.drvPath, workerId });
+  } else {
+    const other = rec.unconfirmed?.workerId ?? "a trusted build";
+    delete rec.unconfirmed;
+    rec.needsTrustedWorker = true;
+    reason = `outputs built on ${workerId} disagree with ${other}'s; nothing signed, rebuilding on a trusted worker`;
+    s.sink.emit({ type: "drv.trust-mismatch", atMs: now, drvPath: rec.drvPath, workerId });
+  }
+  endAttempt(s, rec, workerId, now, reason);
+  rec.reason = reason;
 }
 
 /** Memory of the largest worker (not lost) that runs `node`'s platform, or of any worker if none does; 0 if none is known. */

@@ -3,7 +3,7 @@
 // platform queues some free worker can serve, and stops when slots run out,
 // so its cost follows the number of assignments, not the size of the DAG.
 import type { DagIndex } from "./dag-index.js";
-import { addBackupCopy, dropHolder, holderOn, lease, type DrvRecord, type LeaseHolder } from "./drv-state.js";
+import { addBackupCopy, dropHolder, holderOn, lease, trustAllows, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { addHolder } from "./lease-index.js";
@@ -128,7 +128,7 @@ function placementRequest(
     candidates,
     passedOverSinceMs,
     get busy() {
-      return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures));
+      return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures).filter((c) => trustAllows(record, c.worker.info)));
     },
   };
 }
@@ -245,7 +245,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
     const entry = dag.ready.pop(q)!;
     const rec = dag.records.get(entry.drvPath)!;
     const node = dag.node(entry.drvPath);
-    const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features)).map((w) => workers.candidate(w));
+    const candidates = free.filter((w) => platformMatches(w.info, q.system, q.features) && trustAllows(rec, w.info)).map((w) => workers.candidate(w));
     const estimate = ctx.estimator.estimate(node);
     const passedOverSinceMs = ctx.passedOver.get(entry.drvPath)?.sinceMs;
     const request = placementRequest(busy, now, node, rec, estimate, candidates, passedOverSinceMs);
@@ -256,7 +256,7 @@ function dispatchReady(ctx: DispatchContext, now: number, free: WorkerRecord[], 
       // without them. A copy of a more urgent build (it may be the one that finishes the critical path) stays.
       const views: WorkerCandidate[] = [];
       for (const w of withCopies) {
-        const view = platformMatches(w.info, q.system, q.features) ? withoutYieldingCopies(workers, w, dag, entry.key) : null;
+        const view = platformMatches(w.info, q.system, q.features) && trustAllows(rec, w.info) ? withoutYieldingCopies(workers, w, dag, entry.key) : null;
         if (view !== null) views.push(view);
       }
       // Only a derivation some copy would yield to spends a try (the most urgent ones outrank every copy).
@@ -324,7 +324,7 @@ function startBackupCopies(ctx: DispatchContext, now: number, free: WorkerRecord
   for (const { rec, node, estimate } of wanted) {
     if (free.length === 0 || misses >= MAX_BACKUP_COPY_MISSES) return;
     const candidates = free
-      .filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && !workers.leasesOf(w).has(rec.drvPath))
+      .filter((w) => platformMatches(w.info, node.system, node.requiredSystemFeatures) && trustAllows(rec, w.info) && !workers.leasesOf(w).has(rec.drvPath))
       .map((w) => workers.candidate(w));
     if (candidates.length === 0) continue;
     const decision = ctx.policy.place(placementRequest(busy, now, node, rec, estimate, candidates));

@@ -50,6 +50,19 @@ export interface DrvRecord {
    * lost copy costs no retry while another runs). Absent when none.
    */
   backupCopies?: LeaseHolder[];
+  /**
+   * A success reported by an untrusted worker, waiting for a second build on
+   * another worker to agree before anything is signed. Absent when none.
+   */
+  unconfirmed?: { workerId: string; narHashes: Record<string, string> };
+  /** Two builds disagreed: only a trusted worker may build it now. */
+  needsTrustedWorker?: boolean;
+}
+
+/** Whether `worker` may take `rec`: not the worker whose unconfirmed build waits for another, and a trusted one after a disagreement. */
+export function trustAllows(rec: DrvRecord, worker: { workerId: string; trusted?: boolean }): boolean {
+  if (rec.needsTrustedWorker && worker.trusted === false) return false;
+  return rec.unconfirmed?.workerId !== worker.workerId;
 }
 
 /** A worker running an attempt under a record's lease, with what it was granted. */
@@ -114,6 +127,7 @@ export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
 export function copyDrvRecord(rec: DrvRecord): DrvRecord {
   const copy = { ...rec, jobs: [...rec.jobs] };
   if (rec.backupCopies !== undefined) copy.backupCopies = rec.backupCopies.map((h) => ({ ...h }));
+  if (rec.unconfirmed !== undefined) copy.unconfirmed = { workerId: rec.unconfirmed.workerId, narHashes: { ...rec.unconfirmed.narHashes } };
   return copy;
 }
 
@@ -218,6 +232,8 @@ export function dropHolder(rec: DrvRecord, workerId: string): void {
 export function complete(rec: DrvRecord, now: number): void {
   move(rec, "complete", ["building"], "done");
   delete rec.backupCopies;
+  delete rec.unconfirmed;
+  delete rec.needsTrustedWorker;
   rec.finishedAtMs = now;
   rec.reason = "";
 }

@@ -27,7 +27,11 @@ export type FarmEvent =
   /** A backup copy of a long build started on another worker, under the same lease. */
   | { type: "drv.backup-copy-started"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; backupCopies: number }
   /** A backup copy gave its worker up to a derivation that had nowhere else to go. */
-  | { type: "drv.backup-copy-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath };
+  | { type: "drv.backup-copy-preempted"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; forDrvPath: DrvPath }
+  /** An untrusted worker's build succeeded; nothing is signed until another worker's build agrees. */
+  | { type: "drv.unconfirmed"; atMs: number; drvPath: DrvPath; workerId: string }
+  /** Two builds of it disagreed: nothing signed, a trusted worker builds it next. */
+  | { type: "drv.trust-mismatch"; atMs: number; drvPath: DrvPath; workerId: string };
 
 /** Every FarmEvent type string. */
 export type FarmEventType = FarmEvent["type"];

@@ -2,7 +2,7 @@
 // event takes `now` (ms) and returns the Effects the shell must carry out, in
 // order. The live coordinator (gRPC + NATS) and the simulator drive this same
 // class. Each event ends with a dispatch pass.
-import { buildReported, cancelJob } from "./build-events.js";
+import { buildReported, cancelJob, type TrustVerdict } from "./build-events.js";
 import type { Submission } from "./dag-validate.js";
 import type { DrvRecord } from "./drv-state.js";
 import { copyDrvRecord, DRV_STATES } from "./drv-state.js";
@@ -106,8 +106,8 @@ export class Scheduler {
   }
 
   /** A build result; always answered with an `ack` effect (accepted or not, with the reason). */
-  buildReported(now: number, workerId: string, report: BuildReport, outputsVerified: boolean): Effect[] {
-    buildReported(this.s, now, workerId, report, outputsVerified);
+  buildReported(now: number, workerId: string, report: BuildReport, outputsVerified: boolean, trust?: TrustVerdict): Effect[] {
+    buildReported(this.s, now, workerId, report, outputsVerified, trust);
     return finishEvent(this.s, now);
   }
 

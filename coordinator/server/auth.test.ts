@@ -39,6 +39,13 @@ describe("parseTokens", () => {
     expect(() => parseTokens("worker w1 short", "f")).toThrow(InvalidInputError);
   });
 
+  it("reads a worker's tier: untrusted only when it says so; only worker lines carry one", () => {
+    const t = parseTokens("worker w1 tok-aaaaaaaaaaaaaaaa untrusted\nworker w2 tok-bbbbbbbbbbbbbbbb trusted\nworker w3 tok-cccccccccccccccc\n");
+    expect([...t.values()]).toEqual([{ name: "w1", role: "worker", trusted: false }, { name: "w2", role: "worker" }, { name: "w3", role: "worker" }]);
+    expect(() => parseTokens("cli alice tok-aaaaaaaaaaaaaaaa untrusted\n")).toThrow("tokens:1: only a worker line may end with 'trusted' or 'untrusted', got 'untrusted'");
+    expect(() => parseTokens("worker w1 tok-aaaaaaaaaaaaaaaa maybe\n")).toThrow(/got 'maybe'/);
+  });
+
   it("leniently keeps good lines and lists bad ones", () => {
     const { tokens, problems } = parseTokensLenient(`worker w1 ${W1}\nworker w2\nworker w3 tooshort\n`, "f");
     expect([...tokens.keys()]).toEqual([W1]);

@@ -12,6 +12,8 @@ export type Role = "worker" | "cli" | "admin";
 export interface Principal {
   name: string;
   role: Role;
+  /** False for a worker token marked `untrusted`: its outputs need a second, agreeing build before they are signed. */
+  trusted?: boolean;
 }
 
 /** Whether `viewer` may see and act on what `owner` submitted: its own, or anything for an admin. */
@@ -23,10 +25,11 @@ export function mayAccess(viewer: Principal, owner: string | undefined): boolean
 function parseLine(line: string, where: string): { token: string; principal: Principal } | { problem: string } | null {
   const trimmed = line.replace(/#.*/, "").trim();
   if (!trimmed) return null;
-  const [role, name, token, extra] = trimmed.split(/\s+/);
-  if (extra !== undefined || !token || !["worker", "cli", "admin"].includes(role)) return { problem: `${where}: expected 'worker|cli|admin NAME TOKEN'` };
+  const [role, name, token, tier, extra] = trimmed.split(/\s+/);
+  if (extra !== undefined || !token || !["worker", "cli", "admin"].includes(role)) return { problem: `${where}: expected 'worker|cli|admin NAME TOKEN' ('worker NAME TOKEN untrusted' for a worker the operator does not run)` };
+  if (tier !== undefined && (role !== "worker" || !["trusted", "untrusted"].includes(tier))) return { problem: `${where}: only a worker line may end with 'trusted' or 'untrusted', got '${tier}'` };
   if (token.length < 16) return { problem: `${where}: token of '${name}' is shorter than 16 characters` };
-  return { token, principal: { name, role: role as Role } };
+  return { token, principal: { name, role: role as Role, ...(tier === "untrusted" ? { trusted: false } : {}) } };
 }
 
 /** Parses 'role name token' lines ('#' comments allowed); keeps the good lines and lists the bad ones. */
@@ -96,7 +99,7 @@ export class TokenRegistry {
   /** Throws AuthError unless `header` still names `was` (a revoked or reassigned token fails). */
   recheck(header: string | undefined, was: Principal, roles: Role[]): void {
     const now = this.authenticate(header, roles);
-    if (now.name !== was.name || now.role !== was.role) throw new AuthError(`token of '${was.name}' was reassigned`);
+    if (now.name !== was.name || now.role !== was.role || now.trusted !== was.trusted) throw new AuthError(`token of '${was.name}' was reassigned`);
   }
 
   /** Calls `listener` (soon, not synchronously) after every change of the tokens file; returns an unsubscribe function. */

@@ -24,9 +24,9 @@ import { Persister } from "./persister.js";
 import type { CoordinatorMetrics, GaugeSource } from "../metrics.js";
 import { EffectRunner, workerMessage } from "./effect-runner.js";
 import { LogTails } from "./log-tails.js";
-import { publishOutputs } from "./output-check.js";
+import { acceptOutputs, type OutputDecision } from "./output-check.js";
 import { mayAccess, type Principal } from "./auth.js";
-import { checkNodesAgainstDrvs } from "./drv-check.js";
+import { checkFixedOutput, checkNodesAgainstDrvs } from "./drv-check.js";
 import { newJobId } from "./job-ids.js";
 import { countEvent, gaugeSource } from "./shell-metrics.js";
 
@@ -148,17 +148,27 @@ export class Coordinator implements WorkerHub, FarmApi {
     // so only a result the scheduler accepts has its outputs signed.
     await this.runner.stepAfter(
       "result",
-      async () => {
+      async (): Promise<OutputDecision> => {
         const now = this.d.scheduler.drv(lease.drvPath);
         const holds = now !== undefined && holdsLease(now.record, session.workerId, lease.epoch);
-        return report.outcome === "succeeded" && holds ? publishOutputs(this.d.publisher, now.node, now.record.jobs, report, session.workerId, this.d.logger) : false;
+        if (report.outcome !== "succeeded" || !holds) return { verified: false };
+        return acceptOutputs({
+          publisher: this.d.publisher,
+          node: now.node,
+          record: now.record,
+          report,
+          workerId: session.workerId,
+          trusted: session.trusted,
+          fixedOutputCheck: () => checkFixedOutput(this.d.cache, this.d.publisher, now.node, lease, session.workerId),
+          logger: this.d.logger,
+        });
       },
-      (now, verified) => {
+      (now, { verified, trust }) => {
         this.d.logger.info(
-          { worker: session.workerId, drv: lease.drvPath, epoch: lease.epoch, outcome: report.outcome, verified, durationMs: report.durationMs, peakMemory: report.peakMemoryBytes, error: report.error || undefined },
+          { worker: session.workerId, drv: lease.drvPath, epoch: lease.epoch, outcome: report.outcome, verified, trust, durationMs: report.durationMs, peakMemory: report.peakMemoryBytes, error: report.error || undefined },
           "build reported",
         );
-        return this.d.scheduler.buildReported(now, session.workerId, report, verified);
+        return this.d.scheduler.buildReported(now, session.workerId, report, verified, trust);
       },
     );
   }

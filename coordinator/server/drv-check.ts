@@ -9,23 +9,65 @@ import { InvalidInputError } from "../core/errors.js";
 import type { DrvNode } from "../core/types.js";
 import type { CacheStorage } from "../cache/storage.js";
 import { readValidNarInfo } from "../cache/http-server.js";
-import { asCompression, decompress, mapLimit, parseNar, verifiedDrvNode } from "../../proto/nix/mod.js";
+import { createHash } from "node:crypto";
+import { asCompression, decompress, mapLimit, nix32Encode, parseDerivation, parseNar, verifiedDrvNode, type NarInfo } from "../../proto/nix/mod.js";
+import type { OutputPublisher } from "../cache/staged-output.js";
+import type { Lease } from "../core/types.js";
 
 /** .drv files are small; a bigger one is refused rather than read. */
 const MAX_DRV_NAR_BYTES = 16 * 2 ** 20;
 
-/** The contents of a single-file store path in the cache, or null when the cache lacks it. */
-export async function readCachedFile(storage: CacheStorage, storePath: string, maxNarBytes = MAX_DRV_NAR_BYTES): Promise<string | null> {
-  const info = await readValidNarInfo(storage, storePath);
-  if (!info) return null;
+/** The contents of the NAR `info` describes when it is one regular file; null when its NAR is missing, undefined when it is no single file. */
+async function singleFileOf(storage: CacheStorage, info: NarInfo, maxNarBytes: number): Promise<Buffer | null | undefined> {
   const nar = await storage.get("nar", info.url.slice("nar/".length));
   if (!nar) return null;
   const chunks: Buffer[] = [];
   for await (const ev of parseNar(decompress(asCompression(info.compression), nar.stream), { maxNarBytes })) {
     if (ev.type === "data") chunks.push(ev.chunk);
-    else if (ev.type !== "file" || ev.path.length !== 0) throw new InvalidInputError(`${storePath}: not a single file in the cache`);
+    else if (ev.type !== "file" || ev.path.length !== 0) return undefined;
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
+}
+
+/** The contents of a single-file store path in the cache, or null when the cache lacks it. */
+export async function readCachedFile(storage: CacheStorage, storePath: string, maxNarBytes = MAX_DRV_NAR_BYTES): Promise<string | null> {
+  const info = await readValidNarInfo(storage, storePath);
+  if (!info) return null;
+  const file = await singleFileOf(storage, info, maxNarBytes);
+  if (file === undefined) throw new InvalidInputError(`${storePath}: not a single file in the cache`);
+  return file === null ? null : file.toString("utf8");
+}
+
+/**
+ * Whether a fixed-output derivation's staged output is what its .drv declares:
+ * the NAR hash (recursive sha256) or the file's hash (flat sha256). Other
+ * hash kinds are "unknown": the caller asks for a second build instead.
+ */
+export async function checkFixedOutput(storage: CacheStorage, publisher: OutputPublisher, node: DrvNode, lease: Lease, workerId: string): Promise<"match" | "mismatch" | "unknown"> {
+  const text = await readCachedFile(storage, node.drvPath);
+  if (text === null) return "unknown";
+  const drv = parseDerivation(text, node.drvPath);
+  const out = drv.outputs[0];
+  if (drv.outputs.length !== 1 || !out.hash || !/^[0-9a-f]{64}$/.test(out.hash)) return "unknown";
+  const recursive = out.hashAlgo === "r:sha256";
+  if (!recursive && out.hashAlgo !== "sha256") return "unknown";
+  const staged = await publisher.staged(out.path, lease, workerId);
+  if (!staged) return "mismatch";
+  const declared = `sha256:${nix32Encode(Buffer.from(out.hash, "hex"))}`;
+  if (recursive) return staged.narHash === declared ? "match" : "mismatch";
+  return (await flatFileSha256(storage, staged)) === declared ? "match" : "mismatch";
+}
+
+/** `sha256:<nix32>` of the file a single-file NAR holds, streamed (fetched sources can be large); null when it is no single file. */
+async function flatFileSha256(storage: CacheStorage, info: NarInfo): Promise<string | null> {
+  const nar = await storage.get("nar", info.url.slice("nar/".length));
+  if (!nar) return null;
+  const h = createHash("sha256");
+  for await (const ev of parseNar(decompress(asCompression(info.compression), nar.stream))) {
+    if (ev.type === "data") h.update(ev.chunk);
+    else if (ev.type !== "file" || ev.path.length !== 0) return null;
+  }
+  return `sha256:${nix32Encode(h.digest())}`;
 }
 
 /** A node as compared: lists in a fixed order, so a DAG written elsewhere may list inputs in any order. */

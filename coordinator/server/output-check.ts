@@ -3,19 +3,78 @@
 // NAR hash it reported, is signed and published now (OutputPublisher); one an
 // accepted build published before stands. Anything else fails the check, and
 // the scheduler treats the success as an upload failure.
+//
+// An untrusted worker's word is not enough: its build is signed only when a
+// second build on another worker staged the same NAR hashes, or when it is a
+// fixed-output derivation whose output matches the hash its .drv declares.
+// Otherwise the scheduler is told to have it built again ("unconfirmed"), or,
+// when two builds disagree, to have a trusted worker build it ("mismatch").
 import type { Logger } from "pino";
 import type { OutputPublisher } from "../cache/staged-output.js";
+import type { TrustVerdict } from "../core/build-events.js";
+import type { DrvRecord } from "../core/drv-state.js";
 import type { BuildReport, DrvNode } from "../core/types.js";
 
 /** Publishes the outputs `workerId` staged for `report`'s lease; true when every output of `node` is published. */
-export async function publishOutputs(publisher: OutputPublisher, node: DrvNode, jobs: string[], report: BuildReport, workerId: string, logger: Logger): Promise<boolean> {
+export async function publishOutputs(publisher: OutputPublisher, node: DrvNode, jobs: string[], report: BuildReport, workerId: string, logger: Logger, confirms?: string): Promise<boolean> {
   const reported = new Map(report.outputs.map((o) => [o.path, o.narHash]));
   for (const path of Object.values(node.outputs)) {
-    const outcome = await publisher.publish(path, report.lease, workerId, reported.get(path), jobs).catch((err: unknown) => {
+    const outcome = await publisher.publish(path, report.lease, workerId, reported.get(path), jobs, confirms).catch((err: unknown) => {
       logger.error({ err, path }, "publishing an output failed");
       return "missing" as const;
     });
     if (outcome === "missing") return false;
   }
   return true;
+}
+
+/** What the scheduler hears of a success: published, or not and why. */
+export interface OutputDecision {
+  verified: boolean;
+  trust?: TrustVerdict;
+}
+
+/** Everything an acceptance looks at. */
+export interface AcceptanceInput {
+  publisher: OutputPublisher;
+  node: DrvNode;
+  record: DrvRecord;
+  report: BuildReport;
+  workerId: string;
+  /** The reporting worker's tier (absent = trusted). */
+  trusted?: boolean;
+  /** Whether the output matches the hash a fixed-output .drv declares ("unknown": not a hash it can check); only asked for untrusted workers. */
+  fixedOutputCheck?: () => Promise<"match" | "mismatch" | "unknown">;
+  logger: Logger;
+}
+
+const hashesOf = (report: BuildReport) => Object.fromEntries(report.outputs.map((o) => [o.path, o.narHash]));
+const sameHashes = (a: Record<string, string>, b: Record<string, string>) =>
+  Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(([p, h]) => b[p] === h);
+
+/** Decides (and, where it may, publishes) a success: see the module comment. */
+export async function acceptOutputs(a: AcceptanceInput): Promise<OutputDecision> {
+  const { publisher, node, record, report, workerId, logger } = a;
+  const jobs = record.jobs;
+  const earlier = record.unconfirmed;
+  if (a.trusted !== false) {
+    const verified = await publishOutputs(publisher, node, jobs, report, workerId, logger);
+    if (verified && earlier && !sameHashes(earlier.narHashes, hashesOf(report))) {
+      logger.warn({ drv: node.drvPath, worker: workerId, untrusted: earlier.workerId }, "a trusted build disagrees with an untrusted worker's earlier one; the trusted build is signed");
+    }
+    return { verified };
+  }
+  // Untrusted: first make sure what it reported is what it staged, so a verdict means something.
+  for (const o of report.outputs) {
+    const info = await publisher.staged(o.path, report.lease, workerId);
+    if (!info || info.narHash !== o.narHash) return { verified: false };
+  }
+  if (Object.values(node.outputs).some((p) => !report.outputs.some((o) => o.path === p))) return { verified: false };
+  // A fixed output is checked against the hash its .drv declares: an honest Nix never reports another.
+  const fixed = node.fixedOutput && a.fixedOutputCheck ? await a.fixedOutputCheck() : "unknown";
+  if (fixed === "match") return { verified: await publishOutputs(publisher, node, jobs, report, workerId, logger) };
+  if (fixed === "mismatch") return { verified: false, trust: "mismatch" };
+  if (!earlier || earlier.workerId === workerId) return { verified: false, trust: "unconfirmed" };
+  if (!sameHashes(earlier.narHashes, hashesOf(report))) return { verified: false, trust: "mismatch" };
+  return { verified: await publishOutputs(publisher, node, jobs, report, workerId, logger, earlier.workerId) };
 }

@@ -18,6 +18,12 @@ export function countEvent(ev: FarmEvent, metrics: CoordinatorMetrics | undefine
   } else if (ev.type === "drv.backup-copy-preempted") {
     logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId, for: ev.forDrvPath }, "backup copy stopped to free its worker");
     m?.backupCopies.inc({ event: "preempted" });
+  } else if (ev.type === "drv.unconfirmed") {
+    logger.info({ drv: ev.drvPath, worker: ev.workerId }, "untrusted build awaits confirmation by another worker");
+    m?.trust.inc({ event: "unconfirmed" });
+  } else if (ev.type === "drv.trust-mismatch") {
+    logger.warn({ drv: ev.drvPath, worker: ev.workerId }, "builds disagree: nothing signed, rebuilding on a trusted worker");
+    m?.trust.inc({ event: "mismatch" });
   } else if (ev.type === "worker.draining") {
     m?.reassignments.inc({ reason: "drain" }, ev.handedBack);
   } else if (ev.type === "job.finished") {

@@ -16,6 +16,8 @@ import type { Principal, TokenRegistry } from "./auth.js";
 export interface WorkerSession {
   readonly sessionId: string;
   readonly workerId: string;
+  /** Its token's tier: an untrusted worker's outputs are signed only once another build agrees (absent = trusted). */
+  readonly trusted?: boolean;
   send(msg: CoordinatorMessage): void;
   /** Ends the stream with a status the worker will see. */
   close(code: status, reason: string): void;
@@ -93,7 +95,10 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
         if (!m) throw new InvalidInputError("empty worker message");
         if (!session) {
           if (m.$case !== "join") throw new InvalidInputError(`expected a join first, got ${m.$case}`);
-          const { info, running } = workerInfoFromJoin(m.value, storeDir);
+          const joined = workerInfoFromJoin(m.value, storeDir);
+          const running = joined.running;
+          // The tier comes from the token, never from what the worker says.
+          const info = { ...joined.info, trusted: principal.trusted !== false };
           // A per-worker token names its worker: it can't join as (and push off) another one.
           if (principal.role === "worker" && principal.name !== info.workerId) {
             throw new AuthError(`the token of worker '${principal.name}' may not join as '${info.workerId}' (set FARM_WORKER_ID=${principal.name})`);
@@ -101,6 +106,7 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
           const s: WorkerSession = {
             sessionId,
             workerId: info.workerId,
+            trusted: info.trusted,
             send: (out) => {
               if (!ended) call.write(out);
             },
