@@ -98,6 +98,27 @@ export class OutputPublisher {
     return "published";
   }
 
+  /**
+   * The published outputs `workerId` built with no other build confirming them
+   * (a confirmed one names the first builder in `confirms`; that first builder's
+   * own record is never the published one). With `apply`, unpublishes them.
+   */
+  async withdraw(workerId: string, apply: boolean): Promise<Provenance[]> {
+    const alone: Provenance[] = [];
+    for await (const name of this.d.storage.list("provenance")) {
+      const raw = await this.d.storage.getText("provenance", name);
+      if (raw === null) continue;
+      const p = JSON.parse(raw) as Provenance;
+      if (p.workerId !== workerId || p.confirms !== undefined) continue;
+      alone.push(p);
+      if (!apply) continue;
+      await this.d.storage.remove("narinfo", name);
+      await this.d.storage.remove("provenance", name);
+      this.d.logger.warn({ storePath: p.storePath, worker: workerId, drv: p.drvPath }, "withdrew an output its worker built alone");
+    }
+    return alone;
+  }
+
   /** Removes staged uploads older than `maxAgeMs` (their leases ended without acceptance); returns how many. */
   async sweep(maxAgeMs: number): Promise<number> {
     const now = (this.d.now ?? Date.now)();

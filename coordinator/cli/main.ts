@@ -39,6 +39,12 @@ const COMMANDS: Record<string, Command> = {
   workers: { summary: "list workers", usage: "farm workers [--json]", run: async (c) => (await load("./workers.js"))(c) },
   logs: { summary: "print the build log of a derivation", usage: "farm logs <drv-path> [--json]", run: async (c) => (await load("./logs.js"))(c) },
   cancel: { summary: "cancel a job", usage: "farm cancel <job> [--json]", run: async (c) => (await load("./cancel.js"))(c) },
+  withdraw: {
+    summary: "unpublish what one worker built alone (admin; e.g. after revoking its token)",
+    usage: "farm withdraw <worker> [--dry-run] [--json]",
+    flags: { "dry-run": { type: "boolean" } },
+    run: async (c) => (await load("./withdraw.js"))(c),
+  },
   install: {
     summary: "install a store path or built ref from the cache, without Nix or root",
     usage: "farm install <store-path | ref> [--profile DIR] [--trusted-key KEY] [--cache-url URL] [--json]",

@@ -12,6 +12,7 @@ import {
   newDrvRecord,
   requeue,
   revive,
+  withdraw,
   type DrvRecord,
 } from "./drv-state.js";
 import { InvalidTransitionError } from "./errors.js";
@@ -30,6 +31,7 @@ const VERBS: { name: string; run: (r: DrvRecord) => void; from: DrvState[]; to: 
   { name: "cancel", run: (r) => cancel(r, 9, "no"), from: ["waiting", "ready", "building"], to: () => "cancelled" },
   { name: "revive(waiting)", run: (r) => revive(r, false), from: ["failed", "cancelled"], to: () => "waiting" },
   { name: "revive(ready)", run: (r) => revive(r, true), from: ["failed", "cancelled"], to: () => "ready" },
+  { name: "withdraw", run: (r) => withdraw(r, 9, "withdrawn"), from: ["done"], to: () => "failed" },
 ];
 
 function recIn(state: DrvState): DrvRecord {
@@ -62,8 +64,8 @@ describe("derivation transition table", () => {
     }
   }
 
-  it("done is terminal: no verb leaves it", () => {
-    expect(DRV_TRANSITIONS.done).toEqual([]);
+  it("done is left only when its outputs are withdrawn from the cache", () => {
+    expect(DRV_TRANSITIONS.done).toEqual(["failed"]);
   });
 });
 

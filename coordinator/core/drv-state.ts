@@ -79,7 +79,8 @@ export const DRV_TRANSITIONS: Readonly<Record<DrvState, readonly DrvState[]>> = 
   waiting: ["ready", "done", "failed", "cancelled"],
   ready: ["building", "done", "cancelled"],
   building: ["ready", "done", "failed", "cancelled"],
-  done: [],
+  // Withdrawn: its outputs were unpublished (built by a worker no longer trusted).
+  done: ["failed"],
   // A later job may want a failed or cancelled derivation again.
   failed: ["waiting", "ready", "done"],
   cancelled: ["waiting", "ready", "done"],
@@ -260,6 +261,14 @@ export function requeue(rec: DrvRecord, reason: string): void {
 export function fail(rec: DrvRecord, now: number, reason: string): void {
   move(rec, "fail", ["building", "waiting"], "failed");
   delete rec.backupCopies;
+  rec.finishedAtMs = now;
+  rec.reason = reason;
+}
+
+/** done -> failed: its outputs were withdrawn from the cache; a later job that wants it builds it again. */
+export function withdraw(rec: DrvRecord, now: number, reason: string): void {
+  move(rec, "withdraw", ["done"], "failed");
+  rec.cached = false;
   rec.finishedAtMs = now;
   rec.reason = reason;
 }

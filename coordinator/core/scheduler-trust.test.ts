@@ -55,4 +55,16 @@ describe("scheduler: trust tiers", () => {
     const stored = effectsOf(eff, "persistDrvs").flatMap((e) => e.records).find((r) => r.drvPath === drvPathOf("a"))!;
     expect(stored.unconfirmed).toEqual({ workerId: "u1", narHashes: { [first.spec.outputs.out]: "sha256:x" } });
   });
+
+  it("a withdrawn derivation counts as failed until a job wants it again, and is then built again", () => {
+    const h = new Harness();
+    h.run((s, t) => s.workerJoined(t, mkWorker("t1", { maxBuilds: 1 })));
+    const [a] = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j1", [mkNode("a")], ["a"]))));
+    h.report(a);
+    h.run((s, t) => s.outputsWithdrawn(t, [drvPathOf("a"), drvPathOf("not-known")], "withdrawn: built by t1 alone"));
+    expect(h.scheduler.drv(drvPathOf("a"))!.record).toMatchObject({ state: "failed", reason: "withdrawn: built by t1 alone" });
+    expect(h.scheduler.job("j1")!.state).toBe("succeeded"); // history stays
+    const [again] = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j2", [mkNode("a")], ["a"]))));
+    expect(again.spec.lease.drvPath).toBe(drvPathOf("a"));
+  });
 });

@@ -5,7 +5,7 @@
 import { buildReported, cancelJob, type TrustVerdict } from "./build-events.js";
 import type { Submission } from "./dag-validate.js";
 import type { DrvRecord } from "./drv-state.js";
-import { copyDrvRecord, DRV_STATES } from "./drv-state.js";
+import { copyDrvRecord, DRV_STATES, withdraw } from "./drv-state.js";
 import type { Effect } from "./effects.js";
 import type { Estimator } from "./estimator.js";
 import { jobStatus, workerViews, type JobStatusView, type WorkerView } from "./job-status.js";
@@ -132,6 +132,15 @@ export class Scheduler {
   /** Cancels a running job (no-op when already finished). */
   cancelJob(now: number, jobId: string): Effect[] {
     cancelJob(this.s, now, jobId);
+    return finishEvent(this.s, now);
+  }
+
+  /** Outputs of these done derivations were unpublished: they count as failed (`reason`) until a job wants them again. */
+  outputsWithdrawn(now: number, drvPaths: readonly DrvPath[], reason: string): Effect[] {
+    for (const p of drvPaths) {
+      const rec = this.s.dag.records.get(p);
+      if (rec?.state === "done") this.s.dag.apply(rec, now, () => withdraw(rec, now, reason));
+    }
     return finishEvent(this.s, now);
   }
 

@@ -283,6 +283,23 @@ export class Coordinator implements WorkerHub, FarmApi {
     return this.job(jobId, false, viewer);
   }
 
+  async withdraw(workerId: string, dryRun: boolean): Promise<{ storePaths: string[]; drvPaths: string[] }> {
+    // One turn of the runner: no result of that worker is published while its outputs are being withdrawn.
+    let storePaths: string[] = [];
+    let drvPaths: string[] = [];
+    await this.runner.stepAfter(
+      "withdraw",
+      async () => {
+        const alone = await this.d.publisher.withdraw(workerId, !dryRun);
+        storePaths = alone.map((p) => p.storePath).sort();
+        drvPaths = [...new Set(alone.map((p) => p.drvPath))].sort();
+      },
+      (now) => (dryRun ? [] : this.d.scheduler.outputsWithdrawn(now, drvPaths, `withdrawn: built by ${workerId} alone`)),
+    );
+    this.d.logger.warn({ worker: workerId, dryRun, outputs: storePaths.length, derivations: drvPaths.length }, "withdrew what a worker built alone");
+    return { storePaths, drvPaths };
+  }
+
   watch(_jobId: string, onChange: () => void): () => void {
     this.watchers.add(onChange);
     return () => this.watchers.delete(onChange);

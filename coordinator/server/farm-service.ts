@@ -24,6 +24,8 @@ export interface FarmApi {
   /** The build log, if `viewer` may see a job that wants the derivation. */
   log(drvPath: string, viewer: Principal): Promise<string | undefined>;
   cancel(jobId: string, viewer: Principal): Promise<JobStatus | undefined>;
+  /** Unpublishes what `workerId` built alone (admin only). */
+  withdraw(workerId: string, dryRun: boolean): Promise<{ storePaths: string[]; drvPaths: string[] }>;
   /** Calls `onChange` after every change of the job; returns an unsubscribe function. */
   watch(jobId: string, onChange: () => void): () => void;
 }
@@ -70,6 +72,11 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
       return { drvPath: req.drvPath, log };
     }),
     cancelJob: unary("cancelJob", async (req, caller) => mustFind(req.jobId, await api.cancel(req.jobId, caller))),
+    withdraw: unary("withdraw", async (req, caller) => {
+      if (caller.role !== "admin") throw new AuthError("only an admin token may withdraw outputs");
+      if (!/^[A-Za-z0-9._-]{1,128}$/.test(req.workerId)) throw new InvalidInputError(`'${req.workerId}' is not a worker id`);
+      return api.withdraw(req.workerId, req.dryRun);
+    }),
     watchJob(call: ServerWritableStream<GetJobRequest, JobStatus>) {
       let caller: Principal;
       try {

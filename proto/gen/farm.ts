@@ -481,6 +481,19 @@ export interface CancelJobRequest {
   jobId: string;
 }
 
+export interface WithdrawRequest {
+  workerId: string;
+  /** Say what would be withdrawn, change nothing. */
+  dryRun: boolean;
+}
+
+export interface WithdrawResponse {
+  /** Output paths no longer published. */
+  storePaths: string[];
+  /** Their derivations, which are built again when a job next wants them. */
+  drvPaths: string[];
+}
+
 function createBaseWorkerMessage(): WorkerMessage {
   return { msg: undefined };
 }
@@ -5858,6 +5871,192 @@ export const CancelJobRequest: MessageFns<CancelJobRequest> = {
   },
 };
 
+function createBaseWithdrawRequest(): WithdrawRequest {
+  return { workerId: "", dryRun: false };
+}
+
+export const WithdrawRequest: MessageFns<WithdrawRequest> = {
+  encode(message: WithdrawRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.workerId !== "") {
+      writer.uint32(10).string(message.workerId);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WithdrawRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWithdrawRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.workerId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WithdrawRequest {
+    return {
+      workerId: isSet(object.workerId)
+        ? globalThis.String(object.workerId)
+        : isSet(object.worker_id)
+        ? globalThis.String(object.worker_id)
+        : "",
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: WithdrawRequest): unknown {
+    const obj: any = {};
+    if (message.workerId !== "") {
+      obj.workerId = message.workerId;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WithdrawRequest>, I>>(base?: I): WithdrawRequest {
+    return WithdrawRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WithdrawRequest>, I>>(object: I): WithdrawRequest {
+    const message = createBaseWithdrawRequest();
+    message.workerId = object.workerId ?? "";
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBaseWithdrawResponse(): WithdrawResponse {
+  return { storePaths: [], drvPaths: [] };
+}
+
+export const WithdrawResponse: MessageFns<WithdrawResponse> = {
+  encode(message: WithdrawResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.storePaths) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.drvPaths) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WithdrawResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWithdrawResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.storePaths.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.drvPaths.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WithdrawResponse {
+    return {
+      storePaths: globalThis.Array.isArray(object?.storePaths)
+        ? object.storePaths.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.store_paths)
+        ? object.store_paths.map((e: any) => globalThis.String(e))
+        : [],
+      drvPaths: globalThis.Array.isArray(object?.drvPaths)
+        ? object.drvPaths.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.drv_paths)
+        ? object.drv_paths.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: WithdrawResponse): unknown {
+    const obj: any = {};
+    if (message.storePaths?.length) {
+      obj.storePaths = message.storePaths;
+    }
+    if (message.drvPaths?.length) {
+      obj.drvPaths = message.drvPaths;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<WithdrawResponse>, I>>(base?: I): WithdrawResponse {
+    return WithdrawResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WithdrawResponse>, I>>(object: I): WithdrawResponse {
+    const message = createBaseWithdrawResponse();
+    message.storePaths = object.storePaths?.map((e) => e) || [];
+    message.drvPaths = object.drvPaths?.map((e) => e) || [];
+    return message;
+  },
+};
+
 export type WorkerServiceService = typeof WorkerServiceService;
 export const WorkerServiceService = {
   /** One long-lived control stream per worker. */
@@ -5969,6 +6168,20 @@ export const FarmServiceService = {
     responseSerialize: (value: JobStatus): Buffer => Buffer.from(JobStatus.encode(value).finish()),
     responseDeserialize: (value: Buffer): JobStatus => JobStatus.decode(value),
   },
+  /**
+   * Admin only: unpublishes what one worker built alone (no other build
+   * confirmed it), e.g. after revoking its token; those derivations are built
+   * again when a job next wants them.
+   */
+  withdraw: {
+    path: "/farm.v1.FarmService/Withdraw" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: WithdrawRequest): Buffer => Buffer.from(WithdrawRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WithdrawRequest => WithdrawRequest.decode(value),
+    responseSerialize: (value: WithdrawResponse): Buffer => Buffer.from(WithdrawResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WithdrawResponse => WithdrawResponse.decode(value),
+  },
 } as const;
 
 export interface FarmServiceServer extends UntypedServiceImplementation {
@@ -5982,6 +6195,12 @@ export interface FarmServiceServer extends UntypedServiceImplementation {
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
   getLog: handleUnaryCall<GetLogRequest, GetLogResponse>;
   cancelJob: handleUnaryCall<CancelJobRequest, JobStatus>;
+  /**
+   * Admin only: unpublishes what one worker built alone (no other build
+   * confirmed it), e.g. after revoking its token; those derivations are built
+   * again when a job next wants them.
+   */
+  withdraw: handleUnaryCall<WithdrawRequest, WithdrawResponse>;
 }
 
 export interface FarmServiceClient extends Client {
@@ -6091,6 +6310,26 @@ export interface FarmServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  /**
+   * Admin only: unpublishes what one worker built alone (no other build
+   * confirmed it), e.g. after revoking its token; those derivations are built
+   * again when a job next wants them.
+   */
+  withdraw(
+    request: WithdrawRequest,
+    callback: (error: ServiceError | null, response: WithdrawResponse) => void,
+  ): ClientUnaryCall;
+  withdraw(
+    request: WithdrawRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WithdrawResponse) => void,
+  ): ClientUnaryCall;
+  withdraw(
+    request: WithdrawRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WithdrawResponse) => void,
   ): ClientUnaryCall;
 }
 

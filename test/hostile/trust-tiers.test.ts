@@ -136,5 +136,23 @@ describe("untrusted workers", () => {
     await waitFor("the trusted build signed", async () => (await narinfo(third.out)) === 200, 10_000, 100);
     expect(provenanceOf(third.out)).toMatchObject({ workerId: "t1", narHash: hashOf(nar("genuine\n")).hash });
     expect(JSON.parse((await farm.cli(["status", jobId, "--json"], { env: { FARM_TOKEN: T.alice } })).stdout).state).toBe("succeeded");
+
+    // Its token is revoked later: the operator withdraws what it alone built, and a later job builds it again.
+    const byAlice = await farm.cli(["withdraw", "t1"], { env: { FARM_TOKEN: T.alice } });
+    expect(byAlice.code).not.toBe(0);
+    expect(byAlice.stderr).toMatch(/only an admin token may withdraw outputs/);
+    const dry = JSON.parse((await farm.cli(["withdraw", "t1", "--dry-run", "--json"])).stdout);
+    expect(dry).toMatchObject({ dryRun: true, storePaths: [third.out] });
+    expect(await narinfo(third.out)).toBe(200);
+    const done = JSON.parse((await farm.cli(["withdraw", "t1", "--json"])).stdout);
+    expect(done).toMatchObject({ dryRun: false, storePaths: [third.out], drvPaths: [third.lease.drvPath] });
+    expect(await narinfo(third.out)).toBe(404);
+    const row = JSON.parse((await farm.cli(["status", jobId, "--derivations", "--json"])).stdout).derivations[0];
+    expect(row).toMatchObject({ state: "failed", reason: "withdrawn: built by t1 alone" });
+    const again = await farm.cli(["submit", `${jobs}#target`, "--json"], { env: { FARM_TOKEN: T.alice } });
+    expect(again.code, again.stderr).toBe(0);
+    const rebuilt = await buildAs("t1", "genuine\n");
+    expect(rebuilt.lease.epoch).toBeGreaterThan(third.lease.epoch);
+    await waitFor("the rebuild signed", async () => (await narinfo(third.out)) === 200, 10_000, 100);
   }, 120_000);
 });
