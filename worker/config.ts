@@ -32,6 +32,7 @@ export const workerSchema = {
   systems: { type: "list", doc: "Nix systems built here, primary first (default: x86_64-linux,i686-linux on x86_64)", env: "FARM_SYSTEMS", default: [] as string[] },
   features: { type: "list", doc: "Nix system features offered (e.g. big-parallel)", env: "FARM_FEATURES", default: [] as string[] },
   maxLifetimeSeconds: { type: "int", doc: "Platform-imposed lifetime of this machine in seconds (0 = unknown)", env: "FARM_MAX_LIFETIME_SECONDS", default: 0, check: isNonNegative },
+  buildUsersGroup: { type: "string", doc: "Group of build users (like Nix's nixbld) builds run as, so they can't read the worker's process or files; needs a worker running as root (\"\" = builds run as the worker's uid)", env: "FARM_BUILD_USERS_GROUP", default: "", check: (v: string) => (v === "" || /^[a-z_][a-z0-9_-]*$/.test(v) ? undefined : `expected a group name, got '${v}'`) },
   machineStartedAt: { type: "int", doc: "When this machine (container) started, in Unix seconds (0 = /proc/uptime minus pid 1's start; set it where pid 1 is not the container's own)", env: "FARM_MACHINE_STARTED_AT", default: 0, check: isNonNegative },
   drainGraceMs: { type: "duration", doc: "On SIGTERM (or ahead of max-lifetime-seconds) builds expected to finish within this may; the others are handed back at once", env: "FARM_DRAIN_GRACE", default: 30_000, check: isNonNegative },
   heartbeatIntervalMs: { type: "duration", doc: "Heartbeat interval override (0 = what the coordinator says)", env: "FARM_HEARTBEAT_INTERVAL_MS", default: 0, check: isNonNegative },
@@ -94,6 +95,8 @@ export const realHost: HostFacts = {
 
 /** Fills derived defaults: Nix dirs from the store dir, host limits, and a persisted worker id. */
 export function resolveWorkerConfig(raw: RawWorkerConfig, host: HostFacts = realHost): WorkerConfig {
+  // Nix switches to build users only as root; anyone else would fail every build.
+  if (raw.buildUsersGroup && (process.getuid?.() ?? 0) !== 0) throw new ConfigError(["build-users-group needs a worker running as root; leave FARM_BUILD_USERS_GROUP empty"]);
   const root = path.dirname(raw.storeDir); // /tmp/nix/store -> /tmp/nix
   const stateDir = raw.stateDir || path.join(root, "var", "nix");
   const c: WorkerConfig = {

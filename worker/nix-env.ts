@@ -16,12 +16,12 @@ export interface CacheSettings {
   cachePublicKey: string;
 }
 
-/** The nix.conf a worker runs with. */
-export function renderNixConf(cache: CacheSettings): string {
+/** The nix.conf a worker runs with; with `buildUsersGroup` (a root worker) builds run as that group's users. */
+export function renderNixConf(cache: CacheSettings, buildUsersGroup = ""): string {
   return [
     "# Written by the tmpnix farm worker; rewritten on every build.",
     "sandbox = false",
-    "build-users-group =",
+    `build-users-group = ${buildUsersGroup}`,
     `substituters = ${cache.cacheUrl}`,
     `trusted-public-keys = ${cache.cachePublicKey}`,
     "require-sigs = true",
@@ -58,7 +58,12 @@ export class NixEnv {
   readonly buildTmpRoot: string;
   private readonly cacheHome: string;
 
-  constructor(readonly dirs: NixDirs, private readonly baseEnv: NodeJS.ProcessEnv = process.env) {
+  constructor(
+    readonly dirs: NixDirs,
+    private readonly baseEnv: NodeJS.ProcessEnv = process.env,
+    /** Group whose users Nix runs builds as (root workers only; "" = builds run as the worker's own uid). */
+    private readonly buildUsersGroup = "",
+  ) {
     const own = path.join(dirs.stateDir, "farm-worker");
     this.confDir = path.join(own, "conf");
     this.buildTmpRoot = path.join(own, "build-tmp");
@@ -69,7 +74,7 @@ export class NixEnv {
   configure(cache: CacheSettings): void {
     for (const d of [this.confDir, this.buildTmpRoot, this.cacheHome, this.dirs.storeDir, this.dirs.logDir]) mkdirSync(d, { recursive: true });
     const file = path.join(this.confDir, "nix.conf");
-    const text = renderNixConf(cache);
+    const text = renderNixConf(cache, this.buildUsersGroup);
     let old: string | undefined;
     try {
       old = readFileSync(file, "utf8");

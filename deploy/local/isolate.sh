@@ -5,7 +5,10 @@
 # cgroup and an unprivileged uid. The demo and the test harness both use it.
 #
 #   isolate.sh [--nix-dir DIR | --nix-tmpfs BYTES] [--hide-nix] [--hide PATH]...
-#              [--expose SRC:AT] [--cgroup DIR] [--uid N] [--path PATH] -- CMD [ARG...]
+#              [--expose SRC:AT]... [--cgroup DIR] [--uid N] [--path PATH] -- CMD [ARG...]
+#
+# --expose SRC:AT bind-mounts SRC (a dir or a file) over the existing AT, e.g.
+# a checkout where an unprivileged uid can reach it, or a test's own /etc/group.
 #
 # --hide PATH covers a host directory with an empty tmpfs (a file with
 # /dev/null); a PATH the host doesn't have needs no hiding. --hide-nix is
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
     --nix-tmpfs) nix_tmpfs=$2; shift 2 ;;
     --hide-nix) hide="$hide /nix"; shift ;;
     --hide) case $2 in /*) hide="$hide $2" ;; *) fail "--hide needs an absolute path, got '$2'" ;; esac; shift 2 ;;
-    --expose) expose=$2; shift 2 ;;
+    --expose) expose="$expose $2"; shift 2 ;;
     --cgroup) cgroup=$2; shift 2 ;;
     --uid) uid=$2; shift 2 ;;
     --path) run_path=$2; shift 2 ;;
@@ -54,12 +57,14 @@ done
 bind() { mount --no-canonicalize --rbind "$1" "$2" || fail "cannot bind $1 at $2"; }
 [ -z "$nix_dir" ] || [ -d "$nix_dir" ] || fail "--nix-dir $nix_dir is not a directory"
 nix_dir_abs=$(cd "${nix_dir:-/}" && pwd -P)
-expose_src= expose_at=
-if [ -n "$expose" ]; then
-  expose_src=$(cd "${expose%%:*}" && pwd -P) || fail "--expose source ${expose%%:*} is not a directory"
-  expose_at=${expose#*:}
-  [ -d "$expose_at" ] || fail "--expose mount point $expose_at is not a directory"
-fi
+# Resolved now, while the host's /tmp is still in place: SRC:AT pairs, sources made absolute.
+exposed=
+for pair in $expose; do
+  src=$(realpath -e "${pair%%:*}") || fail "--expose source ${pair%%:*} does not exist"
+  at=${pair#*:}
+  [ -e "$at" ] || fail "--expose mount point $at does not exist"
+  exposed="$exposed $src:$at"
+done
 
 exec 3</tmp
 # Sources below /tmp are reached through fd 3 once the tmpfs covers /tmp.
@@ -98,7 +103,7 @@ for p in $hide; do
     mount --bind /dev/null "$p" || fail "cannot hide $p"
   fi
 done
-[ -z "$expose_src" ] || bind "$expose_src" "$expose_at"
+for pair in $exposed; do bind "${pair%%:*}" "${pair#*:}"; done
 if [ -n "$cgroup" ]; then echo $$ >"$cgroup/cgroup.procs" || fail "cannot join cgroup $cgroup"; fi
 
 SETPRIV=$(command -v setpriv) || fail "setpriv not found (util-linux)"

@@ -31,6 +31,8 @@ export interface WorkerSpec {
   nixTmpfsBytes?: number;
   /** Run the worker (and so its builds) as this unprivileged uid, with the checkout exposed to it. */
   uid?: number;
+  /** Files bound over host files in its namespace only (e.g. an /etc/group with build users). */
+  overlay?: { source: string; at: string }[];
   env?: Record<string, string>;
 }
 
@@ -127,14 +129,14 @@ export class FarmCluster {
     if (fresh) rmSync(dir, { recursive: true, force: true });
     mkdirSync(path.join(dir, "nix"), { recursive: true });
     let main = WORKER_MAIN;
-    let expose: { source: string; at: string } | undefined;
+    let expose: { source: string; at: string }[] = [...(spec.overlay ?? [])];
     if (spec.uid !== undefined) {
       // The checkout may sit below a dir the uid can't enter: it sees it at a dir of its own.
       const repo = path.join(dir, "repo");
       mkdirSync(repo, { recursive: true });
       for (const d of [this.root, path.join(this.root, "workers"), dir]) chmodSync(d, 0o755);
       chownSync(path.join(dir, "nix"), spec.uid, spec.uid);
-      expose = { source: REPO, at: repo };
+      expose.push({ source: REPO, at: repo });
       main = path.join(repo, path.relative(REPO, WORKER_MAIN));
     }
     const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [main], {

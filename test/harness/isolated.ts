@@ -27,7 +27,7 @@ export interface IsolationOptions {
    * Bind-mount `source` at `at` (an existing empty dir) inside, so an unprivileged
    * uid can read a checkout whose parent dirs it may not traverse (e.g. a 0700 temp dir).
    */
-  expose?: { source: string; at: string };
+  expose?: { source: string; at: string } | { source: string; at: string }[];
   /** Hide the host's /nix (where it has one) so nothing can come from a host store. */
   hideNix?: boolean;
   /** More host paths to hide the same way (an empty tmpfs over a dir, /dev/null over a file; a missing one needs nothing). */
@@ -172,7 +172,7 @@ export function spawnIsolated(name: string, cmd: string, args: string[], opts: I
     ...(opts.nixTmpfsBytes ? ["--nix-tmpfs", String(opts.nixTmpfsBytes)] : ["--nix-dir", opts.nixDir]),
     ...(opts.hideNix ? ["--hide-nix"] : []),
     ...(opts.hide ?? []).flatMap((p) => ["--hide", p]),
-    ...(opts.expose ? ["--expose", `${opts.expose.source}:${opts.expose.at}`] : []),
+    ...[opts.expose ?? []].flat().flatMap((e) => ["--expose", `${e.source}:${e.at}`]),
     "--cgroup", cgroupDir,
     ...(opts.uid === undefined ? [] : ["--uid", String(opts.uid)]),
     // The caller's PATH (which may hold no system tools at all) applies only from exec on.

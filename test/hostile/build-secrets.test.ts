@@ -5,14 +5,14 @@
 // scrubbed environment: the build finds processes to read, but no token, and
 // its output (which anyone can download from the cache) holds none.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { FarmCluster, REPO } from "../harness/cluster.js";
-import { CacheClient, hashPart } from "../../proto/nix/mod.js";
+import { CacheClient } from "../../proto/nix/mod.js";
 import { newToken, writeTokens } from "./support.js";
 
-const T = { alice: newToken("alice"), w1: newToken("w1") };
+const T = { alice: newToken("alice"), w1: newToken("w1"), r1: newToken("r1") };
 const NOBODY = 65534;
 
 let farm: FarmCluster;
@@ -21,7 +21,7 @@ let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-build-secrets-"));
   const tokensFile = path.join(dir, "tokens");
-  writeTokens(tokensFile, [["cli", "alice", T.alice], ["worker", "w1", T.w1]]);
+  writeTokens(tokensFile, [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "r1", T.r1]]);
   writeFileSync(
     path.join(dir, "snoop.nix"),
     `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in {
@@ -32,6 +32,14 @@ beforeAll(async () => {
     done
     echo "readable=$n" > "$out"
     grep -a -e FARM_TOKEN -e '${T.w1.slice(0, 3)}' "$TMPDIR/all" >> "$out" || true
+  ''; };
+  snoopAsBuildUser = mk { name = "snoop-build-user-1.0"; script = ''
+    n=0
+    for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+      if tr '\\0' '\\n' < "$f" > "$TMPDIR/seen" 2>/dev/null; then n=$((n+1)); cat "$TMPDIR/seen" >> "$TMPDIR/all"; fi
+    done
+    echo "uid=$(id -u) readable=$n" > "$out"
+    grep -a -e FARM_TOKEN -e tok- "$TMPDIR/all" >> "$out" || true
   ''; };
 }\n`,
   );
@@ -45,21 +53,42 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The published output of `attr` (submitted by alice), as anyone could download it. */
+async function publishedOutput(attr: string): Promise<string> {
+  const r = await farm.cli(["submit", `${path.join(dir, "snoop.nix")}#${attr}`, "--follow", "--json"], { env: { FARM_TOKEN: T.alice } });
+  expect(r.code, r.stderr).toBe(0);
+  const out = JSON.parse(r.stdout).outputs[0].outputs.out as string;
+  const client = new CacheClient({ baseUrl: farm.cacheUrl, trustedPublicKeys: [farm.publicKey()], storeDir: "/tmp/nix/store" });
+  const chunks: Buffer[] = [];
+  for await (const c of client.narStream((await client.narInfo(out))!)) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks).toString("latin1");
+}
+
 describe("builds see no secret", () => {
   it("a build that reads every /proc it can finds the worker's processes but not its token", async () => {
-    const r = await farm.cli(["submit", `${path.join(dir, "snoop.nix")}#snoop`, "--follow", "--json"], { env: { FARM_TOKEN: T.alice } });
-    expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout).outputs[0].outputs.out as string;
-    const client = new CacheClient({ baseUrl: farm.cacheUrl, trustedPublicKeys: [farm.publicKey()], storeDir: "/tmp/nix/store" });
-    const info = (await client.narInfo(out))!;
-    const chunks: Buffer[] = [];
-    for await (const c of client.narStream(info)) chunks.push(Buffer.from(c));
-    const published = Buffer.concat(chunks).toString("latin1");
+    const published = await publishedOutput("snoop");
     const readable = Number(/readable=(\d+)/.exec(published)?.[1] ?? 0);
     // The hunt was real: it read the environ and cmdline of its own uid's processes (the worker, Nix, itself).
     expect(readable).toBeGreaterThanOrEqual(4);
     expect(published).not.toContain(T.w1);
     expect(published).not.toContain(farm.token);
-    expect(hashPart(out)).toHaveLength(32);
+  }, 120_000);
+
+  it("on a root worker with build users, a build runs as a build user and can read no process of the worker's", async () => {
+    await farm.killWorker("w1");
+    // Build users exist only in this worker's namespace: its own /etc/group and /etc/passwd, bound over the host's.
+    const group = path.join(dir, "group");
+    const passwd = path.join(dir, "passwd");
+    writeFileSync(group, readFileSync("/etc/group", "utf8") + "nixbld:x:30000:nixbld1,nixbld2\n");
+    writeFileSync(passwd, readFileSync("/etc/passwd", "utf8") + "nixbld1:x:30001:30000::/var/empty:/bin/false\nnixbld2:x:30002:30000::/var/empty:/bin/false\n");
+    farm.startWorker({ name: "r1", env: { FARM_TOKEN: T.r1, FARM_BUILD_USERS_GROUP: "nixbld" }, overlay: [{ source: group, at: "/etc/group" }, { source: passwd, at: "/etc/passwd" }] });
+    await farm.waitForWorkers(1);
+    const published = await publishedOutput("snoopAsBuildUser");
+    const m = /uid=(\d+) readable=(\d+)/.exec(published);
+    expect(m, published).not.toBeNull();
+    expect(["30001", "30002"]).toContain(m![1]);
+    expect(published).not.toContain(T.r1);
+    expect(published).not.toContain(farm.token);
+    expect(published).not.toMatch(/FARM_TOKEN/);
   }, 120_000);
 });
