@@ -33,6 +33,15 @@ export interface Provenance {
   confirms?: string;
 }
 
+/** Who put a path the cache published without a build: a submitter's content-addressed upload, or the operator's. */
+export interface UploadProvenance {
+  storePath: string;
+  narHash: string;
+  uploadedBy: string;
+  as: "content-addressed" | "publish";
+  atMs: number;
+}
+
 /** Storage name of one worker's upload of `storePath` under `lease`: a copy of the same lease on another worker is kept apart. */
 export function stagedName(storePath: string, lease: Lease, workerId: string): string {
   const key = createHash("sha256").update(`${workerId}\0${lease.drvPath}\0${lease.epoch}`).digest("hex").slice(0, 24);

@@ -17,7 +17,7 @@ import { InvalidInputError } from "../core/errors.js";
 import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
-import { stagedName, type StagedOutput } from "./staged-output.js";
+import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
 import { asCompression, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
 
@@ -198,6 +198,8 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
       // Lost a race with a concurrent upload of the same path.
       return settleAgainstExisting((await readExisting(ctx, claims.hashPart))!, n.hash, claims.storePath);
     }
+    const record: UploadProvenance = { storePath: claims.storePath, narHash: n.hash, uploadedBy: grant.by, as: grant.kind, atMs: Date.now() };
+    await ctx.storage.put("provenance", claims.hashPart, JSON.stringify(record));
     ctx.logger.info({ storePath: claims.storePath, by: grant.by, as: grant.kind, narSize: n.size, fileSize: f.size }, "cached path");
     return { status: 201, narInfo };
   } finally {

@@ -68,7 +68,10 @@ describe("untrusted workers", () => {
     expect(mismatches).toBe(0);
     // Every output a worker built and the cache signed: two builds agreed (the second names the first), or it is
     // the demo's one fixed output (libgreet-1.0.c, flat sha256), which matched the hash its .drv declares.
-    const provenance = readdirSync(path.join(farm.dataDir, "cache", "provenance")).map((f) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", f), "utf8")));
+    const records = readdirSync(path.join(farm.dataDir, "cache", "provenance")).map((f) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", f), "utf8")));
+    // alice's .drv files and sources carry a record too (checked by their bytes, uploaded by her).
+    expect(records.filter((p) => p.workerId === undefined).every((p) => p.uploadedBy === "alice" && p.as === "content-addressed")).toBe(true);
+    const provenance = records.filter((p) => p.workerId !== undefined);
     expect(new Set(provenance.map((p) => p.drvPath)).size).toBe(built.length); // one record per output
     for (const prov of provenance) {
       expect(["u1", "u2"]).toContain(prov.workerId);
