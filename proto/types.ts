@@ -58,6 +58,8 @@ export interface WorkerInfo {
    * from the worker's token (never taken from the worker); absent = trusted.
    */
   trusted?: boolean;
+  /** Who runs it, also from the token (absent = the worker itself). */
+  owner?: string;
 }
 
 /** The right to build one derivation; `epoch` fences stale results. */

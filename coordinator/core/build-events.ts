@@ -150,7 +150,9 @@ export function buildReported(
 function awaitConfirmation(s: SchedulerState, rec: DrvRecord, workerId: string, report: BuildReport, now: number, trust: TrustVerdict): void {
   let reason: string;
   if (trust === "unconfirmed") {
-    rec.unconfirmed = { workerId, narHashes: Object.fromEntries(report.outputs.map((o) => [o.path, o.narHash])) };
+    const owner = s.pool.get(workerId)?.info.owner ?? workerId;
+    const otherOwnerRequired = [...s.pool.values()].some((w) => w.state !== "lost" && (w.info.owner ?? w.info.workerId) !== owner);
+    rec.unconfirmed = { workerId, narHashes: Object.fromEntries(report.outputs.map((o) => [o.path, o.narHash])), owner, ...(otherOwnerRequired ? { otherOwnerRequired } : {}) };
     reason = `built on untrusted ${workerId}; waiting for another worker's build to confirm it`;
     s.sink.emit({ type: "drv.unconfirmed", atMs: now, drvPath: rec.drvPath, workerId });
   } else {

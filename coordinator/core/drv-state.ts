@@ -54,15 +54,19 @@ export interface DrvRecord {
    * A success reported by an untrusted worker, waiting for a second build on
    * another worker to agree before anything is signed. Absent when none.
    */
-  unconfirmed?: { workerId: string; narHashes: Record<string, string> };
+  unconfirmed?: { workerId: string; narHashes: Record<string, string>; owner?: string; otherOwnerRequired?: boolean };
   /** Two builds disagreed: only a trusted worker may build it now. */
   needsTrustedWorker?: boolean;
 }
 
 /** Whether `worker` may take `rec`: not the worker whose unconfirmed build waits for another, and a trusted one after a disagreement. */
-export function trustAllows(rec: DrvRecord, worker: { workerId: string; trusted?: boolean }): boolean {
+export function trustAllows(rec: DrvRecord, worker: { workerId: string; trusted?: boolean; owner?: string }): boolean {
   if (rec.needsTrustedWorker && worker.trusted === false) return false;
-  return rec.unconfirmed?.workerId !== worker.workerId;
+  const u = rec.unconfirmed;
+  if (u === undefined) return true;
+  if (u.workerId === worker.workerId) return false;
+  // Where the fleet had a worker of another owner, the confirming build comes from another owner.
+  return !u.otherOwnerRequired || (worker.owner ?? worker.workerId) !== u.owner;
 }
 
 /** A worker running an attempt under a record's lease, with what it was granted. */
@@ -128,7 +132,7 @@ export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
 export function copyDrvRecord(rec: DrvRecord): DrvRecord {
   const copy = { ...rec, jobs: [...rec.jobs] };
   if (rec.backupCopies !== undefined) copy.backupCopies = rec.backupCopies.map((h) => ({ ...h }));
-  if (rec.unconfirmed !== undefined) copy.unconfirmed = { workerId: rec.unconfirmed.workerId, narHashes: { ...rec.unconfirmed.narHashes } };
+  if (rec.unconfirmed !== undefined) copy.unconfirmed = { ...rec.unconfirmed, narHashes: { ...rec.unconfirmed.narHashes } };
   return copy;
 }
 

@@ -53,7 +53,7 @@ describe("scheduler: trust tiers", () => {
     const [first] = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j1", [mkNode("a")], ["a"]))));
     const eff = h.run((s, t) => s.buildReported(t, "u1", mkReport(first), false, "unconfirmed"));
     const stored = effectsOf(eff, "persistDrvs").flatMap((e) => e.records).find((r) => r.drvPath === drvPathOf("a"))!;
-    expect(stored.unconfirmed).toEqual({ workerId: "u1", narHashes: { [first.spec.outputs.out]: "sha256:x" } });
+    expect(stored.unconfirmed).toEqual({ workerId: "u1", narHashes: { [first.spec.outputs.out]: "sha256:x" }, owner: "u1" });
   });
 
   it("a withdrawn derivation counts as failed until a job wants it again, and is then built again", () => {
@@ -66,5 +66,18 @@ describe("scheduler: trust tiers", () => {
     expect(h.scheduler.job("j1")!.state).toBe("succeeded"); // history stays
     const [again] = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j2", [mkNode("a")], ["a"]))));
     expect(again.spec.lease.drvPath).toBe(drvPathOf("a"));
+  });
+
+  it("where the fleet has a worker of another owner, the confirming build comes from another owner", () => {
+    const h = new Harness();
+    const bobs = (id: string) => mkWorker(id, { maxBuilds: 1, trusted: false, owner: "bob" });
+    h.run((s, t) => s.workerJoined(t, bobs("b1")));
+    const [first] = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j1", [mkNode("a")], ["a"]))));
+    h.run((s, t) => s.workerJoined(t, mkWorker("c1", { maxBuilds: 1, trusted: false, owner: "carol", systems: ["other-linux"] })));
+    h.run((s, t) => s.buildReported(t, "b1", mkReport(first), false, "unconfirmed"));
+    // carol's worker exists (though it can't build this), so bob's second worker may not confirm bob's build.
+    expect(h.assigns(h.run((s, t) => s.workerJoined(t, bobs("b2"))))).toEqual([]);
+    const [second] = h.assigns(h.run((s, t) => s.workerJoined(t, mkWorker("c2", { maxBuilds: 1, trusted: false, owner: "carol" }))));
+    expect(second.workerId).toBe("c2");
   });
 });

@@ -42,8 +42,10 @@ describe("parseTokens", () => {
   it("reads a worker's tier: untrusted only when it says so; only worker lines carry one", () => {
     const t = parseTokens("worker w1 tok-aaaaaaaaaaaaaaaa untrusted\nworker w2 tok-bbbbbbbbbbbbbbbb trusted\nworker w3 tok-cccccccccccccccc\n");
     expect([...t.values()]).toEqual([{ name: "w1", role: "worker", trusted: false }, { name: "w2", role: "worker" }, { name: "w3", role: "worker" }]);
-    expect(() => parseTokens("cli alice tok-aaaaaaaaaaaaaaaa untrusted\n")).toThrow("tokens:1: only a worker line may end with 'trusted' or 'untrusted', got 'untrusted'");
+    expect(() => parseTokens("cli alice tok-aaaaaaaaaaaaaaaa untrusted\n")).toThrow("tokens:1: only a worker line may say 'trusted', 'untrusted' or 'owner=', got 'untrusted'");
     expect(() => parseTokens("worker w1 tok-aaaaaaaaaaaaaaaa maybe\n")).toThrow(/got 'maybe'/);
+    expect([...parseTokens("worker w4 tok-dddddddddddddddd untrusted owner=bob\n").values()]).toEqual([{ name: "w4", role: "worker", trusted: false, owner: "bob" }]);
+    expect(() => parseTokens("worker w5 tok-eeeeeeeeeeeeeeee owner=\n")).toThrow(/owner=NAME/);
   });
 
   it("leniently keeps good lines and lists bad ones", () => {

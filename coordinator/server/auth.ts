@@ -14,6 +14,8 @@ export interface Principal {
   role: Role;
   /** False for a worker token marked `untrusted`: its outputs need a second, agreeing build before they are signed. */
   trusted?: boolean;
+  /** Who runs a worker (`owner=NAME`; default: the worker itself): an untrusted build is confirmed by another owner's where the fleet has one. */
+  owner?: string;
 }
 
 /** Whether `viewer` may see and act on what `owner` submitted: its own, or anything for an admin. */
@@ -25,11 +27,15 @@ export function mayAccess(viewer: Principal, owner: string | undefined): boolean
 function parseLine(line: string, where: string): { token: string; principal: Principal } | { problem: string } | null {
   const trimmed = line.replace(/#.*/, "").trim();
   if (!trimmed) return null;
-  const [role, name, token, tier, extra] = trimmed.split(/\s+/);
-  if (extra !== undefined || !token || !["worker", "cli", "admin"].includes(role)) return { problem: `${where}: expected 'worker|cli|admin NAME TOKEN' ('worker NAME TOKEN untrusted' for a worker the operator does not run)` };
-  if (tier !== undefined && (role !== "worker" || !["trusted", "untrusted"].includes(tier))) return { problem: `${where}: only a worker line may end with 'trusted' or 'untrusted', got '${tier}'` };
+  const [role, name, token, ...more] = trimmed.split(/\s+/);
+  if (!token || !["worker", "cli", "admin"].includes(role)) return { problem: `${where}: expected 'worker|cli|admin NAME TOKEN' ('worker NAME TOKEN untrusted owner=WHO' for a worker the operator does not run)` };
+  const tier = more.find((m) => m === "trusted" || m === "untrusted");
+  const owner = more.find((m) => m.startsWith("owner="))?.slice("owner=".length);
+  const unknown = more.filter((m) => m !== tier && !m.startsWith("owner="));
+  if (more.length > 0 && role !== "worker") return { problem: `${where}: only a worker line may say 'trusted', 'untrusted' or 'owner=', got '${more.join(" ")}'` };
+  if (unknown.length > 0 || more.length > 2 || owner === "") return { problem: `${where}: after the token a worker line takes 'trusted' or 'untrusted' and 'owner=NAME', got '${more.join(" ")}'` };
   if (token.length < 16) return { problem: `${where}: token of '${name}' is shorter than 16 characters` };
-  return { token, principal: { name, role: role as Role, ...(tier === "untrusted" ? { trusted: false } : {}) } };
+  return { token, principal: { name, role: role as Role, ...(tier === "untrusted" ? { trusted: false } : {}), ...(owner ? { owner } : {}) } };
 }
 
 /** Parses 'role name token' lines ('#' comments allowed); keeps the good lines and lists the bad ones. */
@@ -99,7 +105,7 @@ export class TokenRegistry {
   /** Throws AuthError unless `header` still names `was` (a revoked or reassigned token fails). */
   recheck(header: string | undefined, was: Principal, roles: Role[]): void {
     const now = this.authenticate(header, roles);
-    if (now.name !== was.name || now.role !== was.role || now.trusted !== was.trusted) throw new AuthError(`token of '${was.name}' was reassigned`);
+    if (now.name !== was.name || now.role !== was.role || now.trusted !== was.trusted || now.owner !== was.owner) throw new AuthError(`token of '${was.name}' was reassigned`);
   }
 
   /** Calls `listener` (soon, not synchronously) after every change of the tokens file; returns an unsubscribe function. */

@@ -98,7 +98,7 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
           const joined = workerInfoFromJoin(m.value, storeDir);
           const running = joined.running;
           // The tier comes from the token, never from what the worker says.
-          const info = { ...joined.info, trusted: principal.trusted !== false };
+          const info = { ...joined.info, trusted: principal.trusted !== false, ...(principal.owner ? { owner: principal.owner } : {}) };
           // A per-worker token names its worker: it can't join as (and push off) another one.
           if (principal.role === "worker" && principal.name !== info.workerId) {
             throw new AuthError(`the token of worker '${principal.name}' may not join as '${info.workerId}' (set FARM_WORKER_ID=${principal.name})`);
