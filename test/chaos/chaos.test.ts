@@ -2,17 +2,20 @@
 // on 4 isolated workers with real Nix, NATS and gRPC while workers are
 // SIGKILLed and replaced with empty ones, the coordinator is SIGKILLed twice,
 // the farm's NATS server restarts, and one worker is frozen (SIGSTOP of its whole
-// cgroup) past the heartbeat timeout. The job must succeed, the cache must be
+// cgroup) past the heartbeat timeout. Workers run builds as build users of
+// their own, and one build of the DAG snoops every /proc it can read for a
+// token (it must find none). The job must succeed, the cache must be
 // sound, the durable state must claim nothing the cache lacks, and no result
 // under a stale lease may be accepted.
 import { afterAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { FarmCluster, REPO, type WorkerSpec } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
 import { auditLeases, readRuns } from "./audit.js";
-import { badNarInfos, doneWithoutOutputs, loadFarmState } from "./cache-audit.js";
+import { badNarInfos, doneWithoutOutputs, loadFarmState, narFile } from "./cache-audit.js";
+import { CacheClient } from "../../proto/nix/mod.js";
 import { unleash, type ChaosPlan, type ChaosRecord } from "./chaos-monkey.js";
 import { records } from "./farm-log.js";
 import { PrivateNats } from "./nats-server.js";
@@ -28,7 +31,22 @@ const PLAN: ChaosPlan = FULL
   ? { workerKillEveryMs: 5000, workerRestartAfterMs: 1000, coordinatorKillsAtMs: [6000, 50_000], coordinatorDownMs: 1500, freezeAtMs: 12_000, freezeForMs: HEARTBEAT_TIMEOUT_MS + 4000, natsRestartAtMs: 28_000, natsDownMs: 2000 }
   : { workerKillEveryMs: 4000, workerRestartAfterMs: 800, coordinatorKillsAtMs: [3000, 21_000], coordinatorDownMs: 1000, freezeAtMs: 7000, freezeForMs: HEARTBEAT_TIMEOUT_MS + 3000, natsRestartAtMs: 15_000, natsDownMs: 1500 };
 
-const WORKERS: WorkerSpec[] = ["c1", "c2", "c3", "c4"].map((name) => ({ name, cores: 1 }));
+// Root workers whose builds run as build users (their own /etc/group and /etc/passwd, bound in their namespaces):
+// the DAG's snoop build must find no token of the worker or the farm in any /proc it can read.
+let WORKERS: WorkerSpec[] = [];
+// Each worker has build users of its own: Nix kills every process of a build user's uid after a build, and here
+// (one machine, no PID namespaces) a uid shared between workers would let one worker's Nix kill another's builds.
+function buildUserWorkers(dir: string): WorkerSpec[] {
+  return ["c1", "c2", "c3", "c4"].map((name, i) => {
+    const uid = 30100 + 10 * i;
+    const group = path.join(dir, `group-${name}`);
+    const passwd = path.join(dir, `passwd-${name}`);
+    writeFileSync(group, readFileSync("/etc/group", "utf8") + `nixbld:x:30000:nixbld1,nixbld2\n`);
+    writeFileSync(passwd, readFileSync("/etc/passwd", "utf8") + `nixbld1:x:${uid + 1}:30000::/var/empty:/bin/false\nnixbld2:x:${uid + 2}:30000::/var/empty:/bin/false\n`);
+    const overlay = [{ source: group, at: "/etc/group" }, { source: passwd, at: "/etc/passwd" }];
+    return { name, cores: 1, overlay, env: { FARM_BUILD_USERS_GROUP: "nixbld" } };
+  });
+}
 
 let farm: FarmCluster | undefined;
 let nats: PrivateNats | undefined;
@@ -59,6 +77,7 @@ describe(`chaos (${FULL ? "full" : "small"})`, () => {
     // The farm gets a NATS server of the test's own, which the chaos may restart.
     natsDir = mkdtempSync(path.join(os.tmpdir(), "tmpnix-chaos-nats-"));
     nats = await PrivateNats.start(natsDir);
+    WORKERS = buildUserWorkers(natsDir);
     const started = Date.now();
     farm = await FarmCluster.start({ workers: WORKERS, heartbeatInterval: "1s", heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms`, natsUrl: nats.url });
     const submit = farm.cli(["submit", `${FIXTURE}#${FULL ? "full" : "small"}`, "--follow", "--json"]);
@@ -117,7 +136,11 @@ describe(`chaos (${FULL ? "full" : "small"})`, () => {
     expect(log.some((r) => r.msg === "worker joined" && r.worker === chaos.frozenWorker && r.time > chaos.thawedAtMs!)).toBe(true);
 
     expect(state.drvs.filter((d) => d.state !== "done").map((d) => `${d.drvPath} ${d.state}`)).toEqual([]);
-    expect(derivations).toBe(FULL ? 121 : 37);
+    expect(derivations).toBe(FULL ? 122 : 38);
+    // The snoop ran as a build user and found no token anywhere it could read.
+    const snoop = state.nodes.find((n) => n.name.endsWith("-snoop"))!;
+    const client = new CacheClient({ baseUrl: farm.cacheUrl, trustedPublicKeys: [farm.publicKey()], storeDir: "/tmp/nix/store" });
+    expect((await narFile(client, snoop.outputs.out)).split("\n")[0]).toMatch(/^id chaos-(small|full)-snoop uid=301[0-3][12] readable=\d+ tokens=0$/);
     expect(cache.bad).toEqual([]);
     expect(cache.total).toBeGreaterThanOrEqual(derivations);
     expect(done.problems).toEqual([]);
