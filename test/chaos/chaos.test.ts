@@ -1,4 +1,4 @@
-// "Survive the fleet": a 100+ derivation DAG (37 with CHAOS_SIZE=small) builds
+// "Survive the fleet": a 100+ derivation DAG (38 with CHAOS_SIZE=small) builds
 // on 4 isolated workers with real Nix, NATS and gRPC while workers are
 // SIGKILLed and replaced with empty ones, the coordinator is SIGKILLed twice,
 // the farm's NATS server restarts, and one worker is frozen (SIGSTOP of its whole
