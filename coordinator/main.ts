@@ -21,6 +21,7 @@ import { Coordinator } from "./server/coordinator.js";
 import { createWorkerService } from "./server/worker-service.js";
 import { authInterceptor } from "./server/auth-interceptor.js";
 import { uploadAuthority } from "./server/upload-authority.js";
+import { LeaseCredentials } from "./server/lease-credentials.js";
 import { OutputPublisher } from "./cache/staged-output.js";
 import type { Scheduler } from "./core/scheduler.js";
 import { parseSecretKey } from "../proto/nix/mod.js";
@@ -69,7 +70,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   const tls = readServerTls(config.tlsCert, config.tlsKey);
   // The cache listens before the scheduler is restored: until then no lease is held, so no output is taken.
   let scheduler: Scheduler | undefined;
-  const authorizeUpload = uploadAuthority(tokens, () => scheduler ?? { drv: () => undefined });
+  const credentials = LeaseCredentials.fromFile(path.join(config.dataDir, "lease-credential.key"));
+  const authorizeUpload = uploadAuthority(tokens, () => scheduler ?? { drv: () => undefined }, credentials);
 
   const storage = await DiskStorage.open(path.join(config.dataDir, "cache"));
   const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, authorizeUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
@@ -94,6 +96,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     onFenced: () => process.exit(3),
     trustSubmittedNodes: config.trustSubmittedNodes,
     publisher,
+    credentials,
   });
 
   const grpc = new Server({

@@ -110,6 +110,8 @@ export interface AssignmentSpec {
   timeoutMs: number;
   /** Expected wall time at the granted cores, from the estimator; 0 or absent = unknown (a draining worker uses it). */
   estimatedDurationMs?: number;
+  /** Lets the holder upload this lease's outputs only (minted by the coordinator's shell; absent inside the core). */
+  uploadCredential?: string;
 }
 
 /** Memory use of one running build, as the worker reports it in heartbeats. */

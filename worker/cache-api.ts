@@ -13,6 +13,8 @@ export interface UploadRequest {
   narStream: AsyncIterable<Uint8Array>;
   /** The lease it was built under: the cache stages it until the farm accepts the build. */
   lease: { drvPath: string; epoch: number };
+  /** The assignment's lease-scoped upload credential, used instead of the worker's token when there is one. */
+  token?: string;
 }
 
 /** What the worker needs from the binary cache. */

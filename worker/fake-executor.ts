@@ -59,7 +59,7 @@ export class FakeExecutor implements Executor {
       const counter = new HashCounter();
       counter.update(nar);
       try {
-        await cache.upload({ storePath, references: [], deriver: a.lease.drvPath, narStream: (async function* () { yield nar; })(), lease: a.lease });
+        await cache.upload({ storePath, references: [], deriver: a.lease.drvPath, narStream: (async function* () { yield nar; })(), lease: a.lease, token: a.uploadCredential });
       } catch (err) {
         return failureReport(a, "upload-failed", `uploading ${storePath} failed: ${(err as Error).message}`, started);
       }

@@ -70,7 +70,7 @@ describe("worker process", () => {
     // Paths in the store dir the worker joined with (NIX_STORE_DIR), as a real coordinator's would be.
     const store = join.storeDir;
     const lease = { drvPath: `${store}/0123456789abcdfghijklmnpqrsvwxyz-x.drv`, epoch: 1 };
-    s.send({ $case: "assign", value: { lease, outputs: { out: `${store}/zyxwvsrqpnmlkjihgfdcba9876543210-x` }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "x", estimatedDurationMs: 60_000 } });
+    s.send({ $case: "assign", value: { lease, outputs: { out: `${store}/zyxwvsrqpnmlkjihgfdcba9876543210-x` }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "x", estimatedDurationMs: 60_000, uploadCredential: "" } });
     await s.next("log");
     const t0 = Date.now();
     w.child.kill("SIGTERM");
@@ -89,7 +89,7 @@ describe("worker process", () => {
     await s.next("join");
     s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
     const lease = { drvPath: "/tmp/nix/store/1123456789abcdfghijklmnpqrsvwxyz-y.drv", epoch: 3 };
-    s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/1yxwvsrqpnmlkjihgfdcba9876543210-y" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "y", estimatedDurationMs: 2000 } });
+    s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/1yxwvsrqpnmlkjihgfdcba9876543210-y" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "y", estimatedDurationMs: 2000, uploadCredential: "" } });
     await s.next("log");
     w.child.kill("SIGTERM");
     const notice = await s.next("drain");

@@ -95,7 +95,7 @@ export class NixExecutor implements Executor {
         superseded.push(p);
       };
       const outputs = await withCacheRetry(
-        () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), onSuperseded),
+        () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), onSuperseded, a.uploadCredential),
         { ...retry, what: "uploading outputs" },
       );
       // Later builds here must use the cache's copy (the one everyone else gets), not ours.

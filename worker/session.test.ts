@@ -68,6 +68,7 @@ function assignment(name: string, epoch = 1, estimatedDurationMs = 0): Assignmen
     timeoutMs: 0,
     name,
     estimatedDurationMs,
+    uploadCredential: "",
   };
 }
 

@@ -18,6 +18,7 @@ export async function uploadOutputs(
   signal: AbortSignal,
   onBytes?: (n: number) => void,
   onSuperseded?: (storePath: string, publishedNarHash: string) => void,
+  uploadCredential?: string,
 ): Promise<BuiltOutput[]> {
   const entries = Object.entries(outputs);
   const invalid = await store.invalidPaths(entries.map(([, p]) => p), signal);
@@ -39,7 +40,7 @@ export async function uploadOutputs(
     }
     let answer: { status: number; message: string };
     try {
-      answer = await cache.upload({ storePath: o.storePath, references: o.references, deriver: lease.drvPath, narStream: hashed(), lease });
+      answer = await cache.upload({ storePath: o.storePath, references: o.references, deriver: lease.drvPath, narStream: hashed(), lease, token: uploadCredential });
       await dump.done;
     } catch (err) {
       dump.nar.destroy(); // a half-read dump would otherwise block on its pipe forever

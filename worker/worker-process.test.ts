@@ -121,7 +121,7 @@ it("joins, fetches inputs through the cache, builds with Nix, uploads, reports, 
     expect(join.memoryBytes).toBeGreaterThan(1024 ** 3 - 256 * 1024 ** 2);
     s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "e2e", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 500, abort: [] } });
     const lease = { drvPath: appDrv, epoch: 1 };
-    s.send({ $case: "assign", value: { lease, outputs: { out: appOut }, inputPaths: [libOut], cores: 2, memoryLimitBytes: 256 * 1024 ** 2, timeoutMs: 60_000, name: "e2e-app", estimatedDurationMs: 0 } });
+    s.send({ $case: "assign", value: { lease, outputs: { out: appOut }, inputPaths: [libOut], cores: 2, memoryLimitBytes: 256 * 1024 ** 2, timeoutMs: 60_000, name: "e2e-app", estimatedDurationMs: 0, uploadCredential: "" } });
     const result = await s.next("result", 60_000);
     expect(result.error).toBe("");
     expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);

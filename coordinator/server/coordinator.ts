@@ -27,6 +27,7 @@ import { LogTails } from "./log-tails.js";
 import { acceptOutputs, type OutputDecision } from "./output-check.js";
 import { mayAccess, type Principal } from "./auth.js";
 import { checkFixedOutput, checkNodesAgainstDrvs } from "./drv-check.js";
+import type { LeaseCredentials } from "./lease-credentials.js";
 import { newJobId } from "./job-ids.js";
 import { countEvent, gaugeSource } from "./shell-metrics.js";
 
@@ -45,6 +46,8 @@ export interface CoordinatorDeps {
   trustSubmittedNodes?: boolean;
   /** Signs and publishes the staged outputs of accepted builds. */
   publisher: OutputPublisher;
+  /** Mints each assignment's lease-scoped upload credential (absent: assignments carry none). */
+  credentials?: LeaseCredentials;
 }
 
 /** Implements the worker and CLI services on top of the scheduler. */
@@ -88,6 +91,11 @@ export class Coordinator implements WorkerHub, FarmApi {
       }
       // With no session an assignment's lease simply expires at the worker's deadline and is requeued.
       const out = workerMessage(e);
+      if (out !== null && e.kind === "assign" && out.msg.msg?.$case === "assign" && this.d.credentials) {
+        // Good for the build's time limit (a day when it has none) and an hour more for the uploads.
+        const expiresAtMs = this.d.clock.now() + (e.spec.timeoutMs || 24 * 3600_000) + 3600_000;
+        out.msg.msg.value.uploadCredential = this.d.credentials.mint({ lease: e.spec.lease, workerId: e.workerId, expiresAtMs });
+      }
       if (out !== null) this.sessions.send(out.workerId, out.msg);
     }
     if (changed) for (const w of this.watchers) w();

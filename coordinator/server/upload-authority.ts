@@ -7,17 +7,33 @@
 //   - a CLI token (a submitter) may upload only content-addressed paths, which
 //     the cache checks against their bytes;
 //   - a worker token with no lease may upload nothing;
-//   - the admin token (the operator) publishes directly.
+//   - the admin token (the operator) publishes directly;
+//   - a lease credential (lease-credentials.ts, in every assignment) uploads
+//     that lease's outputs only, like its worker's token would.
 import { AuthError } from "../core/errors.js";
 import { holdsLease } from "../core/drv-state.js";
 import type { Scheduler } from "../core/scheduler.js";
 import type { UploadRequest } from "../cache/http-server.js";
 import type { UploadGrant } from "../cache/upload.js";
 import type { TokenRegistry } from "./auth.js";
+import { LeaseCredentials } from "./lease-credentials.js";
+import type { Lease } from "../core/types.js";
 
 /** Builds the cache's upload decision from the token registry and the scheduler's leases. */
-export function uploadAuthority(tokens: TokenRegistry, scheduler: () => Pick<Scheduler, "drv">): (req: UploadRequest) => UploadGrant {
+export function uploadAuthority(tokens: TokenRegistry, scheduler: () => Pick<Scheduler, "drv">, credentials?: LeaseCredentials, now: () => number = Date.now): (req: UploadRequest) => UploadGrant {
+  const outputOf = (builder: string, lease: Lease, storePath: string, by: string): UploadGrant => {
+    const drv = scheduler().drv(lease.drvPath);
+    if (!drv || !holdsLease(drv.record, builder, lease.epoch)) throw new AuthError(`${builder} holds no lease on ${lease.drvPath} at epoch ${lease.epoch}`);
+    if (!Object.values(drv.node.outputs).includes(storePath)) throw new AuthError(`${storePath} is not an output of ${lease.drvPath}`);
+    return { kind: "output", by, workerId: builder, lease };
+  };
   return ({ token, storePath, lease, workerId }) => {
+    if (credentials && LeaseCredentials.looksLike(token)) {
+      const grant = credentials.verify(token, now());
+      if (!grant) throw new AuthError("lease credential not valid (forged, altered or expired)");
+      if (lease && (lease.drvPath !== grant.lease.drvPath || lease.epoch !== grant.lease.epoch)) throw new AuthError("the lease credential is for another lease");
+      return outputOf(grant.workerId, grant.lease, storePath, `${grant.workerId} (lease credential)`);
+    }
     const who = tokens.authenticate(`Bearer ${token}`, ["worker", "cli"]);
     if (lease) {
       if (who.role === "cli") throw new AuthError(`token of '${who.name}' may not upload build outputs`);
@@ -25,10 +41,7 @@ export function uploadAuthority(tokens: TokenRegistry, scheduler: () => Pick<Sch
       const builder = who.role === "worker" ? who.name : workerId;
       if (!builder) throw new AuthError("an output upload under the admin token must name its worker (X-Farm-Worker)");
       if (who.role === "worker" && workerId && workerId !== who.name) throw new AuthError(`token of '${who.name}' may not upload as worker '${workerId}'`);
-      const drv = scheduler().drv(lease.drvPath);
-      if (!drv || !holdsLease(drv.record, builder, lease.epoch)) throw new AuthError(`${builder} holds no lease on ${lease.drvPath} at epoch ${lease.epoch}`);
-      if (!Object.values(drv.node.outputs).includes(storePath)) throw new AuthError(`${storePath} is not an output of ${lease.drvPath}`);
-      return { kind: "output", by: who.name, workerId: builder, lease };
+      return outputOf(builder, lease, storePath, who.name);
     }
     if (who.role === "admin") return { kind: "publish", by: who.name };
     if (who.role === "cli") return { kind: "content-addressed", by: who.name };

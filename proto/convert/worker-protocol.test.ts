@@ -9,7 +9,7 @@ const drv = `${S}/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.drv`;
 const out = `${S}/zyxwvsrqpnmlkjihgfdcba9876543210-hello-2.12`;
 
 describe("assignmentFromWire", () => {
-  const wire = { lease: { drvPath: drv, epoch: 4 }, outputs: { out }, inputPaths: [`${S}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc`], cores: 0, memoryLimitBytes: 1 << 30, timeoutMs: 0, name: "", estimatedDurationMs: 0 };
+  const wire = { lease: { drvPath: drv, epoch: 4 }, outputs: { out }, inputPaths: [`${S}/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc`], cores: 0, memoryLimitBytes: 1 << 30, timeoutMs: 0, name: "", estimatedDurationMs: 0, uploadCredential: "" };
 
   it("converts and fills a name from the drv path", () => {
     const a = assignmentFromWire(wire, S);
@@ -72,7 +72,7 @@ describe("both sides through one converter", () => {
   it("both sides refuse a lease with a bad epoch or outside the store dir", () => {
     for (const bad of [{ drvPath: drv, epoch: 0 }, { drvPath: drv.replace(S, "/nix/store"), epoch: 1 }]) {
       expect(() => leaseFromWire(bad, S)).toThrow(InvalidInputError);
-      expect(() => assignmentFromWire({ lease: bad, outputs: { out }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "", estimatedDurationMs: 0 }, S)).toThrow(InvalidInputError);
+      expect(() => assignmentFromWire({ lease: bad, outputs: { out }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "", estimatedDurationMs: 0, uploadCredential: "" }, S)).toThrow(InvalidInputError);
     }
   });
 });

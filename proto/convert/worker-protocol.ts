@@ -101,7 +101,7 @@ export function workerInfoFromJoin(j: WorkerJoin, storeDir: string): { info: Wor
 
 /** An assignment as a wire message (the coordinator's side). */
 export function assignmentToWire(a: AssignmentSpec): Assignment {
-  return { ...a, lease: a.lease, estimatedDurationMs: Math.max(0, Math.round(a.estimatedDurationMs ?? 0)) };
+  return { ...a, lease: a.lease, estimatedDurationMs: Math.max(0, Math.round(a.estimatedDurationMs ?? 0)), uploadCredential: a.uploadCredential ?? "" };
 }
 
 /** Checks and converts an assignment (the worker's side); an empty name is filled from the drv path. */
@@ -120,6 +120,7 @@ export function assignmentFromWire(a: Assignment, storeDir: string): AssignmentS
     memoryLimitBytes: a.memoryLimitBytes,
     timeoutMs: a.timeoutMs,
     estimatedDurationMs: a.estimatedDurationMs,
+    ...(a.uploadCredential ? { uploadCredential: a.uploadCredential } : {}),
   };
 }
 

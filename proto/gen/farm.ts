@@ -236,6 +236,12 @@ export interface Assignment {
    * A draining worker hands back at once the builds that would not finish in time.
    */
   estimatedDurationMs: number;
+  /**
+   * Credential for uploading this lease's outputs, and nothing else, until the
+   * lease ends: the worker uses it instead of its long-lived token while the
+   * build runs, so what a build could see of its worker is worth one lease.
+   */
+  uploadCredential: string;
 }
 
 export interface Assignment_OutputsEntry {
@@ -1736,6 +1742,7 @@ function createBaseAssignment(): Assignment {
     timeoutMs: 0,
     name: "",
     estimatedDurationMs: 0,
+    uploadCredential: "",
   };
 }
 
@@ -1764,6 +1771,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.estimatedDurationMs !== 0) {
       writer.uint32(64).uint64(message.estimatedDurationMs);
+    }
+    if (message.uploadCredential !== "") {
+      writer.uint32(74).string(message.uploadCredential);
     }
     return writer;
   },
@@ -1848,6 +1858,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.estimatedDurationMs = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.uploadCredential = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1899,6 +1917,11 @@ export const Assignment: MessageFns<Assignment> = {
         : isSet(object.estimated_duration_ms)
         ? globalThis.Number(object.estimated_duration_ms)
         : 0,
+      uploadCredential: isSet(object.uploadCredential)
+        ? globalThis.String(object.uploadCredential)
+        : isSet(object.upload_credential)
+        ? globalThis.String(object.upload_credential)
+        : "",
     };
   },
 
@@ -1934,6 +1957,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.estimatedDurationMs !== 0) {
       obj.estimatedDurationMs = Math.round(message.estimatedDurationMs);
     }
+    if (message.uploadCredential !== "") {
+      obj.uploadCredential = message.uploadCredential;
+    }
     return obj;
   },
 
@@ -1958,6 +1984,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.timeoutMs = object.timeoutMs ?? 0;
     message.name = object.name ?? "";
     message.estimatedDurationMs = object.estimatedDurationMs ?? 0;
+    message.uploadCredential = object.uploadCredential ?? "";
     return message;
   },
 };

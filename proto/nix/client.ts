@@ -44,6 +44,8 @@ export interface UploadItem {
   narSize?: number;
   /** The lease a worker's output was built under; the cache stages it until the farm accepts the build. */
   lease?: { drvPath: string; epoch: number };
+  /** Bearer for this upload instead of the client's token (a lease-scoped upload credential). */
+  token?: string;
 }
 
 /** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
@@ -175,7 +177,7 @@ export class CacheClient {
   async upload(item: UploadItem): Promise<{ status: number; message: string }> {
     parseStorePath(item.storePath, this.storeDir);
     const headers: Record<string, string> = {
-      ...this.authHeaders(),
+      ...(item.token ? { Authorization: `Bearer ${item.token}` } : this.authHeaders()),
       "Content-Type": "application/x-nix-nar",
       "X-Nix-Store-Path": item.storePath,
       "X-Nix-References": item.references.map(baseName).sort().join(" "),

@@ -75,6 +75,7 @@ describe("only accepted builds get signed", () => {
   const planted = narFromTree({ dir: [["bin", { dir: [["hello", { file: "#!/bin/sh\necho planted\n", executable: true }]] }]] });
   const genuine = narFromTree({ file: "genuine\n" });
   let lease: Lease;
+  let credential = "";
   let jobId = "";
 
   it("a worker token with no lease plants nothing: not a made-up path, not a future build's output", async () => {
@@ -100,8 +101,10 @@ describe("only accepted builds get signed", () => {
     jobId = JSON.parse(submit.stdout).jobId;
     const assignment = await w1.assignment();
     lease = assignment.lease!;
+    credential = assignment.uploadCredential;
     held = [lease];
     expect(lease.drvPath).toBe(target.drvPath);
+    expect(credential).toMatch(/^lease\.v1\./);
 
     const other = await put(T.w2, target.out, planted, lease);
     expect(other.status).toBe(403);
@@ -113,6 +116,14 @@ describe("only accepted builds get signed", () => {
     const asOther = await put(T.w1, target.out, planted, lease, { "x-farm-worker": "w2" });
     expect(asOther.status).toBe(403);
 
+    // The assignment's lease credential uploads this lease's outputs and nothing else; altered, it uploads nothing.
+    const byCredential = await put(credential, target.out, genuine, lease);
+    expect(byCredential.status).toBe(202);
+    const elsewhere = await put(credential, notAnOutput, planted, lease);
+    expect((await elsewhere.text()).trim()).toBe(`${notAnOutput} is not an output of ${target.drvPath}`);
+    const altered = await put(credential.slice(0, -2) + (credential.endsWith("AA") ? "BB" : "AA"), target.out, planted, lease);
+    expect(altered.status).toBe(403);
+    expect((await altered.text()).trim()).toBe("lease credential not valid (forged, altered or expired)");
     const staged = await put(T.w1, target.out, genuine, lease);
     expect(staged.status).toBe(202);
     expect((await staged.text()).trim()).toMatch(/^staged until the farm accepts the build /);
@@ -145,10 +156,12 @@ describe("only accepted builds get signed", () => {
     lease = again;
   });
 
-  it("once the lease is over, a late upload by its holder is refused", async () => {
+  it("once the lease is over, a late upload by its holder is refused, with its token or a lease credential", async () => {
     const late = await put(T.w1, target.out, planted, lease);
     expect(late.status).toBe(403);
     expect((await late.text()).trim()).toBe(`w1 holds no lease on ${target.drvPath} at epoch ${lease.epoch}`);
+    const lateCredential = await put(credential, target.out, planted);
+    expect(lateCredential.status).toBe(403);
   });
 
   it("states no CA an uploader claims, and takes no reference that borrows a published hash under another name", async () => {
