@@ -1,0 +1,60 @@
+// Two edges of the shell, for real (NATS, gRPC, a fake worker, an isolated one):
+// a build log full of terminal escape sequences is shown by `farm logs` as
+// text, not played to the terminal; and SIGTERM stops a coordinator that has
+// a worker stream open within systemd's stop timeout (TimeoutStopSec=30).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { FarmCluster, REPO } from "../harness/cluster.js";
+import type { Lease } from "../../proto/gen/farm.js";
+import { BuildStatus, FakeWorker } from "./fake-worker.js";
+
+let farm: FarmCluster;
+let dir: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), "farm-shell-edges-"));
+  writeFileSync(
+    path.join(dir, "loud.nix"),
+    `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { loudFake = mk { name = "loud-1.0"; system = "edge-fake"; script = "exit 1"; }; }\n`,
+  );
+  farm = await FarmCluster.start({ workers: [{ name: "w1" }] });
+}, 120_000);
+
+afterAll(async () => {
+  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("shell edges", () => {
+  it("`farm logs` shows the escape sequences a worker streamed as text", async () => {
+    // Nix already strips most escapes from a real build's output; a worker can send anything, so one does.
+    const w = new FakeWorker(farm.coordinatorAddress, farm.token);
+    await w.join("loud-worker", { systems: ["edge-fake"] });
+    let held: Lease[] = [];
+    w.keepAlive(1000, () => held);
+    const r = await farm.cli(["submit", `${path.join(dir, "loud.nix")}#loudFake`, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const lease = (await w.assignment()).lease!;
+    held = [lease];
+    w.send({ msg: { $case: "log", value: { lease, lines: ["before \x1b]0;pwned\x07 \x1b[2J after"] } } });
+    const since = w.received.length;
+    w.result(lease, BuildStatus.BUILD_STATUS_FAILED, "loud on purpose");
+    await w.ack(lease, since);
+    w.close();
+    const logs = await farm.cli(["logs", lease.drvPath]);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toContain("before \\x1b]0;pwned\\x07 \\x1b[2J after");
+    expect(logs.stdout).not.toContain("\x1b");
+  }, 60_000);
+
+  it("SIGTERM stops the coordinator with a worker stream open, well inside a 30 s stop timeout", async () => {
+    const c = farm.coordinator!;
+    const exited = new Promise<number | null>((resolve) => c.once("exit", (code) => resolve(code)));
+    c.kill("SIGTERM");
+    // Not a speed target: a coordinator held up by its open streams would never exit at all.
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r("still running after 25 s"), 25_000))]);
+    expect(code).toBe(0);
+  }, 40_000);
+});
