@@ -16,8 +16,12 @@ export interface CacheSettings {
   cachePublicKey: string;
 }
 
-/** The nix.conf a worker runs with; with `buildUsersGroup` (a root worker) builds run as that group's users. */
-export function renderNixConf(cache: CacheSettings, buildUsersGroup = ""): string {
+/**
+ * The nix.conf a worker runs with; with `buildUsersGroup` (a root worker) builds
+ * run as that group's users, and `features` (what the worker offers the farm)
+ * are added to Nix's own system features, or Nix would refuse those builds.
+ */
+export function renderNixConf(cache: CacheSettings, buildUsersGroup = "", features: readonly string[] = []): string {
   return [
     "# Written by the tmpnix farm worker; rewritten on every build.",
     "sandbox = false",
@@ -32,6 +36,7 @@ export function renderNixConf(cache: CacheSettings, buildUsersGroup = ""): strin
     "connect-timeout = 15",
     "fallback = false",
     "keep-failed = false",
+    ...(features.length ? [`extra-system-features = ${features.join(" ")}`] : []),
     "",
   ].join("\n");
 }
@@ -63,6 +68,8 @@ export class NixEnv {
     private readonly baseEnv: NodeJS.ProcessEnv = process.env,
     /** Group whose users Nix runs builds as (root workers only; "" = builds run as the worker's own uid). */
     private readonly buildUsersGroup = "",
+    /** System features the worker offers (FARM_FEATURES). */
+    private readonly features: readonly string[] = [],
   ) {
     const own = path.join(dirs.stateDir, "farm-worker");
     this.confDir = path.join(own, "conf");
@@ -74,7 +81,7 @@ export class NixEnv {
   configure(cache: CacheSettings): void {
     for (const d of [this.confDir, this.buildTmpRoot, this.cacheHome, this.dirs.storeDir, this.dirs.logDir]) mkdirSync(d, { recursive: true });
     const file = path.join(this.confDir, "nix.conf");
-    const text = renderNixConf(cache, this.buildUsersGroup);
+    const text = renderNixConf(cache, this.buildUsersGroup, this.features);
     let old: string | undefined;
     try {
       old = readFileSync(file, "utf8");

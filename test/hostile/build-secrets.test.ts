@@ -10,13 +10,15 @@ import os from "node:os";
 import path from "node:path";
 import { FarmCluster, REPO } from "../harness/cluster.js";
 import { CacheClient } from "../../proto/nix/mod.js";
-import { newToken, writeTokens } from "./support.js";
+import { newToken, startHealthyJob, writeTokens } from "./support.js";
+import { waitFor } from "../harness/ports.js";
 
 const T = { alice: newToken("alice"), w1: newToken("w1"), r1: newToken("r1") };
 const NOBODY = 65534;
 
 let farm: FarmCluster;
 let dir: string;
+let healthy: ReturnType<typeof startHealthyJob>;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-build-secrets-"));
@@ -25,7 +27,7 @@ beforeAll(async () => {
   writeFileSync(
     path.join(dir, "snoop.nix"),
     `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in {
-  snoop = mk { name = "snoop-1.0"; script = ''
+  snoop = mk { name = "snoop-1.0"; requiredSystemFeatures = [ "snoop" ]; script = ''
     n=0
     for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
       if tr '\\\\0' '\\\\n' < "$f" > "$TMPDIR/seen" 2>/dev/null; then n=$((n+1)); cat "$TMPDIR/seen" >> "$TMPDIR/all"; fi
@@ -33,7 +35,7 @@ beforeAll(async () => {
     echo "readable=$n" > "$out"
     grep -a -e FARM_TOKEN -e '${T.w1.slice(0, 3)}' "$TMPDIR/all" >> "$out" || true
   ''; };
-  snoopAsBuildUser = mk { name = "snoop-build-user-1.0"; script = ''
+  snoopAsBuildUser = mk { name = "snoop-build-user-1.0"; requiredSystemFeatures = [ "snoop" ]; script = ''
     n=0
     for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
       if tr '\\0' '\\n' < "$f" > "$TMPDIR/seen" 2>/dev/null; then n=$((n+1)); cat "$TMPDIR/seen" >> "$TMPDIR/all"; fi
@@ -44,8 +46,10 @@ beforeAll(async () => {
 }\n`,
   );
   farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
-  farm.startWorker({ name: "w1", uid: NOBODY, env: { FARM_TOKEN: T.w1, HOME: "/tmp/nix" } }); // its own /tmp/nix, as a container user owns its home
+  farm.startWorker({ name: "w1", uid: NOBODY, env: { FARM_TOKEN: T.w1, HOME: "/tmp/nix", FARM_FEATURES: "snoop" } }); // its own /tmp/nix, as a container user owns its home
   await farm.waitForWorkers(1);
+  // Beside it, a healthy job on a worker that never takes a snoop (it lacks the feature).
+  healthy = startHealthyJob(farm, farm.token);
 }, 120_000);
 
 afterAll(async () => {
@@ -81,8 +85,8 @@ describe("builds see no secret", () => {
     const passwd = path.join(dir, "passwd");
     writeFileSync(group, readFileSync("/etc/group", "utf8") + "nixbld:x:30000:nixbld1,nixbld2\n");
     writeFileSync(passwd, readFileSync("/etc/passwd", "utf8") + "nixbld1:x:30001:30000::/var/empty:/bin/false\nnixbld2:x:30002:30000::/var/empty:/bin/false\n");
-    farm.startWorker({ name: "r1", env: { FARM_TOKEN: T.r1, FARM_BUILD_USERS_GROUP: "nixbld" }, overlay: [{ source: group, at: "/etc/group" }, { source: passwd, at: "/etc/passwd" }] });
-    await farm.waitForWorkers(1);
+    farm.startWorker({ name: "r1", env: { FARM_TOKEN: T.r1, FARM_BUILD_USERS_GROUP: "nixbld", FARM_FEATURES: "snoop" }, overlay: [{ source: group, at: "/etc/group" }, { source: passwd, at: "/etc/passwd" }] });
+    await waitFor("r1 joined", async () => JSON.parse((await farm.cli(["workers", "--json"])).stdout).some((w: { workerId: string; state: string }) => w.workerId === "r1" && w.state === "active"), 60_000, 300);
     const published = await publishedOutput("snoopAsBuildUser");
     const m = /uid=(\d+) readable=(\d+)/.exec(published);
     expect(m, published).not.toBeNull();
@@ -90,5 +94,9 @@ describe("builds see no secret", () => {
     expect(published).not.toContain(T.r1);
     expect(published).not.toContain(farm.token);
     expect(published).not.toMatch(/FARM_TOKEN/);
+  }, 120_000);
+
+  it("meanwhile the healthy job beside it built and completed", async () => {
+    await healthy.succeeded();
   }, 120_000);
 });

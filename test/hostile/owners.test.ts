@@ -11,13 +11,14 @@ import { FarmCluster, REPO } from "../harness/cluster.js";
 import { nodeToWire } from "../../proto/convert/mod.js";
 import { drvNodeFromText } from "../../proto/nix/mod.js";
 import type { DrvNode } from "../../proto/types.js";
-import { farmClient, newToken, writeTokens } from "./support.js";
+import { farmClient, newToken, startHealthyJob, writeTokens } from "./support.js";
 
 const T = { alice: newToken("alice"), bob: newToken("bob"), w1: newToken("w1") };
 
 let farm: FarmCluster;
 let dir: string;
 let jobs: string;
+let healthy: ReturnType<typeof startHealthyJob>;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-owners-"));
@@ -33,6 +34,7 @@ beforeAll(async () => {
   farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
   farm.startWorker({ name: "w1", env: { FARM_TOKEN: T.w1 } });
   await farm.waitForWorkers(1);
+  healthy = startHealthyJob(farm, farm.token);
 }, 120_000);
 
 afterAll(async () => {
@@ -153,4 +155,8 @@ describe("jobs belong to their submitter", () => {
     expect(JSON.parse(again.stdout).outputs[0].outputs.out).toBe(truth.outputs.out);
     expect(farm.coordinatorLog()).toMatch(/"owner":"bob".*"msg":"submit refused"/);
   }, 60_000);
+
+  it("meanwhile the healthy job beside it built and completed", async () => {
+    await healthy.succeeded();
+  }, 120_000);
 });

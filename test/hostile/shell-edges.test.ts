@@ -9,9 +9,11 @@ import path from "node:path";
 import { FarmCluster, REPO } from "../harness/cluster.js";
 import type { Lease } from "../../proto/gen/farm.js";
 import { BuildStatus, FakeWorker } from "./fake-worker.js";
+import { startHealthyJob } from "./support.js";
 
 let farm: FarmCluster;
 let dir: string;
+let healthy: ReturnType<typeof startHealthyJob>;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-shell-edges-"));
@@ -19,7 +21,8 @@ beforeAll(async () => {
     path.join(dir, "loud.nix"),
     `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { loudFake = mk { name = "loud-1.0"; system = "edge-fake"; script = "exit 1"; }; }\n`,
   );
-  farm = await FarmCluster.start({ workers: [{ name: "w1" }] });
+  farm = await FarmCluster.start({ workers: [] });
+  healthy = startHealthyJob(farm, farm.token);
 }, 120_000);
 
 afterAll(async () => {
@@ -48,6 +51,10 @@ describe("shell edges", () => {
     expect(logs.stdout).toContain("before \\x1b]0;pwned\\x07 \\x1b[2J after");
     expect(logs.stdout).not.toContain("\x1b");
   }, 60_000);
+
+  it("meanwhile the healthy job beside it built and completed", async () => {
+    await healthy.succeeded();
+  }, 120_000);
 
   it("SIGTERM stops the coordinator with a worker stream open, well inside a 30 s stop timeout", async () => {
     const c = farm.coordinator!;

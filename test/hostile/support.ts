@@ -118,3 +118,27 @@ export function grpcFrame(payload: Buffer): Buffer {
   head.writeUInt32BE(payload.length, 1);
   return Buffer.concat([head, payload]);
 }
+
+/**
+ * A healthy job that builds beside a hostile test and must complete: the demo
+ * DAG on a real worker of its own (an isolated "container"), submitted with
+ * `token` (a CLI or admin token). `features` keeps the worker off derivations
+ * that need what it lacks.
+ */
+export function startHealthyJob(farm: import("../harness/cluster.js").FarmCluster, token: string, worker: { name: string; token: string } = { name: "healthy", token: farm.token }) {
+  farm.startWorker({ name: worker.name, env: { FARM_TOKEN: worker.token } });
+  const demo = path.join(REPO_ROOT, "test/fixtures/demo/default.nix");
+  const job = farm.cli(["submit", `${demo}#demo`, "--follow", "--json"], { env: { FARM_TOKEN: token } });
+  return {
+    /** Resolves once the job ended; throws unless it succeeded. */
+    async succeeded(): Promise<string> {
+      const r = await job;
+      if (r.code !== 0) throw new Error(`the healthy job failed: ${r.stderr}\n${r.stdout}`);
+      const status = JSON.parse(r.stdout) as { state: string; jobId: string };
+      if (status.state !== "succeeded") throw new Error(`the healthy job ended ${status.state}`);
+      return status.jobId;
+    },
+  };
+}
+
+const REPO_ROOT = path.resolve(import.meta.dirname, "../..");

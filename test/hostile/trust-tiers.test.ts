@@ -19,12 +19,14 @@ import { BuildStatus, FakeWorker } from "./fake-worker.js";
 import { newToken, writeTokens } from "./support.js";
 
 const DEMO = path.join(REPO, "test/fixtures/demo/default.nix");
-const T = { alice: newToken("alice"), u1: newToken("u1"), u2: newToken("u2"), liar: newToken("liar"), honest: newToken("honest"), t1: newToken("t1") };
+const T = { alice: newToken("alice"), u1: newToken("u1"), u2: newToken("u2"), liar: newToken("liar"), honest: newToken("honest"), idle: newToken("idle"), t1: newToken("t1") };
 const FAKE = "trust-tier-fake";
 
 let farm: FarmCluster;
 let dir: string;
 let jobs: string;
+/** The demo DAG, built only by two untrusted workers while the other test attacks beside it. */
+let demoJob: Promise<{ code: number; stdout: string; stderr: string }>;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-trust-tiers-"));
@@ -35,11 +37,16 @@ beforeAll(async () => {
     ["worker", "u2", `${T.u2} untrusted`],
     ["worker", "liar", `${T.liar} untrusted`],
     ["worker", "honest", `${T.honest} untrusted`],
+    ["worker", "idle", `${T.idle} untrusted`],
     ["worker", "t1", T.t1],
   ]);
   jobs = path.join(dir, "tiers.nix");
   writeFileSync(jobs, `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { target = mk { name = "tier-target-1.0"; system = "${FAKE}"; script = "echo genuine > $out"; }; }\n`);
   farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
+  farm.startWorker({ name: "u1", env: { FARM_TOKEN: T.u1 } });
+  farm.startWorker({ name: "u2", env: { FARM_TOKEN: T.u2 } });
+  await farm.waitForWorkers(2);
+  demoJob = farm.cli(["submit", `${DEMO}#demo`, "--follow", "--json"], { env: { FARM_TOKEN: T.alice } });
 }, 120_000);
 
 afterAll(async () => {
@@ -50,40 +57,6 @@ afterAll(async () => {
 const provenanceOf = (storePath: string) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(storePath)), "utf8"));
 
 describe("untrusted workers", () => {
-  it("build the demo DAG between them: every signed output was built twice and agreed", async () => {
-    farm.startWorker({ name: "u1", env: { FARM_TOKEN: T.u1 } });
-    farm.startWorker({ name: "u2", env: { FARM_TOKEN: T.u2 } });
-    await farm.waitForWorkers(2);
-    const r = await farm.cli(["submit", `${DEMO}#demo`, "--follow", "--json"], { env: { FARM_TOKEN: T.alice } });
-    expect(r.code, r.stderr).toBe(0);
-    const job = JSON.parse(r.stdout);
-    expect(job.state).toBe("succeeded");
-    const status = JSON.parse((await farm.cli(["status", job.jobId, "--derivations", "--json"], { env: { FARM_TOKEN: T.alice } })).stdout);
-    const built = status.derivations.filter((d: { cached?: boolean }) => !d.cached);
-    const reported = farm.coordinatorLog().split("\n").filter((l) => l.includes('"msg":"build reported"')).map((l) => JSON.parse(l));
-    const firsts = reported.filter((x) => x.trust === "unconfirmed").length;
-    const mismatches = reported.filter((x) => x.trust === "mismatch").length;
-    // What a careful reader wants to know: how often two untrusted builds of these fixtures agree.
-    console.log("trust-measure", JSON.stringify({ derivations: built.length, firstBuilds: firsts, mismatches, reports: reported.length }));
-    expect(mismatches).toBe(0);
-    // Every output a worker built and the cache signed: two builds agreed (the second names the first), or it is
-    // the demo's one fixed output (libgreet-1.0.c, flat sha256), which matched the hash its .drv declares.
-    const records = readdirSync(path.join(farm.dataDir, "cache", "provenance")).map((f) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", f), "utf8")));
-    // alice's .drv files and sources carry a record too (checked by their bytes, uploaded by her).
-    expect(records.filter((p) => p.workerId === undefined).every((p) => p.uploadedBy === "alice" && p.as === "content-addressed")).toBe(true);
-    const provenance = records.filter((p) => p.workerId !== undefined);
-    expect(new Set(provenance.map((p) => p.drvPath)).size).toBe(built.length); // one record per output
-    for (const prov of provenance) {
-      expect(["u1", "u2"]).toContain(prov.workerId);
-      if (prov.drvPath.endsWith("-libgreet-1.0.c.drv")) expect(prov.confirms).toBeUndefined();
-      else expect(prov.confirms === "u1" || prov.confirms === "u2" ? prov.confirms : "none").not.toBe(prov.workerId);
-    }
-    expect(provenance.filter((p) => p.confirms === undefined).map((p) => path.basename(p.drvPath).slice(33))).toEqual(["libgreet-1.0.c.drv"]);
-    expect(firsts).toBe(built.length - 1);
-    await farm.killWorker("u1");
-    await farm.killWorker("u2");
-  }, 180_000);
-
   it("a disagreeing pair is never signed; a trusted worker builds it and only its build is signed", async () => {
     const nar = (text: string) => narFromTree({ file: text });
     const hashOf = (b: Buffer) => {
@@ -130,8 +103,8 @@ describe("untrusted workers", () => {
     expect(metrics).toMatch(/tmpnix_trust_total\{event="mismatch"\} 1/);
 
     // Only a trusted worker may take it now: an untrusted one that joins gets nothing.
-    const idle = new FakeWorker(farm.coordinatorAddress, T.u1);
-    await idle.join("u1", { systems: [FAKE] });
+    const idle = new FakeWorker(farm.coordinatorAddress, T.idle);
+    await idle.join("idle", { systems: [FAKE] });
     idle.keepAlive(1000);
     const third = await buildAs("t1", "genuine\n");
     expect(idle.received.some((m) => m.msg?.$case === "assign")).toBe(false);
@@ -158,4 +131,35 @@ describe("untrusted workers", () => {
     expect(rebuilt.lease.epoch).toBeGreaterThan(third.lease.epoch);
     await waitFor("the rebuild signed", async () => (await narinfo(third.out)) === 200, 10_000, 100);
   }, 120_000);
+
+  it("meanwhile built the demo DAG between them: every signed output was built twice and agreed", async () => {
+    const r = await demoJob;
+    expect(r.code, r.stderr).toBe(0);
+    const job = JSON.parse(r.stdout);
+    expect(job.state).toBe("succeeded");
+    const status = JSON.parse((await farm.cli(["status", job.jobId, "--derivations", "--json"], { env: { FARM_TOKEN: T.alice } })).stdout);
+    const built = status.derivations.filter((d: { cached?: boolean }) => !d.cached);
+    const reported = farm.coordinatorLog().split("\n").filter((l) => l.includes('"msg":"build reported"')).map((l) => JSON.parse(l)).filter((x) => x.worker === "u1" || x.worker === "u2");
+    const firsts = reported.filter((x) => x.trust === "unconfirmed").length;
+    const mismatches = reported.filter((x) => x.trust === "mismatch").length;
+    // What a careful reader wants to know: how often two untrusted builds of these fixtures agree.
+    console.log("trust-measure", JSON.stringify({ derivations: built.length, firstBuilds: firsts, mismatches, reports: reported.length }));
+    expect(mismatches).toBe(0);
+    // Every output a worker built and the cache signed: two builds agreed (the second names the first), or it is
+    // the demo's one fixed output (libgreet-1.0.c, flat sha256), which matched the hash its .drv declares.
+    const records = readdirSync(path.join(farm.dataDir, "cache", "provenance")).map((f) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", f), "utf8")));
+    // alice's .drv files and sources carry a record too (checked by their bytes, uploaded by her).
+    expect(records.filter((p) => p.workerId === undefined).every((p) => p.uploadedBy === "alice" && p.as === "content-addressed")).toBe(true);
+    const provenance = records.filter((p) => p.workerId === "u1" || p.workerId === "u2");
+    expect(new Set(provenance.map((p) => p.drvPath)).size).toBe(built.length); // one record per output
+    for (const prov of provenance) {
+      expect(["u1", "u2"]).toContain(prov.workerId);
+      if (prov.drvPath.endsWith("-libgreet-1.0.c.drv")) expect(prov.confirms).toBeUndefined();
+      else expect(prov.confirms === "u1" || prov.confirms === "u2" ? prov.confirms : "none").not.toBe(prov.workerId);
+    }
+    expect(provenance.filter((p) => p.confirms === undefined).map((p) => path.basename(p.drvPath).slice(33))).toEqual(["libgreet-1.0.c.drv"]);
+    expect(firsts).toBe(built.length - 1);
+    await farm.killWorker("u1");
+    await farm.killWorker("u2");
+  }, 180_000);
 });
