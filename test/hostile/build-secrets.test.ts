@@ -5,12 +5,11 @@
 // scrubbed environment: the build finds processes to read, but no token, and
 // its output (which anyone can download from the cache) holds none.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { FarmCluster, REPO } from "../harness/cluster.js";
+import { REPO, type FarmCluster } from "../harness/cluster.js";
 import { CacheClient } from "../../proto/nix/mod.js";
-import { newToken, startHealthyJob, writeTokens } from "./support.js";
+import { newToken, startHealthyJob, startTokenFarm } from "./support.js";
 import { waitFor } from "../harness/ports.js";
 
 const T = { alice: newToken("alice"), w1: newToken("w1"), r1: newToken("r1") };
@@ -18,34 +17,31 @@ const NOBODY = 65534;
 
 let farm: FarmCluster;
 let dir: string;
+let stop: () => Promise<void>;
 let healthy: ReturnType<typeof startHealthyJob>;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "farm-build-secrets-"));
-  const tokensFile = path.join(dir, "tokens");
-  writeTokens(tokensFile, [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "r1", T.r1]]);
+  ({ farm, dir, stop } = await startTokenFarm("build-secrets", [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "r1", T.r1]]));
   writeFileSync(
     path.join(dir, "snoop.nix"),
-    `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in {
-  snoop = mk { name = "snoop-1.0"; requiredSystemFeatures = [ "snoop" ]; script = ''
-    n=0
-    for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
-      if tr '\\\\0' '\\\\n' < "$f" > "$TMPDIR/seen" 2>/dev/null; then n=$((n+1)); cat "$TMPDIR/seen" >> "$TMPDIR/all"; fi
-    done
-    echo "readable=$n" > "$out"
-    grep -a -e FARM_TOKEN -e '${T.w1.slice(0, 3)}' "$TMPDIR/all" >> "$out" || true
-  ''; };
-  snoopAsBuildUser = mk { name = "snoop-build-user-1.0"; requiredSystemFeatures = [ "snoop" ]; script = ''
+    `let
+  mk = import ${REPO}/test/fixtures/sh-derivation.nix;
+  # Reads every /proc/PID/environ and cmdline it can; writes its uid, how many it read, and what looked like a token.
+  snoop = name: mk { inherit name; requiredSystemFeatures = [ "snoop" ]; script = ''
     n=0
     for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
       if tr '\\0' '\\n' < "$f" > "$TMPDIR/seen" 2>/dev/null; then n=$((n+1)); cat "$TMPDIR/seen" >> "$TMPDIR/all"; fi
     done
     echo "uid=$(id -u) readable=$n" > "$out"
-    grep -a -e FARM_TOKEN -e tok- "$TMPDIR/all" >> "$out" || true
+    # Patterns put together at run time: written whole they would match this builder's own command line.
+    p1="FARM_""TOKEN"; p2="to""k-"; p3="${T.w1.slice(0, 2)}""-"
+    grep -a -e "$p1" -e "$p2" -e "$p3" "$TMPDIR/all" >> "$out" || true
   ''; };
+in {
+  snoop = snoop "snoop-1.0";
+  snoopAsBuildUser = snoop "snoop-build-user-1.0";
 }\n`,
   );
-  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
   farm.startWorker({ name: "w1", uid: NOBODY, env: { FARM_TOKEN: T.w1, HOME: "/tmp/nix", FARM_FEATURES: "snoop" } }); // its own /tmp/nix, as a container user owns its home
   await farm.waitForWorkers(1);
   // Beside it, a healthy job on a worker that never takes a snoop (it lacks the feature).
@@ -53,8 +49,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stop?.();
 });
 
 /** The published output of `attr` (submitted by alice), as anyone could download it. */

@@ -9,22 +9,22 @@
 //   - a submitter uploads only paths its bytes determine;
 //   - nobody can upload a build log.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { FarmCluster, REPO } from "../harness/cluster.js";
+import { REPO, type FarmCluster } from "../harness/cluster.js";
 import { runIsolated } from "../harness/isolated.js";
 import { formatSha256, HashCounter, hashPart, parseNarInfo, verifyNarInfo } from "../../proto/nix/mod.js";
 import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
 import type { Lease } from "../../proto/gen/farm.js";
 import { BuildStatus, FakeWorker } from "./fake-worker.js";
-import { newToken, startHealthyJob, writeTokens } from "./support.js";
+import { newToken, startHealthyJob, startTokenFarm } from "./support.js";
 
 const T = { alice: newToken("alice"), w1: newToken("w1"), w2: newToken("w2") };
 const SYSTEM = "trust-fake";
 
 let farm: FarmCluster;
 let dir: string;
+let stop: () => Promise<void>;
 let jobs: string;
 let target = { drvPath: "", out: "" };
 let w1: FakeWorker;
@@ -50,12 +50,9 @@ const narHashOf = (nar: Buffer) => {
 };
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "farm-cache-trust-"));
-  const tokensFile = path.join(dir, "tokens");
-  writeTokens(tokensFile, [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "w2", T.w2]]);
+  ({ farm, dir, stop } = await startTokenFarm("cache-trust", [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "w2", T.w2]]));
   jobs = path.join(dir, "trust.nix");
   writeFileSync(jobs, `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { target = mk { name = "trust-target-1.0"; system = "${SYSTEM}"; script = "echo genuine > $out"; }; }\n`);
-  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
   healthy = startHealthyJob(farm, farm.token);
   // What the target's .drv and output path are, evaluated the way `farm submit` will (an empty /tmp/nix of our own).
   const evalDir = path.join(dir, "eval-nix");
@@ -69,8 +66,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   w1?.close();
-  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stop?.();
 });
 
 describe("only accepted builds get signed", () => {

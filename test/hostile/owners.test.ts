@@ -3,27 +3,25 @@
 // install by ref what alice submitted, and an idempotency key of his never
 // finds her job; an admin token sees both.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Metadata, status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
-import { FarmCluster, REPO } from "../harness/cluster.js";
+import { REPO, type FarmCluster } from "../harness/cluster.js";
 import { nodeToWire } from "../../proto/convert/mod.js";
 import { drvNodeFromText } from "../../proto/nix/mod.js";
 import type { DrvNode } from "../../proto/types.js";
-import { farmClient, newToken, startHealthyJob, writeTokens } from "./support.js";
+import { farmClient, newToken, startHealthyJob, startTokenFarm } from "./support.js";
 
 const T = { alice: newToken("alice"), bob: newToken("bob"), w1: newToken("w1") };
 
 let farm: FarmCluster;
 let dir: string;
+let stop: () => Promise<void>;
 let jobs: string;
 let healthy: ReturnType<typeof startHealthyJob>;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "farm-owners-"));
-  const tokensFile = path.join(dir, "tokens");
-  writeTokens(tokensFile, [["cli", "alice", T.alice], ["cli", "bob", T.bob], ["worker", "w1", T.w1]]);
+  ({ farm, dir, stop } = await startTokenFarm("owners", [["cli", "alice", T.alice], ["cli", "bob", T.bob], ["worker", "w1", T.w1]]));
   jobs = path.join(dir, "owners.nix");
   writeFileSync(
     jobs,
@@ -31,15 +29,13 @@ beforeAll(async () => {
       `  quick = mk { name = "owners-quick"; script = "echo alice > $out"; };\n` +
       `  slow = mk { name = "owners-slow"; script = "sleep 60; echo slow > $out"; };\n}\n`,
   );
-  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
   farm.startWorker({ name: "w1", env: { FARM_TOKEN: T.w1 } });
   await farm.waitForWorkers(1);
   healthy = startHealthyJob(farm, farm.token);
 }, 120_000);
 
 afterAll(async () => {
-  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const as = (who: keyof typeof T | "admin", args: string[]) => farm.cli(args, { env: { FARM_TOKEN: who === "admin" ? farm.token : T[who] } });

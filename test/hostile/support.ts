@@ -3,7 +3,8 @@
 // process's memory.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import http2 from "node:http2";
 import path from "node:path";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
@@ -142,3 +143,20 @@ export function startHealthyJob(farm: import("../harness/cluster.js").FarmCluste
 }
 
 const REPO_ROOT = path.resolve(import.meta.dirname, "../..");
+
+/** A farm for a hostile test: a temp dir of its own holding a tokens file of `lines`; `stop` removes both. */
+export async function startTokenFarm(name: string, lines: [role: string, name: string, token: string][], opts: { coordinatorEnv?: Record<string, string> } = {}) {
+  const { FarmCluster } = await import("../harness/cluster.js");
+  const dir = mkdtempSync(path.join(os.tmpdir(), `farm-${name}-`));
+  const tokensFile = path.join(dir, "tokens");
+  writeTokens(tokensFile, lines);
+  const farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile, ...opts.coordinatorEnv } });
+  return {
+    farm,
+    dir,
+    async stop(): Promise<void> {
+      await farm.stop(Boolean(process.env.KEEP_TEST_FILES));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -7,16 +7,15 @@
 //     either, `farm status` says so, the metric counts it, and only a trusted
 //     worker then builds it, and its build is the one signed.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { FarmCluster, REPO } from "../harness/cluster.js";
+import { REPO, type FarmCluster } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
 import { HashCounter, hashPart } from "../../proto/nix/mod.js";
 import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
 import type { Lease } from "../../proto/gen/farm.js";
 import { BuildStatus, FakeWorker } from "./fake-worker.js";
-import { newToken, writeTokens } from "./support.js";
+import { newToken, startTokenFarm } from "./support.js";
 
 const DEMO = path.join(REPO, "test/fixtures/demo/default.nix");
 const T = { alice: newToken("alice"), u1: newToken("u1"), u2: newToken("u2"), liar: newToken("liar"), honest: newToken("honest"), idle: newToken("idle"), t1: newToken("t1") };
@@ -24,14 +23,13 @@ const FAKE = "trust-tier-fake";
 
 let farm: FarmCluster;
 let dir: string;
+let stop: () => Promise<void>;
 let jobs: string;
 /** The demo DAG, built only by two untrusted workers while the other test attacks beside it. */
 let demoJob: Promise<{ code: number; stdout: string; stderr: string }>;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "farm-trust-tiers-"));
-  const tokensFile = path.join(dir, "tokens");
-  writeTokens(tokensFile, [
+  ({ farm, dir, stop } = await startTokenFarm("trust-tiers", [
     ["cli", "alice", T.alice],
     ["worker", "u1", `${T.u1} untrusted`],
     ["worker", "u2", `${T.u2} untrusted`],
@@ -39,10 +37,9 @@ beforeAll(async () => {
     ["worker", "honest", `${T.honest} untrusted`],
     ["worker", "idle", `${T.idle} untrusted`],
     ["worker", "t1", T.t1],
-  ]);
+  ]));
   jobs = path.join(dir, "tiers.nix");
   writeFileSync(jobs, `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { target = mk { name = "tier-target-1.0"; system = "${FAKE}"; script = "echo genuine > $out"; }; }\n`);
-  farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_TOKENS_FILE: tokensFile } });
   farm.startWorker({ name: "u1", env: { FARM_TOKEN: T.u1 } });
   farm.startWorker({ name: "u2", env: { FARM_TOKEN: T.u2 } });
   await farm.waitForWorkers(2);
@@ -50,8 +47,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await farm?.stop(Boolean(process.env.KEEP_TEST_FILES));
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  await stop?.();
 });
 
 const provenanceOf = (storePath: string) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(storePath)), "utf8"));
