@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
+import type { CacheApi } from "./cache-api.js";
 import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
 import type { CacheFactory } from "./cache-api.js";
 import { BuildStepError, failureReport, oneLine, type Executor, type ExecutorContext } from "./executor.js";
@@ -43,9 +44,39 @@ export class NixExecutor implements Executor {
   private readonly store: NixStore;
   /** Builds in progress here (garbage collection must not pull inputs from under another one). */
   private active = 0;
+  /**
+   * Outputs built here that the farm may not have published as they are (a
+   * refused upload, an unconfirmed or disagreeing build, a lost lease). Before
+   * one is used as an input it is checked against the cache's signed copy, and
+   * dropped if it differs: a build here only ever uses published inputs.
+   */
+  private readonly builtHere = new Set<string>();
 
   constructor(private readonly opts: NixExecutorOptions) {
     this.store = new NixStore(opts.nix);
+  }
+
+  /** Drops the inputs built here that are not the cache's signed copy (and what was built on them), so they are fetched. */
+  private async dropUnpublished(inputs: readonly string[], cache: CacheApi, signal: AbortSignal, log: Logger): Promise<void> {
+    const mine = inputs.filter((p) => this.builtHere.has(p));
+    if (mine.length === 0) return;
+    const invalid = await this.store.invalidPaths(mine, signal);
+    const stale: string[] = [];
+    for (const p of mine) {
+      if (invalid.has(p)) {
+        this.builtHere.delete(p);
+        continue;
+      }
+      const info = await cache.narInfo(p);
+      const local = await this.store.narHashAndSize(p, signal);
+      if (info && info.narHash === local.narHash) this.builtHere.delete(p); // the farm published exactly this
+      else stale.push(p);
+    }
+    if (stale.length === 0) return;
+    log.warn({ paths: stale }, "dropping outputs built here that the farm did not publish as they are; fetching the published ones");
+    const dependents = await this.store.referrersClosure(stale, signal);
+    await this.store.deletePaths(dependents, signal);
+    for (const p of dependents) this.builtHere.delete(p);
   }
 
   async run(a: AssignmentSpec, ctx: ExecutorContext): Promise<BuildReport> {
@@ -66,6 +97,7 @@ export class NixExecutor implements Executor {
       let t = Date.now();
       const { imported, substituted, extra } = await withCacheRetry(async () => {
         const imported = await importDrvClosure(this.store, cache, drv, ctx.signal);
+        await this.dropUnpublished(a.inputPaths, cache, ctx.signal, log);
         const substituted = await substitutePaths(this.store, a.inputPaths, ctx.signal, (l) => pump.line(l));
         const extra = await ensureOnlyThisBuilds(this.store, drv, ctx.signal, (l) => pump.line(l));
         return { imported, substituted, extra };
@@ -87,6 +119,7 @@ export class NixExecutor implements Executor {
       log.info({ exitCode: build.exitCode, peakMemoryBytes: build.peakMemoryBytes, monitor: build.monitor, seconds: secs(t) }, `built ${a.name} in ${secs(t)}s, peak ${mib(build.peakMemoryBytes)} MiB`);
       const failure = classifyBuild(build, a);
       if (failure) throw new BuildStepError(failure.outcome, failure.error);
+      for (const p of Object.values(a.outputs)) this.builtHere.add(p);
 
       t = Date.now();
       const superseded: string[] = [];

@@ -42,6 +42,12 @@ export class NixStore {
     return { narHash, narSize };
   }
 
+  /** `paths` and every valid path that refers to them, directly or not (what must go if they go). */
+  async referrersClosure(paths: string[], signal?: AbortSignal): Promise<string[]> {
+    if (paths.length === 0) return [];
+    return (await this.run(["-q", "--referrers-closure", ...paths], signal)).split("\n").filter(Boolean);
+  }
+
   /** Deletes these paths if nothing (no other path, no running build) still uses them. */
   async deletePaths(paths: string[], signal?: AbortSignal): Promise<void> {
     if (paths.length > 0) await this.run(["--delete", ...paths], signal);
