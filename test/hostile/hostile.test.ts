@@ -55,7 +55,8 @@ beforeAll(async () => {
   for (const name of ["w1", "w2", "victim"] as const) farm.startWorker({ name, env: { FARM_TOKEN: T[name] } });
   await farm.waitForWorkers(3);
   admin = farmClient(addr(), farm.token);
-  healthy = farm.cli(["submit", `${JOBS}#healthy`, "--follow", "--json"], { env: { FARM_TOKEN: T.cli } });
+  // Its own submitter store: evaluations running at once in one Nix store can meet a busy SQLite database.
+  healthy = farm.cli(["submit", `${JOBS}#healthy`, "--follow", "--json"], { env: { FARM_TOKEN: T.cli }, nixDir: path.join(farm.root, "healthy-submitter", "nix") });
 }, 180_000);
 
 afterAll(async () => {

@@ -129,7 +129,9 @@ export function grpcFrame(payload: Buffer): Buffer {
 export function startHealthyJob(farm: import("../harness/cluster.js").FarmCluster, token: string, worker: { name: string; token: string } = { name: "healthy", token: farm.token }) {
   farm.startWorker({ name: worker.name, env: { FARM_TOKEN: worker.token } });
   const demo = path.join(REPO_ROOT, "test/fixtures/demo/default.nix");
-  const job = farm.cli(["submit", `${demo}#demo`, "--follow", "--json"], { env: { FARM_TOKEN: token } });
+  // A submitter of its own (its own /tmp/nix): two evaluations at once in one Nix store can meet a busy SQLite database.
+  const nixDir = path.join(farm.root, "healthy-submitter", "nix");
+  const job = farm.cli(["submit", `${demo}#demo`, "--follow", "--json"], { env: { FARM_TOKEN: token }, nixDir });
   return {
     /** Resolves once the job ended; throws unless it succeeded. */
     async succeeded(): Promise<string> {
