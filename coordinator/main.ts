@@ -28,7 +28,7 @@ import { parseSecretKey } from "../proto/nix/mod.js";
 import { createFarmService } from "./server/farm-service.js";
 import { createCoordinatorMetrics } from "./metrics.js";
 import { FarmServiceService, WorkerServiceService } from "../proto/gen/farm.js";
-import { AuthError, InvalidInputError } from "./core/errors.js";
+import { InvalidInputError } from "./core/errors.js";
 
 /** Software version reported to workers and the CLI. */
 export const VERSION = "0.1.0";

@@ -23,7 +23,7 @@ export interface CacheApi {
   narInfo(storePath: string): Promise<NarInfo | null>;
   /** The decompressed, verified NAR of a path. */
   narStream(info: NarInfo): Readable | AsyncIterable<Uint8Array> | Promise<Readable | AsyncIterable<Uint8Array>>;
-  /** Uploads one path's NAR with its metadata; `message` ends with the NarHash the cache holds for it. */
+  /** Uploads one path's NAR with its metadata. */
   upload(req: UploadRequest): Promise<{ status: number; message: string }>;
 }
 

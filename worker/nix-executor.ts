@@ -122,17 +122,11 @@ export class NixExecutor implements Executor {
       for (const p of Object.values(a.outputs)) this.builtHere.add(p);
 
       t = Date.now();
-      const superseded: string[] = [];
-      const onSuperseded = (p: string, published: string) => {
-        log.warn({ path: p, published }, "the cache already publishes a different build of this path; it keeps that one");
-        superseded.push(p);
-      };
+      // If the farm ends up publishing another build of these paths, dropUnpublished swaps ours out before any use.
       const outputs = await withCacheRetry(
-        () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), onSuperseded, a.uploadCredential),
+        () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), a.uploadCredential),
         { ...retry, what: "uploading outputs" },
       );
-      // Later builds here must use the cache's copy (the one everyone else gets), not ours.
-      await this.store.deletePaths(superseded).catch((err: unknown) => log.warn({ err }, "could not drop our own copy of a superseded output"));
       log.info({ outputs: outputs.length, bytes: outputs.reduce((s, o) => s + o.narSize, 0), seconds: secs(t) }, `uploaded ${outputs.length} output(s) of ${a.name}`);
       report = { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, peakMemoryBytes: build.peakMemoryBytes, cores: a.cores, error: "" };
     } catch (err) {

@@ -17,7 +17,6 @@ export async function uploadOutputs(
   outputs: Record<string, string>,
   signal: AbortSignal,
   onBytes?: (n: number) => void,
-  onSuperseded?: (storePath: string, publishedNarHash: string) => void,
   uploadCredential?: string,
 ): Promise<BuiltOutput[]> {
   const entries = Object.entries(outputs);
@@ -38,9 +37,8 @@ export async function uploadOutputs(
         yield chunk as Buffer;
       }
     }
-    let answer: { status: number; message: string };
     try {
-      answer = await cache.upload({ storePath: o.storePath, references: o.references, deriver: lease.drvPath, narStream: hashed(), lease, token: uploadCredential });
+      await cache.upload({ storePath: o.storePath, references: o.references, deriver: lease.drvPath, narStream: hashed(), lease, token: uploadCredential });
       await dump.done;
     } catch (err) {
       dump.nar.destroy(); // a half-read dump would otherwise block on its pipe forever
@@ -48,10 +46,6 @@ export async function uploadOutputs(
       throw new BuildStepError("upload-failed", `uploading ${o.storePath} failed: ${(err as Error).message}`, { cause: err });
     }
     const { hash, size } = counter.result();
-    // An accepted build of this path was published before ours; if it differs (not bit-for-bit
-    // reproducible), it stands, and later builds here must use it rather than our copy.
-    const published = answer.status === 200 ? answer.message.split(" ").at(-1) : undefined;
-    if (published && published !== hash) onSuperseded?.(o.storePath, published);
     built.push({ name: o.name, path: o.storePath, narHash: hash, narSize: size });
   }
   return built;
