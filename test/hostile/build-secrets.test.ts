@@ -55,7 +55,7 @@ afterAll(async () => {
 /** The published output of `attr` (submitted by alice), as anyone could download it. */
 async function publishedOutput(attr: string): Promise<string> {
   const r = await farm.cli(["submit", `${path.join(dir, "snoop.nix")}#${attr}`, "--follow", "--json"], { env: { FARM_TOKEN: T.alice } });
-  expect(r.code, r.stderr).toBe(0);
+  expect(r.code, `${r.stderr}\n${r.stdout}`).toBe(0);
   const out = JSON.parse(r.stdout).outputs[0].outputs.out as string;
   const client = new CacheClient({ baseUrl: farm.cacheUrl, trustedPublicKeys: [farm.publicKey()], storeDir: "/tmp/nix/store" });
   const chunks: Buffer[] = [];
