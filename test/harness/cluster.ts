@@ -142,6 +142,8 @@ export class FarmCluster {
     const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [main], {
       nixDir: path.join(dir, "nix"),
       uid: spec.uid,
+      // A uid of its own may not reach the test's cwd (CI's clone sits below a 0700 dir), and Nix aborts there.
+      cwd: spec.uid === undefined ? undefined : dir,
       expose,
       memoryLimitBytes: spec.memoryLimitBytes,
       hideNix: spec.hideNix,
