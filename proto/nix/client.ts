@@ -11,6 +11,7 @@ import { HashCounter, hashThrough } from "./nar-hash.js";
 import { parseNarInfo, type NarInfo } from "./narinfo.js";
 import { parsePublicKey, verifyNarInfo, type NixKey } from "./signing.js";
 import { baseName, hashPart, parseStorePath } from "./store-path.js";
+import { emptyPackageIndex, PACKAGE_INDEX_PATH, readPackageIndex, type PackageIndex } from "./package-index.js";
 import type { ByteSource } from "./serialise.js";
 
 /** The store dir the farm rebuilds nixpkgs for. */
@@ -107,6 +108,15 @@ export class CacheClient {
     const storeDir = fields.get("StoreDir") ?? "";
     if (storeDir !== this.storeDir) throw new InvalidInputError(`cache ${this.baseUrl} is for store dir '${storeDir}', not '${this.storeDir}'`);
     return { storeDir, wantMassQuery: fields.get("WantMassQuery") === "1", priority: Number(fields.get("Priority") ?? 50) };
+  }
+
+  /** Fetches the cache's package index and verifies its signature and contents; an empty index when it has none yet. */
+  async packageIndex(): Promise<PackageIndex> {
+    const res = await this.request(PACKAGE_INDEX_PATH);
+    const text = await res.text();
+    if (res.status === 404) return emptyPackageIndex(this.storeDir, new Date(0));
+    if (!res.ok) throw httpError(res.status, "package index", text);
+    return readPackageIndex(text, this.keys, this.storeDir);
   }
 
   /** Fetches and verifies the narinfo of a path; null if the cache does not have it. */

@@ -6,9 +6,9 @@
 // (uploads sources, installs results) and the coordinator's cache server all
 // speak these formats to each other over HTTP, so they are part of the contract
 // just as farm.proto is. The server side (HTTP routes, upload handling, disk
-// storage) stays in coordinator/cache/; installing into a local store stays
-// with the CLI (coordinator/cli/install/). Nothing here imports the coordinator
-// or the worker.
+// storage) stays in coordinator/cache/. install/ puts a verified closure into
+// a local store dir without Nix, for `farm install` and for a worker that has
+// no Nix of its own. Nothing here imports the coordinator or the worker.
 export { parseDerivation, type AtermDerivation } from "./aterm.js";
 export { CacheClient } from "./client.js";
 export { mapLimit, walkClosure } from "./closure.js";
@@ -19,6 +19,22 @@ export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from
 export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
 export { formatNarInfo, normalizeSha256, parseNarInfo, parseSha256, referencePaths, type NarInfo } from "./narinfo.js";
 export { nix32Encode } from "./nix32.js";
+export {
+  currentEntry,
+  emptyPackageIndex,
+  isPackageName,
+  MalformedIndexError,
+  PACKAGE_INDEX_PATH,
+  readPackageIndex,
+  searchIndex,
+  signPackageIndex,
+  UntrustedIndexError,
+  versionOfStorePath,
+  withEntry,
+  withoutName,
+  type PackageEntry,
+  type PackageIndex,
+} from "./package-index.js";
 export { encodeString, encodeU64, type ByteSource } from "./serialise.js";
-export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, type NixKey, type NixKeyPair } from "./signing.js";
+export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
 export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

@@ -81,8 +81,8 @@ export function narInfoFingerprint(info: NarInfo): string {
   return fingerprint(info.storePath, info.narHash, info.narSize, referencePaths(info));
 }
 
-/** Signs a fingerprint, giving a `name:base64(sig)` signature. */
-export function signFingerprint(fp: string, secretKey: string | NixKey): string {
+/** Signs a fingerprint (or any message), giving a `name:base64(sig)` signature. */
+export function signFingerprint(fp: string | Buffer, secretKey: string | NixKey): string {
   const sk = typeof secretKey === "string" ? parseSecretKey(secretKey) : secretKey;
   return `${sk.name}:${sign(null, Buffer.from(fp), sk.key).toString("base64")}`;
 }
@@ -96,13 +96,17 @@ export function signNarInfo(info: NarInfo, secretKey: string | NixKey): NarInfo 
 
 /** True if any of `info`'s signatures is by a trusted key and valid for its fingerprint. */
 export function verifyNarInfo(info: NarInfo, trustedPublicKeys: (string | NixKey)[]): boolean {
+  return verifySignatures(Buffer.from(narInfoFingerprint(info)), info.sigs, trustedPublicKeys);
+}
+
+/** True if any `name:base64(sig)` in `sigs` is by a trusted key (matched by name) and valid for `data`. */
+export function verifySignatures(data: Buffer, sigs: readonly string[], trustedPublicKeys: (string | NixKey)[]): boolean {
   const keys = new Map<string, KeyObject[]>();
   for (const k of trustedPublicKeys) {
     const pk = typeof k === "string" ? parsePublicKey(k) : k;
     keys.set(pk.name, [...(keys.get(pk.name) ?? []), pk.key]);
   }
-  const data = Buffer.from(narInfoFingerprint(info));
-  for (const sig of info.sigs) {
+  for (const sig of sigs) {
     const colon = sig.indexOf(":");
     const candidates = colon > 0 ? keys.get(sig.slice(0, colon)) : undefined;
     if (!candidates) continue;

@@ -6,10 +6,11 @@ import { execa } from "execa";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { compressZstd, dumpPath, generateKeyPair, HashMismatchError, InsufficientSpaceError, NotInCacheError, UntrustedError } from "../../../proto/nix/mod.js";
-import { installPaths, type InstallProgress } from "./install-paths.js";
+import { installPaths } from "./install-paths.js";
+import type { InstallProgress } from "../../../proto/nix/install/mod.js";
 import { startTestCache, type TestCache } from "../../../test/fixtures/cache-server.js";
 import { collect, narFromTree } from "../../../proto/nix/testing/nar-fixtures.js";
-import { PlantedPathError, UnsafeStoreDirError, installRecordDir } from "./install-trust.js";
+import { PlantedPathError, UnsafeStoreDirError, installRecordDir } from "../../../proto/nix/install/mod.js";
 
 const log = pino({ level: "silent" });
 let dir: string;

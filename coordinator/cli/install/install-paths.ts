@@ -1,116 +1,23 @@
-// `farm install`: copy store paths and their closure from the cache into a store
-// dir with no Nix at all, then link their bin/ entries into a profile.
-// Invariant: a path appears in the store only complete, verified, and after
-// every path it references (unpack to a temp dir in the store, then rename).
-// Nothing already in the store is used unless install-trust.ts vouches for it.
+// `farm install`: install store paths and their closure (proto/nix/install),
+// then link their bin/ entries into the user's profile.
 
 import { randomBytes } from "node:crypto";
-import { chmod, lstat, lutimes, mkdir, readdir, readlink, realpath, rename, rm, statfs, symlink } from "node:fs/promises";
+import { lstat, mkdir, readdir, readlink, realpath, rename, symlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
 import type { Logger } from "pino";
-import { InvalidInputError } from "../../core/errors.js";
-import { formatNarInfo, InsufficientSpaceError, parseStorePath, restoreNar, type NarInfo } from "../../../proto/nix/mod.js";
-import { claimStoreDir, recordInstalled, verifyPresentPath, wasRecorded } from "./install-trust.js";
-
-/** The part of CacheClient that installing needs. */
-export interface InstallSource {
-  readonly storeDir: string;
-  closure(storePaths: string[], opts: { isPresent?: (p: string) => boolean | Promise<boolean> }): Promise<NarInfo[]>;
-  narStream(info: NarInfo): Readable;
-}
-
-/** Progress of an install, for a CLI progress line. */
-export interface InstallProgress {
-  phase: "resolved" | "installing" | "installed" | "linked";
-  storePath?: string;
-  done: number;
-  total: number;
-  bytesDone: number;
-  bytesTotal: number;
-}
+import { installClosure, type ClosureInstallOptions, type ClosureInstallResult, type InstallProgress } from "../../../proto/nix/install/mod.js";
 
 /** Options of installPaths. */
-export interface InstallOptions {
-  client: InstallSource;
-  storeDir: string;
-  paths: string[];
+export interface InstallOptions extends ClosureInstallOptions {
   profileDir: string;
-  logger: Logger;
-  onProgress?: (p: InstallProgress) => void;
-  /** Free bytes in a directory; defaults to statfs (injectable for tests). */
-  freeBytes?: (dir: string) => Promise<number>;
 }
 
 /** What an install did. */
-export interface InstallResult {
-  installed: string[];
-  alreadyPresent: string[];
+export interface InstallResult extends ClosureInstallResult {
   /** Profile links created or updated. */
   linked: string[];
   /** Profile entries left alone because something we do not own is there. */
   skippedLinks: string[];
-}
-
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(() => true, (err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return false;
-    throw err;
-  });
-}
-
-async function statfsFree(dir: string): Promise<number> {
-  const s = await statfs(dir);
-  return s.bavail * s.bsize;
-}
-
-/** Makes a tree read-only with mtime 1, as Nix does for store paths (children before parents). */
-async function canonicalize(path: string): Promise<void> {
-  const st = await lstat(path);
-  if (st.isSymbolicLink()) return lutimes(path, 1, 1);
-  if (st.isDirectory()) for (const name of await readdir(path)) await canonicalize(join(path, name));
-  await chmod(path, st.isDirectory() || st.mode & 0o111 ? 0o555 : 0o444);
-  await lutimes(path, 1, 1);
-}
-
-/** Removes a tree even if canonicalize already made its directories read-only. */
-async function removeTree(path: string): Promise<void> {
-  const st = await lstat(path).catch(() => null);
-  if (!st) return;
-  if (st.isDirectory()) {
-    await chmod(path, 0o755);
-    for (const name of await readdir(path)) await removeTree(join(path, name));
-  }
-  await rm(path, { recursive: true, force: true });
-}
-
-/** Installs one verified path; false when it was already there (and proved to be the signed build). */
-async function installOne(client: InstallSource, info: NarInfo, storeDir: string): Promise<boolean> {
-  const { name } = parseStorePath(info.storePath, storeDir);
-  if (await exists(info.storePath)) {
-    // There, but not recorded by an install of ours: used only if its bytes are the signed ones.
-    await verifyPresentPath(info);
-    await recordInstalled(storeDir, info, formatNarInfo(info));
-    return false;
-  }
-  // Dot-prefixed, so it can never be mistaken for a store path.
-  const tmp = join(storeDir, `.tmp-${randomBytes(6).toString("hex")}-${name}`);
-  try {
-    await restoreNar(client.narStream(info), tmp);
-    await canonicalize(tmp);
-    const raced = await exists(info.storePath);
-    if (raced) {
-      await removeTree(tmp); // another install of ours put it there meanwhile
-      await verifyPresentPath(info);
-    } else {
-      await rename(tmp, info.storePath);
-    }
-    await recordInstalled(storeDir, info, formatNarInfo(info));
-    return !raced;
-  } catch (err) {
-    await removeTree(tmp);
-    throw err;
-  }
 }
 
 /** Points `link` at `target` atomically unless something we do not own is there. */
@@ -160,37 +67,10 @@ async function linkBins(paths: string[], opts: InstallOptions, result: InstallRe
 
 /** Installs `paths` and their closure from the cache into `storeDir`, then links their bin/ entries into `profileDir/bin`. */
 export async function installPaths(opts: InstallOptions): Promise<InstallResult> {
-  const { client, storeDir, logger } = opts;
-  if (client.storeDir !== storeDir) throw new InvalidInputError(`client is for store dir ${client.storeDir}, not ${storeDir}`);
-  const paths = [...new Set(opts.paths)];
-  for (const p of paths) parseStorePath(p, storeDir);
-  await claimStoreDir(storeDir);
-  const result: InstallResult = { installed: [], alreadyPresent: [], linked: [], skippedLinks: [] };
-
-  // Present and recorded by an install of ours: skipped with its closure. Present but not recorded: verified below.
-  const todo = await client.closure(paths, { isPresent: (p) => wasRecorded(storeDir, p).then(async (ok) => ok && exists(p)) });
-  for (const p of paths) if (!todo.some((i) => i.storePath === p)) result.alreadyPresent.push(p);
-  const bytesTotal = todo.reduce((n, i) => n + i.narSize, 0);
-  const free = await (opts.freeBytes ?? statfsFree)(storeDir);
-  if (bytesTotal > free) {
-    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-    throw new InsufficientSpaceError(`installing ${todo.length} paths needs ${mib(bytesTotal)} in ${storeDir}, but only ${mib(free)} is free`);
-  }
-  let bytesDone = 0;
-  const progress = (phase: InstallProgress["phase"], done: number, storePath?: string) =>
-    opts.onProgress?.({ phase, storePath, done, total: todo.length, bytesDone, bytesTotal });
-  progress("resolved", 0);
-
-  for (const [i, info] of todo.entries()) {
-    progress("installing", i, info.storePath);
-    if (await installOne(client, info, storeDir)) result.installed.push(info.storePath);
-    else result.alreadyPresent.push(info.storePath);
-    bytesDone += info.narSize;
-    logger.info({ storePath: info.storePath, narSize: info.narSize }, "installed path");
-    progress("installed", i + 1, info.storePath);
-  }
-
-  await linkBins(paths, opts, result);
-  progress("linked", todo.length);
+  let last: InstallProgress = { phase: "resolved", done: 0, total: 0, bytesDone: 0, bytesTotal: 0 };
+  const closure = await installClosure({ ...opts, onProgress: (p) => opts.onProgress?.((last = p)) });
+  const result: InstallResult = { ...closure, linked: [], skippedLinks: [] };
+  await linkBins([...new Set(opts.paths)], opts, result);
+  opts.onProgress?.({ ...last, phase: "linked", storePath: undefined });
   return result;
 }

@@ -1,7 +1,4 @@
-// Installing cached outputs into a local Nix store without Nix: download,
-// verify and unpack their closure (`farm install`).
-//
-// Why under cli/: only the CLI installs; the coordinator's cache server and the
-// worker (which substitutes through Nix itself) never do. The cache formats it
-// reads are shared and live in proto/nix/.
+// `farm install`: the closure is installed by proto/nix/install (shared with a
+// worker that bootstraps its Nix); what only the CLI does, linking programs
+// into the user's profile, lives here.
 export { installPaths } from "./install-paths.js";

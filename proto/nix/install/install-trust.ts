@@ -7,8 +7,8 @@
 
 import { chmod, lstat, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { InvalidInputError } from "../../core/errors.js";
-import { dumpPath, HashCounter, type NarInfo } from "../../../proto/nix/mod.js";
+import { InvalidInputError } from "../../errors.js";
+import { dumpPath, HashCounter, type NarInfo } from "../mod.js";
 
 /** The store dir (or its parent) is not this user's alone. */
 export class UnsafeStoreDirError extends InvalidInputError {}
