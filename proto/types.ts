@@ -53,6 +53,10 @@ export interface WorkerInfo {
   /** 0 when the platform sets no lifetime. */
   maxLifetimeSeconds: number;
   maxBuilds: number;
+  /** The Nix it builds with ("2.8.0"; "" from workers that don't say). */
+  nixVersion?: string;
+  /** Where that Nix came from: `host /usr/bin/nix-store`, or the farm cache's store path. */
+  nixSource?: string;
   /**
    * Whether its outputs are signed on acceptance alone. Set by the coordinator
    * from the worker's token (never taken from the worker); absent = trusted.

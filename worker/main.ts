@@ -13,6 +13,7 @@ import { FakeExecutor, loadFakeModel } from "./fake-executor.js";
 import { freeDiskBytes, freeMemoryBytes, machineUptimeSeconds } from "./host-probe.js";
 import { WorkerMetrics } from "./metrics.js";
 import { NixEnv } from "./nix-env.js";
+import { NixUnavailableError, provideNix, type NixChoice, type NixInUse } from "./nix-bootstrap.js";
 import { NixExecutor } from "./nix-executor.js";
 import { DrainControl } from "./drain-control.js";
 import { connectLoop } from "./reconnect.js";
@@ -63,6 +64,19 @@ async function main(): Promise<number> {
     const { port } = await metrics.serve(config.metricsPort);
     logger.info({ port }, `serving metrics on :${port}/metrics`);
   }
+  let nix: NixInUse | undefined;
+  if (config.executor === "nix") {
+    try {
+      nix = await provideNix({ choice: config.nix as NixChoice, storeDir: config.storeDir, stateDir: config.stateDir, cacheUrl: config.cacheUrl, cachePublicKey: config.cachePublicKey, pathEnv: process.env.PATH ?? "", logger });
+    } catch (err) {
+      if (!(err instanceof NixUnavailableError)) throw err;
+      logger.fatal(err.message);
+      return 2;
+    }
+    // Every nix-store the worker runs (NixEnv passes PATH on) is this one.
+    if (nix.binDir) process.env.PATH = `${nix.binDir}:${process.env.PATH ?? "/usr/bin:/bin"}`;
+    logger.info({ nixVersion: nix.version, nixSource: nix.source }, `building with Nix ${nix.version} (${nix.source})`);
+  }
   const executor = makeExecutor(config, logger, metrics);
   const runner = new BuildRunner(executor, config.maxBuilds, logger, (r) => metrics.recordBuild(r));
   const client = new WorkerServiceClient(grpcTarget(config.coordinatorUrl), channelCredentials(config), {
@@ -108,6 +122,8 @@ async function main(): Promise<number> {
           uptimeSeconds: uptimeSeconds(),
           maxLifetimeSeconds: config.maxLifetimeSeconds,
           maxBuilds: config.maxBuilds,
+          nixVersion: nix?.version ?? "",
+          nixSource: nix?.source ?? "",
         }),
         vitals: () => ({ freeMemoryBytes: freeMemoryBytes(), freeDiskBytes: freeDiskBytes(config.storeDir), uptimeSeconds: uptimeSeconds() }),
       }),

@@ -94,11 +94,12 @@ export function derivationsTable(drvs: DerivationStatus[]): string {
 export function workersTable(workers: WorkerStatus[]): string {
   if (workers.length === 0) return "no workers";
   return table(
-    ["WORKER", "STATE", "SYSTEMS", "CORES", "MEMORY", "UNRESERVED", "FREE DISK", "LIFE LEFT", "RUNNING", "DONE", "FAILED", "OOM"],
+    ["WORKER", "STATE", "SYSTEMS", "NIX", "CORES", "MEMORY", "UNRESERVED", "FREE DISK", "LIFE LEFT", "RUNNING", "DONE", "FAILED", "OOM"],
     workers.map((w) => [
       w.workerId,
       w.state,
       w.systems.join(","),
+      w.nixVersion ? `${w.nixVersion} (${w.nixSource.startsWith("cache ") ? "from cache" : "host"})` : "-",
       `${w.reservedCores}/${w.cores}`,
       formatBytes(w.memoryBytes),
       formatBytes(w.unreservedMemoryBytes),

@@ -75,6 +75,9 @@ export interface WorkerView {
   cores: number;
   memoryBytes: number;
   maxBuilds: number;
+  /** The Nix it builds with, and where that came from ("" when it didn't say). */
+  nixVersion: string;
+  nixSource: string;
   /** Free memory the worker reported in its last heartbeat. */
   freeMemoryBytes: number;
   /** Memory minus the reservations of its running builds: what placement can still hand out (before the safety margin). */
@@ -221,6 +224,8 @@ export function workerViews(s: SchedulerState, now: number): WorkerView[] {
       cores: w.info.cores,
       memoryBytes: w.info.memoryBytes,
       maxBuilds: w.info.maxBuilds,
+      nixVersion: w.info.nixVersion ?? "",
+      nixSource: w.info.nixSource ?? "",
       freeMemoryBytes: w.freeMemoryBytes,
       unreservedMemoryBytes: Math.max(0, w.info.memoryBytes - load.reservedMemoryBytes),
       reservedMemoryBytes: load.reservedMemoryBytes,

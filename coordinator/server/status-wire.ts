@@ -70,5 +70,7 @@ export function workerViewToWire(w: WorkerView): wire.WorkerStatus {
     reservedMemoryBytes: w.reservedMemoryBytes,
     reservedCores: w.reservedCores,
     maxBuilds: w.maxBuilds,
+    nixVersion: w.nixVersion,
+    nixSource: w.nixSource,
   };
 }

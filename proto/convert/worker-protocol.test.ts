@@ -45,13 +45,17 @@ describe("outgoing messages", () => {
 });
 
 describe("both sides through one converter", () => {
-  const info = { workerId: "w", softwareVersion: "1", systems: ["x86_64-linux"], features: ["kvm"], cores: 2, memoryBytes: 2 ** 33, freeDiskBytes: 1, storeDir: S, uptimeSeconds: 5, maxLifetimeSeconds: 0, maxBuilds: 1 };
+  const info = { workerId: "w", softwareVersion: "1", systems: ["x86_64-linux"], features: ["kvm"], cores: 2, memoryBytes: 2 ** 33, freeDiskBytes: 1, storeDir: S, uptimeSeconds: 5, maxLifetimeSeconds: 0, maxBuilds: 1, nixVersion: "2.8.0", nixSource: "cache /tmp/nix/store/x-nix-2.8.0" };
   const lease = { drvPath: drv, epoch: 3 };
   // Through protobuf bytes, as the other side sees it.
   const value = <T>(m: WorkerMessage) => WorkerMessage.decode(WorkerMessage.encode(m).finish()).msg!.value as T;
 
   it("what the worker sends, the coordinator reads back unchanged", () => {
     expect(workerInfoFromJoin(value(joinToWire(info, [lease])), S)).toEqual({ info, running: [lease] });
+    // Free text a worker says about its Nix is shown in `farm workers`: one line, no escape sequences, bounded.
+    const shown = workerInfoFromJoin(value(joinToWire({ ...info, nixSource: "a\x1b[2Jb\n".repeat(200) }, [])), S).info.nixSource!;
+    expect(shown).toMatch(/^a \[2Jb /);
+    expect(shown.length).toBe(400);
     const report = { lease, outcome: "out-of-memory" as const, outputs: [{ name: "out", path: out, narHash: `sha256:${"0".repeat(52)}`, narSize: 99 }], durationMs: 1235, peakMemoryBytes: 5e8, cores: 2, error: "killed" };
     expect(reportFromWire(value(resultToWire(report)), S)).toEqual(report);
     expect(heartbeatFromWire(value(heartbeatToWire({ freeMemoryBytes: 1, freeDiskBytes: 2, uptimeSeconds: 3, running: [{ lease, memoryBytes: 10, peakMemoryBytes: 20 }] })), S)).toEqual({

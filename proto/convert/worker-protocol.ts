@@ -65,9 +65,16 @@ export function joinToWire(info: WorkerInfo, running: Lease[]): WorkerMessage {
         maxLifetimeSeconds: info.maxLifetimeSeconds,
         maxBuilds: info.maxBuilds,
         running: running.map(leaseToWire),
+        nixVersion: info.nixVersion ?? "",
+        nixSource: info.nixSource ?? "",
       },
     },
   };
+}
+
+/** A worker's free-text self-description, made safe to show: one line, no control characters, bounded. */
+function plainText(s: string, max: number): string {
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, " ").slice(0, max);
 }
 
 /** Validates a worker's join message (the coordinator's side). */
@@ -92,6 +99,8 @@ export function workerInfoFromJoin(j: WorkerJoin, storeDir: string): { info: Wor
       uptimeSeconds: j.uptimeSeconds,
       maxLifetimeSeconds: j.maxLifetimeSeconds,
       maxBuilds: j.maxBuilds,
+      nixVersion: plainText(j.nixVersion, 40),
+      nixSource: plainText(j.nixSource, 400),
     },
     running: j.running.map((l) => leaseFromWire(l, storeDir, "join")),
   };

@@ -179,6 +179,9 @@ export interface WorkerJoin {
   maxBuilds: number;
   /** Builds still running when the worker (re)connects, so they can be adopted. */
   running: Lease[];
+  /** The Nix it builds with ("2.8.0") and where that came from (the host's, or the farm cache's path). */
+  nixVersion: string;
+  nixSource: string;
 }
 
 export interface Welcome {
@@ -468,6 +471,8 @@ export interface WorkerStatus {
   reservedMemoryBytes: number;
   reservedCores: number;
   maxBuilds: number;
+  nixVersion: string;
+  nixSource: string;
 }
 
 export interface ListWorkersResponse {
@@ -936,6 +941,8 @@ function createBaseWorkerJoin(): WorkerJoin {
     maxLifetimeSeconds: 0,
     maxBuilds: 0,
     running: [],
+    nixVersion: "",
+    nixSource: "",
   };
 }
 
@@ -979,6 +986,12 @@ export const WorkerJoin: MessageFns<WorkerJoin> = {
     }
     for (const v of message.running) {
       Lease.encode(v!, writer.uint32(106).fork()).join();
+    }
+    if (message.nixVersion !== "") {
+      writer.uint32(114).string(message.nixVersion);
+    }
+    if (message.nixSource !== "") {
+      writer.uint32(122).string(message.nixSource);
     }
     return writer;
   },
@@ -1100,6 +1113,22 @@ export const WorkerJoin: MessageFns<WorkerJoin> = {
             message.running.push(Lease.decode(reader, reader.uint32()));
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.nixVersion = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.nixSource = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1165,6 +1194,16 @@ export const WorkerJoin: MessageFns<WorkerJoin> = {
       running: globalThis.Array.isArray(object?.running)
         ? object.running.map((e: any) => Lease.fromJSON(e))
         : [],
+      nixVersion: isSet(object.nixVersion)
+        ? globalThis.String(object.nixVersion)
+        : isSet(object.nix_version)
+        ? globalThis.String(object.nix_version)
+        : "",
+      nixSource: isSet(object.nixSource)
+        ? globalThis.String(object.nixSource)
+        : isSet(object.nix_source)
+        ? globalThis.String(object.nix_source)
+        : "",
     };
   },
 
@@ -1209,6 +1248,12 @@ export const WorkerJoin: MessageFns<WorkerJoin> = {
     if (message.running?.length) {
       obj.running = message.running.map((e) => Lease.toJSON(e));
     }
+    if (message.nixVersion !== "") {
+      obj.nixVersion = message.nixVersion;
+    }
+    if (message.nixSource !== "") {
+      obj.nixSource = message.nixSource;
+    }
     return obj;
   },
 
@@ -1230,6 +1275,8 @@ export const WorkerJoin: MessageFns<WorkerJoin> = {
     message.maxLifetimeSeconds = object.maxLifetimeSeconds ?? 0;
     message.maxBuilds = object.maxBuilds ?? 0;
     message.running = object.running?.map((e) => Lease.fromPartial(e)) || [];
+    message.nixVersion = object.nixVersion ?? "";
+    message.nixSource = object.nixSource ?? "";
     return message;
   },
 };
@@ -5178,6 +5225,8 @@ function createBaseWorkerStatus(): WorkerStatus {
     reservedMemoryBytes: 0,
     reservedCores: 0,
     maxBuilds: 0,
+    nixVersion: "",
+    nixSource: "",
   };
 }
 
@@ -5239,6 +5288,12 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     }
     if (message.maxBuilds !== 0) {
       writer.uint32(152).uint32(message.maxBuilds);
+    }
+    if (message.nixVersion !== "") {
+      writer.uint32(162).string(message.nixVersion);
+    }
+    if (message.nixSource !== "") {
+      writer.uint32(170).string(message.nixSource);
     }
     return writer;
   },
@@ -5408,6 +5463,22 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
             message.maxBuilds = reader.uint32();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.nixVersion = reader.string();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.nixSource = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5499,6 +5570,16 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
         : isSet(object.max_builds)
         ? globalThis.Number(object.max_builds)
         : 0,
+      nixVersion: isSet(object.nixVersion)
+        ? globalThis.String(object.nixVersion)
+        : isSet(object.nix_version)
+        ? globalThis.String(object.nix_version)
+        : "",
+      nixSource: isSet(object.nixSource)
+        ? globalThis.String(object.nixSource)
+        : isSet(object.nix_source)
+        ? globalThis.String(object.nix_source)
+        : "",
     };
   },
 
@@ -5561,6 +5642,12 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     if (message.maxBuilds !== 0) {
       obj.maxBuilds = Math.round(message.maxBuilds);
     }
+    if (message.nixVersion !== "") {
+      obj.nixVersion = message.nixVersion;
+    }
+    if (message.nixSource !== "") {
+      obj.nixSource = message.nixSource;
+    }
     return obj;
   },
 
@@ -5588,6 +5675,8 @@ export const WorkerStatus: MessageFns<WorkerStatus> = {
     message.reservedMemoryBytes = object.reservedMemoryBytes ?? 0;
     message.reservedCores = object.reservedCores ?? 0;
     message.maxBuilds = object.maxBuilds ?? 0;
+    message.nixVersion = object.nixVersion ?? "";
+    message.nixSource = object.nixSource ?? "";
     return message;
   },
 };

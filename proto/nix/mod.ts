@@ -37,4 +37,4 @@ export {
 } from "./package-index.js";
 export { encodeString, encodeU64, type ByteSource } from "./serialise.js";
 export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
-export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";
+export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeSourceStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

@@ -92,3 +92,8 @@ export function makeStorePath(type: string, innerSha256: Uint8Array, name: strin
   const digest = createHash("sha256").update(fingerprint).digest();
   return `${storeDir}/${nix32Encode(compressHash(digest, 20))}-${name}`;
 }
+
+/** The path Nix gives a directory tree added as a recursive `source` with these references (none of them itself). */
+export function makeSourceStorePath(narSha256: Uint8Array, name: string, referencePaths: readonly string[], storeDir: string): string {
+  return makeStorePath(["source", ...[...referencePaths].sort()].join(":"), narSha256, name, storeDir);
+}

@@ -28,6 +28,8 @@ export function joinMessage(workerId: string, over: Partial<WorkerJoin> = {}): W
     maxLifetimeSeconds: 0,
     maxBuilds: 1,
     running: [],
+    nixVersion: "",
+    nixSource: "",
     ...over,
   };
   return { msg: { $case: "join", value: join } };
