@@ -57,9 +57,20 @@ const COMMANDS: Record<string, Command> = {
     run: async (c) => (await import("./publish.js")).runUnpublish(c),
   },
   install: {
-    summary: "install a store path or built ref from the cache, without Nix or root",
-    usage: "farm install <store-path | ref> [--profile DIR] [--trusted-key KEY] [--cache-url URL] [--json]",
+    summary: "install packages by name (or store path) from the cache, without Nix, root or token",
+    usage: "farm install <name | store-path | ref>... [--profile DIR] [--trusted-key KEY] [--cache-url URL] [--json]",
     run: async (c) => (await load("./install.js"))(c),
+  },
+  search: { summary: "search the cache's package index", usage: "farm search [WORD] [--json]", run: async (c) => (await import("./packages.js")).search(c) },
+  list: { summary: "list installed packages (current generation)", usage: "farm list [--json]", run: async (c) => (await import("./packages.js")).list(c) },
+  upgrade: { summary: "upgrade installed packages to the index's newest", usage: "farm upgrade [NAME...] [--json]", run: async (c) => (await import("./packages.js")).runUpgrade(c) },
+  remove: { summary: "remove installed packages (a new generation)", usage: "farm remove NAME... [--json]", run: async (c) => (await import("./packages.js")).runRemove(c) },
+  rollback: { summary: "switch back to the previous generation", usage: "farm rollback [--json]", run: async (c) => (await import("./packages.js")).runRollback(c) },
+  gc: {
+    summary: "drop old generations and delete store paths nothing needs",
+    usage: "farm gc [--dry-run] [--keep-generations] [--json]",
+    flags: { "dry-run": { type: "boolean" }, "keep-generations": { type: "boolean" } },
+    run: async (c) => (await import("./packages.js")).runGc(c),
   },
 };
 
