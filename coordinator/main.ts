@@ -1,6 +1,8 @@
 // `farm coordinator`: wires the parts together and nothing else. The
 // scheduling logic lives in core/, persistence in store/, the protocols in
 // server/ and the binary cache in cache/.
+import { PackageIndexWriter } from "./cache/package-index-writer.js";
+import { PackagePublishing } from "./server/package-publishing.js";
 import http from "node:http";
 import https from "node:https";
 import path from "node:path";
@@ -83,6 +85,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   scheduler = createScheduler(config, snapshot, clock.now(), logger);
 
   const publisher = new OutputPublisher({ storage, signingKey: parseSecretKey(key.secretKey), logger: logger.child({ part: "cache" }) });
+  const indexWriter = new PackageIndexWriter({ storage, storeDir: config.storeDir, secretKey: key.secretKey, publicKey: key.publicKey, logger: logger.child({ part: "index" }) });
+  const packages = new PackagePublishing({ scheduler, writer: indexWriter, logger: logger.child({ part: "index" }) });
   let coordinator: Coordinator | undefined;
   const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
   coordinator = new Coordinator({
@@ -97,7 +101,12 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     trustSubmittedNodes: config.trustSubmittedNodes,
     publisher,
     credentials,
+    packages,
   });
+  packages.catchUp().then(
+    (n) => n && logger.info({ published: n }, "published jobs that succeeded while the index was not written"),
+    (err) => logger.error({ err }, "catching up the package index failed"),
+  );
 
   const grpc = new Server({
     "grpc.max_receive_message_length": config.maxMessageBytes,

@@ -23,7 +23,7 @@ export class DiskStorage implements CacheStorage {
   /** Opens (creating if needed) a storage root and removes stale temp files left by a crash. */
   static async open(root: string, now: number = Date.now()): Promise<DiskStorage> {
     const s = new DiskStorage(root);
-    for (const d of [root, join(root, "nar"), join(root, "log"), join(root, "staged"), join(root, "provenance"), s.tmpDir]) await mkdir(d, { recursive: true });
+    for (const d of [root, join(root, "nar"), join(root, "log"), join(root, "staged"), join(root, "provenance"), join(root, "index"), s.tmpDir]) await mkdir(d, { recursive: true });
     for (const name of await readdir(s.tmpDir)) {
       const p = join(s.tmpDir, name);
       const st = await stat(p).catch(() => null);

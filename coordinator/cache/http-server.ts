@@ -105,6 +105,8 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
     if (read && (m = /^\/nar\/([^/]+)$/.exec(path)) && NAR_FILE_RE.test(m[1])) return serveFile(opts.storage, "nar", m[1], "application/x-nix-nar", req, res);
     // Build logs are written by the coordinator from what the lease holder streamed, never uploaded.
     if (read && (m = /^\/log\/([^/]+)$/.exec(path)) && isStoreBaseName(m[1]) && m[1].endsWith(".drv")) return serveFile(opts.storage, "log", m[1], "text/plain; charset=utf-8", req, res);
+    // The signed package index, written by the coordinator only (cache/package-index-writer.ts).
+    if (read && path === "/index/packages.json") return serveFile(opts.storage, "index", "packages.json", "application/json", req, res);
     if ((m = /^\/upload\/([^/]+)$/.exec(path)) && isHashPart(m[1])) {
       if (req.method !== "PUT") throw new HttpError(405, "method not allowed");
       const claims = parseUploadClaims(m[1], req.headers, opts.storeDir);

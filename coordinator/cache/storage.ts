@@ -10,7 +10,7 @@ import type { Readable, Writable } from "node:stream";
  * (staged: unsigned, never served), and who produced each published path
  * (provenance).
  */
-export type CacheFileKind = "narinfo" | "nar" | "log" | "staged" | "provenance";
+export type CacheFileKind = "narinfo" | "nar" | "log" | "staged" | "provenance" | "index";
 
 /** A stored file opened for reading. */
 export interface StoredFile {

@@ -1,63 +1,48 @@
-// `farm install <store-path | ref>`: install from the farm's cache with no Nix
-// and no root. Trust comes only from the user's own config (--trusted-key);
-// the coordinator is asked at most where the cache is and which job built a ref.
-import pino from "pino";
+// `farm install NAME|STORE-PATH|REF...`: install from the farm's cache with no
+// Nix, no root and no token. A name is looked up in the cache's signed index;
+// trust comes only from the user's own config (--trusted-key). A ref
+// (nixpkgs#x, ./f.nix#x) is an operator's shortcut: the coordinator is asked
+// which job built it.
 import type { CommandContext } from "./main.js";
 import { connectFarm, call } from "./rpc.js";
-import { CacheClient, isStorePath } from "../../proto/nix/mod.js";
-import { installPaths } from "./install/mod.js";
+import { isPackageName, isStorePath } from "../../proto/nix/mod.js";
 import { InvalidInputError } from "../core/errors.js";
-import { formatBytes } from "./format.js";
 import type { JobStatus } from "../../proto/gen/farm.js";
+import { installTargets } from "./install/package-verbs.js";
+import { verbDeps } from "./package-context.js";
 
-/** Installs a path (or the outputs of the latest successful job for a ref) and links its programs. */
+/** Installs names, store paths or built refs into a new profile generation. */
 export async function run(ctx: CommandContext): Promise<number> {
-  const [target] = ctx.positionals;
-  if (!target || ctx.positionals.length > 1) throw new InvalidInputError("usage: farm install <store-path | ref>");
-  if (ctx.config.trustedKey.length === 0) {
-    throw new InvalidInputError("no trusted key: pass --trusted-key NAME:KEY (or set FARM_TRUSTED_KEYS) with the farm's public key");
-  }
-  const logger = pino({ level: process.env.FARM_LOG_LEVEL ?? "warn" }, pino.destination(2));
+  if (ctx.positionals.length === 0) throw new InvalidInputError("usage: farm install <name | store-path | ref>...");
   const { storeDir } = ctx.config;
-  let cacheUrl = ctx.config.cacheUrl;
-  let paths: string[];
-  if (isStorePath(target, storeDir)) {
-    paths = [target];
-  } else {
-    const resolved = await resolveRef(ctx, target);
-    paths = resolved.paths;
+  const targets: string[] = [];
+  let cacheUrl = "";
+  for (const t of ctx.positionals) {
+    if (isStorePath(t, storeDir) || isPackageName(t)) {
+      targets.push(t);
+      continue;
+    }
+    const resolved = await resolveRef(ctx, t);
+    targets.push(...resolved.paths);
     cacheUrl ||= resolved.cacheUrl;
   }
-  if (!cacheUrl) cacheUrl = (await askCoordinator(ctx, (c) => call(c, ctx.config, c.getInfo, {}))).cacheUrl;
-
-  const client = new CacheClient({ baseUrl: cacheUrl, trustedPublicKeys: ctx.config.trustedKey, storeDir, logger });
-  await client.cacheInfo();
-  const result = await installPaths({
-    client,
-    storeDir,
-    paths,
-    profileDir: ctx.config.profile,
-    logger,
-    onProgress: (p) => {
-      if (ctx.json) return;
-      if (p.phase === "resolved") ctx.err(`${p.total} paths to fetch (${formatBytes(p.bytesTotal)} unpacked)`);
-      if (p.phase === "installed") ctx.err(`[${p.done}/${p.total}] ${p.storePath}`);
-    },
-  });
+  const d = verbDeps(ctx, { cache: true, cacheUrl: ctx.config.cacheUrl || cacheUrl });
+  const change = await installTargets(d, targets);
   if (ctx.json) {
-    ctx.out(JSON.stringify({ paths, ...result }, null, 2));
-  } else {
-    ctx.out(`installed ${result.installed.length} paths (${result.alreadyPresent.length} already present)`);
-    for (const l of result.linked) ctx.out(`linked ${l}`);
-    for (const l of result.skippedLinks) ctx.err(`left alone ${l} (not ours)`);
-    if (result.linked.length) ctx.out(`add ${ctx.config.profile}/bin to PATH to use them`);
+    ctx.out(JSON.stringify(change, null, 2));
+    return 0;
   }
+  ctx.out(`installed ${change.installed.length} paths (${change.alreadyPresent.length} already present); generation ${change.generation}`);
+  for (const l of change.linked) ctx.out(`linked ${l}`);
+  if (change.linked.length) ctx.out(`add ${ctx.config.profile}/bin to PATH to use them`);
   return 0;
 }
 
 /** Output paths of the newest successful job submitted as `ref` ('out' outputs where there is one). */
 async function resolveRef(ctx: CommandContext, ref: string): Promise<{ paths: string[]; cacheUrl: string }> {
-  return askCoordinator(ctx, async (client) => {
+  if (!ctx.config.token) throw new InvalidInputError(`'${ref}' is neither a package name, nor a store path under ${ctx.config.storeDir}; a ref needs a coordinator and its token`);
+  const client = connectFarm(ctx.config);
+  try {
     const [{ jobs }, info] = await Promise.all([call(client, ctx.config, client.listJobs, {}), call(client, ctx.config, client.getInfo, {})]);
     const job = jobs
       .filter((j: JobStatus) => j.description === ref && j.state === "succeeded")
@@ -66,13 +51,6 @@ async function resolveRef(ctx: CommandContext, ref: string): Promise<{ paths: st
     const full = await call(client, ctx.config, client.getJob, { jobId: job.jobId, derivations: false });
     const paths = full.outputs.flatMap((r) => (r.outputs.out ? [r.outputs.out] : Object.values(r.outputs)));
     return { paths, cacheUrl: info.cacheUrl };
-  });
-}
-
-async function askCoordinator<T>(ctx: CommandContext, fn: (c: ReturnType<typeof connectFarm>) => Promise<T>): Promise<T> {
-  const client = connectFarm(ctx.config);
-  try {
-    return await fn(client);
   } finally {
     client.close();
   }

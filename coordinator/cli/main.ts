@@ -31,8 +31,8 @@ const load = (m: string) => import(m).then((mod) => mod.run as Command["run"]);
 const COMMANDS: Record<string, Command> = {
   submit: {
     summary: "instantiate a ref and build it on the farm",
-    usage: "farm submit <nixpkgs#attr | ./file.nix#attr> [--follow] [--json]  |  farm submit --dag FILE.jsonl[.xz] [--roots DRV,...]",
-    flags: { follow: { type: "boolean" }, description: { type: "string" }, dag: { type: "string" }, roots: { type: "string" } },
+    usage: "farm submit <nixpkgs#attr | ./file.nix#attr> [--follow] [--no-publish] [--json]  |  farm submit --dag FILE.jsonl[.xz] [--roots DRV,...]",
+    flags: { follow: { type: "boolean" }, "no-publish": { type: "boolean" }, description: { type: "string" }, dag: { type: "string" }, roots: { type: "string" } },
     run: async (c) => (await load("./submit.js"))(c),
   },
   status: { summary: "show jobs, or one job", usage: "farm status [job] [--derivations] [--json]", flags: { derivations: { type: "boolean" } }, run: async (c) => (await load("./status.js"))(c) },
@@ -45,10 +45,32 @@ const COMMANDS: Record<string, Command> = {
     flags: { "dry-run": { type: "boolean" } },
     run: async (c) => (await load("./withdraw.js"))(c),
   },
+  publish: {
+    summary: "publish a name in the package index by hand (admin)",
+    usage: "farm publish NAME [OUT=]STORE-PATH... [--source TEXT] [--json]  |  farm publish NAME --job ID [--json]",
+    flags: { job: { type: "string" }, source: { type: "string" } },
+    run: async (c) => (await load("./publish.js"))(c),
+  },
+  unpublish: {
+    summary: "withdraw a name from the package index (admin)",
+    usage: "farm unpublish NAME [--json]",
+    run: async (c) => (await import("./publish.js")).runUnpublish(c),
+  },
   install: {
-    summary: "install a store path or built ref from the cache, without Nix or root",
-    usage: "farm install <store-path | ref> [--profile DIR] [--trusted-key KEY] [--cache-url URL] [--json]",
+    summary: "install packages by name (or store path) from the cache, without Nix, root or token",
+    usage: "farm install <name | store-path | ref>... [--profile DIR] [--trusted-key KEY] [--cache-url URL] [--json]",
     run: async (c) => (await load("./install.js"))(c),
+  },
+  search: { summary: "search the cache's package index", usage: "farm search [WORD] [--json]", run: async (c) => (await import("./packages.js")).search(c) },
+  list: { summary: "list installed packages (current generation)", usage: "farm list [--json]", run: async (c) => (await import("./packages.js")).list(c) },
+  upgrade: { summary: "upgrade installed packages to the index's newest", usage: "farm upgrade [NAME...] [--json]", run: async (c) => (await import("./packages.js")).runUpgrade(c) },
+  remove: { summary: "remove installed packages (a new generation)", usage: "farm remove NAME... [--json]", run: async (c) => (await import("./packages.js")).runRemove(c) },
+  rollback: { summary: "switch back to the previous generation", usage: "farm rollback [--json]", run: async (c) => (await import("./packages.js")).runRollback(c) },
+  gc: {
+    summary: "drop old generations and delete store paths nothing needs",
+    usage: "farm gc [--dry-run] [--keep-generations] [--json]",
+    flags: { "dry-run": { type: "boolean" }, "keep-generations": { type: "boolean" } },
+    run: async (c) => (await import("./packages.js")).runGc(c),
   },
 };
 

@@ -2,12 +2,14 @@
 // cache, hand the DAG to the coordinator, and (with --follow) show progress
 // until the job ends. Workers only ever see .drv files, never Nix expressions.
 import { randomUUID } from "node:crypto";
+import path from "node:path";
 import pRetry from "p-retry";
 import { status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
 import pino from "pino";
 import type { CommandContext } from "./main.js";
 import { connectFarm, call, authMetadata, rpcError, RpcError } from "./rpc.js";
 import { cutClosure, instantiate, loadJsonlDag } from "./dag/mod.js";
+import { parseRef } from "./dag/ref.js";
 import { nodeToWire } from "../../proto/convert/mod.js";
 import { CacheClient } from "../../proto/nix/mod.js";
 import { uploadClosure } from "./upload-closure.js";
@@ -31,7 +33,15 @@ export async function run(ctx: CommandContext): Promise<number> {
     if (info.storeDir !== ctx.config.storeDir) throw new InvalidInputError(`the farm builds for ${info.storeDir}, but this CLI is set to ${ctx.config.storeDir}`);
     const dag = dagFile ? await loadDagFile(dagFile, ctx) : await evaluate(ref, ctx, info, logger);
     // One key per invocation: a retried Submit after a lost reply returns the same job.
-    const request = { nodes: dag.nodes.map(nodeToWire), roots: dag.roots, description: String(ctx.flags.description ?? ref ?? dagFile), idempotencyKey: randomUUID() };
+    const request = {
+      nodes: dag.nodes.map(nodeToWire),
+      roots: dag.roots,
+      description: String(ctx.flags.description ?? ref ?? dagFile),
+      idempotencyKey: randomUUID(),
+      // The coordinator publishes a succeeded ref under its attribute path, naming where it was evaluated from.
+      noPublish: Boolean(ctx.flags["no-publish"]) || dagFile !== undefined,
+      source: ref ? sourceOf(ref, ctx.config.nixpkgs) : "",
+    };
     const res = await pRetry(() => call(client, ctx.config, client.submit, request), {
       retries: 5,
       minTimeout: 500,
@@ -50,6 +60,12 @@ export async function run(ctx: CommandContext): Promise<number> {
   } finally {
     client.close();
   }
+}
+
+/** Where a ref was evaluated from: the nixpkgs location, or the file's absolute path. */
+function sourceOf(ref: string, nixpkgs: string): string {
+  const { kind, file } = parseRef(ref) as { kind: string; file?: string };
+  return kind === "nixpkgs" ? nixpkgs : path.resolve(file!);
 }
 
 /** Evaluates a ref with stock Nix here and uploads its .drv closure to the cache. */

@@ -14,6 +14,8 @@ export interface Submission {
   idempotencyKey: string;
   /** Name of the submitting token ("" for the simulator and tests). */
   owner?: string;
+  /** Where a success is published in the package index (absent: not published). */
+  publish?: { name: string; source: string };
   /** Drvs whose outputs are already all in the cache. */
   cachedDrvPaths: ReadonlySet<DrvPath>;
 }

@@ -35,6 +35,7 @@ export function submitJob(s: SchedulerState, now: number, sub: Submission): void
     roots: [...sub.roots],
     idempotencyKey: sub.idempotencyKey,
     owner: sub.owner ?? "",
+    ...(sub.publish ? { publish: { ...sub.publish } } : {}),
     state: "running",
     createdAtMs: now,
     finishedAtMs: null,

@@ -38,6 +38,8 @@ export interface JobRecord {
   idempotencyKey: string;
   /** Name of the token that submitted it; only it and admins see or cancel the job ("" in records from before owners: admins only). */
   owner?: string;
+  /** Publish the roots' outputs in the package index under this name when the job succeeds (absent: keep it out). */
+  publish?: { name: string; source: string };
   state: JobState;
   createdAtMs: number;
   /** null while running. */

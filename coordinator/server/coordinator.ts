@@ -30,6 +30,8 @@ import { checkFixedOutput, checkNodesAgainstDrvs } from "./drv-check.js";
 import type { LeaseCredentials } from "./lease-credentials.js";
 import { newJobId } from "./job-ids.js";
 import { countEvent, gaugeSource } from "./shell-metrics.js";
+import type { PackagePublishing, PublishAnswer } from "./package-publishing.js";
+import type { PublishRequest, PublishSpec } from "../../proto/convert/mod.js";
 
 /** Everything the shell needs; main.ts wires it. */
 export interface CoordinatorDeps {
@@ -48,6 +50,8 @@ export interface CoordinatorDeps {
   publisher: OutputPublisher;
   /** Mints each assignment's lease-scoped upload credential (absent: assignments carry none). */
   credentials?: LeaseCredentials;
+  /** Publishes succeeded jobs' names in the package index (absent: no index). */
+  packages?: PackagePublishing;
 }
 
 /** Implements the worker and CLI services on top of the scheduler. */
@@ -88,6 +92,8 @@ export class Coordinator implements WorkerHub, FarmApi {
         changed = true;
         if (e.event.type === "worker.lost") this.logs.dropWorker(e.event.workerId); // its attempts will never report
         countEvent(e.event, this.d.metrics, this.d.logger);
+        // After the job's record is persisted (effects are delivered after persisting): a restart finds it in catchUp.
+        if (e.event.type === "job.finished" && e.event.state === "succeeded") void this.d.packages?.jobFinished(e.event.jobId);
       }
       // With no session an assignment's lease simply expires at the worker's deadline and is requeued.
       const out = workerMessage(e);
@@ -228,7 +234,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     return { version, storeDir, cacheUrl, cachePublicKey };
   }
 
-  async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string }): Promise<{ jobId: string; existing: boolean }> {
+  async submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string; publish?: PublishSpec }): Promise<{ jobId: string; existing: boolean }> {
     const started = Date.now();
     const jobId = newJobId(this.d.clock.now());
     try {
@@ -306,6 +312,16 @@ export class Coordinator implements WorkerHub, FarmApi {
     );
     this.d.logger.warn({ worker: workerId, dryRun, outputs: storePaths.length, derivations: drvPaths.length }, "withdrew what a worker built alone");
     return { storePaths, drvPaths };
+  }
+
+  async publishPackage(req: PublishRequest): Promise<PublishAnswer> {
+    if (!this.d.packages) throw new Error("this coordinator keeps no package index");
+    return this.d.packages.publish(req);
+  }
+
+  async unpublishPackage(name: string): Promise<PublishAnswer> {
+    if (!this.d.packages) throw new Error("this coordinator keeps no package index");
+    return this.d.packages.unpublish(name);
   }
 
   watch(_jobId: string, onChange: () => void): () => void {

@@ -5,7 +5,7 @@
 import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest } from "../../proto/gen/farm.js";
-import { nodeFromWire } from "../../proto/convert/mod.js";
+import { nodeFromWire, publishRequestFromWire, publishSpecFromSubmit, unpublishRequestFromWire, type PublishRequest, type PublishSpec } from "../../proto/convert/mod.js";
 import type { DrvNode } from "../core/types.js";
 import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
 import type { Principal, TokenRegistry } from "./auth.js";
@@ -16,7 +16,7 @@ export class NotFoundError extends FarmError {}
 /** What the coordinator shell offers the CLI. Status values are already in wire shape. */
 export interface FarmApi {
   info(): FarmInfo;
-  submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string }): Promise<{ jobId: string; existing: boolean }>;
+  submit(req: { nodes: DrvNode[]; roots: string[]; description: string; idempotencyKey: string; owner: string; publish?: PublishSpec }): Promise<{ jobId: string; existing: boolean }>;
   /** The job, if it exists and `viewer` may see it. */
   job(jobId: string, derivations: boolean, viewer: Principal): JobStatus | undefined;
   jobs(viewer: Principal): JobStatus[];
@@ -26,6 +26,10 @@ export interface FarmApi {
   cancel(jobId: string, viewer: Principal): Promise<JobStatus | undefined>;
   /** Unpublishes what `workerId` built alone (admin only). */
   withdraw(workerId: string, dryRun: boolean): Promise<{ storePaths: string[]; drvPaths: string[] }>;
+  /** Publishes a name in the package index (admin only). */
+  publishPackage(req: PublishRequest): Promise<{ name: string; outputs: Record<string, string>; serial: number }>;
+  /** Removes a name from the package index (admin only). */
+  unpublishPackage(name: string): Promise<{ name: string; outputs: Record<string, string>; serial: number }>;
   /** Calls `onChange` after every change of the job; returns an unsubscribe function. */
   watch(jobId: string, onChange: () => void): () => void;
 }
@@ -60,7 +64,9 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
       if (req.nodes.length === 0) throw new InvalidInputError("submit carries no derivations");
       if (req.nodes.length > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${req.nodes.length} derivations; this coordinator accepts at most ${deps.maxDagNodes}`);
       const nodes = req.nodes.map((n) => nodeFromWire(n, storeDir));
-      const res = await api.submit({ nodes, roots: req.roots, description: req.description.slice(0, 500), idempotencyKey: req.idempotencyKey.slice(0, 200), owner: caller.name });
+      const description = req.description.slice(0, 500);
+      const publish = publishSpecFromSubmit({ description, noPublish: req.noPublish, source: req.source });
+      const res = await api.submit({ nodes, roots: req.roots, description, idempotencyKey: req.idempotencyKey.slice(0, 200), owner: caller.name, publish });
       return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false, caller) };
     }),
     getJob: unary("getJob", (req: GetJobRequest, caller) => mustFind(req.jobId, api.job(req.jobId, req.derivations, caller))),
@@ -76,6 +82,14 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
       if (caller.role !== "admin") throw new AuthError("only an admin token may withdraw outputs");
       if (!/^[A-Za-z0-9._-]{1,128}$/.test(req.workerId)) throw new InvalidInputError(`'${req.workerId}' is not a worker id`);
       return api.withdraw(req.workerId, req.dryRun);
+    }),
+    publishPackage: unary("publishPackage", async (req, caller) => {
+      if (caller.role !== "admin") throw new AuthError("only an admin token may publish packages");
+      return api.publishPackage(publishRequestFromWire(req, storeDir));
+    }),
+    unpublishPackage: unary("unpublishPackage", async (req, caller) => {
+      if (caller.role !== "admin") throw new AuthError("only an admin token may unpublish packages");
+      return api.unpublishPackage(unpublishRequestFromWire(req).name);
     }),
     watchJob(call: ServerWritableStream<GetJobRequest, JobStatus>) {
       let caller: Principal;

@@ -22,3 +22,4 @@ export {
   resultToWire,
   workerInfoFromJoin,
 } from "./worker-protocol.js";
+export { packageNameOfRef, publishRequestFromWire, publishSpecFromSubmit, unpublishRequestFromWire, type PublishRequest, type PublishSpec } from "./package-publish.js";

@@ -352,6 +352,13 @@ export interface SubmitRequest {
   description: string;
   /** Same key => same job (retries are idempotent). */
   idempotencyKey: string;
+  /** Keep the job out of the package index (farm submit --no-publish). */
+  noPublish: boolean;
+  /**
+   * Where the ref was evaluated from (the nixpkgs location or revision, or the
+   * file), recorded as the index entry's source.
+   */
+  source: string;
 }
 
 export interface SubmitResponse {
@@ -503,6 +510,39 @@ export interface WithdrawResponse {
   storePaths: string[];
   /** Their derivations, which are built again when a job next wants them. */
   drvPaths: string[];
+}
+
+export interface PublishPackageRequest {
+  /** The name users install it by (an attribute path: hello, tools.x, nix). */
+  name: string;
+  /** Output name -> store path; empty when job_id is given. */
+  outputs: { [key: string]: string };
+  /** Where it came from, shown by farm list/search. */
+  source: string;
+  /** Publish this succeeded job's root outputs instead of `outputs`. */
+  jobId: string;
+}
+
+export interface PublishPackageRequest_OutputsEntry {
+  key: string;
+  value: string;
+}
+
+export interface UnpublishPackageRequest {
+  name: string;
+}
+
+export interface PublishPackageResponse {
+  name: string;
+  /** The name's current outputs after the change (empty after unpublishing). */
+  outputs: { [key: string]: string };
+  /** The index's serial after the change. */
+  serial: number;
+}
+
+export interface PublishPackageResponse_OutputsEntry {
+  key: string;
+  value: string;
 }
 
 function createBaseWorkerMessage(): WorkerMessage {
@@ -3492,7 +3532,7 @@ export const DerivationNode_OutputsEntry: MessageFns<DerivationNode_OutputsEntry
 };
 
 function createBaseSubmitRequest(): SubmitRequest {
-  return { nodes: [], roots: [], description: "", idempotencyKey: "" };
+  return { nodes: [], roots: [], description: "", idempotencyKey: "", noPublish: false, source: "" };
 }
 
 export const SubmitRequest: MessageFns<SubmitRequest> = {
@@ -3508,6 +3548,12 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
     }
     if (message.idempotencyKey !== "") {
       writer.uint32(34).string(message.idempotencyKey);
+    }
+    if (message.noPublish !== false) {
+      writer.uint32(40).bool(message.noPublish);
+    }
+    if (message.source !== "") {
+      writer.uint32(50).string(message.source);
     }
     return writer;
   },
@@ -3557,6 +3603,22 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
             message.idempotencyKey = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.noPublish = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3579,6 +3641,12 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
         : isSet(object.idempotency_key)
         ? globalThis.String(object.idempotency_key)
         : "",
+      noPublish: isSet(object.noPublish)
+        ? globalThis.Boolean(object.noPublish)
+        : isSet(object.no_publish)
+        ? globalThis.Boolean(object.no_publish)
+        : false,
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
     };
   },
 
@@ -3596,6 +3664,12 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
     if (message.idempotencyKey !== "") {
       obj.idempotencyKey = message.idempotencyKey;
     }
+    if (message.noPublish !== false) {
+      obj.noPublish = message.noPublish;
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
     return obj;
   },
 
@@ -3608,6 +3682,8 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
     message.roots = object.roots?.map((e) => e) || [];
     message.description = object.description ?? "";
     message.idempotencyKey = object.idempotencyKey ?? "";
+    message.noPublish = object.noPublish ?? false;
+    message.source = object.source ?? "";
     return message;
   },
 };
@@ -6173,6 +6249,533 @@ export const WithdrawResponse: MessageFns<WithdrawResponse> = {
   },
 };
 
+function createBasePublishPackageRequest(): PublishPackageRequest {
+  return { name: "", outputs: {}, source: "", jobId: "" };
+}
+
+export const PublishPackageRequest: MessageFns<PublishPackageRequest> = {
+  encode(message: PublishPackageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    globalThis.Object.entries(message.outputs).forEach(([key, value]: [string, string]) => {
+      PublishPackageRequest_OutputsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    if (message.source !== "") {
+      writer.uint32(26).string(message.source);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(34).string(message.jobId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishPackageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishPackageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = PublishPackageRequest_OutputsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.outputs[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishPackageRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      outputs: isObject(object.outputs)
+        ? (globalThis.Object.entries(object.outputs) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      source: isSet(object.source) ? globalThis.String(object.source) : "",
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+    };
+  },
+
+  toJSON(message: PublishPackageRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.outputs) {
+      const entries = globalThis.Object.entries(message.outputs) as [string, string][];
+      if (entries.length > 0) {
+        obj.outputs = {};
+        entries.forEach(([k, v]) => {
+          obj.outputs[k] = v;
+        });
+      }
+    }
+    if (message.source !== "") {
+      obj.source = message.source;
+    }
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishPackageRequest>, I>>(base?: I): PublishPackageRequest {
+    return PublishPackageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishPackageRequest>, I>>(object: I): PublishPackageRequest {
+    const message = createBasePublishPackageRequest();
+    message.name = object.name ?? "";
+    message.outputs = (globalThis.Object.entries(object.outputs ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.source = object.source ?? "";
+    message.jobId = object.jobId ?? "";
+    return message;
+  },
+};
+
+function createBasePublishPackageRequest_OutputsEntry(): PublishPackageRequest_OutputsEntry {
+  return { key: "", value: "" };
+}
+
+export const PublishPackageRequest_OutputsEntry: MessageFns<PublishPackageRequest_OutputsEntry> = {
+  encode(message: PublishPackageRequest_OutputsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishPackageRequest_OutputsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishPackageRequest_OutputsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishPackageRequest_OutputsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: PublishPackageRequest_OutputsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishPackageRequest_OutputsEntry>, I>>(
+    base?: I,
+  ): PublishPackageRequest_OutputsEntry {
+    return PublishPackageRequest_OutputsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishPackageRequest_OutputsEntry>, I>>(
+    object: I,
+  ): PublishPackageRequest_OutputsEntry {
+    const message = createBasePublishPackageRequest_OutputsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseUnpublishPackageRequest(): UnpublishPackageRequest {
+  return { name: "" };
+}
+
+export const UnpublishPackageRequest: MessageFns<UnpublishPackageRequest> = {
+  encode(message: UnpublishPackageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UnpublishPackageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUnpublishPackageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UnpublishPackageRequest {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: UnpublishPackageRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UnpublishPackageRequest>, I>>(base?: I): UnpublishPackageRequest {
+    return UnpublishPackageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UnpublishPackageRequest>, I>>(object: I): UnpublishPackageRequest {
+    const message = createBaseUnpublishPackageRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBasePublishPackageResponse(): PublishPackageResponse {
+  return { name: "", outputs: {}, serial: 0 };
+}
+
+export const PublishPackageResponse: MessageFns<PublishPackageResponse> = {
+  encode(message: PublishPackageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    globalThis.Object.entries(message.outputs).forEach(([key, value]: [string, string]) => {
+      PublishPackageResponse_OutputsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    if (message.serial !== 0) {
+      writer.uint32(24).uint64(message.serial);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishPackageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishPackageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = PublishPackageResponse_OutputsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.outputs[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.serial = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishPackageResponse {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      outputs: isObject(object.outputs)
+        ? (globalThis.Object.entries(object.outputs) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      serial: isSet(object.serial) ? globalThis.Number(object.serial) : 0,
+    };
+  },
+
+  toJSON(message: PublishPackageResponse): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.outputs) {
+      const entries = globalThis.Object.entries(message.outputs) as [string, string][];
+      if (entries.length > 0) {
+        obj.outputs = {};
+        entries.forEach(([k, v]) => {
+          obj.outputs[k] = v;
+        });
+      }
+    }
+    if (message.serial !== 0) {
+      obj.serial = Math.round(message.serial);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishPackageResponse>, I>>(base?: I): PublishPackageResponse {
+    return PublishPackageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishPackageResponse>, I>>(object: I): PublishPackageResponse {
+    const message = createBasePublishPackageResponse();
+    message.name = object.name ?? "";
+    message.outputs = (globalThis.Object.entries(object.outputs ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.serial = object.serial ?? 0;
+    return message;
+  },
+};
+
+function createBasePublishPackageResponse_OutputsEntry(): PublishPackageResponse_OutputsEntry {
+  return { key: "", value: "" };
+}
+
+export const PublishPackageResponse_OutputsEntry: MessageFns<PublishPackageResponse_OutputsEntry> = {
+  encode(message: PublishPackageResponse_OutputsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishPackageResponse_OutputsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishPackageResponse_OutputsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishPackageResponse_OutputsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: PublishPackageResponse_OutputsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishPackageResponse_OutputsEntry>, I>>(
+    base?: I,
+  ): PublishPackageResponse_OutputsEntry {
+    return PublishPackageResponse_OutputsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishPackageResponse_OutputsEntry>, I>>(
+    object: I,
+  ): PublishPackageResponse_OutputsEntry {
+    const message = createBasePublishPackageResponse_OutputsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
 export type WorkerServiceService = typeof WorkerServiceService;
 export const WorkerServiceService = {
   /** One long-lived control stream per worker. */
@@ -6298,6 +6901,33 @@ export const FarmServiceService = {
     responseSerialize: (value: WithdrawResponse): Buffer => Buffer.from(WithdrawResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): WithdrawResponse => WithdrawResponse.decode(value),
   },
+  /**
+   * Admin only: publishes a name in the package index, pointing at paths the
+   * cache holds signed (given directly, or a succeeded job's root outputs).
+   */
+  publishPackage: {
+    path: "/farm.v1.FarmService/PublishPackage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PublishPackageRequest): Buffer =>
+      Buffer.from(PublishPackageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PublishPackageRequest => PublishPackageRequest.decode(value),
+    responseSerialize: (value: PublishPackageResponse): Buffer =>
+      Buffer.from(PublishPackageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PublishPackageResponse => PublishPackageResponse.decode(value),
+  },
+  /** Admin only: removes a name (and its history) from the package index. */
+  unpublishPackage: {
+    path: "/farm.v1.FarmService/UnpublishPackage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UnpublishPackageRequest): Buffer =>
+      Buffer.from(UnpublishPackageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UnpublishPackageRequest => UnpublishPackageRequest.decode(value),
+    responseSerialize: (value: PublishPackageResponse): Buffer =>
+      Buffer.from(PublishPackageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PublishPackageResponse => PublishPackageResponse.decode(value),
+  },
 } as const;
 
 export interface FarmServiceServer extends UntypedServiceImplementation {
@@ -6317,6 +6947,13 @@ export interface FarmServiceServer extends UntypedServiceImplementation {
    * again when a job next wants them.
    */
   withdraw: handleUnaryCall<WithdrawRequest, WithdrawResponse>;
+  /**
+   * Admin only: publishes a name in the package index, pointing at paths the
+   * cache holds signed (given directly, or a succeeded job's root outputs).
+   */
+  publishPackage: handleUnaryCall<PublishPackageRequest, PublishPackageResponse>;
+  /** Admin only: removes a name (and its history) from the package index. */
+  unpublishPackage: handleUnaryCall<UnpublishPackageRequest, PublishPackageResponse>;
 }
 
 export interface FarmServiceClient extends Client {
@@ -6446,6 +7083,41 @@ export interface FarmServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: WithdrawResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Admin only: publishes a name in the package index, pointing at paths the
+   * cache holds signed (given directly, or a succeeded job's root outputs).
+   */
+  publishPackage(
+    request: PublishPackageRequest,
+    callback: (error: ServiceError | null, response: PublishPackageResponse) => void,
+  ): ClientUnaryCall;
+  publishPackage(
+    request: PublishPackageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PublishPackageResponse) => void,
+  ): ClientUnaryCall;
+  publishPackage(
+    request: PublishPackageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PublishPackageResponse) => void,
+  ): ClientUnaryCall;
+  /** Admin only: removes a name (and its history) from the package index. */
+  unpublishPackage(
+    request: UnpublishPackageRequest,
+    callback: (error: ServiceError | null, response: PublishPackageResponse) => void,
+  ): ClientUnaryCall;
+  unpublishPackage(
+    request: UnpublishPackageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PublishPackageResponse) => void,
+  ): ClientUnaryCall;
+  unpublishPackage(
+    request: UnpublishPackageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PublishPackageResponse) => void,
   ): ClientUnaryCall;
 }
 

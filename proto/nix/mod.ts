@@ -36,5 +36,5 @@ export {
   type PackageIndex,
 } from "./package-index.js";
 export { encodeString, encodeU64, type ByteSource } from "./serialise.js";
-export { generateKeyPair, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
+export { generateKeyPair, parsePublicKey, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
 export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeSourceStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

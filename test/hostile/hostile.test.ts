@@ -273,7 +273,7 @@ describe("floods and giant requests", () => {
     let rssPeak = 0;
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(pid))), 100);
     const started = Date.now();
-    const submit = (key: string) => admin.call(admin.client.submit, { nodes: wire, roots, description: `hostile 100k ${key}`, idempotencyKey: key }, 600_000);
+    const submit = (key: string) => admin.call(admin.client.submit, { nodes: wire, roots, description: `hostile 100k ${key}`, idempotencyKey: key, noPublish: true, source: "" }, 600_000);
     const [a, b] = await Promise.all([submit("copy-a"), submit("copy-b")]);
     measured.submit100kTwiceMs = Date.now() - started;
     clearInterval(sampler);
@@ -295,7 +295,7 @@ describe("floods and giant requests", () => {
 
   it("answers messages over the size limit with RESOURCE_EXHAUSTED and stays up", async () => {
     const big = "z".repeat(100 * 2 ** 20);
-    await expect(admin.call(admin.client.submit, { nodes: [], roots: [], description: big, idempotencyKey: "big" })).rejects.toMatchObject({ code: status.RESOURCE_EXHAUSTED });
+    await expect(admin.call(admin.client.submit, { nodes: [], roots: [], description: big, idempotencyKey: "big", noPublish: true, source: "" })).rejects.toMatchObject({ code: status.RESOURCE_EXHAUSTED });
     const f = new FakeWorker(addr(), T.replayer);
     await f.join("replayer"); // a worker token joins only under its own name
     f.send({ msg: { $case: "log", value: { lease: { drvPath: `/tmp/nix/store/${randomHash()}-big.drv`, epoch: 1 }, lines: [big] } } });
@@ -311,7 +311,7 @@ describe("floods and giant requests", () => {
     const rssBefore = rssBytes(pid);
     let rssPeak = rssBefore;
     const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssBytes(pid))), 20);
-    const replies = await Promise.allSettled([0, 1, 2].map((i) => forged.call(forged.client.submit, { nodes: [], roots: [], description: big, idempotencyKey: `forged-${i}` }, 60_000)));
+    const replies = await Promise.allSettled([0, 1, 2].map((i) => forged.call(forged.client.submit, { nodes: [], roots: [], description: big, idempotencyKey: `forged-${i}`, noPublish: true, source: "" }, 60_000)));
     clearInterval(sampler);
     forged.close();
     measured.forgedSubmitsRssGrowthMB = Math.round((rssPeak - rssBefore) / 2 ** 20);

@@ -108,7 +108,7 @@ describe("jobs belong to their submitter", () => {
 
   it("the same idempotency key from two users makes two jobs", async () => {
     const node = quickNode();
-    const req = { nodes: [nodeToWire(node)], roots: [node.drvPath], description: "same key", idempotencyKey: "shared-key-1" };
+    const req = { nodes: [nodeToWire(node)], roots: [node.drvPath], description: "same key", idempotencyKey: "shared-key-1", noPublish: true, source: "" };
     const alice = farmClient(farm.coordinatorAddress, T.alice);
     const bob = farmClient(farm.coordinatorAddress, T.bob);
     try {
@@ -129,7 +129,7 @@ describe("jobs belong to their submitter", () => {
     const truth = quickNode();
     const bobsJobs = await jobIds("bob");
     const bob = farmClient(farm.coordinatorAddress, T.bob);
-    const submit = (node: DrvNode) => bob.call(bob.client.submit, { nodes: [nodeToWire(node)], roots: [node.drvPath], description: "hijack", idempotencyKey: "" });
+    const submit = (node: DrvNode) => bob.call(bob.client.submit, { nodes: [nodeToWire(node)], roots: [node.drvPath], description: "hijack", idempotencyKey: "", noPublish: true, source: "" });
     const planted = truth.outputs.out.replace(/\/[0-9a-z]{32}-/, "/0000000000000000000000000000000a-");
     try {
       for (const [node, says] of [

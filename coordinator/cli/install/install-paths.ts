@@ -47,22 +47,30 @@ async function binDirOf(path: string, logger: Logger): Promise<string | undefine
   return (await lstat(resolved)).isDirectory() ? src : undefined;
 }
 
-async function linkBins(paths: string[], opts: InstallOptions, result: InstallResult): Promise<void> {
-  const binDir = join(opts.profileDir, "bin");
+/** Links the bin/ entries of `paths` into `binDir`, first path first; never replaces what farm does not own. */
+export async function linkPrograms(paths: string[], binDir: string, storeDir: string, logger: Logger): Promise<{ linked: string[]; skippedLinks: string[] }> {
+  const result = { linked: [] as string[], skippedLinks: [] as string[] };
   for (const path of paths) {
-    const src = await binDirOf(path, opts.logger);
+    const src = await binDirOf(path, logger);
     if (!src) continue;
     await mkdir(binDir, { recursive: true });
     for (const entry of (await readdir(src)).sort()) {
       const link = join(binDir, entry);
-      const outcome = await linkInto(link, join(src, entry), opts.storeDir);
+      const outcome = await linkInto(link, join(src, entry), storeDir);
       if (outcome === "linked") result.linked.push(link);
       if (outcome === "foreign") {
         result.skippedLinks.push(link);
-        opts.logger.warn({ link }, "not replacing a profile entry that farm does not own");
+        logger.warn({ link }, "not replacing a profile entry that farm does not own");
       }
     }
   }
+  return result;
+}
+
+async function linkBins(paths: string[], opts: InstallOptions, result: InstallResult): Promise<void> {
+  const r = await linkPrograms(paths, join(opts.profileDir, "bin"), opts.storeDir, opts.logger);
+  result.linked.push(...r.linked);
+  result.skippedLinks.push(...r.skippedLinks);
 }
 
 /** Installs `paths` and their closure from the cache into `storeDir`, then links their bin/ entries into `profileDir/bin`. */

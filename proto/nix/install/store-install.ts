@@ -70,7 +70,7 @@ async function canonicalize(path: string): Promise<void> {
 }
 
 /** Removes a tree even if canonicalize already made its directories read-only. */
-async function removeTree(path: string): Promise<void> {
+export async function removeTree(path: string): Promise<void> {
   const st = await lstat(path).catch(() => null);
   if (!st) return;
   if (st.isDirectory()) {
