@@ -51,6 +51,12 @@ const COMMANDS: Record<string, Command> = {
     flags: { job: { type: "string" }, source: { type: "string" } },
     run: async (c) => (await load("./publish.js"))(c),
   },
+  "publish-nix": {
+    summary: "put a Nix that runs from the farm's store dir into the cache, as 'nix' (admin)",
+    usage: "farm publish-nix [--from STORE-PATH] [--nix BINARY] [--json]",
+    flags: { from: { type: "string" }, nix: { type: "string" } },
+    run: async (c) => (await load("./publish-nix/publish-nix.js"))(c),
+  },
   unpublish: {
     summary: "withdraw a name from the package index (admin)",
     usage: "farm unpublish NAME [--json]",

@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { spawnIsolated, runIsolated, type IsolatedProcess } from "./isolated.js";
+import { BARE_UID, bareEnv, hostNixPaths } from "./bare-container.js";
 import { freePort, waitForPort, waitFor } from "./ports.js";
 
 /** Root of the repository (holds dist/ after `npm run build`). */
@@ -34,6 +35,12 @@ export interface WorkerSpec {
   /** Files bound over host files in its namespace only (e.g. an /etc/group with build users). */
   overlay?: { source: string; at: string }[];
   env?: Record<string, string>;
+  /**
+   * A bare container (test/harness/bare-container.ts): the host's Nix hidden, uid
+   * 65534 unless `uid` says otherwise, and `env -i` plus only what a kit's .env
+   * sets (coordinator, token, cache URL and key, worker id, log level, and `env`).
+   */
+  bare?: boolean;
 }
 
 /** Options of a test farm. */
@@ -130,6 +137,7 @@ export class FarmCluster {
     mkdirSync(path.join(dir, "nix"), { recursive: true });
     let main = WORKER_MAIN;
     let expose: { source: string; at: string }[] = [...(spec.overlay ?? [])];
+    if (spec.bare) spec = { ...spec, uid: spec.uid ?? BARE_UID };
     if (spec.uid !== undefined) {
       // The checkout may sit below a dir the uid can't enter: it sees it at a dir of its own.
       const repo = path.join(dir, "repo");
@@ -146,19 +154,22 @@ export class FarmCluster {
       cwd: spec.uid === undefined ? undefined : dir,
       expose,
       memoryLimitBytes: spec.memoryLimitBytes,
-      hideNix: spec.hideNix,
+      hideNix: spec.hideNix || spec.bare,
+      hide: spec.bare ? hostNixPaths() : undefined,
       nixTmpfsBytes: spec.nixTmpfsBytes,
       logFile: path.join(dir, "worker.log"),
-      env: {
-        ...process.env,
-        COORDINATOR_URL: this.coordinatorAddress,
-        FARM_TOKEN: this.token,
-        FARM_WORKER_ID: spec.name,
-        FARM_CORES: String(spec.cores ?? 2),
-        FARM_MAX_BUILDS: String(spec.maxBuilds ?? 1),
-        FARM_LOG_LEVEL: "debug",
-        ...spec.env,
-      },
+      env: spec.bare
+        ? bareEnv({ COORDINATOR_URL: this.coordinatorAddress, FARM_TOKEN: this.token, FARM_WORKER_ID: spec.name, FARM_CACHE_URL: this.cacheUrl, FARM_CACHE_PUBLIC_KEY: this.publicKey(), FARM_LOG_LEVEL: "debug", ...spec.env })
+        : {
+            ...process.env,
+            COORDINATOR_URL: this.coordinatorAddress,
+            FARM_TOKEN: this.token,
+            FARM_WORKER_ID: spec.name,
+            FARM_CORES: String(spec.cores ?? 2),
+            FARM_MAX_BUILDS: String(spec.maxBuilds ?? 1),
+            FARM_LOG_LEVEL: "debug",
+            ...spec.env,
+          },
     });
     this.workers.set(spec.name, p);
     return p;
