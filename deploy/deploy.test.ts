@@ -125,6 +125,7 @@ describe("settings named in the kits exist", () => {
     ["deploy/kubernetes/worker.yaml", worker],
     ["deploy/kubernetes/Dockerfile", worker],
     ["deploy/glitch/README.md", worker],
+    ["deploy/glitch/env.example", worker],
     ["deploy/systemd/coordinator.env.example", coordinator],
     ["deploy/systemd/tmpnix-coordinator.service", coordinator],
     ["deploy/prometheus/prometheus.yml", either],

@@ -4,8 +4,9 @@
 // the host changes; isolate.sh adds the empty /tmp/nix, the unprivileged uid
 // and a memory cgroup the test sets from outside.
 import { execFileSync } from "node:child_process";
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** The uid a bare container runs as (nobody). */
 export const BARE_UID = 65534;
@@ -29,7 +30,18 @@ export function hostNixPaths(): string[] {
   return [...hidden].sort();
 }
 
-/** The environment a bare container starts with: `env -i` plus exactly `vars` and a PATH that finds node. */
+/** The Glitch kit's .env template: the only settings a bare container's worker gets. */
+export const KIT_ENV = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../deploy/glitch/env.example");
+
+/** Every variable the kit's .env names, set or commented out. */
+export function kitEnvNames(): Set<string> {
+  return new Set([...readFileSync(KIT_ENV, "utf8").matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]));
+}
+
+/** The environment a bare container starts with: `env -i`, a PATH that finds node, and `vars`, each one the kit's .env names. */
 export function bareEnv(vars: Record<string, string>): NodeJS.ProcessEnv {
+  const known = kitEnvNames();
+  const foreign = Object.keys(vars).filter((k) => !known.has(k));
+  if (foreign.length) throw new Error(`a bare container gets only what deploy/glitch/env.example names, not ${foreign.join(", ")}`);
   return { PATH: `${path.dirname(process.execPath)}:/usr/bin:/bin`, ...vars };
 }

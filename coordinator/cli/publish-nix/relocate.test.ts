@@ -68,7 +68,7 @@ describe("relocating the host's Nix", () => {
       `export PATH=${bin}:$PATH`,
       `drv=$(nix-instantiate ${root}/t.nix) && out=$(nix-store -r "$drv") && cat "$out"`,
     ].join("\n");
-    const r = await runIsolated("bare-nix", "/bin/sh", ["-c", script], { nixDir, hide: hidden, uid: BARE_UID, cwd: root, env: bareEnv({ HOME: "/tmp/nix" }) });
+    const r = await runIsolated("bare-nix", "/bin/sh", ["-c", script], { nixDir, hide: hidden, uid: BARE_UID, cwd: root, env: { ...bareEnv({}), HOME: "/tmp/nix" } });
     expect(r.stdout).not.toMatch(/HOST-NIX-RUNS/);
     expect(r.stdout.trim().split("\n").at(-1), r.stderr).toBe("built by the relocated nix");
     const loaded = readFileSync(path.join(nixDir, "loaded"), "utf8").trim().split("\n");
