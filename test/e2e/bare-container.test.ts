@@ -1,7 +1,8 @@
 // A worker on the hosts the farm is for: a bare container with Node and no
 // Nix, no root, no writable cgroup (test/harness/bare-container.ts: the host's
 // Nix hidden, uid 65534, `env -i` plus the kit's .env, a memory cgroup set
-// from outside that the worker can read but not write).
+// from outside that the worker can read but not write), under a seccomp filter
+// that denies newer syscalls as the seed's hosts do.
 //
 //   1. The operator runs `farm publish-nix`; the bare worker installs that Nix
 //      from the cache at start, joins saying so, and builds the demo DAG with a
@@ -12,6 +13,7 @@
 //   3. A build holding 200 MiB is measured by the /proc guard within 15 %.
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FarmCluster, REPO } from "../harness/cluster.js";
 import { parseNarInfo, verifyNarInfo } from "../../proto/nix/mod.js";
@@ -40,6 +42,22 @@ const bareLog = () =>
     .filter((l) => l.startsWith("{"))
     .map((l) => JSON.parse(l) as Record<string, unknown> & { msg: string; pid: number });
 
+/**
+ * The seed's hosts answer clone3, close_range, faccessat2 and fchmodat2 with EPERM
+ * and affinity calls with EINVAL: the bare worker runs under a seccomp filter that
+ * does the same. Their Node is the platform's own, built for their older glibc;
+ * this machine's (glibc 2.36) can't start a thread under that filter, so here it
+ * runs through syscall-compat, as it would on such a host with a newer Node. The
+ * farm's Nix brings its own syscall-compat (coordinator/cli/publish-nix/).
+ */
+async function seedHostSyscalls(): Promise<string[]> {
+  const deny = path.join(farm.root, "deny-new-syscalls");
+  const compat = path.join(farm.root, "syscall-compat");
+  await execa("cc", ["-O1", "-o", deny, path.join(REPO, "test/fixtures/seccomp/deny-new-syscalls.c")]);
+  await execa("cc", ["-static", "-O1", "-o", compat, path.join(REPO, "coordinator/cli/publish-nix/syscall-compat.c")]);
+  return [deny, compat];
+}
+
 async function submit(ref: string) {
   const r = await farm.cli(["submit", ref, "--follow", "--json"]);
   return { ...r, job: r.stdout.trim() ? JSON.parse(r.stdout) : undefined };
@@ -52,7 +70,7 @@ describe("a worker on a bare container", () => {
     const nixPath = JSON.parse(published.stdout).storePath as string;
     expect(nixPath).toMatch(/^\/tmp\/nix\/store\/[0-9a-z]{32}-nix-2\.8\.0$/);
 
-    const bare = farm.startWorker({ name: BARE, bare: true, memoryLimitBytes: CONTAINER_LIMIT });
+    const bare = farm.startWorker({ name: BARE, bare: true, memoryLimitBytes: CONTAINER_LIMIT, launcher: await seedHostSyscalls() });
     await farm.waitForWorkers(2, 180_000);
     const listed = (await workers(farm)).find((w) => w.workerId === BARE) as unknown as { nixVersion: string; nixSource: string; memoryBytes: number };
     expect(listed.nixVersion).toBe("2.8.0");

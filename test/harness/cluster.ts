@@ -41,6 +41,8 @@ export interface WorkerSpec {
    * sets (coordinator, token, cache URL and key, worker id, log level, and `env`).
    */
   bare?: boolean;
+  /** Programs the worker's node runs under (each execs the rest), e.g. a seccomp filter. */
+  launcher?: string[];
 }
 
 /** Options of a test farm. */
@@ -147,7 +149,8 @@ export class FarmCluster {
       expose.push({ source: REPO, at: repo });
       main = path.join(repo, path.relative(REPO, WORKER_MAIN));
     }
-    const p = spawnIsolated(`worker-${spec.name}`, process.execPath, [main], {
+    const [cmd, ...args] = [...(spec.launcher ?? []), process.execPath, main];
+    const p = spawnIsolated(`worker-${spec.name}`, cmd, args, {
       nixDir: path.join(dir, "nix"),
       uid: spec.uid,
       // A uid of its own may not reach the test's cwd (CI's clone sits below a 0700 dir), and Nix aborts there.

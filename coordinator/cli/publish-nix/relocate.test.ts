@@ -1,12 +1,15 @@
 // Relocating the host's Nix (Debian's nix-bin) for /tmp/nix/store, checked
 // with the real thing: Nix's own path computation, the dynamic loader's own
 // tracing in a namespace where the host's Nix is hidden, and a real build run
-// by the relocated Nix as an unprivileged uid.
+// by the relocated Nix as an unprivileged uid, under a seccomp filter that
+// denies newer syscalls as the seed's hosts do.
 import { cpSync, chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execa } from "execa";
+import { REPO } from "../../../test/harness/cluster.js";
 import { runIsolated } from "../../../test/harness/isolated.js";
 import { BARE_UID, bareEnv, hostNixPaths } from "../../../test/harness/bare-container.js";
 import { parseLdd, parseNixVersion, relocateHostNix, type RelocatedNix } from "./relocate.js";
@@ -42,7 +45,7 @@ describe("relocating the host's Nix", () => {
   it("makes three paths, each named as Nix names a source with those bytes and references", async () => {
     expect(relocated.paths.map((p) => path.basename(p.storePath).slice(33))).toEqual([`nix-libs-${relocated.version}`, `nix-unwrapped-${relocated.version}`, `nix-${relocated.version}`]);
     expect(relocated.paths[1].references).toEqual([relocated.paths[0].storePath]);
-    expect(relocated.paths[2].references).toEqual([relocated.paths[1].storePath]);
+    expect(relocated.paths[2].references).toEqual([relocated.paths[0].storePath, relocated.paths[1].storePath]);
     // Nix's own answer for the path without references: `nix-store --add` of the same tree under the same name.
     const dir = path.join(root, "add");
     const named = path.join(dir, `nix-libs-${relocated.version}`);
@@ -61,12 +64,19 @@ describe("relocating the host's Nix", () => {
     chownRecursive(nixDir, BARE_UID);
     const bin = `${relocated.main.storePath}/bin`;
     const unwrapped = `${relocated.paths[1].storePath}/bin/nix-store`;
+    // The seed's hosts answer clone3, close_range, faccessat2 and fchmodat2 with EPERM (and affinity calls
+    // with EINVAL): a seccomp filter of the test's own does the same to everything below it.
+    const deny = path.join(root, "deny-new-syscalls");
+    await execa("cc", ["-O1", "-o", deny, path.join(REPO, "test/fixtures/seccomp/deny-new-syscalls.c")]);
     const script = [
       // The host's Nix really is gone here.
       "if nix-store --version 2>/dev/null; then echo HOST-NIX-RUNS; fi",
       `LD_DEBUG=libs ${unwrapped} --version 2>&1 | grep 'calling init:' | sed 's/.*calling init: //' | sort -u > /tmp/nix/loaded`,
+      // glibc 2.36 falls back from clone3 only on ENOSYS: bare, this Nix can't start a thread there.
+      `${deny} ${unwrapped} --version > /tmp/nix/denied 2>&1 || echo "exit $?" >> /tmp/nix/denied`,
       `export PATH=${bin}:$PATH`,
-      `drv=$(nix-instantiate ${root}/t.nix) && out=$(nix-store -r "$drv") && cat "$out"`,
+      // Its wrappers run it through syscall-compat, which turns those EPERMs back into ENOSYS.
+      `${deny} /bin/sh -c 'drv=$(nix-instantiate ${root}/t.nix) && out=$(nix-store -r "$drv") && cat "$out"'`,
     ].join("\n");
     const r = await runIsolated("bare-nix", "/bin/sh", ["-c", script], { nixDir, hide: hidden, uid: BARE_UID, cwd: root, env: { ...bareEnv({}), HOME: "/tmp/nix" } });
     expect(r.stdout).not.toMatch(/HOST-NIX-RUNS/);
@@ -74,6 +84,7 @@ describe("relocating the host's Nix", () => {
     const loaded = readFileSync(path.join(nixDir, "loaded"), "utf8").trim().split("\n");
     expect(loaded.length).toBeGreaterThan(10);
     expect(loaded.filter((f) => !f.startsWith(`${STORE}/`))).toEqual([]);
+    expect(readFileSync(path.join(nixDir, "denied"), "utf8")).toMatch(/Operation not permitted[\s\S]*exit [1-9]/);
   }, 180_000);
 });
 

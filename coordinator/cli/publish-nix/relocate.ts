@@ -5,15 +5,19 @@
 // result loads nothing from the host it later runs on (an old distro with
 // another glibc). Three content-addressed paths, none referring to itself:
 //
-//   <h1>-nix-libs-V        lib/: the loader and the libraries (rpath $ORIGIN)
+//   <h1>-nix-libs-V        lib/: the loader and the libraries (rpath $ORIGIN);
+//                          bin/syscall-compat (static; see syscall-compat.c)
 //   <h2>-nix-unwrapped-V   bin/nix and its nix-* names; interpreter, rpath -> h1
 //   <h3>-nix-V             bin/nix-*: sh wrappers defaulting NIX_STORE_DIR etc.
-//                          to the farm's layout, then exec h2 (the one users get)
+//                          to the farm's layout, then exec h2 through
+//                          syscall-compat (the one users and workers run)
 //
 // Each path's name is its own NAR hash plus its references, so the cache can
 // check it from the bytes alone, as it does for every submitter's source.
 
-import { copyFile, chmod, mkdir, readdir, realpath, stat, symlink, writeFile } from "node:fs/promises";
+import { copyFile, chmod, mkdir, readdir, realpath, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { basename, dirname, join } from "node:path";
 import { execa } from "execa";
 import type { Logger } from "pino";
@@ -74,7 +78,7 @@ export function parseLdd(text: string): { loader?: string; libs: Map<string, str
 }
 
 /** The wrapper script for one command: farm-layout defaults (overridable), then the relocated binary. */
-export function wrapperScript(command: string, unwrapped: string, storeDir: string, version: string): string {
+export function wrapperScript(command: string, unwrapped: string, storeDir: string, version: string, compat?: string): string {
   const root = dirname(storeDir);
   return [
     "#!/bin/sh",
@@ -82,7 +86,7 @@ export function wrapperScript(command: string, unwrapped: string, storeDir: stri
     `: "\${NIX_STORE_DIR:=${storeDir}}" "\${NIX_STATE_DIR:=${root}/var/nix}" "\${NIX_LOG_DIR:=${root}/var/log/nix}" "\${NIX_CONF_DIR:=${unwrapped}/etc/nix}"`,
     `NIX_BIN_DIR=${unwrapped}/bin NIX_LIBEXEC_DIR=${unwrapped}/libexec`,
     "export NIX_STORE_DIR NIX_STATE_DIR NIX_LOG_DIR NIX_CONF_DIR NIX_BIN_DIR NIX_LIBEXEC_DIR",
-    `exec ${unwrapped}/bin/${command} "$@"`,
+    `exec ${compat ? `${compat} ` : ""}${unwrapped}/bin/${command} "$@"`,
     "",
   ].join("\n");
 }
@@ -119,6 +123,7 @@ export async function relocateHostNix(opts: RelocateOptions): Promise<RelocatedN
     await copyInto(file, to);
     await execa(patchelf, ["--force-rpath", "--set-rpath", "$ORIGIN", to]);
   }
+  const compat = await buildSyscallCompat(join(libsDir, "bin"), opts.logger);
   const libsPath = await seal(libsDir, `nix-libs-${version}`, [], opts.storeDir);
 
   // 2. The binary, pointed at them; the nix-* names are links, as in every Nix install.
@@ -140,11 +145,33 @@ export async function relocateHostNix(opts: RelocateOptions): Promise<RelocatedN
   await mkdir(join(mainDir, "bin"), { recursive: true });
   for (const c of NIX_COMMANDS) {
     const file = join(mainDir, "bin", c);
-    await writeFile(file, wrapperScript(c, unwrappedPath.storePath, opts.storeDir, version));
+    await writeFile(file, wrapperScript(c, unwrappedPath.storePath, opts.storeDir, version, compat ? `${libsPath.storePath}/bin/syscall-compat` : undefined));
     await chmod(file, 0o555);
   }
-  const mainPath = await seal(mainDir, `nix-${version}`, [unwrappedPath.storePath], opts.storeDir);
+  const mainPath = await seal(mainDir, `nix-${version}`, compat ? [libsPath.storePath, unwrappedPath.storePath] : [unwrappedPath.storePath], opts.storeDir);
   return { version, paths: [libsPath, unwrappedPath, mainPath], main: mainPath };
+}
+
+/** The C source of the syscall-compat launcher: beside this module, or (run from dist/) in the source tree. */
+const COMPAT_SOURCE = [new URL("./syscall-compat.c", import.meta.url), new URL("../../../../coordinator/cli/publish-nix/syscall-compat.c", import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((f) => existsSync(f)) ?? "syscall-compat.c";
+
+/**
+ * Compiles syscall-compat statically into `binDir` with the host's cc. Without
+ * a compiler (or a static libc) the Nix still works everywhere but on hosts
+ * that answer clone3 with EPERM; say so and go on.
+ */
+async function buildSyscallCompat(binDir: string, logger: Logger): Promise<boolean> {
+  await mkdir(binDir, { recursive: true });
+  try {
+    await execa("cc", ["-static", "-O2", "-o", join(binDir, "syscall-compat"), COMPAT_SOURCE]);
+    return true;
+  } catch (err) {
+    logger.warn({ err: (err as Error).message.split("\n")[0] }, "no syscall-compat (needs cc and a static libc, Debian: gcc libc6-dev): this Nix will fail on hosts that deny clone3 with EPERM");
+    await rm(binDir, { recursive: true, force: true });
+    return false;
+  }
 }
 
 /** `nix (Nix) 2.8.0` -> `2.8.0`. */
