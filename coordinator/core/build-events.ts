@@ -80,7 +80,7 @@ export function buildReported(
   rec.durationMs = report.durationMs;
   rec.peakMemoryBytes = report.peakMemoryBytes;
   if (report.memoryNotMeasured) rec.peakMemoryNotMeasured = true;
-  else delete rec.peakMemoryNotMeasured;
+  else if (rec.peakMemoryNotMeasured) delete rec.peakMemoryNotMeasured;
   const cores = report.cores > 0 ? report.cores : holder.cores;
   const learned = s.estimator.observe(node, {
     outcome: report.outcome,
