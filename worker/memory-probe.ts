@@ -5,8 +5,9 @@
 // the peak, and a hard limit makes the kernel reclaim page cache before it
 // OOM-kills (a polling guard would kill builds for cache they'd give back).
 // Fallback when cgroups aren't writable: sample /proc and sum the tree's
-// anonymous + shmem memory (RSS on kernels before 4.5), killing the tree when it goes over the
-// limit. A build that ends between two samples was never seen: "not measured".
+// anonymous + shmem memory (RSS on kernels before 4.5), killing the tree when
+// it goes over the limit. A build that ends between two samples was never
+// seen: "not measured".
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
