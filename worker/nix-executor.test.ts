@@ -195,8 +195,9 @@ describe("NixExecutor with real Nix", () => {
     expect(report.outcome).toBe("out-of-memory");
     expect(report.error).toMatch(/out of memory at \d+ MiB \(limit 150 MiB\)/);
     expect(report.peakMemoryBytes).toBeGreaterThan(limit);
-    // Killed well before the hog's own end (10 s hold), and nothing of it is left running.
-    expect(lines.some((l) => l.startsWith("cores="))).toBe(false);
+    // Measured by the /proc monitor, no output registered, and nothing of the build left running.
+    expect(lines.some((l) => /nix-store ran \d+\.\ds, peak memory \d+ MiB \(proc monitor\)/.test(l))).toBe(true);
+    expect(existsSync(outs.greedy)).toBe(false);
     if (hogPid) expect(isAlive(hogPid)).toBe(false);
     expect(hogPidNow()).toBe(0);
     // The worker (this process, which ran the executor) was not in the killed tree.
