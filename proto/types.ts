@@ -97,7 +97,10 @@ export interface BuildReport {
   outcome: BuildOutcome;
   outputs: BuiltOutput[];
   durationMs: number;
+  /** Peak memory of the build's process tree; 0 when memoryNotMeasured. */
   peakMemoryBytes: number;
+  /** True when nothing measured the build's memory (it ended between two /proc samples, or never ran): peakMemoryBytes means nothing. */
+  memoryNotMeasured?: boolean;
   cores: number;
   error: string;
 }

@@ -5,7 +5,7 @@ import type { NixBuildResult } from "./nix-build.js";
 import type { AssignmentSpec } from "../proto/types.js";
 
 const assignment: AssignmentSpec = { lease: { drvPath: "/tmp/nix/store/00000000000000000000000000000000-x.drv", epoch: 1 }, name: "x", outputs: {}, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0 };
-const result = (patch: Partial<NixBuildResult>): NixBuildResult => ({ exitCode: 0, peakMemoryBytes: 0, outOfMemory: false, timedOut: false, aborted: false, diskFull: false, monitor: "proc", ...patch });
+const result = (patch: Partial<NixBuildResult>): NixBuildResult => ({ exitCode: 0, peakMemoryBytes: 0, memoryMeasured: true, outOfMemory: false, timedOut: false, aborted: false, diskFull: false, monitor: "proc", ...patch });
 
 describe("classifyBuild", () => {
   it("a builder that exits non-zero fails the derivation for good", () => {

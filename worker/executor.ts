@@ -26,17 +26,22 @@ export interface Executor {
   run(assignment: AssignmentSpec, ctx: ExecutorContext): Promise<BuildReport>;
 }
 
-/** A report for an attempt that ended before or without producing outputs. */
-export function failureReport(a: AssignmentSpec, outcome: BuildOutcome, error: string, startedAt: number, peakMemoryBytes = 0): BuildReport {
+/** A report for an attempt that ended before or without producing outputs; no `peakMemoryBytes` = not measured. */
+export function failureReport(a: AssignmentSpec, outcome: BuildOutcome, error: string, startedAt: number, peakMemoryBytes?: number): BuildReport {
   return {
     lease: a.lease,
     outcome,
     outputs: [],
     durationMs: Math.max(0, Date.now() - startedAt),
-    peakMemoryBytes,
+    ...memoryOf(peakMemoryBytes),
     cores: a.cores,
     error: oneLine(error),
   };
+}
+
+/** A report's memory fields for a peak that may not have been measured. */
+export function memoryOf(peakMemoryBytes: number | undefined): Pick<BuildReport, "peakMemoryBytes" | "memoryNotMeasured"> {
+  return peakMemoryBytes === undefined ? { peakMemoryBytes: 0, memoryNotMeasured: true } : { peakMemoryBytes };
 }
 
 /** Squeezes a message into one line of at most `max` characters. */

@@ -148,7 +148,7 @@ function makeExecutor(config: WorkerConfig, logger: Logger, metrics: WorkerMetri
     return new FakeExecutor({ model: loadFakeModel(config.fakeModel, config.fakeBuildMs), makeCache, logger, counters: metrics });
   }
   const nix = new NixEnv({ storeDir: config.storeDir, stateDir: config.stateDir, logDir: config.logDir }, process.env, config.buildUsersGroup, config.features);
-  return new NixExecutor({ nix, makeCache, minFreeDiskBytes: config.minFreeDiskBytes, logger, counters: metrics });
+  return new NixExecutor({ nix, makeCache, minFreeDiskBytes: config.minFreeDiskBytes, logger, counters: metrics, memorySampleMs: config.memorySampleMs });
 }
 
 /** One CacheClient per cache the coordinator names (reused across builds). */

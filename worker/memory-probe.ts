@@ -4,8 +4,10 @@
 // joins it before exec, so everything it forks is accounted, the kernel records
 // the peak, and a hard limit makes the kernel reclaim page cache before it
 // OOM-kills (a polling guard would kill builds for cache they'd give back).
-// Fallback when cgroups aren't writable: sample /proc and sum the tree's RSS,
-// killing the tree when it goes over the limit.
+// Fallback when cgroups aren't writable: sample /proc and sum the tree's
+// anonymous + shmem memory (RSS on kernels before 4.5), killing the tree when
+// it goes over the limit. A build that ends between two samples was never
+// seen: "not measured".
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
@@ -18,6 +20,8 @@ export interface MemorySample {
   peakBytes: number;
   /** The kernel OOM-killed something in the build, or the tree went over the limit. */
   overLimit: boolean;
+  /** peakBytes rests on a reading of the build itself (false: no sample caught the builder alive). */
+  measured: boolean;
 }
 
 /** Watches one build's process tree. */
@@ -91,7 +95,8 @@ class CgroupMonitor implements BuildMonitor {
     const currentBytes = this.readNumber(cur);
     // memory.peak needs Linux 5.19; older v2 kernels only give us our own samples.
     this.peak = Math.max(this.peak, currentBytes, this.readNumber(max));
-    return { currentBytes, peakBytes: this.peak, overLimit: this.oomKills() > this.oomBaseline };
+    // The kernel accounts every page from the first exec on: even a short build is measured.
+    return { currentBytes, peakBytes: this.peak, overLimit: this.oomKills() > this.oomBaseline, measured: true };
   }
 
   async killAll(): Promise<void> {
@@ -188,26 +193,32 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Fallback: sums the RSS of the process tree found in /proc. */
-class ProcMonitor implements BuildMonitor {
+/** Fallback: sums the memory of the process tree found in /proc (see ProcTree.memory). */
+export class ProcMonitor implements BuildMonitor {
   readonly kind = "proc" as const;
   private tree?: ProcTree;
+  private root = 0;
   private peak = 0;
+  private measured = false;
 
-  constructor(private readonly limitBytes: number) {}
+  constructor(private readonly limitBytes: number, private readonly procRoot = "/proc") {}
 
   wrap(file: string, args: string[]): { file: string; args: string[] } {
     return { file, args };
   }
 
   attach(pid: number): void {
-    this.tree = new ProcTree(pid);
+    this.root = pid;
+    this.tree = new ProcTree(pid, this.procRoot);
   }
 
   sample(): MemorySample {
-    const currentBytes = this.tree?.rssBytes() ?? 0;
+    const m = this.tree?.memory();
+    const currentBytes = m?.bytes ?? 0;
     this.peak = Math.max(this.peak, currentBytes);
-    return { currentBytes, peakBytes: this.peak, overLimit: this.limitBytes > 0 && currentBytes > this.limitBytes };
+    // nix-store alone (before it forks the builder, or after) says nothing about the build's own need.
+    if (m?.live.some((p) => p.pid !== this.root)) this.measured = true;
+    return { currentBytes, peakBytes: this.peak, overLimit: this.limitBytes > 0 && currentBytes > this.limitBytes, measured: this.measured };
   }
 
   async killAll(): Promise<void> {

@@ -12,8 +12,8 @@ import { isNixNoise, LineSplitter, LineTail, parseNixError } from "./nix-log.js"
 /** What tools and Nix print when a filesystem is full. */
 export const DISK_FULL = /No space left on device|ENOSPC|database or disk is full|Disk quota exceeded/i;
 
-/** How often memory is sampled (and the guard checked). */
-export const SAMPLE_INTERVAL_MS = 250;
+/** How often memory is sampled (and the /proc guard checked) unless the worker's config says otherwise. */
+export const DEFAULT_SAMPLE_INTERVAL_MS = 100;
 
 /** What one build needs. */
 export interface NixBuildRequest {
@@ -30,6 +30,8 @@ export interface NixBuildRequest {
   onUsage?(bytes: number): void;
   /** Force the /proc fallback (tests) instead of the best available monitor. */
   monitor?: MonitorChoice;
+  /** How often memory is sampled (default DEFAULT_SAMPLE_INTERVAL_MS). */
+  sampleIntervalMs?: number;
 }
 
 /** How the build process ended. */
@@ -37,7 +39,10 @@ export interface NixBuildResult {
   exitCode: number;
   /** Nix's one-line error when it failed. */
   error?: string;
+  /** 0 when not measured. */
   peakMemoryBytes: number;
+  /** False when no sample caught the build alive (the /proc monitor and a build shorter than its interval). */
+  memoryMeasured: boolean;
   /** Killed by the kernel OOM killer in its cgroup or by the /proc guard. */
   outOfMemory: boolean;
   timedOut: boolean;
@@ -90,17 +95,19 @@ export async function runNixBuild(nix: NixEnv, req: NixBuildRequest, logger?: Lo
     })();
   };
   let peak = 0;
+  let measured = false;
   const sample = () => {
     try {
       const s = monitor.sample();
       peak = Math.max(peak, s.peakBytes);
+      measured ||= s.measured;
       req.onUsage?.(s.currentBytes);
       if (s.overLimit) kill("oom");
     } catch (err) {
       logger?.debug({ err }, "memory sample failed");
     }
   };
-  const sampler = setInterval(sample, SAMPLE_INTERVAL_MS);
+  const sampler = setInterval(sample, req.sampleIntervalMs ?? DEFAULT_SAMPLE_INTERVAL_MS);
   const timer = req.timeoutMs > 0 ? setTimeout(() => kill("timeout"), req.timeoutMs) : undefined;
   const onAbort = () => kill("abort");
   if (req.signal.aborted) onAbort();
@@ -118,7 +125,8 @@ export async function runNixBuild(nix: NixEnv, req: NixBuildRequest, logger?: Lo
     return {
       exitCode,
       error,
-      peakMemoryBytes: peak,
+      peakMemoryBytes: measured ? peak : 0,
+      memoryMeasured: measured,
       outOfMemory: reason === "oom" || kernelKill,
       timedOut: reason === "timeout",
       aborted: reason === "abort",

@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { topoSortByReferences } from "../proto/nix/mod.js";
@@ -16,10 +17,14 @@ import { ownCgroupDir } from "./host-probe.js";
 import { NixEnv } from "./nix-env.js";
 import { NixExecutor } from "./nix-executor.js";
 
+const MEMHOG = fileURLToPath(new URL("../test/fixtures/memhog/default.nix", import.meta.url));
+const HELD_MIB = 200;
+
 const EXPR = `
 let mk = name: script: builtins.derivation {
   inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ]; PATH = "/usr/bin:/bin";
 };
+  memhog = import ${MEMHOG};
 in rec {
   dep = mk "wk-dep" "echo dep-content > $out";
   top = mk "wk-top" ''
@@ -35,6 +40,11 @@ in rec {
   lonely = mk "wk-lonely" "touch $out";
   flood = mk "wk-flood" "yes flooding-the-log | head -n 200000; touch $out";
   after = mk "wk-after" "echo still-usable > $out";
+  quick = mk "wk-quick" "touch $out";
+  # Touches ${HELD_MIB} MiB and holds it 3 s: many /proc samples see it.
+  held = memhog.hog { pname = "wk-held"; baseMiB = ${HELD_MIB}; perCoreMiB = 0; holdMs = 3000; };
+  # Touches 400 MiB and holds it 10 s: over a 150 MiB reservation long before it ends.
+  greedy = memhog.hog { pname = "wk-greedy"; baseMiB = 400; perCoreMiB = 0; holdMs = 10000; };
 }`;
 
 let nix: TestNix;
@@ -63,12 +73,12 @@ beforeAll(async () => {
   cache = await startTestCache(nix.storeDir);
   const expr = path.join(nix.dir, "w.nix");
   await writeFile(expr, EXPR);
-  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after"]) {
+  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy"]) {
     [drvs[attr]] = await nixLines(nix, "nix-instantiate", [expr, "-A", attr], { altRoot: submitter });
     [outs[attr]] = await nixLines(nix, "nix-store", ["-q", "--outputs", drvs[attr]], { altRoot: submitter });
   }
   await nixLines(nix, "nix-store", ["-r", drvs.dep], { altRoot: submitter });
-  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep]);
+  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy]);
 }, 120_000);
 
 afterAll(async () => {
@@ -76,9 +86,9 @@ afterAll(async () => {
   if (nix) await destroyNixEnv(nix);
 });
 
-function executor(opts: { minFreeDiskBytes?: number; memoryMonitor?: "auto" | "proc" } = {}) {
+function executor(opts: { minFreeDiskBytes?: number; memoryMonitor?: "auto" | "proc"; memorySampleMs?: number } = {}) {
   const env = new NixEnv({ storeDir: nix.storeDir, stateDir: path.join(nix.nixRoot, "var/nix"), logDir: path.join(nix.nixRoot, "var/log/nix") });
-  const ex = new NixExecutor({ nix: env, makeCache: () => cache.client(), minFreeDiskBytes: opts.minFreeDiskBytes ?? 0, logger: pino({ level: "silent" }), memoryMonitor: opts.memoryMonitor });
+  const ex = new NixExecutor({ nix: env, makeCache: () => cache.client(), minFreeDiskBytes: opts.minFreeDiskBytes ?? 0, logger: pino({ level: "silent" }), memoryMonitor: opts.memoryMonitor, memorySampleMs: opts.memorySampleMs });
   return { env, ex };
 }
 
@@ -167,6 +177,48 @@ describe("NixExecutor with real Nix", () => {
     expect(Math.max(...usage)).toBeGreaterThanOrEqual(limit);
   }, 60_000);
 
+  it("measures a build holding 200 MiB within 15 % with the /proc monitor", async () => {
+    const { report, lines } = await run("held", {}, { memoryMonitor: "proc" });
+    expect(report.outcome).toBe("succeeded");
+    expect(lines.some((l) => l.startsWith(`hog: touched ${HELD_MIB} MiB`))).toBe(true);
+    expect(report.memoryNotMeasured).toBeUndefined();
+    const held = HELD_MIB * 1024 ** 2;
+    expect(Math.abs(report.peakMemoryBytes - held) / held, `peak ${report.peakMemoryBytes} bytes`).toBeLessThanOrEqual(0.15);
+  }, 120_000);
+
+  it("the /proc guard kills a build over its reservation as out-of-memory, and the worker lives on", async () => {
+    const limit = 150 * 1024 ** 2;
+    let hogPid = 0;
+    const { report, lines } = await run("greedy", { memoryLimitBytes: limit }, { memoryMonitor: "proc" }, (l) => {
+      if (l.startsWith("hog: touched")) hogPid = hogPidNow();
+    });
+    expect(report.outcome).toBe("out-of-memory");
+    expect(report.error).toMatch(/out of memory at \d+ MiB \(limit 150 MiB\)/);
+    expect(report.peakMemoryBytes).toBeGreaterThan(limit);
+    // Measured by the /proc monitor, no output registered, and nothing of the build left running.
+    expect(lines.some((l) => /nix-store ran \d+\.\ds, peak memory \d+ MiB \(proc monitor\)/.test(l))).toBe(true);
+    expect(existsSync(outs.greedy)).toBe(false);
+    if (hogPid) expect(isAlive(hogPid)).toBe(false);
+    expect(hogPidNow()).toBe(0);
+    // The worker (this process, which ran the executor) was not in the killed tree.
+    expect(isAlive(process.pid)).toBe(true);
+  }, 120_000);
+
+  it("says 'not measured' (never 0) for a build that ends before the /proc monitor samples it", async () => {
+    const { report, lines } = await run("quick", {}, { memoryMonitor: "proc", memorySampleMs: 60_000 });
+    expect(report.outcome).toBe("succeeded");
+    expect(report.memoryNotMeasured).toBe(true);
+    expect(report.peakMemoryBytes).toBe(0);
+    expect(lines.some((l) => /peak memory not measured \(proc monitor\)/.test(l))).toBe(true);
+  }, 60_000);
+
+  it.skipIf(ownCgroupDir("memory") === undefined)("measures even a very short build with a cgroup", async () => {
+    const { report } = await run("quick", {}, { memorySampleMs: 60_000 });
+    expect(report.outcome).toBe("succeeded");
+    expect(report.memoryNotMeasured).toBeUndefined();
+    expect(report.peakMemoryBytes).toBeGreaterThan(0);
+  }, 60_000);
+
   it("kills the whole process tree on abort and cleans up", async () => {
     let builderPid = 0;
     const { report, env } = await run("sleeper", {}, {}, (l, abort) => {
@@ -222,6 +274,19 @@ describe("NixExecutor with real Nix", () => {
     if (own) expect(readdirSync(own.dir).filter((n) => n.startsWith(`tmpnix-build-${process.pid}-`))).toEqual([]);
   }, 60_000);
 });
+
+/** The pid of a running `./hog` program (this test's greedy build), or 0. */
+function hogPidNow(): number {
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, "utf8").startsWith("./hog\u0000400\u0000") && isAlive(Number(name))) return Number(name);
+    } catch {
+      // gone
+    }
+  }
+  return 0;
+}
 
 /** Running (not gone, not a zombie waiting to be reaped). */
 function isAlive(pid: number): boolean {

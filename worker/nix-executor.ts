@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import type { CacheApi } from "./cache-api.js";
 import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
 import type { CacheFactory } from "./cache-api.js";
-import { BuildStepError, failureReport, oneLine, type Executor, type ExecutorContext } from "./executor.js";
+import { BuildStepError, failureReport, memoryOf, oneLine, type Executor, type ExecutorContext } from "./executor.js";
 import { ensureOnlyThisBuilds, importDrvClosure, substitutePaths } from "./fetch-inputs.js";
 import { freeDiskBytes } from "./host-probe.js";
 import { LogPump } from "./log-pump.js";
@@ -37,6 +37,8 @@ export interface NixExecutorOptions {
   logLimits?: LogLimits;
   /** "proc" forces the /proc-sampling memory monitor even where cgroups work. */
   memoryMonitor?: MonitorChoice;
+  /** How often a build's memory is sampled (nix-build's default when absent). */
+  memorySampleMs?: number;
 }
 
 /** Builds with nix-store in the worker's own store. */
@@ -113,10 +115,11 @@ export class NixExecutor implements Executor {
       t = Date.now();
       build = await runNixBuild(
         this.opts.nix,
-        { drvPath: drv, cores: a.cores, memoryLimitBytes: a.memoryLimitBytes, timeoutMs: a.timeoutMs, tmpDir, signal: ctx.signal, onLine: (l) => pump.line(l), onUsage: ctx.onUsage, monitor: this.opts.memoryMonitor },
+        { drvPath: drv, cores: a.cores, memoryLimitBytes: a.memoryLimitBytes, timeoutMs: a.timeoutMs, tmpDir, signal: ctx.signal, onLine: (l) => pump.line(l), onUsage: ctx.onUsage, monitor: this.opts.memoryMonitor, sampleIntervalMs: this.opts.memorySampleMs },
         log,
       );
-      log.info({ exitCode: build.exitCode, peakMemoryBytes: build.peakMemoryBytes, monitor: build.monitor, seconds: secs(t) }, `built ${a.name} in ${secs(t)}s, peak ${mib(build.peakMemoryBytes)} MiB`);
+      log.info({ exitCode: build.exitCode, peakMemoryBytes: build.peakMemoryBytes, monitor: build.monitor, seconds: secs(t) }, `built ${a.name} in ${secs(t)}s, peak ${peakText(build)}`);
+      pump.note(`nix-store ran ${secs(t)}s, peak memory ${peakText(build)} (${build.monitor} monitor)`);
       const failure = classifyBuild(build, a);
       if (failure) throw new BuildStepError(failure.outcome, failure.error);
       for (const p of Object.values(a.outputs)) this.builtHere.add(p);
@@ -128,9 +131,9 @@ export class NixExecutor implements Executor {
         { ...retry, what: "uploading outputs" },
       );
       log.info({ outputs: outputs.length, bytes: outputs.reduce((s, o) => s + o.narSize, 0), seconds: secs(t) }, `uploaded ${outputs.length} output(s) of ${a.name}`);
-      report = { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, peakMemoryBytes: build.peakMemoryBytes, cores: a.cores, error: "" };
+      report = { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, ...memoryOf(measuredPeak(build)), cores: a.cores, error: "" };
     } catch (err) {
-      report = this.failure(a, err, ctx.signal, started, build?.peakMemoryBytes ?? 0);
+      report = this.failure(a, err, ctx.signal, started, measuredPeak(build));
       log.warn({ outcome: report.outcome, error: report.error }, `build of ${a.name} ended: ${report.outcome}`);
       pump.note(`${report.outcome}: ${report.error}`);
     } finally {
@@ -148,7 +151,7 @@ export class NixExecutor implements Executor {
     }
   }
 
-  private failure(a: AssignmentSpec, err: unknown, signal: AbortSignal, started: number, peak: number): BuildReport {
+  private failure(a: AssignmentSpec, err: unknown, signal: AbortSignal, started: number, peak: number | undefined): BuildReport {
     if (signal.aborted) return failureReport(a, "aborted", `aborted: ${String(signal.reason ?? "requested")}`, started, peak);
     const msg = (err as Error)?.message ?? String(err);
     // A full disk shows up in whatever step hit it first (import, substitution, build, dump).
@@ -188,7 +191,7 @@ export function classifyBuild(b: NixBuildResult, a: AssignmentSpec): { outcome: 
   if (b.timedOut) return { outcome: "timed-out", error: `build exceeded its ${Math.round(a.timeoutMs / 1000)}s time limit` };
   if (b.outOfMemory) {
     const limit = a.memoryLimitBytes > 0 ? ` (limit ${mib(a.memoryLimitBytes)} MiB)` : "";
-    return { outcome: "out-of-memory", error: `build ran out of memory at ${mib(b.peakMemoryBytes)} MiB${limit}` };
+    return { outcome: "out-of-memory", error: `build ran out of memory${b.memoryMeasured ? ` at ${mib(b.peakMemoryBytes)} MiB` : ""}${limit}` };
   }
   if (b.exitCode === 0) return undefined;
   const error = oneLine(b.error ?? `nix-store exited with code ${b.exitCode}`);
@@ -210,6 +213,15 @@ async function cacheAnswers(url: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The build's peak, undefined when nothing measured it. */
+function measuredPeak(b: NixBuildResult | undefined): number | undefined {
+  return b?.memoryMeasured ? b.peakMemoryBytes : undefined;
+}
+
+function peakText(b: NixBuildResult): string {
+  return b.memoryMeasured ? `${mib(b.peakMemoryBytes)} MiB` : "not measured";
 }
 
 function secs(since: number): string {

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { describe, expect, it, vi } from "vitest";
-import { parseProcStat, ProcTree, treeMembers, type ProcInfo } from "./proc-tree.js";
+import { ProcMonitor } from "./memory-probe.js";
+import { parseProcStat, processMemoryBytes, ProcTree, statusKb, treeMembers, type ProcInfo } from "./proc-tree.js";
 
 describe("parseProcStat", () => {
   it("reads pid, parents, session and RSS even with odd command names", () => {
@@ -31,5 +32,34 @@ describe("ProcTree", () => {
     expect(tree.rssBytes()).toBeGreaterThan(0);
     await tree.killAll();
     await vi.waitFor(() => expect(tree.members().filter((m) => m.state !== "Z")).toEqual([]), { timeout: 10_000, interval: 50 });
+  });
+});
+
+describe("process memory", () => {
+  it("reads RssAnon and RssShmem from status, and nothing for a process that is gone", () => {
+    const status = "Name:\tcc1\nVmRSS:\t  9000 kB\nRssAnon:\t  7000 kB\nRssFile:\t  1900 kB\nRssShmem:\t   100 kB\n";
+    expect([statusKb(status, "RssAnon"), statusKb(status, "RssShmem"), statusKb(status, "Missing")]).toEqual([7000, 100, undefined]);
+    const self = processMemoryBytes(process.pid, 1);
+    expect(self?.accounting).toBe("anon");
+    expect(self!.bytes).toBeGreaterThan(0);
+    expect(self!.bytes).toBeLessThan(process.memoryUsage().rss); // the mapped binary and libraries are left out
+    expect(processMemoryBytes(2 ** 22 + 1, 1)).toBeUndefined();
+  });
+});
+
+describe("ProcMonitor", () => {
+  it("has measured a build only once a sample caught more than its root alive", async () => {
+    const quick = spawn("/bin/sh", ["-c", "exit 0"], { detached: true, stdio: "ignore" });
+    const unseen = new ProcMonitor(0);
+    unseen.attach(quick.pid!);
+    await new Promise((r) => quick.on("exit", r));
+    expect(unseen.sample()).toMatchObject({ measured: false, peakBytes: 0 });
+
+    const slow = spawn("/bin/sh", ["-c", "sleep 30; exit 0"], { detached: true, stdio: "ignore" });
+    const seen = new ProcMonitor(1);
+    seen.attach(slow.pid!);
+    await vi.waitFor(() => expect(seen.sample()).toMatchObject({ measured: true, overLimit: true }), { timeout: 10_000, interval: 50 });
+    expect(seen.sample().peakBytes).toBeGreaterThan(0);
+    await seen.close();
   });
 });

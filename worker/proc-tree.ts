@@ -2,7 +2,7 @@
 // session (setsid), and builders may leave orphans that get re-parented to init,
 // so "the tree" is every descendant of the root plus every process sharing a
 // session with one. Used to measure memory without cgroups and to kill builds.
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 
 /** The fields of /proc/<pid>/stat we need. */
 export interface ProcInfo {
@@ -35,12 +35,9 @@ export function snapshotProcs(procRoot = "/proc"): ProcInfo[] {
   const out: ProcInfo[] = [];
   for (const name of readdirSync(procRoot)) {
     if (!/^\d+$/.test(name)) continue;
-    try {
-      const info = parseProcStat(readFileSync(`${procRoot}/${name}/stat`, "utf8"));
-      if (info) out.push(info);
-    } catch {
-      // exited while we looked
-    }
+    const text = readSmall(`${procRoot}/${name}/stat`); // undefined: exited while we looked
+    const info = text === undefined ? undefined : parseProcStat(text);
+    if (info) out.push(info);
   }
   return out;
 }
@@ -68,6 +65,53 @@ export function treeMembers(procs: ProcInfo[], root: number, knownSessions: Set<
   }
   for (const p of members.values()) if (p.session !== excludeSession && p.session > 1) knownSessions.add(p.session);
   return [...members.values()];
+}
+
+/** How a process's memory is counted when the tree is summed. */
+export type MemoryAccounting = "anon" | "rss";
+
+/**
+ * The memory `pid` holds that the kernel cannot reclaim: RssAnon + RssShmem
+ * from /proc/PID/status (Linux 4.5+). File-backed pages (the binaries and
+ * libraries every process maps, counted again in each RSS) are page cache the
+ * kernel drops under pressure; status needs no ptrace access and no page-table
+ * walk, unlike smaps_rollup's PSS (test/bench/proc-sample.ts compares them).
+ * Falls back to `fallbackRss` (from stat) on older kernels; undefined when gone.
+ */
+export function processMemoryBytes(pid: number, fallbackRss: number, procRoot = "/proc"): { bytes: number; accounting: MemoryAccounting } | undefined {
+  const text = readSmall(`${procRoot}/${pid}/status`);
+  if (text === undefined) return undefined;
+  const anon = statusKb(text, "RssAnon");
+  if (anon === undefined) return { bytes: fallbackRss, accounting: "rss" };
+  return { bytes: (anon + (statusKb(text, "RssShmem") ?? 0)) * 1024, accounting: "anon" };
+}
+
+/** A "Key:   123 kB" line of /proc/PID/status. */
+export function statusKb(text: string, key: string): number | undefined {
+  const at = text.indexOf(`\n${key}:`);
+  if (at < 0) return undefined;
+  const m = /^\s*(\d+) kB/.exec(text.slice(at + key.length + 2, at + key.length + 40));
+  return m ? Number(m[1]) : undefined;
+}
+
+// One buffer for every /proc read: a sample reads a file per process on the box.
+const buf = Buffer.alloc(8192);
+
+/** A small /proc file's text, or undefined when the process is gone. */
+function readSmall(file: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    return buf.toString("latin1", 0, readSync(fd, buf, 0, buf.length, 0));
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Sends `signal` to each pid, ignoring ones that are already gone. */
@@ -99,6 +143,25 @@ export class ProcTree {
   /** Summed RSS of the tree now. */
   rssBytes(): number {
     return this.members().reduce((sum, p) => sum + p.rssBytes, 0);
+  }
+
+  /**
+   * The tree's memory now (anonymous + shmem, see processMemoryBytes) and its
+   * live processes (zombies hold no memory and are not counted).
+   */
+  memory(): { bytes: number; live: ProcInfo[]; accounting: MemoryAccounting } {
+    let bytes = 0;
+    let accounting: MemoryAccounting = "anon";
+    const live: ProcInfo[] = [];
+    for (const p of this.members()) {
+      if (p.state === "Z") continue;
+      const m = processMemoryBytes(p.pid, p.rssBytes, this.procRoot);
+      if (m === undefined) continue;
+      bytes += m.bytes;
+      if (m.accounting === "rss") accounting = "rss";
+      live.push(p);
+    }
+    return { bytes, live, accounting };
   }
 
   /** SIGKILLs the whole tree, repeating while processes remain (they may fork as we kill). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { formatBytes, formatDuration, jobOutcome, progressLine, table } from "./format.js";
-import type { JobStatus } from "../../proto/gen/farm.js";
+import { derivationsTable, formatBytes, formatDuration, jobOutcome, progressLine, table } from "./format.js";
+import { DerivationStatus, JobStatus } from "../../proto/gen/farm.js";
 
 const job = (patch: Partial<JobStatus> = {}): JobStatus => ({
   jobId: "j-1",
@@ -39,6 +39,17 @@ describe("CLI formatting", () => {
     );
     expect(text).toContain("job j-1 failed: 2 of 14 derivations failed");
     expect(text).toContain("  b (/tmp/nix/store/x-b.drv): builder failed with exit code 2\n    | oops");
+  });
+
+  it("says 'not measured' for a peak nothing measured, never 0, in the table and the job JSON", () => {
+    const row = (patch: Partial<DerivationStatus>) => DerivationStatus.fromPartial({ drvPath: "/tmp/nix/store/x-a.drv", name: "a", state: "done", ...patch });
+    const [, measured, unmeasured, never] = derivationsTable([row({ peakMemoryBytes: 3 * 2 ** 20 }), row({ peakMemoryNotMeasured: true }), row({ state: "queued" })]).split("\n");
+    expect(measured).toContain("3.0 MiB");
+    expect(unmeasured).toContain("not measured");
+    expect(unmeasured).not.toMatch(/\b0(\.0)? ?[MK]?i?B\b/);
+    expect(never).not.toContain("not measured");
+    expect(DerivationStatus.toJSON(row({ peakMemoryNotMeasured: true }))).toMatchObject({ peakMemoryNotMeasured: true });
+    expect(DerivationStatus.toJSON(row({ peakMemoryNotMeasured: true }))).not.toHaveProperty("peakMemoryBytes");
   });
 
   it("aligns columns", () => {

@@ -82,12 +82,19 @@ export function derivationsTable(drvs: DerivationStatus[]): string {
       d.cores ? String(d.cores) : "-",
       d.reservedMemoryBytes ? formatBytes(d.reservedMemoryBytes) : "-",
       d.estimatedMemoryBytes ? `${formatBytes(d.estimatedMemoryBytes)} (${d.estimateSource || "?"})` : "-",
-      d.state === "building" && d.currentMemoryBytes ? `${formatBytes(d.currentMemoryBytes)}/${formatBytes(d.currentPeakMemoryBytes)}` : d.peakMemoryBytes ? formatBytes(d.peakMemoryBytes) : "-",
+      memoryCell(d),
       d.estimatedDurationMs ? formatDuration(d.estimatedDurationMs) : "-",
       d.durationMs ? formatDuration(d.durationMs) : "-",
       d.reason || d.holdReason || [d.oomKills ? `${d.oomKills} OOM` : "", d.backupWorkerIds.length ? `backup copy on ${d.backupWorkerIds.join(", ")}` : ""].filter(Boolean).join("; "),
     ]),
   );
+}
+
+/** Memory now/peak while building, else the last attempt's peak: "not measured" rather than a 0 that would read as a measurement. */
+function memoryCell(d: DerivationStatus): string {
+  if (d.state === "building" && d.currentMemoryBytes) return `${formatBytes(d.currentMemoryBytes)}/${formatBytes(d.currentPeakMemoryBytes)}`;
+  if (d.peakMemoryNotMeasured) return "not measured";
+  return d.peakMemoryBytes ? formatBytes(d.peakMemoryBytes) : "-";
 }
 
 /** `farm workers`. */

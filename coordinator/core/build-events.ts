@@ -79,11 +79,14 @@ export function buildReported(
   w.lastSeenMs = now;
   rec.durationMs = report.durationMs;
   rec.peakMemoryBytes = report.peakMemoryBytes;
+  if (report.memoryNotMeasured) rec.peakMemoryNotMeasured = true;
+  else if (rec.peakMemoryNotMeasured) delete rec.peakMemoryNotMeasured;
   const cores = report.cores > 0 ? report.cores : holder.cores;
   const learned = s.estimator.observe(node, {
     outcome: report.outcome,
     durationMs: report.durationMs,
     peakMemoryBytes: report.peakMemoryBytes,
+    ...(report.memoryNotMeasured ? { memoryNotMeasured: true } : {}),
     cores,
     memoryLimitBytes: holder.reservedMemoryBytes,
     outputBytes: report.outputs.reduce((n, o) => n + o.narSize, 0),

@@ -35,6 +35,8 @@ export interface DrvRecord {
   /** Measured by the worker on the last reported attempt. */
   durationMs: number;
   peakMemoryBytes: number;
+  /** The last attempt's memory was not measured (peakMemoryBytes is 0 and means nothing); absent = measured. */
+  peakMemoryNotMeasured?: boolean;
   /** Granted on the last lease. */
   cores: number;
   reservedMemoryBytes: number;

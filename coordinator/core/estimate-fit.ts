@@ -51,8 +51,9 @@ function ewma(current: number, x: number, weight: number): number {
  */
 export function foldObservation(entry: LearnedEstimate, obs: BuildObservation, cfg: LearningConfig = DEFAULT_LEARNING): boolean {
   const cores = Math.max(1, Math.floor(obs.cores));
+  const peak = obs.memoryNotMeasured ? 0 : obs.peakMemoryBytes;
   if (obs.outcome === "out-of-memory") {
-    const killedAt = Math.max(obs.peakMemoryBytes, obs.memoryLimitBytes ?? 0);
+    const killedAt = Math.max(peak, obs.memoryLimitBytes ?? 0);
     if (!(killedAt > 0)) return false;
     const bytes = Math.ceil(killedAt * cfg.oomFactor);
     const same = entry.oomFloors.find((f) => f.cores === cores);
@@ -65,16 +66,18 @@ export function foldObservation(entry: LearnedEstimate, obs: BuildObservation, c
       s = { cores, peakBytes: 0, durationMs: 0, n: 0 };
       entry.samples.push(s);
     }
-    if (obs.peakMemoryBytes > 0) {
-      const w = s.peakBytes === 0 ? 1 : obs.peakMemoryBytes > s.peakBytes ? cfg.memoryRiseWeight : cfg.memoryFallWeight;
-      s.peakBytes = Math.round(ewma(s.peakBytes, obs.peakMemoryBytes, w));
+    // Not measured (or an old worker's 0): duration and disk are learned, memory keeps what it had.
+    if (peak > 0) {
+      const w = s.peakBytes === 0 ? 1 : peak > s.peakBytes ? cfg.memoryRiseWeight : cfg.memoryFallWeight;
+      s.peakBytes = Math.round(ewma(s.peakBytes, peak, w));
     }
     if (obs.durationMs > 0) s.durationMs = Math.round(s.durationMs === 0 ? obs.durationMs : ewma(s.durationMs, obs.durationMs, cfg.durationWeight));
     s.n++;
     const out = obs.outputBytes ?? 0;
     if (out > 0) entry.outputBytes = Math.round(entry.outputBytes === 0 ? out : ewma(entry.outputBytes, out, cfg.durationWeight));
     // A success at `cores` shows what it takes there; floors at as many cores or fewer are superseded.
-    entry.oomFloors = entry.oomFloors.filter((f) => f.cores > cores);
+    // An unmeasured success says nothing about memory, so it supersedes none.
+    if (peak > 0) entry.oomFloors = entry.oomFloors.filter((f) => f.cores > cores);
     if (entry.samples.length > MAX_SAMPLES) {
       entry.samples.sort((a, b) => b.n - a.n || a.cores - b.cores).length = MAX_SAMPLES;
     }

@@ -46,8 +46,10 @@ export interface Estimate {
 export interface BuildObservation {
   outcome: BuildOutcome;
   durationMs: number;
-  /** Peak RSS of the build's process tree (at kill time for an OOM). */
+  /** Peak memory of the build's process tree (at kill time for an OOM). */
   peakMemoryBytes: number;
+  /** The worker did not measure the peak (a build shorter than its /proc sampling): memory teaches nothing. */
+  memoryNotMeasured?: boolean;
   cores: number;
   /** The memory limit the build ran under; 0 or absent when none. */
   memoryLimitBytes?: number;

@@ -22,6 +22,8 @@ export interface DrvStatusRow {
   cached: boolean;
   durationMs: number;
   peakMemoryBytes: number;
+  /** The last attempt's peak was not measured (peakMemoryBytes is 0 and means nothing). */
+  peakMemoryNotMeasured: boolean;
   cores: number;
   reservedMemoryBytes: number;
   /** Estimates at the cores granted (building or built), else at the estimator's reference cores. */
@@ -143,6 +145,7 @@ export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): Dr
     cached: rec.cached,
     durationMs: rec.durationMs,
     peakMemoryBytes: rec.peakMemoryBytes,
+    peakMemoryNotMeasured: rec.peakMemoryNotMeasured === true,
     cores,
     reservedMemoryBytes: copy?.reservedMemoryBytes ?? rec.reservedMemoryBytes,
     estimatedMemoryBytes: memory,

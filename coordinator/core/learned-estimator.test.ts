@@ -162,6 +162,22 @@ describe("learning", () => {
     expect(e.learnedFor("hog@1")!.oomFloors).toEqual([]);
   });
 
+  it("a success whose memory was not measured teaches duration only, and supersedes no OOM floor", () => {
+    const e = new LearnedEstimator();
+    const n = pkg("short", "1");
+    e.observe(n, ok(2, 300, 1000));
+    e.observe(n, { outcome: "out-of-memory", cores: 4, peakMemoryBytes: 900 * MiB, memoryLimitBytes: 800 * MiB, durationMs: 5 });
+    const before = e.estimate(n).model!;
+    // The flag decides, not the number: even a non-zero peak beside it is ignored.
+    expect(e.observe(n, ok(4, 0, 3000, { memoryNotMeasured: true }))).not.toBeNull();
+    e.observe(n, ok(2, 50, 3000, { memoryNotMeasured: true }));
+    const after = e.estimate(n).model!;
+    expect([after.baseBytes, after.perCoreBytes]).toEqual([before.baseBytes, before.perCoreBytes]);
+    expect(e.learnedFor("short@1")!.oomFloors).toEqual([{ cores: 4, bytes: Math.ceil(900 * MiB * 1.25) }]);
+    expect(e.learnedFor("short@1")!.samples.find((x) => x.cores === 4)).toMatchObject({ peakBytes: 0, durationMs: 3000 });
+    expect(durationAt(after, 2)).toBeGreaterThan(durationAt(before, 2));
+  });
+
   it("failures and aborts teach nothing and persist nothing", () => {
     const e = new LearnedEstimator();
     expect(e.observe(pkg("x", "1"), { ...ok(2, 100, 10), outcome: "failed" })).toBeNull();

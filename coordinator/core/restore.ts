@@ -78,6 +78,7 @@ function restoreEstimates(s: SchedulerState, snap: Snapshot): void {
       outcome: "succeeded",
       durationMs: rec.durationMs,
       peakMemoryBytes: rec.peakMemoryBytes,
+      ...(rec.peakMemoryNotMeasured ? { memoryNotMeasured: true } : {}),
       cores: rec.cores,
       memoryLimitBytes: rec.reservedMemoryBytes,
       atMs: rec.finishedAtMs ?? undefined,

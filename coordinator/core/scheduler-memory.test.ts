@@ -76,6 +76,30 @@ describe("scheduler with memory-fit (defaults)", () => {
     expect(h.scheduler.job("j")!.state).toBe("failed");
   });
 
+  it("a /proc guard kill (peak sampled past the reservation) is an OOM like a kernel kill: estimate over the peak, no retry budget spent", () => {
+    const h = new Harness({ maxOomRetries: 2, maxTransientRetries: 0 });
+    h.run((s, t) => s.workerJoined(t, mkWorker("w", { memoryBytes: 16 * GiB, cores: 2, maxBuilds: 1 })));
+    const a = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j", [mkNode("hog")], ["hog"]))))[0];
+    // The guard sees the tree only every sample interval: it may be well past the limit when it kills.
+    const peak = a.spec.memoryLimitBytes + 300 * MiB;
+    const eff = h.run((s, t) => s.buildReported(t, a.workerId, { ...mkReport(a, "out-of-memory"), peakMemoryBytes: peak, error: `build ran out of memory at ${Math.round(peak / MiB)} MiB` }, false));
+    expect(effectsOf(eff, "persistEstimate")[0].estimate.oomFloors).toContainEqual({ cores: a.spec.cores, bytes: Math.ceil(peak * 1.25) });
+    const next = h.assigns(eff)[0];
+    expect(next.spec.memoryLimitBytes).toBeGreaterThan(a.spec.memoryLimitBytes);
+    const rec = h.scheduler.drv(drvPathOf("hog"))!.record;
+    expect(rec).toMatchObject({ state: "building", oomKills: 1, transientFailures: 0, attempts: 2 });
+    expect(h.scheduler.workers(h.clock.now())[0].oomKills).toBe(1);
+  });
+
+  it("a success whose memory was not measured shows so, and the estimate keeps its memory", () => {
+    const h = new Harness();
+    h.run((s, t) => s.workerJoined(t, mkWorker("w", { memoryBytes: 16 * GiB, cores: 2, maxBuilds: 1 })));
+    const a = h.assigns(h.run((s, t) => s.submitJob(t, mkSubmission("j", [mkNode("quick")], ["quick"]))))[0];
+    const before = rowsOf(h).quick.estimatedMemoryBytes;
+    h.run((s, t) => s.buildReported(t, a.workerId, { ...mkReport(a, "succeeded"), peakMemoryBytes: 0, memoryNotMeasured: true }, true));
+    expect(rowsOf(h).quick).toMatchObject({ state: "done", peakMemoryBytes: 0, peakMemoryNotMeasured: true, estimatedMemoryBytes: before });
+  });
+
   it("an OOM whose raised need exceeds every worker fails at once", () => {
     const estimator = new LearnedEstimator({
       heavy: [{ pname: "hog", oneCoreMinutes: 10, parallelFraction: 0.5, baseMiB: 1500, perCoreMiB: 0, diskGiB: 1, note: "test" }],

@@ -18,6 +18,7 @@ function drvRowToWire(r: DrvStatusRow): wire.DerivationStatus {
     reason: r.reason,
     durationMs: r.durationMs,
     peakMemoryBytes: r.peakMemoryBytes,
+    peakMemoryNotMeasured: r.peakMemoryNotMeasured,
     cores: r.cores,
     reservedMemoryBytes: r.reservedMemoryBytes,
     estimatedMemoryBytes: r.estimatedMemoryBytes ?? 0,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../errors.js";
-import { BuildStatus, WorkerMessage } from "../gen/farm.js";
+import { BuildStatus, WorkerMessage, type BuildResult } from "../gen/farm.js";
 import type { BuildOutcome } from "../types.js";
 import { assignmentFromWire, assignmentToWire, drainFromWire, drainToWire, heartbeatFromWire, heartbeatToWire, joinToWire, leaseFromWire, outcomeToStatus, reportFromWire, resultToWire, workerInfoFromJoin } from "./worker-protocol.js";
 
@@ -66,6 +66,17 @@ describe("both sides through one converter", () => {
       usage: [{ lease, memoryBytes: 10, peakMemoryBytes: 20 }],
     });
     expect(drainFromWire(value(drainToWire("SIGTERM", 42, [lease])), S)).toEqual({ reason: "SIGTERM", deadlineUnixMs: 42, handedBack: [lease] });
+  });
+
+  it("a peak that was not measured crosses as 'not measured', and both sides refuse a peak that claims both", () => {
+    const report = { lease, outcome: "succeeded" as const, outputs: [], durationMs: 80, peakMemoryBytes: 0, memoryNotMeasured: true, cores: 1, error: "" };
+    const wire = value<BuildResult>(resultToWire(report));
+    expect(wire.memoryNotMeasured).toBe(true);
+    expect(reportFromWire(wire, S)).toEqual(report);
+    // A worker older than the field sends false: measured, as it always claimed.
+    expect(reportFromWire({ ...wire, memoryNotMeasured: false }, S).memoryNotMeasured).toBeUndefined();
+    expect(() => resultToWire({ ...report, peakMemoryBytes: 1 })).toThrow(InvalidInputError);
+    expect(() => reportFromWire({ ...wire, peakMemoryBytes: 1 }, S)).toThrow(InvalidInputError);
   });
 
   it("what the coordinator assigns, the worker reads back unchanged", () => {

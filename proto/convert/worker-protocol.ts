@@ -137,6 +137,7 @@ export function assignmentFromWire(a: Assignment, storeDir: string): AssignmentS
 
 /** A build report as a BuildResult message (the worker's side). */
 export function resultToWire(r: BuildReport): WorkerMessage {
+  checkMeasured(r.memoryNotMeasured === true, r.peakMemoryBytes);
   const result: BuildResult = {
     lease: leaseToWire(r.lease),
     status: outcomeToStatus(r.outcome),
@@ -145,6 +146,7 @@ export function resultToWire(r: BuildReport): WorkerMessage {
     peakMemoryBytes: Math.round(r.peakMemoryBytes),
     cores: r.cores,
     error: r.error,
+    memoryNotMeasured: r.memoryNotMeasured === true,
   };
   return { msg: { $case: "result", value: result } };
 }
@@ -153,6 +155,7 @@ export function resultToWire(r: BuildReport): WorkerMessage {
 export function reportFromWire(r: BuildResult, storeDir: string): BuildReport {
   const outcome = STATUS_TO_OUTCOME.get(r.status);
   if (!outcome) throw new InvalidInputError(`build result has unknown status ${r.status}`);
+  checkMeasured(r.memoryNotMeasured, r.peakMemoryBytes);
   return {
     lease: leaseFromWire(r.lease, storeDir, "result"),
     outcome,
@@ -163,9 +166,15 @@ export function reportFromWire(r: BuildResult, storeDir: string): BuildReport {
     }),
     durationMs: r.durationMs,
     peakMemoryBytes: r.peakMemoryBytes,
+    ...(r.memoryNotMeasured ? { memoryNotMeasured: true } : {}),
     cores: r.cores,
     error: truncate(r.error.split("\n")[0] ?? ""),
   };
+}
+
+/** A result either measured its peak or says it did not; never both. */
+function checkMeasured(notMeasured: boolean, peakMemoryBytes: number): void {
+  if (notMeasured && peakMemoryBytes !== 0) throw new InvalidInputError(`build result says memory was not measured but carries a peak of ${peakMemoryBytes} bytes`);
 }
 
 // ------------------------------------------------- heartbeat, log, drain

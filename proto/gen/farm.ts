@@ -275,11 +275,17 @@ export interface BuildResult {
   status: BuildStatus;
   outputs: BuildOutput[];
   durationMs: number;
-  /** Peak memory of the build's process tree. */
+  /** Peak memory of the build's process tree; 0 when memory_not_measured. */
   peakMemoryBytes: number;
   cores: number;
   /** One line saying what went wrong. */
   error: string;
+  /**
+   * Nothing measured the build's memory (it ended between two /proc samples, or
+   * never ran): peak_memory_bytes is 0 and means nothing. False from workers
+   * older than this field, whose 0 peak the coordinator already ignored.
+   */
+  memoryNotMeasured: boolean;
 }
 
 /**
@@ -425,6 +431,8 @@ export interface DerivationStatus {
   backupWorkerIds: string[];
   /** In a worker's list: this row is that worker's backup copy. */
   backupCopy: boolean;
+  /** The last attempt's memory was not measured (peak_memory_bytes is 0 and means nothing). */
+  peakMemoryNotMeasured: boolean;
 }
 
 export interface JobStatus {
@@ -2457,7 +2465,16 @@ export const BuildOutput: MessageFns<BuildOutput> = {
 };
 
 function createBaseBuildResult(): BuildResult {
-  return { lease: undefined, status: 0, outputs: [], durationMs: 0, peakMemoryBytes: 0, cores: 0, error: "" };
+  return {
+    lease: undefined,
+    status: 0,
+    outputs: [],
+    durationMs: 0,
+    peakMemoryBytes: 0,
+    cores: 0,
+    error: "",
+    memoryNotMeasured: false,
+  };
 }
 
 export const BuildResult: MessageFns<BuildResult> = {
@@ -2482,6 +2499,9 @@ export const BuildResult: MessageFns<BuildResult> = {
     }
     if (message.error !== "") {
       writer.uint32(58).string(message.error);
+    }
+    if (message.memoryNotMeasured !== false) {
+      writer.uint32(64).bool(message.memoryNotMeasured);
     }
     return writer;
   },
@@ -2555,6 +2575,14 @@ export const BuildResult: MessageFns<BuildResult> = {
             message.error = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.memoryNotMeasured = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2584,6 +2612,11 @@ export const BuildResult: MessageFns<BuildResult> = {
         : 0,
       cores: isSet(object.cores) ? globalThis.Number(object.cores) : 0,
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      memoryNotMeasured: isSet(object.memoryNotMeasured)
+        ? globalThis.Boolean(object.memoryNotMeasured)
+        : isSet(object.memory_not_measured)
+        ? globalThis.Boolean(object.memory_not_measured)
+        : false,
     };
   },
 
@@ -2610,6 +2643,9 @@ export const BuildResult: MessageFns<BuildResult> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.memoryNotMeasured !== false) {
+      obj.memoryNotMeasured = message.memoryNotMeasured;
+    }
     return obj;
   },
 
@@ -2625,6 +2661,7 @@ export const BuildResult: MessageFns<BuildResult> = {
     message.peakMemoryBytes = object.peakMemoryBytes ?? 0;
     message.cores = object.cores ?? 0;
     message.error = object.error ?? "";
+    message.memoryNotMeasured = object.memoryNotMeasured ?? false;
     return message;
   },
 };
@@ -4331,6 +4368,7 @@ function createBaseDerivationStatus(): DerivationStatus {
     currentPeakMemoryBytes: 0,
     backupWorkerIds: [],
     backupCopy: false,
+    peakMemoryNotMeasured: false,
   };
 }
 
@@ -4395,6 +4433,9 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     }
     if (message.backupCopy !== false) {
       writer.uint32(160).bool(message.backupCopy);
+    }
+    if (message.peakMemoryNotMeasured !== false) {
+      writer.uint32(168).bool(message.peakMemoryNotMeasured);
     }
     return writer;
   },
@@ -4572,6 +4613,14 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
             message.backupCopy = reader.bool();
             continue;
           }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.peakMemoryNotMeasured = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4662,6 +4711,11 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
         : isSet(object.backup_copy)
         ? globalThis.Boolean(object.backup_copy)
         : false,
+      peakMemoryNotMeasured: isSet(object.peakMemoryNotMeasured)
+        ? globalThis.Boolean(object.peakMemoryNotMeasured)
+        : isSet(object.peak_memory_not_measured)
+        ? globalThis.Boolean(object.peak_memory_not_measured)
+        : false,
     };
   },
 
@@ -4727,6 +4781,9 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     if (message.backupCopy !== false) {
       obj.backupCopy = message.backupCopy;
     }
+    if (message.peakMemoryNotMeasured !== false) {
+      obj.peakMemoryNotMeasured = message.peakMemoryNotMeasured;
+    }
     return obj;
   },
 
@@ -4755,6 +4812,7 @@ export const DerivationStatus: MessageFns<DerivationStatus> = {
     message.currentPeakMemoryBytes = object.currentPeakMemoryBytes ?? 0;
     message.backupWorkerIds = object.backupWorkerIds?.map((e) => e) || [];
     message.backupCopy = object.backupCopy ?? false;
+    message.peakMemoryNotMeasured = object.peakMemoryNotMeasured ?? false;
     return message;
   },
 };

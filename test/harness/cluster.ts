@@ -15,7 +15,9 @@ import { BARE_UID, bareEnv, hostNixPaths } from "./bare-container.js";
 import { freePort, waitForPort, waitFor } from "./ports.js";
 
 /** Root of the repository (holds dist/ after `npm run build`). */
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The checkout, also when this file runs compiled from dist/test/harness (test/bench scripts). */
+export const REPO = path.resolve(HERE, path.basename(path.resolve(HERE, "../..")) === "dist" ? "../../.." : "../..");
 export const FARM_CLI = path.join(REPO, "dist/coordinator/cli/main.js");
 export const WORKER_MAIN = path.join(REPO, "dist/worker/main.js");
 export const NATS_URL = process.env.NATS_URL ?? "nats://127.0.0.1:4222";

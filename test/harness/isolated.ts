@@ -11,7 +11,9 @@ import { fileURLToPath } from "node:url";
 
 const CGROUP_ROOT = "/sys/fs/cgroup/memory";
 /** The one isolation script, shared with the demo (deploy/local/demo.sh). */
-export const ISOLATE_SH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../deploy/local/isolate.sh");
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+// Also when this file runs compiled from dist/test/harness (test/bench scripts).
+export const ISOLATE_SH = path.resolve(HERE, path.basename(path.resolve(HERE, "../..")) === "dist" ? "../../.." : "../..", "deploy/local/isolate.sh");
 /** Exit code of isolate.sh when a step of the isolation itself failed. */
 export const ISOLATION_FAILED = 125;
 

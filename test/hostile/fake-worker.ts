@@ -101,7 +101,7 @@ export class FakeWorker {
 
   /** Reports a result for `lease` (with the outputs it says it built). */
   result(lease: Lease, outcome: BuildStatus, error = "", outputs: { name: string; path: string; narHash: string; narSize: number }[] = []): boolean {
-    return this.send({ msg: { $case: "result", value: { lease, status: outcome, outputs, durationMs: 10, peakMemoryBytes: 1, cores: 1, error } } });
+    return this.send({ msg: { $case: "result", value: { lease, status: outcome, outputs, durationMs: 10, peakMemoryBytes: 1, cores: 1, error, memoryNotMeasured: false } } });
   }
 
   /** The first message of a kind matching `pred` received at index `since` or later (or still coming); throws at the timeout or stream end. */
