@@ -22,8 +22,9 @@ const CONCURRENCY = 16;
 export interface FetchResult {
   /** Paths known valid here now: what the validity calls found (minus what `dropUnpublished` removed), and what was imported. */
   valid: Set<string>;
-  /** Paths imported, by kind. */
+  /** Paths imported of the .drv closure (.drv files and sources). */
   drvPaths: number;
+  /** Other paths imported: the inputs and their closures. */
   inputPaths: number;
   bytes: number;
 }
@@ -40,8 +41,6 @@ export interface FetchRequest {
   dropUnpublished?: (valid: Set<string>) => Promise<string[]>;
   onLine?: (line: string) => void;
 }
-
-const isDrv = (p: string) => p.endsWith(".drv");
 
 /** Brings the .drv closure of `drvPath` and `inputPaths` (with their closures) into the local store. */
 export async function fetchInputs(store: NixStore, cache: CacheApi, req: FetchRequest): Promise<FetchResult> {
@@ -86,15 +85,16 @@ export async function fetchInputs(store: NixStore, cache: CacheApi, req: FetchRe
     if (req.signal.aborted) throw new BuildStepError("aborted", "aborted while fetching inputs");
     throw new BuildStepError("inputs-unavailable", `cannot get the inputs of ${req.drvPath} from the cache: ${(err as Error).message}`, { cause: err });
   }
-  const { bytes } = await importPaths(store, cache, [...missing.values()], req);
+  const ofDrvClosure = new Set([...closure.drvs, ...closure.sources]);
+  const { bytes } = await importPaths(store, cache, [...missing.values()], ofDrvClosure, req);
   const valid = validNow();
   for (const p of missing.keys()) valid.add(p);
-  const drvPaths = [...missing.keys()].filter(isDrv).length;
+  const drvPaths = [...missing.keys()].filter((p) => ofDrvClosure.has(p)).length;
   return { valid, drvPaths, inputPaths: missing.size - drvPaths, bytes };
 }
 
-/** ONE `nix-store --import` of `infos` (any order); logs a "copying path" line per input path, as Nix's substituter does. */
-async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], req: FetchRequest): Promise<{ bytes: number }> {
+/** ONE `nix-store --import` of `infos` (any order); logs a "copying path" line per input path (not of `drvClosure`), as Nix's substituter did. */
+async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], drvClosure: Set<string>, req: FetchRequest): Promise<{ bytes: number }> {
   if (infos.length === 0) return { bytes: 0 };
   let bytes = 0;
   async function* counted(src: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
@@ -106,7 +106,7 @@ async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], r
   const ordered = topoSortByReferences(infos.map((info) => ({ storePath: info.storePath, references: referencePaths(info), info })));
   async function* items(): AsyncGenerator<ExportItem> {
     for (const { info, references } of ordered) {
-      if (!isDrv(info.storePath)) req.onLine?.(`copying path '${info.storePath}' from '${req.cacheUrl}'...`);
+      if (!drvClosure.has(info.storePath)) req.onLine?.(`copying path '${info.storePath}' from '${req.cacheUrl}'...`);
       yield {
         storePath: info.storePath,
         references,
@@ -132,16 +132,8 @@ async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], r
  */
 export async function ensureOnlyThisBuilds(store: NixStore, cache: CacheApi, req: FetchRequest, known: Set<string>): Promise<FetchResult> {
   const none = { valid: known, drvPaths: 0, inputPaths: 0, bytes: 0 };
-  const drv = parseDerivation(await readFile(req.drvPath, "utf8"), req.drvPath);
-  const needed = new Map<string, string>(); // output path -> its derivation
-  for (const input of drv.inputDrvs) {
-    const inputDrv = parseDerivation(await readFile(input.path, "utf8"), input.path);
-    for (const o of inputDrv.outputs) {
-      if (!input.outputs.includes(o.name)) continue;
-      if (!o.path) return planWithDryRun(store, cache, req); // a floating content-addressed output: only Nix knows it
-      needed.set(o.path, input.path);
-    }
-  }
+  const needed = await inputOutputs(req.drvPath);
+  if (!needed) return planWithDryRun(store, cache, req);
   const unknown = [...needed.keys()].filter((p) => !known.has(p));
   if (unknown.length === 0) return none;
   const invalid = [...(await store.invalidPaths(unknown, req.signal))];
@@ -150,6 +142,25 @@ export async function ensureOnlyThisBuilds(store: NixStore, cache: CacheApi, req
   const unbuildable = [...new Set(invalid.filter((_, i) => !available[i]).map((p) => needed.get(p)!))];
   if (unbuildable.length > 0) throw notHere(unbuildable);
   return fetchInputs(store, cache, { ...req, inputPaths: invalid, dropUnpublished: undefined });
+}
+
+/** Output path -> its derivation, for every input derivation output `drvPath` uses; undefined when the .drv files don't say (then Nix must). */
+async function inputOutputs(drvPath: string): Promise<Map<string, string> | undefined> {
+  const needed = new Map<string, string>();
+  try {
+    const drv = parseDerivation(await readFile(drvPath, "utf8"), drvPath);
+    for (const input of drv.inputDrvs) {
+      const inputDrv = parseDerivation(await readFile(input.path, "utf8"), input.path);
+      for (const o of inputDrv.outputs) {
+        if (!input.outputs.includes(o.name)) continue;
+        if (!o.path) return undefined; // a floating content-addressed output
+        needed.set(o.path, input.path);
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return needed;
 }
 
 /** The general plan: what `nix-store -r --dry-run` would build and fetch. */
