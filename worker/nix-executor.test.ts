@@ -40,6 +40,8 @@ in rec {
   lonely = mk "wk-lonely" "touch $out";
   flood = mk "wk-flood" "yes flooding-the-log | head -n 200000; touch $out";
   after = mk "wk-after" "echo still-usable > $out";
+  nondet = mk "wk-nondet" "cat /proc/sys/kernel/random/uuid > $out";
+  onNondet = mk "wk-on-nondet" "cat \${nondet} > $out";
   quick = mk "wk-quick" "touch $out";
   # Touches ${HELD_MIB} MiB and holds it 3 s: many /proc samples see it.
   held = memhog.hog { pname = "wk-held"; baseMiB = ${HELD_MIB}; perCoreMiB = 0; holdMs = 3000; };
@@ -73,12 +75,12 @@ beforeAll(async () => {
   cache = await startTestCache(nix.storeDir);
   const expr = path.join(nix.dir, "w.nix");
   await writeFile(expr, EXPR);
-  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy"]) {
+  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy", "nondet", "onNondet"]) {
     [drvs[attr]] = await nixLines(nix, "nix-instantiate", [expr, "-A", attr], { altRoot: submitter });
     [outs[attr]] = await nixLines(nix, "nix-store", ["-q", "--outputs", drvs[attr]], { altRoot: submitter });
   }
-  await nixLines(nix, "nix-store", ["-r", drvs.dep], { altRoot: submitter });
-  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy]);
+  await nixLines(nix, "nix-store", ["-r", drvs.dep, drvs.nondet], { altRoot: submitter });
+  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy, drvs.onNondet]);
 }, 120_000);
 
 afterAll(async () => {
@@ -144,6 +146,24 @@ describe("NixExecutor with real Nix", () => {
     expect(info!.deriver).toBe(path.basename(drvs.top));
     expect(report.peakMemoryBytes).toBeGreaterThan(0);
     expect(await cache.client().getLog(drvs.top)).toBeNull(); // logs travel only over the coordinator stream, which stores them
+  }, 60_000);
+
+  it("drops an output of its own that the farm published differently before using it as an input, and builds on the published one", async () => {
+    // The farm published another build of it (the submitter's) ...
+    await uploadFromSubmitter([outs.nondet]);
+    const { ex } = executor();
+    const lines: string[] = [];
+    const ctx: ExecutorContext = { cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, signal: new AbortController().signal, onLog: (b) => lines.push(...b) };
+    // ... than the one this worker builds (whose upload the cache does not take over the published one).
+    await ex.run(assignment("nondet"), ctx);
+    const ours = readFileSync(outs.nondet, "utf8");
+    lines.length = 0;
+    const report = await ex.run(assignment("onNondet", { inputPaths: [outs.nondet] }), ctx);
+    expect(report.outcome, report.error).toBe("succeeded");
+    expect(lines.some((l) => l.includes(`copying path '${outs.nondet}' from '${cache.url}'`))).toBe(true);
+    const theirs = readFileSync(outs.nondet, "utf8");
+    expect(theirs).not.toBe(ours);
+    expect(readFileSync(outs.onNondet, "utf8")).toBe(theirs);
   }, 60_000);
 
   it("caps a log flood and says how many lines it dropped", async () => {

@@ -9,7 +9,8 @@ import type { CacheApi } from "./cache-api.js";
 import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
 import type { CacheFactory } from "./cache-api.js";
 import { BuildStepError, failureReport, memoryOf, oneLine, type Executor, type ExecutorContext } from "./executor.js";
-import { ensureOnlyThisBuilds, importDrvClosure, substitutePaths } from "./fetch-inputs.js";
+import { DrvMemo } from "./drv-closure.js";
+import { ensureOnlyThisBuilds, fetchInputs, type FetchRequest } from "./fetch-inputs.js";
 import { freeDiskBytes } from "./host-probe.js";
 import { LogPump } from "./log-pump.js";
 import { DISK_FULL, removeTree, runNixBuild, type NixBuildResult } from "./nix-build.js";
@@ -48,37 +49,44 @@ export class NixExecutor implements Executor {
   private active = 0;
   /**
    * Outputs built here that the farm may not have published as they are (a
-   * refused upload, an unconfirmed or disagreeing build, a lost lease). Before
-   * one is used as an input it is checked against the cache's signed copy, and
+   * refused upload, an unconfirmed or disagreeing build, a lost lease), with
+   * the NAR hash our upload computed (undefined: not uploaded). Before one is
+   * used as an input it is checked against the cache's signed copy, and
    * dropped if it differs: a build here only ever uses published inputs.
    */
-  private readonly builtHere = new Set<string>();
+  private readonly builtHere = new Map<string, string | undefined>();
+  /** What the .drv files read so far say, so walking a .drv closure costs no process. */
+  private readonly drvMemo = new DrvMemo();
 
   constructor(private readonly opts: NixExecutorOptions) {
     this.store = new NixStore(opts.nix);
   }
 
-  /** Drops the inputs built here that are not the cache's signed copy (and what was built on them), so they are fetched. */
-  private async dropUnpublished(inputs: readonly string[], cache: CacheApi, signal: AbortSignal, log: Logger): Promise<void> {
+  /**
+   * Drops the inputs built here that are not the cache's signed copy (and what
+   * was built on them), so they are fetched; `valid` says which inputs are here.
+   * Returns the paths deleted.
+   */
+  private async dropUnpublished(inputs: readonly string[], valid: Set<string>, cache: CacheApi, signal: AbortSignal, log: Logger): Promise<string[]> {
     const mine = inputs.filter((p) => this.builtHere.has(p));
-    if (mine.length === 0) return;
-    const invalid = await this.store.invalidPaths(mine, signal);
+    if (mine.length === 0) return [];
+    for (const p of mine) if (!valid.has(p)) this.builtHere.delete(p);
+    const here = mine.filter((p) => valid.has(p));
+    const unhashed = here.filter((p) => this.builtHere.get(p) === undefined);
+    const local = unhashed.length ? await this.store.pathInfos(unhashed, signal) : new Map();
     const stale: string[] = [];
-    for (const p of mine) {
-      if (invalid.has(p)) {
-        this.builtHere.delete(p);
-        continue;
-      }
+    for (const p of here) {
       const info = await cache.narInfo(p);
-      const local = await this.store.narHashAndSize(p, signal);
-      if (info && info.narHash === local.narHash) this.builtHere.delete(p); // the farm published exactly this
+      const localHash = this.builtHere.get(p) ?? local.get(p)?.narHash;
+      if (info && localHash !== undefined && info.narHash === localHash) this.builtHere.delete(p); // the farm published exactly this
       else stale.push(p);
     }
-    if (stale.length === 0) return;
+    if (stale.length === 0) return [];
     log.warn({ paths: stale }, "dropping outputs built here that the farm did not publish as they are; fetching the published ones");
     const dependents = await this.store.referrersClosure(stale, signal);
     await this.store.deletePaths(dependents, signal);
     for (const p of dependents) this.builtHere.delete(p);
+    return dependents;
   }
 
   async run(a: AssignmentSpec, ctx: ExecutorContext): Promise<BuildReport> {
@@ -97,17 +105,23 @@ export class NixExecutor implements Executor {
       this.opts.nix.configure(ctx);
       this.checkDisk("fetching inputs");
       let t = Date.now();
-      const { imported, substituted, extra } = await withCacheRetry(async () => {
-        const imported = await importDrvClosure(this.store, cache, drv, ctx.signal);
-        await this.dropUnpublished(a.inputPaths, cache, ctx.signal, log);
-        const substituted = await substitutePaths(this.store, a.inputPaths, ctx.signal, (l) => pump.line(l));
-        const extra = await ensureOnlyThisBuilds(this.store, drv, ctx.signal, (l) => pump.line(l));
-        return { imported, substituted, extra };
+      const fetched = await withCacheRetry(async () => {
+        const req: FetchRequest = {
+          drvPath: drv,
+          inputPaths: a.inputPaths,
+          signal: ctx.signal,
+          drvMemo: this.drvMemo,
+          cacheUrl: ctx.cacheUrl,
+          dropUnpublished: (valid) => this.dropUnpublished(a.inputPaths, valid, cache, ctx.signal, log),
+          onLine: (l) => pump.line(l),
+        };
+        const main = await fetchInputs(this.store, cache, req);
+        const extra = await ensureOnlyThisBuilds(this.store, cache, req, main.valid);
+        return { drvPaths: main.drvPaths + extra.drvPaths, inputPaths: main.inputPaths + extra.inputPaths, bytes: main.bytes + extra.bytes };
       }, { ...retry, what: "fetching inputs" });
-      const fetchedBytes = imported.bytes + substituted.bytes + extra.bytes;
-      this.opts.counters?.downloaded(fetchedBytes);
-      log.info({ drvPaths: imported.paths, inputPaths: substituted.paths + extra.paths, bytes: fetchedBytes, seconds: secs(t) }, `fetched inputs of ${a.name} in ${secs(t)}s`);
-      pump.note(`fetched ${imported.paths} derivation paths and ${substituted.paths + extra.paths} input paths in ${secs(t)}s`);
+      this.opts.counters?.downloaded(fetched.bytes);
+      log.info({ drvPaths: fetched.drvPaths, inputPaths: fetched.inputPaths, bytes: fetched.bytes, seconds: secs(t) }, `fetched inputs of ${a.name} in ${secs(t)}s`);
+      pump.note(`fetched ${fetched.drvPaths} derivation paths and ${fetched.inputPaths} input paths in ${secs(t)}s`);
 
       this.checkDisk("building");
       await mkdir(this.opts.nix.buildTmpRoot, { recursive: true });
@@ -122,7 +136,7 @@ export class NixExecutor implements Executor {
       pump.note(`nix-store ran ${secs(t)}s, peak memory ${peakText(build)} (${build.monitor} monitor)`);
       const failure = classifyBuild(build, a);
       if (failure) throw new BuildStepError(failure.outcome, failure.error);
-      for (const p of Object.values(a.outputs)) this.builtHere.add(p);
+      for (const p of Object.values(a.outputs)) this.builtHere.set(p, undefined);
 
       t = Date.now();
       // If the farm ends up publishing another build of these paths, dropUnpublished swaps ours out before any use.
@@ -130,6 +144,7 @@ export class NixExecutor implements Executor {
         () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), a.uploadCredential),
         { ...retry, what: "uploading outputs" },
       );
+      for (const o of outputs) this.builtHere.set(o.path, o.narHash); // what we uploaded is what the store holds
       log.info({ outputs: outputs.length, bytes: outputs.reduce((s, o) => s + o.narSize, 0), seconds: secs(t) }, `uploaded ${outputs.length} output(s) of ${a.name}`);
       report = { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, ...memoryOf(measuredPeak(build)), cores: a.cores, error: "" };
     } catch (err) {

@@ -3,11 +3,12 @@ import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import { execa } from "execa";
 import { TransientError } from "../proto/errors.js";
+import { nix32Encode } from "../proto/nix/mod.js";
 import type { NixEnv } from "./nix-env.js";
 import { isNixNoise, LineSplitter, parseNixError } from "./nix-log.js";
 
-/** Paths per command line; keeps us well under ARG_MAX for long store paths. */
-const ARGS_PER_CALL = 1000;
+/** Paths per command line: about 400 KB of arguments, well under ARG_MAX (2 MB) even for long store paths. */
+const ARGS_PER_CALL = 4000;
 
 /** A nix-store call that failed; `nixError` is Nix's own one-line error. */
 export class NixCommandError extends TransientError {
@@ -20,7 +21,7 @@ export class NixCommandError extends TransientError {
 export class NixStore {
   constructor(private readonly nix: NixEnv) {}
 
-  /** Which of `paths` are not valid here, in ONE nix-store call per 1000 paths. */
+  /** Which of `paths` are not valid here, in ONE nix-store call per 4000 paths. */
   async invalidPaths(paths: string[], signal?: AbortSignal): Promise<Set<string>> {
     const invalid = new Set<string>();
     for (let i = 0; i < paths.length; i += ARGS_PER_CALL) {
@@ -30,16 +31,16 @@ export class NixStore {
     return invalid;
   }
 
-  /** Store paths `path` refers to. */
-  async references(path: string, signal?: AbortSignal): Promise<string[]> {
-    return (await this.run(["-q", "--references", path], signal)).split("\n").filter(Boolean);
-  }
-
-  /** NAR hash (sha256:<nix32>) and size as registered in the local database. */
-  async narHashAndSize(path: string, signal?: AbortSignal): Promise<{ narHash: string; narSize: number }> {
-    const narHash = (await this.run(["-q", "--hash", path], signal)).trim();
-    const narSize = Number((await this.run(["-q", "--size", path], signal)).trim());
-    return { narHash, narSize };
+  /**
+   * NAR hash, size and references of valid paths as registered in the local
+   * database, in ONE `nix-store --dump-db` call per 4000 paths (it fails if one is invalid).
+   */
+  async pathInfos(paths: string[], signal?: AbortSignal): Promise<Map<string, LocalPathInfo>> {
+    const infos = new Map<string, LocalPathInfo>();
+    for (let i = 0; i < paths.length; i += ARGS_PER_CALL) {
+      for (const info of parseDumpDb(await this.run(["--dump-db", ...paths.slice(i, i + ARGS_PER_CALL)], signal))) infos.set(info.path, info);
+    }
+    return infos;
   }
 
   /** `paths` and every valid path that refers to them, directly or not (what must go if they go). */
@@ -56,16 +57,6 @@ export class NixStore {
   /** Deletes every store path nothing roots (on a worker: inputs fetched for past builds, cheap to fetch again). */
   async collectGarbage(signal?: AbortSignal): Promise<void> {
     await this.run(["--gc"], signal);
-  }
-
-  /** The NAR of a valid path, as `nix-store --dump` writes it; `done` rejects if the dump failed. */
-  dump(path: string, signal?: AbortSignal): { nar: Readable; done: Promise<void> } {
-    const child = execa("nix-store", ["--dump", path], { env: this.nix.env(), extendEnv: false, cancelSignal: signal, buffer: { stdout: false, stderr: true }, reject: false });
-    const done = child.then((r) => {
-      if (r.exitCode !== 0 || r.isCanceled) throw new NixCommandError(`nix-store --dump ${path}`, nixErrorOf(r.stderr, r.message), r.exitCode);
-    });
-    done.catch(() => {}); // observed by the caller; avoid an unhandled rejection when it isn't
-    return { nar: child.stdout, done };
   }
 
   /** Feeds an export stream to `nix-store --import`; returns the imported paths. */
@@ -108,6 +99,46 @@ export class NixStore {
     if (r.exitCode !== 0 || r.isCanceled) throw new NixCommandError(`nix-store ${args.slice(0, 2).join(" ")}`, nixErrorOf(r.stderr, r.message), r.exitCode);
     return r.stdout;
   }
+}
+
+/** What the local database holds about a valid path. */
+export interface LocalPathInfo {
+  path: string;
+  /** sha256:<nix32>, as narinfos and the farm write it. */
+  narHash: string;
+  narSize: number;
+  references: string[];
+}
+
+/**
+ * Parses `nix-store --dump-db PATHS` (Nix 2.8's validity registration): per path
+ * its path, base-16 NAR hash, NAR size, deriver (may be empty), reference count, references.
+ */
+export function parseDumpDb(text: string): LocalPathInfo[] {
+  const lines = text.split("\n");
+  const infos: LocalPathInfo[] = [];
+  let i = 0;
+  const next = (what: string): string => {
+    if (i >= lines.length) throw new NixCommandError("nix-store --dump-db", `output ends before the ${what} of path ${infos.length + 1}`, 0);
+    return lines[i++];
+  };
+  while (i < lines.length && lines[i] !== "") {
+    const path = next("path");
+    const hex = next("hash");
+    if (!/^[0-9a-f]{64}$/.test(hex)) throw new NixCommandError("nix-store --dump-db", `unexpected NAR hash '${hex}' of ${path}`, 0);
+    const narSize = Number(next("size"));
+    next("deriver");
+    const count = Number(next("reference count"));
+    if (!Number.isSafeInteger(narSize) || !Number.isSafeInteger(count)) throw new NixCommandError("nix-store --dump-db", `unexpected size or reference count of ${path}`, 0);
+    const references: string[] = [];
+    for (let r = 0; r < count; r++) {
+      const ref = next("references");
+      if (!ref) throw new NixCommandError("nix-store --dump-db", `output ends before the references of ${path}`, 0);
+      references.push(ref);
+    }
+    infos.push({ path, narHash: `sha256:${nix32Encode(Buffer.from(hex, "hex"))}`, narSize, references });
+  }
+  return infos;
 }
 
 function nixErrorOf(stderr: unknown, fallback: string | undefined): string {

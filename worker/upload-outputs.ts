@@ -1,8 +1,9 @@
 // Uploads a build's outputs to the farm cache under the build's lease: NAR
-// straight from `nix-store --dump`, hashed on the way so the report carries
+// serialised in-process (byte-identical to `nix-store --dump`, and checked
+// against the hash Nix registered), hashed on the way so the report carries
 // narHash/narSize. The cache stages them; only the farm's acceptance of the
 // result publishes them.
-import { HashCounter, topoSortByReferences } from "../proto/nix/mod.js";
+import { dumpPath, HashCounter, topoSortByReferences } from "../proto/nix/mod.js";
 import type { Lease } from "../proto/types.js";
 import type { BuiltOutput } from "../proto/types.js";
 import type { CacheApi } from "./cache-api.js";
@@ -20,32 +21,42 @@ export async function uploadOutputs(
   uploadCredential?: string,
 ): Promise<BuiltOutput[]> {
   const entries = Object.entries(outputs);
-  const invalid = await store.invalidPaths(entries.map(([, p]) => p), signal);
-  if (invalid.size > 0) {
-    throw new BuildStepError("failed", `build succeeded but did not produce ${[...invalid].join(", ")}`);
-  }
-  const withRefs = await Promise.all(entries.map(async ([name, storePath]) => ({ name, storePath, references: await store.references(storePath, signal) })));
+  const paths = entries.map(([, p]) => p);
+  // References of every output in one nix-store call; it fails only if an output is missing, which a second call names.
+  const infos = await store.pathInfos(paths, signal).catch(async (err: unknown) => {
+    const invalid = await store.invalidPaths(paths, signal);
+    if (invalid.size > 0) throw new BuildStepError("failed", `build succeeded but did not produce ${[...invalid].join(", ")}`);
+    throw err;
+  });
+  const withInfo = entries.map(([name, storePath]) => {
+    const info = infos.get(storePath);
+    if (!info) throw new BuildStepError("worker-error", `nix-store --dump-db said nothing about ${storePath}`);
+    return { name, storePath, references: info.references, info };
+  });
   const built: BuiltOutput[] = [];
-  for (const o of topoSortByReferences(withRefs)) {
+  for (const o of topoSortByReferences(withInfo)) {
     if (signal.aborted) throw new BuildStepError("aborted", "aborted while uploading outputs");
     const counter = new HashCounter();
-    const dump = store.dump(o.storePath, signal);
+    // Serialised here rather than by a `nix-store --dump` per output; checked below against the hash Nix registered.
     async function* hashed(): AsyncGenerator<Uint8Array> {
-      for await (const chunk of dump.nar) {
-        counter.update(chunk as Buffer);
-        onBytes?.((chunk as Buffer).length);
-        yield chunk as Buffer;
+      for await (const chunk of dumpPath(o.storePath)) {
+        if (signal.aborted) throw new BuildStepError("aborted", "aborted while uploading outputs");
+        counter.update(chunk);
+        onBytes?.(chunk.length);
+        yield chunk;
       }
     }
     try {
       await cache.upload({ storePath: o.storePath, references: o.references, deriver: lease.drvPath, narStream: hashed(), lease, token: uploadCredential });
-      await dump.done;
     } catch (err) {
-      dump.nar.destroy(); // a half-read dump would otherwise block on its pipe forever
       if (signal.aborted) throw new BuildStepError("aborted", "aborted while uploading outputs");
       throw new BuildStepError("upload-failed", `uploading ${o.storePath} failed: ${(err as Error).message}`, { cause: err });
     }
     const { hash, size } = counter.result();
+    if (hash !== o.info.narHash || size !== o.info.narSize) {
+      // Never report bytes Nix would not serve: the staged upload stays unpublished, the build goes elsewhere.
+      throw new BuildStepError("worker-error", `the NAR of ${o.storePath} read here (${hash}, ${size} bytes) is not the one Nix registered (${o.info.narHash}, ${o.info.narSize} bytes)`);
+    }
     built.push({ name: o.name, path: o.storePath, narHash: hash, narSize: size });
   }
   return built;

@@ -7,17 +7,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, chownSync, mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { spawnIsolated, runIsolated, type IsolatedProcess } from "./isolated.js";
+import { repoRoot, spawnIsolated, runIsolated, type IsolatedProcess } from "./isolated.js";
 import { BARE_UID, bareEnv, hostNixPaths } from "./bare-container.js";
 import { freePort, waitForPort, waitFor } from "./ports.js";
 
 /** Root of the repository (holds dist/ after `npm run build`). */
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-/** The checkout, also when this file runs compiled from dist/test/harness (test/bench scripts). */
-export const REPO = path.resolve(HERE, path.basename(path.resolve(HERE, "../..")) === "dist" ? "../../.." : "../..");
+export const REPO = repoRoot();
 export const FARM_CLI = path.join(REPO, "dist/coordinator/cli/main.js");
 export const WORKER_MAIN = path.join(REPO, "dist/worker/main.js");
 export const NATS_URL = process.env.NATS_URL ?? "nats://127.0.0.1:4222";
@@ -194,12 +191,13 @@ export class FarmCluster {
   }
 
   /** Runs `farm ARGS` in the submitter's namespace (its own /tmp/nix). */
-  async cli(args: string[], opts: { env?: Record<string, string>; nixDir?: string; uid?: number; hideNix?: boolean } = {}) {
+  async cli(args: string[], opts: { env?: Record<string, string>; nixDir?: string; uid?: number; hideNix?: boolean; timeoutMs?: number } = {}) {
     const nixDir = opts.nixDir ?? path.join(this.root, "submitter", "nix");
     return runIsolated("cli", process.execPath, [FARM_CLI, ...args], {
       nixDir,
       uid: opts.uid,
       hideNix: opts.hideNix,
+      timeoutMs: opts.timeoutMs,
       env: { ...process.env, FARM_COORDINATOR: this.coordinatorAddress, FARM_TOKEN: this.token, FARM_LOG_LEVEL: "warn", ...opts.env },
     });
   }

@@ -11,9 +11,17 @@ import { fileURLToPath } from "node:url";
 
 const CGROUP_ROOT = "/sys/fs/cgroup/memory";
 /** The one isolation script, shared with the demo (deploy/local/demo.sh). */
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-// Also when this file runs compiled from dist/test/harness (test/bench scripts).
-export const ISOLATE_SH = path.resolve(HERE, path.basename(path.resolve(HERE, "../..")) === "dist" ? "../../.." : "../..", "deploy/local/isolate.sh");
+export const ISOLATE_SH = path.join(repoRoot(), "deploy/local/isolate.sh");
+/** The checkout: the nearest ancestor of this file with a package.json (from test/harness, or dist/test/harness when a bench runs compiled). */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json"))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
+  }
+  return dir;
+}
 /** Exit code of isolate.sh when a step of the isolation itself failed. */
 export const ISOLATION_FAILED = 125;
 

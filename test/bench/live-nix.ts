@@ -1,0 +1,223 @@
+// `npm run bench:live-nix`: what a build costs on a real-Nix worker. Builds
+// 100 trivial derivations (10 chains of 10, /bin/sh builders, a fresh nonce
+// each round) twice per round, alternating: with a local `nix-store -r
+// --max-jobs 2` in a namespace of its own (the baseline), and through a farm of
+// its own (coordinator + cache, 2 namespaced workers, NATS at NATS_URL). Prints
+// wall times, their ratio, the per-build overhead (assignment to accepted
+// result, minus the builder's own run, from the coordinator's log and the
+// builders' timestamps) and the nix-store processes per build (counted by a
+// PATH wrapper in front of the workers' nix-store). Needs root and `npm run build`.
+//   npm run bench:live-nix [-- --rounds N]
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { execFileSync } from "node:child_process";
+import { FarmCluster } from "../harness/cluster.js";
+import { runIsolated } from "../harness/isolated.js";
+import { parseDerivation } from "../../proto/nix/mod.js";
+
+const CHAINS = 10;
+const LENGTH = 10;
+const BUILDS = CHAINS * LENGTH;
+const WORKERS = ["w1", "w2"];
+const TARGET_RATIO = 8;
+const TARGET_OVERHEAD_MS = 60;
+
+interface Round {
+  localS: number;
+  farmS: number;
+  overheadMs: number[];
+  nixStorePerBuild: number;
+  byCommand: Map<string, number>;
+}
+
+function parseRounds(argv: string[]): number {
+  const i = argv.indexOf("--rounds");
+  const n = i >= 0 ? Number(argv[i + 1]) : 3;
+  if (!Number.isInteger(n) || n < 1 || n > 20) {
+    console.error("usage: npm run bench:live-nix -- [--rounds N (1-20, default 3)]");
+    process.exit(2);
+  }
+  return n;
+}
+
+/** The DAG: a list of 10 chains; each builder records its own start and end (ns) in its output. */
+function dagExpression(nonce: string): string {
+  return `let
+  step = c: prev: i: builtins.derivation {
+    name = "trivial-\${toString c}-\${toString i}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "t0=$(/bin/date +%s%N); echo \${prev} $t0 $(/bin/date +%s%N) > $out" ];
+    nonce = "${nonce}";
+  };
+  chain = c: builtins.foldl' (step c) "" (builtins.genList (i: i) ${LENGTH});
+in builtins.genList chain ${CHAINS}
+`;
+}
+
+/** A nix-store in front of the real one that appends its first two arguments to `countFile`. */
+function nixStoreWrapper(dir: string, countFile: string): string {
+  const real = execFileSync("sh", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, "nix-store"), `#!/bin/sh\necho "$1 $2" >> ${countFile}\nexec ${real} "$@"\n`, { mode: 0o755 });
+  writeFileSync(countFile, "");
+  chmodSync(countFile, 0o666);
+  return dir;
+}
+
+/** Wall seconds of `nix-store -r` of the DAG in a private /tmp/nix (evaluation not counted). */
+async function localRun(root: string, file: string): Promise<number> {
+  const nixDir = mkdtempSync(path.join(root, "local-"));
+  const conf = path.join(nixDir, "conf");
+  mkdirSync(conf);
+  writeFileSync(path.join(conf, "nix.conf"), "build-users-group =\nsandbox = false\nsubstituters =\nmax-jobs = 2\n");
+  const script = `set -e
+drvs=$(nix-instantiate ${file} 2>/dev/null)
+t0=$(date +%s%N); nix-store -r $drvs --max-jobs 2 >/dev/null 2>&1; t1=$(date +%s%N)
+echo $t0 $t1`;
+  const env = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: nixDir,
+    NIX_STORE_DIR: "/tmp/nix/store",
+    NIX_STATE_DIR: "/tmp/nix/var/nix",
+    NIX_LOG_DIR: "/tmp/nix/var/log/nix",
+    NIX_CONF_DIR: conf,
+    NIX_USER_CONF_FILES: path.join(conf, "nix.conf"),
+  };
+  try {
+    const r = await runIsolated("local", "/bin/sh", ["-c", script], { nixDir: path.join(nixDir, "nix"), hideNix: true, env });
+    if (r.code !== 0) throw new Error(`local build failed (${r.code}): ${r.stderr.trim()}`);
+    const [t0, t1] = r.stdout.trim().split(" ").map(Number);
+    return (t1 - t0) / 1e9;
+  } finally {
+    rmSync(nixDir, { recursive: true, force: true });
+  }
+}
+
+interface LogRecord {
+  msg: string;
+  time: number;
+  drv?: string;
+  epoch?: number;
+  worker?: string;
+}
+
+/** Per build: accepted minus assigned, minus the builder's own run (read from its output in the worker's store). */
+function overheads(farm: FarmCluster, logFrom: number): number[] {
+  const lines = farm.coordinatorLog().slice(logFrom).split("\n").filter((l) => l.startsWith("{"));
+  const assigned = new Map<string, LogRecord>();
+  const out: number[] = [];
+  for (const line of lines) {
+    const rec = JSON.parse(line) as LogRecord;
+    const key = `${rec.drv}#${rec.epoch}`;
+    if (rec.msg === "assigned") assigned.set(key, rec);
+    if (rec.msg !== "result accepted") continue;
+    const a = assigned.get(key);
+    if (!a || !rec.drv) continue;
+    const drvText = readFileSync(path.join(farm.root, "submitter/nix/store", path.basename(rec.drv)), "utf8");
+    const outPath = parseDerivation(drvText, rec.drv).outputs.find((o) => o.name === "out")!.path;
+    const built = path.join(farm.root, "workers", rec.worker ?? a.worker ?? "", "nix/store", path.basename(outPath));
+    const fields = readFileSync(built, "utf8").trim().split(" ");
+    const builderMs = (Number(fields.at(-1)) - Number(fields.at(-2))) / 1e6;
+    out.push(rec.time - a.time - builderMs);
+  }
+  return out;
+}
+
+function countCommands(files: string[]): string[] {
+  return files.flatMap((f) => readFileSync(f, "utf8").split("\n").filter(Boolean));
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+async function main(): Promise<void> {
+  const rounds = parseRounds(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error("needs root (namespaced workers, as in the test harness)");
+  const root = mkdtempSync(path.join(os.tmpdir(), "tmpnix-bench-live-nix-"));
+  chmodSync(root, 0o755);
+  const countFiles = WORKERS.map((w) => path.join(root, `nix-store-calls-${w}`));
+  const workers = WORKERS.map((name, i) => ({
+    name,
+    env: { PATH: `${nixStoreWrapper(path.join(root, `bin-${name}`), countFiles[i])}:${process.env.PATH}` },
+  }));
+  let farm: FarmCluster | undefined;
+  const stop = async () => {
+    await farm?.stop();
+    rmSync(root, { recursive: true, force: true });
+  };
+  process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
+  try {
+    console.log(`starting a farm: coordinator + cache, ${WORKERS.length} real-Nix workers in namespaces ...`);
+    farm = await FarmCluster.start({ workers });
+    const results: Round[] = [];
+    for (let r = 1; r <= rounds; r++) {
+      const nonce = `${process.pid}-${Date.now()}-${r}`;
+      const file = path.join(root, `dag-${r}.nix`);
+      writeFileSync(file, dagExpression(nonce));
+      // Alternate which goes first so neither always meets a warmer machine.
+      let localS = 0;
+      if (r % 2 === 1) localS = await localRun(root, file);
+      const callsBefore = countCommands(countFiles).length;
+      const logFrom = farm.coordinatorLog().length;
+      const t0 = process.hrtime.bigint();
+      const sub = await farm.cli(["submit", `${file}#`, "--follow", "--json"], { timeoutMs: 1_800_000 });
+      const farmS = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (sub.code !== 0) throw new Error(`farm submit failed (${sub.code}): ${sub.stderr.trim().split("\n").slice(-5).join(" | ")}`);
+      const job = JSON.parse(sub.stdout) as { state: string; counts: { total: number } };
+      if (job.state !== "succeeded" || job.counts.total !== BUILDS) throw new Error(`job ended ${job.state} with ${job.counts.total} nodes`);
+      if (r % 2 === 0) localS = await localRun(root, file);
+      const calls = countCommands(countFiles).slice(callsBefore);
+      const byCommand = new Map<string, number>();
+      for (const c of calls) {
+        const [a, b] = c.split(" ");
+        const key = a === "-q" || a === "-r" ? `${a}${b === "--dry-run" || a === "-q" ? ` ${b}` : ""}` : a;
+        byCommand.set(key, (byCommand.get(key) ?? 0) + 1);
+      }
+      const round = { localS, farmS, overheadMs: overheads(farm, logFrom), nixStorePerBuild: calls.length / BUILDS, byCommand };
+      results.push(round);
+      console.log(
+        `round ${r}: local ${localS.toFixed(2)} s, farm ${farmS.toFixed(2)} s (${(farmS / localS).toFixed(1)}×), ` +
+          `overhead median ${median(round.overheadMs).toFixed(0)} ms over ${round.overheadMs.length} builds, ${round.nixStorePerBuild.toFixed(2)} nix-store per build`,
+      );
+    }
+    report(results);
+  } finally {
+    await stop();
+  }
+}
+
+function report(results: Round[]): void {
+  const all = results.flatMap((r) => r.overheadMs);
+  const localS = median(results.map((r) => r.localS));
+  const farmS = median(results.map((r) => r.farmS));
+  const ratio = median(results.map((r) => r.farmS / r.localS));
+  const overhead = median(all);
+  const procs = median(results.map((r) => r.nixStorePerBuild));
+  const byCommand = new Map<string, number>();
+  for (const r of results) for (const [k, v] of r.byCommand) byCommand.set(k, (byCommand.get(k) ?? 0) + v);
+  const perBuild = [...byCommand].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${(v / (BUILDS * results.length)).toFixed(2)} ${k}`);
+  console.log(`\n${BUILDS} trivial derivations (${CHAINS} chains of ${LENGTH}), ${WORKERS.length} workers, medians of ${results.length} rounds\n`);
+  console.log("| measure | value | target |");
+  console.log("|---|---|---|");
+  console.log(`| local \`nix-store -r\` (max-jobs 2) | ${localS.toFixed(2)} s | |`);
+  console.log(`| farm (\`farm submit --follow\`, evaluation and upload included) | ${farmS.toFixed(2)} s | |`);
+  console.log(`| farm / local | ${ratio.toFixed(1)}× | ≤ ${TARGET_RATIO}× ${ratio <= TARGET_RATIO ? "met" : "NOT met"} |`);
+  console.log(`| per-build overhead, median (p90) | ${overhead.toFixed(0)} ms (${quantile(all, 0.9).toFixed(0)} ms) | ≤ ${TARGET_OVERHEAD_MS} ms ${overhead <= TARGET_OVERHEAD_MS ? "met" : "NOT met"} |`);
+  console.log(`| nix-store processes per build | ${procs.toFixed(2)} | |`);
+  console.log(`\nnix-store per build by command: ${perBuild.join(", ")}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exit(1);
+});
+
