@@ -35,6 +35,8 @@ export interface StagedFile {
 export interface CacheStorage {
   /** Opens a file, or null if it does not exist. */
   get(kind: CacheFileKind, name: string): Promise<StoredFile | null>;
+  /** Reads a small file whole, or null if it does not exist (narinfos: from memory, where held). */
+  getBytes(kind: CacheFileKind, name: string): Promise<Buffer | null>;
   /** Reads a small file as UTF-8, or null if it does not exist. */
   getText(kind: CacheFileKind, name: string): Promise<string | null>;
   /** True if the file exists. */
