@@ -1,0 +1,178 @@
+// `npm run bench:cache`: the farm's cache server against nginx serving the very
+// same data directory (deploy/nginx/tmpnix-cache.conf), with the same clients,
+// alternating, over several rounds; then the CPU an upload costs, spawned zstd
+// (before) against in-process gzip (now), measured in the same run.
+// Numbers are measurements printed with their ratios, never assertions.
+//   npm run bench:cache -- [--rounds 5] [--seconds 5] [--narinfos 5000] [--nar-mib 200] [--ballast-mib 1024]
+// Needs wrk, curl and /usr/sbin/nginx, and root (nginx runs as root over a 0700 temp dir).
+
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { formatNarInfo, generateKeyPair, nix32Encode, parseSecretKey, signNarInfo, type NarInfo } from "../../proto/nix/mod.js";
+import { startNginx } from "../fixtures/nginx.js";
+import { measureUploads, narOfFile, realisticBytes, UPLOAD_METHODS, type UploadCost } from "./cache-upload.js";
+
+const run = promisify(execFile);
+const STORE_DIR = "/tmp/nix/store";
+
+function flag(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i < 0 ? fallback : Number(process.argv[i + 1]);
+}
+
+/** A hash part / file hash in nix32. */
+const nix32 = (bytes: number) => nix32Encode(randomBytes(bytes));
+
+/** Fills `root` as the farm's DiskStorage would: narinfos at the top, one big NAR under nar/. */
+async function fillCache(root: string, count: number, narMiB: number): Promise<{ hashParts: string[]; narUrl: string; narinfoBytes: number }> {
+  for (const d of ["nar", "log", "staged", "provenance", ".tmp"]) await mkdir(join(root, d), { recursive: true });
+  const key = parseSecretKey(generateKeyPair("bench-cache-1").secretKey);
+  const hashParts: string[] = [];
+  let narinfoBytes = 0;
+  const refs = Array.from({ length: 40 }, (_, i) => `${nix32(20)}-dep-${i}`);
+  for (let i = 0; i < count; i++) {
+    const hp = nix32(20);
+    const fileHash = nix32(32);
+    // Shaped like a typical nixpkgs narinfo: a handful of references, a deriver, one signature.
+    const info: NarInfo = { storePath: `${STORE_DIR}/${hp}-bench-path-${i}`, url: `nar/${fileHash}.nar.gz`, compression: "gzip", fileHash: `sha256:${fileHash}`, fileSize: 12345, narHash: `sha256:${nix32(32)}`, narSize: 45678, references: refs.slice(i % 30, (i % 30) + 5), deriver: `${nix32(20)}-bench-path-${i}.drv`, sigs: [] };
+    const text = formatNarInfo(signNarInfo(info, key));
+    narinfoBytes += text.length;
+    await writeFile(join(root, `${hp}.narinfo`), text);
+    hashParts.push(hp);
+  }
+  const narName = `${nix32(32)}.nar.gz`;
+  const block = randomBytes(1 << 20);
+  await writeFile(join(root, "nar", narName), Buffer.concat(Array.from({ length: narMiB }, () => block)));
+  return { hashParts, narUrl: `/nar/${narName}`, narinfoBytes: narinfoBytes / count };
+}
+
+/** Starts the farm's cache server as its own process (cache-serve.js) over `root`; resolves with its URL. */
+async function startFarm(root: string): Promise<{ url: string; stop: () => Promise<void> }> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const child = spawn(process.execPath, [join(here, "cache-serve.js"), root, STORE_DIR], { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`cache-serve exited with ${code}`)));
+  });
+  return { url: line.trim(), stop: async () => (child.kill("SIGTERM"), await exited) };
+}
+
+/** A wrk script that GETs random narinfos and prints its figures as one JSON line. */
+function wrkScript(hashParts: string[]): string {
+  return `local paths = { ${hashParts.map((h) => `"/${h}.narinfo"`).join(", ")} }
+local n = #paths
+local thread_id = 0
+setup = function(thread) thread_id = thread_id + 1; thread:set("seed", thread_id) end
+init = function() math.randomseed(os.time() + (seed or 0)) end
+request = function() return wrk.format("GET", paths[math.random(n)]) end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('JSON {"requests":%d,"us":%d,"p50":%d,"p99":%d,"errors":%d,"non2xx":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
+end
+`;
+}
+
+interface NarinfoRun { rps: number; p50ms: number; p99ms: number; bad: number }
+
+async function wrk(url: string, script: string, seconds: number): Promise<NarinfoRun> {
+  const { stdout } = await run("wrk", ["-t2", "-c16", `-d${seconds}s`, "-s", script, url], { maxBuffer: 1 << 20 });
+  const j = JSON.parse(/^JSON (.*)$/m.exec(stdout)![1]) as { requests: number; us: number; p50: number; p99: number; errors: number; non2xx: number };
+  return { rps: j.requests / (j.us / 1e6), p50ms: j.p50 / 1000, p99ms: j.p99 / 1000, bad: j.errors + j.non2xx };
+}
+
+/** MB/s of `streams` parallel downloads of `url` (curl, body discarded). */
+async function download(url: string, streams: number, expectBytes: number): Promise<number> {
+  const t0 = performance.now();
+  const sizes = await Promise.all(Array.from({ length: streams }, async () => Number((await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{size_download}", url])).stdout)));
+  const s = (performance.now() - t0) / 1000;
+  if (sizes.some((n) => n !== expectBytes)) throw new Error(`downloads of ${url} got ${sizes.join(", ")} bytes, expected ${expectBytes}`);
+  return (streams * expectBytes) / 1e6 / s;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmt = (x: number, digits = 0) => x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+type Target = "farm" | "nginx";
+interface RoundFigures { rps: number; p50ms: number; p99ms: number; nar1: number; nar4: number }
+
+async function readSide(rounds: number, seconds: number, narinfos: number, narMiB: number): Promise<void> {
+  const root = await mkdtemp("/tmp/farm-bench-cache-");
+  const script = join(root, ".tmp", "narinfos.lua");
+  const farm = { stop: async () => {} } as Awaited<ReturnType<typeof startFarm>>;
+  let nginx: Awaited<ReturnType<typeof startNginx>> | undefined;
+  try {
+    const filled = await fillCache(root, narinfos, narMiB);
+    await writeFile(script, wrkScript(filled.hashParts));
+    Object.assign(farm, await startFarm(root));
+    nginx = await startNginx({ cacheRoot: root, upstream: new URL(farm.url).host });
+    const urls: Record<Target, string> = { farm: farm.url, nginx: nginx.url };
+    const figures: Record<Target, RoundFigures[]> = { farm: [], nginx: [] };
+    console.log(`read side: ${narinfos} narinfos (${fmt(filled.narinfoBytes)} bytes each on average), one ${narMiB} MiB NAR; ${rounds} rounds, farm and nginx alternating; wrk -t2 -c16 -d${seconds}s over random narinfos; curl for NARs`);
+    for (let r = 0; r < rounds; r++) {
+      for (const t of (r % 2 === 0 ? ["farm", "nginx"] : ["nginx", "farm"]) as Target[]) {
+        const n = await wrk(urls[t], script, seconds);
+        if (n.bad > 0) throw new Error(`${t}: ${n.bad} narinfo requests failed or were not 200`);
+        const nar1 = await download(urls[t] + filled.narUrl, 1, narMiB << 20);
+        const nar4 = await download(urls[t] + filled.narUrl, 4, narMiB << 20);
+        figures[t].push({ rps: n.rps, p50ms: n.p50ms, p99ms: n.p99ms, nar1, nar4 });
+        console.log(`  round ${r + 1} ${t.padEnd(5)}: ${fmt(n.rps)} narinfo req/s (p50 ${fmt(n.p50ms, 2)} ms, p99 ${fmt(n.p99ms, 2)} ms), NAR 1 stream ${fmt(nar1)} MB/s, 4 streams ${fmt(nar4)} MB/s`);
+      }
+    }
+    const med = (t: Target, k: keyof RoundFigures) => median(figures[t].map((f) => f[k]));
+    console.log(`\n| medians of ${rounds} rounds | farm | nginx | farm/nginx | target |`);
+    console.log("|---|---:|---:|---:|---|");
+    const row = (label: string, k: keyof RoundFigures, digits: number, target: string, lowerIsBetter = false) => {
+      const ratio = med("farm", k) / med("nginx", k);
+      console.log(`| ${label} | ${fmt(med("farm", k), digits)} | ${fmt(med("nginx", k), digits)} | ${fmt(ratio, 2)}× | ${target ? `${target} ${lowerIsBetter ? "" : ratio >= 0.5 ? "met" : "NOT met"}` : ""} |`);
+    };
+    row("narinfo GET, 16 connections: req/s", "rps", 0, "≥ 0.5×");
+    row("narinfo latency p50 (ms)", "p50ms", 2, "", true);
+    row("narinfo latency p99 (ms)", "p99ms", 2, "", true);
+    row(`${narMiB} MiB NAR, 1 stream: MB/s`, "nar1", 0, "≥ 0.5×");
+    row(`${narMiB} MiB NAR, 4 streams: MB/s (total)`, "nar4", 0, "");
+  } finally {
+    await nginx?.stop();
+    await farm.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+async function uploadSide(ballastMiB: number): Promise<void> {
+  const small = narOfFile(realisticBytes(4 << 10));
+  const big = narOfFile(realisticBytes(64 << 20));
+  const table = (title: string, rows: UploadCost[]) => {
+    console.log(`\n${title}\n| method | CPU ms/upload | of which children | wall ms/upload | stored/NAR bytes | max event-loop delay ms | CPU vs spawned zstd |`);
+    console.log("|---|---:|---:|---:|---:|---:|---:|");
+    for (const r of rows) console.log(`| ${r.method} | ${fmt(r.cpuMsPerUpload, 2)} | ${fmt(r.childCpuMsPerUpload, 2)} | ${fmt(r.wallMsPerUpload, 2)} | ${fmt(r.ratio, 3)} | ${fmt(r.maxLoopDelayMs, 1)} | ${fmt(r.cpuMsPerUpload / rows[0].cpuMsPerUpload, 3)}× |`);
+  };
+  const measureAll = async (nar: Buffer, count: number, concurrency: number) => {
+    const rows: UploadCost[] = [];
+    for (const m of UPLOAD_METHODS) rows.push(await measureUploads(m, nar, count, concurrency));
+    return rows;
+  };
+  const rss = () => fmt(process.memoryUsage().rss / 2 ** 20);
+  table(`upload CPU: 400 uploads of a ${fmt(small.length)}-byte NAR, 8 at a time, process RSS ${rss()} MiB`, await measureAll(small, 400, 8));
+  // A fork's cost grows with the forking process's memory: the coordinator of issue #14 was 1.2-1.5 GB.
+  const ballast = Buffer.alloc(ballastMiB << 20, 1);
+  table(`upload CPU: the same with ${ballastMiB} MiB more in the process (RSS ${rss()} MiB)`, await measureAll(small, 400, 8));
+  ballast.fill(2); // keep it alive (and resident) until here
+  table(`upload CPU: 2 uploads of a ${fmt(big.length / 2 ** 20, 0)} MiB NAR (bytes of the node binary), 1 at a time`, await measureAll(big, 2, 1));
+}
+
+async function main(): Promise<void> {
+  const rounds = flag("rounds", 5);
+  await readSide(rounds, flag("seconds", 5), flag("narinfos", 5000), flag("nar-mib", 200));
+  await uploadSide(flag("ballast-mib", 1024));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
