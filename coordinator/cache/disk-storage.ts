@@ -120,6 +120,10 @@ export class DiskStorage implements CacheStorage {
     }
   }
 
+  heldNarInfo(hashPart: string): Buffer | null | undefined {
+    return this.memo.has(hashPart) ? this.memo.get(hashPart) : null;
+  }
+
   async getText(kind: CacheFileKind, name: string): Promise<string | null> {
     const bytes = await this.getBytes(kind, name);
     return bytes && bytes.toString("utf8");

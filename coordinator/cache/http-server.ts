@@ -75,6 +75,28 @@ function send(res: ServerResponse, status: number, body: string, type = "text/pl
   res.end(body);
 }
 
+const NARINFO_URL_LENGTH = "/".length + 32 + ".narinfo".length;
+
+/**
+ * Answers a narinfo GET/HEAD at once when the storage holds the answer in memory
+ * (the cache's hottest request: no promise, no stream, no file); false otherwise.
+ */
+function serveHeldNarInfo(storage: CacheStorage, req: IncomingMessage, res: ServerResponse): boolean {
+  const url = req.url;
+  if (!storage.heldNarInfo || url === undefined || url.length !== NARINFO_URL_LENGTH || !url.endsWith(".narinfo") || (req.method !== "GET" && req.method !== "HEAD")) return false;
+  const hp = url.slice(1, 33);
+  if (!isHashPart(hp)) return false;
+  const bytes = storage.heldNarInfo(hp);
+  if (bytes === undefined) return false;
+  if (bytes === null) {
+    send(res, 404, `narinfo ${hp} not found\n`);
+    return true;
+  }
+  res.writeHead(200, ["Content-Type", "text/x-nix-narinfo", "Content-Length", String(bytes.length)]);
+  res.end(req.method === "HEAD" ? undefined : bytes);
+  return true;
+}
+
 /** Serves a small file from `getBytes` (narinfos come from memory): no stream, no file descriptor. */
 async function serveSmall(storage: CacheStorage, kind: CacheFileKind, name: string, type: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const bytes = await storage.getBytes(kind, name);
@@ -89,8 +111,6 @@ function pathOf(url: string | undefined): string {
   const q = url.indexOf("?");
   return q < 0 ? url : url.slice(0, q);
 }
-
-const NARINFO_URL_LENGTH = "/".length + 32 + ".narinfo".length;
 
 async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: string, type: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const file = await storage.get(kind, name);
@@ -152,6 +172,7 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
   }
 
   return (req, res) => {
+    if (serveHeldNarInfo(opts.storage, req, res)) return;
     route(req, res).catch((err: unknown) => {
       const status = statusOf(err);
       const message = status === 500 ? "internal error" : String((err as Error).message).replace(/\s+/g, " ").slice(0, 500);

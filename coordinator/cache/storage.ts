@@ -37,6 +37,11 @@ export interface CacheStorage {
   get(kind: CacheFileKind, name: string): Promise<StoredFile | null>;
   /** Reads a small file whole, or null if it does not exist (narinfos: from memory, where held). */
   getBytes(kind: CacheFileKind, name: string): Promise<Buffer | null>;
+  /**
+   * A narinfo without waiting, where the storage can answer from memory: its bytes,
+   * null if there is none, undefined if it must be read with getBytes.
+   */
+  heldNarInfo?(hashPart: string): Buffer | null | undefined;
   /** Reads a small file as UTF-8, or null if it does not exist. */
   getText(kind: CacheFileKind, name: string): Promise<string | null>;
   /** True if the file exists. */
