@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
-import type { CacheFileKind, CacheStorage, StagedFile, StoredFile } from "./storage.js";
+import type { CacheFileKind, CacheStorage, FileReader, StagedFile, StoredFile } from "./storage.js";
 
 const NARINFO_SUFFIX = ".narinfo";
 /** Read size for NAR and log streams: few, large reads (the default 64 KiB costs a read per 64 KiB). */
@@ -96,6 +96,23 @@ export class DiskStorage implements CacheStorage {
       const fh = await open(path, "r");
       const { size } = await fh.stat();
       return { stream: fh.createReadStream({ highWaterMark: STREAM_CHUNK }), size }; // closes the handle when done or destroyed
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+  }
+
+  async openReader(kind: CacheFileKind, name: string): Promise<FileReader | null> {
+    const path = this.pathOf(kind, name);
+    try {
+      const fh = await open(path, "r");
+      try {
+        const { size } = await fh.stat();
+        return { size, read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead, close: () => fh.close() };
+      } catch (err) {
+        await fh.close();
+        throw err;
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
       throw err;

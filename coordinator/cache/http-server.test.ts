@@ -1,7 +1,8 @@
 // The cache server and client over real HTTP on 127.0.0.1 (no Nix involved).
 
-import { createHash } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { readdir, readFile, readlink, writeFile } from "node:fs/promises";
+import { get } from "node:http";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -253,6 +254,28 @@ describe("cache streaming", () => {
     }
     expect(peak).toBeLessThan(128 << 20);
   }, 60_000);
+
+  it("sends a NAR file whole, answers HEAD, and closes the file when a client goes away mid-download", async () => {
+    const name = `${"0".repeat(52)}.nar.gz`;
+    const bytes = randomBytes(5 * (1 << 20) + 12345); // chunks of 1 MiB and a tail
+    await cache.storage.put("nar", name, bytes);
+    const url = `${cache.url}/nar/${name}`;
+    expect(Buffer.from(await (await fetch(url)).arrayBuffer()).equals(bytes)).toBe(true);
+    const head = await fetch(url, { method: "HEAD" });
+    expect([head.status, head.headers.get("content-length")]).toEqual([200, String(bytes.length)]);
+    const openOnNar = async () => {
+      let n = 0;
+      for (const fd of await readdir("/proc/self/fd")) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => "")).endsWith(name)) n++;
+      return n;
+    };
+    await new Promise<void>((resolve, reject) => {
+      const req = get(url, (res) => res.once("data", () => (req.destroy(), resolve())));
+      req.once("error", reject);
+    });
+    for (let i = 0; i < 50 && (await openOnNar()) > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await openOnNar()).toBe(0);
+    expect(Buffer.from(await (await fetch(url)).arrayBuffer()).equals(bytes)).toBe(true); // and it goes on serving
+  });
 
   it("answers a malformed NAR with 400 while a large body is still being sent", async () => {
     const big = await startTestCache(SD, { maxNarBytes: 1 << 30 });

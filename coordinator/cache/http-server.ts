@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import { assertStoreDir, ConflictError, hashPart, isHashPart, isStoreBaseName, MissingReferenceError, parseNarInfo, parseSecretKey, storeDirOf, TooLargeError, type NarInfo } from "../../proto/nix/mod.js";
 import type { CacheFileKind, CacheStorage } from "./storage.js";
+import { sendFile } from "./send-file.js";
 import { parseUploadClaims, processUpload, type UploadContext, type UploadGrant } from "./upload.js";
 import type { Lease } from "../core/types.js";
 
@@ -113,6 +114,17 @@ function pathOf(url: string | undefined): string {
 }
 
 async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: string, type: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (storage.openReader) {
+    const file = await storage.openReader(kind, name);
+    if (!file) throw new HttpError(404, `${kind} ${name} not found`);
+    res.writeHead(200, { "Content-Type": type, "Content-Length": file.size });
+    if (req.method === "HEAD") {
+      await file.close();
+      res.end();
+      return;
+    }
+    return sendFile(file, res);
+  }
   const file = await storage.get(kind, name);
   if (!file) throw new HttpError(404, `${kind} ${name} not found`);
   res.writeHead(200, { "Content-Type": type, "Content-Length": file.size });
