@@ -3,7 +3,8 @@
 // alternating, over several rounds; then the CPU an upload costs, spawned zstd
 // (before) against in-process gzip (now), measured in the same run.
 // Numbers are measurements printed with their ratios, never assertions.
-//   npm run bench:cache -- [--rounds 5] [--seconds 5] [--narinfos 5000] [--nar-mib 200] [--ballast-mib 1024]
+//   npm run bench:cache -- [--rounds 5] [--seconds 5] [--narinfos 5000] [--nar-mib 200] [--ballast-mib 1024] [--only read|upload]
+//     [--before OLD/dist/test/bench/cache-serve.js]  (also measure an older build's server, e.g. the commit before)
 // Needs wrk, curl and /usr/sbin/nginx, and root (nginx runs as root over a 0700 temp dir).
 
 import { execFile, spawn } from "node:child_process";
@@ -62,10 +63,9 @@ function cpuOf(pid: number): number {
   return [pid, ...children].reduce((sum, p) => sum + ticks(p), 0) / 100;
 }
 
-/** Starts the farm's cache server as its own process (cache-serve.js) over `root`; resolves with its URL. */
-async function startFarm(root: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const child = spawn(process.execPath, [join(here, "cache-serve.js"), root, STORE_DIR], { stdio: ["ignore", "pipe", "inherit"] });
+/** Starts a farm cache server (this build's cache-serve.js, or `script`) as its own process over `root`; resolves with its URL. */
+async function startFarm(root: string, script = join(dirname(fileURLToPath(import.meta.url)), "cache-serve.js")): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [...(process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : []), script, root, STORE_DIR], { stdio: ["ignore", "pipe", "inherit"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once("line", resolve);
@@ -110,7 +110,8 @@ async function download(url: string, streams: number, expectBytes: number): Prom
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (x: number, digits = 0) => x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
-type Target = "farm" | "nginx";
+/** "before": an older build's server (--before PATH/TO/cache-serve.js), e.g. of the commit before this benchmark. */
+type Target = "farm" | "nginx" | "before";
 interface RoundFigures {
   rps: number;
   p50ms: number;
@@ -123,42 +124,50 @@ interface RoundFigures {
   cpuSPerGB: number;
 }
 
-async function readSide(rounds: number, seconds: number, narinfos: number, narMiB: number): Promise<void> {
+async function readSide(rounds: number, seconds: number, narinfos: number, narMiB: number, beforeScript?: string): Promise<void> {
   const root = await mkdtemp("/tmp/farm-bench-cache-");
   const script = join(root, ".tmp", "narinfos.lua");
-  const farm = { stop: async () => {} } as Awaited<ReturnType<typeof startFarm>>;
-  let nginx: Awaited<ReturnType<typeof startNginx>> | undefined;
+  const servers: { stop: () => Promise<void> }[] = [];
   try {
     const filled = await fillCache(root, narinfos, narMiB);
     await writeFile(script, wrkScript(filled.hashParts));
-    Object.assign(farm, await startFarm(root));
-    nginx = await startNginx({ cacheRoot: root, upstream: new URL(farm.url).host });
-    const urls: Record<Target, string> = { farm: farm.url, nginx: nginx.url };
-    const figures: Record<Target, RoundFigures[]> = { farm: [], nginx: [] };
-    console.log(`read side: ${narinfos} narinfos (${fmt(filled.narinfoBytes)} bytes each on average), one ${narMiB} MiB NAR; ${rounds} rounds, farm and nginx alternating; wrk -t2 -c16 -d${seconds}s over random narinfos; curl for NARs`);
+    const farm = await startFarm(root);
+    servers.push(farm);
+    const nginx = await startNginx({ cacheRoot: root, upstream: new URL(farm.url).host });
+    servers.push(nginx);
+    const targets: Partial<Record<Target, { url: string; pid: number }>> = { farm, nginx: { url: nginx.url, pid: nginx.process.pid! } };
+    if (beforeScript) {
+      const before = await startFarm(root, beforeScript);
+      servers.push(before);
+      targets.before = before;
+    }
+    const order = Object.keys(targets) as Target[];
+    const figures: Partial<Record<Target, RoundFigures[]>> = Object.fromEntries(order.map((t) => [t, []]));
+    console.log(`read side: ${narinfos} narinfos (${fmt(filled.narinfoBytes)} bytes each on average), one ${narMiB} MiB NAR; ${rounds} rounds, ${order.join(", ")} in turn; wrk -t2 -c16 -d${seconds}s over random narinfos; curl for NARs`);
     for (let r = 0; r < rounds; r++) {
-      for (const t of (r % 2 === 0 ? ["farm", "nginx"] : ["nginx", "farm"]) as Target[]) {
-        const pid = t === "farm" ? farm.pid : nginx.process.pid!;
+      for (const t of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {
+        const { url, pid } = targets[t]!;
         const c0 = cpuOf(pid);
-        const n = await wrk(urls[t], script, seconds);
+        const n = await wrk(url, script, seconds);
         if (n.bad > 0) throw new Error(`${t}: ${n.bad} narinfo requests failed or were not 200`);
         const c1 = cpuOf(pid);
-        const nar1 = await download(urls[t] + filled.narUrl, 1, narMiB << 20);
-        const nar4 = await download(urls[t] + filled.narUrl, 4, narMiB << 20);
+        const nar1 = await download(url + filled.narUrl, 1, narMiB << 20);
+        const nar4 = await download(url + filled.narUrl, 4, narMiB << 20);
         const cpuUsPerReq = ((c1 - c0) * 1e6) / (n.rps * seconds);
         const cpuSPerGB = (cpuOf(pid) - c1) / ((5 * (narMiB << 20)) / 1e9);
-        figures[t].push({ rps: n.rps, p50ms: n.p50ms, p99ms: n.p99ms, cpuUsPerReq, nar1, nar4, cpuSPerGB });
-        console.log(`  round ${r + 1} ${t.padEnd(5)}: ${fmt(n.rps)} narinfo req/s (p50 ${fmt(n.p50ms, 2)} ms, p99 ${fmt(n.p99ms, 2)} ms, ${fmt(cpuUsPerReq)} µs CPU each), NAR 1 stream ${fmt(nar1)} MB/s, 4 streams ${fmt(nar4)} MB/s (${fmt(cpuSPerGB, 2)} CPU s/GB)`);
+        figures[t]!.push({ rps: n.rps, p50ms: n.p50ms, p99ms: n.p99ms, cpuUsPerReq, nar1, nar4, cpuSPerGB });
+        console.log(`  round ${r + 1} ${t.padEnd(6)}: ${fmt(n.rps)} narinfo req/s (p50 ${fmt(n.p50ms, 2)} ms, p99 ${fmt(n.p99ms, 2)} ms, ${fmt(cpuUsPerReq)} µs CPU each), NAR 1 stream ${fmt(nar1)} MB/s, 4 streams ${fmt(nar4)} MB/s (${fmt(cpuSPerGB, 2)} CPU s/GB)`);
       }
     }
-    const med = (t: Target, k: keyof RoundFigures) => median(figures[t].map((f) => f[k]));
-    // Each round's farm and nginx ran back to back, so their ratio is less exposed to the machine's other load.
-    const pairRatio = (k: keyof RoundFigures) => median(figures.farm.map((f, i) => f[k] / figures.nginx[i][k]));
-    console.log(`\n| ${rounds} rounds | farm (median) | nginx (median) | farm/nginx (median of per-round ratios) | target |`);
-    console.log("|---|---:|---:|---:|---|");
+    const med = (t: Target, k: keyof RoundFigures) => median(figures[t]!.map((f) => f[k]));
+    // Each round ran every server back to back, so per-round ratios are less exposed to the machine's other load.
+    const ratio = (t: Target, k: keyof RoundFigures) => median(figures[t]!.map((f, i) => f[k] / figures.nginx![i][k]));
+    const others = order.filter((t) => t !== "nginx");
+    console.log(`\n| ${rounds} rounds, medians | ${order.join(" | ")} | ${others.map((t) => `${t}/nginx`).join(" | ")} | target (farm/nginx) |`);
+    console.log(`|---|${order.map(() => "---:|").join("")}${others.map(() => "---:|").join("")}---|`);
     const row = (label: string, k: keyof RoundFigures, digits: number, target?: number) => {
-      const ratio = pairRatio(k);
-      console.log(`| ${label} | ${fmt(med("farm", k), digits)} | ${fmt(med("nginx", k), digits)} | ${fmt(ratio, 2)}× | ${target === undefined ? "" : `≥ ${target}×: ${ratio >= target ? "met" : "NOT met"}`} |`);
+      const verdict = target === undefined ? "" : `≥ ${target}×: ${ratio("farm", k) >= target ? "met" : "NOT met"}`;
+      console.log(`| ${label} | ${order.map((t) => fmt(med(t, k), digits)).join(" | ")} | ${others.map((t) => `${fmt(ratio(t, k), 2)}×`).join(" | ")} | ${verdict} |`);
     };
     row("narinfo GET, 16 connections: req/s", "rps", 0, 0.5);
     row("narinfo latency p50 (ms)", "p50ms", 2);
@@ -167,9 +176,9 @@ async function readSide(rounds: number, seconds: number, narinfos: number, narMi
     row(`${narMiB} MiB NAR, 1 stream: MB/s`, "nar1", 0, 0.5);
     row(`${narMiB} MiB NAR, 4 streams: MB/s (total)`, "nar4", 0);
     row("server CPU per GB of NAR sent (s)", "cpuSPerGB", 2);
+    console.log("(ratios: median over rounds of each round's ratio to nginx)");
   } finally {
-    await nginx?.stop();
-    await farm.stop();
+    for (const s of servers.reverse()) await s.stop();
     await rm(root, { recursive: true, force: true });
   }
 }
@@ -197,9 +206,10 @@ async function uploadSide(ballastMiB: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const rounds = flag("rounds", 5);
-  await readSide(rounds, flag("seconds", 5), flag("narinfos", 5000), flag("nar-mib", 200));
-  await uploadSide(flag("ballast-mib", 1024));
+  const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : undefined;
+  const before = process.argv.includes("--before") ? process.argv[process.argv.indexOf("--before") + 1] : undefined;
+  if (only !== "upload") await readSide(flag("rounds", 5), flag("seconds", 5), flag("narinfos", 5000), flag("nar-mib", 200), before);
+  if (only !== "read") await uploadSide(flag("ballast-mib", 1024));
 }
 
 main().catch((err) => {
