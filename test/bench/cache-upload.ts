@@ -89,8 +89,8 @@ export interface UploadCost {
 
 /** Runs `count` uploads of `nar` through `method`, `concurrency` at a time (after a few unmeasured ones, so no method pays the JIT's warm-up for the others). */
 export async function measureUploads(method: Method, nar: Buffer, count: number, concurrency: number): Promise<UploadCost> {
-  if (nar.length < 1 << 20) for (let i = 0; i < 10; i++) for await (const _ of method.store(paced([nar]))) continue;
   const body = method.send === "zstd" ? Buffer.concat(await collect(compressZstd([nar]))) : nar;
+  if (nar.length < 1 << 20) for (let i = 0; i < 10; i++) for await (const _ of method.store(paced([body]))) continue;
   const chunk = 64 << 10;
   const pieces: Buffer[] = [];
   for (let at = 0; at < body.length; at += chunk) pieces.push(body.subarray(at, at + chunk));
