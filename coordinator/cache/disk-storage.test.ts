@@ -73,6 +73,54 @@ describe("DiskStorage", () => {
     }
   });
 
+  it("serves narinfos from memory, and a publish or a removal at once", async () => {
+    const path = join(root, "p.narinfo");
+    expect(await storage.getText("narinfo", "p")).toBeNull(); // an unknown name...
+    await storage.put("narinfo", "p", "published", { ifAbsent: true });
+    expect(await storage.getText("narinfo", "p")).toBe("published"); // ...is not remembered as missing
+    expect(await storage.has("narinfo", "p")).toBe(true);
+    await writeFile(path, "edited behind the storage's back");
+    expect(await storage.getText("narinfo", "p")).toBe("published"); // from memory, not the file
+    await storage.remove("narinfo", "p");
+    expect([await storage.getText("narinfo", "p"), await storage.has("narinfo", "p"), await storage.get("narinfo", "p")]).toEqual([null, false, null]);
+    await writeFile(path, "a file this process did not write");
+    expect(await storage.getText("narinfo", "p")).toBeNull(); // one writer: the storage knows what it published
+  });
+
+  it("finds narinfos written before it opened, and reads each from disk once", async () => {
+    await storage.put("narinfo", "old", "from before");
+    const reopened = await DiskStorage.open(root);
+    expect(reopened.narinfoStats()).toEqual({ known: 1, held: 0, heldBytes: 0 });
+    expect(await reopened.getText("narinfo", "old")).toBe("from before");
+    await rm(join(root, "old.narinfo"));
+    expect(await reopened.getText("narinfo", "old")).toBe("from before");
+    expect(reopened.narinfoStats()).toMatchObject({ known: 1, held: 1 });
+  });
+
+  it("holds narinfo bytes within its budget, least recently used out first", async () => {
+    const small = await DiskStorage.open(root, Date.now(), { narinfoMemoBytes: 3 * (100 + 160) });
+    for (const n of ["a", "b", "c"]) await small.put("narinfo", n, n.repeat(100));
+    await small.getText("narinfo", "a"); // now b is the least recently used
+    await small.put("narinfo", "d", "d".repeat(100));
+    expect(small.narinfoStats()).toEqual({ known: 4, held: 3, heldBytes: 3 * 260 });
+    await rm(join(root, "b.narinfo"));
+    await rm(join(root, "a.narinfo"));
+    expect(await small.getText("narinfo", "b")).toBeNull(); // evicted, so read from disk: gone
+    expect(await small.getText("narinfo", "a")).toBe("a".repeat(100)); // still held
+  });
+
+  it("does not keep what a read raced with a removal", async () => {
+    const fresh = await DiskStorage.open(root);
+    await storage.put("narinfo", "r", "to be withdrawn");
+    const reader = await DiskStorage.open(root);
+    const reading = reader.getText("narinfo", "r"); // reads the file: not held yet
+    await reader.remove("narinfo", "r");
+    await reading;
+    expect(await reader.getText("narinfo", "r")).toBeNull();
+    expect(reader.narinfoStats()).toEqual({ known: 0, held: 0, heldBytes: 0 });
+    expect(await fresh.has("narinfo", "r")).toBe(false); // opened before it was written
+  });
+
   it("removes stale temp files on open but keeps fresh ones", async () => {
     await writeFile(join(root, ".tmp", "old"), "x");
     await writeFile(join(root, ".tmp", "fresh"), "x");

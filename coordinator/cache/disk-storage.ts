@@ -1,35 +1,58 @@
 // CacheStorage on a local directory: <root>/<hash>.narinfo, <root>/nar/<file>,
-// <root>/log/<drv>. Writes go to <root>/.tmp/ first, are fsynced, then renamed
-// (or hard-linked, for create-if-absent) into place, so no partial file is ever visible.
+// <root>/log/<drv>: the URL paths of the cache, so any static file server can
+// serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
+// fsynced, then renamed (or hard-linked, for create-if-absent) into place, so no
+// partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts):
+// this process must be the directory's only writer.
 
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
-import type { CacheFileKind, CacheStorage, StagedFile, StoredFile } from "./storage.js";
+import { NarInfoMemo } from "./narinfo-memo.js";
+import type { CacheFileKind, CacheStorage, FileReader, StagedFile, StoredFile } from "./storage.js";
 
 const NARINFO_SUFFIX = ".narinfo";
+/** Read size for NAR and log streams: few, large reads (the default 64 KiB costs a read per 64 KiB). */
+const STREAM_CHUNK = 1 << 20;
+/** Memory for narinfo bytes by default: about 100,000 narinfos of ~500 bytes. */
+const DEFAULT_NARINFO_MEMO_BYTES = 64 << 20;
+
+/** Options of DiskStorage.open. */
+export interface DiskStorageOptions {
+  /** Bytes of narinfos to hold in memory (least recently used go first). */
+  narinfoMemoBytes?: number;
+}
 /** Temp files older than this are leftovers of a crash, not writes in progress. */
 const STALE_TMP_MS = 24 * 3600 * 1000;
 
 /** A CacheStorage that keeps files under `root`. */
 export class DiskStorage implements CacheStorage {
   private readonly tmpDir: string;
+  private readonly memo: NarInfoMemo;
 
-  private constructor(private readonly root: string) {
+  private constructor(private readonly root: string, opts: DiskStorageOptions) {
     this.tmpDir = join(root, ".tmp");
+    this.memo = new NarInfoMemo(opts.narinfoMemoBytes ?? DEFAULT_NARINFO_MEMO_BYTES);
   }
 
-  /** Opens (creating if needed) a storage root and removes stale temp files left by a crash. */
-  static async open(root: string, now: number = Date.now()): Promise<DiskStorage> {
-    const s = new DiskStorage(root);
+  /** Opens (creating if needed) a storage root, removes stale temp files left by a crash, and lists the narinfos. */
+  static async open(root: string, now: number = Date.now(), opts: DiskStorageOptions = {}): Promise<DiskStorage> {
+    const s = new DiskStorage(root, opts);
     for (const d of [root, join(root, "nar"), join(root, "log"), join(root, "staged"), join(root, "provenance"), join(root, "index"), s.tmpDir]) await mkdir(d, { recursive: true });
     for (const name of await readdir(s.tmpDir)) {
       const p = join(s.tmpDir, name);
       const st = await stat(p).catch(() => null);
       if (st && now - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
     }
+    for await (const name of s.list("narinfo")) s.memo.load(name);
     return s;
+  }
+
+  /** What the narinfo memo holds. */
+  narinfoStats(): ReturnType<NarInfoMemo["stats"]> {
+    return this.memo.stats();
   }
 
   private pathOf(kind: CacheFileKind, name: string): string {
@@ -64,26 +87,70 @@ export class DiskStorage implements CacheStorage {
   }
 
   async get(kind: CacheFileKind, name: string): Promise<StoredFile | null> {
+    if (kind === "narinfo") {
+      const bytes = await this.getBytes(kind, name);
+      return bytes && { stream: Readable.from([bytes], { objectMode: false }), size: bytes.length };
+    }
     const path = this.pathOf(kind, name);
     try {
       const fh = await open(path, "r");
       const { size } = await fh.stat();
-      return { stream: fh.createReadStream(), size }; // closes the handle when done or destroyed
+      return { stream: fh.createReadStream({ highWaterMark: STREAM_CHUNK }), size }; // closes the handle when done or destroyed
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
       throw err;
     }
   }
 
+  async openReader(kind: CacheFileKind, name: string): Promise<FileReader | null> {
+    const path = this.pathOf(kind, name);
+    try {
+      const fh = await open(path, "r");
+      try {
+        const { size } = await fh.stat();
+        return { size, read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead, close: () => fh.close() };
+      } catch (err) {
+        await fh.close();
+        throw err;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+  }
+
+  async getBytes(kind: CacheFileKind, name: string): Promise<Buffer | null> {
+    const path = this.pathOf(kind, name);
+    if (kind === "narinfo") {
+      if (!this.memo.has(name)) return null;
+      const held = this.memo.get(name);
+      if (held) return held;
+    }
+    const startedAt = this.memo.readStarted();
+    try {
+      const bytes = await readFile(path);
+      if (kind === "narinfo") this.memo.remember(name, bytes, startedAt);
+      return bytes;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+  }
+
+  heldNarInfo(hashPart: string): Buffer | null | undefined {
+    return this.memo.has(hashPart) ? this.memo.get(hashPart) : null;
+  }
+
   async getText(kind: CacheFileKind, name: string): Promise<string | null> {
-    const f = await this.get(kind, name);
-    if (!f) return null;
-    const parts: Buffer[] = [];
-    for await (const c of f.stream) parts.push(c as Buffer);
-    return Buffer.concat(parts).toString("utf8");
+    const bytes = await this.getBytes(kind, name);
+    return bytes && bytes.toString("utf8");
   }
 
   async has(kind: CacheFileKind, name: string): Promise<boolean> {
+    if (kind === "narinfo") {
+      this.pathOf(kind, name);
+      return this.memo.has(name);
+    }
     try {
       await stat(this.pathOf(kind, name));
       return true;
@@ -108,7 +175,9 @@ export class DiskStorage implements CacheStorage {
       await rm(tmp, { force: true });
       throw err;
     }
-    return this.publish(tmp, kind, name, opts.ifAbsent ?? false);
+    const done = await this.publish(tmp, kind, name, opts.ifAbsent ?? false);
+    if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
+    return done;
   }
 
   async stage(): Promise<StagedFile> {
@@ -128,7 +197,9 @@ export class DiskStorage implements CacheStorage {
         } finally {
           await sync.close();
         }
-        return this.publish(tmp, kind, name, o.ifAbsent ?? false);
+        const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
+        if (done && kind === "narinfo") this.memo.writtenUnseen(name);
+        return done;
       },
       discard: async () => {
         if (!writable.destroyed) writable.destroy();
@@ -149,7 +220,9 @@ export class DiskStorage implements CacheStorage {
 
   /** Removes a file (for tests and garbage collection); no error if absent. */
   async remove(kind: CacheFileKind, name: string): Promise<void> {
-    await unlink(this.pathOf(kind, name)).catch((err: NodeJS.ErrnoException) => {
+    const path = this.pathOf(kind, name);
+    if (kind === "narinfo") this.memo.removed(name);
+    await unlink(path).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== "ENOENT") throw err;
     });
   }

@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import { AuthError, InvalidInputError } from "../core/errors.js";
 import { assertStoreDir, ConflictError, hashPart, isHashPart, isStoreBaseName, MissingReferenceError, parseNarInfo, parseSecretKey, storeDirOf, TooLargeError, type NarInfo } from "../../proto/nix/mod.js";
 import type { CacheFileKind, CacheStorage } from "./storage.js";
+import { sendFile } from "./send-file.js";
 import { parseUploadClaims, processUpload, type UploadContext, type UploadGrant } from "./upload.js";
 import type { Lease } from "../core/types.js";
 
@@ -37,7 +38,7 @@ export interface CacheServerOptions {
   logger: Logger;
 }
 
-const NAR_FILE_RE = /^[0-9a-df-np-sv-z]{52}\.nar(\.zst|\.xz|\.bz2)?$/;
+const NAR_FILE_RE = /^[0-9a-df-np-sv-z]{52}\.nar(\.gz|\.zst|\.xz|\.bz2)?$/;
 
 class HttpError extends Error {
   constructor(readonly status: number, message: string) {
@@ -75,7 +76,55 @@ function send(res: ServerResponse, status: number, body: string, type = "text/pl
   res.end(body);
 }
 
+const NARINFO_URL_LENGTH = "/".length + 32 + ".narinfo".length;
+
+/**
+ * Answers a narinfo GET/HEAD at once when the storage holds the answer in memory
+ * (the cache's hottest request: no promise, no stream, no file); false otherwise.
+ */
+function serveHeldNarInfo(storage: CacheStorage, req: IncomingMessage, res: ServerResponse): boolean {
+  const url = req.url;
+  if (!storage.heldNarInfo || url === undefined || url.length !== NARINFO_URL_LENGTH || !url.endsWith(".narinfo") || (req.method !== "GET" && req.method !== "HEAD")) return false;
+  const hp = url.slice(1, 33);
+  if (!isHashPart(hp)) return false;
+  const bytes = storage.heldNarInfo(hp);
+  if (bytes === undefined) return false;
+  if (bytes === null) {
+    send(res, 404, `narinfo ${hp} not found\n`);
+    return true;
+  }
+  res.writeHead(200, ["Content-Type", "text/x-nix-narinfo", "Content-Length", String(bytes.length)]);
+  res.end(req.method === "HEAD" ? undefined : bytes);
+  return true;
+}
+
+/** Serves a small file from `getBytes` (narinfos come from memory): no stream, no file descriptor. */
+async function serveSmall(storage: CacheStorage, kind: CacheFileKind, name: string, type: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const bytes = await storage.getBytes(kind, name);
+  if (!bytes) throw new HttpError(404, `${kind} ${name} not found`);
+  res.writeHead(200, { "Content-Type": type, "Content-Length": bytes.length });
+  res.end(req.method === "HEAD" ? undefined : bytes);
+}
+
+/** The path of a request target, without its query; no decoding, so `%2F` never becomes a separator. */
+function pathOf(url: string | undefined): string {
+  if (!url) return "/";
+  const q = url.indexOf("?");
+  return q < 0 ? url : url.slice(0, q);
+}
+
 async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: string, type: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (storage.openReader) {
+    const file = await storage.openReader(kind, name);
+    if (!file) throw new HttpError(404, `${kind} ${name} not found`);
+    res.writeHead(200, { "Content-Type": type, "Content-Length": file.size });
+    if (req.method === "HEAD") {
+      await file.close();
+      res.end();
+      return;
+    }
+    return sendFile(file, res);
+  }
   const file = await storage.get(kind, name);
   if (!file) throw new HttpError(404, `${kind} ${name} not found`);
   res.writeHead(200, { "Content-Type": type, "Content-Length": file.size });
@@ -97,11 +146,12 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
   const maxConcurrent = opts.maxConcurrentUploads ?? 4;
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? "/", "http://cache").pathname;
+    const path = pathOf(req.url);
     const read = req.method === "GET" || req.method === "HEAD";
     let m: RegExpExecArray | null;
+    // The hottest request first, matched without a regular expression.
+    if (read && path.length === NARINFO_URL_LENGTH && path.endsWith(".narinfo") && isHashPart(path.slice(1, 33))) return serveSmall(opts.storage, "narinfo", path.slice(1, 33), "text/x-nix-narinfo", req, res);
     if (read && path === "/nix-cache-info") return send(res, 200, cacheInfo);
-    if (read && (m = /^\/([^/]+)\.narinfo$/.exec(path)) && isHashPart(m[1])) return serveFile(opts.storage, "narinfo", m[1], "text/x-nix-narinfo", req, res);
     if (read && (m = /^\/nar\/([^/]+)$/.exec(path)) && NAR_FILE_RE.test(m[1])) return serveFile(opts.storage, "nar", m[1], "application/x-nix-nar", req, res);
     // Build logs are written by the coordinator from what the lease holder streamed, never uploaded.
     if (read && (m = /^\/log\/([^/]+)$/.exec(path)) && isStoreBaseName(m[1]) && m[1].endsWith(".drv")) return serveFile(opts.storage, "log", m[1], "text/plain; charset=utf-8", req, res);
@@ -136,6 +186,7 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
   }
 
   return (req, res) => {
+    if (serveHeldNarInfo(opts.storage, req, res)) return;
     route(req, res).catch((err: unknown) => {
       const status = statusOf(err);
       const message = status === 500 ? "internal error" : String((err as Error).message).replace(/\s+/g, " ").slice(0, 500);

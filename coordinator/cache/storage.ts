@@ -18,6 +18,14 @@ export interface StoredFile {
   size: number;
 }
 
+/** A stored file opened for reads at offsets into the caller's buffers. */
+export interface FileReader {
+  size: number;
+  /** Reads into `buf` from `position`; returns the bytes read (0 at the end). */
+  read(buf: Uint8Array, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 /** A file being written that stays invisible until committed. */
 export interface StagedFile {
   /** Write the contents here, then end it before committing. */
@@ -35,6 +43,15 @@ export interface StagedFile {
 export interface CacheStorage {
   /** Opens a file, or null if it does not exist. */
   get(kind: CacheFileKind, name: string): Promise<StoredFile | null>;
+  /** Opens a (big) file for offset reads, or null if it does not exist; optional, get() serves otherwise. */
+  openReader?(kind: CacheFileKind, name: string): Promise<FileReader | null>;
+  /** Reads a small file whole, or null if it does not exist (narinfos: from memory, where held). */
+  getBytes(kind: CacheFileKind, name: string): Promise<Buffer | null>;
+  /**
+   * A narinfo without waiting, where the storage can answer from memory: its bytes,
+   * null if there is none, undefined if it must be read with getBytes.
+   */
+  heldNarInfo?(hashPart: string): Buffer | null | undefined;
   /** Reads a small file as UTF-8, or null if it does not exist. */
   getText(kind: CacheFileKind, name: string): Promise<string | null>;
   /** True if the file exists. */

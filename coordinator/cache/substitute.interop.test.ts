@@ -1,11 +1,12 @@
 // Stock Nix 2.8 substitutes from our HTTP cache into a fresh store at the same
 // store path (a private mount namespace), and our client reads a Nix-made cache.
 
+import { createHash } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CacheClient, dumpPath, generateKeyPair, topoSortByReferences } from "../../proto/nix/mod.js";
+import { CacheClient, compressZstd, dumpPath, formatNarInfo, formatSha256, generateKeyPair, hashPart, parseSecretKey, signNarInfo, topoSortByReferences, type NarInfo } from "../../proto/nix/mod.js";
 import { AuthError } from "../core/errors.js";
 import { DiskStorage } from "./disk-storage.js";
 import { createCacheServer } from "./http-server.js";
@@ -45,7 +46,7 @@ function substituteArgs(publicKey: string): string[] {
 }
 
 describe("stock Nix substituting from our cache", () => {
-  it("realises a closure into an empty store with the same store dir, zstd NARs and all", async () => {
+  it("realises a closure into an empty store with the same store dir, gzip NARs and all", async () => {
     const alt = await makeAltRoot(nix, "subst");
     const before = await runNix(nix, "ls", ["-A", nix.storeDir], { altRoot: alt });
     expect(before.stdout.toString()).toBe("");
@@ -60,6 +61,28 @@ describe("stock Nix substituting from our cache", () => {
     }
     expect((await nixLines(nix, "nix-store", ["-q", "--references", out.app], { altRoot: alt })).sort()).toEqual((await q("--references", out.app)).sort());
   }, 120_000);
+
+  it("still substitutes a zstd NAR that an earlier version of the cache stored, and our client reads it too", async () => {
+    const older = await startTestCache(nix.storeDir);
+    try {
+      const nar = await collect(dumpPath(out.file));
+      const zst = await collect(compressZstd([nar]));
+      const fileHash = formatSha256(createHash("sha256").update(zst).digest());
+      const url = `nar/${fileHash.slice("sha256:".length)}.nar.zst`;
+      await older.storage.put("nar", url.slice("nar/".length), zst);
+      const [narHash] = await q("--hash", out.file);
+      const info: NarInfo = { storePath: out.file, url, compression: "zstd", fileHash, fileSize: zst.length, narHash, narSize: nar.length, references: [], sigs: [] };
+      await older.storage.put("narinfo", hashPart(out.file), formatNarInfo(signNarInfo(info, parseSecretKey(older.keys.secretKey))));
+      const alt = await makeAltRoot(nix, "zstd");
+      const args = ["--option", "substituters", older.url, "--option", "trusted-public-keys", older.keys.publicKey, "--option", "narinfo-cache-negative-ttl", "0"];
+      expect(await nixLines(nix, "nix-store", ["-r", out.file, ...args], { altRoot: alt })).toEqual([out.file]);
+      const read = await older.client().narInfo(out.file);
+      expect(read?.compression).toBe("zstd");
+      expect((await collect(older.client().narStream(read!))).equals(nar)).toBe(true);
+    } finally {
+      await older.close();
+    }
+  }, 60_000);
 
   it("serves build logs that `nix log` finds through the narinfo's Deriver", async () => {
     const [drv] = await q("--deriver", out.file);

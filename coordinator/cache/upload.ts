@@ -1,5 +1,5 @@
 // Accepting a NAR upload: validate the claimed metadata, stream the body through
-// decompression, the strict NAR parser, hashing and zstd into a staged file, then
+// decompression, the strict NAR parser, hashing and gzip into a staged file, then
 // act on what the uploader was granted (decided from its token before any byte
 // was read):
 //   - a worker's output of a lease it holds is *staged*: stored but unsigned and
@@ -18,7 +18,7 @@ import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
-import { asCompression, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { asCompression, compressGzip, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
@@ -111,6 +111,12 @@ async function* limitBytes(source: ByteSource, max: number): AsyncGenerator<Buff
 /** NARs up to this size are kept in memory too, so a single text file (a .drv) can be read back. */
 const SINGLE_FILE_CAPTURE_BYTES = 16 * 2 ** 20;
 
+/**
+ * The largest zstd window an upload may need: what `zstd -19` uses. fzstd
+ * allocates a frame's window whole, so this bounds an upload's decoder memory.
+ */
+const MAX_UPLOAD_ZSTD_WINDOW = 8 << 20;
+
 /** Tees up to `max` bytes aside; `overflow` tells whether more went past. */
 function capture(source: AsyncIterable<Buffer>, max: number) {
   const kept: Buffer[] = [];
@@ -154,8 +160,10 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   let nar: HashResult | null = null;
   let file: HashResult | null = null;
   const bodyLimit = ctx.maxNarBytes + Math.ceil(ctx.maxNarBytes / 64) + (1 << 20);
-  const captured = capture(validatedNar(decompress(claims.compression, limitBytes(body, bodyLimit), true), { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
-  const compressed = compressZstd(hashThrough(captured.stream, (r) => (nar = r)));
+  const plain = decompress(claims.compression, limitBytes(body, bodyLimit), { maxZstdWindowBytes: MAX_UPLOAD_ZSTD_WINDOW });
+  const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
+  // gzip in-process (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
+  const compressed = compressGzip(hashThrough(captured.stream, (r) => (nar = r)));
   const staged = await ctx.storage.stage();
   try {
     await pipeline(Readable.from(hashThrough(compressed, (r) => (file = r))), staged.writable);
@@ -171,12 +179,12 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless.
-    const fileName = `${f.hash.slice("sha256:".length)}.nar.zst`;
+    const fileName = `${f.hash.slice("sha256:".length)}.nar.gz`;
     await staged.commit("nar", fileName);
     const unsigned: NarInfo = {
       storePath: claims.storePath,
       url: `nar/${fileName}`,
-      compression: "zstd",
+      compression: "gzip",
       fileHash: f.hash,
       fileSize: f.size,
       narHash: n.hash,

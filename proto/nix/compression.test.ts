@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../errors.js";
-import { compressXz, compressZstd, decompress, pipeThroughCommand, zstdDecompressJs } from "./compression.js";
+import { compressGzip, compressXz, compressZstd, decompress, pipeThroughCommand, zstdDecompressJs } from "./compression.js";
 import { chunked, collect } from "./testing/nar-fixtures.js";
 
 const DATA = Buffer.concat([randomBytes(100_000), Buffer.alloc(300_000, 7), randomBytes(5000)]);
@@ -14,7 +14,34 @@ describe("compression", () => {
     const zst = await collect(compressZstd(chunked(DATA, 10_000)));
     expect(zst.length).toBeLessThan(DATA.length);
     expect((await collect(zstdDecompressJs(chunked(zst, 333)))).equals(DATA)).toBe(true);
-    expect((await collect(decompress("zstd", chunked(zst, 4096), true))).equals(DATA)).toBe(true);
+    expect((await collect(decompress("zstd", chunked(zst, 4096), { preferCli: true }))).equals(DATA)).toBe(true);
+  });
+
+  it("round-trips gzip in-process, and the gzip CLI reads it", async () => {
+    const gz = await collect(compressGzip(chunked(DATA, 10_000)));
+    expect(gz.length).toBeLessThan(DATA.length);
+    expect((await collect(decompress("gzip", chunked(gz, 777)))).equals(DATA)).toBe(true);
+    expect((await collect(pipeThroughCommand("gzip", ["-dc"], [gz]))).equals(DATA)).toBe(true);
+    const corrupt = Buffer.from(gz);
+    corrupt[corrupt.length >> 1] ^= 0xff;
+    await expect(collect(decompress("gzip", [corrupt]))).rejects.toBeInstanceOf(InvalidInputError);
+    await expect(collect(decompress("gzip", [gz.subarray(0, gz.length - 20)]))).rejects.toBeInstanceOf(InvalidInputError);
+  });
+
+  it("refuses zstd frames declaring a window over the limit before decoding them", async () => {
+    const level19 = await collect(pipeThroughCommand("zstd", ["-cq", "-19"], [DATA, DATA]));
+    const limit = 8 << 20;
+    expect((await collect(zstdDecompressJs(chunked(level19, 100), limit))).equals(Buffer.concat([DATA, DATA]))).toBe(true);
+    // Two frames and a skippable frame between them, fed a byte at a time.
+    const skippable = Buffer.concat([Buffer.from([0x5a, 0x2a, 0x4d, 0x18]), Buffer.from([3, 0, 0, 0]), Buffer.from("abc")]);
+    const zst = await collect(compressZstd([DATA]));
+    expect((await collect(zstdDecompressJs(chunked(Buffer.concat([zst, skippable, zst]), 1), limit))).length).toBe(2 * DATA.length);
+    // A frame (single segment, 8-byte content size) that would make fzstd allocate 1 GiB.
+    const huge = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xe0]), Buffer.from([0, 0, 0, 0x40, 0, 0, 0, 0]), Buffer.from([1, 0, 0])]);
+    await expect(collect(zstdDecompressJs([huge], limit))).rejects.toThrow(/1073741824-byte window/);
+    // A window descriptor of 2^30 in a multi-segment frame.
+    await expect(collect(zstdDecompressJs([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 20 << 3])], limit))).rejects.toThrow(/window/);
+    await expect(collect(zstdDecompressJs([zst.subarray(0, zst.length - 3)], limit))).rejects.toBeInstanceOf(InvalidInputError);
   });
 
   it("round-trips xz and passes 'none' through", async () => {
