@@ -89,7 +89,7 @@ describe("parallel install", () => {
   for (const range of [true, false]) {
     it(`resumes a download whose connection drops (${range ? "Range honoured" : "Range ignored"})`, async () => {
       const { paths, nars } = await chain();
-      const proxy = await flakyProxy(1 << 20, range);
+      const proxy = await flakyProxy(256 << 10, range);
       try {
         const client = new CacheClient({ baseUrl: proxy.url, trustedPublicKeys: [cache.keys.publicKey], storeDir, logger: log });
         const r = await installClosure({ client, storeDir, paths: [paths[0]], logger: log, concurrency: 4 });
