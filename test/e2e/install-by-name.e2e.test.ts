@@ -125,6 +125,18 @@ describe("farm install by name, as nobody with only a cache URL and a key", () =
     expect(listed.packages[0].source).toContain(`${DEMO}#demo`);
   }, 300_000);
 
+  it("an operator publishes a name by hand (only paths the cache holds signed) and withdraws it", async () => {
+    const pub = await farm.cli(["publish", "demo-pinned", v1, "--source", "pinned by hand", "--json"]);
+    expect(pub.code, pub.stderr).toBe(0);
+    expect(readIndex().packages["demo-pinned"][0]).toMatchObject({ outputs: { out: v1 }, source: "pinned by hand", version: "1.0" });
+    const unsigned = `${SD}/ya13ysp6mn5s1vkz1023zgghzvb2jlsb-not-in-the-cache`;
+    const bad = await farm.cli(["publish", "evil", unsigned]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe(`farm publish: refusing to publish 'evil': output out (${unsigned}) is not in the cache signed`);
+    expect((await farm.cli(["unpublish", "demo-pinned"])).code).toBe(0);
+    expect(Object.keys(readIndex().packages)).toEqual(["demo"]);
+  }, 60_000);
+
   it("stock Nix sees what farm installed: nix-store -r downloads nothing and --verify --check-contents passes", async () => {
     const conf = path.join(box.dir, "nix-conf");
     mkdirSync(conf);
