@@ -35,7 +35,7 @@ describe("DiskStorage", () => {
     expect(f.size).toBe(8);
     expect((await collect(f.stream)).toString()).toBe("log text");
     expect(await names("narinfo")).toEqual(["abc"]);
-    expect((await readdir(root)).sort()).toEqual([".tmp", "abc.narinfo", "log", "nar", "provenance", "staged"]);
+    expect((await readdir(root)).sort()).toEqual([".tmp", "abc.narinfo", "index", "log", "nar", "provenance", "staged"]);
   });
 
   it("first writer wins with ifAbsent; plain put replaces", async () => {

@@ -26,6 +26,8 @@ export async function run(ctx: CommandContext): Promise<number> {
     targets.push(...resolved.paths);
     cacheUrl ||= resolved.cacheUrl;
   }
+  // An operator with a token but no cache URL configured: the coordinator says where its cache is.
+  if (!ctx.config.cacheUrl && !cacheUrl && ctx.config.token) cacheUrl = await askCacheUrl(ctx);
   const d = verbDeps(ctx, { cache: true, cacheUrl: ctx.config.cacheUrl || cacheUrl });
   const change = await installTargets(d, targets);
   if (ctx.json) {
@@ -36,6 +38,15 @@ export async function run(ctx: CommandContext): Promise<number> {
   for (const l of change.linked) ctx.out(`linked ${l}`);
   if (change.linked.length) ctx.out(`add ${ctx.config.profile}/bin to PATH to use them`);
   return 0;
+}
+
+async function askCacheUrl(ctx: CommandContext): Promise<string> {
+  const client = connectFarm(ctx.config);
+  try {
+    return (await call(client, ctx.config, client.getInfo, {})).cacheUrl;
+  } finally {
+    client.close();
+  }
 }
 
 /** Output paths of the newest successful job submitted as `ref` ('out' outputs where there is one). */

@@ -39,7 +39,7 @@ export async function list(ctx: CommandContext): Promise<number> {
 export async function runUpgrade(ctx: CommandContext): Promise<number> {
   const { plan, change } = await upgrade(verbDeps(ctx, { cache: true }), ctx.positionals);
   if (ctx.json) return json(ctx, { ...plan, generation: change?.generation, installed: change?.installed ?? [] }), 0;
-  for (const u of plan.upgrades) ctx.out(`upgraded ${label(u.from)} -> ${label(u.to)}`);
+  for (const u of plan.upgrades) ctx.out(`upgraded ${label(u.from)} -> ${u.to.version ?? Object.values(u.to.outputs)[0]}`);
   for (const n of plan.current) ctx.out(`${n} is current`);
   for (const s of plan.skipped) ctx.err(`skipped ${s.name}: ${s.why}`);
   if (change) ctx.out(`generation ${change.generation}`);

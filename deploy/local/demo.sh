@@ -8,7 +8,8 @@
 #   5. submits the bundled demo DAG (12 derivations) and follows it,
 #   6. installs the result as an unprivileged user (nobody) in a fresh
 #      namespace where /tmp/nix is empty and /nix is hidden, once with stock
-#      nix-store and once with `farm install` (no Nix), and runs it.
+#      nix-store and once by name with `farm install demo` (no Nix, only the
+#      cache URL and key), and runs it.
 # Run as root (namespaces, cgroups and the user switch need it):
 #   sudo bash deploy/local/demo.sh          (KEEP=1 leaves the farm running)
 # FARM_DEMO_PORTS="GRPC CACHE METRICS" (default "7420 7421 9464") moves the farm's
@@ -95,7 +96,10 @@ as_nobody() { # nix-dir PATH script
 }
 echo "demo: as user nobody, stock nix-store -r from the farm's cache:"
 as_nobody "$USERBOX/nix-stock" /usr/bin:/bin "NIX_CONF_DIR=$USERBOX/conf NIX_STORE_DIR=/tmp/nix/store NIX_STATE_DIR=/tmp/nix/var/nix NIX_LOG_DIR=/tmp/nix/var/log/nix nix-store -r $OUT >/dev/null && $OUT/bin/tmpnix-demo"
-echo "demo: as user nobody, 'farm install' with no Nix on PATH:"
+# The farm published the job under its attribute name in the signed package index.
+CACHE_URL=http://127.0.0.1:$CACHE_PORT
+for _ in $(seq 1 50); do $FARM search demo --cache-url "$CACHE_URL" --trusted-key "$PUBKEY" >/dev/null 2>&1 && break; sleep 0.2; done
+echo "demo: as user nobody, 'farm install demo' with only the cache URL and key (no Nix, no coordinator, no token):"
 mkdir -p "$USERBOX/bin"; ln -sf "$(command -v node)" "$USERBOX/bin/node"
-as_nobody "$USERBOX/nix-farm" "$USERBOX/bin" "FARM_COORDINATOR=$FARM_COORDINATOR FARM_TOKEN=$TOKEN FARM_TRUSTED_KEYS=$PUBKEY node $USERBOX/repo/dist/coordinator/cli/main.js install $REPO/test/fixtures/demo/default.nix#demo && ~/.local/share/tmpnix/profile/bin/tmpnix-demo"
+as_nobody "$USERBOX/nix-farm" "$USERBOX/bin" "export FARM_CACHE_URL=$CACHE_URL FARM_TRUSTED_KEYS=$PUBKEY; farm() { node $USERBOX/repo/dist/coordinator/cli/main.js \"\$@\"; }; farm install demo && farm list && ~/.local/share/tmpnix/profile/bin/tmpnix-demo"
 echo "demo: done"

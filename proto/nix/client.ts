@@ -28,6 +28,8 @@ export interface CacheClientOptions {
   logger?: Logger;
   /** Parallel narinfo requests while walking closures. */
   concurrency?: number;
+  /** How often a NAR download whose connection drops is resumed (default 5). */
+  resumeRetries?: number;
   /** The worker this client uploads for (X-Farm-Worker), for a worker that holds the admin token. */
   workerId?: string;
 }
@@ -160,10 +162,8 @@ export class CacheClient {
     if (!/^[A-Za-z0-9+\-._=/]+$/.test(info.url) || info.url.startsWith("/") || info.url.split("/").includes("..")) {
       throw new InvalidInputError(`refusing NAR URL '${info.url}'`);
     }
-    const res = await this.request(info.url);
-    if (!res.ok || !res.body) throw httpError(res.status, `NAR of ${info.storePath}`, await res.text());
     let file: { hash: string; size: number } | null = null;
-    const body = hashThrough(res.body as unknown as AsyncIterable<Uint8Array>, (r) => (file = r));
+    const body = hashThrough(this.resumableBody(info.url, `NAR of ${info.storePath}`), (r) => (file = r));
     const counter = new HashCounter();
     for await (const chunk of decompress(asCompression(info.compression), body)) {
       counter.update(chunk);
@@ -176,6 +176,42 @@ export class CacheClient {
     }
     const f = file as { hash: string; size: number } | null;
     if (f && info.fileHash && f.hash !== info.fileHash) throw new HashMismatchError(`NAR file of ${info.storePath} does not match its FileHash`);
+  }
+
+  /**
+   * The bytes of a file, resumed after a dropped connection: asked again from
+   * where it broke off (Range), or, from a server that ignores Range, fetched
+   * again with the bytes already passed on skipped. The caller's hashes cover
+   * the whole, so a resumed file that differs is still refused.
+   */
+  private async *resumableBody(path: string, what: string): AsyncGenerator<Uint8Array> {
+    const retries = this.opts.resumeRetries ?? 5;
+    let received = 0;
+    for (let attempt = 0; ; attempt++) {
+      let skip = 0;
+      try {
+        const res = await this.request(path, received ? { headers: { Range: `bytes=${received}-` } } : {});
+        if (!res.ok || !res.body) throw httpError(res.status, what, await res.text());
+        if (received && res.status !== 206) skip = received; // Range ignored: the whole file again
+        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+          if (skip >= chunk.length) {
+            skip -= chunk.length;
+            continue;
+          }
+          const rest = skip ? chunk.subarray(skip) : chunk;
+          skip = 0;
+          received += rest.length;
+          yield rest;
+        }
+        return;
+      } catch (err) {
+        // Only a broken connection is resumed; an HTTP answer or a bad byte is final.
+        const dropped = err instanceof TransientError ? !/HTTP \d/.test(err.message) : err instanceof TypeError || (err as NodeJS.ErrnoException)?.code === "ECONNRESET";
+        if (!dropped || attempt >= retries) throw err instanceof FarmError ? err : new TransientError(`${what}: connection lost after ${received} bytes: ${(err as Error).message}`, { cause: err });
+        this.opts.logger?.warn({ what, received, attempt: attempt + 1, err: (err as Error).message }, "download interrupted; resuming");
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+      }
+    }
   }
 
   private authHeaders(): Record<string, string> {

@@ -1,6 +1,6 @@
 // The README's first command (the main job) must keep working: it starts a
 // farm, builds the demo DAG on three isolated workers and installs the result
-// as an unprivileged user, twice (stock Nix, then `farm install`).
+// as an unprivileged user, twice (stock Nix, then `farm install demo` by name).
 import { afterAll, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -37,6 +37,8 @@ it("deploy/local/demo.sh builds the demo and installs it without root", async ()
   const runs = output.split("\n").filter((l) => l === "hello from tmpnix farm (libgreet 1.0, 2 programs)");
   expect(runs, output).toHaveLength(2);
   expect(output).toContain("demo: done");
+  expect(output).toContain("'farm install demo' with only the cache URL and key");
+  expect(output).toMatch(/^demo 1\.0 /m); // farm list
   expect(output).toMatch(/job j-\S+ succeeded/);
   expect(readdirSync(tmp)).toEqual([]); // FARM_DEMO_CLEAN removed what it made
 }, 300_000);

@@ -91,6 +91,19 @@ describe("jobs belong to their submitter", () => {
     expect(install.stderr).toMatch(/nor a ref the farm has built/);
   }, 90_000);
 
+  it("only an admin token publishes or withdraws a package by hand", async () => {
+    const [jobId] = await jobIds("alice");
+    for (const args of [["publish", "mine", "--job", jobId], ["unpublish", "quick"]]) {
+      const r = await as("bob", args);
+      expect(r.code, args.join(" ")).not.toBe(0);
+      expect(r.stderr.trim()).toMatch(/^farm (un)?publish: .*only an admin token may (un)?publish packages$/);
+    }
+    const pub = await as("admin", ["publish", "pinned", "--job", jobId, "--json"]);
+    expect(pub.code, pub.stderr).toBe(0);
+    expect(JSON.parse(pub.stdout).name).toBe("pinned");
+    expect((await as("admin", ["unpublish", "pinned"])).code).toBe(0);
+  }, 60_000);
+
   it("bob can neither cancel nor watch alice's running job; alice can cancel it", async () => {
     const r = await as("alice", ["submit", `${jobs}#slow`, "--json"]);
     expect(r.code, r.stderr).toBe(0);

@@ -63,17 +63,19 @@ export interface GcResult {
  * `roots` and of `extraRoots` (paths something else, such as a stock Nix,
  * still uses). Call under the profile lock.
  */
-export async function collectGarbage(opts: { storeDir: string; roots: string[]; extraRoots?: string[]; dryRun: boolean; onDelete?: (path: string) => Promise<void> }): Promise<GcResult> {
+export async function collectGarbage(opts: { storeDir: string; roots: string[]; extraRoots?: string[]; dryRun: boolean; beforeDelete?: (paths: string[]) => Promise<void> }): Promise<GcResult> {
   const installed = await installedPaths(opts.storeDir);
   const live = liveClosure([...opts.roots, ...(opts.extraRoots ?? [])], (p) => installed.get(p)?.references);
   const result: GcResult = { deleted: [], bytesFreed: 0, tempDirs: [] };
-  for (const p of garbageOf(installed.keys(), live)) {
+  const garbage = garbageOf(installed.keys(), live);
+  // E.g. unregister them from a stock Nix's database first: if that can't be done, nothing is deleted.
+  if (!opts.dryRun && garbage.length) await opts.beforeDelete?.(garbage);
+  for (const p of garbage) {
     result.bytesFreed += await treeBytes(p);
     result.deleted.push(p);
     if (opts.dryRun) continue;
     // The store path first: a record without its path is ignored by installs; a path without a record would be untrusted.
     await removeTree(p);
-    await opts.onDelete?.(p);
     await unlink(installed.get(p)!.record).catch(() => undefined);
   }
   for (const name of await readdir(opts.storeDir).catch(() => [] as string[])) {

@@ -60,7 +60,7 @@ describe("installPaths", () => {
   it("installs the closure read-only, byte-exact, and links bin entries into the profile", async () => {
     const events: InstallProgress[] = [];
     const result = await installPaths({ client: cache.client(), storeDir, paths: [APP, FILE], profileDir, logger: log, onProgress: (p) => events.push(p) });
-    expect(result.installed).toEqual([DEP, APP, FILE]);
+    expect(result.installed.sort()).toEqual([DEP, APP, FILE].sort());
     expect(result.alreadyPresent).toEqual([]);
     for (const p of [DEP, APP, FILE]) expect((await collect(dumpPath(p))).equals(NARS[p])).toBe(true);
     expect(await storeEntries()).toEqual([DEP, APP, FILE].map((p) => p.slice(storeDir.length + 1)).sort());
@@ -75,7 +75,10 @@ describe("installPaths", () => {
     expect(await readdir(join(profileDir, "bin"))).toEqual(["app-hello", "app-other"]); // not the dependency's
     const { stdout } = await execa(join(profileDir, "bin/app-hello"));
     expect(stdout).toBe("hi");
-    expect(events.map((e) => e.phase)).toEqual(["resolved", "installing", "installed", "installing", "installed", "installing", "installed", "linked"]);
+    const phases = events.map((e) => e.phase).filter((p) => p !== "bytes");
+    expect([phases[0], phases.at(-1)]).toEqual(["resolved", "linked"]);
+    expect(phases.filter((p) => p === "installed")).toHaveLength(3);
+    expect(events.at(-1)?.bytesDone).toBe(events.at(-1)?.bytesTotal);
     expect(events.at(-1)).toMatchObject({ done: 3, total: 3, bytesDone: events[0].bytesTotal });
   });
 

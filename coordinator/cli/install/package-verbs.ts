@@ -26,8 +26,8 @@ export interface VerbDeps {
   onProgress?: (p: InstallProgress) => void;
   /** Called after paths were put in the store (e.g. to register them with a stock Nix's database). */
   onInstalled?: (paths: string[]) => Promise<void>;
-  /** Called after a path left the store. */
-  onDeleted?: (path: string) => Promise<void>;
+  /** Called before gc deletes paths (e.g. to unregister them from a stock Nix's database); throwing stops the gc. */
+  beforeDelete?: (paths: string[]) => Promise<void>;
   /** Paths something besides the profile still uses (kept by gc with their closure). */
   extraRoots?: () => Promise<string[]>;
 }
@@ -79,7 +79,7 @@ async function installAndCommit(d: VerbDeps, add: InstalledPackage[], keep: (cur
   const closure = outs.length
     ? await installClosure({ client: needSource(d), storeDir: d.storeDir, paths: outs, logger: d.logger, onProgress: d.onProgress })
     : { installed: [], alreadyPresent: [] };
-  if (closure.installed.length) await d.onInstalled?.(closure.installed);
+  await d.onInstalled?.(closure.installed); // also catches up on paths an earlier install could not register
   const packages = withPackages({ ...(await d.profile.current()), packages: keep(await d.profile.current()) }, add);
   const { generation, linked } = await d.profile.commit(packages);
   return { generation, packages, installed: closure.installed, alreadyPresent: closure.alreadyPresent, linked };
@@ -132,7 +132,7 @@ export async function gc(d: VerbDeps, opts: { dryRun: boolean; keepGenerations: 
     const generationsDeleted = opts.keepGenerations ? [] : gens.filter((g) => g !== current);
     if (!opts.dryRun && !opts.keepGenerations) await d.profile.deleteOthers();
     const extraRoots = (await d.extraRoots?.()) ?? [];
-    const result = await collectGarbage({ storeDir: d.storeDir, roots, extraRoots, dryRun: opts.dryRun, onDelete: d.onDeleted });
+    const result = await collectGarbage({ storeDir: d.storeDir, roots, extraRoots, dryRun: opts.dryRun, beforeDelete: d.beforeDelete });
     return { ...result, generationsDeleted };
   });
 }

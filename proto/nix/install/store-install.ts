@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../../errors.js";
-import { formatNarInfo, InsufficientSpaceError, parseStorePath, restoreNar, type NarInfo } from "../mod.js";
+import { formatNarInfo, InsufficientSpaceError, parseStorePath, referencePaths, restoreNar, type NarInfo } from "../mod.js";
 import { claimStoreDir, recordInstalled, verifyPresentPath, wasRecorded } from "./install-trust.js";
 
 /** The part of CacheClient that installing needs. */
@@ -21,9 +21,9 @@ export interface InstallSource {
   narStream(info: NarInfo): Readable;
 }
 
-/** Progress of an install, for a CLI progress line. */
+/** Progress of an install, for a CLI progress line ("bytes": more of a NAR arrived). */
 export interface InstallProgress {
-  phase: "resolved" | "installing" | "installed" | "linked";
+  phase: "resolved" | "installing" | "bytes" | "installed" | "linked";
   storePath?: string;
   done: number;
   total: number;
@@ -40,7 +40,12 @@ export interface ClosureInstallOptions {
   onProgress?: (p: InstallProgress) => void;
   /** Free bytes in a directory; defaults to statfs (injectable for tests). */
   freeBytes?: (dir: string) => Promise<number>;
+  /** Paths downloaded and unpacked at once (default 8; 1 is the old sequential install). */
+  concurrency?: number;
 }
+
+/** Default number of paths fetched at once. */
+export const DEFAULT_INSTALL_CONCURRENCY = 8;
 
 /** What installing a closure did. */
 export interface ClosureInstallResult {
@@ -80,8 +85,21 @@ export async function removeTree(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true });
 }
 
-/** Installs one verified path; false when it was already there (and proved to be the signed build). */
-async function installOne(client: InstallSource, info: NarInfo, storeDir: string): Promise<boolean> {
+/** Counts a NAR stream's bytes as they pass. */
+async function* counted(stream: Readable, onBytes: (n: number) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of stream) {
+    onBytes((chunk as Buffer).length);
+    yield chunk as Buffer;
+  }
+}
+
+/**
+ * Installs one verified path: unpacks it into a temp dir while other paths
+ * download, then waits for every path it references to be in place before
+ * renaming it in (so the store never holds a path whose references are missing).
+ * False when it was already there (and proved to be the signed build).
+ */
+async function installOne(client: InstallSource, info: NarInfo, storeDir: string, refsPlaced: () => Promise<unknown>, onBytes: (n: number) => void, slot: <T>(fn: () => Promise<T>) => Promise<T>): Promise<boolean> {
   const { name } = parseStorePath(info.storePath, storeDir);
   if (await exists(info.storePath)) {
     // There, but not recorded by an install of ours: used only if its bytes are the signed ones.
@@ -92,8 +110,11 @@ async function installOne(client: InstallSource, info: NarInfo, storeDir: string
   // Dot-prefixed, so it can never be mistaken for a store path.
   const tmp = join(storeDir, `.tmp-${randomBytes(6).toString("hex")}-${name}`);
   try {
-    await restoreNar(client.narStream(info), tmp);
-    await canonicalize(tmp);
+    await slot(async () => {
+      await restoreNar(counted(client.narStream(info), onBytes), tmp);
+      await canonicalize(tmp);
+    });
+    await refsPlaced();
     const raced = await exists(info.storePath);
     if (raced) {
       await removeTree(tmp); // another install of ours put it there meanwhile
@@ -107,6 +128,22 @@ async function installOne(client: InstallSource, info: NarInfo, storeDir: string
     await removeTree(tmp);
     throw err;
   }
+}
+
+/** At most `n` of the functions run at once. */
+function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async (fn) => {
+    while (running >= n) await new Promise<void>((r) => waiting.push(r));
+    running++;
+    try {
+      return await fn();
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
 }
 
 /** Installs `paths` and their closure from the cache into `storeDir`, each path verified and renamed into place whole. */
@@ -128,17 +165,41 @@ export async function installClosure(opts: ClosureInstallOptions): Promise<Closu
     throw new InsufficientSpaceError(`installing ${todo.length} paths needs ${mib(bytesTotal)} in ${storeDir}, but only ${mib(free)} is free`);
   }
   let bytesDone = 0;
-  const progress = (phase: InstallProgress["phase"], done: number, storePath?: string) =>
+  let done = 0;
+  const progress = (phase: InstallProgress["phase"], storePath?: string) =>
     opts.onProgress?.({ phase, storePath, done, total: todo.length, bytesDone, bytesTotal });
-  progress("resolved", 0);
+  progress("resolved");
 
-  for (const [i, info] of todo.entries()) {
-    progress("installing", i, info.storePath);
-    if (await installOne(client, info, storeDir)) result.installed.push(info.storePath);
-    else result.alreadyPresent.push(info.storePath);
-    bytesDone += info.narSize;
-    logger.info({ storePath: info.storePath, narSize: info.narSize }, "installed path");
-    progress("installed", i + 1, info.storePath);
+  // Each path gets a promise that settles when it is in place; a path waits for its references' promises.
+  const placed = new Map<string, Promise<void>>();
+  const slot = limiter(Math.max(1, opts.concurrency ?? DEFAULT_INSTALL_CONCURRENCY));
+  let failed = false;
+  const onBytes = (n: number) => {
+    bytesDone += n;
+    progress("bytes");
+  };
+  for (const info of todo) {
+    // closure() lists dependencies first, so every reference's promise exists already.
+    const refs = referencePaths(info).filter((r) => r !== info.storePath && placed.has(r)).map((r) => placed.get(r)!);
+    const run = async () => {
+      if (failed) throw new InvalidInputError(`not installing ${info.storePath}: another path failed`);
+      progress("installing", info.storePath);
+      const fresh = await installOne(client, info, storeDir, () => Promise.all(refs), onBytes, slot);
+      (fresh ? result.installed : result.alreadyPresent).push(info.storePath);
+      done++;
+      logger.info({ storePath: info.storePath, narSize: info.narSize }, "installed path");
+      progress("installed", info.storePath);
+    };
+    const p = run().catch((err) => {
+      failed = true;
+      throw err;
+    });
+    p.catch(() => undefined); // awaited below; a dependent sees the rejection too
+    placed.set(info.storePath, p);
   }
+  const outcomes = await Promise.allSettled(placed.values());
+  const firstError = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected" && !/another path failed/.test(String(o.reason?.message)));
+  const anyError = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+  if (firstError || anyError) throw (firstError ?? anyError)!.reason;
   return result;
 }
