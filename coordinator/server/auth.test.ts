@@ -3,7 +3,7 @@ import { mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node
 import os from "node:os";
 import path from "node:path";
 import { AuthError, InvalidInputError } from "../core/errors.js";
-import { parseTokens, parseTokensLenient, TokenRegistry } from "./auth.js";
+import { mayPublishNames, parseTokens, parseTokensLenient, TokenRegistry } from "./auth.js";
 
 const W1 = "worker-one-token-0123456789";
 const W2 = "worker-two-token-0123456789";
@@ -39,10 +39,18 @@ describe("parseTokens", () => {
     expect(() => parseTokens("worker w1 short", "f")).toThrow(InvalidInputError);
   });
 
+  it("lets the operator say which submitters name what users install", () => {
+    const t = parseTokens("cli alice tok-aaaaaaaaaaaaaaaa publish\ncli bob tok-bbbbbbbbbbbbbbbb\nadmin root tok-cccccccccccccccc\n");
+    expect([...t.values()].map((p) => [p.name, mayPublishNames(p)])).toEqual([["alice", true], ["bob", false], ["root", true]]);
+    expect(() => parseTokens("cli carol tok-dddddddddddddddd publish publish\n")).toThrow("after the token a cli line takes only 'publish'");
+    expect(() => parseTokens("worker w tok-dddddddddddddddd publish\n")).toThrow(/a worker line takes/);
+  });
+
   it("reads a worker's tier: untrusted only when it says so; only worker lines carry one", () => {
     const t = parseTokens("worker w1 tok-aaaaaaaaaaaaaaaa untrusted\nworker w2 tok-bbbbbbbbbbbbbbbb trusted\nworker w3 tok-cccccccccccccccc\n");
     expect([...t.values()]).toEqual([{ name: "w1", role: "worker", trusted: false }, { name: "w2", role: "worker" }, { name: "w3", role: "worker" }]);
-    expect(() => parseTokens("cli alice tok-aaaaaaaaaaaaaaaa untrusted\n")).toThrow("tokens:1: only a worker line may say 'trusted', 'untrusted' or 'owner=', got 'untrusted'");
+    expect(() => parseTokens("cli alice tok-aaaaaaaaaaaaaaaa untrusted\n")).toThrow("tokens:1: after the token a cli line takes only 'publish', got 'untrusted'");
+    expect(() => parseTokens("admin root tok-aaaaaaaaaaaaaaaa untrusted\n")).toThrow("tokens:1: only a worker line may say 'trusted', 'untrusted' or 'owner=' (a cli line: 'publish'), got 'untrusted'");
     expect(() => parseTokens("worker w1 tok-aaaaaaaaaaaaaaaa maybe\n")).toThrow(/got 'maybe'/);
     expect([...parseTokens("worker w4 tok-dddddddddddddddd untrusted owner=bob\n").values()]).toEqual([{ name: "w4", role: "worker", trusted: false, owner: "bob" }]);
     expect(() => parseTokens("worker w5 tok-eeeeeeeeeeeeeeee owner=\n")).toThrow(/owner=NAME/);

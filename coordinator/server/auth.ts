@@ -16,6 +16,17 @@ export interface Principal {
   trusted?: boolean;
   /** Who runs a worker (`owner=NAME`; default: the worker itself): an untrusted build is confirmed by another owner's where the fleet has one. */
   owner?: string;
+  /** A submitter (`cli NAME TOKEN publish`) whose succeeded jobs go into the package index under their names. */
+  publishes?: boolean;
+}
+
+/**
+ * Whether jobs `caller` submits are published in the package index: the index
+ * is what users install by name, so a submitter may not put a derivation of
+ * its own under `hello` (or `nix`) unless the operator said so.
+ */
+export function mayPublishNames(caller: Principal): boolean {
+  return caller.role === "admin" || caller.publishes === true;
 }
 
 /** Whether `viewer` may see and act on what `owner` submitted: its own, or anything for an admin. */
@@ -29,10 +40,15 @@ function parseLine(line: string, where: string): { token: string; principal: Pri
   if (!trimmed) return null;
   const [role, name, token, ...more] = trimmed.split(/\s+/);
   if (!token || !["worker", "cli", "admin"].includes(role)) return { problem: `${where}: expected 'worker|cli|admin NAME TOKEN' ('worker NAME TOKEN untrusted owner=WHO' for a worker the operator does not run)` };
+  if (role === "cli" && more.length > 0) {
+    if (more.length > 1 || more[0] !== "publish") return { problem: `${where}: after the token a cli line takes only 'publish', got '${more.join(" ")}'` };
+    if (token.length < 16) return { problem: `${where}: token of '${name}' is shorter than 16 characters` };
+    return { token, principal: { name, role: "cli", publishes: true } };
+  }
   const tier = more.find((m) => m === "trusted" || m === "untrusted");
   const owner = more.find((m) => m.startsWith("owner="))?.slice("owner=".length);
   const unknown = more.filter((m) => m !== tier && !m.startsWith("owner="));
-  if (more.length > 0 && role !== "worker") return { problem: `${where}: only a worker line may say 'trusted', 'untrusted' or 'owner=', got '${more.join(" ")}'` };
+  if (more.length > 0 && role !== "worker") return { problem: `${where}: only a worker line may say 'trusted', 'untrusted' or 'owner=' (a cli line: 'publish'), got '${more.join(" ")}'` };
   if (unknown.length > 0 || more.length > 2 || owner === "") return { problem: `${where}: after the token a worker line takes 'trusted' or 'untrusted' and 'owner=NAME', got '${more.join(" ")}'` };
   if (token.length < 16) return { problem: `${where}: token of '${name}' is shorter than 16 characters` };
   return { token, principal: { name, role: role as Role, ...(tier === "untrusted" ? { trusted: false } : {}), ...(owner ? { owner } : {}) } };

@@ -8,7 +8,7 @@ import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobReques
 import { nodeFromWire, publishRequestFromWire, publishSpecFromSubmit, unpublishRequestFromWire, type PublishRequest, type PublishSpec } from "../../proto/convert/mod.js";
 import type { DrvNode } from "../core/types.js";
 import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
-import type { Principal, TokenRegistry } from "./auth.js";
+import { mayPublishNames, type Principal, type TokenRegistry } from "./auth.js";
 
 /** A job id or derivation that does not exist. */
 export class NotFoundError extends FarmError {}
@@ -65,7 +65,8 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
       if (req.nodes.length > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${req.nodes.length} derivations; this coordinator accepts at most ${deps.maxDagNodes}`);
       const nodes = req.nodes.map((n) => nodeFromWire(n, storeDir));
       const description = req.description.slice(0, 500);
-      const publish = publishSpecFromSubmit({ description, noPublish: req.noPublish, source: req.source });
+      // Only the operator's submitters name what users install (see mayPublishNames).
+      const publish = mayPublishNames(caller) ? publishSpecFromSubmit({ description, noPublish: req.noPublish, source: req.source }) : undefined;
       const res = await api.submit({ nodes, roots: req.roots, description, idempotencyKey: req.idempotencyKey.slice(0, 200), owner: caller.name, publish });
       return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false, caller) };
     }),

@@ -2,7 +2,7 @@
 // bob's CLI token can't list, read, watch, cancel, read the logs of, or
 // install by ref what alice submitted, and an idempotency key of his never
 // finds her job; an admin token sees both.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Metadata, status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
@@ -12,7 +12,7 @@ import { drvNodeFromText } from "../../proto/nix/mod.js";
 import type { DrvNode } from "../../proto/types.js";
 import { farmClient, newToken, startHealthyJob, startTokenFarm } from "./support.js";
 
-const T = { alice: newToken("alice"), bob: newToken("bob"), w1: newToken("w1") };
+const T = { alice: newToken("alice"), bob: newToken("bob"), carol: newToken("carol"), w1: newToken("w1") };
 
 let farm: FarmCluster;
 let dir: string;
@@ -21,7 +21,7 @@ let jobs: string;
 let healthy: ReturnType<typeof startHealthyJob>;
 
 beforeAll(async () => {
-  ({ farm, dir, stop } = await startTokenFarm("owners", [["cli", "alice", T.alice], ["cli", "bob", T.bob], ["worker", "w1", T.w1]]));
+  ({ farm, dir, stop } = await startTokenFarm("owners", [["cli", "alice", T.alice], ["cli", "bob", T.bob], ["cli", "carol", `${T.carol} publish`], ["worker", "w1", T.w1]]));
   jobs = path.join(dir, "owners.nix");
   writeFileSync(
     jobs,
@@ -89,6 +89,18 @@ describe("jobs belong to their submitter", () => {
     const install = await as("bob", ["install", `${jobs}#quick`, "--trusted-key", farm.publicKey()]);
     expect(install.code).not.toBe(0);
     expect(install.stderr).toMatch(/nor a ref the farm has built/);
+  }, 90_000);
+
+  it("a submitter's job names what users install only where the operator allowed it ('publish' on its token line)", async () => {
+    const indexNames = async () => {
+      const res = await fetch(`${farm.cacheUrl}/index/packages.json`);
+      return res.status === 404 ? [] : Object.keys(JSON.parse(JSON.parse(await res.text()).body).packages);
+    };
+    expect(await indexNames()).not.toContain("quick"); // alice's succeeded job: her token may not publish
+    const r = await as("carol", ["submit", `${jobs}#quick`, "--follow", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    await vi.waitFor(async () => expect(await indexNames()).toContain("quick"), { timeout: 20_000, interval: 250 });
+    expect((await as("admin", ["unpublish", "quick"])).code).toBe(0);
   }, 90_000);
 
   it("only an admin token publishes or withdraws a package by hand", async () => {
