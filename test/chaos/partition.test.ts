@@ -29,15 +29,15 @@ describe("a partition", () => {
     farm = await FarmCluster.start({ workers: [{ name: "p1" }], heartbeatInterval: "500ms", heartbeatTimeout: "2500ms" });
     const job = farm.cli(["submit", `${FIXTURE}#partition`, "--follow", "--json"]);
     const first = await waitFor("slowpoke on p1", () => coordinatorRecords(farm!, "assigned", "slowpoke-1.0")[0], 60_000, 100);
-    farm.startWorker({ name: "p2" });
-    await farm.waitForWorkers(2);
 
-    // Freeze only p1's worker process: its Nix build goes on; the coordinator hears nothing.
+    // Freeze only p1's worker process: its Nix build goes on; the coordinator hears nothing. p1 is frozen
+    // before p2 starts, so how long a worker takes to start on a busy machine can't let p1 finish first.
     const p1 = farm.workers.get("p1")!;
     await waitFor("p1 building", () => logged("p1", /^fetched inputs of slowpoke/), 20_000, 50);
     process.kill(p1.pid, "SIGSTOP");
     try {
-      await waitFor("slowpoke requeued to p2", () => coordinatorRecords(farm!, "assigned", "slowpoke-1.0").find((r) => r.worker === "p2"), 20_000, 100);
+      farm.startWorker({ name: "p2" });
+      await waitFor("slowpoke requeued to p2", () => coordinatorRecords(farm!, "assigned", "slowpoke-1.0").find((r) => r.worker === "p2"), 60_000, 100);
       // p1's build (5 s) ends while it is frozen: its builder writes the output last.
       const p1Store = path.join(farm.root, "workers", "p1", "nix", "store");
       await waitFor("p1's builder done", () => readdirSync(p1Store).some((f) => f.endsWith("-slowpoke-1.0")), 30_000, 100);
