@@ -5,7 +5,7 @@
 import { buildReported, cancelJob, type TrustVerdict } from "./build-events.js";
 import type { Submission } from "./dag-validate.js";
 import type { DrvRecord } from "./drv-state.js";
-import { copyDrvRecord, DRV_STATES, withdraw } from "./drv-state.js";
+import { copyDrvRecord, withdraw } from "./drv-state.js";
 import type { Effect } from "./effects.js";
 import type { Estimator } from "./estimator.js";
 import { jobStatus, workerViews, type JobStatusView, type WorkerView } from "./job-status.js";
@@ -15,7 +15,7 @@ import { restoreState, takeSnapshot } from "./restore.js";
 import { createState, finishEvent, type SchedulerConfig, type SchedulerPolicies, type SchedulerState } from "./scheduler-state.js";
 import type { Snapshot } from "./snapshot.js";
 import { submitJob } from "./submit.js";
-import type { BuildReport, DrvNode, DrvPath, DrvState, JobRecord, Lease, WorkerInfo } from "./types.js";
+import type { BuildReport, DrvNode, DrvPath, DrvState, JobRecord, JobState, Lease, WorkerInfo } from "./types.js";
 import {
   heartbeat,
   loseOverdueWorkers,
@@ -179,11 +179,25 @@ export class Scheduler {
     return rec === undefined ? undefined : { node: this.s.dag.node(drvPath), record: copyDrvRecord(rec) };
   }
 
-  /** How many derivations are in each state (for gauges). O(derivations). */
+  /** How many derivations are in each state (for gauges): kept at every change, so O(states). */
   stateCounts(): Record<DrvState, number> {
-    const counts = Object.fromEntries(DRV_STATES.map((st) => [st, 0])) as Record<DrvState, number>;
-    for (const rec of this.s.dag.records.values()) counts[rec.state]++;
-    return counts;
+    return this.s.dag.stateCounts();
+  }
+
+  /** How many jobs are in each state (for gauges): kept at every change, so O(states). */
+  jobStateCounts(): Record<JobState, number> {
+    return this.s.book.stateCounts();
+  }
+
+  /** Workers by state and the memory reserved on each (for gauges): O(workers), no per-build rows. */
+  workerLoads(): { byState: Record<string, number>; reservedMemoryBytes: Record<string, number> } {
+    const byState: Record<string, number> = {};
+    const reservedMemoryBytes: Record<string, number> = {};
+    for (const w of this.s.pool.values()) {
+      byState[w.state] = (byState[w.state] ?? 0) + 1;
+      reservedMemoryBytes[w.info.workerId] = this.s.pool.candidate(w).reservedMemoryBytes;
+    }
+    return { byState, reservedMemoryBytes };
   }
 
   /** Number of derivations ready and waiting for a worker. */

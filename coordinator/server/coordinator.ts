@@ -315,6 +315,6 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   /** Numbers for the Prometheus gauges. */
   gauges(): GaugeSource {
-    return gaugeSource(this.d.scheduler, this.d.clock.now());
+    return gaugeSource(this.d.scheduler);
   }
 }
