@@ -84,7 +84,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
 
   const publisher = new OutputPublisher({ storage, signingKey: parseSecretKey(key.secretKey), logger: logger.child({ part: "cache" }) });
   let coordinator: Coordinator | undefined;
-  const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
+  const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true, eventLoopDelay: true });
   coordinator = new Coordinator({
     scheduler,
     store,
