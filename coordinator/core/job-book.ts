@@ -88,6 +88,12 @@ export class JobBook {
     return entry;
   }
 
+  /** The job is fully admitted (see submit.ts): from now on it may finish. */
+  admitted(entry: JobEntry): void {
+    entry.admitting = false;
+    this.touched.add(entry.record.jobId);
+  }
+
   /** Records that `jobId` wants `rec`; counts it in the record's current state. */
   attach(jobId: string, rec: DrvRecord): void {
     const entry = this.jobs.get(jobId);
