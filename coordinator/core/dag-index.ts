@@ -28,10 +28,37 @@ export class DagIndex {
   private readonly linked = new Set<DrvPath>();
   private readonly ranks = new Map<DrvPath, Rank>();
   private nextSeq = 0;
+  /** Canonical small strings and input-output lists shared by every node (see `intern`). */
+  private readonly shared = new Map<string, string | string[]>();
   /** Records per state, kept at every change (a scrape must not walk 100k records). */
   private readonly tally = Object.fromEntries(DRV_STATES.map((st) => [st, 0])) as Record<DrvState, number>;
 
   constructor(private readonly listener: DrvListener) {}
+
+  /**
+   * Stores a node with its repeated parts shared: an edge's drv path becomes
+   * the input node's own string, and output lists, systems and features one
+   * copy each. Decoded submits carry a fresh copy of every one of them (the
+   * nixpkgs graph has 370k edges), which was most of a node's heap.
+   */
+  private intern(node: DrvNode): void {
+    for (const input of node.inputDrvs) {
+      const known = this.nodes.get(input.drvPath);
+      if (known !== undefined) input.drvPath = known.drvPath;
+      input.outputs = this.share(input.outputs);
+    }
+    node.system = this.share(node.system);
+    if (node.requiredSystemFeatures.length > 0) node.requiredSystemFeatures = this.share(node.requiredSystemFeatures);
+    this.nodes.set(node.drvPath, node);
+  }
+
+  private share<T extends string | string[]>(v: T): T {
+    const key = typeof v === "string" ? `s:${v}` : `l:${v.join("\u0000")}`;
+    const known = this.shared.get(key);
+    if (known !== undefined) return known as T;
+    this.shared.set(key, v);
+    return v;
+  }
 
   /** How many records are in each state now (a copy). O(states). */
   stateCounts(): Record<DrvState, number> {
@@ -87,7 +114,7 @@ export class DagIndex {
    * Its inputs' records must already exist (create in topological order).
    */
   create(node: DrvNode, jobId: string, cached: boolean, now: number): DrvRecord {
-    this.nodes.set(node.drvPath, node);
+    this.intern(node);
     const rec = newDrvRecord(node.drvPath, this.nextSeq++);
     rec.jobs.push(jobId);
     this.records.set(rec.drvPath, rec);
@@ -111,7 +138,7 @@ export class DagIndex {
 
   /** Loads a stored record as-is (restore); call `settleRestored` once all are loaded. */
   load(node: DrvNode, rec: DrvRecord): void {
-    this.nodes.set(node.drvPath, node);
+    this.intern(node);
     const old = this.records.get(rec.drvPath);
     if (old !== undefined) this.tally[old.state]--;
     this.tally[rec.state]++;
