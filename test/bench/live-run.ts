@@ -48,8 +48,10 @@ export interface RunResult {
   /** Longest pause in the windows that cover the submit call. */
   submitPauseMs: number;
   slowestScrapeMs: number;
+  failedScrapes: number;
   cpuS: number;
   peakRssMb: number;
+  /** Heap growth from just before the submit to just after it was accepted (before any GC: includes garbage). */
   heapAfterSubmitMb: number;
   workersLost: number;
 }
@@ -168,20 +170,24 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       windows.push({ atMs: Date.now(), p99: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="0.99"') ?? 0) * 1000, max: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="1"') ?? 0) * 1000 });
       return text;
     };
+    let failedScrapes = 0;
     const sampler = (async () => {
       while (sampling) {
         await new Promise((r) => setTimeout(r, 1000));
-        if (sampling) await sample();
+        // A scrape can fail (a keep-alive socket closed while the loop was held up): count it, go on.
+        if (sampling) await sample().catch(() => failedScrapes++);
       }
     })();
 
+    const heapOf = (text: string) => (metric(text, "tmpnix_coordinator_nodejs_heap_size_used_bytes") ?? NaN) / 1024 ** 2;
+    const heapBeforeMb = heapOf((await scrape()).text);
     const cpu0 = cpuSeconds(pid);
     const started = Date.now();
     const nodes = spec.nodes.map(nodeToWire);
     const res = await rpc<SubmitResponse>(client, "submit", { nodes, roots: spec.roots, description: `bench ${spec.label}`, idempotencyKey: `bench-${started}` });
     const submitS = (Date.now() - started) / 1000;
-    const afterSubmit = await sample();
-    const heapAfterSubmitMb = (metric(afterSubmit, "tmpnix_coordinator_nodejs_heap_size_used_bytes") ?? NaN) / 1024 ** 2;
+    const afterSubmit = await sample().catch(() => "");
+    const heapAfterSubmitMb = heapOf(afterSubmit) - heapBeforeMb;
     let status: JobStatus | undefined;
     if (spec.stopAfterSubmitMs) {
       await new Promise((r) => setTimeout(r, spec.stopAfterSubmitMs));
@@ -215,6 +221,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       // The windows that end from the submit's start to just after it returned cover it.
       submitPauseMs: Math.max(0, ...windows.filter((w) => w.atMs >= started && w.atMs <= submitEnd + 1500).map((w) => w.max)),
       slowestScrapeMs,
+      failedScrapes,
       cpuS,
       peakRssMb: rss,
       heapAfterSubmitMb,
