@@ -88,7 +88,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   const indexWriter = new PackageIndexWriter({ storage, storeDir: config.storeDir, secretKey: key.secretKey, publicKey: key.publicKey, logger: logger.child({ part: "index" }) });
   const packages = new PackagePublishing({ scheduler, writer: indexWriter, logger: logger.child({ part: "index" }) });
   let coordinator: Coordinator | undefined;
-  const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true });
+  const metrics = createCoordinatorMetrics(() => coordinator?.gauges(), { defaultMetrics: true, eventLoopDelay: true });
   coordinator = new Coordinator({
     scheduler,
     store,

@@ -1,6 +1,7 @@
 // The coordinator's Prometheus metrics. One registry per Coordinator instance,
 // so tests and simulations stay independent. Counters go up at transitions
 // (the shell calls `record*`); gauges are computed when Prometheus scrapes.
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { DRV_STATES } from "./core/drv-state.js";
 import { WORKER_STATES } from "./core/worker-state.js";
@@ -14,10 +15,28 @@ export interface GaugeSource {
   reservedMemoryByWorker(): Record<string, number>;
 }
 
-/** Creates the registry and its metrics. */
-export function createCoordinatorMetrics(source: () => GaugeSource | undefined, opts: { defaultMetrics?: boolean } = {}) {
+/** Creates the registry and its metrics; `eventLoopDelay` samples the event loop (the live coordinator, not tests). */
+export function createCoordinatorMetrics(source: () => GaugeSource | undefined, opts: { defaultMetrics?: boolean; eventLoopDelay?: boolean } = {}) {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "tmpnix_coordinator_" });
+  // Everything the coordinator does runs on one loop: a long synchronous stretch
+  // (a huge submit, a status of 50k rows) holds up heartbeats and dispatch alike.
+  const loop = opts.eventLoopDelay ? monitorEventLoopDelay({ resolution: 10 }) : undefined;
+  loop?.enable();
+  new Gauge({
+    name: "tmpnix_event_loop_delay_seconds",
+    help: "Coordinator event-loop delay since the previous scrape: quantile 0.5, 0.99 and 1 (the longest pause)",
+    labelNames: ["quantile"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (loop === undefined || loop.count === 0) return;
+      this.set({ quantile: "0.5" }, loop.percentile(50) / 1e9);
+      this.set({ quantile: "0.99" }, loop.percentile(99) / 1e9);
+      this.set({ quantile: "1" }, loop.max / 1e9);
+      loop.reset();
+    },
+  });
   // Known label values are always exported (as 0 when empty) so alerts need no `or vector(0)`.
   const gaugeFrom = (name: string, help: string, label: string, read: (s: GaugeSource) => Record<string, number>, known: readonly string[] = []) =>
     new Gauge({

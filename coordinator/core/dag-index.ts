@@ -3,14 +3,14 @@
 // queues, and who holds each lease. Every state change funnels through
 // `apply`, which keeps the indexes right (readiness, failure propagation,
 // leases) and tells the listener, so no event ever has to scan all derivations.
-import { becomeReady, fail, isTerminal, newDrvRecord, revive, type DrvRecord } from "./drv-state.js";
+import { becomeReady, DRV_STATES, fail, isTerminal, newDrvRecord, revive, type DrvRecord } from "./drv-state.js";
 import { LeaseIndex } from "./lease-index.js";
 import { mergeRank, type PriorityKey, type Rank } from "./priority.js";
 import { ReadyQueues } from "./ready-queue.js";
 import type { DrvNode, DrvPath, DrvState } from "./types.js";
 
 /** Told about every record change; `from` is null for a record just created or restored. */
-export type DrvListener = (rec: DrvRecord, from: DrvState | null, now: number) => void;
+export type DrvListener = (rec: DrvRecord, from: DrvState | null, now: number, wasCached: boolean) => void;
 
 /** Prefix of the reason given to derivations whose input failed. */
 export const DEPENDENCY_FAILED = "dependency failed: ";
@@ -28,8 +28,49 @@ export class DagIndex {
   private readonly linked = new Set<DrvPath>();
   private readonly ranks = new Map<DrvPath, Rank>();
   private nextSeq = 0;
+  /** Canonical small strings and input-output lists shared by every node (see `intern`). */
+  private readonly shared = new Map<string, string | string[]>();
+  /** Records per state, kept at every change (a scrape must not walk 100k records). */
+  private readonly tally = Object.fromEntries(DRV_STATES.map((st) => [st, 0])) as Record<DrvState, number>;
 
   constructor(private readonly listener: DrvListener) {}
+
+  /**
+   * Stores a node with its repeated parts shared: an edge's drv path becomes
+   * the input node's own string, and output lists, systems and features one
+   * copy each. Decoded submits carry a fresh copy of every one of them (the
+   * nixpkgs graph has 370k edges), which was most of a node's heap.
+   */
+  private intern(node: DrvNode): void {
+    for (const input of node.inputDrvs) {
+      const known = this.nodes.get(input.drvPath);
+      if (known !== undefined) input.drvPath = known.drvPath;
+      input.outputs = this.share(input.outputs);
+    }
+    node.system = this.share(node.system);
+    if (node.requiredSystemFeatures.length > 0) node.requiredSystemFeatures = this.share(node.requiredSystemFeatures);
+    this.nodes.set(node.drvPath, node);
+  }
+
+  private share<T extends string | string[]>(v: T): T {
+    const key = typeof v === "string" ? `s:${v}` : `l:${v.join("\u0000")}`;
+    const known = this.shared.get(key);
+    if (known !== undefined) return known as T;
+    this.shared.set(key, v);
+    return v;
+  }
+
+  /** How many records are in each state now (a copy). O(states). */
+  stateCounts(): Record<DrvState, number> {
+    return { ...this.tally };
+  }
+
+  // The one place record changes are told: keeps the tally, then the listener.
+  private changed(rec: DrvRecord, from: DrvState | null, now: number, wasCached = false): void {
+    if (from !== null) this.tally[from]--;
+    this.tally[rec.state]++;
+    this.listener(rec, from, now, wasCached);
+  }
 
   /** Node of a derivation the index knows (throws if unknown: a caller bug). */
   node(drvPath: DrvPath): DrvNode {
@@ -73,7 +114,7 @@ export class DagIndex {
    * Its inputs' records must already exist (create in topological order).
    */
   create(node: DrvNode, jobId: string, cached: boolean, now: number): DrvRecord {
-    this.nodes.set(node.drvPath, node);
+    this.intern(node);
     const rec = newDrvRecord(node.drvPath, this.nextSeq++);
     rec.jobs.push(jobId);
     this.records.set(rec.drvPath, rec);
@@ -85,7 +126,7 @@ export class DagIndex {
       rec.state = "ready";
       this.ready.push(node, this.keyOf(rec.drvPath));
     }
-    this.listener(rec, null, now);
+    this.changed(rec, null, now);
     return rec;
   }
 
@@ -97,7 +138,10 @@ export class DagIndex {
 
   /** Loads a stored record as-is (restore); call `settleRestored` once all are loaded. */
   load(node: DrvNode, rec: DrvRecord): void {
-    this.nodes.set(node.drvPath, node);
+    this.intern(node);
+    const old = this.records.get(rec.drvPath);
+    if (old !== undefined) this.tally[old.state]--;
+    this.tally[rec.state]++;
     this.records.set(rec.drvPath, rec);
     this.leases.sync(rec);
     this.nextSeq = Math.max(this.nextSeq, rec.seq + 1);
@@ -118,7 +162,7 @@ export class DagIndex {
       if (rec.state === "ready" && left > 0) {
         rec.state = "waiting"; // repair, not a transition: the stored state was impossible
         this.ready.remove(rec.drvPath);
-        this.listener(rec, "ready", now);
+        this.changed(rec, "ready", now);
       }
       if (rec.state === "ready") this.ready.push(this.node(rec.drvPath), this.keyOf(rec.drvPath));
       if (rec.state === "waiting" && left === 0) this.apply(rec, now, () => becomeReady(rec));
@@ -133,13 +177,14 @@ export class DagIndex {
    */
   apply(rec: DrvRecord, now: number, verb: () => void): void {
     const from = rec.state;
+    const wasCached = rec.cached;
     verb();
     this.leases.sync(rec);
     const to = rec.state;
     if (from === "ready" && to !== "ready") this.ready.remove(rec.drvPath);
     if (to === "ready") this.ready.push(this.node(rec.drvPath), this.keyOf(rec.drvPath));
     if (to !== "ready" && to !== "waiting") this.unfinished.delete(rec.drvPath);
-    this.listener(rec, from, now);
+    this.changed(rec, from, now, wasCached);
     if (to === "done" && from !== "done") this.releaseDependents(rec, now);
     if (to === "failed" && from !== "failed") this.propagateFailure(rec, now);
   }
@@ -183,7 +228,7 @@ export class DagIndex {
         const from = dep.state;
         fail(dep, now, reason);
         this.unfinished.delete(d);
-        this.listener(dep, from, now);
+        this.changed(dep, from, now);
         stack.push(d);
       }
     }

@@ -1,7 +1,8 @@
 // Validation of a submitted DAG. Everything is checked before anything
 // changes, and the first problem is reported with the node it concerns.
 import { InvalidInputError } from "./errors.js";
-import { topoOrder } from "./job-graph.js";
+import { topoOrderSteps } from "./job-graph.js";
+import { runAll, SliceBudget, type Steps } from "./steps.js";
 import type { DrvNode, DrvPath } from "./types.js";
 
 /** A job submission as the scheduler receives it. */
@@ -83,6 +84,11 @@ function checkInputs(n: DrvNode, nodes: Map<DrvPath, DrvNode>, lastUser: Map<Drv
 
 /** Checks a submission completely; throws InvalidInputError on the first problem. */
 export function validateSubmission(sub: Submission): ValidDag {
+  return runAll(validateSteps(sub, new SliceBudget(0)));
+}
+
+/** validateSubmission in slices of `budget` (nodes checked, edges followed). */
+export function* validateSteps(sub: Submission, budget: SliceBudget): Steps<ValidDag> {
   if (typeof sub.jobId !== "string" || !JOB_ID_PATTERN.test(sub.jobId)) bad(`job id ${JSON.stringify(sub.jobId)} must match ${JOB_ID_PATTERN}`);
   if (typeof sub.description !== "string") bad("description must be a string");
   if (typeof sub.idempotencyKey !== "string") bad("idempotencyKey must be a string");
@@ -94,11 +100,15 @@ export function validateSubmission(sub: Submission): ValidDag {
     checkNode(n);
     if (nodes.has(n.drvPath)) bad(`${n.drvPath}: submitted twice`);
     nodes.set(n.drvPath, n);
+    if (budget.spend()) yield;
   }
   const lastUser = new Map<DrvPath, DrvPath>();
-  for (const n of sub.nodes) checkInputs(n, nodes, lastUser);
+  for (const n of sub.nodes) {
+    checkInputs(n, nodes, lastUser);
+    if (budget.spend(1 + n.inputDrvs.length)) yield;
+  }
   for (const r of sub.roots) if (!nodes.has(r)) bad(`root ${r} is not among the submitted nodes`);
-  const topo = topoOrder(new Set(nodes.keys()), (p) => nodes.get(p)!);
+  const topo = yield* topoOrderSteps(new Set(nodes.keys()), (p) => nodes.get(p)!, budget);
   if ("cycleAt" in topo) bad(`dependency cycle: ${topo.cycleAt} is on or depends on a cycle`);
   return { nodes, order: topo.order };
 }

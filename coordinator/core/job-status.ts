@@ -100,11 +100,18 @@ export interface WorkerView {
   oomKills: number;
 }
 
-function holdReason(s: SchedulerState, rec: DrvRecord): string {
+// Why ready derivations of one platform are held back; one answer per platform per status call
+// (a 50k-row listing must not walk every worker for every row).
+type HoldCache = Map<string, string>;
+
+function holdReason(s: SchedulerState, rec: DrvRecord, cache?: HoldCache): string {
   if (rec.state !== "ready") return "";
   const known = s.passedOver.get(rec.drvPath);
   if (known !== undefined) return known.reason;
   const node = s.dag.node(rec.drvPath);
+  const key = `${node.system}\u0000${node.requiredSystemFeatures.join(",")}`;
+  const hit = cache?.get(key);
+  if (hit !== undefined) return hit;
   let able = false;
   let free = false;
   for (const w of s.pool.values()) {
@@ -112,15 +119,17 @@ function holdReason(s: SchedulerState, rec: DrvRecord): string {
     able = true;
     free ||= s.pool.hasFreeSlot(w);
   }
+  let why = free ? "" : "every matching worker is busy";
   if (!able) {
     const features = node.requiredSystemFeatures.length > 0 ? ` with features [${node.requiredSystemFeatures.join(", ")}]` : "";
-    return `no active worker builds ${node.system}${features}`;
+    why = `no active worker builds ${node.system}${features}`;
   }
-  return free ? "" : "every matching worker is busy";
+  cache?.set(key, why);
+  return why;
 }
 
 /** The status row of one derivation; `onWorker` names the worker whose list shows it (its own copy's grant then). */
-export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): DrvStatusRow {
+export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string, holds?: HoldCache): DrvStatusRow {
   const copy = onWorker !== undefined && onWorker !== rec.workerId ? holderOn(rec, onWorker) : undefined;
   const cores = copy?.cores ?? rec.cores;
   const node = s.dag.node(rec.drvPath);
@@ -153,7 +162,7 @@ export function drvRow(s: SchedulerState, rec: DrvRecord, onWorker?: string): Dr
     estimateSource: est.model?.source ?? null,
     currentMemoryBytes: current?.memoryBytes ?? 0,
     currentPeakMemoryBytes: current?.peakMemoryBytes ?? 0,
-    holdReason: holdReason(s, rec),
+    holdReason: holdReason(s, rec, holds),
     backupWorkerIds: (rec.backupCopies ?? []).map((h) => h.workerId),
     backupCopy: copy !== undefined,
   };
@@ -169,7 +178,14 @@ function etaMs(s: SchedulerState, counts: JobCounts, state: JobState, runningLef
   return Math.ceil((queuedMs + runningLeftMs) / slots);
 }
 
-/** Status of one job, or undefined when unknown. O(n log n) in the job's derivations. */
+/** Most failures a status lists (root causes first); `counts.failed` has them all. */
+export const MAX_LISTED_FAILURES = 1000;
+
+/**
+ * Status of one job, or undefined when unknown. Without rows it costs
+ * O(building + failed log failed) of the job, never its size; with rows,
+ * O(n log n) in the job's derivations.
+ */
 export function jobStatus(
   s: SchedulerState,
   jobId: string,
@@ -180,20 +196,23 @@ export function jobStatus(
   if (entry === undefined) return undefined;
   const job = entry.record;
   const counts = s.book.counts(entry);
-  // Rows and failures in submission order (seq), however the records were loaded.
-  const recs = entry.drvs.map((p) => s.dag.records.get(p)!).sort((a, b) => a.seq - b.seq);
-  const causes: FailedDrv[] = [];
-  const consequences: FailedDrv[] = [];
-  const rows: DrvStatusRow[] = [];
+  const bySeq = (a: DrvRecord, b: DrvRecord) => a.seq - b.seq;
+  const record = (p: DrvPath) => s.dag.records.get(p)!;
   const meanMs = s.stats.builds === 0 ? 0 : s.stats.totalDurationMs / s.stats.builds;
   let runningLeftMs = 0;
-  for (const rec of recs) {
-    if (rec.state === "building") runningLeftMs += Math.max(0, meanMs - (now - (rec.startedAtMs ?? now)));
-    if (rec.state === "failed") {
-      const f = { drvPath: rec.drvPath, name: s.dag.node(rec.drvPath).name, reason: rec.reason };
-      (rec.reason.startsWith(DEPENDENCY_FAILED) ? consequences : causes).push(f);
-    }
-    if (opts.derivations) rows.push(drvRow(s, rec));
+  for (const p of entry.building) runningLeftMs += Math.max(0, meanMs - (now - (record(p).startedAtMs ?? now)));
+  // Failures in submission order (seq), however the records were loaded: root causes, then their consequences.
+  const failed = [...entry.failed].map(record).sort(bySeq);
+  const causes: FailedDrv[] = [];
+  const consequences: FailedDrv[] = [];
+  for (const rec of failed) {
+    const list = rec.reason.startsWith(DEPENDENCY_FAILED) ? consequences : causes;
+    if (list.length < MAX_LISTED_FAILURES) list.push({ drvPath: rec.drvPath, name: s.dag.node(rec.drvPath).name, reason: rec.reason });
+  }
+  const rows: DrvStatusRow[] = [];
+  if (opts.derivations) {
+    const holds: HoldCache = new Map();
+    for (const rec of entry.drvs.map(record).sort(bySeq)) rows.push(drvRow(s, rec, undefined, holds));
   }
   const outputs =
     job.state === "succeeded" ? job.roots.map((r) => ({ drvPath: r, outputs: { ...s.dag.node(r).outputs } })) : [];
@@ -207,7 +226,7 @@ export function jobStatus(
     etaMs: etaMs(s, counts, job.state, runningLeftMs),
     roots: [...job.roots],
     outputs,
-    failures: [...causes, ...consequences],
+    failures: [...causes, ...consequences].slice(0, MAX_LISTED_FAILURES),
     derivations: rows,
   };
 }

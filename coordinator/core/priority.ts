@@ -3,6 +3,7 @@
 // jobs keep the highest rank any job gave them. Ties end in submission order.
 import type { Estimator } from "./estimator.js";
 import type { JobGraph } from "./job-graph.js";
+import type { SliceBudget, Steps } from "./steps.js";
 import type { DrvPath } from "./types.js";
 
 /** What a policy assigns to one derivation; higher goes first. */
@@ -22,6 +23,8 @@ export interface PriorityPolicy {
   readonly name: string;
   /** A Rank for every derivation in `graph.order`. */
   rankGraph(graph: JobGraph, estimator: Estimator): Map<DrvPath, Rank>;
+  /** rankGraph in slices of `budget`, for policies that can (a big submit must not hold the loop). */
+  rankGraphSteps?(graph: JobGraph, estimator: Estimator, budget: SliceBudget): Steps<Map<DrvPath, Rank>>;
 }
 
 /** Negative when `a` goes before `b`: rank desc, tiebreak desc, seq asc. */

@@ -112,8 +112,8 @@ export function defaultPolicies(config: SchedulerConfig): SchedulerPolicies {
 export function createState(config: Partial<SchedulerConfig>, policies: Partial<SchedulerPolicies>): SchedulerState {
   const sink = new EffectSink();
   const book = new JobBook();
-  const dag = new DagIndex((rec, from, now) => {
-    book.onDrvChange(rec, from);
+  const dag = new DagIndex((rec, from, now, wasCached) => {
+    book.onDrvChange(rec, from, wasCached);
     sink.drvChanged(rec);
     if (from !== null && from !== rec.state) {
       sink.emit({

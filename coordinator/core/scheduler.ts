@@ -5,7 +5,7 @@
 import { buildReported, cancelJob, type TrustVerdict } from "./build-events.js";
 import type { Submission } from "./dag-validate.js";
 import type { DrvRecord } from "./drv-state.js";
-import { copyDrvRecord, DRV_STATES, withdraw } from "./drv-state.js";
+import { copyDrvRecord, withdraw } from "./drv-state.js";
 import type { Effect } from "./effects.js";
 import type { Estimator } from "./estimator.js";
 import { jobStatus, workerViews, type JobStatusView, type WorkerView } from "./job-status.js";
@@ -14,8 +14,9 @@ import type { PriorityPolicy } from "./priority.js";
 import { restoreState, takeSnapshot } from "./restore.js";
 import { createState, finishEvent, type SchedulerConfig, type SchedulerPolicies, type SchedulerState } from "./scheduler-state.js";
 import type { Snapshot } from "./snapshot.js";
-import { submitJob } from "./submit.js";
-import type { BuildReport, DrvNode, DrvPath, DrvState, JobRecord, Lease, WorkerInfo } from "./types.js";
+import { runAll } from "./steps.js";
+import { submitSteps } from "./submit.js";
+import type { BuildReport, DrvNode, DrvPath, DrvState, JobRecord, JobState, Lease, WorkerInfo } from "./types.js";
 import {
   heartbeat,
   loseOverdueWorkers,
@@ -29,6 +30,12 @@ import type { HeartbeatInfo } from "./worker-state.js";
 
 export type { SchedulerConfig, SchedulerPolicies } from "./scheduler-state.js";
 export { DEFAULT_SCHEDULER_CONFIG } from "./scheduler-state.js";
+
+/** A submit being admitted in slices (Scheduler.beginSubmit). */
+export interface SubmitInProgress {
+  /** Runs the next slice at `now`; done after the slice that admitted the last node. */
+  step(now: number): { done: boolean; effects: Effect[] };
+}
 
 /** Schedules derivation builds of many jobs over many workers. */
 export class Scheduler {
@@ -89,8 +96,27 @@ export class Scheduler {
    * answers with that job and changes nothing.
    */
   submitJob(now: number, submission: Submission): Effect[] {
-    submitJob(this.s, now, submission);
+    runAll(submitSteps(this.s, { now }, submission, 0));
     return finishEvent(this.s, now);
+  }
+
+  /**
+   * The same submit in slices of about `sliceSize` nodes and edges, for the
+   * live coordinator: call `step(now)` until it says done, letting other
+   * events run in between. Each step is an event of its own (its effects end
+   * with a dispatch); the last one carries the `jobAccepted` reply. A
+   * malformed DAG throws from a step before anything changed.
+   */
+  beginSubmit(submission: Submission, sliceSize = 5000): SubmitInProgress {
+    const at = { now: 0 };
+    const steps = submitSteps(this.s, at, submission, sliceSize);
+    return {
+      step: (now) => {
+        at.now = now;
+        const done = steps.next().done === true;
+        return { done, effects: finishEvent(this.s, now) };
+      },
+    };
   }
 
   /** A worker (re)joined; current running leases are adopted, stale ones aborted. */
@@ -179,11 +205,25 @@ export class Scheduler {
     return rec === undefined ? undefined : { node: this.s.dag.node(drvPath), record: copyDrvRecord(rec) };
   }
 
-  /** How many derivations are in each state (for gauges). O(derivations). */
+  /** How many derivations are in each state (for gauges): kept at every change, so O(states). */
   stateCounts(): Record<DrvState, number> {
-    const counts = Object.fromEntries(DRV_STATES.map((st) => [st, 0])) as Record<DrvState, number>;
-    for (const rec of this.s.dag.records.values()) counts[rec.state]++;
-    return counts;
+    return this.s.dag.stateCounts();
+  }
+
+  /** How many jobs are in each state (for gauges): kept at every change, so O(states). */
+  jobStateCounts(): Record<JobState, number> {
+    return this.s.book.stateCounts();
+  }
+
+  /** Workers by state and the memory reserved on each (for gauges): O(workers), no per-build rows. */
+  workerLoads(): { byState: Record<string, number>; reservedMemoryBytes: Record<string, number> } {
+    const byState: Record<string, number> = {};
+    const reservedMemoryBytes: Record<string, number> = {};
+    for (const w of this.s.pool.values()) {
+      byState[w.state] = (byState[w.state] ?? 0) + 1;
+      reservedMemoryBytes[w.info.workerId] = this.s.pool.candidate(w).reservedMemoryBytes;
+    }
+    return { byState, reservedMemoryBytes };
   }
 
   /** Number of derivations ready and waiting for a worker. */

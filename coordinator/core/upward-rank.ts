@@ -9,6 +9,7 @@
 import type { Estimator } from "./estimator.js";
 import type { JobGraph } from "./job-graph.js";
 import type { PriorityPolicy, Rank } from "./priority.js";
+import { runAll, SliceBudget, type Steps } from "./steps.js";
 import type { DrvPath } from "./types.js";
 
 /** Ranks by the longest estimated-duration path to any root. */
@@ -17,8 +18,14 @@ export class UpwardRankPriority implements PriorityPolicy {
 
   /** One pass, dependents first: O(nodes + edges) per submitted job. */
   rankGraph(graph: JobGraph, estimator: Estimator): Map<DrvPath, Rank> {
+    return runAll(this.rankGraphSteps(graph, estimator, new SliceBudget(0)));
+  }
+
+  /** rankGraph in slices of `budget`. */
+  *rankGraphSteps(graph: JobGraph, estimator: Estimator, budget: SliceBudget): Steps<Map<DrvPath, Rank>> {
     const out = new Map<DrvPath, Rank>();
     for (let i = graph.order.length - 1; i >= 0; i--) {
+      if (budget.spend()) yield;
       const path = graph.order[i];
       const deps = graph.dependents.get(path) ?? [];
       let up = 0;

@@ -4,7 +4,7 @@
 // registry, output checking, log tails, job ids and the shell's metrics.
 import type { Logger } from "pino";
 import type { Scheduler } from "../core/scheduler.js";
-import { effectsOf, type Effect } from "../core/effects.js";
+import { effectsOf, type Effect, type EffectOf } from "../core/effects.js";
 import type { Clock } from "../core/clock.js";
 import { holdsLease } from "../core/drv-state.js";
 import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/types.js";
@@ -32,6 +32,9 @@ import { newJobId } from "./job-ids.js";
 import { countEvent, gaugeSource } from "./shell-metrics.js";
 import type { PackagePublishing, PublishAnswer } from "./package-publishing.js";
 import type { PublishRequest, PublishSpec } from "../../proto/convert/mod.js";
+
+/** Nodes plus edges the scheduler admits per step of a submit: a few ms of work, so a 100k-node submit never holds the loop for long. */
+const SUBMIT_SLICE = 5000;
 
 /** Everything the shell needs; main.ts wires it. */
 export interface CoordinatorDeps {
@@ -240,9 +243,19 @@ export class Coordinator implements WorkerHub, FarmApi {
     try {
       if (!this.d.trustSubmittedNodes) await checkNodesAgainstDrvs(this.d.cache, req.nodes, this.d.logger);
       const cached = await this.cachedDerivations(req.nodes);
-      const effects = await this.step("submit", (now) => this.d.scheduler.submitJob(now, { jobId, ...req, cachedDrvPaths: cached }));
-      const accepted = effects.find((e) => e.kind === "jobAccepted");
-      if (!accepted || accepted.kind !== "jobAccepted") throw new Error("scheduler accepted no job");
+      // In slices, each a step of its own: heartbeats, results and dispatch go on between them.
+      const admission = this.d.scheduler.beginSubmit({ jobId, ...req, cachedDrvPaths: cached }, SUBMIT_SLICE);
+      let accepted: EffectOf<"jobAccepted"> | undefined;
+      for (let done = false; !done; ) {
+        if (accepted === undefined) await new Promise((r) => setImmediate(r));
+        const effects = await this.step("submit", (now) => {
+          const r = admission.step(now);
+          done = r.done;
+          return r.effects;
+        });
+        accepted ??= effectsOf(effects, "jobAccepted")[0];
+      }
+      if (accepted === undefined) throw new Error("scheduler accepted no job");
       this.d.metrics?.submits.inc({ result: accepted.existing ? "existing" : "accepted" });
       if (!accepted.existing) this.d.metrics?.cachedAtSubmit.inc(cached.size);
       this.d.logger.info({ job: accepted.jobId, owner: req.owner, existing: accepted.existing, nodes: req.nodes.length, cached: cached.size, ms: Date.now() - started, description: req.description }, "job submitted");
@@ -331,6 +344,6 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   /** Numbers for the Prometheus gauges. */
   gauges(): GaugeSource {
-    return gaugeSource(this.d.scheduler, this.d.clock.now());
+    return gaugeSource(this.d.scheduler);
   }
 }

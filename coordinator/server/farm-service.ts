@@ -4,7 +4,7 @@
 // anyone else another's job does not exist.
 import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest } from "../../proto/gen/farm.js";
+import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest, SubmitRequest } from "../../proto/gen/farm.js";
 import { nodeFromWire, publishRequestFromWire, publishSpecFromSubmit, unpublishRequestFromWire, type PublishRequest, type PublishSpec } from "../../proto/convert/mod.js";
 import type { DrvNode } from "../core/types.js";
 import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
@@ -63,7 +63,7 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
     submit: unary("submit", async (req, caller) => {
       if (req.nodes.length === 0) throw new InvalidInputError("submit carries no derivations");
       if (req.nodes.length > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${req.nodes.length} derivations; this coordinator accepts at most ${deps.maxDagNodes}`);
-      const nodes = req.nodes.map((n) => nodeFromWire(n, storeDir));
+      const nodes = await convertInSlices(req.nodes, storeDir);
       const description = req.description.slice(0, 500);
       // Only the operator's submitters name what users install (see mayPublishNames).
       const publish = mayPublishNames(caller) ? publishSpecFromSubmit({ description, noPublish: req.noPublish, source: req.source }) : undefined;
@@ -133,6 +133,16 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
       flush();
     },
   };
+}
+
+/** Converts (and validates) wire nodes a few thousand at a time, letting other calls run in between. */
+async function convertInSlices(wire: SubmitRequest["nodes"], storeDir: string): Promise<DrvNode[]> {
+  const out: DrvNode[] = [];
+  for (let i = 0; i < wire.length; i++) {
+    out.push(nodeFromWire(wire[i], storeDir));
+    if (i % 5000 === 4999) await new Promise((r) => setImmediate(r));
+  }
+  return out;
 }
 
 function toStatus(err: unknown, method: string, logger: Logger) {

@@ -34,17 +34,10 @@ export function countEvent(ev: FarmEvent, metrics: CoordinatorMetrics | undefine
   }
 }
 
-/** The gauges' numbers now: derivations, workers and jobs by state, memory reserved per worker. */
-export function gaugeSource(scheduler: Scheduler, now: number): GaugeSource {
-  const drvs: Record<string, number> = {};
-  const jobs: Record<string, number> = {};
-  for (const j of scheduler.jobs()) jobs[j.state] = (jobs[j.state] ?? 0) + 1;
-  Object.assign(drvs, scheduler.stateCounts());
-  const workers: Record<string, number> = {};
-  const reserved: Record<string, number> = {};
-  for (const w of scheduler.workers(now)) {
-    workers[w.state] = (workers[w.state] ?? 0) + 1;
-    reserved[w.workerId] = w.running.reduce((sum, r) => sum + r.reservedMemoryBytes, 0);
-  }
+/** The gauges' numbers now: derivations, workers and jobs by state, memory reserved per worker. O(workers + states). */
+export function gaugeSource(scheduler: Scheduler): GaugeSource {
+  const drvs = scheduler.stateCounts();
+  const jobs = scheduler.jobStateCounts();
+  const { byState: workers, reservedMemoryBytes: reserved } = scheduler.workerLoads();
   return { derivationsByState: () => drvs, workersByState: () => workers, jobsByState: () => jobs, reservedMemoryByWorker: () => reserved };
 }

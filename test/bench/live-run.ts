@@ -1,0 +1,237 @@
+// One run of `npm run bench:live`: its own nats-server, a real coordinator
+// process (`farm coordinator`), N live workers in child processes, one
+// submitted graph; measured from outside the coordinator (its /metrics, its
+// log, /proc/PID) so the figures cost it nothing it would not do anyway.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
+import { nodeToWire } from "../../proto/convert/mod.js";
+import { FarmServiceClient, type JobStatus, type SubmitResponse } from "../../proto/gen/farm.js";
+import type { DrvNode } from "../../coordinator/core/types.js";
+import { freePort, waitFor, waitForPort } from "../harness/ports.js";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const FARM_CLI = path.resolve(HERE, "../../coordinator/cli/main.js");
+const WORKER_HOST = path.join(HERE, "live-workers.js");
+/** Worker sessions per child process. */
+const SESSIONS_PER_PROCESS = 50;
+
+/** What one run is asked to do. */
+export interface RunSpec {
+  label: string;
+  workers: number;
+  nodes: DrvNode[];
+  roots: string[];
+  /** Extra coordinator env (e.g. the baseline's upload-path switch). */
+  coordinatorEnv: Record<string, string>;
+  dir: string;
+  buildMs: number;
+  timeoutMs: number;
+  /** Stop once the submit is accepted and the loop is sampled this long (the 100k-submit probe); 0 = run to completion. */
+  stopAfterSubmitMs?: number;
+}
+
+/** The figures of one run. */
+export interface RunResult {
+  label: string;
+  workers: number;
+  state: string;
+  derivations: number;
+  wallS: number;
+  submitS: number;
+  ackP50Ms: number;
+  ackP99Ms: number;
+  loopP99Ms: number;
+  loopMaxMs: number;
+  /** Longest pause in the windows that cover the submit call. */
+  submitPauseMs: number;
+  slowestScrapeMs: number;
+  failedScrapes: number;
+  cpuS: number;
+  peakRssMb: number;
+  /** Heap growth from just before the submit to just after it was accepted (before any GC: includes garbage). */
+  heapAfterSubmitMb: number;
+  workersLost: number;
+}
+
+const TOKEN = `bench-${process.pid}-${Date.now()}`;
+
+function rpc<Res>(client: FarmServiceClient, method: string, req: unknown): Promise<Res> {
+  const md = new Metadata();
+  md.set("authorization", `Bearer ${TOKEN}`);
+  return new Promise((resolve, reject) => {
+    (client as unknown as Record<string, (r: unknown, m: Metadata, o: object, cb: (e: ServiceError | null, r: Res) => void) => void>)[method](
+      req,
+      md,
+      { deadline: new Date(Date.now() + 600_000) },
+      (err, res) => (err ? reject(err) : resolve(res)),
+    );
+  });
+}
+
+/** utime + stime of a process, in seconds (clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Peak resident set (VmHWM) of a process, in MB. */
+function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** The value of a metric line `name{labels} value` (first match), or undefined. */
+function metric(text: string, name: string, labels = ""): number | undefined {
+  const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\}` : ""} (\\S+)$`, "m");
+  const m = re.exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function stopChild(c: ChildProcess | undefined, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (!c || c.exitCode !== null || c.signalCode !== null) return;
+  const exited = new Promise((r) => c.once("exit", r));
+  c.kill(signal);
+  const timer = setTimeout(() => c.kill("SIGKILL"), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Assignment (coordinator decided) to acceptance (result verified, persisted) per lease, from the coordinator's log. */
+function ackLatencies(log: string): { latencies: number[]; lost: number } {
+  const assigned = new Map<string, number>();
+  const latencies: number[] = [];
+  let lost = 0;
+  for (const line of log.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    if (line.includes('"assigned"') || line.includes('"result accepted"')) {
+      const o = JSON.parse(line) as { msg: string; time: number; drv: string; epoch: number };
+      const key = `${o.drv} ${o.epoch}`;
+      if (o.msg === "assigned") assigned.set(key, o.time);
+      else if (assigned.has(key)) latencies.push(o.time - assigned.get(key)!);
+    } else if (line.includes("worker lost")) lost++;
+  }
+  return { latencies: latencies.sort((a, b) => a - b), lost };
+}
+
+/** Runs one farm to the end of its job (or to `stopAfterSubmitMs` after the submit). */
+export async function runLive(spec: RunSpec): Promise<RunResult> {
+  if (!existsSync(FARM_CLI)) throw new Error(`${FARM_CLI} is missing: run \`npm run build\` first`);
+  mkdirSync(spec.dir, { recursive: true });
+  const [natsPort, grpcPort, cachePort, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const children: ChildProcess[] = [];
+  const nats = spawn("nats-server", ["-js", "-a", "127.0.0.1", "-p", String(natsPort), "-sd", path.join(spec.dir, "nats")], { stdio: ["ignore", openSync(path.join(spec.dir, "nats.log"), "a"), openSync(path.join(spec.dir, "nats.log"), "a")] });
+  let coordinator: ChildProcess | undefined;
+  const client = new FarmServiceClient(`127.0.0.1:${grpcPort}`, (await import("@grpc/grpc-js")).credentials.createInsecure(), {
+    "grpc.max_send_message_length": 512 * 1024 ** 2,
+    "grpc.max_receive_message_length": 512 * 1024 ** 2,
+  });
+  const logFile = path.join(spec.dir, "coordinator.log");
+  let sampling = true;
+  try {
+    await waitForPort(natsPort);
+    coordinator = spawn(
+      process.execPath,
+      [FARM_CLI, "coordinator", `--listen=127.0.0.1:${grpcPort}`, `--cache-listen=127.0.0.1:${cachePort}`, `--metrics-listen=127.0.0.1:${metricsPort}`, `--data-dir=${path.join(spec.dir, "coordinator")}`, `--nats-url=nats://127.0.0.1:${natsPort}`, "--nats-prefix=bench-"],
+      {
+        env: { ...process.env, FARM_TOKEN: TOKEN, FARM_LOG_LEVEL: "info", NIX_STORE_DIR: "/nix/store", FARM_TRUST_SUBMITTED_NODES: "1", ...spec.coordinatorEnv },
+        stdio: ["ignore", openSync(logFile, "a"), openSync(logFile, "a")],
+      },
+    );
+    await waitForPort(grpcPort, 60_000);
+    await waitForPort(metricsPort, 60_000);
+    const pid = coordinator.pid!;
+    const scrape = async () => {
+      const t = performance.now();
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return { text, ms: performance.now() - t };
+    };
+    for (let i = 0, left = spec.workers; left > 0; i++, left -= SESSIONS_PER_PROCESS) {
+      const env = { ...process.env, BENCH_COORDINATOR: `127.0.0.1:${grpcPort}`, BENCH_TOKEN: TOKEN, BENCH_SESSIONS: String(Math.min(left, SESSIONS_PER_PROCESS)), BENCH_ID_PREFIX: `p${i}`, BENCH_BUILD_MS: String(spec.buildMs) };
+      children.push(spawn(process.execPath, [WORKER_HOST], { env, stdio: ["ignore", "ignore", openSync(path.join(spec.dir, `workers-${i}.log`), "a")] }));
+    }
+    await waitFor(`${spec.workers} active workers`, async () => (metric((await scrape()).text, "tmpnix_workers", 'state="active"') ?? 0) >= spec.workers, 120_000, 500);
+
+    // Sample the loop once a second: each scrape answers for the window since the previous one.
+    const windows: { atMs: number; p99: number; max: number }[] = [];
+    let slowestScrapeMs = 0;
+    await scrape(); // starts a fresh window
+    const sample = async () => {
+      const { text, ms } = await scrape();
+      slowestScrapeMs = Math.max(slowestScrapeMs, ms);
+      windows.push({ atMs: Date.now(), p99: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="0.99"') ?? 0) * 1000, max: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="1"') ?? 0) * 1000 });
+      return text;
+    };
+    let failedScrapes = 0;
+    const sampler = (async () => {
+      while (sampling) {
+        await new Promise((r) => setTimeout(r, 1000));
+        // A scrape can fail (a keep-alive socket closed while the loop was held up): count it, go on.
+        if (sampling) await sample().catch(() => failedScrapes++);
+      }
+    })();
+
+    const heapOf = (text: string) => (metric(text, "tmpnix_coordinator_nodejs_heap_size_used_bytes") ?? NaN) / 1024 ** 2;
+    const heapBeforeMb = heapOf((await scrape()).text);
+    const cpu0 = cpuSeconds(pid);
+    const started = Date.now();
+    const nodes = spec.nodes.map(nodeToWire);
+    const res = await rpc<SubmitResponse>(client, "submit", { nodes, roots: spec.roots, description: `bench ${spec.label}`, idempotencyKey: `bench-${started}` });
+    const submitS = (Date.now() - started) / 1000;
+    const afterSubmit = await sample().catch(() => "");
+    const heapAfterSubmitMb = heapOf(afterSubmit) - heapBeforeMb;
+    let status: JobStatus | undefined;
+    if (spec.stopAfterSubmitMs) {
+      await new Promise((r) => setTimeout(r, spec.stopAfterSubmitMs));
+      status = await rpc<JobStatus>(client, "getJob", { jobId: res.jobId, derivations: false });
+    } else {
+      const until = started + spec.timeoutMs;
+      do {
+        await new Promise((r) => setTimeout(r, 1000));
+        status = await rpc<JobStatus>(client, "getJob", { jobId: res.jobId, derivations: false });
+      } while (status.state === "running" && Date.now() < until);
+    }
+    const wallS = (Date.now() - started) / 1000;
+    const cpuS = cpuSeconds(pid) - cpu0;
+    const rss = peakRssMb(pid);
+    sampling = false;
+    await sampler;
+    const submitEnd = started + submitS * 1000;
+    const { latencies, lost } = ackLatencies(readFileSync(logFile, "utf8"));
+    const sortedP99 = windows.map((w) => w.p99);
+    return {
+      label: spec.label,
+      workers: spec.workers,
+      state: status.state,
+      derivations: status.counts?.total ?? 0,
+      wallS,
+      submitS,
+      ackP50Ms: percentile(latencies, 50),
+      ackP99Ms: percentile(latencies, 99),
+      loopP99Ms: Math.max(0, ...sortedP99),
+      loopMaxMs: Math.max(0, ...windows.map((w) => w.max)),
+      // The windows that end from the submit's start to just after it returned cover it.
+      submitPauseMs: Math.max(0, ...windows.filter((w) => w.atMs >= started && w.atMs <= submitEnd + 1500).map((w) => w.max)),
+      slowestScrapeMs,
+      failedScrapes,
+      cpuS,
+      peakRssMb: rss,
+      heapAfterSubmitMb,
+      workersLost: lost,
+    };
+  } finally {
+    sampling = false;
+    client.close();
+    for (const c of children) await stopChild(c);
+    await stopChild(coordinator);
+    await stopChild(nats);
+  }
+}
