@@ -67,7 +67,7 @@ async function main(): Promise<number> {
   let nix: NixInUse | undefined;
   if (config.executor === "nix") {
     try {
-      nix = await provideNix({ choice: config.nix as NixChoice, storeDir: config.storeDir, stateDir: config.stateDir, cacheUrl: config.cacheUrl, cachePublicKey: config.cachePublicKey, pathEnv: process.env.PATH ?? "", logger });
+      nix = await provideNix({ choice: config.nix as NixChoice, storeDir: config.storeDir, stateDir: config.stateDir, logDir: config.logDir, cacheUrl: config.cacheUrl, cachePublicKey: config.cachePublicKey, pathEnv: process.env.PATH ?? "", logger });
     } catch (err) {
       if (!(err instanceof NixUnavailableError)) throw err;
       logger.fatal(err.message);

@@ -35,6 +35,7 @@ export interface NixBootstrapOptions {
   choice: NixChoice;
   storeDir: string;
   stateDir: string;
+  logDir: string;
   /** The farm cache and its key, from the worker's config (needed only to install from the cache). */
   cacheUrl: string;
   cachePublicKey: string;
@@ -69,7 +70,7 @@ export async function provideNix(opts: NixBootstrapOptions): Promise<NixInUse> {
   const host = findOnPath("nix-store", opts.pathEnv);
   if (opts.choice === "host" || (opts.choice === "auto" && host)) {
     if (!host) throw new NixUnavailableError("FARM_NIX=host, but there is no nix-store on PATH");
-    return { version: await nixVersion(host), source: `host ${host}` };
+    return { version: await nixVersion(host, opts), source: `host ${host}` };
   }
   return installFromCache(opts);
 }
@@ -93,20 +94,27 @@ async function installFromCache(opts: NixBootstrapOptions): Promise<NixInUse> {
   const installed = await installClosure({ client, storeDir, paths: [main], logger });
   const binDir = path.join(main, "bin");
   const nixStore = path.join(binDir, "nix-store");
-  const version = await nixVersion(nixStore);
+  const version = await nixVersion(nixStore, opts);
   await registerInNixDb(nixStore, main, await client.closure([main]), opts);
   logger.info({ storePath: main, version, fetched: installed.installed.length, seconds: (Date.now() - started) / 1000 }, `running Nix ${version} from the farm's cache`);
   return { version, binDir, source: `cache ${main} (${entry.source}, published ${entry.builtAt})` };
 }
 
-async function nixVersion(nixStore: string): Promise<string> {
+/** The environment the worker's own Nix queries run in: its dirs, never the compiled-in /nix (not ours to write). */
+function queryEnv(opts: NixBootstrapOptions): NodeJS.ProcessEnv {
+  return { PATH: "/usr/bin:/bin", NIX_STORE_DIR: opts.storeDir, NIX_STATE_DIR: opts.stateDir, NIX_LOG_DIR: opts.logDir, HOME: opts.stateDir };
+}
+
+async function nixVersion(nixStore: string, opts: NixBootstrapOptions): Promise<string> {
   try {
-    const { stdout } = await execa(nixStore, ["--version"], { env: { PATH: "/usr/bin:/bin" }, extendEnv: false, timeout: 30_000 });
+    mkdirSync(opts.stateDir, { recursive: true });
+    const { stdout } = await execa(nixStore, ["--version"], { env: queryEnv(opts), extendEnv: false, timeout: 30_000 });
     const m = /\(Nix\)\s+(\S+)/.exec(stdout);
     if (!m) throw new Error(`unexpected output '${stdout.slice(0, 80)}'`);
     return m[1];
   } catch (err) {
-    throw new NixUnavailableError(`${nixStore} does not run: ${(err as Error).message.split("\n")[0]}`, { cause: err });
+    const stderr = String((err as { stderr?: unknown }).stderr ?? "").trim().split("\n").find((l) => l.startsWith("error:"));
+    throw new NixUnavailableError(`${nixStore} does not run: ${stderr ?? (err as Error).message.split("\n")[0]}`, { cause: err });
   }
 }
 
@@ -116,8 +124,7 @@ async function nixVersion(nixStore: string): Promise<string> {
  * delete them as invalid paths.
  */
 async function registerInNixDb(nixStore: string, main: string, infos: NarInfo[], opts: NixBootstrapOptions): Promise<void> {
-  const env = { PATH: "/usr/bin:/bin", NIX_STORE_DIR: opts.storeDir, NIX_STATE_DIR: opts.stateDir, HOME: opts.stateDir };
-  await execa(nixStore, ["--load-db"], { input: dumpDbFormat(infos, opts.storeDir), env, extendEnv: false });
+  await execa(nixStore, ["--load-db"], { input: dumpDbFormat(infos, opts.storeDir), env: queryEnv(opts), extendEnv: false });
   const root = nixRootLink(opts.stateDir);
   mkdirSync(path.dirname(root), { recursive: true });
   const tmp = `${root}.tmp-${process.pid}`;

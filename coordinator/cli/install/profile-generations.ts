@@ -7,6 +7,7 @@
 // command changes a profile at a time (a lock file naming its pid; a dead
 // holder's lock is taken over).
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Logger } from "pino";
@@ -22,12 +23,18 @@ export class NoSuchGenerationError extends InvalidInputError {}
 
 const GEN_RE = /^[1-9][0-9]{0,8}$/;
 
+/** Whether `pid` still runs: a SIGKILLed command stays a zombie until its reaper gets to it, and a zombie holds nothing. */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== "ENOENT"; // gone meanwhile; otherwise trust the signal
   }
 }
 
