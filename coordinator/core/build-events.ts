@@ -7,6 +7,9 @@ import { platformMatches } from "./placement.js";
 import { abortHolders, cancelDrv, endAttempt, takeBack, type SchedulerState } from "./scheduler-state.js";
 import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
 
+/** How much more free disk than it filled a build that ran out of disk needs next time. */
+const DISK_FLOOR_FACTOR = 1.25;
+
 /** How the scheduler treats a reported outcome. */
 export type OutcomeClass = "done" | "failed" | "transient" | "oom" | "aborted";
 
@@ -129,7 +132,9 @@ export function buildReported(
       const what = report.outcome === "succeeded" ? "upload-failed: outputs not verified in the cache" : describe(report);
       rec.transientFailures++;
       // It filled that worker's disk: it needs more than the worker had free at best, so placement looks elsewhere.
-      if (report.outcome === "disk-full") rec.diskFloorBytes = Math.max(rec.diskFloorBytes ?? 0, w.info.freeDiskBytes + 1, w.freeDiskBytes + 1);
+      // A quarter more: garbage collection after the failure can leave that worker a little more room than it
+      // had, and a retry there would only fill it again.
+      if (report.outcome === "disk-full") rec.diskFloorBytes = Math.max(rec.diskFloorBytes ?? 0, Math.ceil(Math.max(w.info.freeDiskBytes, w.freeDiskBytes) * DISK_FLOOR_FACTOR) + 1);
       if (rec.transientFailures > s.config.maxTransientRetries) {
         s.dag.apply(rec, now, () => fail(rec, now, `gave up after ${rec.transientFailures} transient failures; last: ${what}`));
       } else {

@@ -58,6 +58,19 @@ interface FitTerms {
   afterOom: boolean;
   /** The need plus its headroom must fit the unreserved memory (else the bare need). */
   padded: boolean;
+  /** This build filled a worker's disk before (it has a disk floor). */
+  filledADisk: boolean;
+}
+
+/**
+ * Whether `c`'s free disk can't hold `diskBytes`. 0 means not reported (the
+ * wire can't tell unset from 0) and passes: the worker still refuses a build
+ * that finds its disk full. Not for a build that already filled a disk: a
+ * worker whose disk is full right now reports 0 too, so it needs known room.
+ */
+function lacksDisk(c: WorkerCandidate, diskBytes: number, filledADisk: boolean): boolean {
+  if (c.worker.freeDiskBytes <= 0) return filledADisk;
+  return diskBytes > c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0);
 }
 
 type Miss = { kind: "memory"; unreserved: number } | { kind: "disk"; freeDisk: number };
@@ -91,7 +104,7 @@ export class MemoryFit implements PlacementPolicy {
     // then it runs bare at one core, its smallest need, leaving whatever margin there is.
     const cramped = model.measured && largest !== null && this.withHeadroom(memoryAt(model, 1), model) > this.usable(largest);
     const coreCap = cramped ? 1 : req.record.coreLimit > 0 ? req.record.coreLimit : MAX_CORES_TRIED;
-    const how: FitTerms = { coreCap, now: req.now, afterOom: req.record.oomKills > 0, padded: model.measured && !cramped };
+    const how: FitTerms = { coreCap, now: req.now, afterOom: req.record.oomKills > 0, padded: model.measured && !cramped, filledADisk: floor > 0 };
     const fits: Fit[] = [];
     const misses: Miss[] = [];
     for (const c of req.candidates) {
@@ -129,7 +142,7 @@ export class MemoryFit implements PlacementPolicy {
       const info = c.worker.info;
       if (!hasFreeSlot(c) || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
       if (this.usable(info) < this.usable(largest) || c.running > 0 || c.reservedMemoryBytes > 0) continue;
-      if (c.worker.freeDiskBytes > 0 && model.diskBytes > c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0)) continue;
+      if (lacksDisk(c, model.diskBytes, (req.record.diskFloorBytes ?? 0) > 0)) continue;
       const reservation = Math.floor(this.usable(info));
       const durationMs = durationAt(model, 1);
       out.push({ c, cores: 1, reservation, disk: model.diskBytes, durationMs, remainingMs: remainingLifetimeMs(c.worker, req.now), leftover: 0 });
@@ -211,7 +224,7 @@ export class MemoryFit implements PlacementPolicy {
     return largest;
   }
 
-  private fitOn(c: WorkerCandidate, model: ResourceModel, { coreCap, now, afterOom, padded }: FitTerms): Fit | Miss {
+  private fitOn(c: WorkerCandidate, model: ResourceModel, { coreCap, now, afterOom, padded, filledADisk }: FitTerms): Fit | Miss {
     const info = c.worker.info;
     const margin = this.marginOf(info);
     const unreserved = info.memoryBytes - c.reservedMemoryBytes - margin;
@@ -226,9 +239,7 @@ export class MemoryFit implements PlacementPolicy {
       }
     }
     if (cores === 0) return { kind: "memory", unreserved };
-    // 0 means not reported (the wire cannot tell unset from 0); the worker still refuses a build that finds its disk full.
-    const freeDisk = c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0);
-    if (c.worker.freeDiskBytes > 0 && model.diskBytes > freeDisk) return { kind: "disk", freeDisk };
+    if (lacksDisk(c, model.diskBytes, filledADisk)) return { kind: "disk", freeDisk: c.worker.freeDiskBytes - (c.reservedDiskBytes ?? 0) };
     // More room (up to guessedMemoryFactor x the need, within the worker's
     // per-slot share) for a guess (guesses are often low, and an OOM kill
     // costs a rebuild), after an OOM kill of this build (it was killed AT its
