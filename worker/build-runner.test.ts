@@ -30,6 +30,27 @@ function runner(durations: Record<string, number>, maxBuilds = 1) {
 }
 
 describe("BuildRunner", () => {
+  it("uploads an adopted build's outputs under the lease and credential it holds now, not the first ones", async () => {
+    const seen: unknown[] = [];
+    let finish!: () => void;
+    const held = new Promise<void>((r) => (finish = r));
+    const executor = {
+      async run(a: AssignmentSpec, ctx: import("./executor.js").ExecutorContext) {
+        await held;
+        seen.push(ctx.grant?.());
+        return { lease: a.lease, outcome: "succeeded" as const, outputs: [], durationMs: 1, peakMemoryBytes: 0, cores: 1, error: "" };
+      },
+    };
+    const r = new BuildRunner(executor, 1, logger);
+    r.setCache({ cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey });
+    const first = { ...spec(9), uploadCredential: "credential-epoch-1" };
+    expect(r.start(first)).toBe("started");
+    expect(r.start({ ...first, lease: { ...first.lease, epoch: 3 }, uploadCredential: "credential-epoch-3" })).toBe("adopted");
+    finish();
+    expect(await r.idle(5000)).toBe(true);
+    expect(seen).toEqual([{ lease: { drvPath: first.lease.drvPath, epoch: 3 }, uploadCredential: "credential-epoch-3" }]);
+  });
+
   it("frees an aborted build's slot at once, so work sent right after a stale-lease abort starts", async () => {
     const r = runner({ b1: 60_000, b2: 50 });
     expect(r.start(spec(1))).toBe("started");

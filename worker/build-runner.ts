@@ -19,7 +19,9 @@ export interface BuildSink {
 export type StartResult = "started" | "already-running" | "adopted" | "full" | "draining";
 
 interface Running {
+  /** The lease it runs under now (renewed when a coordinator adopts it under a newer epoch), and its upload credential. */
   lease: Lease;
+  uploadCredential?: string;
   spec: AssignmentSpec;
   startedAtMs: number;
   abort: AbortController;
@@ -102,6 +104,7 @@ export class BuildRunner {
       // Reassigned to us while we were still building it: keep building, report under the new epoch.
       this.logger.info({ drv: spec.lease.drvPath, from: existing.lease.epoch, to: spec.lease.epoch }, "adopting running build under a new lease");
       existing.lease = spec.lease;
+      existing.uploadCredential = spec.uploadCredential;
       return "adopted";
     }
     if (this.draining) return "draining";
@@ -113,13 +116,14 @@ export class BuildRunner {
     const cache = this.cache;
     const abort = new AbortController();
     const started = Date.now();
-    const entry: Running = { lease: spec.lease, spec, startedAtMs: started, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, done: Promise.resolve() };
+    const entry: Running = { lease: spec.lease, uploadCredential: spec.uploadCredential, spec, startedAtMs: started, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, done: Promise.resolve() };
     this.running.set(spec.lease.drvPath, entry);
     entry.done = this.executor
       .run(spec, {
         ...cache,
         signal: abort.signal,
         onLog: (lines) => this.sink?.log(entry.lease, lines),
+        grant: () => ({ lease: entry.lease, uploadCredential: entry.uploadCredential }),
         onUsage: (bytes) => {
           entry.memoryBytes = bytes;
           entry.peakMemoryBytes = Math.max(entry.peakMemoryBytes, bytes);

@@ -1,7 +1,7 @@
 // The seam between the worker's session (gRPC) and whatever runs a build: the
 // real Nix executor, or the fake one used for load tests without Nix.
 import { FarmError } from "../proto/errors.js";
-import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport, Lease } from "../proto/types.js";
 
 /** What a build needs from its surroundings. */
 export interface ExecutorContext {
@@ -15,6 +15,18 @@ export interface ExecutorContext {
   onLog(lines: string[]): void;
   /** Receives the build's current memory use now and then. */
   onUsage?(bytes: number): void;
+  /**
+   * The lease and upload credential the build holds now: a coordinator may
+   * re-assign a running build under a newer epoch (it is adopted), and the
+   * cache accepts its outputs only under that one. Absent: the assignment's.
+   */
+  grant?(): UploadGrant;
+}
+
+/** What outputs are uploaded under. */
+export interface UploadGrant {
+  lease: Lease;
+  uploadCredential?: string;
 }
 
 /** Runs one assignment. */

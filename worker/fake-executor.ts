@@ -59,7 +59,8 @@ export class FakeExecutor implements Executor {
       const counter = new HashCounter();
       counter.update(nar);
       try {
-        await cache.upload({ storePath, references: [], deriver: a.lease.drvPath, narStream: (async function* () { yield nar; })(), lease: a.lease, token: a.uploadCredential });
+        const grant = ctx.grant?.() ?? a;
+        await cache.upload({ storePath, references: [], deriver: a.lease.drvPath, narStream: (async function* () { yield nar; })(), lease: grant.lease, token: grant.uploadCredential });
       } catch (err) {
         return failureReport(a, "upload-failed", `uploading ${storePath} failed: ${(err as Error).message}`, started);
       }

@@ -141,7 +141,10 @@ export class NixExecutor implements Executor {
       t = Date.now();
       // If the farm ends up publishing another build of these paths, dropUnpublished swaps ours out before any use.
       const outputs = await withCacheRetry(
-        () => uploadOutputs(this.store, cache, a.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), a.uploadCredential),
+        () => {
+          const grant = ctx.grant?.() ?? a; // adopted under a newer epoch meanwhile: upload under that one
+          return uploadOutputs(this.store, cache, grant.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), grant.uploadCredential);
+        },
         { ...retry, what: "uploading outputs" },
       );
       for (const o of outputs) this.builtHere.set(o.path, o.narHash); // what we uploaded is what the store holds
