@@ -25,7 +25,9 @@ describe("singleFileNar", () => {
     for (const text of ["", "x", "hello, world\n", "12345678"]) {
       const file = path.join(dir, "f");
       writeFileSync(file, text);
-      const r = await execa("nix-store", ["--dump", file], { encoding: "buffer" });
+      // Nix's own dirs in the test's temp dir: run as root with the defaults, even --dump sets up /nix/var.
+      const env = { NIX_STORE_DIR: path.join(dir, "store"), NIX_STATE_DIR: path.join(dir, "state"), NIX_LOG_DIR: path.join(dir, "log") };
+      const r = await execa("nix-store", ["--dump", file], { encoding: "buffer", env });
       expect(singleFileNar(text).equals(Buffer.from(r.stdout))).toBe(true);
     }
   });

@@ -100,7 +100,10 @@ export async function relocateHostNix(opts: RelocateOptions): Promise<RelocatedN
   await execa(patchelf, ["--version"]).catch(() => {
     throw new InvalidInputError(`relocating Nix needs patchelf (Debian: apt-get install patchelf)`);
   });
-  const version = parseNixVersion((await execa(binary, ["--version"], { env: { PATH: "/usr/bin:/bin" }, extendEnv: false })).stdout);
+  // Its dirs in our scratch dir: with the compiled-in defaults, Nix run as root sets up /nix/var even for --version.
+  const scratch = join(opts.workDir, "nix-query");
+  const queryEnv = { PATH: "/usr/bin:/bin", NIX_STORE_DIR: join(scratch, "store"), NIX_STATE_DIR: join(scratch, "state"), NIX_LOG_DIR: join(scratch, "log"), HOME: scratch };
+  const version = parseNixVersion((await execa(binary, ["--version"], { env: queryEnv, extendEnv: false })).stdout);
   const { loader, libs } = parseLdd((await execa("ldd", [binary])).stdout);
   if (!loader) throw new InvalidInputError(`ldd names no dynamic loader for ${binary}: is it a dynamically linked ELF?`);
   // glibc loads NSS modules (user and host lookups) with dlopen, which ldd can't see; libc's rpath
