@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
-import { dumpDbFormat, findOnPath, NixUnavailableError, provideNix } from "./nix-bootstrap.js";
+import { findOnPath } from "../proto/nix/mod.js";
+import { dumpDbFormat, NixUnavailableError, provideNix } from "./nix-bootstrap.js";
 
 const dir = mkdtempSync(path.join(tmpdir(), "nix-bootstrap-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -6,12 +6,12 @@
 // are then registered in Nix's own database and rooted, so the worker's
 // `nix-store --gc` can never delete the Nix it is running.
 
-import { accessSync, constants, statSync, symlinkSync, renameSync, mkdirSync } from "node:fs";
+import { symlinkSync, renameSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import type { Logger } from "pino";
 import { FarmError } from "../proto/errors.js";
-import { CacheClient, currentEntry, type NarInfo } from "../proto/nix/mod.js";
+import { CacheClient, currentEntry, findOnPath, type NarInfo } from "../proto/nix/mod.js";
 import { installClosure } from "../proto/nix/install/mod.js";
 
 /** Where the worker's Nix comes from: the host's if it has one, else the cache ("auto"), or forced. */
@@ -42,22 +42,6 @@ export interface NixBootstrapOptions {
   /** The PATH the worker runs with. */
   pathEnv: string;
   logger: Logger;
-}
-
-/** An executable regular file named `name` in a PATH list, or undefined. */
-export function findOnPath(name: string, pathEnv: string): string | undefined {
-  for (const dir of pathEnv.split(":").filter(Boolean)) {
-    const file = path.join(dir, name);
-    try {
-      // A regular file: a name hidden under /dev/null (as a test's bare container does) is not a Nix.
-      if (!statSync(file).isFile()) continue;
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 /** The GC root (in Nix's state dir) that keeps the bootstrapped Nix alive. */

@@ -6,14 +6,15 @@
 // --from names a Nix the farm itself built (once it has built nixpkgs' nix);
 // without it, the Nix installed here is relocated (relocate.ts) and uploaded
 // as content-addressed paths, which the cache checks against their bytes.
-import { access, chmod, constants, mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import type { CommandContext } from "../main.js";
 import { connectFarm, call } from "../rpc.js";
 import { InvalidInputError } from "../../core/errors.js";
-import { CacheClient, dumpPath, parseStorePath, versionOfStorePath } from "../../../proto/nix/mod.js";
+import { CacheClient, dumpPath, findOnPath, parseStorePath, versionOfStorePath } from "../../../proto/nix/mod.js";
+import { removeTree } from "../../../proto/nix/install/mod.js";
 import { relocateHostNix, type RelocatedPath } from "./relocate.js";
 import { formatBytes } from "../format.js";
 
@@ -39,7 +40,7 @@ export async function run(ctx: CommandContext): Promise<number> {
       source = `built by the farm (${path.basename(from)})`;
     } else {
       const nixBinary = (ctx.flags.nix as string | undefined) ?? "nix-store";
-      const uploaded = await relocateAndUpload(cache, nixBinary.includes("/") ? nixBinary : await onPath(nixBinary), storeDir, logger, (line) => (ctx.json ? undefined : ctx.err(line)));
+      const uploaded = await relocateAndUpload(cache, nixBinary.includes("/") ? nixBinary : onPath(nixBinary), storeDir, logger, (line) => (ctx.json ? undefined : ctx.err(line)));
       main = uploaded.storePath;
       source = `relocated from this operator's Nix ${versionOfStorePath(main, storeDir) ?? ""}`.trim();
     }
@@ -71,29 +72,13 @@ async function relocateAndUpload(cache: CacheClient, nixBinary: string, storeDir
     }
     return relocated.main;
   } finally {
-    await removeReadOnlyTree(workDir);
+    await removeTree(workDir); // read-only, as in a store
   }
 }
 
-async function onPath(name: string): Promise<string> {
-  for (const dir of (process.env.PATH ?? "").split(":").filter(Boolean)) {
-    const file = path.join(dir, name);
-    try {
-      await access(file, constants.X_OK);
-      return file;
-    } catch {
-      // not here
-    }
-  }
-  throw new InvalidInputError(`no ${name} on PATH: install Nix here (Debian: apt-get install nix-bin), pass --nix BINARY, or --from a Nix the farm built`);
-}
-
-/** The relocated trees are read-only, as in a store: make them writable to remove them. */
-async function removeReadOnlyTree(dir: string): Promise<void> {
-  const walk = async (d: string): Promise<void> => {
-    await chmod(d, 0o755).catch(() => {});
-    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) if (e.isDirectory()) await walk(path.join(d, e.name));
-  };
-  await walk(dir);
-  await rm(dir, { recursive: true, force: true });
+/** The program's file on PATH, or a one-line refusal. */
+function onPath(name: string): string {
+  const file = findOnPath(name, process.env.PATH ?? "");
+  if (!file) throw new InvalidInputError(`no ${name} on PATH: install Nix here (Debian: apt-get install nix-bin), pass --nix BINARY, or --from a Nix the farm built`);
+  return file;
 }
