@@ -82,7 +82,9 @@ export type BuildOutcome =
   | "aborted"
   | "upload-failed"
   | "timed-out"
-  | "worker-error";
+  | "worker-error"
+  /** The worker refused the assignment and never started it. */
+  | "declined";
 
 export interface BuiltOutput {
   name: string;

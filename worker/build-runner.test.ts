@@ -3,7 +3,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import type { AssignmentSpec } from "../proto/types.js";
-import { BuildRunner } from "./build-runner.js";
+import { BuildRunner, declineReason } from "./build-runner.js";
 import { FakeExecutor } from "./fake-executor.js";
 
 const STORE = "/tmp/nix/store";
@@ -58,6 +58,24 @@ describe("BuildRunner", () => {
     expect(r.abort(spec(1).lease, "stale lease")).toBe(true);
     expect(r.start(spec(2))).toBe("started");
     expect(await r.idle(5000)).toBe(true);
+  });
+
+  it("declines a new lease of a derivation whose aborted attempt is still stopping, instead of adopting the dying build", async () => {
+    const r = runner({ b1: 60_000 });
+    expect(r.start(spec(1))).toBe("started");
+    expect(r.abort(spec(1).lease, "stale lease")).toBe(true);
+    const next = { ...spec(1), lease: { ...spec(1).lease, epoch: spec(1).lease.epoch + 1 } };
+    expect(r.start(next)).toBe("stopping");
+    expect(await r.idle(5000)).toBe(true);
+    expect(r.start(next)).toBe("started");
+  });
+
+  it("says what holds its slots when it declines for being full", () => {
+    const busy = [{ drvPath: "/tmp/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello.drv", epoch: 4 }];
+    expect(declineReason("full", busy)).toBe("worker is already running its maximum number of builds (1): aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello.drv (epoch 4)");
+    expect(declineReason("draining", [])).toBe("worker is draining");
+    expect(declineReason("started", busy)).toBeNull();
+    expect(declineReason("adopted", busy)).toBeNull();
   });
 
   it("names finished builds whose result is not acknowledged in the join, until acknowledged", async () => {

@@ -15,8 +15,27 @@ export interface BuildSink {
   result(report: BuildReport): void;
 }
 
-/** Why start() did or didn't start a build. */
-export type StartResult = "started" | "already-running" | "adopted" | "full" | "draining";
+/**
+ * Why start() did or didn't start a build. The last three decline it:
+ * "stopping" when an aborted attempt of the same derivation is still on its way out.
+ */
+export type StartResult = "started" | "already-running" | "adopted" | "full" | "draining" | "stopping";
+
+/** Why an assignment was declined, for the coordinator's log and `farm status`; null when it was not. */
+export function declineReason(started: StartResult, busy: readonly Lease[]): string | null {
+  switch (started) {
+    case "full": {
+      const names = busy.map((l) => `${l.drvPath.slice(l.drvPath.lastIndexOf("/") + 1)} (epoch ${l.epoch})`);
+      return `worker is already running its maximum number of builds (${busy.length}): ${names.join(", ")}`;
+    }
+    case "draining":
+      return "worker is draining";
+    case "stopping":
+      return "an aborted attempt of this derivation is still stopping here";
+    default:
+      return null;
+  }
+}
 
 interface Running {
   /** The lease it runs under now (renewed when a coordinator adopts it under a newer epoch), and its upload credential. */
@@ -65,6 +84,15 @@ export class BuildRunner {
     return [...this.running.values()].map((r) => r.lease);
   }
 
+  /**
+   * Leases of the builds that hold a slot. An aborted build is on its way out (its process tree is
+   * already killed): its slot is free. The coordinator sends new work right after aborting a stale
+   * lease, as when a cut-off worker comes back.
+   */
+  busyLeases(): Lease[] {
+    return [...this.running.values()].filter((r) => !r.abort.signal.aborted).map((r) => r.lease);
+  }
+
   /** Memory use of each running build. */
   usage(): RunningUsage[] {
     return [...this.running.values()].map((r) => ({ lease: r.lease, memoryBytes: r.memoryBytes, peakMemoryBytes: r.peakMemoryBytes }));
@@ -101,6 +129,8 @@ export class BuildRunner {
     const existing = this.running.get(spec.lease.drvPath);
     if (existing) {
       if (existing.lease.epoch === spec.lease.epoch) return "already-running";
+      // Being killed: adopting it would only report an abort under the new lease.
+      if (existing.abort.signal.aborted) return "stopping";
       // Reassigned to us while we were still building it: keep building, report under the new epoch.
       this.logger.info({ drv: spec.lease.drvPath, from: existing.lease.epoch, to: spec.lease.epoch }, "adopting running build under a new lease");
       existing.lease = spec.lease;
@@ -108,10 +138,7 @@ export class BuildRunner {
       return "adopted";
     }
     if (this.draining) return "draining";
-    // An aborted build is on its way out (its process tree is already killed): its slot is free. The
-    // coordinator sends new work right after aborting a stale lease, as when a cut-off worker comes back.
-    const busy = [...this.running.values()].filter((r) => !r.abort.signal.aborted).length;
-    if (busy >= this.maxBuilds) return "full";
+    if (this.busyLeases().length >= this.maxBuilds) return "full";
     if (!this.cache) throw new FarmError("no cache configured before the first build");
     const cache = this.cache;
     const abort = new AbortController();

@@ -191,16 +191,21 @@ describe("runOnce", () => {
     expect((await ended).kind).toBe("drained");
   });
 
-  it("refuses assignments beyond maxBuilds with a worker-error result", async () => {
+  it("declines assignments beyond maxBuilds, naming what it runs, and sends a heartbeat right after", async () => {
     const { opts } = await setup({ a: 60_000, b: 60_000, c: 60_000 });
-    const ended = runOnce(opts);
+    const ended = runOnce({ ...opts, heartbeatIntervalMs: 60_000 }); // no periodic heartbeat during the test
     const s = await coord.stream(0);
     await s.next("join");
     welcome(s);
+    await s.next("heartbeat");
     for (const n of ["a", "b", "c"]) s.send({ $case: "assign", value: assignment(n) });
     const result = await s.next("result");
     expect(result.lease).toEqual(assignment("c").lease);
-    expect(result.status).toBe(BuildStatus.BUILD_STATUS_WORKER_ERROR);
+    expect(result.status).toBe(BuildStatus.BUILD_STATUS_DECLINED);
+    expect(result.error).toMatch(/maximum number of builds \(2\): .*-a\.drv \(epoch 1\), .*-b\.drv \(epoch 1\)/);
+    // The coordinator gives no work until a heartbeat tells it what runs here: one follows at once.
+    const hb = await s.next("heartbeat");
+    expect(hb.running).toEqual([assignment("a").lease, assignment("b").lease]);
     drain.abort();
     await ended;
   });

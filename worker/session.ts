@@ -6,7 +6,7 @@ import { Metadata, status as GrpcStatus, type ClientDuplexStream, type ServiceEr
 import type { Logger } from "pino";
 import type { BuildReport, Lease, RunningUsage, WorkerInfo } from "../proto/types.js";
 import type { Assignment, CoordinatorMessage, Welcome, WorkerMessage, WorkerServiceClient } from "../proto/gen/farm.js";
-import type { BuildRunner } from "./build-runner.js";
+import { declineReason, type BuildRunner } from "./build-runner.js";
 import { failureReport } from "./executor.js";
 import { SessionMachine } from "./session-state.js";
 import { assignmentFromWire, drainToWire, heartbeatToWire, joinToWire, leaseFromWire, logToWire, PROTOCOL_VERSION, resultToWire } from "../proto/convert/mod.js";
@@ -193,9 +193,11 @@ class Connection {
     }
     const started = opts.runner.start(spec);
     log.info({ drv: spec.lease.drvPath, epoch: spec.lease.epoch, cores: spec.cores, memoryLimitBytes: spec.memoryLimitBytes, start: started }, `assigned ${spec.name} with ${spec.cores} cores`);
-    if (started === "full" || started === "draining") {
-      const outcome = started === "draining" ? "aborted" : "worker-error";
-      this.sendResult(failureReport(spec, outcome, started === "draining" ? "worker is draining" : "worker is already running its maximum number of builds", Date.now()));
+    const why = declineReason(started, opts.runner.busyLeases());
+    if (why !== null) {
+      this.sendResult(failureReport(spec, "declined", why, Date.now()));
+      // The coordinator gives us no work until it has reconciled our running builds: tell it now.
+      this.sendHeartbeat();
     }
   }
 

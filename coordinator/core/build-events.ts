@@ -6,12 +6,13 @@ import { mb, safetyMargin } from "./memory-fit.js";
 import { platformMatches } from "./placement.js";
 import { abortHolders, cancelDrv, endAttempt, takeBack, type SchedulerState } from "./scheduler-state.js";
 import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
+import { declineWork, type WorkerRecord } from "./worker-state.js";
 
 /** How much more free disk than it filled a build that ran out of disk needs next time. */
 const DISK_FLOOR_FACTOR = 1.25;
 
 /** How the scheduler treats a reported outcome. */
-export type OutcomeClass = "done" | "failed" | "transient" | "oom" | "aborted";
+export type OutcomeClass = "done" | "failed" | "transient" | "oom" | "aborted" | "declined";
 
 /**
  * What the shell found of a success it could not publish on its own word: an
@@ -31,6 +32,8 @@ export function classifyOutcome(outcome: BuildOutcome, outputsVerified: boolean)
       return "oom";
     case "aborted":
       return "aborted";
+    case "declined":
+      return "declined";
     case "inputs-unavailable":
     case "upload-failed":
     case "worker-error":
@@ -77,9 +80,10 @@ export function buildReported(
   }
   const rec = s.dag.records.get(lease.drvPath)!;
   const w = s.pool.get(workerId)!;
+  w.lastSeenMs = now;
+  if (report.outcome === "declined") return assignmentDeclined(s, rec, w, report, now);
   const node = s.dag.node(rec.drvPath);
   const holder = holderOn(rec, workerId)!;
-  w.lastSeenMs = now;
   rec.durationMs = report.durationMs;
   rec.peakMemoryBytes = report.peakMemoryBytes;
   if (report.memoryNotMeasured) rec.peakMemoryNotMeasured = true;
@@ -147,6 +151,22 @@ export function buildReported(
       break;
   }
   s.sink.send({ kind: "ack", workerId, lease, accepted: true, reason: "" });
+}
+
+/**
+ * The worker refused the assignment: it never ran, so it costs the derivation
+ * nothing and teaches the estimator nothing. The worker and the coordinator
+ * disagree about its free slots (an abort it never got, say), so it gets no
+ * new work until its next heartbeat, whose running builds are reconciled
+ * first (stale ones get an abort); the worker sends one at once.
+ */
+function assignmentDeclined(s: SchedulerState, rec: DrvRecord, w: WorkerRecord, report: BuildReport, now: number): void {
+  const workerId = w.info.workerId;
+  const reason = `declined by ${workerId}: ${report.error === "" ? "no reason given" : report.error}`;
+  endAttempt(s, rec, workerId, now, reason);
+  declineWork(w);
+  s.sink.emit({ type: "assignment.declined", atMs: now, workerId, lease: report.lease, reason: report.error });
+  s.sink.send({ kind: "ack", workerId, lease: report.lease, accepted: true, reason: "" });
 }
 
 /**

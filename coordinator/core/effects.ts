@@ -24,6 +24,8 @@ export type FarmEvent =
   | { type: "worker.draining"; atMs: number; workerId: string; deadlineMs: number; handedBack: number }
   | { type: "worker.lost"; atMs: number; workerId: string; requeued: DrvPath[] }
   | { type: "build.rejected"; atMs: number; workerId: string; lease: Lease; reason: string }
+  /** A worker refused an assignment (it said its slots were taken): requeued at no cost, the worker waits for its next heartbeat. */
+  | { type: "assignment.declined"; atMs: number; workerId: string; lease: Lease; reason: string }
   /** A backup copy of a long build started on another worker, under the same lease. */
   | { type: "drv.backup-copy-started"; atMs: number; drvPath: DrvPath; epoch: number; workerId: string; backupCopies: number }
   /** A backup copy gave its worker up to a derivation that had nowhere else to go. */

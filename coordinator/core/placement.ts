@@ -51,9 +51,9 @@ export function platformMatches(info: WorkerInfo, system: string, requiredFeatur
   return requiredFeatures.every((f) => info.features.includes(f));
 }
 
-/** True when the candidate takes new work: active with a free build slot. */
+/** True when the candidate takes new work: active with a free build slot (and not waiting out a declined assignment). */
 export function hasFreeSlot(c: Pick<WorkerCandidate, "worker" | "running">): boolean {
-  return c.worker.state === "active" && c.running < c.worker.info.maxBuilds;
+  return c.worker.state === "active" && c.worker.declinedWork !== true && c.running < c.worker.info.maxBuilds;
 }
 
 /** Clamps `cores` to the record's OOM-driven cap (if any) and to at least 1. */

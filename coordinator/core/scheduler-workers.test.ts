@@ -52,6 +52,31 @@ describe("scheduler: leases and workers", () => {
     expect(effectsOf(h.report(second), "ack")[0].accepted).toBe(true);
   });
 
+  it("a declined assignment costs nothing, and its worker gets no work until a heartbeat reconciles what it runs", () => {
+    const h = new Harness({ heartbeatTimeoutMs: TIMEOUT, maxTransientRetries: 1 });
+    h.run((s, t) => s.workerJoined(t, mkWorker("w1", { maxBuilds: 1 })));
+    // The worker still runs a build we think it dropped: "stale" was aborted on its way (say) and never arrived.
+    const stale = { drvPath: drvPathOf("stale"), epoch: 7 };
+    let assign = oneDrv(h);
+    for (let i = 0; i < 3; i++) {
+      const declined = h.report(assign, "declined");
+      expect(effectsOf(declined, "ack")).toEqual([{ kind: "ack", workerId: "w1", lease: assign.spec.lease, accepted: true, reason: "" }]);
+      expect(effectsOf(declined, "event").map((e) => e.event.type)).toContain("assignment.declined");
+      // Not offered again to the worker that said it was full.
+      expect(h.assigns(declined)).toEqual([]);
+      expect(h.scheduler.drv(drvPathOf("a"))!.record).toMatchObject({ state: "ready", transientFailures: 0, epoch: assign.spec.lease.epoch + 1 });
+      const hb = h.run((s, t) => s.heartbeat(t, "w1", { freeMemoryBytes: 8 * 2 ** 30, freeDiskBytes: 100 * 2 ** 30, uptimeSeconds: 7, running: [stale] }));
+      // The heartbeat's stale build is aborted before the next assignment goes out.
+      const kinds = hb.filter((e) => e.kind === "abort" || e.kind === "assign").map((e) => e.kind);
+      expect(kinds).toEqual(["abort", "assign"]);
+      expect(effectsOf(hb, "abort")[0]).toMatchObject({ workerId: "w1", lease: stale });
+      assign = h.assigns(hb)[0];
+    }
+    // Three refusals with a budget of one transient failure: still not failed, and it builds.
+    expect(effectsOf(h.report(assign), "ack")[0].accepted).toBe(true);
+    expect(h.scheduler.job("j-a")!.state).toBe("succeeded");
+  });
+
   it("heartbeats move the deadline; a silent worker is lost only after it", () => {
     const h = new Harness({ heartbeatTimeoutMs: TIMEOUT });
     h.run((s, t) => s.workerJoined(t, mkWorker("w1")));

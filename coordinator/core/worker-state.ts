@@ -24,6 +24,11 @@ export interface WorkerRecord {
   buildsDone: number;
   buildsFailed: number;
   oomKills: number;
+  /**
+   * It declined an assignment: it runs more than our leases say. No new work
+   * until its next heartbeat (or join) has been reconciled with our leases.
+   */
+  declinedWork?: boolean;
 }
 
 /** The one table of legal worker moves: from -> allowed targets. */
@@ -103,6 +108,7 @@ export function rejoin(w: WorkerRecord, info: WorkerInfo, now: number, deadlineM
   w.freeDiskBytes = info.freeDiskBytes;
   w.uptimeSeconds = info.uptimeSeconds;
   w.uptimeAtMs = now;
+  delete w.declinedWork; // the join's running leases are reconciled in the same event
 }
 
 /** What a heartbeat reports (it crosses the wire, so it is defined with the contract). */
@@ -124,6 +130,12 @@ export function touch(w: WorkerRecord, now: number, deadlineMs: number, hb: Hear
   w.freeDiskBytes = hb.freeDiskBytes;
   w.uptimeSeconds = hb.uptimeSeconds;
   w.uptimeAtMs = now;
+  delete w.declinedWork; // the heartbeat's running leases are reconciled in the same event
+}
+
+/** The worker declined an assignment: it takes no work until its next heartbeat or join. */
+export function declineWork(w: WorkerRecord): void {
+  w.declinedWork = true;
 }
 
 /** active|draining -> disconnected: the stream closed; leases are kept until the deadline. */

@@ -12,6 +12,9 @@ export function countEvent(ev: FarmEvent, metrics: CoordinatorMetrics | undefine
   if (ev.type === "worker.lost") {
     logger.warn({ worker: ev.workerId, requeued: ev.requeued.length }, "worker lost; its builds were requeued");
     m?.reassignments.inc({ reason: "worker-lost" }, ev.requeued.length);
+  } else if (ev.type === "assignment.declined") {
+    // Counted with the other reassignments when the report arrives (reason "declined").
+    logger.warn({ worker: ev.workerId, drv: ev.lease.drvPath, epoch: ev.lease.epoch, reason: ev.reason }, "worker declined an assignment; requeued, no work for it until its next heartbeat");
   } else if (ev.type === "drv.backup-copy-started") {
     logger.info({ drv: ev.drvPath, epoch: ev.epoch, worker: ev.workerId }, "backup copy of a long build started");
     m?.backupCopies.inc({ event: "started" });

@@ -26,7 +26,7 @@ describe("assignmentFromWire", () => {
 
 describe("outgoing messages", () => {
   it("maps every outcome to its own status", () => {
-    const outcomes: BuildOutcome[] = ["succeeded", "failed", "out-of-memory", "inputs-unavailable", "disk-full", "aborted", "upload-failed", "timed-out", "worker-error"];
+    const outcomes: BuildOutcome[] = ["succeeded", "failed", "out-of-memory", "inputs-unavailable", "disk-full", "aborted", "upload-failed", "timed-out", "worker-error", "declined"];
     const statuses = outcomes.map(outcomeToStatus);
     expect(new Set(statuses).size).toBe(outcomes.length);
     expect(statuses).not.toContain(BuildStatus.BUILD_STATUS_UNSPECIFIED);

@@ -21,6 +21,7 @@ const OUTCOME_TO_STATUS: Record<BuildOutcome, BuildStatus> = {
   "upload-failed": BuildStatus.BUILD_STATUS_UPLOAD_FAILED,
   "timed-out": BuildStatus.BUILD_STATUS_TIMED_OUT,
   "worker-error": BuildStatus.BUILD_STATUS_WORKER_ERROR,
+  declined: BuildStatus.BUILD_STATUS_DECLINED,
 };
 const STATUS_TO_OUTCOME = new Map(Object.entries(OUTCOME_TO_STATUS).map(([o, s]) => [s, o as BuildOutcome]));
 

@@ -60,6 +60,11 @@ export enum BuildStatus {
   BUILD_STATUS_TIMED_OUT = 8,
   /** BUILD_STATUS_WORKER_ERROR - Anything else on the worker's side (transient). */
   BUILD_STATUS_WORKER_ERROR = 9,
+  /**
+   * BUILD_STATUS_DECLINED - Never started: the worker refused the assignment (its build slots are
+   * taken, or it is draining). Not an attempt: it costs the derivation nothing.
+   */
+  BUILD_STATUS_DECLINED = 10,
   UNRECOGNIZED = -1,
 }
 
@@ -95,6 +100,9 @@ export function buildStatusFromJSON(object: any): BuildStatus {
     case 9:
     case "BUILD_STATUS_WORKER_ERROR":
       return BuildStatus.BUILD_STATUS_WORKER_ERROR;
+    case 10:
+    case "BUILD_STATUS_DECLINED":
+      return BuildStatus.BUILD_STATUS_DECLINED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -124,6 +132,8 @@ export function buildStatusToJSON(object: BuildStatus): string {
       return "BUILD_STATUS_TIMED_OUT";
     case BuildStatus.BUILD_STATUS_WORKER_ERROR:
       return "BUILD_STATUS_WORKER_ERROR";
+    case BuildStatus.BUILD_STATUS_DECLINED:
+      return "BUILD_STATUS_DECLINED";
     case BuildStatus.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -29,6 +29,8 @@ export interface ChaosRecord {
   frozenWorker?: string;
   /** When the frozen worker was resumed (unix ms). */
   thawedAtMs?: number;
+  /** Each SIGKILL of a worker, with when (unix ms). */
+  workerKillTimes: { worker: string; atMs: number }[];
   timeline: string[];
 }
 
@@ -49,7 +51,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function unleash(farm: FarmCluster, workers: WorkerSpec[], plan: ChaosPlan, opts: { seed: number; nats: PrivateNats; finished: () => boolean }): Promise<ChaosRecord> {
   const random = seededRandom(opts.seed);
   const t0 = Date.now();
-  const rec: ChaosRecord = { workerKills: 0, coordinatorKills: 0, natsRestarts: 0, freezes: 0, killedRuns: [], timeline: [] };
+  const rec: ChaosRecord = { workerKills: 0, coordinatorKills: 0, natsRestarts: 0, freezes: 0, killedRuns: [], workerKillTimes: [], timeline: [] };
   const note = (what: string) => rec.timeline.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${what}`);
   const busy = new Set<string>(); // workers being killed, restarted or frozen
   let coordinatorRuns = 1;
@@ -66,6 +68,7 @@ export async function unleash(farm: FarmCluster, workers: WorkerSpec[], plan: Ch
       busy.add(spec.name);
       await farm.killWorker(spec.name);
       rec.workerKills++;
+      rec.workerKillTimes.push({ worker: spec.name, atMs: Date.now() });
       note(`kill -9 worker ${spec.name}`);
       await sleep(plan.workerRestartAfterMs);
       farm.startWorker(spec, true);
