@@ -30,6 +30,13 @@ export const coordinatorSchema = {
   heartbeatTimeout: { type: "duration", doc: "Silence after which a worker is lost and its builds requeued", env: "FARM_HEARTBEAT_TIMEOUT", default: DEFAULT_SCHEDULER_CONFIG.heartbeatTimeoutMs },
   maxMessageBytes: { type: "bytes", doc: "Largest gRPC message accepted (a 100k-node submit is ~40 MB)", env: "FARM_MAX_MESSAGE_BYTES", default: 256 * 1024 ** 2 },
   maxNarBytes: { type: "bytes", doc: "Largest NAR the cache accepts", env: "FARM_MAX_NAR_BYTES", default: 8 * 1024 ** 3 },
+  narCompression: {
+    type: "string",
+    doc: "How the cache stores uploaded NARs: 'gzip' (in-process, the default) or 'zstd' (smaller files, but a zstd process per upload: a busy coordinator's CPU goes to spawning it)",
+    env: "FARM_NAR_COMPRESSION",
+    default: "gzip",
+    check: (v: string) => (v === "gzip" || v === "zstd" ? undefined : "expected gzip or zstd"),
+  },
   maxDagNodes: { type: "int", doc: "Largest DAG one submit may carry", env: "FARM_MAX_DAG_NODES", default: 200_000 },
   trustSubmittedNodes: { type: "bool", doc: "Accept submitted nodes without checking them against their .drv in the cache (load tests of DAGs with no .drv files; never on a farm people install from)", env: "FARM_TRUST_SUBMITTED_NODES", default: false },
   referenceCores: { type: "int", doc: "Cores a typical worker gives one build: priorities weigh estimated durations at this many", env: "FARM_REFERENCE_CORES", default: 2, check: (v: number) => (v >= 1 && v <= 256 ? undefined : `expected 1 to 256, got ${v}`) },

@@ -15,6 +15,7 @@ import { ensureSigningKey } from "./signing-key.js";
 import { TokenRegistry } from "./server/auth.js";
 import { DiskStorage } from "./cache/disk-storage.js";
 import { createCacheHandler } from "./cache/http-server.js";
+import type { StoredNarCompression } from "./cache/upload.js";
 import { grpcServerCredentials, readServerTls } from "../proto/tls.js";
 import { openNatsStore } from "./server/open-store.js";
 import { createScheduler } from "./scheduler-setup.js";
@@ -76,7 +77,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   const authorizeUpload = uploadAuthority(tokens, () => scheduler ?? { drv: () => undefined }, credentials);
 
   const storage = await DiskStorage.open(path.join(config.dataDir, "cache"));
-  const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, authorizeUpload, maxNarBytes: config.maxNarBytes, logger: logger.child({ part: "cache" }) });
+  const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, authorizeUpload, maxNarBytes: config.maxNarBytes, narCompression: config.narCompression as StoredNarCompression, logger: logger.child({ part: "cache" }) });
   const cacheServer = tls ? https.createServer({ cert: tls.cert, key: tls.key }, cacheHandler) : http.createServer(cacheHandler);
   const cacheAddr = hostPort(config.cacheListen);
   await new Promise<void>((resolve, reject) => cacheServer.once("error", reject).listen(cacheAddr.port, cacheAddr.host, resolve));

@@ -53,6 +53,25 @@ describe("cache server: reads", () => {
   });
 });
 
+describe("cache server: NARs stored as zstd (narCompression)", () => {
+  it("stores .nar.zst with Compression: zstd, served and verified like gzip", async () => {
+    const zcache = await startTestCache(SD, { narCompression: "zstd" });
+    try {
+      const client = zcache.client();
+      expect((await client.upload({ storePath: P1, references: [], narStream: chunked(NAR1, 1000) })).status).toBe(201);
+      const info = (await client.narInfo(P1))!;
+      expect(info.compression).toBe("zstd");
+      expect(info.url).toBe(`nar/${info.fileHash!.slice(7)}.nar.zst`);
+      const file = await readFile(join(zcache.root, info.url));
+      expect(file.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))).toBe(true); // zstd frame magic
+      expect(info.fileHash).toBe(formatSha256(createHash("sha256").update(file).digest()));
+      expect((await collect(client.narStream(info))).equals(NAR1)).toBe(true);
+    } finally {
+      await zcache.close();
+    }
+  });
+});
+
 describe("cache server: uploads", () => {
   it("stores a NAR as gzip with a signed narinfo that the client verifies", async () => {
     const client = cache.client();

@@ -9,7 +9,7 @@ import { AuthError, InvalidInputError } from "../core/errors.js";
 import { assertStoreDir, ConflictError, hashPart, isHashPart, isStoreBaseName, MissingReferenceError, parseNarInfo, parseSecretKey, storeDirOf, TooLargeError, type NarInfo } from "../../proto/nix/mod.js";
 import type { CacheFileKind, CacheStorage } from "./storage.js";
 import { sendFile } from "./send-file.js";
-import { parseUploadClaims, processUpload, type UploadContext, type UploadGrant } from "./upload.js";
+import { parseUploadClaims, processUpload, type StoredNarCompression, type UploadContext, type UploadGrant } from "./upload.js";
 import type { Lease } from "../core/types.js";
 
 /** What the server knows of an upload when it asks whether to take it (before reading the body). */
@@ -31,6 +31,8 @@ export interface CacheServerOptions {
   /** Decides what an upload may do, or throws AuthError; called before any of its body is read. */
   authorizeUpload: (req: UploadRequest) => UploadGrant;
   maxNarBytes: number;
+  /** How uploaded NARs are stored (default gzip, in-process; zstd spawns the `zstd` binary per upload). */
+  narCompression?: StoredNarCompression;
   /** Uploads one uploader (a grant's `by`) may run at once; more get 429. Default 4. */
   maxConcurrentUploads?: number;
   /** Substituter priority announced in nix-cache-info (lower wins). */
@@ -139,7 +141,7 @@ async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: strin
 /** Builds the request handler (usable without a listening server, e.g. behind another one). */
 export function createCacheHandler(opts: CacheServerOptions): RequestListener {
   assertStoreDir(opts.storeDir);
-  const ctx: UploadContext = { storage: opts.storage, storeDir: opts.storeDir, signingKey: parseSecretKey(opts.secretKey), maxNarBytes: opts.maxNarBytes, logger: opts.logger };
+  const ctx: UploadContext = { storage: opts.storage, storeDir: opts.storeDir, signingKey: parseSecretKey(opts.secretKey), maxNarBytes: opts.maxNarBytes, narCompression: opts.narCompression ?? "gzip", logger: opts.logger };
   const cacheInfo = `StoreDir: ${opts.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority ?? 30}\n`;
   // Each uploader's uploads in flight: an authenticated caller still can't hold the server's disk and CPU alone.
   const inFlight = new Map<string, number>();

@@ -18,7 +18,7 @@ import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
-import { asCompression, compressGzip, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { asCompression, compressGzip, compressionExtension, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
@@ -27,7 +27,15 @@ export interface UploadContext {
   storeDir: string;
   signingKey: NixKey;
   maxNarBytes: number;
+  narCompression: StoredNarCompression;
   logger: Logger;
+}
+
+/** How the cache stores a NAR: gzip in-process, or zstd through a spawned `zstd` (smaller, a process per upload). */
+export type StoredNarCompression = "gzip" | "zstd";
+
+function compressForStorage(how: StoredNarCompression, source: ByteSource): AsyncIterable<Buffer> {
+  return how === "zstd" ? compressZstd(source) : compressGzip(source);
 }
 
 /** What an uploader may do with one upload, decided from its token before the body is read. */
@@ -162,8 +170,8 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   const bodyLimit = ctx.maxNarBytes + Math.ceil(ctx.maxNarBytes / 64) + (1 << 20);
   const plain = decompress(claims.compression, limitBytes(body, bodyLimit), { maxZstdWindowBytes: MAX_UPLOAD_ZSTD_WINDOW });
   const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
-  // gzip in-process (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
-  const compressed = compressGzip(hashThrough(captured.stream, (r) => (nar = r)));
+  // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
+  const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
   const staged = await ctx.storage.stage();
   try {
     await pipeline(Readable.from(hashThrough(compressed, (r) => (file = r))), staged.writable);
@@ -179,12 +187,12 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless.
-    const fileName = `${f.hash.slice("sha256:".length)}.nar.gz`;
+    const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(ctx.narCompression)}`;
     await staged.commit("nar", fileName);
     const unsigned: NarInfo = {
       storePath: claims.storePath,
       url: `nar/${fileName}`,
-      compression: "gzip",
+      compression: ctx.narCompression,
       fileHash: f.hash,
       fileSize: f.size,
       narHash: n.hash,
