@@ -165,6 +165,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
       await new Promise<void>((resolve) => cacheServer.close(() => resolve()));
       clearTimeout(force);
       await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
+      await coordinator?.quiesce();
       await store.close();
     },
   };

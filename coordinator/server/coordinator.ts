@@ -79,6 +79,18 @@ export class Coordinator implements WorkerHub, FarmApi {
     return this.runner.step(what, event, first);
   }
 
+  /**
+   * For shutdown, once the servers are closed: lets the events already queued
+   * (the disconnects of closing streams) persist for up to `graceMs`, then
+   * stops retrying writes, so a store about to close can't hold the process.
+   */
+  async quiesce(graceMs = 5000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.runner.idle(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+    clearTimeout(timer);
+    this.persister.stop();
+  }
+
   private deliver(effects: Effect[]): void {
     let changed = false;
     for (const e of effects) {
@@ -200,11 +212,16 @@ export class Coordinator implements WorkerHub, FarmApi {
     if (why === "revoked") {
       // A revoked worker cannot report back: its builds requeue now rather than at its deadline.
       this.d.logger.warn({ worker: session.workerId }, "worker token revoked; worker dropped");
-      void this.step("revoked", (now) => this.d.scheduler.workerRevoked(now, session.workerId));
+      this.stepInBackground("revoked", (now) => this.d.scheduler.workerRevoked(now, session.workerId));
       return;
     }
     this.d.logger.info({ worker: session.workerId }, "worker disconnected");
-    void this.step("disconnect", (now) => this.d.scheduler.workerDisconnected(now, session.workerId));
+    this.stepInBackground("disconnect", (now) => this.d.scheduler.workerDisconnected(now, session.workerId));
+  }
+
+  /** A step nobody awaits (a stream's end): its failure is logged, never an unhandled rejection. */
+  private stepInBackground(what: string, event: (now: number) => Effect[]): void {
+    this.step(what, event).catch((err: unknown) => this.d.logger.warn({ err: (err as Error).message, what }, "event not stored"));
   }
 
   /**

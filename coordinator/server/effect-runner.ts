@@ -22,6 +22,11 @@ export class EffectRunner {
     private readonly deliver: (effects: Effect[]) => void,
   ) {}
 
+  /** Resolves once every event queued so far has run. */
+  idle(): Promise<void> {
+    return this.queue.run(async () => undefined);
+  }
+
   /** Runs one core event; `first` sees the stored effects before delivery and returns what is left to deliver. */
   step(what: string, event: (now: number) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
     return this.stepAfter(what, async () => undefined, (now) => event(now), first);

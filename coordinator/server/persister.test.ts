@@ -38,6 +38,18 @@ describe("Persister", () => {
     expect(p.holdsLosses(clock.now() + 5000)).toBe(false);
   });
 
+  it("once stopped (the coordinator shutting down), fails a write instead of retrying it against a closing store", async () => {
+    const clock = new VirtualClock(1000);
+    const store = flakyStore(1_000_000);
+    await store.load();
+    const p = new Persister(store, clock, logger, { lossHoldMs: 5000, minWaitMs: 1, maxWaitMs: 2 });
+    const pending = p.persist("disconnect", effects);
+    await new Promise((r) => setTimeout(r, 20)); // retrying meanwhile
+    p.stop();
+    await expect(pending).rejects.toThrow(/nats is away/);
+    await expect(p.persist("disconnect", effects)).rejects.toThrow(/nats is away/);
+  });
+
   it("does not hold losses when writes go through the first time", async () => {
     const clock = new VirtualClock(1000);
     const store = new MemoryStore();

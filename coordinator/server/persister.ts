@@ -23,6 +23,7 @@ export interface PersisterOptions {
 /** Persists effects with retries and remembers when the store last stalled. */
 export class Persister {
   private holdUntil = 0;
+  private stopped = false;
 
   constructor(
     private readonly store: FarmStore,
@@ -51,11 +52,18 @@ export class Persister {
           this.onFenced?.(err);
           throw err;
         }
+        // Shutting down: a write that fails now would be retried against a closed store forever.
+        if (this.stopped) throw err;
         const waitMs = Math.min(this.opts.maxWaitMs ?? 1000, (this.opts.minWaitMs ?? 100) * 2 ** Math.min(attempt - 1, 10));
         this.logger.warn({ err: (err as Error).message, what, attempt, waitMs }, "persisting state failed; retrying");
         await new Promise((r) => setTimeout(r, waitMs));
       }
     }
+  }
+
+  /** From now on a failed write fails its event instead of being retried (the coordinator is stopping). */
+  stop(): void {
+    this.stopped = true;
   }
 
   /** True while workers' deadlines should not count (just after a store stall held their heartbeats back). */

@@ -140,7 +140,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     await waitForPort(natsPort);
     coordinator = spawn(
       process.execPath,
-      [FARM_CLI, "coordinator", `--listen=127.0.0.1:${grpcPort}`, `--cache-listen=127.0.0.1:${cachePort}`, `--metrics-listen=127.0.0.1:${metricsPort}`, `--data-dir=${path.join(spec.dir, "coordinator")}`, `--nats-url=nats://127.0.0.1:${natsPort}`, "--nats-prefix=bench-"],
+      [...coordinatorNodeArgs(), FARM_CLI, "coordinator", `--listen=127.0.0.1:${grpcPort}`, `--cache-listen=127.0.0.1:${cachePort}`, `--metrics-listen=127.0.0.1:${metricsPort}`, `--data-dir=${path.join(spec.dir, "coordinator")}`, `--nats-url=nats://127.0.0.1:${natsPort}`, "--nats-prefix=bench-"],
       {
         env: { ...process.env, FARM_TOKEN: TOKEN, FARM_LOG_LEVEL: "info", NIX_STORE_DIR: "/nix/store", FARM_TRUST_SUBMITTED_NODES: "1", ...spec.coordinatorEnv },
         stdio: ["ignore", openSync(logFile, "a"), openSync(logFile, "a")],
@@ -234,4 +234,9 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     await stopChild(coordinator);
     await stopChild(nats);
   }
+}
+
+/** BENCH_COORDINATOR_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") go to the coordinator's node alone, not the workers'. */
+function coordinatorNodeArgs(): string[] {
+  return (process.env.BENCH_COORDINATOR_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
 }

@@ -13,6 +13,7 @@
 //                             per upload (FARM_NAR_COMPRESSION=zstd), the upload path before in-process gzip
 //                             ('' = none; a baseline run of the full graph takes about 15 minutes)
 //   BENCH_TIMEOUT_S=1800      give up on one run after this long
+//   BENCH_COORDINATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"   node options for the coordinator alone
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
