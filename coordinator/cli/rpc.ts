@@ -1,7 +1,7 @@
 // The CLI's gRPC client: bearer token on every call, a deadline, and errors
 // turned into one line a user can act on.
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { FarmServiceClient } from "../../proto/gen/farm.js";
+import { FarmServiceClient, type SubmitRequest, type SubmitResponse } from "../../proto/gen/farm.js";
 import { FarmError } from "../core/errors.js";
 import { grpcChannelCredentials, grpcTarget } from "../../proto/tls.js";
 
@@ -45,6 +45,39 @@ export function call<Req, Res>(client: FarmServiceClient, target: RpcTarget, met
       if (err) reject(rpcError(err, target));
       else resolve(res);
     });
+  });
+}
+
+/** Nodes per SubmitStream message: a few hundred KB, decoded by the coordinator in milliseconds. */
+export const SUBMIT_PIECE_NODES = 1000;
+
+/**
+ * Submits through SubmitStream: the request's fields and first nodes, then the
+ * other nodes in pieces, so no single message holds the coordinator while it
+ * decodes. Rejects with an RpcError.
+ */
+export function submitInPieces(client: FarmServiceClient, target: RpcTarget, req: SubmitRequest, pieceNodes = SUBMIT_PIECE_NODES): Promise<SubmitResponse> {
+  return new Promise((resolve, reject) => {
+    const stream = client.submitStream(authMetadata(target.token), { deadline: new Date(Date.now() + target.timeout) }, (err, res) => {
+      if (err) reject(rpcError(err, target));
+      else resolve(res);
+    });
+    stream.on("error", () => {}); // the callback gets the status
+    const pieces = Math.max(1, Math.ceil(req.nodes.length / pieceNodes));
+    let i = 0;
+    const writeMore = () => {
+      for (; i < pieces; i++) {
+        const nodes = req.nodes.slice(i * pieceNodes, (i + 1) * pieceNodes);
+        const piece = i === 0 ? { ...req, nodes } : { nodes, roots: [], description: "", idempotencyKey: "", noPublish: false, source: "" };
+        if (!stream.write(piece)) {
+          i++;
+          stream.once("drain", writeMore);
+          return;
+        }
+      }
+      stream.end();
+    };
+    writeMore();
   });
 }
 

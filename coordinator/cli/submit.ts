@@ -7,7 +7,7 @@ import pRetry from "p-retry";
 import { status as grpcStatus, type ServiceError } from "@grpc/grpc-js";
 import pino from "pino";
 import type { CommandContext } from "./main.js";
-import { connectFarm, call, authMetadata, rpcError, RpcError } from "./rpc.js";
+import { connectFarm, call, authMetadata, rpcError, RpcError, submitInPieces } from "./rpc.js";
 import { cutClosure, instantiate, loadJsonlDag } from "./dag/mod.js";
 import { parseRef } from "./dag/ref.js";
 import { nodeToWire } from "../../proto/convert/mod.js";
@@ -42,7 +42,7 @@ export async function run(ctx: CommandContext): Promise<number> {
       noPublish: Boolean(ctx.flags["no-publish"]) || dagFile !== undefined,
       source: ref ? sourceOf(ref, ctx.config.nixpkgs) : "",
     };
-    const res = await pRetry(() => call(client, ctx.config, client.submit, request), {
+    const res = await pRetry(() => submitInPieces(client, ctx.config, request), {
       retries: 5,
       minTimeout: 500,
       shouldRetry: (err) => err instanceof RpcError && err.code === grpcStatus.UNAVAILABLE,

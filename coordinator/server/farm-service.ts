@@ -2,9 +2,9 @@
 // through proto/convert/ and maps named errors onto gRPC status codes. A CLI
 // token sees, watches and cancels only its own jobs (an admin token, all): to
 // anyone else another's job does not exist.
-import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
+import { status, type ServerReadableStream, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest, SubmitRequest } from "../../proto/gen/farm.js";
+import type { FarmInfo, FarmServiceServer, JobStatus, WorkerStatus, GetJobRequest, SubmitRequest, SubmitResponse } from "../../proto/gen/farm.js";
 import { nodeFromWire, publishRequestFromWire, publishSpecFromSubmit, unpublishRequestFromWire, type PublishRequest, type PublishSpec } from "../../proto/convert/mod.js";
 import type { DrvNode } from "../core/types.js";
 import { AuthError, FarmError, InvalidInputError } from "../core/errors.js";
@@ -37,7 +37,7 @@ export interface FarmApi {
 /** Builds the FarmService implementation. */
 export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; storeDir: string; maxDagNodes: number; logger: Logger; watchIntervalMs?: number }): FarmServiceServer {
   const { api, tokens, storeDir, logger } = deps;
-  const auth = (call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>) =>
+  const auth = (call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerReadableStream<unknown, unknown>) =>
     tokens.authenticate(call.metadata.get("authorization")[0]?.toString(), ["cli"]);
 
   /** Wraps a unary handler: auth, then errors to status codes. */
@@ -53,6 +53,20 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
     };
   }
 
+  const checkDagSize = (n: number) => {
+    if (n === 0) throw new InvalidInputError("submit carries no derivations");
+    if (n > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${n} derivations or more; this coordinator accepts at most ${deps.maxDagNodes}`);
+  };
+
+  /** A whole submit, its nodes converted: the header's fields from its (first) request. */
+  async function submitNodes(header: SubmitRequest, nodes: DrvNode[], caller: Principal): Promise<SubmitResponse> {
+    const description = header.description.slice(0, 500);
+    // Only the operator's submitters name what users install (see mayPublishNames).
+    const publish = mayPublishNames(caller) ? publishSpecFromSubmit({ description, noPublish: header.noPublish, source: header.source }) : undefined;
+    const res = await api.submit({ nodes, roots: header.roots, description, idempotencyKey: header.idempotencyKey.slice(0, 200), owner: caller.name, publish });
+    return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false, caller) };
+  }
+
   const mustFind = (jobId: string, job: JobStatus | undefined) => {
     if (!job) throw new NotFoundError(`no job '${jobId}'`);
     return job;
@@ -61,15 +75,43 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
   return {
     getInfo: unary("getInfo", () => api.info()),
     submit: unary("submit", async (req, caller) => {
-      if (req.nodes.length === 0) throw new InvalidInputError("submit carries no derivations");
-      if (req.nodes.length > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${req.nodes.length} derivations; this coordinator accepts at most ${deps.maxDagNodes}`);
-      const nodes = await convertInSlices(req.nodes, storeDir);
-      const description = req.description.slice(0, 500);
-      // Only the operator's submitters name what users install (see mayPublishNames).
-      const publish = mayPublishNames(caller) ? publishSpecFromSubmit({ description, noPublish: req.noPublish, source: req.source }) : undefined;
-      const res = await api.submit({ nodes, roots: req.roots, description, idempotencyKey: req.idempotencyKey.slice(0, 200), owner: caller.name, publish });
-      return { jobId: res.jobId, existing: res.existing, status: api.job(res.jobId, false, caller) };
+      checkDagSize(req.nodes.length);
+      return submitNodes(req, await convertInSlices(req.nodes, storeDir), caller);
     }),
+    submitStream(call: ServerReadableStream<SubmitRequest, SubmitResponse>, callback: sendUnaryData<SubmitResponse>) {
+      let header: SubmitRequest | undefined;
+      const nodes: DrvNode[] = [];
+      let failed = false;
+      const fail = (err: unknown) => {
+        if (failed) return;
+        failed = true; // the rest of a refused submit is read and dropped
+        callback(toStatus(err, "submitStream", logger));
+      };
+      Promise.resolve()
+        .then(() => auth(call))
+        .then(
+          (caller) => {
+            // Each piece is converted as it arrives (its decode was already a small one).
+            call.on("data", (piece: SubmitRequest) => {
+              if (failed) return;
+              try {
+                header ??= piece;
+                checkDagSize(nodes.length + piece.nodes.length);
+                for (const n of piece.nodes) nodes.push(nodeFromWire(n, storeDir));
+              } catch (err) {
+                fail(err);
+              }
+            });
+            call.on("end", () => {
+              if (failed) return;
+              if (header === undefined || nodes.length === 0) return fail(new InvalidInputError("submit carries no derivations"));
+              submitNodes(header, nodes, caller).then((res) => callback(null, res), fail);
+            });
+            call.on("error", fail);
+          },
+          fail,
+        );
+    },
     getJob: unary("getJob", (req: GetJobRequest, caller) => mustFind(req.jobId, api.job(req.jobId, req.derivations, caller))),
     listJobs: unary("listJobs", (_req, caller) => ({ jobs: api.jobs(caller) })),
     listWorkers: unary("listWorkers", () => ({ workers: api.workers() })),

@@ -14,7 +14,9 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
   type handleBidiStreamingCall,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -6900,6 +6902,21 @@ export const FarmServiceService = {
     responseSerialize: (value: SubmitResponse): Buffer => Buffer.from(SubmitResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubmitResponse => SubmitResponse.decode(value),
   },
+  /**
+   * Submit in pieces, for big DAGs: the first message carries roots,
+   * description, key and flags with the first nodes; the others carry nodes
+   * only. Each piece is decoded on its own, so a 100k-node DAG (~40 MB) never
+   * holds the coordinator for the second one message of it would take.
+   */
+  submitStream: {
+    path: "/farm.v1.FarmService/SubmitStream" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: SubmitRequest): Buffer => Buffer.from(SubmitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SubmitRequest => SubmitRequest.decode(value),
+    responseSerialize: (value: SubmitResponse): Buffer => Buffer.from(SubmitResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SubmitResponse => SubmitResponse.decode(value),
+  },
   getJob: {
     path: "/farm.v1.FarmService/GetJob" as const,
     requestStream: false as const,
@@ -7002,6 +7019,13 @@ export interface FarmServiceServer extends UntypedServiceImplementation {
   /** Where the cache is and which store dir the farm builds for. */
   getInfo: handleUnaryCall<GetInfoRequest, FarmInfo>;
   submit: handleUnaryCall<SubmitRequest, SubmitResponse>;
+  /**
+   * Submit in pieces, for big DAGs: the first message carries roots,
+   * description, key and flags with the first nodes; the others carry nodes
+   * only. Each piece is decoded on its own, so a 100k-node DAG (~40 MB) never
+   * holds the coordinator for the second one message of it would take.
+   */
+  submitStream: handleClientStreamingCall<SubmitRequest, SubmitResponse>;
   getJob: handleUnaryCall<GetJobRequest, JobStatus>;
   listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
   /** Progress snapshots until the job ends. */
@@ -7053,6 +7077,28 @@ export interface FarmServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SubmitResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Submit in pieces, for big DAGs: the first message carries roots,
+   * description, key and flags with the first nodes; the others carry nodes
+   * only. Each piece is decoded on its own, so a 100k-node DAG (~40 MB) never
+   * holds the coordinator for the second one message of it would take.
+   */
+  submitStream(
+    callback: (error: ServiceError | null, response: SubmitResponse) => void,
+  ): ClientWritableStream<SubmitRequest>;
+  submitStream(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SubmitResponse) => void,
+  ): ClientWritableStream<SubmitRequest>;
+  submitStream(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SubmitResponse) => void,
+  ): ClientWritableStream<SubmitRequest>;
+  submitStream(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SubmitResponse) => void,
+  ): ClientWritableStream<SubmitRequest>;
   getJob(request: GetJobRequest, callback: (error: ServiceError | null, response: JobStatus) => void): ClientUnaryCall;
   getJob(
     request: GetJobRequest,

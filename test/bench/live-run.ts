@@ -8,7 +8,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import { nodeToWire } from "../../proto/convert/mod.js";
-import { FarmServiceClient, type JobStatus, type SubmitResponse } from "../../proto/gen/farm.js";
+import { FarmServiceClient, type JobStatus } from "../../proto/gen/farm.js";
+import { submitInPieces } from "../../coordinator/cli/rpc.js";
 import type { DrvNode } from "../../coordinator/core/types.js";
 import { freePort, waitFor, waitForPort } from "../harness/ports.js";
 
@@ -184,7 +185,8 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     const cpu0 = cpuSeconds(pid);
     const started = Date.now();
     const nodes = spec.nodes.map(nodeToWire);
-    const res = await rpc<SubmitResponse>(client, "submit", { nodes, roots: spec.roots, description: `bench ${spec.label}`, idempotencyKey: `bench-${started}` });
+    // As `farm submit` sends it: in pieces (SubmitStream).
+    const res = await submitInPieces(client, { coordinator: `127.0.0.1:${grpcPort}`, token: TOKEN, timeout: 3600_000 }, { nodes, roots: spec.roots, description: `bench ${spec.label}`, idempotencyKey: `bench-${started}`, noPublish: true, source: "" });
     const submitS = (Date.now() - started) / 1000;
     const afterSubmit = await sample().catch(() => "");
     const heapAfterSubmitMb = heapOf(afterSubmit) - heapBeforeMb;
