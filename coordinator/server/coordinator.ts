@@ -66,12 +66,15 @@ export class Coordinator implements WorkerHub, FarmApi {
   private readonly persister: Persister;
   private readonly runner: EffectRunner;
   private tickQueued = false;
+  private stopping = false;
   private lastTickAtMs = 0;
 
   constructor(private readonly d: CoordinatorDeps) {
     const lossHoldMs = d.scheduler.config.heartbeatTimeoutMs;
     this.persister = new Persister(d.store, d.clock, d.logger, { lossHoldMs }, d.onFenced);
-    this.runner = new EffectRunner(d.clock, this.persister, (effects) => this.deliver(effects));
+    this.runner = new EffectRunner(d.clock, this.persister, (effects) => this.deliver(effects), (what, part, ms) =>
+      d.logger.warn({ what, part, ms: Math.round(ms) }, `a ${what} event held the event loop ${Math.round(ms)} ms`),
+    );
   }
 
   /** Runs one core event: compute, persist, then deliver (what `first` leaves of the effects, after it ran). */
@@ -88,6 +91,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.runner.idle(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
+    this.stopping = true;
     this.persister.stop();
   }
 
@@ -221,7 +225,11 @@ export class Coordinator implements WorkerHub, FarmApi {
 
   /** A step nobody awaits (a stream's end): its failure is logged, never an unhandled rejection. */
   private stepInBackground(what: string, event: (now: number) => Effect[]): void {
-    this.step(what, event).catch((err: unknown) => this.d.logger.warn({ err: (err as Error).message, what }, "event not stored"));
+    this.step(what, event).catch((err: unknown) => {
+      // While stopping, the streams that close after the store did are expected to find it closed.
+      const log = this.stopping ? this.d.logger.debug.bind(this.d.logger) : this.d.logger.warn.bind(this.d.logger);
+      log({ err: (err as Error).message, what }, "event not stored");
+    });
   }
 
   /**
@@ -287,11 +295,16 @@ export class Coordinator implements WorkerHub, FarmApi {
   /** Derivations whose every output the cache already holds: they are never rebuilt. */
   private async cachedDerivations(nodes: DrvNode[]): Promise<Set<DrvPath>> {
     const cached = new Set<DrvPath>();
-    await mapLimit(nodes, 64, async (n) => {
-      if (this.d.scheduler.drv(n.drvPath)?.record.state === "done") return;
-      for (const p of Object.values(n.outputs)) if (!(await this.d.cache.has("narinfo", hashPart(p)))) return;
-      cached.add(n.drvPath);
-    });
+    // The cache answers narinfo lookups from memory, so a chain of them never waits for I/O:
+    // a slice at a time, with the loop let go between slices, or 100k nodes would hold it.
+    for (let i = 0; i < nodes.length; i += SUBMIT_SLICE) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      await mapLimit(nodes.slice(i, i + SUBMIT_SLICE), 64, async (n) => {
+        if (this.d.scheduler.drv(n.drvPath)?.record.state === "done") return;
+        for (const p of Object.values(n.outputs)) if (!(await this.d.cache.has("narinfo", hashPart(p)))) return;
+        cached.add(n.drvPath);
+      });
+    }
     return cached;
   }
 

@@ -20,7 +20,15 @@ export class EffectRunner {
     private readonly clock: Clock,
     private readonly store: EffectStore,
     private readonly deliver: (effects: Effect[]) => void,
+    /** Told of an event whose synchronous part (compute, or deliver) held the event loop over SLOW_EVENT_MS. */
+    private readonly onSlow?: (what: string, part: "compute" | "deliver", ms: number) => void,
   ) {}
+
+  private timed(what: string, part: "compute" | "deliver", since: number): number {
+    const ms = performance.now() - since;
+    if (ms > SLOW_EVENT_MS) this.onSlow?.(what, part, ms);
+    return ms;
+  }
 
   /** Resolves once every event queued so far has run. */
   idle(): Promise<void> {
@@ -36,13 +44,23 @@ export class EffectRunner {
   stepAfter<T>(what: string, prepare: () => Promise<T>, event: (now: number, prepared: T) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
     return this.queue.run(async () => {
       const prepared = await prepare();
+      let t = performance.now();
       const effects = event(this.clock.now(), prepared);
+      // A long compute (a slice of a big submit) and the start of its writes would be one long turn of the loop.
+      if (this.timed(what, "compute", t) > YIELD_AFTER_MS) await new Promise((r) => setImmediate(r));
       await this.store.persist(what, effects);
+      t = performance.now();
       this.deliver(first ? first(effects) : effects);
+      this.timed(what, "deliver", t);
       return effects;
     });
   }
 }
+
+/** A synchronous part of an event longer than this is reported (heartbeats wait behind it). */
+export const SLOW_EVENT_MS = 100;
+/** After a compute this long, the loop gets a turn before the event's writes start. */
+const YIELD_AFTER_MS = 20;
 
 /** The message an effect sends to a worker, or null for effects that send none. */
 export function workerMessage(e: Effect): { workerId: string; msg: CoordinatorMessage } | null {

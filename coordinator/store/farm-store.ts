@@ -108,7 +108,8 @@ export async function applyEffects(store: FarmStore, effects: readonly Effect[])
     else if (e.kind === "event") events.push(e.event);
   }
   if (estimates.length) await store.putEstimates(estimates);
-  for (let i = 0; i < events.length; i += 1000) {
-    await Promise.all(events.slice(i, i + 1000).map((ev) => store.publish(ev)));
+  // A few hundred in flight: starting each publish is synchronous work, and a thousand at once held the loop.
+  for (let i = 0; i < events.length; i += 250) {
+    await Promise.all(events.slice(i, i + 250).map((ev) => store.publish(ev)));
   }
 }
