@@ -1,4 +1,5 @@
 // Thin wrappers over `nix-store` calls the worker makes (all local-store, no daemon).
+import { lstatSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
 import { execa } from "execa";
@@ -19,14 +20,40 @@ export class NixCommandError extends TransientError {
 
 /** The local relocated store. */
 export class NixStore {
+  /**
+   * Paths Nix said are valid here (or that it imported), so asking again costs
+   * no process: every nix-store process costs about 50 ms of startup. Only this
+   * worker changes its store; a path gone from disk is invalid whatever we
+   * remember, and deleting or collecting garbage forgets.
+   */
+  private readonly knownValid = new Set<string>();
+
   constructor(private readonly nix: NixEnv) {}
 
-  /** Which of `paths` are not valid here, in ONE nix-store call per 4000 paths. */
+  /**
+   * Which of `paths` are not valid here. A path not on disk is not valid (Nix
+   * registers a path only once it is there); known ones are valid; the rest
+   * are asked in ONE nix-store call per 4000 paths.
+   */
   async invalidPaths(paths: string[], signal?: AbortSignal): Promise<Set<string>> {
     const invalid = new Set<string>();
-    for (let i = 0; i < paths.length; i += ARGS_PER_CALL) {
-      const out = await this.run(["--check-validity", "--print-invalid", ...paths.slice(i, i + ARGS_PER_CALL)], signal);
-      for (const p of out.split("\n")) if (p) invalid.add(p);
+    const ask: string[] = [];
+    for (const p of paths) {
+      if (lstatSync(p, { throwIfNoEntry: false }) === undefined) {
+        invalid.add(p);
+        this.knownValid.delete(p);
+      } else if (!this.knownValid.has(p)) {
+        ask.push(p);
+      }
+    }
+    for (let i = 0; i < ask.length; i += ARGS_PER_CALL) {
+      const chunk = ask.slice(i, i + ARGS_PER_CALL);
+      const out = await this.run(["--check-validity", "--print-invalid", ...chunk], signal);
+      const said = new Set(out.split("\n").filter(Boolean));
+      for (const p of chunk) {
+        if (said.has(p)) invalid.add(p);
+        else this.knownValid.add(p);
+      }
     }
     return invalid;
   }
@@ -38,7 +65,10 @@ export class NixStore {
   async pathInfos(paths: string[], signal?: AbortSignal): Promise<Map<string, LocalPathInfo>> {
     const infos = new Map<string, LocalPathInfo>();
     for (let i = 0; i < paths.length; i += ARGS_PER_CALL) {
-      for (const info of parseDumpDb(await this.run(["--dump-db", ...paths.slice(i, i + ARGS_PER_CALL)], signal))) infos.set(info.path, info);
+      for (const info of parseDumpDb(await this.run(["--dump-db", ...paths.slice(i, i + ARGS_PER_CALL)], signal))) {
+        infos.set(info.path, info);
+        this.knownValid.add(info.path);
+      }
     }
     return infos;
   }
@@ -51,11 +81,13 @@ export class NixStore {
 
   /** Deletes these paths if nothing (no other path, no running build) still uses them. */
   async deletePaths(paths: string[], signal?: AbortSignal): Promise<void> {
+    for (const p of paths) this.knownValid.delete(p);
     if (paths.length > 0) await this.run(["--delete", ...paths], signal);
   }
 
   /** Deletes every store path nothing roots (on a worker: inputs fetched for past builds, cheap to fetch again). */
   async collectGarbage(signal?: AbortSignal): Promise<void> {
+    this.knownValid.clear();
     await this.run(["--gc"], signal);
   }
 
@@ -69,8 +101,13 @@ export class NixStore {
     });
     const [r] = await Promise.all([child, feed]);
     if (feedError) throw feedError;
-    if (r.exitCode !== 0 || r.isCanceled) throw new NixCommandError("nix-store --import", nixErrorOf(r.stderr, r.message), r.exitCode);
-    return r.stdout.split("\n").filter(Boolean);
+    if (r.exitCode !== 0 || r.isCanceled) {
+      this.knownValid.clear();
+      throw new NixCommandError("nix-store --import", nixErrorOf(r.stderr, r.message), r.exitCode);
+    }
+    const imported = r.stdout.split("\n").filter(Boolean);
+    for (const p of imported) this.knownValid.add(p);
+    return imported;
   }
 
   /**
@@ -91,11 +128,14 @@ export class NixStore {
     const r = await child;
     splitter.end().forEach(take);
     const exitCode = r.isCanceled ? -1 : (r.exitCode ?? -1);
+    if (exitCode !== 0) this.knownValid.clear(); // it may have failed on an input we thought valid
     return { exitCode, error: exitCode === 0 ? undefined : (parseNixError(lines) ?? r.message), lines };
   }
 
   private async run(args: string[], signal?: AbortSignal): Promise<string> {
     const r = await execa("nix-store", args, { env: this.nix.env(), extendEnv: false, cancelSignal: signal, reject: false });
+    // Whatever went wrong, remembered validity is not to be leaned on after it.
+    if (r.exitCode !== 0 && !r.isCanceled) this.knownValid.clear();
     if (r.exitCode !== 0 || r.isCanceled) throw new NixCommandError(`nix-store ${args.slice(0, 2).join(" ")}`, nixErrorOf(r.stderr, r.message), r.exitCode);
     return r.stdout;
   }

@@ -7,7 +7,7 @@
 // result, minus the builder's own run, from the coordinator's log and the
 // builders' timestamps) and the nix-store processes per build (counted by a
 // PATH wrapper in front of the workers' nix-store). Needs root and `npm run build`.
-//   npm run bench:live-nix [-- --rounds N]
+//   npm run bench:live-nix [-- --rounds N]     (BENCH_KEEP=1 keeps the farm's files and logs)
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -60,7 +60,8 @@ in builtins.genList chain ${CHAINS}
 function nixStoreWrapper(dir: string, countFile: string): string {
   const real = execFileSync("sh", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
   mkdirSync(dir, { recursive: true });
-  writeFileSync(path.join(dir, "nix-store"), `#!/bin/sh\necho "$1 $2" >> ${countFile}\nexec ${real} "$@"\n`, { mode: 0o755 });
+  // Each call is counted with when it started and ended (ns), so BENCH_KEEP runs show where a build's time goes.
+  writeFileSync(path.join(dir, "nix-store"), `#!/bin/sh\nt0=$(date +%s%N)\n${real} "$@"\nrc=$?\necho "$1 $2 $t0 $(date +%s%N)" >> ${countFile}\nexit $rc\n`, { mode: 0o755 });
   writeFileSync(countFile, "");
   chmodSync(countFile, 0o666);
   return dir;
@@ -150,9 +151,11 @@ async function main(): Promise<void> {
     env: { PATH: `${nixStoreWrapper(path.join(root, `bin-${name}`), countFiles[i])}:${process.env.PATH}` },
   }));
   let farm: FarmCluster | undefined;
+  const keep = Boolean(process.env.BENCH_KEEP);
   const stop = async () => {
-    await farm?.stop();
-    rmSync(root, { recursive: true, force: true });
+    await farm?.stop(keep);
+    if (keep) console.log(`kept ${root} and ${farm?.root}`);
+    else rmSync(root, { recursive: true, force: true });
   };
   process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
   try {
