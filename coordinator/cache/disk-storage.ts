@@ -69,20 +69,22 @@ export class DiskStorage implements CacheStorage {
   /** Publishes a complete temp file; see StagedFile.commit. */
   private async publish(tmp: string, kind: CacheFileKind, name: string, ifAbsent: boolean): Promise<boolean> {
     const dest = this.pathOf(kind, name);
-    try {
-      if (!ifAbsent) {
-        await rename(tmp, dest);
-        return true;
-      }
-      try {
-        await link(tmp, dest); // fails with EEXIST atomically: first writer wins
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    if (!ifAbsent) {
+      // Renamed, the temp file is gone: nothing to clean up (a recursive rm per upload was a busy coordinator's lstat churn).
+      await rename(tmp, dest).catch(async (err: unknown) => {
+        await unlinkIfPresent(tmp);
         throw err;
-      }
+      });
+      return true;
+    }
+    try {
+      await link(tmp, dest); // fails with EEXIST atomically: first writer wins
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+      throw err;
     } finally {
-      await rm(tmp, { force: true });
+      await unlinkIfPresent(tmp);
     }
   }
 
@@ -172,7 +174,7 @@ export class DiskStorage implements CacheStorage {
         await fh.close();
       }
     } catch (err) {
-      await rm(tmp, { force: true });
+      await unlinkIfPresent(tmp);
       throw err;
     }
     const done = await this.publish(tmp, kind, name, opts.ifAbsent ?? false);
@@ -204,7 +206,7 @@ export class DiskStorage implements CacheStorage {
       discard: async () => {
         if (!writable.destroyed) writable.destroy();
         await closed;
-        await rm(tmp, { force: true });
+        await unlinkIfPresent(tmp);
       },
     };
   }
@@ -222,8 +224,13 @@ export class DiskStorage implements CacheStorage {
   async remove(kind: CacheFileKind, name: string): Promise<void> {
     const path = this.pathOf(kind, name);
     if (kind === "narinfo") this.memo.removed(name);
-    await unlink(path).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== "ENOENT") throw err;
-    });
+    await unlinkIfPresent(path);
   }
+}
+
+/** Removes one file; no error if it is absent. */
+async function unlinkIfPresent(path: string): Promise<void> {
+  await unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+  });
 }
