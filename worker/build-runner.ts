@@ -4,6 +4,7 @@
 // coordinator acknowledges it.
 import type { Logger } from "pino";
 import { FarmError } from "../proto/errors.js";
+import { baseName } from "../proto/nix/mod.js";
 import type { AssignmentSpec, BuildReport, Lease } from "../proto/types.js";
 import { splitForDrain } from "./drain-plan.js";
 import { failureReport, type Executor } from "./executor.js";
@@ -25,7 +26,7 @@ export type StartResult = "started" | "already-running" | "adopted" | "full" | "
 export function declineReason(started: StartResult, busy: readonly Lease[]): string | null {
   switch (started) {
     case "full": {
-      const names = busy.map((l) => `${l.drvPath.slice(l.drvPath.lastIndexOf("/") + 1)} (epoch ${l.epoch})`);
+      const names = busy.map((l) => `${baseName(l.drvPath)} (epoch ${l.epoch})`);
       return `worker is already running its maximum number of builds (${busy.length}): ${names.join(", ")}`;
     }
     case "draining":

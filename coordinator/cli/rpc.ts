@@ -1,7 +1,7 @@
 // The CLI's gRPC client: bearer token on every call, a deadline, and errors
 // turned into one line a user can act on.
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { FarmServiceClient, type SubmitRequest, type SubmitResponse } from "../../proto/gen/farm.js";
+import { FarmServiceClient, SubmitRequest, type SubmitResponse } from "../../proto/gen/farm.js";
 import { FarmError } from "../core/errors.js";
 import { grpcChannelCredentials, grpcTarget } from "../../proto/tls.js";
 
@@ -68,7 +68,7 @@ export function submitInPieces(client: FarmServiceClient, target: RpcTarget, req
     const writeMore = () => {
       for (; i < pieces; i++) {
         const nodes = req.nodes.slice(i * pieceNodes, (i + 1) * pieceNodes);
-        const piece = i === 0 ? { ...req, nodes } : { nodes, roots: [], description: "", idempotencyKey: "", noPublish: false, source: "" };
+        const piece = i === 0 ? { ...req, nodes } : SubmitRequest.fromPartial({ nodes });
         if (!stream.write(piece)) {
           i++;
           stream.once("drain", writeMore);

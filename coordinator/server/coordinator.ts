@@ -66,7 +66,6 @@ export class Coordinator implements WorkerHub, FarmApi {
   private readonly persister: Persister;
   private readonly runner: EffectRunner;
   private tickQueued = false;
-  private stopping = false;
   private lastTickAtMs = 0;
 
   constructor(private readonly d: CoordinatorDeps) {
@@ -91,7 +90,6 @@ export class Coordinator implements WorkerHub, FarmApi {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.runner.idle(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
-    this.stopping = true;
     this.persister.stop();
   }
 
@@ -227,7 +225,7 @@ export class Coordinator implements WorkerHub, FarmApi {
   private stepInBackground(what: string, event: (now: number) => Effect[]): void {
     this.step(what, event).catch((err: unknown) => {
       // While stopping, the streams that close after the store did are expected to find it closed.
-      const log = this.stopping ? this.d.logger.debug.bind(this.d.logger) : this.d.logger.warn.bind(this.d.logger);
+      const log = this.persister.isStopped ? this.d.logger.debug.bind(this.d.logger) : this.d.logger.warn.bind(this.d.logger);
       log({ err: (err as Error).message, what }, "event not stored");
     });
   }

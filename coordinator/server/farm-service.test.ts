@@ -4,7 +4,7 @@ import { Server, ServerCredentials, credentials, status } from "@grpc/grpc-js";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { nodeToWire } from "../../proto/convert/mod.js";
-import { FarmServiceClient, FarmServiceService } from "../../proto/gen/farm.js";
+import { FarmServiceClient, FarmServiceService, SubmitRequest, type SubmitResponse } from "../../proto/gen/farm.js";
 import { authMetadata, submitInPieces } from "../cli/rpc.js";
 import { Scheduler } from "../core/scheduler.js";
 import { mkNode } from "../core/test-support.js";
@@ -65,6 +65,19 @@ describe("SubmitStream", () => {
     );
     expect(unary.jobId).not.toBe(streamed.jobId);
     expect(streamed.status!.counts!.total).toBe(12);
+  });
+
+  it("takes a first message that carries only the request's fields, the nodes after it", async () => {
+    const nodes = chain(4, "h");
+    const req = request(nodes, "header-first");
+    const res = await new Promise<SubmitResponse>((resolve, reject) => {
+      const stream = client.submitStream(authMetadata(TOKEN), (err, r) => (err ? reject(err) : resolve(r)));
+      stream.write({ ...req, nodes: [] });
+      stream.write(SubmitRequest.fromPartial({ nodes: req.nodes }));
+      stream.end();
+    });
+    expect(res.status!.counts!.total).toBe(4);
+    expect(res.status!.description).toBe("chain header-first");
   });
 
   it("refuses a bad token, an empty stream and a DAG over the limit, with clear statuses", async () => {

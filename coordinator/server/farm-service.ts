@@ -53,9 +53,14 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
     };
   }
 
+  /** Over the limit: refused as soon as it is known (mid-stream too). */
+  const checkDagLimit = (n: number) => {
+    if (n > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${n} derivations or more; this coordinator accepts at most ${deps.maxDagNodes}`);
+  };
+  /** A whole DAG's size: not empty, not over the limit. */
   const checkDagSize = (n: number) => {
     if (n === 0) throw new InvalidInputError("submit carries no derivations");
-    if (n > deps.maxDagNodes) throw new InvalidInputError(`DAG has ${n} derivations or more; this coordinator accepts at most ${deps.maxDagNodes}`);
+    checkDagLimit(n);
   };
 
   /** A whole submit, its nodes converted: the header's fields from its (first) request. */
@@ -96,7 +101,7 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
               if (failed) return;
               try {
                 header ??= piece;
-                checkDagSize(nodes.length + piece.nodes.length);
+                checkDagLimit(nodes.length + piece.nodes.length);
                 for (const n of piece.nodes) nodes.push(nodeFromWire(n, storeDir));
               } catch (err) {
                 fail(err);
@@ -104,8 +109,12 @@ export function createFarmService(deps: { api: FarmApi; tokens: TokenRegistry; s
             });
             call.on("end", () => {
               if (failed) return;
-              if (header === undefined || nodes.length === 0) return fail(new InvalidInputError("submit carries no derivations"));
-              submitNodes(header, nodes, caller).then((res) => callback(null, res), fail);
+              try {
+                checkDagSize(nodes.length);
+              } catch (err) {
+                return fail(err);
+              }
+              submitNodes(header!, nodes, caller).then((res) => callback(null, res), fail);
             });
             call.on("error", fail);
           },

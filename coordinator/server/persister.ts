@@ -66,6 +66,11 @@ export class Persister {
     this.stopped = true;
   }
 
+  /** True once stop() was called. */
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
   /** True while workers' deadlines should not count (just after a store stall held their heartbeats back). */
   holdsLosses(now: number): boolean {
     return now < this.holdUntil;
