@@ -59,14 +59,6 @@ export function* topoOrderSteps(
   return { order };
 }
 
-/** Every drv reachable from `roots`, not descending below drvs where `isLeaf` holds. */
-export function reachable(
-  roots: readonly DrvPath[],
-  nodeOf: (p: DrvPath) => DrvNode,
-  isLeaf: (p: DrvPath) => boolean,
-): Set<DrvPath> {
-  return runAll(reachableSteps(roots, nodeOf, isLeaf, new SliceBudget(0)));
-}
 
 /** reachable in slices of `budget`. */
 export function* reachableSteps(

@@ -58,6 +58,7 @@ describe("both sides through one converter", () => {
     expect(shown.length).toBe(400);
     const report = { lease, outcome: "out-of-memory" as const, outputs: [{ name: "out", path: out, narHash: `sha256:${"0".repeat(52)}`, narSize: 99 }], durationMs: 1235, peakMemoryBytes: 5e8, cores: 2, error: "killed" };
     expect(reportFromWire(value(resultToWire(report)), S)).toEqual(report);
+    expect(reportFromWire(value(resultToWire({ ...report, error: "\x1b[2Jkilled\x07 here\nsecond line" })), S).error).toBe(" [2Jkilled  here");
     expect(heartbeatFromWire(value(heartbeatToWire({ freeMemoryBytes: 1, freeDiskBytes: 2, uptimeSeconds: 3, running: [{ lease, memoryBytes: 10, peakMemoryBytes: 20 }] })), S)).toEqual({
       freeMemoryBytes: 1,
       freeDiskBytes: 2,

@@ -169,7 +169,8 @@ export function reportFromWire(r: BuildResult, storeDir: string): BuildReport {
     peakMemoryBytes: r.peakMemoryBytes,
     ...(r.memoryNotMeasured ? { memoryNotMeasured: true } : {}),
     cores: r.cores,
-    error: truncate(r.error.split("\n")[0] ?? ""),
+    // Shown in `farm status` and logs: one line, no escape sequences, as the worker's other free text.
+    error: truncate(plainText(r.error.split("\n")[0] ?? "", 1000)),
   };
 }
 

@@ -18,17 +18,21 @@ export function freePort(): Promise<number> {
 export async function waitForPort(port: number, timeoutMs = 20_000, host = "127.0.0.1"): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = net.connect(port, host, () => {
-        sock.destroy();
-        resolve(true);
-      });
-      sock.on("error", () => resolve(false));
-    });
-    if (ok) return;
+    if (await accepts(port, host)) return;
     if (Date.now() > until) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** True when something accepts a TCP connection on `host:port` now. */
+export function accepts(port: number, host = "127.0.0.1"): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, host, () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.on("error", () => resolve(false));
+  });
 }
 
 /** Polls `check` until it returns a truthy value. */
