@@ -11,7 +11,7 @@ import path from "node:path";
 import { execa } from "execa";
 import type { Logger } from "pino";
 import { FarmError } from "../proto/errors.js";
-import { CacheClient, currentEntry, findOnPath, type NarInfo } from "../proto/nix/mod.js";
+import { CacheClient, currentEntry, findOnPath, parseNixVersion, type NarInfo } from "../proto/nix/mod.js";
 import { installClosure } from "../proto/nix/install/mod.js";
 
 /** Where the worker's Nix comes from: the host's if it has one, else the cache ("auto"), or forced. */
@@ -93,9 +93,7 @@ async function nixVersion(nixStore: string, opts: NixBootstrapOptions): Promise<
   try {
     mkdirSync(opts.stateDir, { recursive: true });
     const { stdout } = await execa(nixStore, ["--version"], { env: queryEnv(opts), extendEnv: false, timeout: 30_000 });
-    const m = /\(Nix\)\s+(\S+)/.exec(stdout);
-    if (!m) throw new Error(`unexpected output '${stdout.slice(0, 80)}'`);
-    return m[1];
+    return parseNixVersion(stdout);
   } catch (err) {
     const stderr = String((err as { stderr?: unknown }).stderr ?? "").trim().split("\n").find((l) => l.startsWith("error:"));
     throw new NixUnavailableError(`${nixStore} does not run: ${stderr ?? (err as Error).message.split("\n")[0]}`, { cause: err });

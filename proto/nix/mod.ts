@@ -16,6 +16,7 @@ export { asCompression, compressGzip, compressionExtension, compressXz, compress
 export { ConflictError, HashMismatchError, InsufficientSpaceError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
 export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
 export { findOnPath } from "./find-on-path.js";
+export { parseNixVersion } from "./nix-version.js";
 export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from "./export-stream.js";
 export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
 export { formatNarInfo, normalizeSha256, parseNarInfo, parseSha256, referencePaths, type NarInfo } from "./narinfo.js";

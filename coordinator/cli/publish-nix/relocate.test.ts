@@ -12,7 +12,8 @@ import { execa } from "execa";
 import { REPO } from "../../../test/harness/cluster.js";
 import { runIsolated } from "../../../test/harness/isolated.js";
 import { BARE_UID, bareEnv, hostNixPaths } from "../../../test/harness/bare-container.js";
-import { parseLdd, parseNixVersion, relocateHostNix, type RelocatedNix } from "./relocate.js";
+import { parseLdd, relocateHostNix, type RelocatedNix } from "./relocate.js";
+import { parseNixVersion } from "../../../proto/nix/mod.js";
 
 const STORE = "/tmp/nix/store";
 let root: string;

@@ -22,7 +22,7 @@ import { basename, dirname, join } from "node:path";
 import { execa } from "execa";
 import type { Logger } from "pino";
 import { InvalidInputError } from "../../core/errors.js";
-import { dumpPath, HashCounter, makeSourceStorePath, parseSha256 } from "../../../proto/nix/mod.js";
+import { dumpPath, HashCounter, makeSourceStorePath, parseNixVersion, parseSha256 } from "../../../proto/nix/mod.js";
 
 /** One relocated store path, built in a work dir, ready to upload. */
 export interface RelocatedPath {
@@ -177,13 +177,6 @@ async function buildSyscallCompat(binDir: string, logger: Logger): Promise<boole
   }
 }
 
-/** `nix (Nix) 2.8.0` -> `2.8.0`. */
-export function parseNixVersion(text: string): string {
-  const m = /\(Nix\)\s+(\d[\w.+-]*)/.exec(text);
-  if (!m) throw new InvalidInputError(`cannot read a Nix version from '${text.trim().slice(0, 80)}'`);
-  return m[1];
-}
-
 /** Copies a file's bytes (following links) and makes the copy writable for patchelf. */
 async function copyInto(from: string, to: string): Promise<void> {
   await copyFile(from, to);
@@ -200,7 +193,10 @@ async function seal(dir: string, name: string, references: string[], storeDir: s
   return { storePath, dir, references, narHash: hash, narSize: size };
 }
 
-/** Read-only files and dirs: a NAR records only the executable bit, but the tree should match what it unpacks to. */
+/**
+ * Read-only files: a NAR records only the executable bit, but the files should match what it unpacks to.
+ * Directories stay writable (unlike the store installer's canonicalize): the tree is copied and removed as scratch.
+ */
 async function canonicalModes(path: string): Promise<void> {
   for (const entry of await readdir(path, { withFileTypes: true })) {
     const p = join(path, entry.name);
