@@ -18,6 +18,10 @@ export interface DrvFacts {
   references: string[];
   /** Its output paths (none for floating content-addressed outputs). */
   outputs: string[];
+  /** Output name -> path ("" for a floating content-addressed output). */
+  outputsByName: ReadonlyMap<string, string>;
+  /** The input derivations and which of their outputs it uses. */
+  inputDrvs: { path: string; outputs: string[] }[];
 }
 
 /** Facts of .drv files read before: a .drv never changes, its hash fixes its content. */
@@ -37,7 +41,12 @@ export class DrvMemo {
     let facts: DrvFacts;
     try {
       const d = parseDerivation(text, drv);
-      facts = { references: [...d.inputDrvs.map((i) => i.path), ...d.inputSrcs], outputs: d.outputs.map((o) => o.path).filter(Boolean) };
+      facts = {
+        references: [...d.inputDrvs.map((i) => i.path), ...d.inputSrcs],
+        outputs: d.outputs.map((o) => o.path).filter(Boolean),
+        outputsByName: new Map(d.outputs.map((o) => [o.name, o.path])),
+        inputDrvs: d.inputDrvs.map((i) => ({ path: i.path, outputs: [...i.outputs] })),
+      };
     } catch {
       return undefined; // half written by an import that died: the cache's narinfo says
     }

@@ -6,9 +6,8 @@
 // checks every narinfo's signature and every NAR's hash against the farm key as
 // Nix's substituter would. Only a missing path referring to a path nobody asked
 // about yet costs another validity call.
-import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { encodeExport, mapLimit, parseDerivation, referencePaths, topoSortByReferences, type ExportItem, type NarInfo } from "../proto/nix/mod.js";
+import { encodeExport, mapLimit, referencePaths, topoSortByReferences, type ExportItem, type NarInfo } from "../proto/nix/mod.js";
 import type { CacheApi } from "./cache-api.js";
 import { walkDrvClosure, type DrvMemo } from "./drv-closure.js";
 import { BuildStepError } from "./executor.js";
@@ -132,7 +131,7 @@ async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], d
  */
 export async function ensureOnlyThisBuilds(store: NixStore, cache: CacheApi, req: FetchRequest, known: Set<string>): Promise<FetchResult> {
   const none = { valid: known, drvPaths: 0, inputPaths: 0, bytes: 0 };
-  const needed = await inputOutputs(req.drvPath);
+  const needed = await inputOutputs(req.drvPath, req.drvMemo);
   if (!needed) return planWithDryRun(store, cache, req);
   const unknown = [...needed.keys()].filter((p) => !known.has(p));
   if (unknown.length === 0) return none;
@@ -144,21 +143,22 @@ export async function ensureOnlyThisBuilds(store: NixStore, cache: CacheApi, req
   return fetchInputs(store, cache, { ...req, inputPaths: invalid, dropUnpublished: undefined });
 }
 
-/** Output path -> its derivation, for every input derivation output `drvPath` uses; undefined when the .drv files don't say (then Nix must). */
-async function inputOutputs(drvPath: string): Promise<Map<string, string> | undefined> {
+/**
+ * Output path -> its derivation, for every input derivation output `drvPath` uses, from the .drv
+ * files (read once per worker, in the memo); undefined when they don't say (then Nix must).
+ */
+async function inputOutputs(drvPath: string, memo: DrvMemo): Promise<Map<string, string> | undefined> {
   const needed = new Map<string, string>();
-  try {
-    const drv = parseDerivation(await readFile(drvPath, "utf8"), drvPath);
-    for (const input of drv.inputDrvs) {
-      const inputDrv = parseDerivation(await readFile(input.path, "utf8"), input.path);
-      for (const o of inputDrv.outputs) {
-        if (!input.outputs.includes(o.name)) continue;
-        if (!o.path) return undefined; // a floating content-addressed output
-        needed.set(o.path, input.path);
-      }
+  const drv = await memo.read(drvPath);
+  if (!drv) return undefined;
+  for (const input of drv.inputDrvs) {
+    const inputDrv = await memo.read(input.path);
+    if (!inputDrv) return undefined;
+    for (const [name, outPath] of inputDrv.outputsByName) {
+      if (!input.outputs.includes(name)) continue;
+      if (!outPath) return undefined; // a floating content-addressed output
+      needed.set(outPath, input.path);
     }
-  } catch {
-    return undefined;
   }
   return needed;
 }
