@@ -61,7 +61,9 @@ describe("a partition", () => {
     }
 
     const result = await job;
-    expect(result.code, result.stderr).toBe(0);
+    // On failure, say what the job said about its failed derivations.
+    const failures = () => { try { return JSON.stringify(JSON.parse(result.stdout).failures ?? result.stdout); } catch { return result.stdout; } };
+    expect(result.code, `${result.stderr}\n${failures()}`).toBe(0);
     expect(JSON.parse(result.stdout).state).toBe("succeeded");
 
     // Both built it. Whatever p1 tried to upload came after its lease was gone and was refused (it may also have
