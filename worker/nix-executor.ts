@@ -2,6 +2,7 @@
 // fetch .drv closure -> substitute inputs -> build just this drv -> upload outputs,
 // mapping every way that can go wrong onto a BuildOutcome.
 import { existsSync } from "node:fs";
+import pRetry from "p-retry";
 import { mkdir, mkdtemp } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
@@ -18,7 +19,7 @@ import { withCacheRetry } from "./cache-retry.js";
 import type { NixEnv } from "./nix-env.js";
 import type { MonitorChoice } from "./memory-probe.js";
 import type { LogLimits } from "./nix-log.js";
-import { NixStore } from "./nix-store.js";
+import { NixCommandError, NixStore } from "./nix-store.js";
 import { uploadOutputs } from "./upload-outputs.js";
 
 /** Byte counters the executor feeds (metrics). */
@@ -84,7 +85,14 @@ export class NixExecutor implements Executor {
     if (stale.length === 0) return [];
     log.warn({ paths: stale }, "dropping outputs built here that the farm did not publish as they are; fetching the published ones");
     const dependents = await this.store.referrersClosure(stale, signal);
-    await this.store.deletePaths(dependents, signal);
+    // An aborted build of one of them may still be exiting, holding it as a temp root ("still alive"): give it a few seconds.
+    await pRetry(() => this.store.deletePaths(dependents, signal), {
+      retries: 8,
+      minTimeout: 250,
+      maxTimeout: 1000,
+      signal,
+      shouldRetry: (err) => err instanceof NixCommandError && /still alive/.test(err.nixError),
+    });
     for (const p of dependents) this.builtHere.delete(p);
     return dependents;
   }
