@@ -86,12 +86,12 @@ export class NixExecutor implements Executor {
     log.warn({ paths: stale }, "dropping outputs built here that the farm did not publish as they are; fetching the published ones");
     const dependents = await this.store.referrersClosure(stale, signal);
     // An aborted build of one of them may still be exiting, holding it as a temp root ("still alive"): give it a few seconds.
-    await pRetry(() => this.store.deletePaths(dependents, signal), {
-      retries: 8,
-      minTimeout: 250,
-      maxTimeout: 1000,
-      signal,
-      shouldRetry: (err) => err instanceof NixCommandError && /still alive/.test(err.nixError),
+    const stillAlive = (err: unknown) => err instanceof NixCommandError && /still alive/.test(err.nixError);
+    await pRetry(() => this.store.deletePaths(dependents, signal), { retries: 8, minTimeout: 250, maxTimeout: 1000, signal, shouldRetry: stillAlive }).catch(async (err) => {
+      if (!stillAlive(err)) throw err;
+      const roots = await this.store.roots(dependents, signal).catch((e: Error) => [`(could not list: ${e.message})`]);
+      log.error({ paths: dependents, roots }, "could not drop outputs built here: something still holds them");
+      throw new NixCommandError(err.command, `${err.nixError}; held by: ${roots.join(", ") || "(no root Nix names)"}`, err.exitCode);
     });
     for (const p of dependents) this.builtHere.delete(p);
     return dependents;

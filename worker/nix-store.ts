@@ -85,6 +85,12 @@ export class NixStore {
     if (paths.length > 0) await this.run(["--delete", ...paths], signal);
   }
 
+  /** What keeps these paths alive (`nix-store -q --roots`: GC roots, temporary roots, processes using them). */
+  async roots(paths: string[], signal?: AbortSignal): Promise<string[]> {
+    if (paths.length === 0) return [];
+    return (await this.run(["-q", "--roots", ...paths], signal)).split("\n").filter(Boolean);
+  }
+
   /** Deletes every store path nothing roots (on a worker: inputs fetched for past builds, cheap to fetch again). */
   async collectGarbage(signal?: AbortSignal): Promise<void> {
     this.knownValid.clear();

@@ -308,6 +308,24 @@ describe("cache streaming", () => {
       await big.close();
     }
   }, 30_000);
+
+  it("lets go of the NAR's source when the cache refuses an upload before reading it all", async () => {
+    // A worker's upload reads the store path through an open file: left suspended, it kept the path "alive" to Nix.
+    let sent = 0;
+    let closed = false;
+    async function* endless(): AsyncGenerator<Uint8Array> {
+      try {
+        for (;;) {
+          sent++;
+          yield Buffer.alloc(1 << 16);
+        }
+      } finally {
+        closed = true;
+      }
+    }
+    await expect(cache.client({ token: "wrong" }).upload({ storePath: P1, references: [], narStream: endless() })).rejects.toBeInstanceOf(AuthError);
+    expect({ closed, sentAll: sent > 10_000 }).toEqual({ closed: true, sentAll: false });
+  });
 });
 
 describe("cache client: trust", () => {

@@ -52,21 +52,28 @@ export interface UploadItem {
 }
 
 /** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
-function pullStream(source: ByteSource): ReadableStream<Uint8Array> {
+function pullStream(source: ByteSource): { stream: ReadableStream<Uint8Array>; close: () => Promise<void> } {
   const it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
-  return new ReadableStream<Uint8Array>(
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await it.return?.();
+  };
+  const stream = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         const r = await it.next();
-        if (r.done) controller.close();
-        else controller.enqueue(r.value);
+        if (r.done) {
+          closed = true;
+          controller.close();
+        } else controller.enqueue(r.value);
       },
-      async cancel() {
-        await it.return?.();
-      },
+      cancel: close,
     },
     { highWaterMark: 0 },
   );
+  return { stream, close };
 }
 
 /** Maps an HTTP failure status to the farm's error classes. */
@@ -239,8 +246,16 @@ export class CacheClient {
     }
     if (this.opts.workerId) headers["X-Farm-Worker"] = this.opts.workerId;
     const body = pullStream(item.narStream);
-    const res = await this.request(`upload/${hashPart(item.storePath)}`, { method: "PUT", headers, body, duplex: "half" } as RequestInit);
-    const message = await res.text();
+    let res: Response;
+    let message: string;
+    try {
+      res = await this.request(`upload/${hashPart(item.storePath)}`, { method: "PUT", headers, body: body.stream, duplex: "half" } as RequestInit);
+      message = await res.text();
+    } finally {
+      // A server may answer (a refusal, say) before it has read the whole body, and fetch then leaves the source
+      // suspended: close it, so what it holds (an open file of the store path) is let go now, not never.
+      await body.close().catch(() => undefined);
+    }
     if (!res.ok) throw httpError(res.status, `upload of ${item.storePath}`, message);
     this.opts.logger?.debug({ storePath: item.storePath, status: res.status }, "uploaded path");
     return { status: res.status, message: message.trim() };
