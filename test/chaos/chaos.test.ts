@@ -1,4 +1,4 @@
-// "Survive the fleet": a 100+ derivation DAG (38 with CHAOS_SIZE=small) builds
+// "Survive the fleet": a 100+ derivation DAG (39 with CHAOS_SIZE=small) builds
 // on 4 isolated workers with real Nix, NATS and gRPC while workers are
 // SIGKILLed and replaced with empty ones, the coordinator is SIGKILLed twice,
 // the farm's NATS server restarts, and one worker is frozen (SIGSTOP of its whole
@@ -23,6 +23,8 @@ import { PrivateNats } from "./nats-server.js";
 const FULL = process.env.CHAOS_SIZE === "full";
 const FIXTURE = path.join(REPO, "test/fixtures/chaos/default.nix");
 const HEARTBEAT_TIMEOUT_MS = 4000;
+/** How long after the plan's last disruption (counted from the submit) the DAG's gate opens. */
+const GATE_MARGIN_MS = 8000;
 const SEED = Number(process.env.CHAOS_SEED ?? Date.now() % 100_000);
 
 // Disruptions are spread out so each one is felt on its own: a worker frozen while the
@@ -80,7 +82,11 @@ describe(`chaos (${FULL ? "full" : "small"})`, () => {
     WORKERS = buildUserWorkers(natsDir);
     const started = Date.now();
     farm = await FarmCluster.start({ workers: WORKERS, heartbeatInterval: "1s", heartbeatTimeout: `${HEARTBEAT_TIMEOUT_MS}ms`, natsUrl: nats.url });
-    const submit = farm.cli(["submit", `${FIXTURE}#${FULL ? "full" : "small"}`, "--follow", "--json"]);
+    // The DAG's gate holds the job open until the plan's last disruption is over (and a margin for the job's
+    // acceptance, when the plan's clock starts): on a fast machine the DAG alone finished before the second kill.
+    const planEndMs = Math.max(...PLAN.coordinatorKillsAtMs.map((t) => t + PLAN.coordinatorDownMs), PLAN.natsRestartAtMs + PLAN.natsDownMs, PLAN.freezeAtMs + PLAN.freezeForMs);
+    const notBefore = String(Math.ceil((Date.now() + planEndMs + GATE_MARGIN_MS) / 1000));
+    const submit = farm.cli(["submit", `${FIXTURE}#${FULL ? "full" : "small"}`, "--follow", "--json"], { env: { TMPNIX_CHAOS_NOT_BEFORE: notBefore } });
     let finished = false;
     void submit.finally(() => (finished = true));
     // Chaos starts once the job is accepted (a submit lost to a dead coordinator is another story).
@@ -141,7 +147,7 @@ describe(`chaos (${FULL ? "full" : "small"})`, () => {
     expect(log.some((r) => r.msg === "worker joined" && r.worker === chaos.frozenWorker && r.time > chaos.thawedAtMs!)).toBe(true);
 
     expect(state.drvs.filter((d) => d.state !== "done").map((d) => `${d.drvPath} ${d.state}`)).toEqual([]);
-    expect(derivations).toBe(FULL ? 122 : 38);
+    expect(derivations).toBe(FULL ? 123 : 39);
     // The snoop ran as a build user and found no token anywhere it could read.
     const snoop = state.nodes.find((n) => n.name.endsWith("-snoop"))!;
     const client = new CacheClient({ baseUrl: farm.cacheUrl, trustedPublicKeys: [farm.publicKey()], storeDir: "/tmp/nix/store" });
