@@ -1,7 +1,9 @@
 // instantiate() against real Nix 2.8 in a private store, for the demo fixture,
 // a stand-in nixpkgs directory and every error a user can cause.
 
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -149,6 +151,21 @@ describe("instantiate (errors, one line each)", () => {
     const pkgs = await failure(opts("nixpkgs#hello", { nixpkgs: "/nonexistent/nixpkgs" }));
     expect(pkgs).toBeInstanceOf(MissingFileError);
     expect(pkgs.message).toBe("nixpkgs not found: /nonexistent/nixpkgs");
+  });
+
+  it("tries again while another Nix process holds the store's database", async () => {
+    // A nix-instantiate that fails as Nix 2.8 does when a second process sets up a fresh store's database.
+    const bin = await mkdtemp(join(tmpdir(), "farm-busy-nix-"));
+    try {
+      const real = (cmd: string) => execFileSync("sh", ["-c", `command -v ${cmd}`], { encoding: "utf8" }).trim();
+      await writeFile(join(bin, "nix-instantiate"), `#!/bin/sh\nif [ ! -e "${bin}/tried" ]; then touch "${bin}/tried"; echo "error: SQLite database '/tmp/nix/var/nix/db/db.sqlite' is busy" >&2; exit 1; fi\nexec ${real("nix-instantiate")} "$@"\n`, { mode: 0o755 });
+      await symlink(real("nix-store"), join(bin, "nix-store"));
+      const r = await instantiate(opts("./default.nix#demo", { nixBinDir: bin }));
+      expect(r.roots).toHaveLength(1);
+      expect(existsSync(join(bin, "tried"))).toBe(true);
+    } finally {
+      await rm(bin, { recursive: true });
+    }
   });
 
   it("Nix not installed", async () => {

@@ -6,6 +6,7 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import pRetry, { AbortError } from "p-retry";
 import type { Logger } from "pino";
 import { FarmError } from "../../core/errors.js";
 import type { DrvNode, DrvPath, StorePath } from "../../core/types.js";
@@ -131,19 +132,41 @@ class NixRunner {
     this.env = env;
   }
 
-  /** Runs a Nix command; a non-zero exit becomes `onFail(stderr)`. */
+  /**
+   * Runs a Nix command; a non-zero exit becomes `onFail(stderr)`. Another Nix process
+   * setting up the same store's database (two submits at once on a fresh store) makes
+   * Nix fail with "database is busy" instead of waiting: that is tried again.
+   */
   run(cmd: string, args: string[], onFail: (stderr: string) => Error): Promise<string> {
     const file = this.opts.nixBinDir ? join(this.opts.nixBinDir, cmd) : cmd;
-    return new Promise((resolvePromise, reject) => {
-      execFile(file, args, { env: this.env, cwd: this.cwd, maxBuffer: 1 << 28 }, (err, stdout, stderr) => {
-        if (!err) return resolvePromise(stdout);
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-          return reject(new NixNotInstalledError(`${cmd} not found: install Nix 2.8 (nix-bin) and put it on PATH`, { cause: err }));
-        }
-        this.opts.logger.debug({ cmd, stderr }, "nix command failed");
-        reject(onFail(stderr));
+    const once = () =>
+      new Promise<string>((resolvePromise, reject) => {
+        execFile(file, args, { env: this.env, cwd: this.cwd, maxBuffer: 1 << 28 }, (err, stdout, stderr) => {
+          if (!err) return resolvePromise(stdout);
+          if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+            return reject(new AbortError(new NixNotInstalledError(`${cmd} not found: install Nix 2.8 (nix-bin) and put it on PATH`, { cause: err })));
+          }
+          this.opts.logger.debug({ cmd, stderr }, "nix command failed");
+          reject(DATABASE_BUSY.test(stderr) ? new NixBusyError(stderr) : new AbortError(onFail(stderr)));
+        });
       });
+    return pRetry(once, {
+      retries: 5,
+      minTimeout: 200,
+      maxTimeout: 2000,
+      onFailedAttempt: (e) => this.opts.logger.warn({ cmd, attempt: e.attemptNumber }, "Nix's database is busy (another Nix process is using it); trying again"),
+    }).catch((err: unknown) => {
+      throw err instanceof NixBusyError ? onFail(err.stderr) : err;
     });
+  }
+}
+
+const DATABASE_BUSY = /SQLite database '[^']*' is busy/;
+
+/** A Nix call that failed only because another process held the store's database. */
+class NixBusyError extends Error {
+  constructor(readonly stderr: string) {
+    super("Nix's database is busy");
   }
 }
 
