@@ -67,6 +67,20 @@ describe("DiskStorage", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
+  it("prepares small files invisibly, several at once, until each is committed or discarded", async () => {
+    const [a, b, c] = await Promise.all(["a", "b", "c"].map((x) => storage.prepare(`info ${x}`)));
+    expect(await names("narinfo")).toEqual([]);
+    expect(await a.commit("narinfo", "pa", { ifAbsent: true })).toBe(true);
+    expect(await storage.getText("narinfo", "pa")).toBe("info a");
+    expect(await b.commit("narinfo", "pa", { ifAbsent: true })).toBe(false); // first writer wins, as with put
+    expect(await storage.getText("narinfo", "pa")).toBe("info a");
+    await c.discard();
+    await Promise.all([a, b, c].map((f) => f.discard())); // after a commit, or twice: nothing to do
+    expect(await names("narinfo")).toEqual(["pa"]);
+    await expect((await storage.prepare("x")).commit("narinfo", "../escape")).rejects.toBeInstanceOf(InvalidInputError);
+    expect(await readdir(join(root, ".tmp"))).toHaveLength(1); // that one is the caller's to discard
+  });
+
   it("rejects names that could escape the root", async () => {
     for (const bad of ["../x", "a/b", ".hidden", "", "a b"]) {
       await expect(storage.put("nar", bad, "x")).rejects.toBeInstanceOf(InvalidInputError);

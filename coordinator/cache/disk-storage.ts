@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
-import type { CacheFileKind, CacheStorage, FileReader, StagedFile, StoredFile } from "./storage.js";
+import type { CacheFileKind, CacheStorage, FileReader, PreparedFile, StagedFile, StoredFile } from "./storage.js";
 
 const NARINFO_SUFFIX = ".narinfo";
 /** Read size for NAR and log streams: few, large reads (the default 64 KiB costs a read per 64 KiB). */
@@ -164,6 +164,10 @@ export class DiskStorage implements CacheStorage {
 
   async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
+    return (await this.prepare(data)).commit(kind, name, opts);
+  }
+
+  async prepare(data: string | Uint8Array): Promise<PreparedFile> {
     const tmp = this.tmpPath();
     try {
       const fh = await open(tmp, "wx", 0o644);
@@ -177,9 +181,21 @@ export class DiskStorage implements CacheStorage {
       await unlinkIfPresent(tmp);
       throw err;
     }
-    const done = await this.publish(tmp, kind, name, opts.ifAbsent ?? false);
-    if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
-    return done;
+    let settled = false;
+    return {
+      commit: async (kind, name, o = {}) => {
+        this.pathOf(kind, name);
+        settled = true;
+        const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
+        if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
+        return done;
+      },
+      discard: async () => {
+        if (settled) return;
+        settled = true;
+        await unlinkIfPresent(tmp);
+      },
+    };
   }
 
   async stage(): Promise<StagedFile> {

@@ -100,9 +100,19 @@ export class OutputPublisher {
     }
     const acceptedAtMs = (this.d.now ?? Date.now)();
     const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs, ...(confirms ? { confirms } : {}) };
-    if (!(await storage.put("narinfo", hashPart(storePath), formatNarInfo(signNarInfo(unsigned, this.d.signingKey)), { ifAbsent: true }))) return "present";
-    await storage.put("provenance", hashPart(storePath), JSON.stringify(provenance));
-    await storage.remove("staged", name);
+    // Both files are written at once (each costs a create and an fsync); the narinfo is committed first, and the
+    // provenance only if this narinfo is the one published: a build published before keeps its own record.
+    const written = await Promise.allSettled([storage.prepare(formatNarInfo(signNarInfo(unsigned, this.d.signingKey))), storage.prepare(JSON.stringify(provenance))]);
+    const files = written.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    try {
+      const failed = written.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) throw failed.reason;
+      const [narinfoFile, provenanceFile] = files;
+      if (!(await narinfoFile.commit("narinfo", hashPart(storePath), { ifAbsent: true }))) return "present";
+      await Promise.all([provenanceFile.commit("provenance", hashPart(storePath)), storage.remove("staged", name)]);
+    } finally {
+      await Promise.all(files.map((f) => f.discard()));
+    }
     logger.info({ storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize }, "published accepted output");
     return "published";
   }

@@ -39,6 +39,9 @@ export interface StagedFile {
   discard(): Promise<void>;
 }
 
+/** A small file written whole and flushed, invisible until committed. */
+export type PreparedFile = Omit<StagedFile, "writable">;
+
 /** Storage backend of the binary cache. Names: hash part (narinfo), file name (nar), drv basename (log). */
 export interface CacheStorage {
   /** Opens a file, or null if it does not exist. */
@@ -58,6 +61,8 @@ export interface CacheStorage {
   has(kind: CacheFileKind, name: string): Promise<boolean>;
   /** Atomically writes a small file; `ifAbsent` as in StagedFile.commit. */
   put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts?: { ifAbsent?: boolean }): Promise<boolean>;
+  /** The first half of a put: writes and flushes `data`, to be committed (or discarded) later; several can be written at once. */
+  prepare(data: string | Uint8Array): Promise<PreparedFile>;
   /** Starts a streamed write (for NARs). */
   stage(): Promise<StagedFile>;
   /** Deletes a file; no error if it was not there. */

@@ -18,13 +18,66 @@ describe("EffectRunner", () => {
     };
     const runner = new EffectRunner(new VirtualClock(5), store, (effects) => log.push(`deliver ${effects.length}`));
     const first = runner.step("first", (now) => (log.push(`event first at ${now}`), [abort]));
+    await new Promise((r) => setTimeout(r, 5));
     const second = runner.step("second", () => (log.push("event second"), []), () => []);
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 5));
     expect(log).toEqual(["event first at 5", "persist first"]);
     release();
     expect(await first).toEqual([abort]);
     await second;
     expect(log).toEqual(["event first at 5", "persist first", "deliver 1", "event second", "persist second", "deliver 0"]);
+  });
+
+  it("persists the events that queued behind a write as one batch, then delivers each in order", async () => {
+    const persisted: string[][] = [];
+    const delivered: string[] = [];
+    let release!: () => void;
+    const stalled = new Promise<void>((r) => (release = r));
+    const store = {
+      persist: async (what: string, effects: readonly Effect[]) => {
+        persisted.push([what, ...effects.map((e) => (e.kind === "abort" ? e.reason : e.kind))]);
+        if (what === "first") await stalled;
+      },
+    };
+    const runner = new EffectRunner(new VirtualClock(5), store, (effects) => effects.forEach((e) => delivered.push(e.kind === "abort" ? e.reason : e.kind)));
+    const named = (reason: string): Effect => ({ ...abort, reason });
+    const first = runner.step("first", () => [named("a")]);
+    await new Promise((r) => setTimeout(r, 5));
+    const later = ["b", "c", "d"].map((r) => runner.step(r, () => [named(r)], (effects) => (r === "c" ? [] : effects)));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(delivered).toEqual([]);
+    release();
+    expect(await first).toEqual([named("a")]);
+    expect(await Promise.all(later)).toEqual([[named("b")], [named("c")], [named("d")]]);
+    await runner.idle();
+    expect(persisted).toEqual([["first", "a"], ["b and 2 more", "b", "c", "d"]]);
+    expect(delivered).toEqual(["a", "b", "d"]);
+  });
+
+  it("fails every event of a batch whose write fails, and goes on with the next", async () => {
+    let fail = true;
+    let release!: () => void;
+    const stalled = new Promise<void>((r) => (release = r));
+    const store = {
+      persist: async (what: string) => {
+        if (what === "first") await stalled;
+        else if (fail) {
+          fail = false;
+          throw new Error("fenced");
+        }
+      },
+    };
+    const delivered: number[] = [];
+    const runner = new EffectRunner(new VirtualClock(0), store, (effects) => delivered.push(effects.length));
+    const first = runner.step("first", () => []);
+    await new Promise((r) => setTimeout(r, 5));
+    const batch = [runner.step("x", () => [abort]), runner.step("y", () => [abort])];
+    await new Promise((r) => setTimeout(r, 5));
+    release();
+    await first;
+    for (const p of batch) await expect(p).rejects.toThrow("fenced");
+    expect(await runner.step("after", () => [abort])).toEqual([abort]);
+    expect(delivered).toEqual([0, 1]);
   });
 
   it("turns message effects into wire messages for their worker", () => {

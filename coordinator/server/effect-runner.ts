@@ -1,9 +1,13 @@
 // The effect runner: core events run one at a time, in arrival order. Each
 // event's effects are persisted before any of them is delivered, so no worker
 // ever holds a lease (or an accepted result) the store doesn't know.
+//
+// Group commit: the events that queue up while one persist is in flight are
+// computed one after another and persisted together in one write of each kind,
+// then delivered in order. A busy coordinator pays the store's round trips once
+// per batch rather than once per event; a quiet one runs each event alone.
 import type { Clock } from "../core/clock.js";
 import type { Effect } from "../core/effects.js";
-import { SerialQueue } from "../store/farm-store.js";
 import { assignmentToWire } from "../../proto/convert/mod.js";
 import type { CoordinatorMessage } from "../../proto/gen/farm.js";
 
@@ -12,9 +16,20 @@ export interface EffectStore {
   persist(what: string, effects: readonly Effect[]): Promise<void>;
 }
 
-/** Runs core events serially: compute, persist, deliver. */
+/** One queued event and who waits for it. */
+interface QueuedEvent {
+  what: string;
+  prepare: () => Promise<unknown>;
+  event: (now: number, prepared: unknown) => Effect[];
+  first?: (effects: Effect[]) => Effect[];
+  resolve: (effects: Effect[]) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Runs core events serially: compute, persist (a batch at a time), deliver. */
 export class EffectRunner {
-  private readonly queue = new SerialQueue();
+  private queued: QueuedEvent[] = [];
+  private running: Promise<void> | null = null;
 
   constructor(
     private readonly clock: Clock,
@@ -31,8 +46,8 @@ export class EffectRunner {
   }
 
   /** Resolves once every event queued so far has run. */
-  idle(): Promise<void> {
-    return this.queue.run(async () => undefined);
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
   }
 
   /** Runs one core event; `first` sees the stored effects before delivery and returns what is left to deliver. */
@@ -40,27 +55,61 @@ export class EffectRunner {
     return this.stepAfter(what, async () => undefined, (now) => event(now), first);
   }
 
-  /** Like step, with an async `prepare` in the same turn: nothing else runs between it and the event that gets its answer. */
+  /** Like step, with an async `prepare` in the same turn: no other event runs between it and the event that gets its answer. */
   stepAfter<T>(what: string, prepare: () => Promise<T>, event: (now: number, prepared: T) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
-    return this.queue.run(async () => {
-      const prepared = await prepare();
-      let t = performance.now();
-      const effects = event(this.clock.now(), prepared);
-      // A long compute (a slice of a big submit) and the start of its writes would be one long turn of the loop.
-      if (this.timed(what, "compute", t) > YIELD_AFTER_MS) await new Promise((r) => setImmediate(r));
-      await this.store.persist(what, effects);
-      t = performance.now();
-      this.deliver(first ? first(effects) : effects);
-      this.timed(what, "deliver", t);
-      return effects;
+    return new Promise<Effect[]>((resolve, reject) => {
+      this.queued.push({ what, prepare, event: event as QueuedEvent["event"], first, resolve, reject });
+      this.running ??= this.drain().finally(() => (this.running = null));
     });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued.length > 0) {
+      const batch: { q: QueuedEvent; effects: Effect[] }[] = [];
+      let computeMs = 0;
+      // Take what is queued, up to a bound, and no more compute than one turn of the loop should hold.
+      while (this.queued.length > 0 && batch.length < MAX_BATCH_EVENTS && computeMs <= YIELD_AFTER_MS) {
+        const q = this.queued.shift()!;
+        try {
+          const prepared = await q.prepare();
+          const t = performance.now();
+          const effects = q.event(this.clock.now(), prepared);
+          computeMs += this.timed(q.what, "compute", t);
+          batch.push({ q, effects });
+        } catch (err) {
+          q.reject(err);
+        }
+      }
+      if (batch.length === 0) continue;
+      // A long compute (a slice of a big submit) and the start of its writes would be one long turn of the loop.
+      if (computeMs > YIELD_AFTER_MS) await new Promise((r) => setImmediate(r));
+      try {
+        const what = batch.length === 1 ? batch[0].q.what : `${batch[0].q.what} and ${batch.length - 1} more`;
+        await this.store.persist(what, batch.length === 1 ? batch[0].effects : batch.flatMap((b) => b.effects));
+      } catch (err) {
+        for (const b of batch) b.q.reject(err);
+        continue;
+      }
+      for (const { q, effects } of batch) {
+        const t = performance.now();
+        try {
+          this.deliver(q.first ? q.first(effects) : effects);
+          this.timed(q.what, "deliver", t);
+          q.resolve(effects);
+        } catch (err) {
+          q.reject(err);
+        }
+      }
+    }
   }
 }
 
 /** A synchronous part of an event longer than this is reported (heartbeats wait behind it). */
 export const SLOW_EVENT_MS = 100;
-/** After a compute this long, the loop gets a turn before the event's writes start. */
+/** After this much compute, the loop gets a turn before the batch's writes start. */
 const YIELD_AFTER_MS = 20;
+/** Events persisted together at most. */
+const MAX_BATCH_EVENTS = 256;
 
 /** The message an effect sends to a worker, or null for effects that send none. */
 export function workerMessage(e: Effect): { workerId: string; msg: CoordinatorMessage } | null {

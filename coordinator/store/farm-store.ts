@@ -93,20 +93,28 @@ export class SerialQueue {
 }
 
 /**
- * Carries out the persist effects of one scheduler call, in order, then
- * publishes its events. Messages to workers are the shell's business and
- * must be sent only after this resolves.
+ * Carries out the persist effects of one scheduler call (or of a batch of
+ * them, in order): one write per kind, each record's latest value, then
+ * publishes the events in order. Messages to workers are the shell's business
+ * and must be sent only after this resolves.
  */
 export async function applyEffects(store: FarmStore, effects: readonly Effect[]): Promise<void> {
-  const events: FarmEvent[] = [];
+  const nodes: DrvNode[] = [];
+  const drvs: DrvRecord[] = [];
+  const jobs = new Map<string, JobRecord>();
   const estimates: LearnedEstimate[] = [];
+  const events: FarmEvent[] = [];
+  // Loops, not push(...spread): a failure cascade can carry 100k records.
   for (const e of effects) {
-    if (e.kind === "persistNodes") await store.putNodes(e.nodes);
-    else if (e.kind === "persistDrvs") await store.putDrvs(e.records);
-    else if (e.kind === "persistJob") await store.putJob(e.job);
+    if (e.kind === "persistNodes") for (const n of e.nodes) nodes.push(n);
+    else if (e.kind === "persistDrvs") for (const r of e.records) drvs.push(r);
+    else if (e.kind === "persistJob") jobs.set(e.job.jobId, e.job);
     else if (e.kind === "persistEstimate") estimates.push(e.estimate);
     else if (e.kind === "event") events.push(e.event);
   }
+  if (nodes.length) await store.putNodes(nodes);
+  if (drvs.length) await store.putDrvs(drvs);
+  for (const job of jobs.values()) await store.putJob(job);
   if (estimates.length) await store.putEstimates(estimates);
   // A few hundred in flight: starting each publish is synchronous work, and a thousand at once held the loop.
   for (let i = 0; i < events.length; i += 250) {
