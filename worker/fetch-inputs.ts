@@ -1,13 +1,13 @@
-// Getting a build's inputs into the local store with few nix-store processes.
-// The .drv closure is walked in-process (drv-closure.ts), ONE `nix-store
-// --check-validity` says what of it, of the build's input paths and of the
-// outputs the .drv files name is missing, and ONE `nix-store --import` brings
-// what is needed in, dependencies first, through the farm cache client, which
+// Getting a build's inputs into the local store with few questions to Nix.
+// The .drv closure is walked in-process (drv-closure.ts), ONE validity query
+// says what of it, of the build's input paths and of the outputs the .drv files
+// name is missing, and ONE import brings what is needed in (both answered by
+// the worker's `nix-store --serve` session), dependencies first, through the farm cache client, which
 // checks every narinfo's signature and every NAR's hash against the farm key as
 // Nix's substituter would. Only a missing path referring to a path nobody asked
 // about yet costs another validity call.
 import path from "node:path";
-import { encodeExport, mapLimit, referencePaths, topoSortByReferences, type ExportItem, type NarInfo } from "../proto/nix/mod.js";
+import { mapLimit, referencePaths, topoSortByReferences, type ExportItem, type NarInfo } from "../proto/nix/mod.js";
 import type { CacheApi } from "./cache-api.js";
 import { walkDrvClosure, type DrvMemo } from "./drv-closure.js";
 import { BuildStepError } from "./executor.js";
@@ -92,7 +92,7 @@ export async function fetchInputs(store: NixStore, cache: CacheApi, req: FetchRe
   return { valid, drvPaths, inputPaths: missing.size - drvPaths, bytes };
 }
 
-/** ONE `nix-store --import` of `infos` (any order); logs a "copying path" line per input path (not of `drvClosure`), as Nix's substituter did. */
+/** ONE import of `infos` (any order); logs a "copying path" line per input path (not of `drvClosure`), as Nix's substituter did. */
 async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], drvClosure: Set<string>, req: FetchRequest): Promise<{ bytes: number }> {
   if (infos.length === 0) return { bytes: 0 };
   let bytes = 0;
@@ -115,7 +115,7 @@ async function importPaths(store: NixStore, cache: CacheApi, infos: NarInfo[], d
     }
   }
   try {
-    await store.import(encodeExport(items()), req.signal);
+    await store.import(items(), req.signal);
   } catch (err) {
     if (req.signal.aborted) throw new BuildStepError("aborted", "aborted while fetching inputs");
     throw new BuildStepError("inputs-unavailable", `importing ${infos.length} paths for ${req.drvPath} failed: ${(err as Error).message}`, { cause: err });

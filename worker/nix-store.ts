@@ -1,12 +1,13 @@
-// Thin wrappers over `nix-store` calls the worker makes (all local-store, no daemon).
+// The worker's local relocated store (no daemon). Questions about paths and
+// imports go to one long-lived `nix-store --serve --write` (nix-serve.ts); a
+// build, a deletion and garbage collection are `nix-store` processes of their own.
 import { lstatSync } from "node:fs";
-import { pipeline } from "node:stream/promises";
-import { Readable } from "node:stream";
 import { execa } from "execa";
 import { TransientError } from "../proto/errors.js";
-import { nix32Encode } from "../proto/nix/mod.js";
+import { encodeExport, type ExportItem } from "../proto/nix/mod.js";
 import type { NixEnv } from "./nix-env.js";
 import { isNixNoise, LineSplitter, parseNixError } from "./nix-log.js";
+import { NixServe, NixServeError } from "./nix-serve.js";
 
 /** Paths per command line: about 400 KB of arguments, well under ARG_MAX (2 MB) even for long store paths. */
 const ARGS_PER_CALL = 4000;
@@ -22,18 +23,45 @@ export class NixCommandError extends TransientError {
 export class NixStore {
   /**
    * Paths Nix said are valid here (or that it imported), so asking again costs
-   * no process: every nix-store process costs about 50 ms of startup. Only this
-   * worker changes its store; a path gone from disk is invalid whatever we
-   * remember, and deleting or collecting garbage forgets.
+   * nothing: only this worker changes its store; a path gone from disk is
+   * invalid whatever we remember, and deleting or collecting garbage forgets.
    */
   private readonly knownValid = new Set<string>();
+  private serve: Promise<NixServe> | null = null;
 
   constructor(private readonly nix: NixEnv) {}
 
+  /** The serve session, started on first use and again after one failed. */
+  private async session(): Promise<NixServe> {
+    if (this.serve) {
+      const s = await this.serve.catch(() => null);
+      if (s?.alive) return s;
+    }
+    this.serve = NixServe.start(this.nix.env());
+    return this.serve;
+  }
+
+  /** Asks the serve session; whatever went wrong, remembered validity is not to be leaned on after it. */
+  private async ask<T>(question: (serve: NixServe) => Promise<T>): Promise<T> {
+    try {
+      return await question(await this.session());
+    } catch (err) {
+      this.knownValid.clear();
+      if (err instanceof NixServeError) throw new NixCommandError(err.command, err.nixError, undefined);
+      throw err;
+    }
+  }
+
+  /** Ends the serve session (it holds what it imported as temporary roots); the next question starts another. */
+  async close(): Promise<void> {
+    const serve = this.serve;
+    this.serve = null;
+    await (await serve?.catch(() => null))?.close();
+  }
+
   /**
    * Which of `paths` are not valid here. A path not on disk is not valid (Nix
-   * registers a path only once it is there); known ones are valid; the rest
-   * are asked in ONE nix-store call per 4000 paths.
+   * registers a path only once it is there); known ones are valid; the rest are asked.
    */
   async invalidPaths(paths: string[], signal?: AbortSignal): Promise<Set<string>> {
     const invalid = new Set<string>();
@@ -46,30 +74,25 @@ export class NixStore {
         ask.push(p);
       }
     }
-    for (let i = 0; i < ask.length; i += ARGS_PER_CALL) {
-      const chunk = ask.slice(i, i + ARGS_PER_CALL);
-      const out = await this.run(["--check-validity", "--print-invalid", ...chunk], signal);
-      const said = new Set(out.split("\n").filter(Boolean));
-      for (const p of chunk) {
-        if (said.has(p)) invalid.add(p);
-        else this.knownValid.add(p);
-      }
+    if (ask.length === 0) return invalid;
+    const valid = await this.ask((serve) => serve.validPaths(ask, signal));
+    for (const p of ask) {
+      if (valid.has(p)) this.knownValid.add(p);
+      else invalid.add(p);
     }
     return invalid;
   }
 
-  /**
-   * NAR hash, size and references of valid paths as registered in the local
-   * database, in ONE `nix-store --dump-db` call per 4000 paths (it fails if one is invalid).
-   */
+  /** NAR hash, size and references of valid paths as registered in the local database; fails if one is not valid. */
   async pathInfos(paths: string[], signal?: AbortSignal): Promise<Map<string, LocalPathInfo>> {
     const infos = new Map<string, LocalPathInfo>();
-    for (let i = 0; i < paths.length; i += ARGS_PER_CALL) {
-      for (const info of parseDumpDb(await this.run(["--dump-db", ...paths.slice(i, i + ARGS_PER_CALL)], signal))) {
-        infos.set(info.path, info);
-        this.knownValid.add(info.path);
-      }
+    if (paths.length === 0) return infos;
+    for (const info of await this.ask((serve) => serve.pathInfos(paths, signal))) {
+      infos.set(info.path, info);
+      this.knownValid.add(info.path);
     }
+    const missing = paths.filter((p) => !infos.has(p));
+    if (missing.length > 0) throw new NixCommandError("nix-store --serve query-path-infos", `path '${missing[0]}' is not valid`, undefined);
     return infos;
   }
 
@@ -82,7 +105,9 @@ export class NixStore {
   /** Deletes these paths if nothing (no other path, no running build) still uses them. */
   async deletePaths(paths: string[], signal?: AbortSignal): Promise<void> {
     for (const p of paths) this.knownValid.delete(p);
-    if (paths.length > 0) await this.run(["--delete", ...paths], signal);
+    if (paths.length === 0) return;
+    await this.close(); // its temporary roots would keep what it imported alive
+    await this.run(["--delete", ...paths], signal);
   }
 
   /** What keeps these paths alive (`nix-store -q --roots`: GC roots, temporary roots, processes using them). */
@@ -94,24 +119,20 @@ export class NixStore {
   /** Deletes every store path nothing roots (on a worker: inputs fetched for past builds, cheap to fetch again). */
   async collectGarbage(signal?: AbortSignal): Promise<void> {
     this.knownValid.clear();
+    await this.close();
     await this.run(["--gc"], signal);
   }
 
-  /** Feeds an export stream to `nix-store --import`; returns the imported paths. */
-  async import(source: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<string[]> {
-    const child = execa("nix-store", ["--import"], { env: this.nix.env(), extendEnv: false, cancelSignal: signal, stdin: "pipe", reject: false });
-    let feedError: unknown;
-    const feed = pipeline(Readable.from(source, { objectMode: false }), child.stdin).catch((err) => {
-      feedError = err;
-      child.kill();
-    });
-    const [r] = await Promise.all([child, feed]);
-    if (feedError) throw feedError;
-    if (r.exitCode !== 0 || r.isCanceled) {
-      this.knownValid.clear();
-      throw new NixCommandError("nix-store --import", nixErrorOf(r.stderr, r.message), r.exitCode);
+  /** Imports these paths (dependencies first), as `nix-store --import` of their export stream would; returns them. */
+  async import(items: AsyncIterable<ExportItem> | Iterable<ExportItem>, signal?: AbortSignal): Promise<string[]> {
+    const imported: string[] = [];
+    async function* noted(): AsyncGenerator<ExportItem> {
+      for await (const item of items) {
+        imported.push(item.storePath);
+        yield item;
+      }
     }
-    const imported = r.stdout.split("\n").filter(Boolean);
+    await this.ask((serve) => serve.importPaths(encodeExport(noted()), signal));
     for (const p of imported) this.knownValid.add(p);
     return imported;
   }
@@ -154,37 +175,6 @@ export interface LocalPathInfo {
   narHash: string;
   narSize: number;
   references: string[];
-}
-
-/**
- * Parses `nix-store --dump-db PATHS` (Nix 2.8's validity registration): per path
- * its path, base-16 NAR hash, NAR size, deriver (may be empty), reference count, references.
- */
-export function parseDumpDb(text: string): LocalPathInfo[] {
-  const lines = text.split("\n");
-  const infos: LocalPathInfo[] = [];
-  let i = 0;
-  const next = (what: string): string => {
-    if (i >= lines.length) throw new NixCommandError("nix-store --dump-db", `output ends before the ${what} of path ${infos.length + 1}`, 0);
-    return lines[i++];
-  };
-  while (i < lines.length && lines[i] !== "") {
-    const path = next("path");
-    const hex = next("hash");
-    if (!/^[0-9a-f]{64}$/.test(hex)) throw new NixCommandError("nix-store --dump-db", `unexpected NAR hash '${hex}' of ${path}`, 0);
-    const narSize = Number(next("size"));
-    next("deriver");
-    const count = Number(next("reference count"));
-    if (!Number.isSafeInteger(narSize) || !Number.isSafeInteger(count)) throw new NixCommandError("nix-store --dump-db", `unexpected size or reference count of ${path}`, 0);
-    const references: string[] = [];
-    for (let r = 0; r < count; r++) {
-      const ref = next("references");
-      if (!ref) throw new NixCommandError("nix-store --dump-db", `output ends before the references of ${path}`, 0);
-      references.push(ref);
-    }
-    infos.push({ path, narHash: `sha256:${nix32Encode(Buffer.from(hex, "hex"))}`, narSize, references });
-  }
-  return infos;
 }
 
 function nixErrorOf(stderr: unknown, fallback: string | undefined): string {
