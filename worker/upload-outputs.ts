@@ -22,7 +22,7 @@ export async function uploadOutputs(
 ): Promise<BuiltOutput[]> {
   const entries = Object.entries(outputs);
   const paths = entries.map(([, p]) => p);
-  // References of every output in one nix-store call; it fails only if an output is missing, which a second call names.
+  // References of every output in one question to Nix; it fails only if an output is missing, which a second names.
   const infos = await store.pathInfos(paths, signal).catch(async (err: unknown) => {
     const invalid = await store.invalidPaths(paths, signal);
     if (invalid.size > 0) throw new BuildStepError("failed", `build succeeded but did not produce ${[...invalid].join(", ")}`);
@@ -30,7 +30,7 @@ export async function uploadOutputs(
   });
   const withInfo = entries.map(([name, storePath]) => {
     const info = infos.get(storePath);
-    if (!info) throw new BuildStepError("worker-error", `nix-store --dump-db said nothing about ${storePath}`);
+    if (!info) throw new BuildStepError("worker-error", `Nix said nothing about ${storePath}`);
     return { name, storePath, references: info.references, info };
   });
   const built: BuiltOutput[] = [];
