@@ -80,6 +80,13 @@ describe("EffectRunner", () => {
     expect(delivered).toEqual([0, 1]);
   });
 
+  it("runs an event queued by a caller resumed from the last delivery of a drain", async () => {
+    const runner = new EffectRunner(new VirtualClock(0), { persist: async () => undefined }, () => undefined);
+    const chained = runner.step("first", () => []).then(() => runner.step("second", () => [abort]));
+    const timeout = new Promise((r) => setTimeout(() => r("stranded"), 1000));
+    expect(await Promise.race([chained, timeout])).toEqual([abort]);
+  });
+
   it("turns message effects into wire messages for their worker", () => {
     expect(workerMessage(abort)).toEqual({ workerId: "w1", msg: { msg: { $case: "abort", value: { lease: abort.lease, reason: "stale" } } } });
     expect(workerMessage({ kind: "heartbeatAck", workerId: "w1", deadlineMs: 1 })).toBeNull();

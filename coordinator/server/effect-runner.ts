@@ -59,12 +59,18 @@ export class EffectRunner {
   stepAfter<T>(what: string, prepare: () => Promise<T>, event: (now: number, prepared: T) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
     return new Promise<Effect[]>((resolve, reject) => {
       this.queued.push({ what, prepare, event: event as QueuedEvent["event"], first, resolve, reject });
-      this.running ??= this.drain().finally(() => (this.running = null));
+      this.running ??= this.drain();
     });
   }
 
   private async drain(): Promise<void> {
-    while (this.queued.length > 0) {
+    for (;;) {
+      if (this.queued.length === 0) {
+        // Cleared in the same turn the queue is found empty: an event queued by a caller resumed from this
+        // drain's last delivery must start a new drain, not wait behind one that has ended.
+        this.running = null;
+        return;
+      }
       const batch: { q: QueuedEvent; effects: Effect[] }[] = [];
       let computeMs = 0;
       // Take what is queued, up to a bound, and no more compute than one turn of the loop should hold.
