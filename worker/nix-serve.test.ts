@@ -5,7 +5,7 @@ import path from "node:path";
 import { encodeExport, encodeString, encodeU64, HashCounter } from "../proto/nix/mod.js";
 import { narFromTree } from "../proto/nix/testing/nar-fixtures.js";
 import { destroyNixEnv, makeNixEnv, nixLines, runNix, type TestNixEnv } from "../proto/nix/testing/nix-env.js";
-import { NixServe, NixServeError } from "./nix-serve.js";
+import { NixServe, NixServeError, NixServeGoneError } from "./nix-serve.js";
 
 let nix: TestNixEnv;
 beforeAll(async () => {
@@ -52,10 +52,37 @@ describe("NixServe (real nix-store --serve --write)", () => {
     expect(err).toBeInstanceOf(NixServeError);
     expect((err as NixServeError).nixError).toMatch(/Nix archive/);
     expect(serve.alive).toBe(false);
-    await expect(serve.validPaths([])).rejects.toThrow(/gone/);
+    await expect(serve.validPaths([])).rejects.toBeInstanceOf(NixServeGoneError);
     const next = await NixServe.start(nix.env);
     expect(await next.validPaths([])).toEqual(new Set());
     await next.close();
+  });
+
+  it("closes after the commands already queued, and takes no new ones", async () => {
+    const serve = await NixServe.start(nix.env);
+    const p = `${nix.storeDir}/2mdqa9w1p6cmli6976v4wi0sw9r4p5pr-queued`;
+    const importing = serve.importPaths(exportOf(p, narFromTree({ file: "queued" })));
+    const closing = serve.close();
+    expect(serve.alive).toBe(false);
+    await expect(serve.validPaths([p])).rejects.toBeInstanceOf(NixServeGoneError);
+    await importing; // finished, not cut off
+    await closing;
+    expect(await nixLines(nix, "nix-store", ["--check-validity", "--print-invalid", p])).toEqual([]);
+  });
+
+  it("lets go of the import's source when Nix fails mid-stream", async () => {
+    const serve = await NixServe.start(nix.env);
+    let closed = false;
+    const source = (async function* () {
+      try {
+        yield Buffer.concat([encodeU64(1), encodeString("not a NAR")]);
+        for (;;) yield Buffer.alloc(1 << 16);
+      } finally {
+        closed = true;
+      }
+    })();
+    await expect(serve.importPaths(source)).rejects.toThrow(/Nix archive/);
+    expect(closed).toBe(true);
   });
 
   it("is killed by an abort, and says so", async () => {

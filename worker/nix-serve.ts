@@ -20,6 +20,8 @@ const CMD_QUERY_VALID_PATHS = 1;
 const CMD_QUERY_PATH_INFOS = 2;
 const CMD_IMPORT_PATHS = 4;
 const MAX_STRING = 1 << 20;
+/** How long close() lets queued commands finish before it ends the session anyway. */
+const CLOSE_WAIT_MS = 30_000;
 /** Bytes of stderr kept for the error of a failed command. */
 const STDERR_KEPT = 16 * 1024;
 
@@ -39,12 +41,21 @@ export class NixServeError extends Error {
   }
 }
 
+/** The session had ended (another command failed, or it was closed) before this command was sent: another session can take it. */
+export class NixServeGoneError extends NixServeError {
+  constructor(command: string) {
+    super(command, "the serve session had ended before the command was sent");
+  }
+}
+
 /** One `nix-store --serve --write` process and the commands it answers. */
 export class NixServe {
   private readonly reader: ByteReader;
   private stderr = "";
   private readonly exited: Promise<void>;
   private dead = false;
+  /** close() was called: no command is taken any more, the queued ones finish first. */
+  private closing = false;
   private tail: Promise<unknown> = Promise.resolve();
 
   private constructor(private readonly child: ChildProcessWithoutNullStreams) {
@@ -58,7 +69,9 @@ export class NixServe {
 
   /** Starts `nix-store --serve --write` with this environment and shakes hands. */
   static async start(env: NodeJS.ProcessEnv, nixStore = "nix-store"): Promise<NixServe> {
-    const child = spawn(nixStore, ["--serve", "--write"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    // A long-lived Nix remembers what it looked up; a path it found invalid must not stay so once a build
+    // (another process) has registered it, so it remembers no negative answers.
+    const child = spawn(nixStore, ["--serve", "--write", "--option", "narinfo-cache-negative-ttl", "0"], { env, stdio: ["pipe", "pipe", "pipe"] });
     const spawned = await Promise.race([once(child, "spawn").then(() => null), once(child, "error").then(([err]) => err as Error)]);
     if (spawned) throw new NixServeError("nix-store --serve", spawned.message);
     const s = new NixServe(child);
@@ -70,9 +83,9 @@ export class NixServe {
     return s;
   }
 
-  /** False once the process is gone (or was closed). */
+  /** False once the process is gone or closing. */
   get alive(): boolean {
-    return !this.dead;
+    return !this.dead && !this.closing;
   }
 
   /** The valid ones of `paths`. */
@@ -112,22 +125,36 @@ export class NixServe {
     return this.command("nix-store --serve import-paths", async () => {
       await this.send(encodeU64(CMD_IMPORT_PATHS));
       const it = Symbol.asyncIterator in stream ? stream[Symbol.asyncIterator]() : stream[Symbol.iterator]();
-      for (;;) {
-        let next: IteratorResult<Uint8Array>;
-        try {
-          next = await it.next();
-        } catch (err) {
-          throw new SourceFailed(err);
+      let done = false;
+      try {
+        while (!done) {
+          let next: IteratorResult<Uint8Array>;
+          try {
+            next = await it.next();
+          } catch (err) {
+            done = true; // a source that threw has ended
+            throw new SourceFailed(err);
+          }
+          done = next.done === true;
+          if (!done) await this.send(next.value);
         }
-        if (next.done) break;
-        await this.send(next.value);
+      } finally {
+        // Whatever stopped us, let go of the source (a download's connection, a file).
+        if (!done) await Promise.resolve(it.return?.()).catch(() => undefined);
       }
       if ((await this.reader.readU64()) !== 1) throw new NixServeError("nix-store --serve import-paths", "Nix did not confirm the import");
     }, signal);
   }
 
-  /** Ends the session: Nix exits when its input ends (and lets go of its temporary roots). */
+  /**
+   * Ends the session once the commands queued so far have run: Nix exits when
+   * its input ends (and lets go of its temporary roots).
+   */
   async close(): Promise<void> {
+    this.closing = true;
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([this.tail, new Promise((r) => (waited = setTimeout(r, CLOSE_WAIT_MS)))]);
+    clearTimeout(waited);
     if (!this.dead) this.child.stdin.end();
     const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
     await this.exited;
@@ -136,13 +163,14 @@ export class NixServe {
 
   /** Runs one exchange after those queued before it; on any failure the process is killed and the error names Nix's own complaint. */
   private command<T>(what: string, exchange: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (this.closing) return Promise.reject(new NixServeGoneError(what));
     const run = this.tail.then(() => this.exchange(what, exchange, signal));
     this.tail = run.catch(() => undefined);
     return run;
   }
 
   private async exchange<T>(what: string, exchange: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    if (this.dead) throw new NixServeError(what, "the serve process is gone");
+    if (this.dead) throw new NixServeGoneError(what);
     signal?.throwIfAborted();
     // An abort kills Nix, and ends the wait even where the exchange waits on its input.
     let onAbort = () => undefined as void;
@@ -161,15 +189,18 @@ export class NixServe {
       await this.exited;
       if (signal?.aborted) throw signal.reason;
       if (err instanceof SourceFailed) throw err.cause; // what was to be imported failed (a download, a bad NAR), not Nix
+      // Nix's own complaint, where it made one (a full disk, a bad NAR), says more than how we noticed it died.
+      const nixError = parseNixError(this.stderr.split("\n"));
+      if (nixError) throw new NixServeError(what, nixError);
       if (err instanceof NixServeError) throw err;
-      throw new NixServeError(what, parseNixError(this.stderr.split("\n")) ?? (err as Error).message);
+      throw new NixServeError(what, (err as Error).message);
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
   }
 
   private async send(bytes: Uint8Array): Promise<void> {
-    if (this.dead) throw new NixServeError("nix-store --serve", "the serve process is gone");
+    if (this.dead) throw new NixServeError("nix-store --serve", "the serve process exited");
     if (!this.child.stdin.write(bytes)) await Promise.race([once(this.child.stdin, "drain"), this.exited]);
   }
 

@@ -7,7 +7,7 @@ import { TransientError } from "../proto/errors.js";
 import { encodeExport, type ExportItem } from "../proto/nix/mod.js";
 import type { NixEnv } from "./nix-env.js";
 import { isNixNoise, LineSplitter, parseNixError } from "./nix-log.js";
-import { NixServe, NixServeError } from "./nix-serve.js";
+import { NixServe, NixServeError, NixServeGoneError } from "./nix-serve.js";
 
 /** Paths per command line: about 400 KB of arguments, well under ARG_MAX (2 MB) even for long store paths. */
 const ARGS_PER_CALL = 4000;
@@ -31,20 +31,29 @@ export class NixStore {
 
   constructor(private readonly nix: NixEnv) {}
 
-  /** The serve session, started on first use and again after one failed. */
+  /** The serve session, started on first use and again after one ended; concurrent callers share one start. */
   private async session(): Promise<NixServe> {
-    if (this.serve) {
-      const s = await this.serve.catch(() => null);
+    const current = this.serve;
+    if (current) {
+      const s = await current.catch(() => null);
       if (s?.alive) return s;
+      if (this.serve !== current) return this.session(); // another caller has started the next one
     }
     this.serve = NixServe.start(this.nix.env());
     return this.serve;
   }
 
-  /** Asks the serve session; whatever went wrong, remembered validity is not to be leaned on after it. */
+  /**
+   * Asks the serve session; a question the session ended before sending (another
+   * build's command failed, or a deletion closed it) goes to a new one. Whatever
+   * went wrong, remembered validity is not to be leaned on after it.
+   */
   private async ask<T>(question: (serve: NixServe) => Promise<T>): Promise<T> {
     try {
-      return await question(await this.session());
+      return await question(await this.session()).catch(async (err: unknown) => {
+        if (err instanceof NixServeGoneError) return question(await this.session());
+        throw err;
+      });
     } catch (err) {
       this.knownValid.clear();
       if (err instanceof NixServeError) throw new NixCommandError(err.command, err.nixError, undefined);

@@ -109,7 +109,8 @@ export class OutputPublisher {
       if (failed) throw failed.reason;
       const [narinfoFile, provenanceFile] = files;
       if (!(await narinfoFile.commit("narinfo", hashPart(storePath), { ifAbsent: true }))) return "present";
-      await Promise.all([provenanceFile.commit("provenance", hashPart(storePath)), storage.remove("staged", name)]);
+      await provenanceFile.commit("provenance", hashPart(storePath));
+      await storage.remove("staged", name); // last: until the provenance is in place, the staged record still says who built it
     } finally {
       await Promise.all(files.map((f) => f.discard()));
     }

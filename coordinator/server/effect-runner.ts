@@ -73,8 +73,10 @@ export class EffectRunner {
       }
       const batch: { q: QueuedEvent; effects: Effect[] }[] = [];
       let computeMs = 0;
-      // Take what is queued, up to a bound, and no more compute than one turn of the loop should hold.
-      while (this.queued.length > 0 && batch.length < MAX_BATCH_EVENTS && computeMs <= YIELD_AFTER_MS) {
+      const started = performance.now();
+      // Take what is queued, up to a bound: the events computed first wait, unsent, for the rest of the batch
+      // (their prepares included: a result's publishes its outputs), so a batch ends after YIELD_AFTER_MS.
+      while (this.queued.length > 0 && batch.length < MAX_BATCH_EVENTS && performance.now() - started <= YIELD_AFTER_MS) {
         const q = this.queued.shift()!;
         try {
           const prepared = await q.prepare();
@@ -112,7 +114,7 @@ export class EffectRunner {
 
 /** A synchronous part of an event longer than this is reported (heartbeats wait behind it). */
 export const SLOW_EVENT_MS = 100;
-/** After this much compute, the loop gets a turn before the batch's writes start. */
+/** A batch takes no more events after this long; after this much compute, the loop gets a turn before its writes start. */
 const YIELD_AFTER_MS = 20;
 /** Events persisted together at most. */
 const MAX_BATCH_EVENTS = 256;

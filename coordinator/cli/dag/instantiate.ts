@@ -154,14 +154,17 @@ class NixRunner {
       retries: 5,
       minTimeout: 200,
       maxTimeout: 2000,
-      onFailedAttempt: (e) => this.opts.logger.warn({ cmd, attempt: e.attemptNumber }, "Nix's database is busy (another Nix process is using it); trying again"),
+      onFailedAttempt: (e) => {
+        if (e.retriesLeft > 0) this.opts.logger.warn({ cmd, attempt: e.attemptNumber }, "Nix's database is busy (another Nix process is using it); trying again");
+      },
     }).catch((err: unknown) => {
       throw err instanceof NixBusyError ? onFail(err.stderr) : err;
     });
   }
 }
 
-const DATABASE_BUSY = /SQLite database '[^']*' is busy/;
+/** Nix's error (not its warning while it waits and tries again itself) when another process holds the database. */
+const DATABASE_BUSY = /^error: .*SQLite database '[^']*' is busy/m;
 
 /** A Nix call that failed only because another process held the store's database. */
 class NixBusyError extends Error {
