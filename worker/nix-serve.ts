@@ -9,7 +9,7 @@
 // lives, so deleting paths or collecting garbage must close the session first.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { once } from "node:events";
-import { ByteReader, encodeString, encodeU64 } from "../proto/nix/mod.js";
+import { ByteReader, encodeString, encodeU64, iteratorOf, type ByteSource } from "../proto/nix/mod.js";
 import { parseNixError } from "./nix-log.js";
 
 const SERVE_MAGIC_1 = 0x390c9deb;
@@ -68,10 +68,10 @@ export class NixServe {
   }
 
   /** Starts `nix-store --serve --write` with this environment and shakes hands. */
-  static async start(env: NodeJS.ProcessEnv, nixStore = "nix-store"): Promise<NixServe> {
+  static async start(env: NodeJS.ProcessEnv): Promise<NixServe> {
     // A long-lived Nix remembers what it looked up; a path it found invalid must not stay so once a build
     // (another process) has registered it, so it remembers no negative answers.
-    const child = spawn(nixStore, ["--serve", "--write", "--option", "narinfo-cache-negative-ttl", "0"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn("nix-store", ["--serve", "--write", "--option", "narinfo-cache-negative-ttl", "0"], { env, stdio: ["pipe", "pipe", "pipe"] });
     const spawned = await Promise.race([once(child, "spawn").then(() => null), once(child, "error").then(([err]) => err as Error)]);
     if (spawned) throw new NixServeError("nix-store --serve", spawned.message);
     const s = new NixServe(child);
@@ -121,10 +121,10 @@ export class NixServe {
   }
 
   /** Imports an export stream (`nix-store --export` format), as `nix-store --import` would. */
-  async importPaths(stream: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, signal?: AbortSignal): Promise<void> {
+  async importPaths(stream: ByteSource, signal?: AbortSignal): Promise<void> {
     return this.command("nix-store --serve import-paths", async () => {
       await this.send(encodeU64(CMD_IMPORT_PATHS));
-      const it = Symbol.asyncIterator in stream ? stream[Symbol.asyncIterator]() : stream[Symbol.iterator]();
+      const it = iteratorOf(stream);
       let done = false;
       try {
         while (!done) {

@@ -12,7 +12,7 @@ import { parseNarInfo, type NarInfo } from "./narinfo.js";
 import { parsePublicKey, verifyNarInfo, type NixKey } from "./signing.js";
 import { baseName, hashPart, parseStorePath } from "./store-path.js";
 import { emptyPackageIndex, PACKAGE_INDEX_PATH, readPackageIndex, type PackageIndex } from "./package-index.js";
-import type { ByteSource } from "./serialise.js";
+import { iteratorOf, type ByteSource } from "./serialise.js";
 
 /** The store dir the farm rebuilds nixpkgs for. */
 export const DEFAULT_STORE_DIR = "/tmp/nix/store";
@@ -53,7 +53,7 @@ export interface UploadItem {
 
 /** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
 function pullStream(source: ByteSource): { stream: ReadableStream<Uint8Array>; close: () => Promise<void> } {
-  const it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+  const it = iteratorOf(source);
   let closed = false;
   const close = async () => {
     if (closed) return;

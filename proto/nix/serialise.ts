@@ -8,6 +8,11 @@ export type ByteSource = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
 const ZERO_PAD = Buffer.alloc(8);
 
+/** The iterator of a byte source, async or not. */
+export function iteratorOf(source: ByteSource): AsyncIterator<Uint8Array> | Iterator<Uint8Array> {
+  return Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+}
+
 /** Encodes a non-negative safe integer as a u64 LE. */
 export function encodeU64(n: number | bigint): Buffer {
   const b = Buffer.alloc(8);
@@ -37,7 +42,7 @@ export class ByteReader {
   tap: ((chunk: Buffer) => void) | null = null;
 
   constructor(source: ByteSource, private readonly what = "input") {
-    this.it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
+    this.it = iteratorOf(source);
   }
 
   /** Ensures at least one buffered byte; false at end of input. */
