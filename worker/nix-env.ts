@@ -1,6 +1,6 @@
 // The environment stock Nix 2.8 runs in on a worker: relocated store, a nix.conf
 // of our own (never the user's), the farm cache as the only substituter.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 /** Where the relocated Nix keeps things. */
@@ -17,11 +17,21 @@ export interface CacheSettings {
 }
 
 /**
+ * Nix asks its build hook about every build before running it locally, and its
+ * own hook (`build-remote`, a start of the whole `nix` binary, about 20 ms a
+ * build here) only says "decline-permanently" when no remote builders are set,
+ * as on a worker. This says the same at once; Nix then stops asking and kills
+ * it. It holds stdin open until then: Nix has written its settings there.
+ */
+export const DECLINING_BUILD_HOOK = ["#!/bin/sh", "# Written by the tmpnix farm worker: it never builds remotely.", "printf '# decline-permanently\\n' >&2", "while read -r _; do :; done", ""].join("\n");
+
+/**
  * The nix.conf a worker runs with; with `buildUsersGroup` (a root worker) builds
  * run as that group's users, and `features` (what the worker offers the farm)
  * are added to Nix's own system features, or Nix would refuse those builds.
+ * `buildHook` replaces Nix's own (see DECLINING_BUILD_HOOK).
  */
-export function renderNixConf(cache: CacheSettings, buildUsersGroup = "", features: readonly string[] = []): string {
+export function renderNixConf(cache: CacheSettings, buildUsersGroup = "", features: readonly string[] = [], buildHook?: string): string {
   return [
     "# Written by the tmpnix farm worker; rewritten on every build.",
     "sandbox = false",
@@ -37,6 +47,8 @@ export function renderNixConf(cache: CacheSettings, buildUsersGroup = "", featur
     "fallback = false",
     "keep-failed = false",
     ...(features.length ? [`extra-system-features = ${features.join(" ")}`] : []),
+    // Nix splits this setting at white space, so a path with a space keeps Nix's own hook.
+    ...(buildHook && !/\s/.test(buildHook) ? [`build-hook = ${buildHook}`] : []),
     "",
   ].join("\n");
 }
@@ -77,21 +89,12 @@ export class NixEnv {
     this.cacheHome = path.join(own, "xdg-cache");
   }
 
-  /** Writes nix.conf for this cache (atomically; unchanged content is left alone). */
+  /** Writes nix.conf for this cache and the build hook it names (atomically; unchanged content is left alone). */
   configure(cache: CacheSettings): void {
     for (const d of [this.confDir, this.buildTmpRoot, this.cacheHome, this.dirs.storeDir, this.dirs.logDir]) mkdirSync(d, { recursive: true });
-    const file = path.join(this.confDir, "nix.conf");
-    const text = renderNixConf(cache, this.buildUsersGroup, this.features);
-    let old: string | undefined;
-    try {
-      old = readFileSync(file, "utf8");
-    } catch {
-      // first build
-    }
-    if (old === text) return;
-    const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, text);
-    renameSync(tmp, file);
+    const hook = path.join(this.confDir, "decline-build-hook");
+    writeIfChanged(hook, DECLINING_BUILD_HOOK, 0o755);
+    writeIfChanged(path.join(this.confDir, "nix.conf"), renderNixConf(cache, this.buildUsersGroup, this.features, hook));
   }
 
   /** Process environment for nix-* commands; `tmpDir` becomes the build's TMPDIR. */
@@ -111,4 +114,19 @@ export class NixEnv {
     if (tmpDir) env.TMPDIR = tmpDir;
     return env;
   }
+}
+
+/** Replaces `file` with `text` atomically unless it holds that already. */
+function writeIfChanged(file: string, text: string, mode = 0o644): void {
+  let old: string | undefined;
+  try {
+    old = readFileSync(file, "utf8");
+  } catch {
+    // first build
+  }
+  if (old === text) return;
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  chmodSync(tmp, mode);
+  renameSync(tmp, file);
 }
