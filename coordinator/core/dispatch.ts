@@ -174,6 +174,7 @@ function withoutYieldingCopies(workers: WorkerPool, w: WorkerRecord, dag: DagInd
 /** Workers running at least one copy (the ones a ready derivation may preempt). */
 function workersWithCopies(workers: WorkerPool, dag: DagIndex): WorkerRecord[] {
   const out: WorkerRecord[] = [];
+  if (!dag.leases.hasBackupCopies()) return out; // the usual case, without a walk over every worker's leases
   for (const w of workers.values()) {
     if (w.state !== "active") continue;
     for (const drvPath of workers.leasesOf(w).keys()) {

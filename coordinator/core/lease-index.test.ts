@@ -17,17 +17,20 @@ describe("LeaseIndex", () => {
     idx.sync(a);
     lease(b, { workerId: "w1", cores: 1, memoryBytes: 50, now: 0 });
     idx.sync(b);
+    expect(idx.hasBackupCopies()).toBe(false);
     addBackupCopy(a, { workerId: "w2", cores: 3, reservedMemoryBytes: 300, reservedDiskBytes: 30, startedAtMs: 5 });
     idx.sync(a);
     expect([...idx.of("w1").keys()]).toEqual(["/a", "/b"]);
     expect(idx.load("w1")).toEqual({ running: 2, reservedCores: 3, reservedMemoryBytes: 150, reservedDiskBytes: 10 });
     expect(idx.load("w2")).toEqual({ running: 1, reservedCores: 3, reservedMemoryBytes: 300, reservedDiskBytes: 30 });
+    expect(idx.hasBackupCopies()).toBe(true);
 
     // The primary's worker is lost: the backup copy carries the lease on, in its place.
     dropHolder(a, "w1");
     idx.sync(a);
     expect([...idx.of("w1").keys()]).toEqual(["/b"]);
     expect(idx.load("w2").reservedMemoryBytes).toBe(300);
+    expect(idx.hasBackupCopies()).toBe(false); // one holder left: the copy is now the primary
 
     requeue(b, "test");
     idx.sync(b);

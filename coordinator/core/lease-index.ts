@@ -23,6 +23,8 @@ export class LeaseIndex {
   private readonly byDrv = new Map<DrvPath, string[]>();
   /** Loads computed since their worker's leases last changed. */
   private readonly loads = new Map<string, Readonly<WorkerLoad>>();
+  /** Leases held by more than one worker (a primary and backup copies). */
+  private leasesWithCopies = 0;
 
   /** Brings the index in line with `rec`'s lease holders (none unless it is building). */
   sync(rec: DrvRecord): void {
@@ -45,6 +47,12 @@ export class LeaseIndex {
     }
     if (after.length === 0) this.byDrv.delete(rec.drvPath);
     else this.byDrv.set(rec.drvPath, after);
+    this.leasesWithCopies += Number(after.length > 1) - Number((before?.length ?? 0) > 1);
+  }
+
+  /** Whether any worker runs a backup copy: without one, dispatch need not look for copies to preempt. */
+  hasBackupCopies(): boolean {
+    return this.leasesWithCopies > 0;
   }
 
   /** The builds `workerId` runs, drv path -> its grant. */
