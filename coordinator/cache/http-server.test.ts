@@ -75,26 +75,40 @@ describe("cache server: NARs stored as zstd (narCompression)", () => {
 describe("cache server: uploads", () => {
   it("stores a NAR as gzip with a signed narinfo that the client verifies", async () => {
     const client = cache.client();
+    const nar = narFromTree({ file: "a line of a wrapper script\n".repeat(500) }); // over one disk block
     expect((await fetch(`${cache.url}/${HP1}.narinfo`)).status).toBe(404); // and that 404 is not remembered:
-    expect((await client.upload({ storePath: P1, references: [], narStream: chunked(NAR1, 1000) })).status).toBe(201);
+    expect((await client.upload({ storePath: P1, references: [], narStream: chunked(nar, 1000) })).status).toBe(201);
     const text = await (await fetch(`${cache.url}/${HP1}.narinfo`)).text();
     const info = parseNarInfo(text, SD);
     expect(info.compression).toBe("gzip");
-    expect(info.narHash).toBe((await hashSource([NAR1])).hash);
-    expect(info.narSize).toBe(NAR1.length);
+    expect(info.narHash).toBe((await hashSource([nar])).hash);
+    expect(info.narSize).toBe(nar.length);
     expect(verifyNarInfo(info, [cache.keys.publicKey])).toBe(true);
     const file = await readFile(join(cache.root, info.url));
     expect(info.fileHash).toBe(formatSha256(createHash("sha256").update(file).digest()));
     expect(info.fileSize).toBe(file.length);
     expect(info.url).toBe(`nar/${info.fileHash!.slice(7)}.nar.gz`);
-    expect(gunzipSync(file).equals(NAR1)).toBe(true);
+    expect(gunzipSync(file).equals(nar)).toBe(true);
     const head = await fetch(`${cache.url}/${HP1}.narinfo`, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(await client.narInfo(P1)).toEqual(info);
-    expect((await collect(client.narStream(info))).equals(NAR1)).toBe(true);
+    expect((await collect(client.narStream(info))).equals(nar)).toBe(true);
     expect(await hasValidPath(cache.storage, P1)).toBe(true);
     expect(await hasValidPath(cache.storage, P2)).toBe(false);
     expect(await cache.tmpFiles()).toEqual([]);
+  });
+
+  it("stores a NAR of one disk block as it is (Compression: none)", async () => {
+    const client = cache.client();
+    expect(NAR1.length).toBeLessThanOrEqual(4096);
+    expect((await client.upload({ storePath: P1, references: [], narStream: chunked(NAR1, 100) })).status).toBe(201);
+    const info = (await client.narInfo(P1))!;
+    expect(info.compression).toBe("none");
+    expect(info.url).toBe(`nar/${info.fileHash!.slice(7)}.nar`);
+    expect(info.fileHash).toBe(info.narHash);
+    expect(info.fileSize).toBe(NAR1.length);
+    expect((await readFile(join(cache.root, info.url))).equals(NAR1)).toBe(true);
+    expect((await collect(client.narStream(info))).equals(NAR1)).toBe(true);
   });
 
   it("accepts zstd and xz compressed bodies and X-Nix metadata (but no claimed CA)", async () => {

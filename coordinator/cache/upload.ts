@@ -1,5 +1,6 @@
 // Accepting a NAR upload: validate the claimed metadata, stream the body through
-// decompression, the strict NAR parser, hashing and gzip into a staged file, then
+// decompression, the strict NAR parser, hashing and gzip (a NAR of one disk
+// block is kept as it is) into a staged file, then
 // act on what the uploader was granted (decided from its token before any byte
 // was read):
 //   - a worker's output of a lease it holds is *staged*: stored but unsigned and
@@ -18,7 +19,7 @@ import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
-import { asCompression, compressGzip, compressionExtension, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { asCompression, compressGzip, compressionExtension, compressUnlessSmall, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
@@ -34,8 +35,17 @@ export interface UploadContext {
 /** How the cache stores a NAR: gzip in-process, or zstd through a spawned `zstd` (smaller, a process per upload). */
 export type StoredNarCompression = "gzip" | "zstd";
 
-function compressForStorage(how: StoredNarCompression, source: ByteSource): AsyncIterable<Buffer> {
-  return how === "zstd" ? compressZstd(source) : compressGzip(source);
+/**
+ * A gzip NAR up to this size is stored as it is ("Compression: none"): it takes
+ * one disk block either way, and a zlib stream's setup cost more than the rest
+ * of its upload. Most of a graph's outputs are that small (wrappers, hooks, .drv files).
+ */
+const STORED_AS_IS_BYTES = 4096;
+
+function compressForStorage(how: StoredNarCompression, source: ByteSource): MaybeCompressed {
+  // zstd stays the whole old path: it is the benchmark's baseline.
+  if (how === "zstd") return { stream: compressZstd(source), method: () => "zstd" };
+  return compressUnlessSmall(source, STORED_AS_IS_BYTES, "gzip", (s) => compressGzip(s));
 }
 
 /** What an uploader may do with one upload, decided from its token before the body is read. */
@@ -174,7 +184,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
   const staged = await ctx.storage.stage();
   try {
-    await pipeline(Readable.from(hashThrough(compressed, (r) => (file = r))), staged.writable);
+    await pipeline(Readable.from(hashThrough(compressed.stream, (r) => (file = r))), staged.writable);
     const n = nar as unknown as HashResult;
     const f = file as unknown as HashResult;
     if (claims.narHash && claims.narHash !== n.hash) throw new HashMismatchError(`NAR hash is ${n.hash}, upload claimed ${claims.narHash}`);
@@ -187,12 +197,13 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless.
-    const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(ctx.narCompression)}`;
+    const stored = compressed.method();
+    const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(stored)}`;
     await staged.commit("nar", fileName);
     const unsigned: NarInfo = {
       storePath: claims.storePath,
       url: `nar/${fileName}`,
-      compression: ctx.narCompression,
+      compression: stored,
       fileHash: f.hash,
       fileSize: f.size,
       narHash: n.hash,

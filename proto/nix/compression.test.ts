@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../errors.js";
-import { compressGzip, compressXz, compressZstd, decompress, pipeThroughCommand, zstdDecompressJs } from "./compression.js";
+import { compressGzip, compressUnlessSmall, compressXz, compressZstd, decompress, pipeThroughCommand, zstdDecompressJs } from "./compression.js";
 import { chunked, collect } from "./testing/nar-fixtures.js";
 
 const DATA = Buffer.concat([randomBytes(100_000), Buffer.alloc(300_000, 7), randomBytes(5000)]);
@@ -26,6 +26,30 @@ describe("compression", () => {
     corrupt[corrupt.length >> 1] ^= 0xff;
     await expect(collect(decompress("gzip", [corrupt]))).rejects.toBeInstanceOf(InvalidInputError);
     await expect(collect(decompress("gzip", [gz.subarray(0, gz.length - 20)]))).rejects.toBeInstanceOf(InvalidInputError);
+  });
+
+  it("passes a small input through as it is and compresses a larger one, and lets go of the source either way", async () => {
+    for (const size of [0, 300, 4096, 4097, 40_000]) {
+      const data = DATA.subarray(0, size);
+      const out = compressUnlessSmall(chunked(data, 1000), 4096, "gzip", (s) => compressGzip(s));
+      expect(() => out.method()).toThrow(/before it ended/);
+      const bytes = await collect(out.stream);
+      expect(out.method()).toBe(size <= 4096 ? "none" : "gzip");
+      expect((size <= 4096 ? bytes : await collect(decompress("gzip", [bytes]))).equals(data)).toBe(true);
+    }
+    // A consumer that stops early closes the source, on either path.
+    for (const size of [300, 100_000]) {
+      let closed = false;
+      const source = (async function* () {
+        try {
+          yield* chunked(DATA.subarray(0, size), 100);
+        } finally {
+          closed = true;
+        }
+      })();
+      for await (const _ of compressUnlessSmall(source, 4096, "gzip", (s) => compressGzip(s)).stream) break;
+      expect(closed).toBe(true);
+    }
   });
 
   it("refuses zstd frames declaring a window over the limit before decoding them", async () => {

@@ -10,7 +10,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import { Decompress } from "fzstd";
 import { InvalidInputError } from "../errors.js";
-import type { ByteSource } from "./serialise.js";
+import { iteratorOf, type ByteSource } from "./serialise.js";
 import { ZstdFrameGuard } from "./zstd-frames.js";
 
 /** Compression methods this cache reads. */
@@ -143,6 +143,59 @@ export function compressZstd(source: ByteSource, level = 6): AsyncIterable<Buffe
  */
 export function compressGzip(source: ByteSource, level = 1): AsyncIterable<Buffer> {
   return throughZlib(createGzip({ level, chunkSize: 256 << 10 }), source, "gzip");
+}
+
+/** A stream that is compressed, or not, and which of the two it was once it has ended. */
+export interface MaybeCompressed {
+  stream: AsyncIterable<Buffer>;
+  /** How `stream` came out; asked before it has ended, an error. */
+  method(): Compression;
+}
+
+/**
+ * Compresses `source` with `compress` (as `method`) unless the whole source is
+ * at most `maxAsIs` bytes: then it passes through unchanged, as "none".
+ */
+export function compressUnlessSmall(source: ByteSource, maxAsIs: number, method: Compression, compress: (s: ByteSource) => AsyncIterable<Buffer>): MaybeCompressed {
+  let chosen: Compression | undefined;
+  async function* stream(): AsyncGenerator<Buffer> {
+    const it = iteratorOf(source);
+    const head: Buffer[] = [];
+    let size = 0;
+    let ended = false;
+    try {
+      while (size <= maxAsIs) {
+        const r = await it.next();
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+        head.push(chunk);
+        size += chunk.length;
+      }
+      if (ended) {
+        chosen = "none";
+        if (size > 0) yield Buffer.concat(head);
+        return;
+      }
+      const rest = async function* () {
+        yield* head;
+        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+      };
+      for await (const chunk of compress(rest())) yield chunk;
+      chosen = method;
+    } finally {
+      if (!ended) await it.return?.();
+    }
+  }
+  return {
+    stream: stream(),
+    method: () => {
+      if (chosen === undefined) throw new Error("compressUnlessSmall: asked how a stream came out before it ended");
+      return chosen;
+    },
+  };
 }
 
 /** Compresses with the `xz` binary. */
