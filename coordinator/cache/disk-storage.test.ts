@@ -67,6 +67,17 @@ describe("DiskStorage", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
+  it("holds the staged records it wrote, so accepting an output reads no file", async () => {
+    await storage.put("staged", "s1", "staged record");
+    await rm(join(root, "staged", "s1")); // behind its back: what it returns now comes from memory
+    expect(await storage.getText("staged", "s1")).toBe("staged record");
+    await storage.remove("staged", "s1");
+    expect(await storage.getText("staged", "s1")).toBeNull();
+    // One written before a restart is read from its file.
+    await storage.put("staged", "s2", "from before");
+    expect(await (await DiskStorage.open(root)).getText("staged", "s2")).toBe("from before");
+  });
+
   it("prepares small files invisibly, several at once, until each is committed or discarded", async () => {
     const [a, b, c] = await Promise.all(["a", "b", "c"].map((x) => storage.prepare(`info ${x}`)));
     expect(await names("narinfo")).toEqual([]);

@@ -2,8 +2,9 @@
 // <root>/log/<drv>: the URL paths of the cache, so any static file server can
 // serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
 // fsynced, then renamed (or hard-linked, for create-if-absent) into place, so no
-// partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts):
-// this process must be the directory's only writer.
+// partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts),
+// and staged records until they are removed: this process must be the
+// directory's only writer.
 
 import { randomBytes } from "node:crypto";
 import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
@@ -26,11 +27,15 @@ export interface DiskStorageOptions {
 }
 /** Temp files older than this are leftovers of a crash, not writes in progress. */
 const STALE_TMP_MS = 24 * 3600 * 1000;
+/** Staged records held in memory: each lives from an output's upload to its acceptance, usually milliseconds. */
+const MAX_HELD_STAGED = 10_000;
 
 /** A CacheStorage that keeps files under `root`. */
 export class DiskStorage implements CacheStorage {
   private readonly tmpDir: string;
   private readonly memo: NarInfoMemo;
+  /** Staged records this process wrote, so accepting an output does not read back what its upload just wrote. */
+  private readonly heldStaged = new Map<string, Buffer>();
 
   private constructor(private readonly root: string, opts: DiskStorageOptions) {
     this.tmpDir = join(root, ".tmp");
@@ -128,6 +133,10 @@ export class DiskStorage implements CacheStorage {
       const held = this.memo.get(name);
       if (held) return held;
     }
+    if (kind === "staged") {
+      const held = this.heldStaged.get(name);
+      if (held) return held;
+    }
     const startedAt = this.memo.readStarted();
     try {
       const bytes = await readFile(path);
@@ -188,6 +197,7 @@ export class DiskStorage implements CacheStorage {
         settled = true;
         const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
         if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
+        if (done && kind === "staged" && this.heldStaged.size < MAX_HELD_STAGED) this.heldStaged.set(name, Buffer.from(data));
         return done;
       },
       discard: async () => {
@@ -203,6 +213,7 @@ export class DiskStorage implements CacheStorage {
     const fh = await open(tmp, "wx", 0o644);
     const writable = fh.createWriteStream(); // closes the handle when finished or destroyed
     const closed = new Promise<void>((resolve) => writable.once("close", () => resolve()));
+    let committed = false;
     return {
       writable,
       commit: async (kind, name, o = {}) => {
@@ -215,6 +226,7 @@ export class DiskStorage implements CacheStorage {
         } finally {
           await sync.close();
         }
+        committed = true; // renamed or linked away below: nothing left for discard to remove
         const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
         if (done && kind === "narinfo") this.memo.writtenUnseen(name);
         return done;
@@ -222,7 +234,7 @@ export class DiskStorage implements CacheStorage {
       discard: async () => {
         if (!writable.destroyed) writable.destroy();
         await closed;
-        await unlinkIfPresent(tmp);
+        if (!committed) await unlinkIfPresent(tmp);
       },
     };
   }
@@ -240,6 +252,7 @@ export class DiskStorage implements CacheStorage {
   async remove(kind: CacheFileKind, name: string): Promise<void> {
     const path = this.pathOf(kind, name);
     if (kind === "narinfo") this.memo.removed(name);
+    if (kind === "staged") this.heldStaged.delete(name);
     await unlinkIfPresent(path);
   }
 }
