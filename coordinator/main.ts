@@ -7,6 +7,7 @@ import http from "node:http";
 import https from "node:https";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import v8 from "node:v8";
 import { Server } from "@grpc/grpc-js";
 import pino from "pino";
 import { loadConfig, flagOptions } from "../proto/config-schema.js";
@@ -49,6 +50,8 @@ export async function runCoordinator(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { ...flagOptions(coordinatorSchema), config: { type: "string" } }, strict: true });
   const config = resolveCoordinatorConfig(loadConfig(coordinatorSchema, { flags: values, env: process.env, file: (values.config as string) ?? process.env.FARM_COORDINATOR_CONFIG }));
   const logger = pino({ level: config.logLevel, base: { role: "coordinator" } });
+  // Process-wide, so set here and not in startCoordinator (tests run that in their own process).
+  if (config.heapGrowthPercent > 0) v8.setFlagsFromString(`--heap-growing-percent=${config.heapGrowthPercent}`);
   if (!config.token && !config.tokensFile) throw new InvalidInputError("no tokens configured: set FARM_TOKEN or --tokens-file, or nobody can connect");
   const started = await startCoordinator(config, logger);
   await new Promise<void>((resolve) => {
