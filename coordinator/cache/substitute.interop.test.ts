@@ -46,7 +46,10 @@ function substituteArgs(publicKey: string): string[] {
 }
 
 describe("stock Nix substituting from our cache", () => {
-  it("realises a closure into an empty store with the same store dir, gzip NARs and all", async () => {
+  it("realises a closure into an empty store with the same store dir, gzip and uncompressed NARs alike", async () => {
+    const closure = [...new Set([...(await q("-R", out.app)), out.file, out.link])];
+    const stored = new Set((await Promise.all(closure.map((p) => cache.client().narInfo(p)))).map((i) => i!.compression));
+    expect([...stored].sort()).toEqual(["gzip", "none"]); // the dep's 100 kB file is gzipped; the small paths are kept as they are
     const alt = await makeAltRoot(nix, "subst");
     const before = await runNix(nix, "ls", ["-A", nix.storeDir], { altRoot: alt });
     expect(before.stdout.toString()).toBe("");
