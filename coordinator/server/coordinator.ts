@@ -163,11 +163,23 @@ export class Coordinator implements WorkerHub, FarmApi {
     const isCurrent = current !== undefined && holdsLease(current.record, session.workerId, lease.epoch);
     // Logs are buffered per worker: a report (even a stale one, e.g. the losing copy of a build with a backup copy) ends its own.
     const lines = this.logs.take(lease, session.workerId);
-    // A stale lease's log must not overwrite the current attempt's log.
+    // A stale lease's log must not overwrite the current attempt's log. It is written while the result is
+    // judged (the verdict does not read it), and is in place when this report's handling ends.
+    let logStored: Promise<unknown> = Promise.resolve();
     if (isCurrent && lines.length) {
-      await this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
+      logStored = this.d.cache.put("log", baseName(lease.drvPath), lines.join("\n") + "\n").catch((err) => this.d.logger.warn({ err }, "storing build log failed"));
       if (report.outcome !== "succeeded") this.tails.remember(lease.drvPath, lines);
     }
+    try {
+      await this.judge(session, report, isCurrent);
+    } finally {
+      await logStored;
+    }
+  }
+
+  /** Counts a report in the metrics, then publishes its outputs and tells the scheduler, in one turn of the runner. */
+  private async judge(session: WorkerSession, report: BuildReport, isCurrent: boolean): Promise<void> {
+    const { lease } = report;
     this.d.metrics?.builds.inc({ worker: session.workerId, outcome: report.outcome });
     if (report.outcome === "succeeded") {
       this.d.metrics?.buildSeconds.observe(report.durationMs / 1000);
