@@ -36,9 +36,9 @@ export interface UploadContext {
 export type StoredNarCompression = "gzip" | "zstd";
 
 /**
- * A gzip NAR up to this size is stored as it is ("Compression: none"): it takes
- * one disk block either way, and a zlib stream's setup cost more than the rest
- * of its upload. Most of a graph's outputs are that small (wrappers, hooks, .drv files).
+ * With gzip storage, a NAR up to this size is stored as it is ("Compression:
+ * none"): it takes one disk block either way, and a zlib stream's setup cost
+ * more than the rest of its upload. Most of a graph's outputs are that small (wrappers, hooks, .drv files).
  */
 const STORED_AS_IS_BYTES = 4096;
 
