@@ -27,15 +27,15 @@ export interface MemorySample {
 /** Watches one build's process tree. */
 export interface BuildMonitor {
   readonly kind: "cgroup-v1" | "cgroup-v2" | "proc";
-  /** The command line that runs `file args` inside the monitored group. */
-  wrap(file: string, args: string[]): { file: string; args: string[] };
-  /** Tells the monitor the pid of the wrapped command once spawned. */
-  attach(pid: number): void;
+  /** Puts the process that will start the build (a Nix session, before it is asked to build) under watch. */
+  enter(pid: number): void;
+  /** Takes that process out again (it lives on to build again), so close() spares it. */
+  leave(pid: number): void;
   /** Reads memory now (also updates the peak). */
   sample(): MemorySample;
   /** SIGKILLs every process of the build. */
   killAll(): Promise<void>;
-  /** Kills leftovers and releases the group. */
+  /** Kills what is left of the build (never a process that left) and releases the group. */
   close(): Promise<void>;
 }
 
@@ -66,7 +66,7 @@ class CgroupMonitor implements BuildMonitor {
   private peak = 0;
   private readonly oomBaseline: number;
 
-  constructor(private readonly version: 1 | 2, parent: string, private readonly limitBytes: number) {
+  constructor(private readonly version: 1 | 2, private readonly parent: string, private readonly limitBytes: number) {
     this.kind = version === 1 ? "cgroup-v1" : "cgroup-v2";
     removeStaleGroups(parent);
     this.dir = path.join(parent, `${CGROUP_PREFIX}${process.pid}-${++counter}`);
@@ -83,12 +83,15 @@ class CgroupMonitor implements BuildMonitor {
     }
   }
 
-  wrap(file: string, args: string[]): { file: string; args: string[] } {
-    // Join before exec so not a single allocation of the build escapes accounting.
-    return { file: "/bin/sh", args: ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.dir, file, ...args] };
+  enter(pid: number): void {
+    // Joined before Nix forks the builder, so not a single page of the build escapes accounting. What the
+    // session held before stays charged where it was (neither v1 by default nor v2 move charges).
+    writeFileSync(path.join(this.dir, "cgroup.procs"), String(pid));
   }
 
-  attach(): void {}
+  leave(pid: number): void {
+    writeFileSync(path.join(this.parent, "cgroup.procs"), String(pid));
+  }
 
   sample(): MemorySample {
     const [cur, max] = this.version === 1 ? ["memory.usage_in_bytes", "memory.max_usage_in_bytes"] : ["memory.current", "memory.peak"];
@@ -198,18 +201,20 @@ export class ProcMonitor implements BuildMonitor {
   readonly kind = "proc" as const;
   private tree?: ProcTree;
   private root = 0;
+  /** The root, once it left: close() kills the rest of the tree only. */
+  private spared = 0;
   private peak = 0;
   private measured = false;
 
   constructor(private readonly limitBytes: number, private readonly procRoot = "/proc") {}
 
-  wrap(file: string, args: string[]): { file: string; args: string[] } {
-    return { file, args };
-  }
-
-  attach(pid: number): void {
+  enter(pid: number): void {
     this.root = pid;
     this.tree = new ProcTree(pid, this.procRoot);
+  }
+
+  leave(pid: number): void {
+    if (pid === this.root) this.spared = pid;
   }
 
   sample(): MemorySample {
@@ -226,6 +231,6 @@ export class ProcMonitor implements BuildMonitor {
   }
 
   async close(): Promise<void> {
-    await this.killAll();
+    await this.tree?.killAll(undefined, this.spared);
   }
 }

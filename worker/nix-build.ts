@@ -1,13 +1,13 @@
-// Runs `nix-store -r <drv>` for one derivation inside a memory monitor, with a
-// wall-clock limit and abort, and kills the whole tree (Nix puts builders in
-// their own session, so killing nix-store alone would orphan them).
+// Builds one derivation in a build session (a long-lived `nix-store --serve`,
+// see build-sessions.ts) inside a memory monitor, with a wall-clock limit and
+// abort. A kill takes the session and the whole build tree with it (Nix puts
+// builders in sessions of their own, so killing Nix alone would orphan them).
 import { chmod, readdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { execa } from "execa";
 import type { Logger } from "pino";
 import { createBuildMonitor, type MonitorChoice } from "./memory-probe.js";
-import type { NixEnv } from "./nix-env.js";
-import { isNixNoise, LineSplitter, LineTail, parseNixError } from "./nix-log.js";
+import type { NixServe } from "./nix-serve.js";
+import { isNixNoise, LineTail } from "./nix-log.js";
 
 /** What tools and Nix print when a filesystem is full. */
 export const DISK_FULL = /No space left on device|ENOSPC|database or disk is full|Disk quota exceeded/i;
@@ -18,13 +18,10 @@ export const DEFAULT_SAMPLE_INTERVAL_MS = 100;
 /** What one build needs. */
 export interface NixBuildRequest {
   drvPath: string;
-  cores: number;
   /** 0 = measure only. */
   memoryLimitBytes: number;
   /** 0 = none. */
   timeoutMs: number;
-  /** The build's TMPDIR (removed afterwards by the caller). */
-  tmpDir: string;
   signal: AbortSignal;
   onLine(line: string): void;
   onUsage?(bytes: number): void;
@@ -53,44 +50,22 @@ export interface NixBuildResult {
   monitor: string;
 }
 
-/** Builds one derivation; never throws for build failures. */
-export async function runNixBuild(nix: NixEnv, req: NixBuildRequest, logger?: Logger): Promise<NixBuildResult> {
+/** Builds one derivation in `session` (started with the request's cores); never throws for build failures. */
+export async function runNixBuild(session: NixServe, req: NixBuildRequest, logger?: Logger): Promise<NixBuildResult> {
   const monitor = createBuildMonitor(req.memoryLimitBytes, logger, req.monitor);
-  const cmd = monitor.wrap("nix-store", [
-    "-r",
-    req.drvPath,
-    "--max-jobs",
-    "1",
-    "--cores",
-    String(Math.max(1, req.cores)),
-    // Inputs were substituted already and checked by a dry run: nothing to fetch, only this to build.
-    "--option",
-    "substitute",
-    "false",
-  ]);
-  const child = execa(cmd.file, cmd.args, { env: nix.env(req.tmpDir), extendEnv: false, detached: true, buffer: false, reject: false, all: true, stdin: "ignore" });
-  if (child.pid !== undefined) monitor.attach(child.pid);
   const tail = new LineTail(200);
-  const splitter = new LineSplitter();
   const take = (line: string) => {
     if (isNixNoise(line)) return;
     tail.push(line);
     req.onLine(line);
   };
-  child.all?.on("data", (chunk: Buffer) => splitter.push(chunk).forEach(take));
 
   let reason: "oom" | "timeout" | "abort" | undefined;
   let killing: Promise<void> | undefined;
   const kill = (why: "oom" | "timeout" | "abort") => {
     reason ??= why;
     killing ??= (async () => {
-      if (child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, "SIGKILL");
-        } catch {
-          // group already gone
-        }
-      }
+      session.kill();
       await monitor.killAll();
     })();
   };
@@ -107,19 +82,21 @@ export async function runNixBuild(nix: NixEnv, req: NixBuildRequest, logger?: Lo
       logger?.debug({ err }, "memory sample failed");
     }
   };
-  const sampler = setInterval(sample, req.sampleIntervalMs ?? DEFAULT_SAMPLE_INTERVAL_MS);
+  let sampler: NodeJS.Timeout | undefined;
   const timer = req.timeoutMs > 0 ? setTimeout(() => kill("timeout"), req.timeoutMs) : undefined;
   const onAbort = () => kill("abort");
-  if (req.signal.aborted) onAbort();
-  else req.signal.addEventListener("abort", onAbort, { once: true });
 
   try {
-    const r = await child;
-    splitter.end().forEach(take);
+    monitor.enter(session.pid);
+    sampler = setInterval(sample, req.sampleIntervalMs ?? DEFAULT_SAMPLE_INTERVAL_MS);
+    if (req.signal.aborted) onAbort();
+    else req.signal.addEventListener("abort", onAbort, { once: true });
+    // A session that dies mid-build (killed above, or by the kernel) fails the command: exit -1 with why.
+    const built = await session.buildPaths(req.drvPath, take).catch((err: Error) => ({ status: -1, error: err.message }));
     sample(); // the peak and OOM counter as the build ended
     await killing;
-    const exitCode = r.exitCode ?? (r.signal ? 128 + (signalNumber(r.signal) ?? 0) : -1);
-    const error = exitCode === 0 ? undefined : (parseNixError(tail.all) ?? `nix-store exited with ${r.signal ?? `code ${exitCode}`}`);
+    const exitCode = built.status;
+    const error = exitCode === 0 ? undefined : oneLineError(built.error ?? "") || `nix-store exited with code ${exitCode}`;
     // A builder SIGKILLed by the kernel with no cgroup to tell us why: most likely the OOM killer.
     const kernelKill = reason === undefined && monitor.kind === "proc" && /due to signal 9\b/.test(error ?? "");
     return {
@@ -130,19 +107,29 @@ export async function runNixBuild(nix: NixEnv, req: NixBuildRequest, logger?: Lo
       outOfMemory: reason === "oom" || kernelKill,
       timedOut: reason === "timeout",
       aborted: reason === "abort",
-      diskFull: exitCode !== 0 && tail.all.some((l) => DISK_FULL.test(l)),
+      diskFull: exitCode !== 0 && [...tail.all, error ?? ""].some((l) => DISK_FULL.test(l)),
       monitor: monitor.kind,
     };
   } finally {
     clearInterval(sampler);
     if (timer) clearTimeout(timer);
     req.signal.removeEventListener("abort", onAbort);
+    if (session.alive && reason === undefined) {
+      try {
+        monitor.leave(session.pid);
+      } catch (err) {
+        // It can't get out of the build's group: it goes with the group's leftovers.
+        logger?.warn({ err }, "could not move the build session out of the build's memory group; ending it");
+        session.kill();
+      }
+    }
     await monitor.close();
   }
 }
 
-function signalNumber(sig: string): number | undefined {
-  return ({ SIGKILL: 9, SIGTERM: 15, SIGINT: 2, SIGSEGV: 11, SIGABRT: 6 } as Record<string, number>)[sig];
+/** Nix's message for a failed build, on one line ("error: " and colours dropped). */
+function oneLineError(text: string): string {
+  return text.replace(/^error:\s*/, "").split("\n").map((l) => l.trim()).find(Boolean) ?? "";
 }
 
 /**

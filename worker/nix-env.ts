@@ -71,7 +71,7 @@ export function scrubbedEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 export class NixEnv {
   /** NIX_CONF_DIR holding our nix.conf. */
   readonly confDir: string;
-  /** Parent of per-build TMPDIRs, so leftovers of killed builds can be removed. */
+  /** Parent of the build sessions' TMPDIRs, so leftovers of killed builds can be removed. */
   readonly buildTmpRoot: string;
   private readonly cacheHome: string;
 
@@ -89,12 +89,15 @@ export class NixEnv {
     this.cacheHome = path.join(own, "xdg-cache");
   }
 
-  /** Writes nix.conf for this cache and the build hook it names (atomically; unchanged content is left alone). */
-  configure(cache: CacheSettings): void {
+  /**
+   * Writes nix.conf for this cache and the build hook it names (atomically;
+   * unchanged content is left alone). True when it changed either.
+   */
+  configure(cache: CacheSettings): boolean {
     for (const d of [this.confDir, this.buildTmpRoot, this.cacheHome, this.dirs.storeDir, this.dirs.logDir]) mkdirSync(d, { recursive: true });
     const hook = path.join(this.confDir, "decline-build-hook");
-    writeIfChanged(hook, DECLINING_BUILD_HOOK, 0o755);
-    writeIfChanged(path.join(this.confDir, "nix.conf"), renderNixConf(cache, this.buildUsersGroup, this.features, hook));
+    const hookChanged = writeIfChanged(hook, DECLINING_BUILD_HOOK, 0o755);
+    return writeIfChanged(path.join(this.confDir, "nix.conf"), renderNixConf(cache, this.buildUsersGroup, this.features, hook)) || hookChanged;
   }
 
   /** Process environment for nix-* commands; `tmpDir` becomes the build's TMPDIR. */
@@ -116,17 +119,18 @@ export class NixEnv {
   }
 }
 
-/** Replaces `file` with `text` atomically unless it holds that already. */
-function writeIfChanged(file: string, text: string, mode = 0o644): void {
+/** Replaces `file` with `text` atomically unless it holds that already; true when it did. */
+function writeIfChanged(file: string, text: string, mode = 0o644): boolean {
   let old: string | undefined;
   try {
     old = readFileSync(file, "utf8");
   } catch {
     // first build
   }
-  if (old === text) return;
+  if (old === text) return false;
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, text);
   chmodSync(tmp, mode);
   renameSync(tmp, file);
+  return true;
 }

@@ -43,8 +43,14 @@ in rec {
   nondet = mk "wk-nondet" "cat /proc/sys/kernel/random/uuid > $out";
   onNondet = mk "wk-on-nondet" "cat \${nondet} > $out";
   quick = mk "wk-quick" "touch $out";
+  # Each names the Nix that started its builder (Nix forks builders itself).
+  parent1 = mk "wk-parent-1" "echo parent=$PPID; touch $out";
+  parent2 = mk "wk-parent-2" "echo parent=$PPID; touch $out";
+  parent3 = mk "wk-parent-3" "echo parent=$PPID; touch $out";
   # Touches ${HELD_MIB} MiB and holds it 3 s: many /proc samples see it.
   held = memhog.hog { pname = "wk-held"; baseMiB = ${HELD_MIB}; perCoreMiB = 0; holdMs = 3000; };
+  # The same in a session that builds again afterwards (held for 1 s).
+  heldInSession = memhog.hog { pname = "wk-held-in-session"; baseMiB = ${HELD_MIB}; perCoreMiB = 0; holdMs = 1000; };
   # Touches 400 MiB and holds it 10 s: over a 150 MiB reservation long before it ends.
   greedy = memhog.hog { pname = "wk-greedy"; baseMiB = 400; perCoreMiB = 0; holdMs = 10000; };
 }`;
@@ -75,12 +81,12 @@ beforeAll(async () => {
   cache = await startTestCache(nix.storeDir);
   const expr = path.join(nix.dir, "w.nix");
   await writeFile(expr, EXPR);
-  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy", "nondet", "onNondet"]) {
+  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy", "nondet", "onNondet", "parent1", "parent2", "parent3", "heldInSession"]) {
     [drvs[attr]] = await nixLines(nix, "nix-instantiate", [expr, "-A", attr], { altRoot: submitter });
     [outs[attr]] = await nixLines(nix, "nix-store", ["-q", "--outputs", drvs[attr]], { altRoot: submitter });
   }
   await nixLines(nix, "nix-store", ["-r", drvs.dep, drvs.nondet], { altRoot: submitter });
-  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy, drvs.onNondet]);
+  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy, drvs.onNondet, drvs.parent1, drvs.parent2, drvs.parent3, drvs.heldInSession]);
 }, 120_000);
 
 afterAll(async () => {
@@ -251,7 +257,7 @@ describe("NixExecutor with real Nix", () => {
     expect(report.outcome).toBe("aborted");
     expect(builderPid).toBeGreaterThan(0);
     expect(isAlive(builderPid)).toBe(false);
-    expect(readdirSync(env.buildTmpRoot)).toEqual([]);
+    expect(buildLeftovers(env)).toEqual([]);
     expect(existsSync(outs.sleeper)).toBe(false);
   }, 60_000);
 
@@ -286,14 +292,45 @@ describe("NixExecutor with real Nix", () => {
     expect(report.outcome).toBe("disk-full");
   }, 60_000);
 
+  it("builds in one long-lived Nix per cores value, and a build's memory is its own", async () => {
+    const { ex } = executor();
+    const lines: string[] = [];
+    const ctx: ExecutorContext = { cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, signal: new AbortController().signal, onLog: (b) => lines.push(...b) };
+    const parentOf = async (attr: string, cores: number) => {
+      lines.length = 0;
+      const report = await ex.run(assignment(attr, { cores }), ctx);
+      expect(report.outcome, report.error).toBe("succeeded");
+      return { parent: Number(lines.find((l) => l.startsWith("parent="))?.slice("parent=".length)), report };
+    };
+    const first = await parentOf("parent1", 1);
+    const second = await parentOf("parent2", 1);
+    const third = await parentOf("parent3", 2);
+    expect(first.parent).toBeGreaterThan(1);
+    expect(readFileSync(`/proc/${first.parent}/comm`, "utf8").trim()).toBe("nix-store");
+    expect(second.parent).toBe(first.parent); // the same Nix built both
+    expect(third.parent).not.toBe(first.parent); // other cores: another Nix
+    // Measured from the builder's start: the 200 MiB of an earlier build in the same session are not counted again.
+    const held = await ex.run(assignment("heldInSession", { cores: 1 }), ctx);
+    expect(held.outcome, held.error).toBe("succeeded");
+    expect(held.peakMemoryBytes).toBeGreaterThan(150 * 1024 ** 2);
+    const after = await parentOf("quick", 1);
+    expect(after.report.peakMemoryBytes).toBeGreaterThan(0);
+    expect(after.report.peakMemoryBytes).toBeLessThan(50 * 1024 ** 2);
+  }, 120_000);
+
   it("is still usable after all those failures and leaves no build cgroups behind", async () => {
     const { report, env } = await run("after");
     expect(report.outcome).toBe("succeeded");
-    expect(readdirSync(env.buildTmpRoot)).toEqual([]);
+    expect(buildLeftovers(env)).toEqual([]);
     const own = ownCgroupDir("memory");
     if (own) expect(readdirSync(own.dir).filter((n) => n.startsWith(`tmpnix-build-${process.pid}-`))).toEqual([]);
   }, 60_000);
 });
+
+/** What builds left in the build sessions' TMPDIRs (Nix removes a build's dir when it ends; a killed session's goes with it). */
+function buildLeftovers(env: NixEnv): string[] {
+  return readdirSync(env.buildTmpRoot).flatMap((s) => readdirSync(path.join(env.buildTmpRoot, s)).map((e) => `${s}/${e}`));
+}
 
 /** The pid of a running `./hog` program (this test's greedy build), or 0. */
 function hogPidNow(): number {

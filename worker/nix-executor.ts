@@ -3,8 +3,6 @@
 // mapping every way that can go wrong onto a BuildOutcome.
 import { existsSync } from "node:fs";
 import pRetry from "p-retry";
-import { mkdir, mkdtemp } from "node:fs/promises";
-import path from "node:path";
 import type { Logger } from "pino";
 import type { CacheApi } from "./cache-api.js";
 import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
@@ -103,14 +101,14 @@ export class NixExecutor implements Executor {
     const log = this.opts.logger.child({ drv, epoch: a.lease.epoch });
     const pump = new LogPump(ctx.onLog, this.opts.logLimits);
     const cache = this.opts.makeCache(ctx);
-    let tmpDir: string | undefined;
     let build: NixBuildResult | undefined;
     let report: BuildReport;
     // While the coordinator (and with it the cache) restarts, wait for it rather than fail the build.
     const retry = { probe: () => cacheAnswers(ctx.cacheUrl), signal: ctx.signal, logger: log };
     this.active++;
     try {
-      this.opts.nix.configure(ctx);
+      // Sessions started with another configuration must not build on with it.
+      if (this.opts.nix.configure(ctx)) await this.store.close();
       this.checkDisk("fetching inputs");
       let t = Date.now();
       const fetched = await withCacheRetry(async () => {
@@ -132,14 +130,17 @@ export class NixExecutor implements Executor {
       pump.note(`fetched ${fetched.drvPaths} derivation paths and ${fetched.inputPaths} input paths in ${secs(t)}s`);
 
       this.checkDisk("building");
-      await mkdir(this.opts.nix.buildTmpRoot, { recursive: true });
-      tmpDir = await mkdtemp(path.join(this.opts.nix.buildTmpRoot, "b-"));
       t = Date.now();
-      build = await runNixBuild(
-        this.opts.nix,
-        { drvPath: drv, cores: a.cores, memoryLimitBytes: a.memoryLimitBytes, timeoutMs: a.timeoutMs, tmpDir, signal: ctx.signal, onLine: (l) => pump.line(l), onUsage: ctx.onUsage, monitor: this.opts.memoryMonitor, sampleIntervalMs: this.opts.memorySampleMs },
-        log,
-      );
+      const session = await this.store.builds.acquire(Math.max(1, a.cores));
+      try {
+        build = await runNixBuild(
+          session.serve,
+          { drvPath: drv, memoryLimitBytes: a.memoryLimitBytes, timeoutMs: a.timeoutMs, signal: ctx.signal, onLine: (l) => pump.line(l), onUsage: ctx.onUsage, monitor: this.opts.memoryMonitor, sampleIntervalMs: this.opts.memorySampleMs },
+          log,
+        );
+      } finally {
+        await this.store.builds.release(session);
+      }
       log.info({ exitCode: build.exitCode, peakMemoryBytes: build.peakMemoryBytes, monitor: build.monitor, seconds: secs(t) }, `built ${a.name} in ${secs(t)}s, peak ${peakText(build)}`);
       pump.note(`nix-store ran ${secs(t)}s, peak memory ${peakText(build)} (${build.monitor} monitor)`);
       const failure = classifyBuild(build, a);
@@ -165,7 +166,7 @@ export class NixExecutor implements Executor {
     } finally {
       pump.close();
     }
-    await this.cleanUp(a, report, tmpDir, log);
+    await this.cleanUp(a, report, log);
     this.active--;
     return report;
   }
@@ -187,9 +188,8 @@ export class NixExecutor implements Executor {
   }
 
   /** Frees what a failed or killed build left behind so the next build starts clean. */
-  private async cleanUp(a: AssignmentSpec, report: BuildReport, tmpDir: string | undefined, log: Logger): Promise<void> {
+  private async cleanUp(a: AssignmentSpec, report: BuildReport, log: Logger): Promise<void> {
     try {
-      if (tmpDir) await removeTree(tmpDir);
       if (report.outcome === "succeeded") return;
       const outs = Object.values(a.outputs).filter((p) => existsSync(p) || existsSync(`${p}.lock`));
       if (outs.length === 0) return;

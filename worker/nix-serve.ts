@@ -10,7 +10,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { once } from "node:events";
 import { ByteReader, encodeString, encodeU64, iteratorOf, type ByteSource } from "../proto/nix/mod.js";
-import { parseNixError } from "./nix-log.js";
+import { LineSplitter, parseNixError, stripAnsi } from "./nix-log.js";
 
 const SERVE_MAGIC_1 = 0x390c9deb;
 const SERVE_MAGIC_2 = 0x5452eecb;
@@ -19,6 +19,7 @@ const CLIENT_VERSION = 0x205;
 const CMD_QUERY_VALID_PATHS = 1;
 const CMD_QUERY_PATH_INFOS = 2;
 const CMD_IMPORT_PATHS = 4;
+const CMD_BUILD_PATHS = 6;
 const MAX_STRING = 1 << 20;
 /** How long close() lets queued commands finish before it ends the session anyway. */
 const CLOSE_WAIT_MS = 30_000;
@@ -48,33 +49,54 @@ export class NixServeGoneError extends NixServeError {
   }
 }
 
+/** How a session's Nix is started. */
+export interface NixServeOptions {
+  /** More of nix-store's options (before `--serve`), e.g. a builder's `--cores`. */
+  args?: string[];
+  /** In a process group of its own, so `kill()` reaches what it started in it. */
+  detached?: boolean;
+}
+
+/** How a build asked of the session ended: Nix's exit status (0 = built) and its message. */
+export interface ServedBuild {
+  status: number;
+  error?: string;
+}
+
 /** One `nix-store --serve --write` process and the commands it answers. */
 export class NixServe {
   private readonly reader: ByteReader;
   private stderr = "";
+  /** Where whole stderr lines go while a build runs (its log). */
+  private lineSink?: (line: string) => void;
+  private readonly lines = new LineSplitter();
   private readonly exited: Promise<void>;
   private dead = false;
   /** close() was called: no command is taken any more, the queued ones finish first. */
   private closing = false;
   private tail: Promise<unknown> = Promise.resolve();
 
-  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
+  private constructor(private readonly child: ChildProcessWithoutNullStreams, private readonly detached: boolean) {
     this.reader = new ByteReader(child.stdout, "nix-store --serve output");
     child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (s: string) => (this.stderr = (this.stderr + s).slice(-STDERR_KEPT)));
+    child.stderr.on("data", (s: string) => {
+      this.stderr = (this.stderr + s).slice(-STDERR_KEPT);
+      if (this.lineSink) this.lines.push(s).forEach(this.lineSink);
+    });
     this.exited = new Promise((resolve) => child.once("close", () => resolve()));
     void this.exited.then(() => (this.dead = true));
     child.stdin.on("error", () => undefined); // a write after Nix died: the read that follows says why
   }
 
   /** Starts `nix-store --serve --write` with this environment and shakes hands. */
-  static async start(env: NodeJS.ProcessEnv): Promise<NixServe> {
+  static async start(env: NodeJS.ProcessEnv, opts: NixServeOptions = {}): Promise<NixServe> {
     // A long-lived Nix remembers what it looked up; a path it found invalid must not stay so once a build
     // (another process) has registered it, so it remembers no negative answers.
-    const child = spawn("nix-store", ["--serve", "--write", "--option", "narinfo-cache-negative-ttl", "0"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const args = [...(opts.args ?? []), "--serve", "--write", "--option", "narinfo-cache-negative-ttl", "0"];
+    const child = spawn("nix-store", args, { env, stdio: ["pipe", "pipe", "pipe"], detached: opts.detached ?? false });
     const spawned = await Promise.race([once(child, "spawn").then(() => null), once(child, "error").then(([err]) => err as Error)]);
     if (spawned) throw new NixServeError("nix-store --serve", spawned.message);
-    const s = new NixServe(child);
+    const s = new NixServe(child, opts.detached ?? false);
     await s.command("nix-store --serve", async () => {
       await s.send(Buffer.concat([encodeU64(SERVE_MAGIC_1), encodeU64(CLIENT_VERSION)]));
       if ((await s.reader.readU64()) !== SERVE_MAGIC_2) throw new NixServeError("nix-store --serve", "did not answer the serve protocol's handshake");
@@ -86,6 +108,50 @@ export class NixServe {
   /** False once the process is gone or closing. */
   get alive(): boolean {
     return !this.dead && !this.closing;
+  }
+
+  /** The Nix process's pid. */
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  /** Resolves when the Nix process has exited. */
+  get ended(): Promise<void> {
+    return this.exited;
+  }
+
+  /** SIGKILLs Nix (and its process group, when detached); the command in flight fails. */
+  kill(): void {
+    this.closing = true;
+    if (this.dead) return;
+    try {
+      process.kill(this.detached ? -this.pid : this.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+
+  /**
+   * Builds `drvPath` (every output), as `nix-store -r` would: its log lines go
+   * to `onLine`, and a failed build is an answer, not an error. No time limits
+   * are passed to Nix: the caller enforces its own and kills the session.
+   */
+  async buildPaths(drvPath: string, onLine: (line: string) => void): Promise<ServedBuild> {
+    return this.command("nix-store --serve build-paths", async () => {
+      this.lineSink = onLine;
+      try {
+        // max-silent-time, build-timeout, max-log-size, build-repeat, enforce-determinism: 0 = Nix's defaults.
+        await this.send(Buffer.concat([encodeU64(CMD_BUILD_PATHS), ...pathSet([drvPath]), encodeU64(0), encodeU64(0), encodeU64(0), encodeU64(0), encodeU64(0)]));
+        const status = await this.reader.readU64();
+        const error = status === 0 ? undefined : stripAnsi(await this.readString()).trim();
+        // Nix wrote the log to stderr before it answered on stdout: let that pipe's last lines in.
+        await new Promise((r) => setImmediate(r));
+        return { status, error };
+      } finally {
+        this.lines.end().forEach(onLine);
+        this.lineSink = undefined;
+      }
+    });
   }
 
   /** The valid ones of `paths`. */

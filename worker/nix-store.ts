@@ -1,10 +1,12 @@
 // The worker's local relocated store (no daemon). Questions about paths and
-// imports go to one long-lived `nix-store --serve --write` (nix-serve.ts); a
-// build, a deletion and garbage collection are `nix-store` processes of their own.
+// imports go to one long-lived `nix-store --serve --write` (nix-serve.ts), and
+// builds to build sessions of the same kind (build-sessions.ts); a deletion and
+// garbage collection are `nix-store` processes of their own.
 import { lstatSync } from "node:fs";
 import { execa } from "execa";
 import { TransientError } from "../proto/errors.js";
 import { encodeExport, type ExportItem } from "../proto/nix/mod.js";
+import { BuildSessions } from "./build-sessions.js";
 import type { NixEnv } from "./nix-env.js";
 import { isNixNoise, LineSplitter, parseNixError } from "./nix-log.js";
 import { NixServe, NixServeError, NixServeGoneError } from "./nix-serve.js";
@@ -28,8 +30,12 @@ export class NixStore {
    */
   private readonly knownValid = new Set<string>();
   private serve: Promise<NixServe> | null = null;
+  /** Where builds run. */
+  readonly builds: BuildSessions;
 
-  constructor(private readonly nix: NixEnv) {}
+  constructor(private readonly nix: NixEnv) {
+    this.builds = new BuildSessions(nix);
+  }
 
   /** The serve session, started on first use and again after one ended; concurrent callers share one start. */
   private async session(): Promise<NixServe> {
@@ -61,11 +67,14 @@ export class NixStore {
     }
   }
 
-  /** Ends the serve session (it holds what it imported as temporary roots); the next question starts another. */
+  /**
+   * Ends the serve session and the idle build sessions (they hold what they
+   * imported or built as temporary roots); the next question or build starts another.
+   */
   async close(): Promise<void> {
     const serve = this.serve;
     this.serve = null;
-    await (await serve?.catch(() => null))?.close();
+    await Promise.all([(async () => (await serve?.catch(() => null))?.close())(), this.builds.closeIdle()]);
   }
 
   /**

@@ -51,13 +51,13 @@ describe("ProcMonitor", () => {
   it("has measured a build only once a sample caught more than its root alive", async () => {
     const quick = spawn("/bin/sh", ["-c", "exit 0"], { detached: true, stdio: "ignore" });
     const unseen = new ProcMonitor(0);
-    unseen.attach(quick.pid!);
+    unseen.enter(quick.pid!);
     await new Promise((r) => quick.on("exit", r));
     expect(unseen.sample()).toMatchObject({ measured: false, peakBytes: 0 });
 
     const slow = spawn("/bin/sh", ["-c", "sleep 30; exit 0"], { detached: true, stdio: "ignore" });
     const seen = new ProcMonitor(1);
-    seen.attach(slow.pid!);
+    seen.enter(slow.pid!);
     await vi.waitFor(() => expect(seen.sample()).toMatchObject({ measured: true, overLimit: true }), { timeout: 10_000, interval: 50 });
     expect(seen.sample().peakBytes).toBeGreaterThan(0);
     await seen.close();

@@ -164,10 +164,10 @@ export class ProcTree {
     return { bytes, live, accounting };
   }
 
-  /** SIGKILLs the whole tree, repeating while processes remain (they may fork as we kill). */
-  async killAll(rounds = 20): Promise<void> {
+  /** SIGKILLs the whole tree but `spare`, repeating while processes remain (they may fork as we kill). */
+  async killAll(rounds = 20, spare = 0): Promise<void> {
     for (let i = 0; i < rounds; i++) {
-      const pids = this.members().filter((p) => p.state !== "Z").map((p) => p.pid);
+      const pids = this.members().filter((p) => p.state !== "Z" && p.pid !== spare).map((p) => p.pid);
       if (pids.length === 0) return;
       signalAll(pids);
       await new Promise((r) => setTimeout(r, 25));
