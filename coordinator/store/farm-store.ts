@@ -112,10 +112,11 @@ export async function applyEffects(store: FarmStore, effects: readonly Effect[])
     else if (e.kind === "persistEstimate") estimates.push(e.estimate);
     else if (e.kind === "event") events.push(e.event);
   }
+  // Nodes first (a record without its node can't be restored), jobs after the records they sum up;
+  // estimates are advisory and go beside the records.
   if (nodes.length) await store.putNodes(nodes);
-  if (drvs.length) await store.putDrvs(drvs);
+  await Promise.all([drvs.length ? store.putDrvs(drvs) : undefined, estimates.length ? store.putEstimates(estimates) : undefined]);
   for (const job of jobs.values()) await store.putJob(job);
-  if (estimates.length) await store.putEstimates(estimates);
   // A few hundred in flight: starting each publish is synchronous work, and a thousand at once held the loop.
   for (let i = 0; i < events.length; i += 250) {
     await Promise.all(events.slice(i, i + 250).map((ev) => store.publish(ev)));

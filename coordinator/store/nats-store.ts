@@ -32,7 +32,8 @@ const KINDS = STORE_KINDS;
 /** A FarmStore backed by JetStream KV and a JetStream stream. */
 export class NatsStore implements FarmStore {
   private readonly seen: Record<StoreKind, Map<string, number>> = { nodes: new Map(), drvs: new Map(), jobs: new Map(), estimates: new Map() };
-  private readonly queue = new SerialQueue();
+  /** One per kind: writes of a key never race each other, and kinds don't wait for each other. */
+  private readonly queues: Record<StoreKind, SerialQueue> = { nodes: new SerialQueue(), drvs: new SerialQueue(), jobs: new SerialQueue(), estimates: new SerialQueue() };
   private readonly dec = new TextDecoder();
 
   private constructor(
@@ -103,25 +104,25 @@ export class NatsStore implements FarmStore {
   /** Stores nodes unconditionally (content-addressed, immutable). */
   async putNodes(nodes: DrvNode[]): Promise<void> {
     const batch = lastPerKey(nodes, (n) => drvKey(n.drvPath));
-    return this.queue.run(() => this.putAll("nodes", batch, false));
+    return this.queues.nodes.run(() => this.putAll("nodes", batch, false));
   }
 
   /** Compare-and-set writes of drv records. A conflict fails the call; other keys of the batch may be written. */
   async putDrvs(records: DrvRecord[]): Promise<void> {
     const batch = lastPerKey(records, (r) => drvKey(r.drvPath));
-    return this.queue.run(() => this.putAll("drvs", batch, true));
+    return this.queues.drvs.run(() => this.putAll("drvs", batch, true));
   }
 
   /** Compare-and-set write of one job. */
   async putJob(job: JobRecord): Promise<void> {
     const batch = new Map([[jobKey(job.jobId), job]]);
-    return this.queue.run(() => this.putAll("jobs", batch, true));
+    return this.queues.jobs.run(() => this.putAll("jobs", batch, true));
   }
 
   /** Stores estimates unconditionally (advisory data). */
   async putEstimates(estimates: LearnedEstimate[]): Promise<void> {
     const batch = lastPerKey(estimates, estimateKey);
-    return this.queue.run(() => this.putAll("estimates", batch, false));
+    return this.queues.estimates.run(() => this.putAll("estimates", batch, false));
   }
 
   /** Publishes to <prefix>farm.events.<type> and waits for the stream's ack. */
@@ -153,7 +154,7 @@ export class NatsStore implements FarmStore {
 
   /** Closes the connection if this store opened it. */
   async close(): Promise<void> {
-    await this.queue.run(async () => undefined);
+    await Promise.all(Object.values(this.queues).map((q) => q.run(async () => undefined)));
     if (this.ownsConnection && !this.nc.isClosed()) await this.nc.close();
   }
 
