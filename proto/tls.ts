@@ -1,12 +1,13 @@
 // TLS plumbing shared by the coordinator, the worker and the CLI: server
 // credentials from PEM files, client credentials that trust a private CA, and
-// making Node's fetch() (the cache client) trust that same CA.
+// making the cache client's https trust that same CA.
 // Why under proto/: how the two ends of the gRPC channel and the cache's HTTP
 // secure themselves is part of the contract, and both sides load it the same way.
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import { credentials, ServerCredentials, type ChannelCredentials } from "@grpc/grpc-js";
 import { FarmError } from "./errors.js";
+import { trustCaForHttps } from "./nix/http.js";
 
 /** A certificate chain and its key, PEM. */
 export interface ServerTls {
@@ -70,25 +71,14 @@ function readCa(caFile: string): Buffer {
   }
 }
 
-// Node 20's fetch is a bundled undici that exposes no Agent class; its global
-// dispatcher lives under this well-known symbol (undici's setGlobalDispatcher).
-const UNDICI_DISPATCHER = Symbol.for("undici.globalDispatcher.1");
-
 /**
- * Makes every fetch() of this process trust the CA in `caFile` besides the
- * system roots (and NODE_EXTRA_CA_CERTS), so the cache client can reach an
- * https:// cache with a private certificate. Throws, naming the fallback
- * (NODE_EXTRA_CA_CERTS), on a Node.js whose fetch does not work this way.
+ * Makes the cache client (every https request it sends) trust the CA in
+ * `caFile` besides the system roots (and NODE_EXTRA_CA_CERTS), so it can reach
+ * an https:// cache with a private certificate.
  */
-export async function trustCaForFetch(caFile: string): Promise<void> {
+export function trustCaForCache(caFile: string): void {
   const ca = [...rootCertificates, readCa(caFile).toString("utf8")];
   const extra = process.env.NODE_EXTRA_CA_CERTS;
   if (extra) ca.push(readCa(extra).toString("utf8"));
-  await fetch("data:,").catch(() => undefined); // loads undici, which installs its default Agent
-  const g = globalThis as unknown as Record<symbol, { constructor: new (opts: object) => object } | undefined>;
-  const Agent = g[UNDICI_DISPATCHER]?.constructor;
-  if (typeof Agent !== "function" || Agent.name !== "Agent") {
-    throw new FarmError(`this Node.js does not let the farm set fetch's CA: start it with NODE_EXTRA_CA_CERTS=${caFile} instead`);
-  }
-  g[UNDICI_DISPATCHER] = new Agent({ connect: { ca } }) as never;
+  trustCaForHttps(ca);
 }

@@ -18,7 +18,7 @@ import { NixExecutor } from "./nix-executor.js";
 import { DrainControl } from "./drain-control.js";
 import { connectLoop } from "./reconnect.js";
 import { runOnce } from "./session.js";
-import { trustCaForFetch } from "../proto/tls.js";
+import { trustCaForCache } from "../proto/tls.js";
 import { scrubOwnSecrets } from "./scrub-own-secrets.js";
 
 const SOFTWARE_VERSION = readVersion();
@@ -54,9 +54,9 @@ async function main(): Promise<number> {
   const logger = pino({ level: config.logLevel, base: { worker: config.workerId } }, pino.destination(2));
   hideTokenFromBuilds(config.token, logger);
   if (config.tlsCa) {
-    // The cache client (fetch) and Nix's substituter must trust the farm's CA as the gRPC channel does.
+    // The cache client and Nix's substituter must trust the farm's CA as the gRPC channel does.
     // Nix 2.8 has no ssl-cert-file option; it reads NIX_SSL_CERT_FILE (NixEnv passes our env on).
-    await trustCaForFetch(config.tlsCa);
+    trustCaForCache(config.tlsCa);
     process.env.NIX_SSL_CERT_FILE = config.tlsCa;
   }
   const metrics = new WorkerMetrics({ defaultMetrics: true });

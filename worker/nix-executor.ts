@@ -6,6 +6,7 @@ import pRetry from "p-retry";
 import type { Logger } from "pino";
 import type { CacheApi } from "./cache-api.js";
 import type { AssignmentSpec, BuildOutcome, BuildReport } from "../proto/types.js";
+import { httpRequest } from "../proto/nix/http.js";
 import type { CacheFactory } from "./cache-api.js";
 import { BuildStepError, failureReport, memoryOf, oneLine, type Executor, type ExecutorContext } from "./executor.js";
 import { DrvMemo } from "./drv-closure.js";
@@ -233,8 +234,8 @@ export function classifyBuild(b: NixBuildResult, a: AssignmentSpec): { outcome: 
 /** True when the cache at `url` answers at all. */
 async function cacheAnswers(url: string): Promise<boolean> {
   try {
-    const res = await fetch(`${url.replace(/\/+$/, "")}/nix-cache-info`, { signal: AbortSignal.timeout(3000) });
-    await res.body?.cancel();
+    const res = await httpRequest(`${url.replace(/\/+$/, "")}/nix-cache-info`, { idleTimeoutMs: 3000 });
+    res.discard();
     return res.status < 500;
   } catch {
     return false;

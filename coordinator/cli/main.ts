@@ -6,7 +6,7 @@ import { FarmError } from "../core/errors.js";
 import { ConfigError, describeSchema, flagOptions } from "../../proto/config-schema.js";
 import { cliSchema, loadCliConfig, type CliConfig } from "./cli-config.js";
 import { coordinatorSchema } from "../config.js";
-import { trustCaForFetch } from "../../proto/tls.js";
+import { trustCaForCache } from "../../proto/tls.js";
 
 /** What every subcommand receives. */
 export interface CommandContext {
@@ -127,7 +127,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     const config = loadCliConfig(parsed.values);
-    if (config.tlsCa) await trustCaForFetch(config.tlsCa); // the cache client (fetch) trusts the farm's CA too
+    if (config.tlsCa) trustCaForCache(config.tlsCa); // the cache client trusts the farm's CA too
     return await command.run({
       positionals: parsed.positionals,
       flags: parsed.values,

@@ -12,7 +12,8 @@ import { parseNarInfo, type NarInfo } from "./narinfo.js";
 import { parsePublicKey, verifyNarInfo, type NixKey } from "./signing.js";
 import { baseName, hashPart, parseStorePath } from "./store-path.js";
 import { emptyPackageIndex, PACKAGE_INDEX_PATH, readPackageIndex, type PackageIndex } from "./package-index.js";
-import { iteratorOf, type ByteSource } from "./serialise.js";
+import { type ByteSource } from "./serialise.js";
+import { httpRequest, type HttpRequestInit, type HttpResponse } from "./http.js";
 
 /** The store dir the farm rebuilds nixpkgs for. */
 export const DEFAULT_STORE_DIR = "/tmp/nix/store";
@@ -51,31 +52,6 @@ export interface UploadItem {
   token?: string;
 }
 
-/** A web stream that reads `source` only when fetch asks for more (Readable.toWeb buffers eagerly on Node 20). */
-function pullStream(source: ByteSource): { stream: ReadableStream<Uint8Array>; close: () => Promise<void> } {
-  const it = iteratorOf(source);
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await it.return?.();
-  };
-  const stream = new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const r = await it.next();
-        if (r.done) {
-          closed = true;
-          controller.close();
-        } else controller.enqueue(r.value);
-      },
-      cancel: close,
-    },
-    { highWaterMark: 0 },
-  );
-  return { stream, close };
-}
-
 /** Maps an HTTP failure status to the farm's error classes. */
 function httpError(status: number, what: string, body: string): FarmError {
   const msg = `${what}: HTTP ${status}: ${body.trim().slice(0, 300)}`;
@@ -88,7 +64,7 @@ function httpError(status: number, what: string, body: string): FarmError {
   return new TransientError(msg);
 }
 
-/** Talks to one binary cache over HTTP (Node's global fetch). */
+/** Talks to one binary cache over HTTP (http.ts). */
 export class CacheClient {
   readonly baseUrl: string;
   readonly storeDir: string;
@@ -100,9 +76,9 @@ export class CacheClient {
     this.keys = opts.trustedPublicKeys.map(parsePublicKey);
   }
 
-  private async request(path: string, init: RequestInit = {}): Promise<Response> {
+  private async request(path: string, init: HttpRequestInit = {}): Promise<HttpResponse> {
     try {
-      return await fetch(`${this.baseUrl}/${path}`, init);
+      return await httpRequest(`${this.baseUrl}/${path}`, init);
     } catch (err) {
       throw new TransientError(`cannot reach cache ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
     }
@@ -198,9 +174,9 @@ export class CacheClient {
       let skip = 0;
       try {
         const res = await this.request(path, received ? { headers: { Range: `bytes=${received}-` } } : {});
-        if (!res.ok || !res.body) throw httpError(res.status, what, await res.text());
+        if (!res.ok) throw httpError(res.status, what, await res.text());
         if (received && res.status !== 206) skip = received; // Range ignored: the whole file again
-        for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        for await (const chunk of res.body as AsyncIterable<Buffer>) {
           if (skip >= chunk.length) {
             skip -= chunk.length;
             continue;
@@ -245,17 +221,10 @@ export class CacheClient {
       headers["X-Farm-Lease-Epoch"] = String(item.lease.epoch);
     }
     if (this.opts.workerId) headers["X-Farm-Worker"] = this.opts.workerId;
-    const body = pullStream(item.narStream);
-    let res: Response;
-    let message: string;
-    try {
-      res = await this.request(`upload/${hashPart(item.storePath)}`, { method: "PUT", headers, body: body.stream, duplex: "half" } as RequestInit);
-      message = await res.text();
-    } finally {
-      // A server may answer (a refusal, say) before it has read the whole body, and fetch then leaves the source
-      // suspended: close it, so what it holds (an open file of the store path) is let go now, not never.
-      await body.close().catch(() => undefined);
-    }
+    // A server may answer (a refusal, say) before it has read the whole body: the source is closed then too,
+    // so what it holds (an open file of the store path) is let go now, not never.
+    const res = await this.request(`upload/${hashPart(item.storePath)}`, { method: "PUT", headers, body: item.narStream });
+    const message = await res.text();
     if (!res.ok) throw httpError(res.status, `upload of ${item.storePath}`, message);
     this.opts.logger?.debug({ storePath: item.storePath, status: res.status }, "uploaded path");
     return { status: res.status, message: message.trim() };

@@ -1,0 +1,81 @@
+// The cache client's HTTP against a real node:http server on loopback.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { httpRequest } from "./http.js";
+
+let server: Server;
+let base: string;
+let connections = 0;
+const received: Record<string, number> = {};
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    const hops = Number(url.searchParams.get("hops") ?? 0);
+    if (url.pathname === "/redirect") {
+      res.writeHead(302, { Location: hops > 1 ? `/redirect?hops=${hops - 1}` : "/file" }).end();
+    } else if (url.pathname === "/file") {
+      res.end("the file\n");
+    } else if (url.pathname === "/silent") {
+      // never answers
+    } else if (url.pathname === "/upload") {
+      let bytes = 0;
+      req.on("data", (c: Buffer) => (bytes += c.length));
+      req.on("end", () => {
+        received.upload = bytes;
+        res.writeHead(201).end(`got ${bytes}`);
+      });
+    } else res.writeHead(404).end("no");
+  });
+  server.on("connection", () => connections++);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+describe("httpRequest", () => {
+  it("reuses one kept-alive connection for requests one after another", async () => {
+    const before = connections;
+    for (let i = 0; i < 5; i++) expect(await (await httpRequest(`${base}/file`)).text()).toBe("the file\n");
+    expect(connections - before).toBe(1);
+  });
+
+  it("follows a GET's redirects, up to five", async () => {
+    const res = await httpRequest(`${base}/redirect?hops=5`);
+    expect([res.status, await res.text()]).toEqual([200, "the file\n"]);
+    const tooMany = await httpRequest(`${base}/redirect?hops=6`);
+    tooMany.discard();
+    expect(tooMany.status).toBe(302);
+  });
+
+  it("streams a PUT's body and reads the answer", async () => {
+    async function* chunks() {
+      for (let i = 0; i < 64; i++) yield Buffer.alloc(64 * 1024, i);
+    }
+    const res = await httpRequest(`${base}/upload`, { method: "PUT", body: chunks() });
+    expect([res.status, await res.text()]).toEqual([201, `got ${64 * 64 * 1024}`]);
+  });
+
+  it("fails a PUT with its source's own error, and closes the source", async () => {
+    let closed = false;
+    async function* failing() {
+      try {
+        yield Buffer.from("a little");
+        throw new Error("the disk said no");
+      } finally {
+        closed = true;
+      }
+    }
+    await expect(httpRequest(`${base}/upload`, { method: "PUT", body: failing() })).rejects.toThrow("the disk said no");
+    expect(closed).toBe(true);
+  });
+
+  it("gives up on a server that does not answer within the idle timeout", async () => {
+    await expect(httpRequest(`${base}/silent`, { idleTimeoutMs: 200 })).rejects.toThrow(/no answer from 127\.0\.0\.1:\d+ in 200 ms/);
+  });
+});
