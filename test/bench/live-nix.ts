@@ -5,8 +5,11 @@
 // its own (coordinator + cache, 2 namespaced workers, NATS at NATS_URL). Prints
 // wall times, their ratio, the per-build overhead (assignment to accepted
 // result, minus the builder's own run, from the coordinator's log and the
-// builders' timestamps) and the nix-store processes per build (counted by a
-// PATH wrapper in front of the workers' nix-store). Needs root and `npm run build`.
+// builders' timestamps), the CPU time the whole machine spent per build (from
+// /proc/stat: on a busy 2-core machine the overhead is mostly CPU, and CPU time
+// drifts less than wall time when the machine's speed does) and the nix-store
+// processes per build (counted by a PATH wrapper in front of the workers'
+// nix-store). Needs root and `npm run build`.
 //   npm run bench:live-nix [-- --rounds N]     (BENCH_KEEP=1 keeps the farm's files and logs)
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -26,6 +29,9 @@ const TARGET_OVERHEAD_MS = 60;
 interface Round {
   localS: number;
   farmS: number;
+  /** CPU time the whole machine spent per build (all processes, from /proc/stat). */
+  localCpuMs: number;
+  farmCpuMs: number;
   overheadMs: number[];
   nixStorePerBuild: number;
   byCommand: Map<string, number>;
@@ -60,11 +66,26 @@ in builtins.genList chain ${CHAINS}
 function nixStoreWrapper(dir: string, countFile: string): string {
   const real = execFileSync("sh", ["-c", "command -v nix-store"], { encoding: "utf8" }).trim();
   mkdirSync(dir, { recursive: true });
-  // Each call is counted with when it started and ended (ns), so BENCH_KEEP runs show where a build's time goes.
-  writeFileSync(path.join(dir, "nix-store"), `#!/bin/sh\nt0=$(date +%s%N)\n${real} "$@"\nrc=$?\necho "$1 $2 $t0 $(date +%s%N)" >> ${countFile}\nexit $rc\n`, { mode: 0o755 });
+  // Counted, then replaced by the real one: no process of its own stays, and the count costs no more.
+  writeFileSync(path.join(dir, "nix-store"), `#!/bin/sh\necho "$1 $2" >> ${countFile}\nexec ${real} "$@"\n`, { mode: 0o755 });
   writeFileSync(countFile, "");
   chmodSync(countFile, 0o666);
   return dir;
+}
+
+/** CPU seconds the machine has spent busy so far (every process and the kernel; idle and I/O wait not counted). */
+function machineBusySeconds(): number {
+  const [, user, nice, system, , , irq, softirq, steal] = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).map(Number);
+  return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS;
+}
+
+const CLOCK_TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+
+/** Runs `work` and returns its result with the machine's busy CPU seconds during it. */
+async function withMachineCpu<T>(work: () => Promise<T>): Promise<{ result: T; cpuS: number }> {
+  const before = machineBusySeconds();
+  const result = await work();
+  return { result, cpuS: machineBusySeconds() - before };
 }
 
 /** Wall seconds of `nix-store -r` of the DAG in a private /tmp/nix (evaluation not counted). */
@@ -167,17 +188,18 @@ async function main(): Promise<void> {
       const file = path.join(root, `dag-${r}.nix`);
       writeFileSync(file, dagExpression(nonce));
       // Alternate which goes first so neither always meets a warmer machine.
-      let localS = 0;
-      if (r % 2 === 1) localS = await localRun(root, file);
+      let local = { result: 0, cpuS: 0 };
+      if (r % 2 === 1) local = await withMachineCpu(() => localRun(root, file));
       const callsBefore = countCommands(countFiles).length;
       const logFrom = farm.coordinatorLog().length;
       const t0 = process.hrtime.bigint();
-      const sub = await farm.cli(["submit", `${file}#`, "--follow", "--json"], { timeoutMs: 1_800_000 });
+      const { result: sub, cpuS: farmCpuS } = await withMachineCpu(() => farm!.cli(["submit", `${file}#`, "--follow", "--json"], { timeoutMs: 1_800_000 }));
       const farmS = Number(process.hrtime.bigint() - t0) / 1e9;
       if (sub.code !== 0) throw new Error(`farm submit failed (${sub.code}): ${sub.stderr.trim().split("\n").slice(-5).join(" | ")}`);
       const job = JSON.parse(sub.stdout) as { state: string; counts: { total: number } };
       if (job.state !== "succeeded" || job.counts.total !== BUILDS) throw new Error(`job ended ${job.state} with ${job.counts.total} nodes`);
-      if (r % 2 === 0) localS = await localRun(root, file);
+      if (r % 2 === 0) local = await withMachineCpu(() => localRun(root, file));
+      const localS = local.result;
       const calls = countCommands(countFiles).slice(callsBefore);
       const byCommand = new Map<string, number>();
       for (const c of calls) {
@@ -185,11 +207,12 @@ async function main(): Promise<void> {
         const key = a === "-q" || a === "-r" ? `${a}${b === "--dry-run" || a === "-q" ? ` ${b}` : ""}` : a;
         byCommand.set(key, (byCommand.get(key) ?? 0) + 1);
       }
-      const round = { localS, farmS, overheadMs: overheads(farm, logFrom), nixStorePerBuild: calls.length / BUILDS, byCommand };
+      const round = { localS, farmS, localCpuMs: (local.cpuS * 1000) / BUILDS, farmCpuMs: (farmCpuS * 1000) / BUILDS, overheadMs: overheads(farm, logFrom), nixStorePerBuild: calls.length / BUILDS, byCommand };
       results.push(round);
       console.log(
         `round ${r}: local ${localS.toFixed(2)} s, farm ${farmS.toFixed(2)} s (${(farmS / localS).toFixed(1)}×), ` +
-          `overhead median ${median(round.overheadMs).toFixed(0)} ms over ${round.overheadMs.length} builds, ${round.nixStorePerBuild.toFixed(2)} nix-store per build`,
+          `overhead median ${median(round.overheadMs).toFixed(0)} ms over ${round.overheadMs.length} builds, ` +
+          `machine CPU per build ${round.localCpuMs.toFixed(0)} ms local, ${round.farmCpuMs.toFixed(0)} ms farm, ${round.nixStorePerBuild.toFixed(2)} nix-store per build`,
       );
     }
     report(results);
@@ -215,6 +238,8 @@ function report(results: Round[]): void {
   console.log(`| farm (\`farm submit --follow\`, evaluation and upload included) | ${farmS.toFixed(2)} s | |`);
   console.log(`| farm / local | ${ratio.toFixed(1)}× | ≤ ${TARGET_RATIO}× ${ratio <= TARGET_RATIO ? "met" : "NOT met"} |`);
   console.log(`| per-build overhead, median (p90) | ${overhead.toFixed(0)} ms (${quantile(all, 0.9).toFixed(0)} ms) | ≤ ${TARGET_OVERHEAD_MS} ms ${overhead <= TARGET_OVERHEAD_MS ? "met" : "NOT met"} |`);
+  console.log(`| machine CPU per build, local (evaluation included) | ${median(results.map((r) => r.localCpuMs)).toFixed(0)} ms | |`);
+  console.log(`| machine CPU per build, farm (evaluation, upload, coordinator, workers, Nix) | ${median(results.map((r) => r.farmCpuMs)).toFixed(0)} ms | |`);
   console.log(`| nix-store processes per build | ${procs.toFixed(2)} | |`);
   console.log(`\nnix-store per build by command: ${perBuild.join(", ")}`);
 }
