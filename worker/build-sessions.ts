@@ -16,7 +16,11 @@ import { removeTree } from "./nix-build.js";
 import type { NixEnv } from "./nix-env.js";
 import { NixServe } from "./nix-serve.js";
 
-/** Idle sessions kept for the next builds (one per build slot is what a worker uses). */
+/**
+ * Idle sessions kept for the next builds (one per build slot is what a worker
+ * uses). An idle one holds about 3 MB of its own; its libraries are shared with
+ * the one building.
+ */
 const MAX_IDLE = 4;
 
 /** One session and what it was started with. */

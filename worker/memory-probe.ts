@@ -1,13 +1,14 @@
 // Measures (and bounds) the memory of one build's process tree.
 //
-// Preferred: a child memory cgroup of the worker's own cgroup. The build command
-// joins it before exec, so everything it forks is accounted, the kernel records
-// the peak, and a hard limit makes the kernel reclaim page cache before it
-// OOM-kills (a polling guard would kill builds for cache they'd give back).
-// Fallback when cgroups aren't writable: sample /proc and sum the tree's
-// anonymous + shmem memory (RSS on kernels before 4.5), killing the tree when
-// it goes over the limit. A build that ends between two samples was never
-// seen: "not measured".
+// Preferred: a child memory cgroup of the worker's own cgroup, new for each
+// build. The Nix session that builds joins it before it is asked to build, so
+// everything it forks is accounted, the kernel records the peak, and a hard
+// limit makes the kernel reclaim page cache before it OOM-kills (a polling guard
+// would kill builds for cache they'd give back); it leaves again after.
+// Fallback when cgroups aren't writable: sample /proc and sum the tree under the
+// session's process (anonymous + shmem memory, RSS on kernels before 4.5),
+// killing the tree when it goes over the limit. A build that ends between two
+// samples was never seen: "not measured".
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";

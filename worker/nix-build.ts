@@ -129,7 +129,8 @@ export async function runNixBuild(session: NixServe, req: NixBuildRequest, logge
 
 /** Nix's message for a failed build, on one line ("error: " and colours dropped). */
 function oneLineError(text: string): string {
-  return text.replace(/^error:\s*/, "").split("\n").map((l) => l.trim()).find(Boolean) ?? "";
+  const first = text.replace(/^error:\s*/, "").split("\n").map((l) => l.trim()).find(Boolean) ?? "";
+  return first.replace(/;$/, ""); // "…; last 10 log lines:" follows where Nix keeps the log to itself
 }
 
 /**
