@@ -7,7 +7,7 @@
 // accepted and only then published; p1's stale result is rejected, and the
 // dependent is built from what the cache holds.
 import { afterAll, describe, expect, it } from "vitest";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { CacheClient } from "../../proto/nix/mod.js";
 import { FarmCluster, NATS_URL, REPO } from "../harness/cluster.js";
@@ -24,16 +24,14 @@ afterAll(async () => {
 
 const logged = (name: string, msg: RegExp) => records(farm!.workerLog(name)).some((r) => msg.test(r.msg));
 
-/** Whether some process on the machine is a `nix-store -r` of a .drv ending in `drvSuffix`. */
-function realisingNow(drvSuffix: string): boolean {
+/** Whether some builder on the machine is building `drvName` (Nix runs it in its build dir, nix-build-<drv name>-N). */
+function buildingNow(drvName: string): boolean {
   for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
-    let args: string[];
     try {
-      args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (path.basename(readlinkSync(`/proc/${pid}/cwd`)).startsWith(`nix-build-${drvName}-`)) return true;
     } catch {
-      continue; // gone
+      continue; // gone, or not ours to read
     }
-    if (args[0]?.endsWith("nix-store") && args.includes("-r") && args.some((a) => a.endsWith(drvSuffix))) return true;
   }
   return false;
 }
@@ -47,8 +45,8 @@ describe("a partition", () => {
     // Freeze only p1's worker process: its Nix build goes on; the coordinator hears nothing. p1 is frozen
     // before p2 starts, so how long a worker takes to start on a busy machine can't let p1 finish first.
     const p1 = farm.workers.get("p1")!;
-    // Its `nix-store -r` must be running (the worker logs "fetched inputs" a moment before it starts it).
-    await waitFor("p1's nix-store -r of slowpoke", () => logged("p1", /^fetched inputs of slowpoke/) && realisingNow("-slowpoke-1.0.drv"), 20_000, 50);
+    // Its builder must be running (the worker logs "fetched inputs" a moment before it asks Nix to build).
+    await waitFor("p1's build of slowpoke", () => logged("p1", /^fetched inputs of slowpoke/) && buildingNow("slowpoke-1.0.drv"), 20_000, 50);
     process.kill(p1.pid, "SIGSTOP");
     try {
       farm.startWorker({ name: "p2" });
