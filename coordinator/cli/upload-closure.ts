@@ -1,13 +1,17 @@
 // Sends the .drv closure of a submission (the .drv files and their input
 // sources) from the submitter's store to the cache, so workers can fetch what
 // they build from the cache alone. Paths the cache already has are skipped;
-// the rest go up dependencies first (the cache refuses dangling references).
+// the rest go up dependencies first (the cache refuses dangling references),
+// several at once.
 import { execa } from "execa";
 import type { Logger } from "pino";
-import { CacheClient, mapLimit, parseExport, topoSortByReferences } from "../../proto/nix/mod.js";
+import { CacheClient, forEachAfterReferences, mapLimit, parseExport } from "../../proto/nix/mod.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";
 import type { SubmitterNixEnv } from "./nix-env.js";
+
+/** Uploads in flight: the cache takes 4 at once from one uploader by default (more get 429). */
+const UPLOADS_AT_ONCE = 4;
 
 /** Upper bound on one .drv or source kept in memory between export and upload. */
 const MAX_SOURCE_BYTES = 512 * 1024 ** 2;
@@ -32,10 +36,11 @@ export async function uploadClosure(opts: { client: CacheClient; paths: StorePat
     });
   }
   let sent = 0;
-  for (const item of topoSortByReferences(items)) {
+  // A .drv closure is many small files: they go up UPLOADS_AT_ONCE at a time, each after what it references.
+  await forEachAfterReferences(items, UPLOADS_AT_ONCE, async (item) => {
     await client.upload({ storePath: item.storePath, references: item.references, deriver: item.deriver, narStream: [item.nar] });
     opts.onProgress?.(++sent, items.length);
-  }
+  });
   return { sent, present: paths.length - sent };
 }
 

@@ -48,3 +48,67 @@ export async function walkClosure(roots: string[], walk: ClosureWalk): Promise<N
   const nodes = [...infos.values()].map((info) => ({ storePath: info.storePath, references: referencePaths(info), info }));
   return topoSortByReferences(nodes).map((n) => n.info);
 }
+
+/**
+ * Runs `fn` on every item, at most `limit` at once, each only after every item
+ * it references (among `items`) has finished: uploads to a cache that refuses
+ * dangling references go up in parallel, a level of the graph at a time at
+ * worst. After a failure nothing new starts, and it rejects with that failure
+ * once the running ones have settled.
+ */
+export async function forEachAfterReferences<T extends { storePath: string; references: readonly string[] }>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const ordered = topoSortByReferences(items); // rejects a cycle before anything starts
+  const present = new Set(ordered.map((i) => i.storePath));
+  const waitingOn = new Map<T, number>();
+  const dependents = new Map<string, T[]>();
+  const ready: T[] = [];
+  for (const item of ordered) {
+    const deps = new Set(item.references.filter((r) => r !== item.storePath && present.has(r)));
+    waitingOn.set(item, deps.size);
+    for (const d of deps) {
+      const list = dependents.get(d);
+      if (list) list.push(item);
+      else dependents.set(d, [item]);
+    }
+    if (deps.size === 0) ready.push(item);
+  }
+  await new Promise<void>((resolve, reject) => {
+    let next = 0;
+    let running = 0;
+    let finished = 0;
+    let failure: { err: unknown } | undefined;
+    const pump = () => {
+      if (failure) {
+        if (running === 0) reject(failure.err);
+        return;
+      }
+      if (finished === ordered.length) return resolve();
+      while (running < limit && next < ready.length) {
+        const item = ready[next++];
+        running++;
+        fn(item).then(
+          () => {
+            running--;
+            finished++;
+            for (const d of dependents.get(item.storePath) ?? []) {
+              const left = waitingOn.get(d)! - 1;
+              waitingOn.set(d, left);
+              if (left === 0) ready.push(d);
+            }
+            pump();
+          },
+          (err: unknown) => {
+            running--;
+            failure ??= { err };
+            pump();
+          },
+        );
+      }
+    };
+    pump();
+  });
+}

@@ -11,7 +11,7 @@
 // no Nix of its own. Nothing here imports the coordinator or the worker.
 export { parseDerivation, type AtermDerivation } from "./aterm.js";
 export { CacheClient } from "./client.js";
-export { mapLimit, walkClosure } from "./closure.js";
+export { forEachAfterReferences, mapLimit, walkClosure } from "./closure.js";
 export { asCompression, compressGzip, compressionExtension, compressUnlessSmall, compressXz, compressZstd, decompress, type MaybeCompressed } from "./compression.js";
 export { ConflictError, HashMismatchError, InsufficientSpaceError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
 export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
