@@ -1,12 +1,13 @@
 // A long-lived `nix-store --serve --write`: the protocol Hydra's queue runner
 // speaks to its build machines. Asking Nix which paths are valid, what it
-// registered about them, and importing paths then costs a message, not a
-// process start (20–50 ms each, more in a busy namespace). One command at a
-// time; a session whose Nix failed or was interrupted is dropped, and the next
-// command starts another.
+// registered about them, importing paths, and building (build-sessions.ts)
+// then costs a message, not a process start (20–50 ms each, more in a busy
+// namespace). One command at a time; a session whose Nix failed or was
+// interrupted is dropped, and the next command starts another.
 //
-// Nix holds every path this process imported as a temporary GC root while it
-// lives, so deleting paths or collecting garbage must close the session first.
+// Nix holds every path this process imported or built as a temporary GC root
+// while it lives, so deleting paths or collecting garbage must close the
+// session first.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { once } from "node:events";
 import { ByteReader, encodeString, encodeU64, iteratorOf, type ByteSource } from "../proto/nix/mod.js";
@@ -113,11 +114,6 @@ export class NixServe {
   /** The Nix process's pid. */
   get pid(): number {
     return this.child.pid ?? 0;
-  }
-
-  /** Resolves when the Nix process has exited. */
-  get ended(): Promise<void> {
-    return this.exited;
   }
 
   /** SIGKILLs Nix (and its process group, when detached); the command in flight fails. */
