@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
@@ -19,6 +20,19 @@ describe("the worker's Nix environment", () => {
   it("names its own build hook, unless the path has a space Nix would split it at", () => {
     expect(renderNixConf(cache, "", [], "/tmp/nix/conf/decline-build-hook")).toContain("build-hook = /tmp/nix/conf/decline-build-hook\n");
     expect(renderNixConf(cache, "", [], "/tmp/my nix/decline-build-hook")).not.toContain("build-hook");
+  });
+
+  it("says when configuring changed its files, so sessions started with the old ones are ended", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "nix-env-"));
+    try {
+      const env = new NixEnv({ storeDir: path.join(dir, "store"), stateDir: path.join(dir, "var/nix"), logDir: path.join(dir, "var/log/nix") });
+      expect(env.configure(cache)).toBe(true);
+      expect(env.configure(cache)).toBe(false);
+      expect(env.configure({ ...cache, cacheUrl: "http://other:7421" })).toBe(true);
+      expect(readFileSync(path.join(env.confDir, "nix.conf"), "utf8")).toContain("http://other:7421");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("passes Nix nothing of the worker's own settings or secrets", () => {
