@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AuthError, InvalidInputError } from "../core/errors.js";
-import { compressXz, compressZstd, ConflictError, encodeString, encodeU64, formatSha256, generateKeyPair, HashMismatchError, hashSource, MissingReferenceError, parseNarInfo, TooLargeError, UntrustedError, verifyNarInfo } from "../../proto/nix/mod.js";
+import { BusyError, compressXz, compressZstd, ConflictError, encodeString, encodeU64, formatSha256, generateKeyPair, HashMismatchError, hashSource, MissingReferenceError, parseNarInfo, TooLargeError, UntrustedError, verifyNarInfo } from "../../proto/nix/mod.js";
 import { hasValidPath, readValidNarInfo } from "./http-server.js";
 import { chunked, collect, narFromTree, SAMPLE_TREE, type NarTree } from "../../proto/nix/testing/nar-fixtures.js";
 import { startTestCache, type TestCache } from "../../test/fixtures/cache-server.js";
@@ -235,6 +235,8 @@ describe("cache server: uploads", () => {
     const third = await put(new Uint8Array(NAR1));
     expect(third.status).toBe(429);
     expect((await third.text()).trim()).toBe("test operator already has 2 uploads running; at most 2 at once");
+    // The client says so with an error of its own, which a submit waits out and tries again.
+    await expect(cache.client().upload({ storePath: P1, references: [], narStream: [NAR1] })).rejects.toBeInstanceOf(BusyError);
     release();
     expect((await Promise.all(first)).map((r) => r.status).sort()).toEqual([200, 201]);
     expect((await put(new Uint8Array(NAR1))).status).toBe(200); // the slots are free again

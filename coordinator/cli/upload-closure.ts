@@ -4,8 +4,9 @@
 // the rest go up dependencies first (the cache refuses dangling references),
 // several at once.
 import { execa } from "execa";
+import pRetry from "p-retry";
 import type { Logger } from "pino";
-import { CacheClient, forEachAfterReferences, mapLimit, parseExport } from "../../proto/nix/mod.js";
+import { BusyError, CacheClient, forEachAfterReferences, mapLimit, parseExport } from "../../proto/nix/mod.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";
 import type { SubmitterNixEnv } from "./nix-env.js";
@@ -37,8 +38,10 @@ export async function uploadClosure(opts: { client: CacheClient; paths: StorePat
   }
   let sent = 0;
   // A .drv closure is many small files: they go up UPLOADS_AT_ONCE at a time, each after what it references.
+  // The same token may be uploading elsewhere too (another submit, a publish): a 429 waits and asks again.
   await forEachAfterReferences(items, UPLOADS_AT_ONCE, async (item) => {
-    await client.upload({ storePath: item.storePath, references: item.references, deriver: item.deriver, narStream: [item.nar] });
+    const upload = () => client.upload({ storePath: item.storePath, references: item.references, deriver: item.deriver, narStream: [item.nar] });
+    await pRetry(upload, { retries: 10, minTimeout: 50, maxTimeout: 2000, shouldRetry: (err) => err instanceof BusyError });
     opts.onProgress?.(++sent, items.length);
   });
   return { sent, present: paths.length - sent };

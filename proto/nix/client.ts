@@ -5,7 +5,7 @@ import { Readable } from "node:stream";
 import type { Logger } from "pino";
 import { AuthError, FarmError, InvalidInputError, TransientError } from "../errors.js";
 import { asCompression, decompress, type Compression } from "./compression.js";
-import { ConflictError, HashMismatchError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
+import { BusyError, ConflictError, HashMismatchError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
 import { mapLimit, walkClosure } from "./closure.js";
 import { HashCounter, hashThrough } from "./nar-hash.js";
 import { parseNarInfo, type NarInfo } from "./narinfo.js";
@@ -58,6 +58,7 @@ function httpError(status: number, what: string, body: string): FarmError {
   if (status === 401 || status === 403) return new AuthError(msg);
   if (status === 409) return new ConflictError(msg);
   if (status === 413) return new TooLargeError(msg);
+  if (status === 429) return new BusyError(msg);
   if (status === 424) return new MissingReferenceError(msg);
   if (status === 404) return new NotInCacheError(msg);
   if (status >= 400 && status < 500) return new InvalidInputError(msg);

@@ -1,6 +1,6 @@
 // Errors specific to the binary cache; all extend the shared FarmError tree.
 
-import { AuthError, FarmError, InvalidInputError } from "../errors.js";
+import { AuthError, FarmError, InvalidInputError, TransientError } from "../errors.js";
 
 /** A narinfo is unsigned, signed by no trusted key, or its signature is invalid. */
 export class UntrustedError extends AuthError {}
@@ -16,6 +16,9 @@ export class ConflictError extends FarmError {}
 
 /** An upload names a reference the cache does not hold yet. */
 export class MissingReferenceError extends FarmError {}
+
+/** The cache runs as many uploads of this uploader as it takes at once (HTTP 429): try again shortly. */
+export class BusyError extends TransientError {}
 
 /** A requested path is not in the cache. */
 export class NotInCacheError extends FarmError {}
