@@ -1,6 +1,6 @@
 // The cache client's HTTP against a real node:http server on loopback.
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { httpRequest } from "./http.js";
 
@@ -17,6 +17,9 @@ beforeAll(async () => {
       res.writeHead(302, { Location: hops > 1 ? `/redirect?hops=${hops - 1}` : "/file" }).end();
     } else if (url.pathname === "/file") {
       res.end("the file\n");
+    } else if (url.pathname === "/refuse") {
+      // As the cache refuses an upload it won't read: at once, and the connection goes.
+      res.writeHead(403, { Connection: "close" }).end("not yours");
     } else if (url.pathname === "/silent") {
       // never answers
     } else if (url.pathname === "/upload") {
@@ -74,6 +77,51 @@ describe("httpRequest", () => {
     await expect(httpRequest(`${base}/upload`, { method: "PUT", body: failing() })).rejects.toThrow("the disk said no");
     expect(closed).toBe(true);
   });
+
+  it("returns a refusal that came before the body was read, with the source closed, every time", async () => {
+    for (let round = 0; round < 20; round++) {
+      let closed = false;
+      async function* endless() {
+        try {
+          for (;;) yield Buffer.alloc(256 * 1024);
+        } finally {
+          closed = true;
+        }
+      }
+      const res = await httpRequest(`${base}/refuse`, { method: "PUT", body: endless() });
+      expect([res.status, await res.text(), closed]).toEqual([403, "not yours", true]);
+    }
+  });
+
+  it("returns a refusal from a server that then stops reading but keeps the connection, with the source closed", async () => {
+    // Answers as soon as the headers are in, then reads no more and never closes: a write that waits to drain would wait forever.
+    const sockets = new Set<Socket>();
+    const stubborn = createNetServer((socket) => {
+      sockets.add(socket);
+      socket.once("data", () => {
+        socket.write("HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nnot yours");
+        socket.pause();
+      });
+    });
+    await new Promise<void>((r) => stubborn.listen(0, "127.0.0.1", r));
+    let closed = false;
+    async function* slowThenBig() {
+      try {
+        yield Buffer.from("head");
+        await new Promise((r) => setTimeout(r, 100)); // the answer comes while the source reads
+        for (;;) yield Buffer.alloc(4 * 1024 * 1024);
+      } finally {
+        closed = true;
+      }
+    }
+    try {
+      const res = await httpRequest(`http://127.0.0.1:${(stubborn.address() as AddressInfo).port}/upload`, { method: "PUT", body: slowThenBig() });
+      expect([res.status, await res.text(), closed]).toEqual([403, "not yours", true]);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      stubborn.close();
+    }
+  }, 10_000);
 
   it("gives up on a server that does not answer within the idle timeout", async () => {
     await expect(httpRequest(`${base}/silent`, { idleTimeoutMs: 200 })).rejects.toThrow(/no answer from 127\.0\.0\.1:\d+ in 200 ms/);

@@ -62,10 +62,12 @@ async function send(url: URL, init: HttpRequestInit, retriedStale = false): Prom
     req.once("response", resolve);
     req.on("error", reject);
   });
-  const written = init.body === undefined ? (req.end(), Promise.resolve()) : writeBody(req, init.body);
+  const written = init.body === undefined ? (req.end(), Promise.resolve(true)) : writeBody(req, init.body);
   try {
     const res = await responded;
-    await written; // the source is let go before the caller hears the answer
+    // The source is let go before the caller hears the answer. A body cut short leaves the request unfinished:
+    // its connection goes once the answer is read, not back to the pool.
+    if (!(await written)) res.once("end", () => req.destroy());
     return res;
   } catch (err) {
     // A kept-alive connection the server closed meanwhile: once more on a fresh one (nothing was sent yet that counted).
@@ -75,41 +77,49 @@ async function send(url: URL, init: HttpRequestInit, retriedStale = false): Prom
 }
 
 /**
- * Streams `body` into `req` with backpressure. A server that answers before
- * reading it all (a refusal) stops it: the answer counts, and the source is
- * closed either way. A source that fails fails the request with its error.
+ * Streams `body` into `req` with backpressure; true when all of it went. A
+ * server that answers before reading it all (a refusal) stops it at once: the
+ * answer counts, and the source is closed either way. A source that fails fails
+ * the request with its error.
  */
-async function writeBody(req: http.ClientRequest, body: ByteSource): Promise<void> {
+async function writeBody(req: http.ClientRequest, body: ByteSource): Promise<boolean> {
   let answered = false;
   req.once("response", () => (answered = true));
+  const stopped = () => answered || req.destroyed;
   const it = iteratorOf(body);
   let done = false;
   try {
-    while (!answered && !req.destroyed) {
+    while (!stopped()) {
       const next = await it.next();
       if (next.done) {
         done = true;
         req.end();
-        return;
+        return true;
       }
-      if (!req.write(next.value)) await writable(req);
+      // The answer may have come while the source read: then this chunk is not written, nor waited on.
+      if (stopped()) break;
+      if (!req.write(next.value)) await writable(req, stopped);
     }
+    return false;
   } catch (err) {
     done = true; // a source that threw has ended
     req.destroy(err as Error);
+    return false;
   } finally {
     if (!done) await Promise.resolve(it.return?.()).catch(() => undefined);
   }
 }
 
-/** Resolves when `req` takes more, answers, or closes. */
-function writable(req: http.ClientRequest): Promise<void> {
+/** Resolves when `req` takes more, answers, fails or closes (at once when it already has). */
+function writable(req: http.ClientRequest, stopped: () => boolean): Promise<void> {
+  if (stopped() || !req.writableNeedDrain) return Promise.resolve();
+  const events = ["drain", "response", "error", "close"];
   return new Promise((resolve) => {
     const go = () => {
-      for (const event of ["drain", "response", "close"]) req.off(event, go);
+      for (const event of events) req.off(event, go);
       resolve();
     };
-    for (const event of ["drain", "response", "close"]) req.on(event, go);
+    for (const event of events) req.on(event, go);
   });
 }
 
