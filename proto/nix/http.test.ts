@@ -123,6 +123,32 @@ describe("httpRequest", () => {
     }
   }, 10_000);
 
+  it("asks a GET again on a fresh connection when a kept-alive one is reset before it answers", async () => {
+    // Each connection answers its first request and resets on its second, as a server that closed an idle
+    // connection just as the client reused it.
+    let connections = 0;
+    const sockets = new Set<Socket>();
+    const forgetful = createNetServer((socket) => {
+      connections++;
+      sockets.add(socket);
+      let requests = 0;
+      socket.on("data", () => {
+        if (++requests === 1) socket.write("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nyes");
+        else socket.resetAndDestroy();
+      });
+    });
+    await new Promise<void>((r) => forgetful.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(forgetful.address() as AddressInfo).port}/file`;
+    try {
+      expect(await (await httpRequest(url)).text()).toBe("yes");
+      expect(await (await httpRequest(url)).text()).toBe("yes"); // reset on the reused connection, answered on a new one
+      expect(connections).toBe(2);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      forgetful.close();
+    }
+  });
+
   it("gives up on a server that does not answer within the idle timeout", async () => {
     await expect(httpRequest(`${base}/silent`, { idleTimeoutMs: 200 })).rejects.toThrow(/no answer from 127\.0\.0\.1:\d+ in 200 ms/);
   });
