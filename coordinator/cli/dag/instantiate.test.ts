@@ -153,12 +153,15 @@ describe("instantiate (errors, one line each)", () => {
     expect(pkgs.message).toBe("nixpkgs not found: /nonexistent/nixpkgs");
   });
 
-  it("tries again while another Nix process holds the store's database", async () => {
-    // A nix-instantiate that fails as Nix 2.8 does when a second process sets up a fresh store's database.
+  it.each([
+    ["holds the store's database", "error: SQLite database '/tmp/nix/var/nix/db/db.sqlite' is busy"],
+    ["made the gcroots link first", "error: creating symlink from '/tmp/nix/var/nix/gcroots/profiles' to '/tmp/nix/var/nix/profiles': File exists"],
+  ])("tries again when another Nix process setting up the same fresh store %s", async (_, error) => {
+    // A nix-instantiate that fails once as Nix 2.8 does when a second process sets up a fresh store at the same time.
     const bin = await mkdtemp(join(tmpdir(), "farm-busy-nix-"));
     try {
       const real = (cmd: string) => execFileSync("sh", ["-c", `command -v ${cmd}`], { encoding: "utf8" }).trim();
-      await writeFile(join(bin, "nix-instantiate"), `#!/bin/sh\nif [ ! -e "${bin}/tried" ]; then touch "${bin}/tried"; echo "error: SQLite database '/tmp/nix/var/nix/db/db.sqlite' is busy" >&2; exit 1; fi\nexec ${real("nix-instantiate")} "$@"\n`, { mode: 0o755 });
+      await writeFile(join(bin, "nix-instantiate"), `#!/bin/sh\nif [ ! -e "${bin}/tried" ]; then touch "${bin}/tried"; echo "${error}" >&2; exit 1; fi\nexec ${real("nix-instantiate")} "$@"\n`, { mode: 0o755 });
       await symlink(real("nix-store"), join(bin, "nix-store"));
       const r = await instantiate(opts("./default.nix#demo", { nixBinDir: bin }));
       expect(r.roots).toHaveLength(1);

@@ -134,8 +134,8 @@ class NixRunner {
 
   /**
    * Runs a Nix command; a non-zero exit becomes `onFail(stderr)`. Another Nix process
-   * setting up the same store's database (two submits at once on a fresh store) makes
-   * Nix fail with "database is busy" instead of waiting: that is tried again.
+   * setting up the same fresh store at once (two submits side by side) makes Nix fail
+   * with "database is busy", or on the gcroots link both made: that is tried again.
    */
   run(cmd: string, args: string[], onFail: (stderr: string) => Error): Promise<string> {
     const file = this.opts.nixBinDir ? join(this.opts.nixBinDir, cmd) : cmd;
@@ -147,7 +147,7 @@ class NixRunner {
             return reject(new AbortError(new NixNotInstalledError(`${cmd} not found: install Nix 2.8 (nix-bin) and put it on PATH`, { cause: err })));
           }
           this.opts.logger.debug({ cmd, stderr }, "nix command failed");
-          reject(DATABASE_BUSY.test(stderr) ? new NixBusyError(stderr) : new AbortError(onFail(stderr)));
+          reject(STORE_SETUP_RACES.some((race) => race.test(stderr)) ? new NixBusyError(stderr) : new AbortError(onFail(stderr)));
         });
       });
     return pRetry(once, {
@@ -155,7 +155,7 @@ class NixRunner {
       minTimeout: 200,
       maxTimeout: 2000,
       onFailedAttempt: (e) => {
-        if (e.retriesLeft > 0) this.opts.logger.warn({ cmd, attempt: e.attemptNumber }, "Nix's database is busy (another Nix process is using it); trying again");
+        if (e.retriesLeft > 0) this.opts.logger.warn({ cmd, attempt: e.attemptNumber }, "another Nix process is setting up or using the store; trying again");
       },
     }).catch((err: unknown) => {
       throw err instanceof NixBusyError ? onFail(err.stderr) : err;
@@ -163,13 +163,17 @@ class NixRunner {
   }
 }
 
-/** Nix's error (not its warning while it waits and tries again itself) when another process holds the database. */
-const DATABASE_BUSY = /^error: .*SQLite database '[^']*' is busy/m;
+/**
+ * Nix 2.8's errors when another process sets up or holds the same store: the
+ * database is busy (its error, not its warning while it waits by itself), or both
+ * found no gcroots dir and made its `profiles` link, and the second failed.
+ */
+const STORE_SETUP_RACES = [/^error: .*SQLite database '[^']*' is busy/m, /^error: creating symlink from '[^']*\/gcroots\/profiles' to '[^']*': File exists/m];
 
-/** A Nix call that failed only because another process held the store's database. */
+/** A Nix call that failed only because another process set up or held the store. */
 class NixBusyError extends Error {
   constructor(readonly stderr: string) {
-    super("Nix's database is busy");
+    super("another Nix process is setting up or using the store");
   }
 }
 
