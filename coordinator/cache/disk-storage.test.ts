@@ -6,6 +6,7 @@ import { pipeline } from "node:stream/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { InvalidInputError } from "../core/errors.js";
 import { DiskStorage } from "./disk-storage.js";
+import { prepareAll } from "./storage.js";
 import { collect } from "../../proto/nix/testing/nar-fixtures.js";
 
 let root: string;
@@ -90,6 +91,17 @@ describe("DiskStorage", () => {
     expect(await names("narinfo")).toEqual(["pa"]);
     await expect((await storage.prepare("x")).commit("narinfo", "../escape")).rejects.toBeInstanceOf(InvalidInputError);
     expect(await readdir(join(root, ".tmp"))).toHaveLength(1); // that one is the caller's to discard
+  });
+
+  it("prepares files beside a NAR's commit, and leaves none behind when that commit fails", async () => {
+    const nar = await storage.stage();
+    await pipeline(Readable.from([Buffer.from("nar bytes")]), nar.writable);
+    const [info, record] = await prepareAll(storage, ["info", "record"], nar.commit("nar", "x.nar"));
+    expect(await info.commit("narinfo", "px")).toBe(true);
+    expect(await record.commit("provenance", "px")).toBe(true);
+    const failing = prepareAll(storage, ["info", "record"], Promise.reject(new Error("disk went away")));
+    await expect(failing).rejects.toThrow("disk went away");
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
   it("rejects names that could escape the root", async () => {

@@ -102,7 +102,8 @@ export class DiskStorage implements CacheStorage {
     try {
       const fh = await open(path, "r");
       const { size } = await fh.stat();
-      return { stream: fh.createReadStream({ highWaterMark: STREAM_CHUNK }), size }; // closes the handle when done or destroyed
+      // A read buffer the file's size (most are a few hundred bytes): a 1 MiB one each is a map and unmap per file.
+      return { stream: fh.createReadStream({ highWaterMark: Math.max(1, Math.min(STREAM_CHUNK, size)) }), size }; // closes the handle when done or destroyed
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
       throw err;

@@ -2,12 +2,13 @@
 
 import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile, readlink, writeFile } from "node:fs/promises";
-import { get } from "node:http";
+import { createServer, get } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AuthError, InvalidInputError } from "../core/errors.js";
-import { BusyError, compressXz, compressZstd, ConflictError, encodeString, encodeU64, formatSha256, generateKeyPair, HashMismatchError, hashSource, MissingReferenceError, parseNarInfo, TooLargeError, UntrustedError, verifyNarInfo } from "../../proto/nix/mod.js";
+import { BusyError, compressXz, compressZstd, ConflictError, encodeString, encodeU64, formatSha256, generateKeyPair, HashMismatchError, hashSource, makeStorePath, MissingReferenceError, parseNarInfo, TooLargeError, UntrustedError, verifyNarInfo } from "../../proto/nix/mod.js";
 import { hasValidPath, readValidNarInfo } from "./http-server.js";
 import { chunked, collect, narFromTree, SAMPLE_TREE, type NarTree } from "../../proto/nix/testing/nar-fixtures.js";
 import { startTestCache, type TestCache } from "../../test/fixtures/cache-server.js";
@@ -367,5 +368,74 @@ describe("cache client: trust", () => {
     await writeFile(join(cache.root, info.url), info.compression === "gzip" ? gzipSync(tampered) : tampered); // as the cache stored it
     await expect(collect(client.narStream(info))).rejects.toBeInstanceOf(HashMismatchError);
     expect(await readValidNarInfo(cache.storage, P1)).not.toBeNull(); // the server does not re-hash on reads
+  });
+});
+
+describe("cache server: batch uploads (/upload-batch)", () => {
+  /** A text path as Nix names it (a .drv file, say): its name comes from its bytes and references. */
+  const textItem = (text: string, name: string, references: string[] = []) => ({
+    storePath: makeStorePath(["text", ...[...references].sort()].join(":"), createHash("sha256").update(text).digest(), name, SD),
+    references,
+    nar: [narFromTree({ file: text })],
+  });
+  const src = textItem("echo building\n", "builder.sh");
+  const drv = textItem(`#!/bin/sh\nexec ${src.storePath}\n`, "app-1.0-wrapper.sh", [src.storePath]);
+  let batchCache: TestCache;
+  beforeEach(async () => {
+    batchCache = await startTestCache(SD, { grant: () => ({ kind: "content-addressed", by: "alice" }) });
+  });
+  afterEach(async () => {
+    await batchCache.close();
+  });
+
+  it("stores text paths in one request, each after what it references; again, each is already there", async () => {
+    const client = batchCache.client();
+    expect(await client.uploadBatch([src, drv])).toEqual([
+      { storePath: src.storePath, status: 201 },
+      { storePath: drv.storePath, status: 201 },
+    ]);
+    const info = (await client.narInfo(drv.storePath))!;
+    expect(info.references).toEqual([src.storePath.slice(SD.length + 1)]);
+    expect(info.ca).toMatch(/^text:sha256:/);
+    expect(await client.uploadBatch([src, drv])).toEqual([
+      { storePath: src.storePath, status: 200 },
+      { storePath: drv.storePath, status: 200 },
+    ]);
+    expect(await batchCache.tmpFiles()).toEqual([]);
+  });
+
+  it("refuses a path its bytes don't name, or one before what it references, keeps what came before, and names it", async () => {
+    const client = batchCache.client();
+    const planted = { ...textItem("rm -rf ~\n", "builder.sh"), storePath: `${SD}/${"0".repeat(32)}-builder.sh` };
+    const refused = client.uploadBatch([src, planted, drv]);
+    await expect(refused).rejects.toBeInstanceOf(AuthError);
+    await expect(refused).rejects.toThrow(`HTTP 403: ${planted.storePath} `);
+    expect(await client.narInfo(src.storePath)).not.toBeNull();
+    expect(await client.narInfo(planted.storePath)).toBeNull();
+    const other = textItem("echo other\n", "other.sh");
+    const early = textItem(`exec ${other.storePath}\n`, "early.sh", [other.storePath]);
+    await expect(client.uploadBatch([early, other])).rejects.toBeInstanceOf(MissingReferenceError);
+    expect(await client.narInfo(early.storePath)).toBeNull();
+  });
+
+  it("takes no build outputs, no token-less caller and no path over its size limit", async () => {
+    const put = (headers: Record<string, string>) => fetch(`${batchCache.url}/upload-batch`, { method: "PUT", body: new Uint8Array(8), headers });
+    const withLease = await put({ Authorization: `Bearer ${batchCache.token}`, "X-Farm-Lease-Drv": drv.storePath, "X-Farm-Lease-Epoch": "1" });
+    expect([withLease.status, (await withLease.text()).trim()]).toEqual([400, "a build's outputs are uploaded one at a time, under their lease"]);
+    expect((await put({})).status).toBe(401);
+    const big = { storePath: `${SD}/${"1".repeat(32)}-big`, references: [], nar: [narFromTree({ file: Buffer.alloc(17 << 20) })] };
+    await expect(batchCache.client().uploadBatch([big])).rejects.toBeInstanceOf(TooLargeError);
+    expect(await batchCache.tmpFiles()).toEqual([]);
+  });
+
+  it("is null from a cache that takes no batches, so the caller uploads one path at a time", async () => {
+    const old = createServer((_, res) => res.writeHead(404).end("not found\n"));
+    await new Promise<void>((r) => old.listen(0, "127.0.0.1", r));
+    try {
+      const client = batchCache.client({ baseUrl: `http://127.0.0.1:${(old.address() as AddressInfo).port}` });
+      expect(await client.uploadBatch([src])).toBeNull();
+    } finally {
+      old.close();
+    }
   });
 });

@@ -1,6 +1,7 @@
 // The binary cache over HTTP: the read side is what stock Nix substitutes from
 // (nix-cache-info, narinfo, nar, log); the write side takes authenticated NAR
-// and log uploads. The signing key lives only in this process.
+// uploads, one path a request or many small ones in a batch (upload-batch.ts).
+// The signing key lives only in this process.
 
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from "node:http";
 import { pipeline } from "node:stream/promises";
@@ -9,13 +10,15 @@ import { AuthError, InvalidInputError } from "../core/errors.js";
 import { assertStoreDir, ConflictError, hashPart, isHashPart, isStoreBaseName, MissingReferenceError, parseNarInfo, parseSecretKey, storeDirOf, TooLargeError, type NarInfo } from "../../proto/nix/mod.js";
 import type { CacheFileKind, CacheStorage } from "./storage.js";
 import { sendFile } from "./send-file.js";
-import { parseUploadClaims, processUpload, type StoredNarCompression, type UploadContext, type UploadGrant } from "./upload.js";
+import { parseUploadClaims, processUpload, uploadBodyLimit, type StoredNarCompression, type UploadContext, type UploadGrant } from "./upload.js";
+import { MAX_BATCH_BODY_BYTES, processUploadBatch } from "./upload-batch.js";
 import type { Lease } from "../core/types.js";
 
 /** What the server knows of an upload when it asks whether to take it (before reading the body). */
 export interface UploadRequest {
   token: string;
-  storePath: string;
+  /** The path uploaded; absent for a batch (`/upload-batch`), which never holds a build's output. */
+  storePath?: string;
   /** The lease the uploader builds under (X-Farm-Lease-Drv / X-Farm-Lease-Epoch), if it names one. */
   lease?: Lease;
   /** The worker it says it is (X-Farm-Worker); checked against a worker token's own name. */
@@ -146,6 +149,19 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
   // Each uploader's uploads in flight: an authenticated caller still can't hold the server's disk and CPU alone.
   const inFlight = new Map<string, number>();
   const maxConcurrent = opts.maxConcurrentUploads ?? 4;
+  /** Runs one upload (or batch) of `who` in one of its slots; 429 when it has none free. */
+  async function inUploadSlot<T>(who: string, upload: () => Promise<T>): Promise<T> {
+    const running = inFlight.get(who) ?? 0;
+    if (running >= maxConcurrent) throw new HttpError(429, `${who} already has ${running} uploads running; at most ${maxConcurrent} at once`);
+    inFlight.set(who, running + 1);
+    try {
+      return await upload();
+    } finally {
+      const left = (inFlight.get(who) ?? 1) - 1;
+      if (left > 0) inFlight.set(who, left);
+      else inFlight.delete(who);
+    }
+  }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = pathOf(req.url);
@@ -165,24 +181,19 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
       const worker = req.headers["x-farm-worker"];
       const grant = opts.authorizeUpload({ token: bearerToken(req), storePath: claims.storePath, lease: leaseOf(req), workerId: typeof worker === "string" ? worker : undefined });
       const declared = Number(req.headers["content-length"] ?? 0);
-      if (declared > opts.maxNarBytes + Math.ceil(opts.maxNarBytes / 64) + (1 << 20)) throw new TooLargeError("upload too large");
+      if (declared > uploadBodyLimit(opts.maxNarBytes)) throw new TooLargeError("upload too large");
       // Workers may share the admin token on a one-operator farm: their uploads count per worker.
-      const who = grant.kind === "output" ? grant.workerId : grant.by;
-      const running = inFlight.get(who) ?? 0;
-      if (running >= maxConcurrent) throw new HttpError(429, `${who} already has ${running} uploads running; at most ${maxConcurrent} at once`);
-      inFlight.set(who, running + 1);
-      let result;
-      try {
-        // Do not let a parse error destroy the request: the client must still get our answer.
-        const body = req.iterator({ destroyOnReturn: false });
-        result = await processUpload(ctx, claims, body, grant);
-      } finally {
-        const left = (inFlight.get(who) ?? 1) - 1;
-        if (left > 0) inFlight.set(who, left);
-        else inFlight.delete(who);
-      }
+      const result = await inUploadSlot(grant.kind === "output" ? grant.workerId : grant.by, () => processUpload(ctx, claims, requestBody(req), grant));
       const said = { 200: "already present", 201: "stored", 202: "staged until the farm accepts the build" }[result.status];
       return send(res, result.status, `${said} ${result.narInfo.storePath} ${result.narInfo.narHash}\n`);
+    }
+    if (path === "/upload-batch") {
+      if (req.method !== "PUT") throw new HttpError(405, "method not allowed");
+      if (leaseOf(req)) throw new InvalidInputError("a build's outputs are uploaded one at a time, under their lease");
+      const grant = opts.authorizeUpload({ token: bearerToken(req) });
+      if (Number(req.headers["content-length"] ?? 0) > MAX_BATCH_BODY_BYTES) throw new TooLargeError(`a batch upload is at most ${MAX_BATCH_BODY_BYTES} bytes`);
+      const paths = await inUploadSlot(grant.by, () => processUploadBatch(ctx, requestBody(req), grant));
+      return send(res, 200, JSON.stringify({ paths }) + "\n", "application/json");
     }
     throw new HttpError(404, "not found");
   }
@@ -203,6 +214,11 @@ export function createCacheHandler(opts: CacheServerOptions): RequestListener {
       send(res, status, message + "\n");
     });
   };
+}
+
+/** An upload's body; a parse error must not destroy the request, so the client still gets our answer. */
+function requestBody(req: IncomingMessage): AsyncIterable<Buffer> {
+  return req.iterator({ destroyOnReturn: false });
 }
 
 /** Creates the cache HTTP server (not yet listening). */

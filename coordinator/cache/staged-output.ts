@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { Lease } from "../core/types.js";
 import { formatNarInfo, hashPart, parseNarInfo, signNarInfo, storeDirOf, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
-import type { CacheStorage } from "./storage.js";
+import { prepareAll, type CacheStorage } from "./storage.js";
 import { isPublished } from "./published.js";
 
 /** A staged output as stored (kind "staged"). */
@@ -102,11 +102,8 @@ export class OutputPublisher {
     const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs, ...(confirms ? { confirms } : {}) };
     // Both files are written at once (each costs a create and an fsync); the narinfo is committed first, and the
     // provenance only if this narinfo is the one published: a build published before keeps its own record.
-    const written = await Promise.allSettled([storage.prepare(formatNarInfo(signNarInfo(unsigned, this.d.signingKey))), storage.prepare(JSON.stringify(provenance))]);
-    const files = written.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const files = await prepareAll(storage, [formatNarInfo(signNarInfo(unsigned, this.d.signingKey)), JSON.stringify(provenance)]);
     try {
-      const failed = written.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (failed) throw failed.reason;
       const [narinfoFile, provenanceFile] = files;
       if (!(await narinfoFile.commit("narinfo", hashPart(storePath), { ifAbsent: true }))) return "present";
       await provenanceFile.commit("provenance", hashPart(storePath));

@@ -70,3 +70,20 @@ export interface CacheStorage {
   /** Names of all files of a kind. */
   list(kind: CacheFileKind): AsyncIterable<string>;
 }
+
+/**
+ * Writes small files side by side (each costs a create and an fsync, so their
+ * waits overlap) while `alongside` runs: a NAR's commit, which must land before
+ * they are published. On any failure it discards them all and throws; else the
+ * caller commits them, and discards them when done (safe after a commit).
+ */
+export async function prepareAll(storage: CacheStorage, contents: readonly (string | Uint8Array)[], alongside?: Promise<unknown>): Promise<PreparedFile[]> {
+  const [first, ...written] = await Promise.allSettled([alongside, ...contents.map((c) => storage.prepare(c))]);
+  const files = written.flatMap((r) => (r.status === "fulfilled" ? [r.value as PreparedFile] : []));
+  const failed = [first, ...written].find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    await Promise.all(files.map((f) => f.discard()));
+    throw failed.reason;
+  }
+  return files;
+}

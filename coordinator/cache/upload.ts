@@ -20,7 +20,7 @@ import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
 import { asCompression, compressGzip, compressionExtension, compressUnlessSmall, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
-import type { CacheStorage } from "./storage.js";
+import { prepareAll, type CacheStorage } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
 export interface UploadContext {
@@ -117,13 +117,18 @@ function settleAgainstExisting(existing: NarInfo, narHash: string, storePath: st
 }
 
 /** Fails after `max` bytes, so a hostile body cannot fill the disk. */
-async function* limitBytes(source: ByteSource, max: number): AsyncGenerator<Buffer> {
+export async function* limitBytes(source: ByteSource, max: number): AsyncGenerator<Buffer> {
   let n = 0;
   for await (const chunk of source) {
     n += chunk.length;
     if (n > max) throw new TooLargeError(`upload exceeds ${max} bytes`);
     yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
   }
+}
+
+/** Body bytes an upload of a NAR up to `maxNarBytes` may send: compression may grow it a little. */
+export function uploadBodyLimit(maxNarBytes: number): number {
+  return maxNarBytes + Math.ceil(maxNarBytes / 64) + (1 << 20);
 }
 
 /** NARs up to this size are kept in memory too, so a single text file (a .drv) can be read back. */
@@ -177,7 +182,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
 
   let nar: HashResult | null = null;
   let file: HashResult | null = null;
-  const bodyLimit = ctx.maxNarBytes + Math.ceil(ctx.maxNarBytes / 64) + (1 << 20);
+  const bodyLimit = uploadBodyLimit(ctx.maxNarBytes);
   const plain = decompress(claims.compression, limitBytes(body, bodyLimit), { maxZstdWindowBytes: MAX_UPLOAD_ZSTD_WINDOW });
   const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
   // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
@@ -196,10 +201,10 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
       claims.ca = assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile });
     }
 
-    // The NAR file is content-addressed, so replacing an identical one is harmless.
+    // The NAR file is content-addressed, so replacing an identical one is harmless. It is committed
+    // while the small files that follow it are written; they are published after it.
     const stored = compressed.method();
     const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(stored)}`;
-    await staged.commit("nar", fileName);
     const unsigned: NarInfo = {
       storePath: claims.storePath,
       url: `nar/${fileName}`,
@@ -215,18 +220,27 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     };
     if (grant.kind === "output") {
       // Not published: the farm signs it only once it accepts this lease's result.
-      const staged: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now() };
-      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(staged));
+      const record: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now() };
+      const [recordFile] = await prepareAll(ctx.storage, [JSON.stringify(record)], staged.commit("nar", fileName));
+      try {
+        await recordFile.commit("staged", stagedName(claims.storePath, grant.lease, grant.workerId));
+      } finally {
+        await recordFile.discard();
+      }
       ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size }, "staged output");
       return { status: 202, narInfo: unsigned };
     }
     const narInfo = signNarInfo(unsigned, ctx.signingKey);
-    if (!(await ctx.storage.put("narinfo", claims.hashPart, formatNarInfo(narInfo), { ifAbsent: true }))) {
-      // Lost a race with a concurrent upload of the same path.
-      return settleAgainstExisting((await readExisting(ctx, claims.hashPart))!, n.hash, claims.storePath);
+    const provenance: UploadProvenance = { storePath: claims.storePath, narHash: n.hash, uploadedBy: grant.by, as: grant.kind, atMs: Date.now() };
+    const files = await prepareAll(ctx.storage, [formatNarInfo(narInfo), JSON.stringify(provenance)], staged.commit("nar", fileName));
+    try {
+      const [narinfoFile, provenanceFile] = files;
+      // Lost a race with a concurrent upload of the same path: that one stands, with its own record.
+      if (!(await narinfoFile.commit("narinfo", claims.hashPart, { ifAbsent: true }))) return settleAgainstExisting((await readExisting(ctx, claims.hashPart))!, n.hash, claims.storePath);
+      await provenanceFile.commit("provenance", claims.hashPart);
+    } finally {
+      await Promise.all(files.map((file) => file.discard()));
     }
-    const record: UploadProvenance = { storePath: claims.storePath, narHash: n.hash, uploadedBy: grant.by, as: grant.kind, atMs: Date.now() };
-    await ctx.storage.put("provenance", claims.hashPart, JSON.stringify(record));
     ctx.logger.info({ storePath: claims.storePath, by: grant.by, as: grant.kind, narSize: n.size, fileSize: f.size }, "cached path");
     return { status: 201, narInfo };
   } finally {

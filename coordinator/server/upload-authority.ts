@@ -9,7 +9,9 @@
 //   - a worker token with no lease may upload nothing;
 //   - the admin token (the operator) publishes directly;
 //   - a lease credential (lease-credentials.ts, in every assignment) uploads
-//     that lease's outputs only, like its worker's token would.
+//     that lease's outputs only, like its worker's token would;
+//   - a batch (many paths, no lease) is decided once, for all its paths: only
+//     the content-addressed or the admin's grant can hold one.
 import { AuthError } from "../core/errors.js";
 import { holdsLease } from "../core/drv-state.js";
 import type { Scheduler } from "../core/scheduler.js";
@@ -21,7 +23,8 @@ import type { Lease } from "../core/types.js";
 
 /** Builds the cache's upload decision from the token registry and the scheduler's leases. */
 export function uploadAuthority(tokens: TokenRegistry, scheduler: () => Pick<Scheduler, "drv">, credentials?: LeaseCredentials, now: () => number = Date.now): (req: UploadRequest) => UploadGrant {
-  const outputOf = (builder: string, lease: Lease, storePath: string, by: string): UploadGrant => {
+  const outputOf = (builder: string, lease: Lease, storePath: string | undefined, by: string): UploadGrant => {
+    if (storePath === undefined) throw new AuthError("a build's outputs are uploaded one at a time, under their lease");
     const drv = scheduler().drv(lease.drvPath);
     if (!drv || !holdsLease(drv.record, builder, lease.epoch)) throw new AuthError(`${builder} holds no lease on ${lease.drvPath} at epoch ${lease.epoch}`);
     if (!Object.values(drv.node.outputs).includes(storePath)) throw new AuthError(`${storePath} is not an output of ${lease.drvPath}`);

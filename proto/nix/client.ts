@@ -13,6 +13,7 @@ import { parsePublicKey, verifyNarInfo, type NixKey } from "./signing.js";
 import { baseName, hashPart, parseStorePath } from "./store-path.js";
 import { emptyPackageIndex, PACKAGE_INDEX_PATH, readPackageIndex, type PackageIndex } from "./package-index.js";
 import { type ByteSource } from "./serialise.js";
+import { encodeExport, type ExportItem } from "./export-stream.js";
 import { httpRequest, type HttpRequestInit, type HttpResponse } from "./http.js";
 
 /** The store dir the farm rebuilds nixpkgs for. */
@@ -229,6 +230,24 @@ export class CacheClient {
     if (!res.ok) throw httpError(res.status, `upload of ${item.storePath}`, message);
     this.opts.logger?.debug({ storePath: item.storePath, status: res.status }, "uploaded path");
     return { status: res.status, message: message.trim() };
+  }
+
+  /**
+   * Uploads many small paths in one request (the cache's `/upload-batch`: a
+   * `nix-store --export` stream, each path after those it references); resolves
+   * with each path's status (201 stored, 200 already there), or null from a cache
+   * that takes no batches (then upload them one at a time).
+   */
+  async uploadBatch(items: readonly ExportItem[]): Promise<{ storePath: string; status: number }[] | null> {
+    for (const item of items) parseStorePath(item.storePath, this.storeDir);
+    const headers = { ...this.authHeaders(), "Content-Type": "application/x-nix-export" };
+    const res = await this.request("upload-batch", { method: "PUT", headers, body: encodeExport(items) });
+    const text = await res.text();
+    if (res.status === 404) return null;
+    if (!res.ok) throw httpError(res.status, `batch upload of ${items.length} paths`, text);
+    const { paths } = JSON.parse(text) as { paths: { storePath: string; status: number }[] };
+    this.opts.logger?.debug({ paths: paths.length, stored: paths.filter((p) => p.status === 201).length }, "uploaded a batch of paths");
+    return paths;
   }
 
   /** Fetches a build log, or null if there is none. */
