@@ -70,6 +70,56 @@ describe("BuildRunner", () => {
     expect(r.start(next)).toBe("started");
   });
 
+  it("gives up a build's slot while it uploads, says so, and keeps at most maxBuilds uploads on the side", async () => {
+    const gates: (() => void)[] = [];
+    const executor = {
+      async run(a: AssignmentSpec, ctx: import("./executor.js").ExecutorContext) {
+        ctx.onBuilt?.(); // the builder is done; the upload waits for its gate
+        await new Promise<void>((r) => gates.push(r));
+        return { lease: a.lease, outcome: "succeeded" as const, outputs: [], durationMs: 1, peakMemoryBytes: 0, cores: 1, error: "" };
+      },
+    };
+    const r = new BuildRunner(executor, 1, logger);
+    r.setCache({ cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey });
+    const built: string[] = [];
+    const results: string[] = [];
+    r.attach({ log: () => {}, built: (l) => built.push(l.drvPath), result: (rep) => results.push(rep.lease.drvPath) });
+    expect(r.start(spec(1))).toBe("started");
+    expect(built).toEqual([spec(1).lease.drvPath]);
+    expect(r.busyLeases()).toEqual([]);
+    expect(r.leases()).toEqual([spec(1).lease]); // still its lease: named in a join, its result to come
+    expect(r.start(spec(2))).toBe("started"); // beside the upload
+    expect(built).toEqual([spec(1).lease.drvPath]); // one upload on the side already: b2 keeps its slot
+    expect(r.start(spec(3))).toBe("full");
+    gates.shift()!();
+    await new Promise((res) => setTimeout(res, 10));
+    expect(results).toEqual([spec(1).lease.drvPath]);
+    gates.shift()!();
+    expect(await r.idle(5000)).toBe(true);
+    expect(results).toEqual([spec(1).lease.drvPath, spec(2).lease.drvPath]);
+  });
+
+  it("keeps a build's slot until its result when uploads beside the next build are off", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((res) => (release = res));
+    const executor = {
+      async run(a: AssignmentSpec, ctx: import("./executor.js").ExecutorContext) {
+        ctx.onBuilt?.();
+        await gate;
+        return { lease: a.lease, outcome: "succeeded" as const, outputs: [], durationMs: 1, peakMemoryBytes: 0, cores: 1, error: "" };
+      },
+    };
+    const r = new BuildRunner(executor, 1, logger, undefined, false);
+    r.setCache({ cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey });
+    const built: string[] = [];
+    r.attach({ log: () => {}, built: (l) => built.push(l.drvPath), result: () => {} });
+    expect(r.start(spec(4))).toBe("started");
+    expect(r.start(spec(5))).toBe("full");
+    release();
+    expect(await r.idle(5000)).toBe(true);
+    expect(built).toEqual([]);
+  });
+
   it("says what holds its slots when it declines for being full", () => {
     const busy = [{ drvPath: "/tmp/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello.drv", epoch: 4 }];
     expect(declineReason("full", busy)).toBe("worker is already running its maximum number of builds (1): aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello.drv (epoch 4)");

@@ -13,6 +13,8 @@ import type { RunningUsage } from "../proto/types.js";
 /** Where logs and results of builds go while a connection is up. */
 export interface BuildSink {
   log(lease: Lease, lines: string[]): void;
+  /** The builder of `lease` is done and its outputs upload: its slot is free (BuildStepDone). */
+  built(lease: Lease): void;
   result(report: BuildReport): void;
 }
 
@@ -49,6 +51,8 @@ interface Running {
   peakMemoryBytes: number;
   /** Handed back to the coordinator: its result must not be reported. */
   handedBack: boolean;
+  /** Its builder is done and it uploads, holding no slot (at most maxBuilds such at once). */
+  uploading: boolean;
   done: Promise<void>;
 }
 
@@ -68,6 +72,8 @@ export class BuildRunner {
     private readonly maxBuilds: number,
     private readonly logger: Logger,
     private readonly onReport?: (r: BuildReport) => void,
+    /** Whether a build whose builder is done gives up its slot while it uploads (startUpload). */
+    private readonly uploadBesideNextBuild = true,
   ) {}
 
   /** The cache named by the current coordinator. */
@@ -88,10 +94,10 @@ export class BuildRunner {
   /**
    * Leases of the builds that hold a slot. An aborted build is on its way out (its process tree is
    * already killed): its slot is free. The coordinator sends new work right after aborting a stale
-   * lease, as when a cut-off worker comes back.
+   * lease, as when a cut-off worker comes back. A build that only uploads holds none either.
    */
   busyLeases(): Lease[] {
-    return [...this.running.values()].filter((r) => !r.abort.signal.aborted).map((r) => r.lease);
+    return [...this.running.values()].filter((r) => !r.abort.signal.aborted && !r.uploading).map((r) => r.lease);
   }
 
   /** Memory use of each running build. */
@@ -144,7 +150,7 @@ export class BuildRunner {
     const cache = this.cache;
     const abort = new AbortController();
     const started = Date.now();
-    const entry: Running = { lease: spec.lease, uploadCredential: spec.uploadCredential, spec, startedAtMs: started, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, done: Promise.resolve() };
+    const entry: Running = { lease: spec.lease, uploadCredential: spec.uploadCredential, spec, startedAtMs: started, abort, memoryBytes: 0, peakMemoryBytes: 0, handedBack: false, uploading: false, done: Promise.resolve() };
     this.running.set(spec.lease.drvPath, entry);
     entry.done = this.executor
       .run(spec, {
@@ -156,10 +162,23 @@ export class BuildRunner {
           entry.memoryBytes = bytes;
           entry.peakMemoryBytes = Math.max(entry.peakMemoryBytes, bytes);
         },
+        onBuilt: () => this.startUpload(entry),
       })
       .catch((err: unknown) => failureReport(spec, "worker-error", `executor crashed: ${(err as Error)?.message ?? String(err)}`, started))
       .then((report) => this.finish(entry, report));
     return "started";
+  }
+
+  /**
+   * The builder of `entry` is done: while fewer than maxBuilds others upload, its slot is given
+   * up and the coordinator told, so the next build runs beside the upload (else it keeps its slot).
+   */
+  private startUpload(entry: Running): void {
+    if (!this.uploadBesideNextBuild || entry.abort.signal.aborted || entry.handedBack || this.running.get(entry.spec.lease.drvPath) !== entry) return;
+    const uploading = [...this.running.values()].filter((r) => r.uploading).length;
+    if (uploading >= this.maxBuilds) return;
+    entry.uploading = true;
+    this.sink?.built(entry.lease);
   }
 
   /** Aborts the build of `lease` if its epoch is the one running (a stale abort can't kill an adopted build). */

@@ -51,6 +51,7 @@ export class FakeExecutor implements Executor {
       return failureReport(a, "aborted", `aborted: ${String(ctx.signal.reason ?? "requested")}`, started);
     }
     const cache = this.opts.makeCache(ctx);
+    ctx.onBuilt?.();
     const outputs: BuiltOutput[] = [];
     for (const [name, storePath] of Object.entries(a.outputs)) {
       // Content depends on the output path only: distinct fixed-output drvs can share an output path,

@@ -147,6 +147,7 @@ export class NixExecutor implements Executor {
       const failure = classifyBuild(build, a);
       if (failure) throw new BuildStepError(failure.outcome, failure.error);
       for (const p of Object.values(a.outputs)) this.builtHere.set(p, undefined);
+      ctx.onBuilt?.();
 
       t = Date.now();
       // If the farm ends up publishing another build of these paths, dropUnpublished swaps ours out before any use.

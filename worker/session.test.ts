@@ -88,6 +88,7 @@ describe("runOnce", () => {
     const log = await s.next("log");
     expect(log.lease).toEqual(a.lease);
     expect(log.lines.join("\n")).toContain("building hello");
+    expect((await s.next("built")).lease).toEqual(a.lease); // its builder is done; the upload comes next
     const result = await s.next("result");
     expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);
     expect(result.lease).toEqual(a.lease);

@@ -9,7 +9,7 @@ import type { Assignment, CoordinatorMessage, Welcome, WorkerMessage, WorkerServ
 import { declineReason, type BuildRunner } from "./build-runner.js";
 import { failureReport } from "./executor.js";
 import { SessionMachine } from "./session-state.js";
-import { assignmentFromWire, drainToWire, heartbeatToWire, joinToWire, leaseFromWire, logToWire, PROTOCOL_VERSION, resultToWire } from "../proto/convert/mod.js";
+import { assignmentFromWire, builtToWire, drainToWire, heartbeatToWire, joinToWire, leaseFromWire, logToWire, PROTOCOL_VERSION, resultToWire } from "../proto/convert/mod.js";
 
 /** Why a connection ended. */
 export type SessionEnd =
@@ -164,7 +164,7 @@ class Connection {
       const lease = safeLease(wl, this.storeDir);
       if (lease && opts.runner.abort(lease, "coordinator no longer wants it")) log.info({ drv: lease.drvPath }, "aborting stale build named in Welcome");
     }
-    opts.runner.attach({ log: (lease, lines) => this.send(logToWire(lease, lines)), result: (r) => this.sendResult(r) });
+    opts.runner.attach({ log: (lease, lines) => this.send(logToWire(lease, lines)), built: (lease) => this.send(builtToWire(lease)), result: (r) => this.sendResult(r) });
     for (const r of opts.runner.unackedResults()) this.sendResult(r);
     if (opts.drain.aborted) this.drain();
     this.timers.every("heartbeat", interval, () => this.sendHeartbeat());

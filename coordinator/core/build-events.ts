@@ -1,11 +1,11 @@
 // Build results and job cancellation.
-import { complete, fail, holderOn, isTerminal, leaseHolders, type DrvRecord } from "./drv-state.js";
+import { complete, fail, holderOn, isTerminal, leaseHolders, startUpload, type DrvRecord } from "./drv-state.js";
 import { InvalidInputError } from "./errors.js";
 import { memoryAt } from "./estimator.js";
 import { mb, safetyMargin } from "./memory-fit.js";
 import { platformMatches } from "./placement.js";
 import { abortHolders, cancelDrv, endAttempt, takeBack, type SchedulerState } from "./scheduler-state.js";
-import type { BuildOutcome, BuildReport, DrvNode } from "./types.js";
+import type { BuildOutcome, BuildReport, DrvNode, Lease } from "./types.js";
 import { declineWork, type WorkerRecord } from "./worker-state.js";
 
 /** How much more free disk than it filled a build that ran out of disk needs next time. */
@@ -43,19 +43,32 @@ export function classifyOutcome(outcome: BuildOutcome, outputsVerified: boolean)
   }
 }
 
-/** Why a report cannot be accepted, or null when its lease is current. */
-function staleness(s: SchedulerState, workerId: string, report: BuildReport): string | null {
+/** Why a worker's word on `lease` (its result, its build step done) cannot be taken, or null when its lease is current. */
+function staleness(s: SchedulerState, workerId: string, lease: Lease): string | null {
   if (s.pool.get(workerId) === undefined) return `unknown worker ${workerId}`;
-  const rec = s.dag.records.get(report.lease.drvPath);
+  const rec = s.dag.records.get(lease.drvPath);
   if (rec === undefined) return "unknown derivation";
   if (rec.state !== "building") return `derivation is ${rec.state}, not building`;
-  if (rec.epoch !== report.lease.epoch) return `stale lease: epoch ${report.lease.epoch}, current is ${rec.epoch}`;
+  if (rec.epoch !== lease.epoch) return `stale lease: epoch ${lease.epoch}, current is ${rec.epoch}`;
   if (holderOn(rec, workerId) === undefined) return `leased to another worker`;
   return null;
 }
 
 function describe(report: BuildReport): string {
   return report.error === "" ? report.outcome : `${report.outcome}: ${report.error}`;
+}
+
+/**
+ * A worker's builder of `lease` ended well and it now uploads the outputs: the
+ * lease stays held (the result follows), but its slot, cores and memory are
+ * free for the next build (LeaseHolder.uploading). A notice for a lease that is
+ * no longer its own changes nothing: the result will say what happened.
+ */
+export function buildStepDone(s: SchedulerState, workerId: string, lease: Lease): void {
+  if (staleness(s, workerId, lease) !== null) return;
+  const rec = s.dag.records.get(lease.drvPath)!;
+  if (holderOn(rec, workerId)!.uploading) return;
+  s.dag.applyToHolders(rec, () => startUpload(rec, workerId));
 }
 
 /**
@@ -72,7 +85,7 @@ export function buildReported(
   trust?: TrustVerdict,
 ): void {
   const lease = report.lease;
-  const stale = staleness(s, workerId, report);
+  const stale = staleness(s, workerId, report.lease);
   if (stale !== null) {
     s.sink.send({ kind: "ack", workerId, lease, accepted: false, reason: stale });
     s.sink.emit({ type: "build.rejected", atMs: now, workerId, lease, reason: stale });

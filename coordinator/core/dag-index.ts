@@ -171,6 +171,18 @@ export class DagIndex {
   }
 
   /**
+   * Runs a verb that changes only how a building record's holders use their
+   * workers (startUpload): the lease index follows it, and nothing is stored or
+   * counted, as the state is the same (after a restart, they count as building).
+   */
+  applyToHolders(rec: DrvRecord, verb: () => void): void {
+    const state = rec.state;
+    verb();
+    if (rec.state !== state) throw new Error(`a holder verb moved ${rec.drvPath} from ${state} to ${rec.state}`);
+    this.leases.sync(rec);
+  }
+
+  /**
    * Runs one verb on `rec` and keeps every index right: the ready queue, the
    * readiness of dependents when it becomes done, and the failure of
    * dependents when it fails.

@@ -312,8 +312,8 @@ function startBackupCopies(ctx: DispatchContext, now: number, free: WorkerRecord
   for (const w of workers.values()) {
     for (const drvPath of workers.leasesOf(w).keys()) {
       const rec = dag.records.get(drvPath);
-      // Each record once, through its primary; at most maxBackupCopiesPerBuild copies.
-      if (rec === undefined || rec.workerId !== w.info.workerId || (rec.backupCopies?.length ?? 0) >= ctx.maxBackupCopiesPerBuild) continue;
+      // Each record once, through its primary (none whose build is done and only uploads); at most maxBackupCopiesPerBuild copies.
+      if (rec === undefined || rec.workerId !== w.info.workerId || rec.uploading || (rec.backupCopies?.length ?? 0) >= ctx.maxBackupCopiesPerBuild) continue;
       const node = dag.node(drvPath);
       const estimate = ctx.estimator.estimate(node);
       const left = expectedRemainingMs(rec, estimate, now);

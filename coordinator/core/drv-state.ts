@@ -59,6 +59,8 @@ export interface DrvRecord {
   unconfirmed?: { workerId: string; narHashes: Record<string, string>; owner?: string; otherOwnerRequired?: boolean };
   /** Two builds disagreed: only a trusted worker may build it now. */
   needsTrustedWorker?: boolean;
+  /** The primary holder's builder is done and it uploads the outputs (see LeaseHolder.uploading). */
+  uploading?: boolean;
 }
 
 /** Whether `worker` may take `rec`: not the worker whose unconfirmed build waits for another, and a trusted one after a disagreement. */
@@ -78,6 +80,12 @@ export interface LeaseHolder {
   reservedMemoryBytes: number;
   reservedDiskBytes: number;
   startedAtMs: number;
+  /**
+   * Its builder ended well and it uploads the outputs: it holds the lease (its
+   * result is still to come) but no build slot, cores or memory, so the worker
+   * takes its next build beside the upload. The outputs' disk stays reserved.
+   */
+  uploading?: boolean;
 }
 
 /** The one table of legal derivation moves: from -> allowed targets. */
@@ -130,10 +138,14 @@ export function newDrvRecord(drvPath: DrvPath, seq: number): DrvRecord {
   };
 }
 
-/** A deep-enough copy for persistence (the scheduler keeps mutating its own). */
+/**
+ * A deep-enough copy for persistence (the scheduler keeps mutating its own).
+ * Uploading marks are left out: after a restart a holder counts as building until its result.
+ */
 export function copyDrvRecord(rec: DrvRecord): DrvRecord {
-  const copy = { ...rec, jobs: [...rec.jobs] };
-  if (rec.backupCopies !== undefined) copy.backupCopies = rec.backupCopies.map((h) => ({ ...h }));
+  const { uploading: _primaryUploading, ...rest } = rec;
+  const copy = { ...rest, jobs: [...rec.jobs] };
+  if (rec.backupCopies !== undefined) copy.backupCopies = rec.backupCopies.map(({ uploading: _uploading, ...h }) => h);
   if (rec.unconfirmed !== undefined) copy.unconfirmed = { ...rec.unconfirmed, narHashes: { ...rec.unconfirmed.narHashes } };
   return copy;
 }
@@ -147,6 +159,7 @@ export function primaryHolder(rec: DrvRecord): LeaseHolder | null {
     reservedMemoryBytes: rec.reservedMemoryBytes,
     reservedDiskBytes: rec.reservedDiskBytes ?? 0,
     startedAtMs: rec.startedAtMs ?? 0,
+    ...(rec.uploading ? { uploading: true } : {}),
   };
 }
 
@@ -200,7 +213,17 @@ export function lease(rec: DrvRecord, grant: LeaseGrant): number {
   rec.startedAtMs = grant.now;
   rec.finishedAtMs = null;
   rec.reason = "";
+  delete rec.uploading;
   return rec.epoch;
+}
+
+/** building stays building: the holder on `workerId` finished its build step and uploads (LeaseHolder.uploading). */
+export function startUpload(rec: DrvRecord, workerId: string): void {
+  if (rec.state !== "building" || holderOn(rec, workerId) === undefined) {
+    throw new InvalidTransitionError("derivation", rec.drvPath, "startUpload", rec.state);
+  }
+  if (rec.workerId === workerId) rec.uploading = true;
+  else rec.backupCopies = rec.backupCopies!.map((h) => (h.workerId === workerId ? { ...h, uploading: true } : h));
 }
 
 /** building stays building: another worker starts a copy under the same lease (same epoch). */
@@ -228,6 +251,8 @@ export function dropHolder(rec: DrvRecord, workerId: string): void {
     rec.reservedMemoryBytes = next.reservedMemoryBytes;
     rec.reservedDiskBytes = next.reservedDiskBytes;
     rec.startedAtMs = next.startedAtMs;
+    if (next.uploading) rec.uploading = true;
+    else delete rec.uploading;
     rec.backupCopies = backupCopies.slice(1);
   } else {
     rec.backupCopies = backupCopies.filter((h) => h.workerId !== workerId);
@@ -239,6 +264,7 @@ export function dropHolder(rec: DrvRecord, workerId: string): void {
 export function complete(rec: DrvRecord, now: number): void {
   move(rec, "complete", ["building"], "done");
   delete rec.backupCopies;
+  delete rec.uploading;
   delete rec.unconfirmed;
   delete rec.needsTrustedWorker;
   rec.finishedAtMs = now;
@@ -258,6 +284,7 @@ export function markCached(rec: DrvRecord, now: number): void {
 export function requeue(rec: DrvRecord, reason: string): void {
   move(rec, "requeue", ["building"], "ready");
   delete rec.backupCopies;
+  delete rec.uploading;
   rec.epoch += 1;
   rec.workerId = null;
   rec.reason = reason;
@@ -267,6 +294,7 @@ export function requeue(rec: DrvRecord, reason: string): void {
 export function fail(rec: DrvRecord, now: number, reason: string): void {
   move(rec, "fail", ["building", "waiting"], "failed");
   delete rec.backupCopies;
+  delete rec.uploading;
   rec.finishedAtMs = now;
   rec.reason = reason;
 }
@@ -284,6 +312,7 @@ export function cancel(rec: DrvRecord, now: number, reason: string): void {
   const wasBuilding = rec.state === "building";
   move(rec, "cancel", ["waiting", "ready", "building"], "cancelled");
   delete rec.backupCopies;
+  delete rec.uploading;
   if (wasBuilding) rec.epoch += 1;
   rec.finishedAtMs = now;
   rec.reason = reason;

@@ -7,7 +7,7 @@ import type { DrvPath } from "./types.js";
 
 /** What a worker's leases reserve on it. */
 export interface WorkerLoad {
-  /** Builds it runs (primaries and backup copies). */
+  /** Builds it runs (primaries and backup copies), not counting those only uploading their outputs. */
   running: number;
   reservedCores: number;
   reservedMemoryBytes: number;
@@ -74,8 +74,9 @@ export class LeaseIndex {
 
 /** Adds (sign 1) or takes away (sign -1) one holder's grant from `load`. */
 export function addHolder(load: WorkerLoad, h: LeaseHolder, sign: 1 | -1): void {
+  load.reservedDiskBytes += sign * h.reservedDiskBytes;
+  if (h.uploading) return; // its builder is done: no slot, cores or memory
   load.running += sign;
   load.reservedCores += sign * h.cores;
   load.reservedMemoryBytes += sign * h.reservedMemoryBytes;
-  load.reservedDiskBytes += sign * h.reservedDiskBytes;
 }

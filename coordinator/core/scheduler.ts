@@ -2,7 +2,7 @@
 // event takes `now` (ms) and returns the Effects the shell must carry out, in
 // order. The live coordinator (gRPC + NATS) and the simulator drive this same
 // class. Each event ends with a dispatch pass.
-import { buildReported, cancelJob, type TrustVerdict } from "./build-events.js";
+import { buildReported, buildStepDone, cancelJob, type TrustVerdict } from "./build-events.js";
 import type { Submission } from "./dag-validate.js";
 import type { DrvRecord } from "./drv-state.js";
 import { copyDrvRecord, withdraw } from "./drv-state.js";
@@ -134,6 +134,12 @@ export class Scheduler {
   /** A build result; always answered with an `ack` effect (accepted or not, with the reason). */
   buildReported(now: number, workerId: string, report: BuildReport, outputsVerified: boolean, trust?: TrustVerdict): Effect[] {
     buildReported(this.s, now, workerId, report, outputsVerified, trust);
+    return finishEvent(this.s, now);
+  }
+
+  /** The builder of `lease` on `workerId` is done and it uploads: its slot is free for the next build (then dispatch). */
+  buildStepDone(now: number, workerId: string, lease: Lease): Effect[] {
+    buildStepDone(this.s, workerId, lease);
     return finishEvent(this.s, now);
   }
 

@@ -43,9 +43,9 @@ export class WorkerPool {
     return { worker: w, running: l.running, reservedCores: l.reservedCores, reservedMemoryBytes: l.reservedMemoryBytes, reservedDiskBytes: l.reservedDiskBytes };
   }
 
-  /** True when `w` takes new work: active with a free build slot. */
+  /** True when `w` takes new work: active with a free build slot (a build only uploading holds none). */
   hasFreeSlot(w: WorkerRecord): boolean {
-    return hasFreeSlot({ worker: w, running: this.leases.of(w.info.workerId).size });
+    return hasFreeSlot({ worker: w, running: this.leases.load(w.info.workerId).running });
   }
 
   /** Active workers with a free slot. */

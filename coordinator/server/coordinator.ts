@@ -216,6 +216,10 @@ export class Coordinator implements WorkerHub, FarmApi {
     );
   }
 
+  async buildStepDone(session: WorkerSession, lease: Lease): Promise<void> {
+    await this.step("built", (now) => this.d.scheduler.buildStepDone(now, session.workerId, lease));
+  }
+
   async drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void> {
     this.d.logger.info({ worker: session.workerId, reason, handedBack: handedBack.length }, "worker draining");
     await this.step("drain", (now) => this.d.scheduler.workerDraining(now, session.workerId, { handedBack, deadlineMs: deadlineUnixMs }));

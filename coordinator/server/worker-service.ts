@@ -30,6 +30,8 @@ export interface WorkerHub {
   heartbeat(session: WorkerSession, hb: HeartbeatInfo): Promise<number>;
   logLines(session: WorkerSession, lease: Lease, lines: string[]): void;
   result(session: WorkerSession, report: BuildReport): Promise<void>;
+  /** The builder of `lease` is done and the worker uploads its outputs: its slot is free for the next build. */
+  buildStepDone(session: WorkerSession, lease: Lease): Promise<void>;
   drain(session: WorkerSession, reason: string, deadlineUnixMs: number, handedBack: Lease[]): Promise<void>;
   /** The stream ended; "revoked" when the worker's token was revoked (its builds must not wait for it). */
   disconnected(session: WorkerSession, why?: "revoked"): void;
@@ -134,6 +136,9 @@ export function createWorkerService(deps: { hub: WorkerHub; tokens: TokenRegistr
           }
           case "result":
             await hub.result(session, reportFromWire(m.value, storeDir));
+            return;
+          case "built":
+            await hub.buildStepDone(session, leaseFromWire(m.value.lease, storeDir));
             return;
           case "drain": {
             const d = drainFromWire(m.value, storeDir);

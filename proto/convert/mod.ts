@@ -10,6 +10,7 @@ export { nodeFromWire, nodeToWire } from "./derivation.js";
 export {
   assignmentFromWire,
   assignmentToWire,
+  builtToWire,
   drainFromWire,
   drainToWire,
   heartbeatFromWire,

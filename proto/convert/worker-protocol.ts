@@ -213,6 +213,11 @@ export function logToWire(lease: Lease, lines: string[]): WorkerMessage {
   return { msg: { $case: "log", value: { lease: leaseToWire(lease), lines } } };
 }
 
+/** A lease's builder is done and its outputs upload now (the worker's side). */
+export function builtToWire(lease: Lease): WorkerMessage {
+  return { msg: { $case: "built", value: { lease: leaseToWire(lease) } } };
+}
+
 /** The goodbye of a worker going away (the worker's side). */
 export function drainToWire(reason: string, deadlineUnixMs: number, handedBack: Lease[]): WorkerMessage {
   return { msg: { $case: "drain", value: { reason, deadlineUnixMs, handedBack: handedBack.map(leaseToWire) } } };

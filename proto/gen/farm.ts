@@ -149,6 +149,7 @@ export interface WorkerMessage {
     | { $case: "log"; value: LogLines }
     | { $case: "result"; value: BuildResult }
     | { $case: "drain"; value: DrainNotice }
+    | { $case: "built"; value: BuildStepDone }
     | undefined;
 }
 
@@ -298,6 +299,15 @@ export interface BuildResult {
    * older than this field, whose 0 peak the coordinator already ignored.
    */
   memoryNotMeasured: boolean;
+}
+
+/**
+ * The builder of a lease ended well and the worker now uploads its outputs: the
+ * lease is still held (its result follows), but its build slot, cores and memory
+ * are free for the next assignment, which runs beside the upload.
+ */
+export interface BuildStepDone {
+  lease?: Lease | undefined;
 }
 
 /**
@@ -587,6 +597,9 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       case "drain":
         DrainNotice.encode(message.msg.value, writer.uint32(42).fork()).join();
         break;
+      case "built":
+        BuildStepDone.encode(message.msg.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -644,6 +657,14 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
             message.msg = { $case: "drain", value: DrainNotice.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.msg = { $case: "built", value: BuildStepDone.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -668,6 +689,8 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
         ? { $case: "result", value: BuildResult.fromJSON(object.result) }
         : isSet(object.drain)
         ? { $case: "drain", value: DrainNotice.fromJSON(object.drain) }
+        : isSet(object.built)
+        ? { $case: "built", value: BuildStepDone.fromJSON(object.built) }
         : undefined,
     };
   },
@@ -684,6 +707,8 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       obj.result = BuildResult.toJSON(message.msg.value);
     } else if (message.msg?.$case === "drain") {
       obj.drain = DrainNotice.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "built") {
+      obj.built = BuildStepDone.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -721,6 +746,12 @@ export const WorkerMessage: MessageFns<WorkerMessage> = {
       case "drain": {
         if (object.msg?.value !== undefined && object.msg?.value !== null) {
           message.msg = { $case: "drain", value: DrainNotice.fromPartial(object.msg.value) };
+        }
+        break;
+      }
+      case "built": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "built", value: BuildStepDone.fromPartial(object.msg.value) };
         }
         break;
       }
@@ -2674,6 +2705,73 @@ export const BuildResult: MessageFns<BuildResult> = {
     message.cores = object.cores ?? 0;
     message.error = object.error ?? "";
     message.memoryNotMeasured = object.memoryNotMeasured ?? false;
+    return message;
+  },
+};
+
+function createBaseBuildStepDone(): BuildStepDone {
+  return { lease: undefined };
+}
+
+export const BuildStepDone: MessageFns<BuildStepDone> = {
+  encode(message: BuildStepDone, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.lease !== undefined) {
+      Lease.encode(message.lease, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildStepDone {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildStepDone();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.lease = Lease.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildStepDone {
+    return { lease: isSet(object.lease) ? Lease.fromJSON(object.lease) : undefined };
+  },
+
+  toJSON(message: BuildStepDone): unknown {
+    const obj: any = {};
+    if (message.lease !== undefined) {
+      obj.lease = Lease.toJSON(message.lease);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildStepDone>, I>>(base?: I): BuildStepDone {
+    return BuildStepDone.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildStepDone>, I>>(object: I): BuildStepDone {
+    const message = createBaseBuildStepDone();
+    message.lease = (object.lease !== undefined && object.lease !== null) ? Lease.fromPartial(object.lease) : undefined;
     return message;
   },
 };

@@ -1,7 +1,8 @@
-// Two edges of the shell, for real (NATS, gRPC, a fake worker, an isolated one):
+// Edges of the shell, for real (NATS, gRPC, a fake worker, an isolated one):
 // a build log full of terminal escape sequences is shown by `farm logs` as
-// text, not played to the terminal; and SIGTERM stops a coordinator that has
-// a worker stream open within systemd's stop timeout (TimeoutStopSec=30).
+// text, not played to the terminal; a worker that says its builder is done gets
+// its next build while it uploads; and SIGTERM stops a coordinator that has a
+// worker stream open within systemd's stop timeout (TimeoutStopSec=30).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -19,7 +20,8 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "farm-shell-edges-"));
   writeFileSync(
     path.join(dir, "loud.nix"),
-    `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { loudFake = mk { name = "loud-1.0"; system = "edge-fake"; script = "exit 1"; }; }\n`,
+    `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { loudFake = mk { name = "loud-1.0"; system = "edge-fake"; script = "exit 1"; }; ` +
+      `pair = [ (mk { name = "upload-a-1.0"; system = "edge-upload"; script = "exit 1"; }) (mk { name = "upload-b-1.0"; system = "edge-upload"; script = "exit 1"; }) ]; }\n`,
   );
   farm = await FarmCluster.start({ workers: [] });
   healthy = startHealthyJob(farm, farm.token);
@@ -50,6 +52,30 @@ describe("shell edges", () => {
     expect(logs.code, logs.stderr).toBe(0);
     expect(logs.stdout).toContain("before \\x1b]0;pwned\\x07 \\x1b[2J after");
     expect(logs.stdout).not.toContain("\x1b");
+  }, 60_000);
+
+  it("a worker whose builder is done gets its next build while it uploads; a notice of a lease not its own changes nothing", async () => {
+    const w = new FakeWorker(farm.coordinatorAddress, farm.token);
+    await w.join("upload-worker", { systems: ["edge-upload"], maxBuilds: 1 });
+    let held: Lease[] = [];
+    w.keepAlive(1000, () => held);
+    const r = await farm.cli(["submit", `${path.join(dir, "loud.nix")}#pair`, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const first = (await w.assignment()).lease!;
+    held = [first];
+    w.send({ msg: { $case: "built", value: { lease: { ...first, epoch: first.epoch + 1 } } } });
+    await new Promise((res) => setTimeout(res, 300));
+    expect(w.received.filter((m) => m.msg?.$case === "assign")).toHaveLength(1); // still full
+    w.send({ msg: { $case: "built", value: { lease: first } } });
+    const second = (await w.next("assign", (a) => a.lease?.drvPath !== first.drvPath, 10_000)).lease!;
+    held = [first, second];
+    for (const lease of [first, second]) {
+      const since = w.received.length;
+      w.result(lease, BuildStatus.BUILD_STATUS_FAILED, "failing on purpose");
+      expect(await w.ack(lease, since)).toMatchObject({ accepted: true });
+    }
+    held = [];
+    w.close();
   }, 60_000);
 
   it("meanwhile the healthy job beside it built and completed", async () => {
