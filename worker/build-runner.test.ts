@@ -70,11 +70,11 @@ describe("BuildRunner", () => {
     expect(r.start(next)).toBe("started");
   });
 
-  it("gives up a build's slot while it uploads, says so, and keeps at most maxBuilds uploads on the side", async () => {
+  it("gives up a build's slot while it uploads big outputs, says so, and keeps at most maxBuilds uploads on the side", async () => {
     const gates: (() => void)[] = [];
     const executor = {
       async run(a: AssignmentSpec, ctx: import("./executor.js").ExecutorContext) {
-        ctx.onBuilt?.(); // the builder is done; the upload waits for its gate
+        ctx.onBuilt?.(2 << 20); // the builder is done; 2 MiB upload, waiting for its gate
         await new Promise<void>((r) => gates.push(r));
         return { lease: a.lease, outcome: "succeeded" as const, outputs: [], durationMs: 1, peakMemoryBytes: 0, cores: 1, error: "" };
       },
@@ -99,17 +99,17 @@ describe("BuildRunner", () => {
     expect(results).toEqual([spec(1).lease.drvPath, spec(2).lease.drvPath]);
   });
 
-  it("keeps a build's slot until its result when uploads beside the next build are off", async () => {
+  it("keeps a build's slot until its result when its outputs are smaller than the runner's threshold", async () => {
     let release!: () => void;
     const gate = new Promise<void>((res) => (release = res));
     const executor = {
       async run(a: AssignmentSpec, ctx: import("./executor.js").ExecutorContext) {
-        ctx.onBuilt?.();
+        ctx.onBuilt?.(1000);
         await gate;
         return { lease: a.lease, outcome: "succeeded" as const, outputs: [], durationMs: 1, peakMemoryBytes: 0, cores: 1, error: "" };
       },
     };
-    const r = new BuildRunner(executor, 1, logger, undefined, false);
+    const r = new BuildRunner(executor, 1, logger, undefined, 1001);
     r.setCache({ cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey });
     const built: string[] = [];
     r.attach({ log: () => {}, built: (l) => built.push(l.drvPath), result: () => {} });

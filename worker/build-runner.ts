@@ -51,10 +51,17 @@ interface Running {
   peakMemoryBytes: number;
   /** Handed back to the coordinator: its result must not be reported. */
   handedBack: boolean;
-  /** Its builder is done and it uploads, holding no slot (at most maxBuilds such at once). */
+  /** Its builder is done and it uploads outputs big enough to hold no slot meanwhile (at most maxBuilds such at once). */
   uploading: boolean;
   done: Promise<void>;
 }
+
+/**
+ * Outputs of at least this many NAR bytes upload beside the next build by default: on this
+ * machine a trivial build's upload took 10 ms, and a build beside it made both slower
+ * (README, "Uploads beside the next build").
+ */
+export const UPLOAD_BESIDE_FROM_BYTES = 1 << 20;
 
 /** Results kept for resending; bounded so a coordinator that never acks can't grow it forever. */
 const MAX_UNACKED = 1000;
@@ -72,8 +79,8 @@ export class BuildRunner {
     private readonly maxBuilds: number,
     private readonly logger: Logger,
     private readonly onReport?: (r: BuildReport) => void,
-    /** Whether a build whose builder is done gives up its slot while it uploads (startUpload). */
-    private readonly uploadBesideNextBuild = true,
+    /** Outputs of at least this many NAR bytes upload beside the next build (startUpload). */
+    private readonly uploadBesideFromBytes = UPLOAD_BESIDE_FROM_BYTES,
   ) {}
 
   /** The cache named by the current coordinator. */
@@ -162,7 +169,7 @@ export class BuildRunner {
           entry.memoryBytes = bytes;
           entry.peakMemoryBytes = Math.max(entry.peakMemoryBytes, bytes);
         },
-        onBuilt: () => this.startUpload(entry),
+        onBuilt: (narBytes) => this.startUpload(entry, narBytes),
       })
       .catch((err: unknown) => failureReport(spec, "worker-error", `executor crashed: ${(err as Error)?.message ?? String(err)}`, started))
       .then((report) => this.finish(entry, report));
@@ -170,11 +177,13 @@ export class BuildRunner {
   }
 
   /**
-   * The builder of `entry` is done: while fewer than maxBuilds others upload, its slot is given
-   * up and the coordinator told, so the next build runs beside the upload (else it keeps its slot).
+   * The builder of `entry` is done and `narBytes` upload next. An upload of at least
+   * uploadBesideFromBytes gives up its slot (while fewer than maxBuilds others do) and the
+   * coordinator is told, so the next build runs beside it; a smaller one takes milliseconds, and
+   * a build beside it would only contend with it, so it keeps its slot.
    */
-  private startUpload(entry: Running): void {
-    if (!this.uploadBesideNextBuild || entry.abort.signal.aborted || entry.handedBack || this.running.get(entry.spec.lease.drvPath) !== entry) return;
+  private startUpload(entry: Running, narBytes: number): void {
+    if (narBytes < this.uploadBesideFromBytes || entry.abort.signal.aborted || entry.handedBack || this.running.get(entry.spec.lease.drvPath) !== entry) return;
     const uploading = [...this.running.values()].filter((r) => r.uploading).length;
     if (uploading >= this.maxBuilds) return;
     entry.uploading = true;

@@ -27,7 +27,7 @@ export const workerSchema = {
   logDir: { type: "string", doc: "Nix build-log dir (default: <store>/../var/log/nix)", env: "NIX_LOG_DIR", default: "", check: isAbsolute },
   workerId: { type: "string", doc: "Stable worker name (default: hostname + random suffix kept in the state dir)", env: "FARM_WORKER_ID", default: "" },
   maxBuilds: { type: "int", doc: "Builds run at once", env: "FARM_MAX_BUILDS", default: 1, check: (v: number) => (v >= 1 ? undefined : `expected 1 or more, got ${v}`) },
-  uploadBesideNextBuild: { type: "bool", doc: "Once a builder is done, take the next build while its outputs upload (up to max-builds uploads on the side); false = a build holds its slot until its result", env: "FARM_UPLOAD_BESIDE_NEXT_BUILD", default: true },
+  uploadBesideFromBytes: { type: "bytes", doc: "A build whose outputs' NARs total at least this uploads beside the worker's next build (its slot is free once its builder is done; at most max-builds such uploads); a smaller upload takes milliseconds and keeps its slot (0 = every upload)", env: "FARM_UPLOAD_BESIDE_FROM", default: 1024 ** 2, check: isNonNegative },
   cores: { type: "int", doc: "CPUs offered to builds (0 = cgroup CPU quota or all CPUs)", env: "FARM_CORES", default: 0, check: isNonNegative },
   memoryBytes: { type: "bytes", doc: "Memory offered to builds (0 = own cgroup limit capped by MemTotal, minus this process and a 32 MiB cushion)", env: "FARM_MEMORY", default: 0, check: isNonNegative },
   systems: { type: "list", doc: "Nix systems built here, primary first (default: x86_64-linux,i686-linux on x86_64)", env: "FARM_SYSTEMS", default: [] as string[] },

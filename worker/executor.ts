@@ -15,8 +15,8 @@ export interface ExecutorContext {
   onLog(lines: string[]): void;
   /** Receives the build's current memory use now and then. */
   onUsage?(bytes: number): void;
-  /** The builder ended well and the outputs upload next: from now on the build needs no build slot. */
-  onBuilt?(): void;
+  /** The builder ended well and `narBytes` of outputs upload next: from now on the build needs no build slot. */
+  onBuilt?(narBytes: number): void;
   /**
    * The lease and upload credential the build holds now: a coordinator may
    * re-assign a running build under a newer epoch (it is adopted), and the

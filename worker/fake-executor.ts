@@ -51,12 +51,13 @@ export class FakeExecutor implements Executor {
       return failureReport(a, "aborted", `aborted: ${String(ctx.signal.reason ?? "requested")}`, started);
     }
     const cache = this.opts.makeCache(ctx);
-    ctx.onBuilt?.();
+    const nars = Object.values(a.outputs).map((storePath) => singleFileNar(`fake output ${storePath}\n`));
+    ctx.onBuilt?.(nars.reduce((sum, nar) => sum + nar.length, 0));
     const outputs: BuiltOutput[] = [];
-    for (const [name, storePath] of Object.entries(a.outputs)) {
+    for (const [i, [name, storePath]] of Object.entries(a.outputs).entries()) {
       // Content depends on the output path only: distinct fixed-output drvs can share an output path,
       // and like real fetches they must then upload identical NARs (the cache keeps the first).
-      const nar = singleFileNar(`fake output ${storePath}\n`);
+      const nar = nars[i];
       const counter = new HashCounter();
       counter.update(nar);
       try {

@@ -78,7 +78,7 @@ async function main(): Promise<number> {
     logger.info({ nixVersion: nix.version, nixSource: nix.source }, `building with Nix ${nix.version} (${nix.source})`);
   }
   const executor = makeExecutor(config, logger, metrics);
-  const runner = new BuildRunner(executor, config.maxBuilds, logger, (r) => metrics.recordBuild(r), config.uploadBesideNextBuild);
+  const runner = new BuildRunner(executor, config.maxBuilds, logger, (r) => metrics.recordBuild(r), config.uploadBesideFromBytes);
   const client = new WorkerServiceClient(grpcTarget(config.coordinatorUrl), channelCredentials(config), {
     "grpc.max_receive_message_length": 64 * 1024 ** 2,
     "grpc.keepalive_time_ms": 60_000,

@@ -107,6 +107,7 @@ function assignment(attr: string, over: Partial<AssignmentSpec> = {}): Assignmen
 async function run(attr: string, over: Partial<AssignmentSpec> = {}, opts: Parameters<typeof executor>[0] = {}, onLine?: (l: string, abort: AbortController) => void) {
   const lines: string[] = [];
   const usage: number[] = [];
+  const built: number[] = [];
   const abort = new AbortController();
   const ctx: ExecutorContext = {
     cacheUrl: cache.url,
@@ -117,10 +118,11 @@ async function run(attr: string, over: Partial<AssignmentSpec> = {}, opts: Param
       batch.forEach((l) => onLine?.(l, abort));
     },
     onUsage: (b) => usage.push(b),
+    onBuilt: (narBytes) => built.push(narBytes),
   };
   const { env, ex } = executor(opts);
   const report: BuildReport = await ex.run(assignment(attr, over), ctx);
-  return { report, lines, usage, env };
+  return { report, lines, usage, env, built };
 }
 
 /** Is `p` valid in the worker's own (host-namespace) store? */
@@ -132,7 +134,7 @@ async function validInWorker(p: string): Promise<boolean> {
 describe("NixExecutor with real Nix", () => {
   it("fetches the drv closure and inputs through the cache, builds, streams logs and uploads outputs", async () => {
     expect(await validInWorker(outs.dep)).toBe(false);
-    const { report, lines } = await run("top", { inputPaths: [outs.dep], cores: 3 });
+    const { report, lines, built } = await run("top", { inputPaths: [outs.dep], cores: 3 });
     expect(report.error).toBe("");
     expect(report.outcome).toBe("succeeded");
     expect(report.lease).toEqual({ drvPath: drvs.top, epoch: 7 });
@@ -148,6 +150,7 @@ describe("NixExecutor with real Nix", () => {
     expect(info).not.toBeNull();
     expect(info!.narHash).toBe(report.outputs[0].narHash);
     expect(info!.narSize).toBe(report.outputs[0].narSize);
+    expect(built).toEqual([report.outputs[0].narSize]); // said once the builder was done, before the upload
     expect(info!.references).toEqual([path.basename(outs.dep)]);
     expect(info!.deriver).toBe(path.basename(drvs.top));
     expect(report.peakMemoryBytes).toBeGreaterThan(0);
@@ -180,11 +183,12 @@ describe("NixExecutor with real Nix", () => {
   }, 60_000);
 
   it("reports a failing builder as failed with Nix's exit-code line", async () => {
-    const { report, lines } = await run("bad");
+    const { report, lines, built } = await run("bad");
     expect(report.outcome).toBe("failed");
     expect(report.error).toBe(`builder for '${drvs.bad}' failed with exit code 2`);
     expect(lines).toContain("about to fail");
     expect(report.outputs).toEqual([]);
+    expect(built).toEqual([]); // a failed build keeps its slot until its result
   }, 60_000);
 
   it("stops a build that goes over its memory limit (cgroup) and says out-of-memory", async () => {

@@ -147,14 +147,18 @@ export class NixExecutor implements Executor {
       const failure = classifyBuild(build, a);
       if (failure) throw new BuildStepError(failure.outcome, failure.error);
       for (const p of Object.values(a.outputs)) this.builtHere.set(p, undefined);
-      ctx.onBuilt?.();
 
       t = Date.now();
       // If the farm ends up publishing another build of these paths, dropUnpublished swaps ours out before any use.
       const outputs = await withCacheRetry(
         () => {
           const grant = ctx.grant?.() ?? a; // adopted under a newer epoch meanwhile: upload under that one
-          return uploadOutputs(this.store, cache, grant.lease, a.outputs, ctx.signal, (n) => this.opts.counters?.uploaded(n), grant.uploadCredential);
+          return uploadOutputs(this.store, cache, grant.lease, a.outputs, {
+            signal: ctx.signal,
+            onBytes: (n) => this.opts.counters?.uploaded(n),
+            onSized: (narBytes) => ctx.onBuilt?.(narBytes),
+            uploadCredential: grant.uploadCredential,
+          });
         },
         { ...retry, what: "uploading outputs" },
       );

@@ -39,7 +39,8 @@ async function setup(durations: Record<string, number> = {}, token = TOKEN) {
   drain = new AbortController();
   const executor = new FakeExecutor({ model: { durations, defaultMs: 20 }, makeCache: () => cache.client(), logger });
   const reports: string[] = [];
-  const runner = new BuildRunner(executor, 2, logger, (r) => reports.push(r.outcome));
+  // Every upload beside the next build (the fake's outputs are tiny), so the stream carries BuildStepDone.
+  const runner = new BuildRunner(executor, 2, logger, (r) => reports.push(r.outcome), 0);
   const opts: SessionOptions = {
     client,
     token,

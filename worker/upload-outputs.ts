@@ -10,16 +10,20 @@ import type { CacheApi } from "./cache-api.js";
 import { BuildStepError } from "./executor.js";
 import type { NixStore } from "./nix-store.js";
 
+/** How an upload of outputs runs, and what it tells along the way. */
+export interface UploadOptions {
+  signal: AbortSignal;
+  /** Bytes of NAR sent, as they go. */
+  onBytes?: (n: number) => void;
+  /** The NAR bytes of all outputs, once Nix said what they are and before any is sent. */
+  onSized?: (narBytes: number) => void;
+  /** Bearer for the uploads instead of the worker's token (a lease-scoped credential). */
+  uploadCredential?: string;
+}
+
 /** Uploads each output (outputs referenced by siblings first); returns what was uploaded. */
-export async function uploadOutputs(
-  store: NixStore,
-  cache: CacheApi,
-  lease: Lease,
-  outputs: Record<string, string>,
-  signal: AbortSignal,
-  onBytes?: (n: number) => void,
-  uploadCredential?: string,
-): Promise<BuiltOutput[]> {
+export async function uploadOutputs(store: NixStore, cache: CacheApi, lease: Lease, outputs: Record<string, string>, opts: UploadOptions): Promise<BuiltOutput[]> {
+  const { signal, onBytes, uploadCredential } = opts;
   const entries = Object.entries(outputs);
   const paths = entries.map(([, p]) => p);
   // References of every output in one question to Nix; it fails only if an output is missing, which a second names.
@@ -33,6 +37,7 @@ export async function uploadOutputs(
     if (!info) throw new BuildStepError("worker-error", `Nix said nothing about ${storePath}`);
     return { name, storePath, references: info.references, info };
   });
+  opts.onSized?.(withInfo.reduce((sum, o) => sum + o.info.narSize, 0));
   const built: BuiltOutput[] = [];
   for (const o of topoSortByReferences(withInfo)) {
     if (signal.aborted) throw new BuildStepError("aborted", "aborted while uploading outputs");

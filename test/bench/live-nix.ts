@@ -1,8 +1,12 @@
 // `npm run bench:live-nix`: what a build costs on a real-Nix worker. Builds
 // 100 trivial derivations (10 chains of 10, /bin/sh builders, a fresh nonce
-// each round) twice per round, alternating: with a local `nix-store -r
-// --max-jobs 2` in a namespace of its own (the baseline), and through a farm of
-// its own (coordinator + cache, 2 namespaced workers, NATS at NATS_URL). Prints
+// each round) three times per round, in alternating order: with a local
+// `nix-store -r --max-jobs 2` in a namespace of its own (the baseline), and
+// through a farm of its own (coordinator + cache, NATS at NATS_URL) on 2
+// namespaced workers as configured by default (these tiny outputs keep their
+// build slot while they upload), and on 2 that upload every build's outputs
+// beside the next build (--upload-beside-from-bytes=0); a system feature of each
+// pair routes its round's derivations to it. Prints
 // wall times, their ratio, the per-build overhead (assignment to accepted
 // result, minus the builder's own run, from the coordinator's log and the
 // builders' timestamps), the CPU time the whole machine spent per build (from
@@ -22,19 +26,31 @@ import { parseDerivation } from "../../proto/nix/mod.js";
 const CHAINS = 10;
 const LENGTH = 10;
 const BUILDS = CHAINS * LENGTH;
-const WORKERS = ["w1", "w2"];
 const TARGET_RATIO = 8;
 const TARGET_OVERHEAD_MS = 60;
 
-interface Round {
-  localS: number;
+/** The two ways a worker pair runs, each with the system feature its rounds' derivations require. */
+const MODES = [
+  { key: "default", label: "as configured by default (these tiny outputs keep their slot while they upload)", feature: "bench-default", workers: ["w1", "w2"], env: {} },
+  { key: "beside", label: "every upload beside the next build (--upload-beside-from-bytes=0)", feature: "bench-beside", workers: ["w3", "w4"], env: { FARM_UPLOAD_BESIDE_FROM: "0" } },
+] as const;
+type ModeKey = (typeof MODES)[number]["key"];
+const WORKERS = MODES.flatMap((m) => m.workers);
+
+/** One farm run of a round's DAG. */
+interface FarmRun {
   farmS: number;
   /** CPU time the whole machine spent per build (all processes, from /proc/stat). */
-  localCpuMs: number;
   farmCpuMs: number;
   overheadMs: number[];
   nixStorePerBuild: number;
   byCommand: Map<string, number>;
+}
+
+interface Round {
+  localS: number;
+  localCpuMs: number;
+  farm: Record<ModeKey, FarmRun>;
 }
 
 function parseRounds(argv: string[]): number {
@@ -48,13 +64,14 @@ function parseRounds(argv: string[]): number {
 }
 
 /** The DAG: a list of 10 chains; each builder records its own start and end (ns) in its output. */
-function dagExpression(nonce: string): string {
+function dagExpression(nonce: string, feature: string): string {
   return `let
   step = c: prev: i: builtins.derivation {
     name = "trivial-\${toString c}-\${toString i}";
     system = builtins.currentSystem;
     builder = "/bin/sh";
     args = [ "-c" "t0=$(/bin/date +%s%N); echo \${prev} $t0 $(/bin/date +%s%N) > $out" ];
+    requiredSystemFeatures = [ "${feature}" ];
     nonce = "${nonce}";
   };
   chain = c: builtins.foldl' (step c) "" (builtins.genList (i: i) ${LENGTH});
@@ -93,7 +110,7 @@ async function localRun(root: string, file: string): Promise<number> {
   const nixDir = mkdtempSync(path.join(root, "local-"));
   const conf = path.join(nixDir, "conf");
   mkdirSync(conf);
-  writeFileSync(path.join(conf, "nix.conf"), "build-users-group =\nsandbox = false\nsubstituters =\nmax-jobs = 2\n");
+  writeFileSync(path.join(conf, "nix.conf"), `build-users-group =\nsandbox = false\nsubstituters =\nmax-jobs = 2\nsystem-features = ${MODES.map((m) => m.feature).join(" ")}\n`);
   const script = `set -e
 drvs=$(nix-instantiate ${file} 2>/dev/null)
 t0=$(date +%s%N); nix-store -r $drvs --max-jobs 2 >/dev/null 2>&1; t1=$(date +%s%N)
@@ -166,11 +183,13 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error("needs root (namespaced workers, as in the test harness)");
   const root = mkdtempSync(path.join(os.tmpdir(), "tmpnix-bench-live-nix-"));
   chmodSync(root, 0o755);
-  const countFiles = WORKERS.map((w) => path.join(root, `nix-store-calls-${w}`));
-  const workers = WORKERS.map((name, i) => ({
-    name,
-    env: { PATH: `${nixStoreWrapper(path.join(root, `bin-${name}`), countFiles[i])}:${process.env.PATH}` },
-  }));
+  const countFiles = new Map(WORKERS.map((w) => [w, path.join(root, `nix-store-calls-${w}`)]));
+  const workers = MODES.flatMap((mode) =>
+    mode.workers.map((name) => ({
+      name,
+      env: { PATH: `${nixStoreWrapper(path.join(root, `bin-${name}`), countFiles.get(name)!)}:${process.env.PATH}`, FARM_FEATURES: mode.feature, ...mode.env },
+    })),
+  );
   let farm: FarmCluster | undefined;
   const keep = Boolean(process.env.BENCH_KEEP);
   const stop = async () => {
@@ -180,40 +199,32 @@ async function main(): Promise<void> {
   };
   process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
   try {
-    console.log(`starting a farm: coordinator + cache, ${WORKERS.length} real-Nix workers in namespaces ...`);
+    console.log(`starting a farm: coordinator + cache, ${WORKERS.length} real-Nix workers in namespaces (2 per mode) ...`);
     farm = await FarmCluster.start({ workers });
     const results: Round[] = [];
     for (let r = 1; r <= rounds; r++) {
-      const nonce = `${process.pid}-${Date.now()}-${r}`;
-      const file = path.join(root, `dag-${r}.nix`);
-      writeFileSync(file, dagExpression(nonce));
-      // Alternate which goes first so neither always meets a warmer machine.
+      const files = Object.fromEntries(
+        MODES.map((mode) => {
+          const file = path.join(root, `dag-${r}-${mode.key}.nix`);
+          writeFileSync(file, dagExpression(`${process.pid}-${Date.now()}-${r}-${mode.key}`, mode.feature));
+          return [mode.key, file];
+        }),
+      ) as Record<ModeKey, string>;
+      // Alternate the order so none always meets a warmer machine.
+      const order: ("local" | ModeKey)[] = r % 2 === 1 ? ["local", "default", "beside"] : ["beside", "default", "local"];
       let local = { result: 0, cpuS: 0 };
-      if (r % 2 === 1) local = await withMachineCpu(() => localRun(root, file));
-      const callsBefore = countCommands(countFiles).length;
-      const logFrom = farm.coordinatorLog().length;
-      const t0 = process.hrtime.bigint();
-      const { result: sub, cpuS: farmCpuS } = await withMachineCpu(() => farm!.cli(["submit", `${file}#`, "--follow", "--json"], { timeoutMs: 1_800_000 }));
-      const farmS = Number(process.hrtime.bigint() - t0) / 1e9;
-      if (sub.code !== 0) throw new Error(`farm submit failed (${sub.code}): ${sub.stderr.trim().split("\n").slice(-5).join(" | ")}`);
-      const job = JSON.parse(sub.stdout) as { state: string; counts: { total: number } };
-      if (job.state !== "succeeded" || job.counts.total !== BUILDS) throw new Error(`job ended ${job.state} with ${job.counts.total} nodes`);
-      if (r % 2 === 0) local = await withMachineCpu(() => localRun(root, file));
-      const localS = local.result;
-      const calls = countCommands(countFiles).slice(callsBefore);
-      const byCommand = new Map<string, number>();
-      for (const c of calls) {
-        const [a, b] = c.split(" ");
-        const key = a === "-q" || a === "-r" ? `${a}${b === "--dry-run" || a === "-q" ? ` ${b}` : ""}` : a;
-        byCommand.set(key, (byCommand.get(key) ?? 0) + 1);
+      const runs: Partial<Record<ModeKey, FarmRun>> = {};
+      for (const step of order) {
+        if (step === "local") local = await withMachineCpu(() => localRun(root, files.default));
+        else runs[step] = await farmRun(farm, files[step], [...countFiles.values()]);
       }
-      const round = { localS, farmS, localCpuMs: (local.cpuS * 1000) / BUILDS, farmCpuMs: (farmCpuS * 1000) / BUILDS, overheadMs: overheads(farm, logFrom), nixStorePerBuild: calls.length / BUILDS, byCommand };
+      const round: Round = { localS: local.result, localCpuMs: (local.cpuS * 1000) / BUILDS, farm: runs as Record<ModeKey, FarmRun> };
       results.push(round);
-      console.log(
-        `round ${r}: local ${localS.toFixed(2)} s, farm ${farmS.toFixed(2)} s (${(farmS / localS).toFixed(1)}×), ` +
-          `overhead median ${median(round.overheadMs).toFixed(0)} ms over ${round.overheadMs.length} builds, ` +
-          `machine CPU per build ${round.localCpuMs.toFixed(0)} ms local, ${round.farmCpuMs.toFixed(0)} ms farm, ${round.nixStorePerBuild.toFixed(2)} nix-store per build`,
-      );
+      const said = MODES.map((m) => {
+        const f = round.farm[m.key];
+        return `${m.key} ${f.farmS.toFixed(2)} s (${(f.farmS / round.localS).toFixed(1)}×, overhead median ${median(f.overheadMs).toFixed(0)} ms, machine CPU ${f.farmCpuMs.toFixed(0)} ms/build)`;
+      });
+      console.log(`round ${r}: local ${round.localS.toFixed(2)} s (machine CPU ${round.localCpuMs.toFixed(0)} ms/build); farm ${said.join("; ")}`);
     }
     report(results);
   } finally {
@@ -221,26 +232,49 @@ async function main(): Promise<void> {
   }
 }
 
-function report(results: Round[]): void {
-  const all = results.flatMap((r) => r.overheadMs);
-  const localS = median(results.map((r) => r.localS));
-  const farmS = median(results.map((r) => r.farmS));
-  const ratio = median(results.map((r) => r.farmS / r.localS));
-  const overhead = median(all);
-  const procs = median(results.map((r) => r.nixStorePerBuild));
+/** One `farm submit --follow` of `file`, with what it cost. */
+async function farmRun(farm: FarmCluster, file: string, countFiles: string[]): Promise<FarmRun> {
+  const callsBefore = countCommands(countFiles).length;
+  const logFrom = farm.coordinatorLog().length;
+  const t0 = process.hrtime.bigint();
+  const { result: sub, cpuS } = await withMachineCpu(() => farm.cli(["submit", `${file}#`, "--follow", "--json"], { timeoutMs: 1_800_000 }));
+  const farmS = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (sub.code !== 0) throw new Error(`farm submit failed (${sub.code}): ${sub.stderr.trim().split("\n").slice(-5).join(" | ")}`);
+  const job = JSON.parse(sub.stdout) as { state: string; counts: { total: number } };
+  if (job.state !== "succeeded" || job.counts.total !== BUILDS) throw new Error(`job ended ${job.state} with ${job.counts.total} nodes`);
+  const calls = countCommands(countFiles).slice(callsBefore);
   const byCommand = new Map<string, number>();
-  for (const r of results) for (const [k, v] of r.byCommand) byCommand.set(k, (byCommand.get(k) ?? 0) + v);
-  const perBuild = [...byCommand].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${(v / (BUILDS * results.length)).toFixed(2)} ${k}`);
-  console.log(`\n${BUILDS} trivial derivations (${CHAINS} chains of ${LENGTH}), ${WORKERS.length} workers, medians of ${results.length} rounds\n`);
+  for (const c of calls) {
+    const [a, b] = c.split(" ");
+    const key = a === "-q" || a === "-r" ? `${a}${b === "--dry-run" || a === "-q" ? ` ${b}` : ""}` : a;
+    byCommand.set(key, (byCommand.get(key) ?? 0) + 1);
+  }
+  return { farmS, farmCpuMs: (cpuS * 1000) / BUILDS, overheadMs: overheads(farm, logFrom), nixStorePerBuild: calls.length / BUILDS, byCommand };
+}
+
+function report(results: Round[]): void {
+  const localS = median(results.map((r) => r.localS));
+  console.log(`\n${BUILDS} trivial derivations (${CHAINS} chains of ${LENGTH}), 2 workers per mode, medians of ${results.length} rounds\n`);
   console.log("| measure | value | target |");
   console.log("|---|---|---|");
   console.log(`| local \`nix-store -r\` (max-jobs 2) | ${localS.toFixed(2)} s | |`);
-  console.log(`| farm (\`farm submit --follow\`, evaluation and upload included) | ${farmS.toFixed(2)} s | |`);
-  console.log(`| farm / local | ${ratio.toFixed(1)}× | ≤ ${TARGET_RATIO}× ${ratio <= TARGET_RATIO ? "met" : "NOT met"} |`);
-  console.log(`| per-build overhead, median (p90) | ${overhead.toFixed(0)} ms (${quantile(all, 0.9).toFixed(0)} ms) | ≤ ${TARGET_OVERHEAD_MS} ms ${overhead <= TARGET_OVERHEAD_MS ? "met" : "NOT met"} |`);
   console.log(`| machine CPU per build, local (evaluation included) | ${median(results.map((r) => r.localCpuMs)).toFixed(0)} ms | |`);
-  console.log(`| machine CPU per build, farm (evaluation, upload, coordinator, workers, Nix) | ${median(results.map((r) => r.farmCpuMs)).toFixed(0)} ms | |`);
-  console.log(`| nix-store processes per build | ${procs.toFixed(2)} | |`);
+  for (const mode of MODES) {
+    const runs = results.map((r) => r.farm[mode.key]);
+    const all = runs.flatMap((f) => f.overheadMs);
+    const ratio = median(results.map((r) => r.farm[mode.key].farmS / r.localS));
+    const overhead = median(all);
+    const targets = mode.key === "default"; // the default configuration is the one held to the targets
+    const verdict = (ok: boolean) => (targets ? (ok ? "met" : "NOT met") : "");
+    console.log(`| **${mode.label}**: farm (\`farm submit --follow\`, evaluation and upload included) | ${median(runs.map((f) => f.farmS)).toFixed(2)} s | |`);
+    console.log(`| ${mode.key}: farm / local | ${ratio.toFixed(1)}× | ${targets ? `≤ ${TARGET_RATIO}× ` : ""}${verdict(ratio <= TARGET_RATIO)} |`);
+    console.log(`| ${mode.key}: per-build overhead, median (p90) | ${overhead.toFixed(0)} ms (${quantile(all, 0.9).toFixed(0)} ms) | ${targets ? `≤ ${TARGET_OVERHEAD_MS} ms ` : ""}${verdict(overhead <= TARGET_OVERHEAD_MS)} |`);
+    console.log(`| ${mode.key}: machine CPU per build (evaluation, upload, coordinator, workers, Nix) | ${median(runs.map((f) => f.farmCpuMs)).toFixed(0)} ms | |`);
+    console.log(`| ${mode.key}: nix-store processes per build | ${median(runs.map((f) => f.nixStorePerBuild)).toFixed(2)} | |`);
+  }
+  const byCommand = new Map<string, number>();
+  for (const r of results) for (const f of Object.values(r.farm)) for (const [k, v] of f.byCommand) byCommand.set(k, (byCommand.get(k) ?? 0) + v);
+  const perBuild = [...byCommand].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${(v / (BUILDS * results.length * MODES.length)).toFixed(2)} ${k}`);
   console.log(`\nnix-store per build by command: ${perBuild.join(", ")}`);
 }
 

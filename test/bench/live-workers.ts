@@ -4,7 +4,8 @@
 // are the real worker code (worker/session.ts, reconnect loop, build runner);
 // only the executor is the fake one. Configured by env:
 //   BENCH_COORDINATOR host:port, BENCH_TOKEN, BENCH_SESSIONS, BENCH_ID_PREFIX,
-//   BENCH_BUILD_MS (fake build time), BENCH_MAX_BUILDS (slots per session).
+//   BENCH_BUILD_MS (fake build time), BENCH_MAX_BUILDS (slots per session),
+//   FARM_UPLOAD_BESIDE_FROM (bytes: outputs at least this big upload beside the next build; default the worker's).
 import { credentials } from "@grpc/grpc-js";
 import pino from "pino";
 import { CacheClient } from "../../proto/nix/mod.js";
@@ -49,7 +50,8 @@ function session(workerId: string): Promise<unknown> {
       return c;
     },
   });
-  const runner = new BuildRunner(executor, maxBuilds, logger);
+  const besideFrom = process.env.FARM_UPLOAD_BESIDE_FROM;
+  const runner = new BuildRunner(executor, maxBuilds, logger, undefined, besideFrom === undefined ? undefined : Number(besideFrom));
   return connectLoop(
     () =>
       runOnce({
