@@ -19,7 +19,7 @@ import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
-import { asCompression, compressGzip, compressionExtension, compressUnlessSmall, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { asCompression, compressGzip, compressionExtension, compressWherePays, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type AsIsRule, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import { prepareAll, type CacheStorage } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
@@ -36,16 +36,19 @@ export interface UploadContext {
 export type StoredNarCompression = "gzip" | "zstd";
 
 /**
- * With gzip storage, a NAR up to this size is stored as it is ("Compression:
- * none"): it takes one disk block either way, and a zlib stream's setup cost
- * more than the rest of its upload. Most of a graph's outputs are that small (wrappers, hooks, .drv files).
+ * With gzip storage, a NAR is stored as it is ("Compression: none") when that
+ * costs nothing: up to one disk block (it takes one either way, and a zlib
+ * stream's setup cost more than the rest of its upload; most of a graph's
+ * outputs are that small: wrappers, hooks, .drv files), or when its first 256 KiB
+ * save under 10 % (fetched tarballs, compressed images: most of nixpkgs'
+ * derivations are fetches, and gzip of them was the coordinator's CPU for nothing).
  */
-const STORED_AS_IS_BYTES = 4096;
+const STORED_AS_IS: AsIsRule = { maxAsIs: 4096, probeBytes: 256 << 10, minSaving: 0.1 };
 
 function compressForStorage(how: StoredNarCompression, source: ByteSource): MaybeCompressed {
   // zstd stays the whole old path: it is the benchmark's baseline.
   if (how === "zstd") return { stream: compressZstd(source), method: () => "zstd" };
-  return compressUnlessSmall(source, STORED_AS_IS_BYTES, "gzip", (s) => compressGzip(s));
+  return compressWherePays(source, STORED_AS_IS, "gzip", (s) => compressGzip(s));
 }
 
 /** What an uploader may do with one upload, decided from its token before the body is read. */

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../errors.js";
-import { compressGzip, compressUnlessSmall, compressXz, compressZstd, decompress, pipeThroughCommand, zstdDecompressJs } from "./compression.js";
+import { compressGzip, compressWherePays, compressXz, compressZstd, decompress, pipeThroughCommand, zstdDecompressJs } from "./compression.js";
 import { chunked, collect } from "./testing/nar-fixtures.js";
 
 const DATA = Buffer.concat([randomBytes(100_000), Buffer.alloc(300_000, 7), randomBytes(5000)]);
@@ -28,26 +28,36 @@ describe("compression", () => {
     await expect(collect(decompress("gzip", [gz.subarray(0, gz.length - 20)]))).rejects.toBeInstanceOf(InvalidInputError);
   });
 
-  it("passes a small input through as it is and compresses a larger one, and lets go of the source either way", async () => {
-    for (const size of [0, 300, 4096, 4097, 40_000]) {
-      const data = DATA.subarray(0, size);
-      const out = compressUnlessSmall(chunked(data, 1000), 4096, "gzip", (s) => compressGzip(s));
+  it("passes a small or hardly compressible input through as it is, compresses the rest, and lets go of the source either way", async () => {
+    const rule = { maxAsIs: 4096, probeBytes: 16_384, minSaving: 0.1 };
+    const text = Buffer.from("a line of a wrapper script\n".repeat(4000));
+    const random = randomBytes(100_000);
+    for (const [data, method] of [
+      [text.subarray(0, 0), "none"],
+      [text.subarray(0, 300), "none"],
+      [text.subarray(0, 4096), "none"],
+      [text.subarray(0, 4097), "gzip"],
+      [text, "gzip"],
+      [random, "none"], // its first 16 KiB save nothing
+      [Buffer.concat([random.subarray(0, 5000), text]), "gzip"], // a probe that saves enough compresses it all
+    ] as const) {
+      const out = compressWherePays(chunked(data, 1000), rule, "gzip", (s) => compressGzip(s));
       expect(() => out.method()).toThrow(/before it ended/);
       const bytes = await collect(out.stream);
-      expect(out.method()).toBe(size <= 4096 ? "none" : "gzip");
-      expect((size <= 4096 ? bytes : await collect(decompress("gzip", [bytes]))).equals(data)).toBe(true);
+      expect([data.length, out.method()]).toEqual([data.length, method]);
+      expect((method === "none" ? bytes : await collect(decompress("gzip", [bytes]))).equals(data)).toBe(true);
     }
-    // A consumer that stops early closes the source, on either path.
-    for (const size of [300, 100_000]) {
+    // A consumer that stops early closes the source, on every path.
+    for (const data of [text.subarray(0, 300), text, random]) {
       let closed = false;
       const source = (async function* () {
         try {
-          yield* chunked(DATA.subarray(0, size), 100);
+          yield* chunked(data, 100);
         } finally {
           closed = true;
         }
       })();
-      for await (const _ of compressUnlessSmall(source, 4096, "gzip", (s) => compressGzip(s)).stream) break;
+      for await (const _ of compressWherePays(source, rule, "gzip", (s) => compressGzip(s)).stream) break;
       expect(closed).toBe(true);
     }
   });

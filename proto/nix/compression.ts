@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip, createGzip } from "node:zlib";
+import { createGunzip, createGzip, deflateRawSync } from "node:zlib";
 import { Decompress } from "fzstd";
 import { InvalidInputError } from "../errors.js";
 import { iteratorOf, type ByteSource } from "./serialise.js";
@@ -152,11 +152,24 @@ export interface MaybeCompressed {
   method(): Compression;
 }
 
+/** When compressing a stream is not worth it (see compressWherePays). */
+export interface AsIsRule {
+  /** A source of at most this many bytes passes through unchanged. */
+  maxAsIs: number;
+  /** The first this many bytes are compressed as a probe (fast deflate) before the stream is. */
+  probeBytes: number;
+  /** A probe that saves less than this fraction of its bytes leaves the whole stream as it is. */
+  minSaving: number;
+}
+
 /**
- * Compresses `source` with `compress` (as `method`) unless the whole source is
- * at most `maxAsIs` bytes: then it passes through unchanged, as "none".
+ * Compresses `source` with `compress` (as `method`), unless that does not pay:
+ * a source of at most `maxAsIs` bytes (a disk block either way, and a zlib
+ * stream's setup costs more than the rest), or one whose first `probeBytes`
+ * hardly compress (a tarball, a compressed image: gzip of them is CPU spent for
+ * nothing). Those pass through unchanged, as "none". Holds at most `probeBytes`.
  */
-export function compressUnlessSmall(source: ByteSource, maxAsIs: number, method: Compression, compress: (s: ByteSource) => AsyncIterable<Buffer>): MaybeCompressed {
+export function compressWherePays(source: ByteSource, rule: AsIsRule, method: Compression, compress: (s: ByteSource) => AsyncIterable<Buffer>): MaybeCompressed {
   let chosen: Compression | undefined;
   async function* stream(): AsyncGenerator<Buffer> {
     const it = iteratorOf(source);
@@ -164,7 +177,7 @@ export function compressUnlessSmall(source: ByteSource, maxAsIs: number, method:
     let size = 0;
     let ended = false;
     try {
-      while (size <= maxAsIs) {
+      while (size < Math.max(rule.probeBytes, rule.maxAsIs + 1)) {
         const r = await it.next();
         if (r.done) {
           ended = true;
@@ -174,15 +187,16 @@ export function compressUnlessSmall(source: ByteSource, maxAsIs: number, method:
         head.push(chunk);
         size += chunk.length;
       }
-      if (ended) {
-        chosen = "none";
-        if (size > 0) yield Buffer.concat(head);
-        return;
-      }
       const rest = async function* () {
         yield* head;
-        for (let r = await it.next(); !r.done; r = await it.next()) yield r.value;
+        for (let r = await it.next(); !r.done; r = await it.next()) yield Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
       };
+      if ((ended && size <= rule.maxAsIs) || !pays(Buffer.concat(head).subarray(0, rule.probeBytes), rule.minSaving)) {
+        chosen = "none";
+        yield* rest();
+        ended = true;
+        return;
+      }
       for await (const chunk of compress(rest())) yield chunk;
       chosen = method;
     } finally {
@@ -192,10 +206,15 @@ export function compressUnlessSmall(source: ByteSource, maxAsIs: number, method:
   return {
     stream: stream(),
     method: () => {
-      if (chosen === undefined) throw new Error("compressUnlessSmall: asked how a stream came out before it ended");
+      if (chosen === undefined) throw new Error("compressWherePays: asked how a stream came out before it ended");
       return chosen;
     },
   };
+}
+
+/** Whether a fast deflate of `probe` saves at least `minSaving` of it. */
+function pays(probe: Buffer, minSaving: number): boolean {
+  return deflateRawSync(probe, { level: 1 }).length <= probe.length * (1 - minSaving);
 }
 
 /** Compresses with the `xz` binary. */

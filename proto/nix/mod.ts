@@ -12,7 +12,7 @@
 export { parseDerivation, type AtermDerivation } from "./aterm.js";
 export { CacheClient } from "./client.js";
 export { forEachAfterReferences, mapLimit, walkClosure } from "./closure.js";
-export { asCompression, compressGzip, compressionExtension, compressUnlessSmall, compressXz, compressZstd, decompress, type MaybeCompressed } from "./compression.js";
+export { asCompression, compressGzip, compressionExtension, compressWherePays, compressXz, compressZstd, decompress, type AsIsRule, type MaybeCompressed } from "./compression.js";
 export { BusyError, ConflictError, HashMismatchError, InsufficientSpaceError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
 export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
 export { findOnPath } from "./find-on-path.js";

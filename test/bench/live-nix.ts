@@ -3,10 +3,12 @@
 // each round) three times per round, in alternating order: with a local
 // `nix-store -r --max-jobs 2` in a namespace of its own (the baseline), and
 // through a farm of its own (coordinator + cache, NATS at NATS_URL) on 2
-// namespaced workers as configured by default (these tiny outputs keep their
-// build slot while they upload), and on 2 that upload every build's outputs
-// beside the next build (--upload-beside-from-bytes=0); a system feature of each
-// pair routes its round's derivations to it. Prints
+// namespaced workers as configured by default, and on 2 configured the other way
+// (--upload-beside-from-bytes): tiny outputs keep their build slot while they
+// upload by default, so the other pair uploads every build's outputs beside the
+// next build; with --output-mib N each output holds N MiB of random bytes, which
+// upload beside the next build by default, so the other pair never does. A
+// system feature of each pair routes its round's derivations to it. Prints
 // wall times, their ratio, the per-build overhead (assignment to accepted
 // result, minus the builder's own run, from the coordinator's log and the
 // builders' timestamps), the CPU time the whole machine spent per build (from
@@ -14,7 +16,7 @@
 // drifts less than wall time when the machine's speed does) and the nix-store
 // processes per build (counted by a PATH wrapper in front of the workers'
 // nix-store). Needs root and `npm run build`.
-//   npm run bench:live-nix [-- --rounds N]     (BENCH_KEEP=1 keeps the farm's files and logs)
+//   npm run bench:live-nix [-- --rounds N] [-- --output-mib N]     (BENCH_KEEP=1 keeps the farm's files and logs)
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -29,13 +31,23 @@ const BUILDS = CHAINS * LENGTH;
 const TARGET_RATIO = 8;
 const TARGET_OVERHEAD_MS = 60;
 
-/** The two ways a worker pair runs, each with the system feature its rounds' derivations require. */
-const MODES = [
-  { key: "default", label: "as configured by default (these tiny outputs keep their slot while they upload)", feature: "bench-default", workers: ["w1", "w2"], env: {} },
-  { key: "beside", label: "every upload beside the next build (--upload-beside-from-bytes=0)", feature: "bench-beside", workers: ["w3", "w4"], env: { FARM_UPLOAD_BESIDE_FROM: "0" } },
-] as const;
+/** The two ways a worker pair runs: as configured by default, and the other way for these outputs (`bigOutputs`). */
+function modesFor(bigOutputs: boolean) {
+  const other = bigOutputs
+    ? { label: "no upload beside the next build (--upload-beside-from-bytes=1T)", env: { FARM_UPLOAD_BESIDE_FROM: "1T" } }
+    : { label: "every upload beside the next build (--upload-beside-from-bytes=0)", env: { FARM_UPLOAD_BESIDE_FROM: "0" } };
+  const defaultLabel = `as configured by default (these ${bigOutputs ? "outputs upload beside the next build" : "tiny outputs keep their slot while they upload"})`;
+  return [
+    { key: "default", label: defaultLabel, feature: "bench-default", workers: ["w1", "w2"], env: {} },
+    { key: "other", label: other.label, feature: "bench-other", workers: ["w3", "w4"], env: other.env },
+  ] as const;
+}
+const ARGS = parseArgs(process.argv.slice(2));
+const MODES = modesFor(ARGS.outputMib > 0);
 type ModeKey = (typeof MODES)[number]["key"];
 const WORKERS = MODES.flatMap((m) => m.workers);
+/** Bytes of random data in each output (--output-mib); 0 = the timestamps alone. */
+const OUTPUT_BYTES = ARGS.outputMib << 20;
 
 /** One farm run of a round's DAG. */
 interface FarmRun {
@@ -53,24 +65,33 @@ interface Round {
   farm: Record<ModeKey, FarmRun>;
 }
 
-function parseRounds(argv: string[]): number {
-  const i = argv.indexOf("--rounds");
-  const n = i >= 0 ? Number(argv[i + 1]) : 3;
-  if (!Number.isInteger(n) || n < 1 || n > 20) {
-    console.error("usage: npm run bench:live-nix -- [--rounds N (1-20, default 3)]");
+/** `--rounds N` (1-20, default 3) and `--output-mib N` (0-64, default 0). */
+function parseArgs(argv: string[]): { rounds: number; outputMib: number } {
+  const value = (flag: string, dflt: number) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? Number(argv[i + 1]) : dflt;
+  };
+  const rounds = value("--rounds", 3);
+  const outputMib = value("--output-mib", 0);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20 || !Number.isInteger(outputMib) || outputMib < 0 || outputMib > 64) {
+    console.error("usage: npm run bench:live-nix -- [--rounds N (1-20, default 3)] [--output-mib N (0-64, default 0)]");
     process.exit(2);
   }
-  return n;
+  return { rounds, outputMib };
 }
 
-/** The DAG: a list of 10 chains; each builder records its own start and end (ns) in its output. */
+/** The DAG: a list of 10 chains; each builder records its own start and end (ns) on its output's first line. */
 function dagExpression(nonce: string, feature: string): string {
+  // With OUTPUT_BYTES, the random bytes are made inside the timed part and copied after the timestamps.
+  const script = OUTPUT_BYTES === 0
+    ? `t0=$(/bin/date +%s%N); echo \${prev} $t0 $(/bin/date +%s%N) > $out`
+    : `t0=$(/bin/date +%s%N); /usr/bin/head -c ${OUTPUT_BYTES} /dev/urandom > $TMPDIR/bulk; t1=$(/bin/date +%s%N); { echo \${prev} $t0 $t1; /bin/cat $TMPDIR/bulk; } > $out`;
   return `let
   step = c: prev: i: builtins.derivation {
     name = "trivial-\${toString c}-\${toString i}";
     system = builtins.currentSystem;
     builder = "/bin/sh";
-    args = [ "-c" "t0=$(/bin/date +%s%N); echo \${prev} $t0 $(/bin/date +%s%N) > $out" ];
+    args = [ "-c" "${script}" ];
     requiredSystemFeatures = [ "${feature}" ];
     nonce = "${nonce}";
   };
@@ -157,7 +178,7 @@ function overheads(farm: FarmCluster, logFrom: number): number[] {
     const drvText = readFileSync(path.join(farm.root, "submitter/nix/store", path.basename(rec.drv)), "utf8");
     const outPath = parseDerivation(drvText, rec.drv).outputs.find((o) => o.name === "out")!.path;
     const built = path.join(farm.root, "workers", rec.worker ?? a.worker ?? "", "nix/store", path.basename(outPath));
-    const fields = readFileSync(built, "utf8").trim().split(" ");
+    const fields = readFileSync(built, "latin1").split("\n")[0].trim().split(" ");
     const builderMs = (Number(fields.at(-1)) - Number(fields.at(-2))) / 1e6;
     out.push(rec.time - a.time - builderMs);
   }
@@ -179,7 +200,7 @@ function quantile(xs: number[], q: number): number {
 }
 
 async function main(): Promise<void> {
-  const rounds = parseRounds(process.argv.slice(2));
+  const { rounds } = ARGS;
   if (process.getuid?.() !== 0) throw new Error("needs root (namespaced workers, as in the test harness)");
   const root = mkdtempSync(path.join(os.tmpdir(), "tmpnix-bench-live-nix-"));
   chmodSync(root, 0o755);
@@ -211,7 +232,7 @@ async function main(): Promise<void> {
         }),
       ) as Record<ModeKey, string>;
       // Alternate the order so none always meets a warmer machine.
-      const order: ("local" | ModeKey)[] = r % 2 === 1 ? ["local", "default", "beside"] : ["beside", "default", "local"];
+      const order: ("local" | ModeKey)[] = r % 2 === 1 ? ["local", "default", "other"] : ["other", "default", "local"];
       let local = { result: 0, cpuS: 0 };
       const runs: Partial<Record<ModeKey, FarmRun>> = {};
       for (const step of order) {
@@ -254,7 +275,8 @@ async function farmRun(farm: FarmCluster, file: string, countFiles: string[]): P
 
 function report(results: Round[]): void {
   const localS = median(results.map((r) => r.localS));
-  console.log(`\n${BUILDS} trivial derivations (${CHAINS} chains of ${LENGTH}), 2 workers per mode, medians of ${results.length} rounds\n`);
+  const outputs = OUTPUT_BYTES === 0 ? "" : `, ${OUTPUT_BYTES >> 20} MiB of random bytes in each output`;
+  console.log(`\n${BUILDS} trivial derivations (${CHAINS} chains of ${LENGTH}${outputs}), 2 workers per mode, medians of ${results.length} rounds\n`);
   console.log("| measure | value | target |");
   console.log("|---|---|---|");
   console.log(`| local \`nix-store -r\` (max-jobs 2) | ${localS.toFixed(2)} s | |`);
