@@ -59,7 +59,7 @@ interface Running {
 /**
  * Outputs of at least this many NAR bytes upload beside the next build by default: on this
  * machine a trivial build's upload took 10 ms, and a build beside it made both slower
- * (README, "Uploads beside the next build").
+ * (README, "Batches, uploads beside the next build, and no gzip for nothing").
  */
 export const UPLOAD_BESIDE_FROM_BYTES = 1 << 20;
 
