@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -68,15 +68,27 @@ describe("DiskStorage", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
-  it("holds the staged records it wrote, so accepting an output reads no file", async () => {
+  it("keeps staged records in one journal, replayed and compacted when it opens, with no file per record", async () => {
     await storage.put("staged", "s1", "staged record");
-    await rm(join(root, "staged", "s1")); // behind its back: what it returns now comes from memory
-    expect(await storage.getText("staged", "s1")).toBe("staged record");
+    await storage.put("staged", "s2", "from before");
+    expect(await storage.put("staged", "s2", "again", { ifAbsent: true })).toBe(false);
     await storage.remove("staged", "s1");
     expect(await storage.getText("staged", "s1")).toBeNull();
-    // One written before a restart is read from its file.
-    await storage.put("staged", "s2", "from before");
-    expect(await (await DiskStorage.open(root)).getText("staged", "s2")).toBe("from before");
+    expect(await storage.has("staged", "s2")).toBe(true);
+    await expect((await storage.prepare("prepared record")).commit("staged", "s3")).resolves.toBe(true);
+    expect(await readdir(join(root, "staged"))).toEqual(["journal"]);
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+    // A torn last line (a crash mid-append) and a record in the layout of older versions.
+    await writeFile(join(root, "staged", "journal"), '{"n":"s4"', { flag: "a" });
+    await writeFile(join(root, "staged", "s5"), "one file of an older version");
+    const again = await DiskStorage.open(root);
+    const names: string[] = [];
+    for await (const n of again.list("staged")) names.push(n);
+    expect(names.sort()).toEqual(["s2", "s3", "s5"]);
+    expect(await again.getText("staged", "s2")).toBe("from before");
+    expect(await again.getText("staged", "s5")).toBe("one file of an older version");
+    expect(await readdir(join(root, "staged"))).toEqual(["journal"]);
+    expect((await readFile(join(root, "staged", "journal"), "utf8")).trim().split("\n")).toHaveLength(3);
   });
 
   it("prepares small files invisibly, several at once, until each is committed or discarded", async () => {

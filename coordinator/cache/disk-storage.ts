@@ -3,8 +3,8 @@
 // serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
 // fsynced, then renamed (or hard-linked, for create-if-absent) into place, so no
 // partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts),
-// and staged records until they are removed: this process must be the
-// directory's only writer.
+// and staged records live in memory and in one journal (staged-journal.ts):
+// this process must be the directory's only writer.
 
 import { randomBytes } from "node:crypto";
 import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
+import { StagedJournal } from "./staged-journal.js";
 import type { CacheFileKind, CacheStorage, FileReader, PreparedFile, StagedFile, StoredFile } from "./storage.js";
 
 const NARINFO_SUFFIX = ".narinfo";
@@ -27,15 +28,12 @@ export interface DiskStorageOptions {
 }
 /** Temp files older than this are leftovers of a crash, not writes in progress. */
 const STALE_TMP_MS = 24 * 3600 * 1000;
-/** Staged records held in memory: each lives from an output's upload to its acceptance, usually milliseconds. */
-const MAX_HELD_STAGED = 10_000;
 
 /** A CacheStorage that keeps files under `root`. */
 export class DiskStorage implements CacheStorage {
   private readonly tmpDir: string;
   private readonly memo: NarInfoMemo;
-  /** Staged records this process wrote, so accepting an output does not read back what its upload just wrote. */
-  private readonly heldStaged = new Map<string, Buffer>();
+  private staged!: StagedJournal;
 
   private constructor(private readonly root: string, opts: DiskStorageOptions) {
     this.tmpDir = join(root, ".tmp");
@@ -52,6 +50,7 @@ export class DiskStorage implements CacheStorage {
       if (st && now - st.mtimeMs > STALE_TMP_MS) await rm(p, { recursive: true, force: true });
     }
     for await (const name of s.list("narinfo")) s.memo.load(name);
+    s.staged = await StagedJournal.open(join(root, "staged"));
     return s;
   }
 
@@ -94,7 +93,7 @@ export class DiskStorage implements CacheStorage {
   }
 
   async get(kind: CacheFileKind, name: string): Promise<StoredFile | null> {
-    if (kind === "narinfo") {
+    if (kind === "narinfo" || kind === "staged") {
       const bytes = await this.getBytes(kind, name);
       return bytes && { stream: Readable.from([bytes], { objectMode: false }), size: bytes.length };
     }
@@ -112,6 +111,7 @@ export class DiskStorage implements CacheStorage {
 
   async openReader(kind: CacheFileKind, name: string): Promise<FileReader | null> {
     const path = this.pathOf(kind, name);
+    if (kind === "staged") throw new Error("staged records are read whole (getBytes)");
     try {
       const fh = await open(path, "r");
       try {
@@ -135,8 +135,8 @@ export class DiskStorage implements CacheStorage {
       if (held) return held;
     }
     if (kind === "staged") {
-      const held = this.heldStaged.get(name);
-      if (held) return held;
+      const record = this.staged.get(name);
+      return record === undefined ? null : Buffer.from(record);
     }
     const startedAt = this.memo.readStarted();
     try {
@@ -163,6 +163,10 @@ export class DiskStorage implements CacheStorage {
       this.pathOf(kind, name);
       return this.memo.has(name);
     }
+    if (kind === "staged") {
+      this.pathOf(kind, name);
+      return this.staged.get(name) !== undefined;
+    }
     try {
       await stat(this.pathOf(kind, name));
       return true;
@@ -174,7 +178,14 @@ export class DiskStorage implements CacheStorage {
 
   async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
+    if (kind === "staged") return this.putStaged(name, data, opts);
     return (await this.prepare(data)).commit(kind, name, opts);
+  }
+
+  private async putStaged(name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean }): Promise<boolean> {
+    if (opts.ifAbsent && this.staged.get(name) !== undefined) return false;
+    await this.staged.put(name, typeof data === "string" ? data : Buffer.from(data).toString("utf8"));
+    return true;
   }
 
   async prepare(data: string | Uint8Array): Promise<PreparedFile> {
@@ -196,9 +207,12 @@ export class DiskStorage implements CacheStorage {
       commit: async (kind, name, o = {}) => {
         this.pathOf(kind, name);
         settled = true;
+        if (kind === "staged") {
+          await unlinkIfPresent(tmp);
+          return this.putStaged(name, data, o);
+        }
         const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
         if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
-        if (done && kind === "staged" && this.heldStaged.size < MAX_HELD_STAGED) this.heldStaged.set(name, Buffer.from(data));
         return done;
       },
       discard: async () => {
@@ -218,6 +232,7 @@ export class DiskStorage implements CacheStorage {
     return {
       writable,
       commit: async (kind, name, o = {}) => {
+        if (kind === "staged") throw new Error("staged records are small: put them, don't stream them");
         if (!writable.writableFinished) throw new Error("staged file committed before its stream finished");
         await closed;
         // fsync is per inode, so a fresh descriptor flushes what the stream wrote.
@@ -241,6 +256,10 @@ export class DiskStorage implements CacheStorage {
   }
 
   async *list(kind: CacheFileKind): AsyncIterable<string> {
+    if (kind === "staged") {
+      yield* this.staged.names();
+      return;
+    }
     const dir = kind === "narinfo" ? this.root : join(this.root, kind);
     for await (const e of await opendir(dir)) {
       if (!e.isFile()) continue;
@@ -253,7 +272,7 @@ export class DiskStorage implements CacheStorage {
   async remove(kind: CacheFileKind, name: string): Promise<void> {
     const path = this.pathOf(kind, name);
     if (kind === "narinfo") this.memo.removed(name);
-    if (kind === "staged") this.heldStaged.delete(name);
+    if (kind === "staged") return this.staged.remove(name);
     await unlinkIfPresent(path);
   }
 }

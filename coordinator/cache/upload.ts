@@ -204,8 +204,8 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
       claims.ca = assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile });
     }
 
-    // The NAR file is content-addressed, so replacing an identical one is harmless. It is committed
-    // while the small files that follow it are written; they are published after it.
+    // The NAR file is content-addressed, so replacing an identical one is harmless. A published path's
+    // narinfo and provenance files are written while it commits, and published after it.
     const stored = compressed.method();
     const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(stored)}`;
     const unsigned: NarInfo = {
@@ -224,12 +224,9 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     if (grant.kind === "output") {
       // Not published: the farm signs it only once it accepts this lease's result.
       const record: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now() };
-      const [recordFile] = await prepareAll(ctx.storage, [JSON.stringify(record)], staged.commit("nar", fileName));
-      try {
-        await recordFile.commit("staged", stagedName(claims.storePath, grant.lease, grant.workerId));
-      } finally {
-        await recordFile.discard();
-      }
+      // The NAR first: a staged record on disk always names a NAR that is there (the record goes to a journal, no file of its own).
+      await staged.commit("nar", fileName);
+      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(record));
       ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size }, "staged output");
       return { status: 202, narInfo: unsigned };
     }

@@ -1,0 +1,135 @@
+// Staged records (an output uploaded under a lease, waiting for its build to be
+// accepted) in one append-only file rather than a file each. A record lives from
+// an upload to its acceptance, usually milliseconds: a file each was a create
+// and a delete per output, and where ext4 runs without a journal every create
+// then scans past each recently freed inode (README, "The coordinator at
+// nixpkgs scale"). A line is {"n":name,"d":text} (put) or {"n":name} (removed).
+// The journal is replayed when the cache opens, then rewritten with only the
+// live records, and again whenever it holds many more lines than records.
+// Appends that queue while one is written go together, with one fdatasync.
+import { open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+
+const JOURNAL = "journal";
+/** Rewritten when it holds more lines than this plus 4 per live record. */
+const COMPACT_AFTER_LINES = 10_000;
+
+interface Pending {
+  line: string;
+  /** What the line changes in memory, once it is on disk. */
+  apply: () => void;
+  done: () => void;
+  fail: (err: unknown) => void;
+}
+
+/** The staged records of one cache directory, held in memory and written to its journal. */
+export class StagedJournal {
+  private readonly live = new Map<string, string>();
+  private lines = 0;
+  private pending: Pending[] = [];
+  private flushing: Promise<void> | null = null;
+
+  private constructor(private readonly dir: string) {}
+
+  /**
+   * Replays the journal in `dir` (a torn last line, from a crash mid-append, is
+   * dropped), takes in the one-file-per-record layout of older versions, and
+   * rewrites the journal with the live records.
+   */
+  static async open(dir: string): Promise<StagedJournal> {
+    const j = new StagedJournal(dir);
+    const older: string[] = [];
+    for (const name of await readdir(dir)) {
+      if (name === JOURNAL || name.startsWith(`${JOURNAL}.`)) continue;
+      j.live.set(name, await readFile(join(dir, name), "utf8"));
+      older.push(name);
+    }
+    const text = await readFile(join(dir, JOURNAL), "utf8").catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return "";
+      throw err;
+    });
+    for (const line of text.split("\n")) {
+      let entry: { n?: unknown; d?: unknown };
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (typeof entry.n !== "string") continue;
+      if (typeof entry.d === "string") j.live.set(entry.n, entry.d);
+      else j.live.delete(entry.n);
+    }
+    await j.compact();
+    for (const name of older) await rm(join(dir, name), { force: true });
+    return j;
+  }
+
+  get(name: string): string | undefined {
+    return this.live.get(name);
+  }
+
+  names(): string[] {
+    return [...this.live.keys()];
+  }
+
+  /** Records `data` under `name`; resolves once it is on disk (and readable from then on). */
+  async put(name: string, data: string): Promise<void> {
+    await this.append(JSON.stringify({ n: name, d: data }) + "\n", () => this.live.set(name, data));
+  }
+
+  /** Forgets `name` at once; resolves once that is on disk. */
+  async remove(name: string): Promise<void> {
+    if (!this.live.delete(name)) return;
+    await this.append(JSON.stringify({ n: name }) + "\n", () => {});
+  }
+
+  /** Resolves when everything appended so far is on disk. */
+  async flushed(): Promise<void> {
+    while (this.flushing) await this.flushing;
+  }
+
+  private append(line: string, apply: () => void): Promise<void> {
+    return new Promise<void>((done, fail) => {
+      this.pending.push({ line, apply, done, fail });
+      this.flushing ??= this.flush();
+    });
+  }
+
+  /** Writes what is pending, a batch at a time (each open, written, synced and closed: no descriptor stays). */
+  private async flush(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending.splice(0);
+      try {
+        const fh = await open(join(this.dir, JOURNAL), "a");
+        try {
+          await fh.write(batch.map((p) => p.line).join(""));
+          await fh.datasync();
+        } finally {
+          await fh.close();
+        }
+        this.lines += batch.length;
+        for (const p of batch) p.apply();
+        for (const p of batch) p.done();
+        // A rewrite that fails (a full disk) costs nothing but size: the next batch tries again.
+        if (this.lines > COMPACT_AFTER_LINES + 4 * this.live.size) await this.compact().catch(() => {});
+      } catch (err) {
+        for (const p of batch) p.fail(err);
+      }
+    }
+    this.flushing = null;
+  }
+
+  /** Rewrites the journal with only the live records (a new file, synced, renamed over the old). */
+  private async compact(): Promise<void> {
+    const next = join(this.dir, `${JOURNAL}.new`);
+    const fh = await open(next, "w");
+    try {
+      await fh.write([...this.live].map(([n, d]) => JSON.stringify({ n, d }) + "\n").join(""));
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(next, join(this.dir, JOURNAL));
+    this.lines = this.live.size;
+  }
+}
