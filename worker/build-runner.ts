@@ -183,7 +183,8 @@ export class BuildRunner {
    * a build beside it would only contend with it, so it keeps its slot.
    */
   private startUpload(entry: Running, narBytes: number): void {
-    if (narBytes < this.uploadBesideFromBytes || entry.abort.signal.aborted || entry.handedBack || this.running.get(entry.spec.lease.drvPath) !== entry) return;
+    // Once per build (an upload tried again after the cache came back says its size again).
+    if (entry.uploading || narBytes < this.uploadBesideFromBytes || entry.abort.signal.aborted || entry.handedBack || this.running.get(entry.spec.lease.drvPath) !== entry) return;
     const uploading = [...this.running.values()].filter((r) => r.uploading).length;
     if (uploading >= this.maxBuilds) return;
     entry.uploading = true;
