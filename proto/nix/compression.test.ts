@@ -39,6 +39,7 @@ describe("compression", () => {
       [text.subarray(0, 4097), "gzip"],
       [text, "gzip"],
       [random, "none"], // its first 16 KiB save nothing
+      [random.subarray(0, 10_000), "none"], // shorter than the probe: compressed whole, which saved nothing
       [Buffer.concat([random.subarray(0, 5000), text]), "gzip"], // a probe that saves enough compresses it all
     ] as const) {
       const out = compressWherePays(chunked(data, 1000), rule, "gzip", (s) => compressGzip(s));

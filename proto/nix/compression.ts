@@ -167,7 +167,9 @@ export interface AsIsRule {
  * a source of at most `maxAsIs` bytes (a disk block either way, and a zlib
  * stream's setup costs more than the rest), or one whose first `probeBytes`
  * hardly compress (a tarball, a compressed image: gzip of them is CPU spent for
- * nothing). Those pass through unchanged, as "none". Holds at most `probeBytes`.
+ * nothing). Those pass through unchanged, as "none". A source no longer than the
+ * probe is compressed once, whole, and kept so if that paid. Holds at most
+ * `probeBytes` (and, for such a source, its compressed bytes).
  */
 export function compressWherePays(source: ByteSource, rule: AsIsRule, method: Compression, compress: (s: ByteSource) => AsyncIterable<Buffer>): MaybeCompressed {
   let chosen: Compression | undefined;
@@ -191,7 +193,16 @@ export function compressWherePays(source: ByteSource, rule: AsIsRule, method: Co
         yield* head;
         for (let r = await it.next(); !r.done; r = await it.next()) yield Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
       };
-      if ((ended && size <= rule.maxAsIs) || !pays(Buffer.concat(head).subarray(0, rule.probeBytes), rule.minSaving)) {
+      if (ended) {
+        // All of it is in hand: compressed whole, it is its own probe.
+        const whole = Buffer.concat(head);
+        const compressed = size <= rule.maxAsIs ? null : await collectAll(compress([whole]));
+        const keep = compressed !== null && compressed.length <= size * (1 - rule.minSaving);
+        chosen = keep ? method : "none";
+        if (size > 0) yield keep ? compressed : whole;
+        return;
+      }
+      if (!pays(Buffer.concat(head).subarray(0, rule.probeBytes), rule.minSaving)) {
         chosen = "none";
         yield* rest();
         ended = true;
@@ -210,6 +221,12 @@ export function compressWherePays(source: ByteSource, rule: AsIsRule, method: Co
       return chosen;
     },
   };
+}
+
+async function collectAll(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+  const out: Buffer[] = [];
+  for await (const c of chunks) out.push(c);
+  return Buffer.concat(out);
 }
 
 /** Whether a fast deflate of `probe` saves at least `minSaving` of it. */
