@@ -7,7 +7,7 @@
 // batch: what was stored before it stays (each path is published whole or not at
 // all), and the answer names the path refused.
 import { InvalidInputError } from "../core/errors.js";
-import { baseName, hashPart, parseExport, TooLargeError, type ByteSource } from "../../proto/nix/mod.js";
+import { baseName, hashPart, parseExport, readAllBytes, TooLargeError, type ByteSource } from "../../proto/nix/mod.js";
 import { limitBytes, processUpload, type UploadContext, type UploadGrant } from "./upload.js";
 
 /** Paths one batch may hold. */
@@ -31,17 +31,6 @@ function namingPath(err: unknown, storePath: string): unknown {
   return err;
 }
 
-async function collectUpTo(nar: AsyncIterable<Buffer>, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of nar) {
-    size += c.length;
-    if (size > max) throw new TooLargeError(`a path in a batch upload is over ${max} bytes; upload it on its own`);
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks);
-}
-
 /** Stores every path of an export stream under `grant` (never a build's output); resolves with each path's result, in stream order. */
 export async function processUploadBatch(ctx: UploadContext, body: ByteSource, grant: UploadGrant): Promise<BatchPathResult[]> {
   if (grant.kind === "output") throw new InvalidInputError("a build's outputs are uploaded one at a time, under their lease");
@@ -50,7 +39,7 @@ export async function processUploadBatch(ctx: UploadContext, body: ByteSource, g
   const running = new Set<Promise<void>>();
   let failed: { err: unknown } | undefined;
   try {
-    for await (const item of parseExport(limitBytes(body, MAX_BATCH_BODY_BYTES), (nar) => collectUpTo(nar, MAX_BATCH_ITEM_NAR_BYTES), ctx.storeDir)) {
+    for await (const item of parseExport(limitBytes(body, MAX_BATCH_BODY_BYTES), (nar) => readAllBytes(nar, { max: MAX_BATCH_ITEM_NAR_BYTES, tooLarge: () => new TooLargeError(`a path in a batch upload is over ${MAX_BATCH_ITEM_NAR_BYTES} bytes; upload it on its own`) }), ctx.storeDir)) {
       if (order.length >= MAX_BATCH_PATHS) throw new TooLargeError(`a batch upload holds at most ${MAX_BATCH_PATHS} paths`);
       while (running.size >= BATCH_CONCURRENCY && !failed) await Promise.race(running);
       if (failed) break;

@@ -6,7 +6,7 @@
 import { execa } from "execa";
 import pRetry from "p-retry";
 import type { Logger } from "pino";
-import { BusyError, CacheClient, forEachAfterReferences, mapLimit, parseExport, topoSortByReferences } from "../../proto/nix/mod.js";
+import { BusyError, CacheClient, forEachAfterReferences, mapLimit, parseExport, readAllBytes, topoSortByReferences } from "../../proto/nix/mod.js";
 import type { StorePath } from "../core/types.js";
 import { TransientError } from "../core/errors.js";
 import type { SubmitterNixEnv } from "./nix-env.js";
@@ -41,7 +41,7 @@ export async function uploadClosure(opts: { client: CacheClient; paths: StorePat
   const exported = execa("nix-store", ["--export", ...missing], { env: nix.env, encoding: "buffer", buffer: { stdout: false, stderr: true }, maxBuffer: { stderr: 1024 ** 2 } });
   const items: ClosureItem[] = [];
   try {
-    for await (const item of parseExport(exported.stdout!, collect, nix.storeDir)) {
+    for await (const item of parseExport(exported.stdout!, (nar) => readAllBytes(nar, { max: MAX_SOURCE_BYTES, tooLarge: () => new TransientError(`a closure path is larger than ${MAX_SOURCE_BYTES} bytes; refusing to buffer it`) }), nix.storeDir)) {
       items.push({ storePath: item.storePath, references: item.references, deriver: item.deriver, nar: item.sinkResult });
     }
   } finally {
@@ -101,15 +101,4 @@ export function uploadGroups<T extends { nar: Buffer }>(ordered: readonly T[]): 
   }
   flush();
   return groups;
-}
-
-async function collect(nar: AsyncIterable<Buffer>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of nar) {
-    size += c.length;
-    if (size > MAX_SOURCE_BYTES) throw new TransientError(`a closure path is larger than ${MAX_SOURCE_BYTES} bytes; refusing to buffer it`);
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks);
 }

@@ -7,10 +7,11 @@
 import { spawn } from "node:child_process";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip, createGzip, deflateRawSync } from "node:zlib";
+import { createGunzip, createGzip, deflateRaw } from "node:zlib";
+import { promisify } from "node:util";
 import { Decompress } from "fzstd";
 import { InvalidInputError } from "../errors.js";
-import { iteratorOf, type ByteSource } from "./serialise.js";
+import { iteratorOf, readAllBytes, type ByteSource } from "./serialise.js";
 import { ZstdFrameGuard } from "./zstd-frames.js";
 
 /** Compression methods this cache reads. */
@@ -196,13 +197,13 @@ export function compressWherePays(source: ByteSource, rule: AsIsRule, method: Co
       if (ended) {
         // All of it is in hand: compressed whole, it is its own probe.
         const whole = Buffer.concat(head);
-        const compressed = size <= rule.maxAsIs ? null : await collectAll(compress([whole]));
+        const compressed = size <= rule.maxAsIs ? null : await readAllBytes(compress([whole]));
         const keep = compressed !== null && compressed.length <= size * (1 - rule.minSaving);
         chosen = keep ? method : "none";
         if (size > 0) yield keep ? compressed : whole;
         return;
       }
-      if (!pays(Buffer.concat(head).subarray(0, rule.probeBytes), rule.minSaving)) {
+      if (!(await pays(Buffer.concat(head).subarray(0, rule.probeBytes), rule.minSaving))) {
         chosen = "none";
         yield* rest();
         ended = true;
@@ -223,16 +224,12 @@ export function compressWherePays(source: ByteSource, rule: AsIsRule, method: Co
   };
 }
 
-async function collectAll(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
-  const out: Buffer[] = [];
-  for await (const c of chunks) out.push(c);
-  return Buffer.concat(out);
+/** Whether a fast deflate of `probe` saves at least `minSaving` of it (deflated in the threadpool, off the event loop). */
+async function pays(probe: Buffer, minSaving: number): Promise<boolean> {
+  return (await deflateRawAsync(probe, { level: 1 })).length <= probe.length * (1 - minSaving);
 }
 
-/** Whether a fast deflate of `probe` saves at least `minSaving` of it. */
-function pays(probe: Buffer, minSaving: number): boolean {
-  return deflateRawSync(probe, { level: 1 }).length <= probe.length * (1 - minSaving);
-}
+const deflateRawAsync = promisify(deflateRaw);
 
 /** Compresses with the `xz` binary. */
 export function compressXz(source: ByteSource): AsyncIterable<Buffer> {

@@ -37,6 +37,6 @@ export {
   type PackageEntry,
   type PackageIndex,
 } from "./package-index.js";
-export { ByteReader, encodeString, encodeU64, iteratorOf, type ByteSource } from "./serialise.js";
+export { ByteReader, encodeString, encodeU64, iteratorOf, readAllBytes, type ByteSource } from "./serialise.js";
 export { generateKeyPair, parsePublicKey, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
 export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeSourceStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

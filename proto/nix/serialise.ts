@@ -13,6 +13,18 @@ export function iteratorOf(source: ByteSource): AsyncIterator<Uint8Array> | Iter
   return Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
 }
 
+/** Reads all of `source` into one buffer; with `limit`, throws what `limit.tooLarge` makes once more than `limit.max` bytes came. */
+export async function readAllBytes(source: ByteSource, limit?: { max: number; tooLarge: () => Error }): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of source) {
+    size += c.length;
+    if (limit && size > limit.max) throw limit.tooLarge();
+    chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+  }
+  return Buffer.concat(chunks);
+}
+
 /** Encodes a non-negative safe integer as a u64 LE. */
 export function encodeU64(n: number | bigint): Buffer {
   const b = Buffer.alloc(8);
