@@ -32,6 +32,8 @@ const STALE_TMP_MS = 24 * 3600 * 1000;
 /** A CacheStorage that keeps files under `root`. */
 export class DiskStorage implements CacheStorage {
   private readonly tmpDir: string;
+  private readonly tmpPrefix = randomBytes(8).toString("hex");
+  private tmpCount = 0;
   private readonly memo: NarInfoMemo;
   private staged!: StagedJournal;
 
@@ -66,8 +68,9 @@ export class DiskStorage implements CacheStorage {
     return join(this.root, kind, name);
   }
 
+  /** A fresh temp name: a random prefix for this process (another process's leftovers never collide), then a count. */
   private tmpPath(): string {
-    return join(this.tmpDir, randomBytes(12).toString("hex"));
+    return join(this.tmpDir, `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
   }
 
   /** Publishes a complete temp file; see StagedFile.commit. */
@@ -226,7 +229,8 @@ export class DiskStorage implements CacheStorage {
   async stage(): Promise<StagedFile> {
     const tmp = this.tmpPath();
     const fh = await open(tmp, "wx", 0o644);
-    const writable = fh.createWriteStream(); // closes the handle when finished or destroyed
+    // Flushed (fsync) before the handle closes: a commit then only waits for the close, and needs no second open.
+    const writable = fh.createWriteStream({ flush: true }); // closes the handle when finished or destroyed
     const closed = new Promise<void>((resolve) => writable.once("close", () => resolve()));
     let committed = false;
     return {
@@ -235,13 +239,7 @@ export class DiskStorage implements CacheStorage {
         if (kind === "staged") throw new Error("staged records are small: put them, don't stream them");
         if (!writable.writableFinished) throw new Error("staged file committed before its stream finished");
         await closed;
-        // fsync is per inode, so a fresh descriptor flushes what the stream wrote.
-        const sync = await open(tmp, "r");
-        try {
-          await sync.sync();
-        } finally {
-          await sync.close();
-        }
+        if (writable.errored) throw writable.errored; // the flush before the close failed: nothing is durable
         committed = true; // renamed or linked away below: nothing left for discard to remove
         const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
         if (done && kind === "narinfo") this.memo.writtenUnseen(name);

@@ -48,17 +48,47 @@ export function stagedName(storePath: string, lease: Lease, workerId: string): s
   return `${hashPart(storePath)}-${key}`;
 }
 
-/** How publishing one output went. */
-export type PublishOutcome =
-  /** Signed and visible now. */
-  | "published"
-  /** An accepted build of it was published before; it stands. */
-  | "present"
-  /** Nothing staged for this lease and worker, or not what the worker reported, or a reference is missing. */
-  | "missing";
+/**
+ * What accepting one output will do, decided before anything is written: it was
+ * published before ("present": that build stands), it can't be ("missing":
+ * nothing staged for this lease and worker, not what the worker reported, or a
+ * reference unpublished), or it will be, with these signed bytes.
+ */
+export type OutputPlan =
+  | { outcome: "present" }
+  | { outcome: "missing" }
+  | PublishPlan;
 
-/** Publishes the outputs of accepted builds; the only code that signs a worker's output. */
+/** An output to publish: its signed narinfo, its provenance record, and the staged record they replace. */
+export interface PublishPlan {
+  outcome: "publish";
+  storePath: string;
+  narInfo: string;
+  provenance: string;
+  stagedName: string;
+  /** What the log line says once it is published. */
+  log: Record<string, unknown>;
+}
+
+/** How a failed write of an accepted output is retried: first wait, doubling up to the last. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 5000;
+
+/**
+ * Publishes the outputs of accepted builds; the only code that signs a worker's output.
+ *
+ * Accepting is two steps so that the coordinator's serial turn holds only the
+ * first: `plan` decides from memory (staged record, published narinfos) and
+ * signs, and `publish` writes the files, which may take a few fsyncs. From
+ * `publish` on, the path counts as published for every later plan, so a
+ * second build of it (a backup copy) finds it present, not free.
+ */
 export class OutputPublisher {
+  /** Paths being written by `publish`, by hash part: counted as published by later plans. */
+  private readonly writing = new Map<string, string>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private stopped = false;
+
   constructor(private readonly d: { storage: CacheStorage; signingKey: NixKey; logger: Logger; now?: () => number }) {}
 
   /** The unsigned narinfo `workerId` staged for `storePath` under `lease`, or null. */
@@ -71,48 +101,128 @@ export class OutputPublisher {
     return same ? info : null;
   }
 
-  /** Publishes what `workerId` staged for `storePath` under `lease`, if it is what the worker reported. */
-  async publish(storePath: string, lease: Lease, workerId: string, reportedNarHash: string | undefined, jobs: string[], confirms?: string): Promise<PublishOutcome> {
+  /** True if `base` (a store path's base name) is published or being published. */
+  private async counts(base: string, storeDir: string): Promise<boolean> {
+    return this.writing.get(base.slice(0, 32)) === `${storeDir}/${base}` || (await isPublished(this.d.storage, base, storeDir));
+  }
+
+  /**
+   * Decides what accepting `workerId`'s upload of `storePath` under `lease` does; writes nothing.
+   * `siblings`: base names of the other outputs of the same build, counted as published where referenced
+   * (a `dev` output refers to `out`, which is published with it, not before it).
+   */
+  async plan(
+    storePath: string,
+    lease: Lease,
+    workerId: string,
+    reportedNarHash: string | undefined,
+    jobs: string[],
+    opts: { confirms?: string; siblings?: ReadonlySet<string> } = {},
+  ): Promise<OutputPlan> {
     const { storage, logger } = this.d;
     const storeDir = storeDirOf(storePath);
-    const existing = await storage.getText("narinfo", hashPart(storePath));
+    const hash = hashPart(storePath);
+    if (this.writing.has(hash)) return { outcome: "present" };
+    const existing = await storage.getText("narinfo", hash);
     if (existing !== null) {
       const info = parseNarInfo(existing, storeDir);
       if (reportedNarHash && reportedNarHash !== info.narHash) logger.warn({ storePath, worker: workerId, reported: reportedNarHash, published: info.narHash }, "output differs from the accepted build published before (that one stands)");
-      return "present";
+      return { outcome: "present" };
     }
     const name = stagedName(storePath, lease, workerId);
     const raw = await storage.getText("staged", name);
-    if (raw === null) return "missing";
+    if (raw === null) return { outcome: "missing" };
     const staged = JSON.parse(raw) as StagedOutput;
     const unsigned: NarInfo = parseNarInfo(staged.narInfo, storeDir);
-    if (unsigned.storePath !== storePath || staged.workerId !== workerId || staged.drvPath !== lease.drvPath || staged.epoch !== lease.epoch) return "missing";
+    if (unsigned.storePath !== storePath || staged.workerId !== workerId || staged.drvPath !== lease.drvPath || staged.epoch !== lease.epoch) return { outcome: "missing" };
     if (reportedNarHash && reportedNarHash !== unsigned.narHash) {
       logger.warn({ storePath, worker: workerId, reported: reportedNarHash, staged: unsigned.narHash }, "reported output is not what was uploaded");
-      return "missing";
+      return { outcome: "missing" };
     }
     const self = storePath.slice(storeDir.length + 1);
     for (const ref of unsigned.references) {
-      if (ref !== self && !(await isPublished(storage, ref, storeDir))) {
+      if (ref !== self && !opts.siblings?.has(ref) && !(await this.counts(ref, storeDir))) {
         logger.warn({ storePath, reference: ref }, "output references a path the cache does not publish");
-        return "missing";
+        return { outcome: "missing" };
       }
     }
     const acceptedAtMs = (this.d.now ?? Date.now)();
-    const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs, ...(confirms ? { confirms } : {}) };
+    const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs, ...(opts.confirms ? { confirms: opts.confirms } : {}) };
+    return {
+      outcome: "publish",
+      storePath,
+      narInfo: formatNarInfo(signNarInfo(unsigned, this.d.signingKey)),
+      provenance: JSON.stringify(provenance),
+      stagedName: name,
+      log: { storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize },
+    };
+  }
+
+  /**
+   * Writes the planned outputs; resolves once every one is in place and flushed. The paths count as
+   * published for later plans from this call on. A failed write is retried until it lands (the build was
+   * accepted: the cache must come to say so), unless the publisher is stopped.
+   */
+  publish(plans: readonly OutputPlan[]): Promise<void> {
+    const writes: Promise<void>[] = [];
+    for (const p of plans) {
+      if (p.outcome !== "publish") continue;
+      const hash = hashPart(p.storePath);
+      if (this.writing.has(hash)) continue; // planned twice before either was written: the first stands
+      this.writing.set(hash, p.storePath);
+      const written = this.writeUntilDone(p).finally(() => {
+        this.writing.delete(hash);
+        this.inFlight.delete(written);
+      });
+      this.inFlight.add(written);
+      writes.push(written);
+    }
+    return Promise.all(writes).then(() => undefined);
+  }
+
+  /** Resolves once every publish started so far has landed (or failed). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** From now on a failed write rejects instead of being retried (the coordinator is stopping). */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  private async writeUntilDone(p: PublishPlan): Promise<void> {
+    const progress = { narInfoCommitted: false };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.write(p, progress);
+        return;
+      } catch (err) {
+        if (this.stopped) throw err;
+        const waitMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(attempt - 1, 10));
+        this.d.logger.error({ err, storePath: p.storePath, attempt, waitMs }, "writing an accepted output failed; retrying");
+        await new Promise((r) => setTimeout(r, waitMs));
+      }
+    }
+  }
+
+  /** One attempt. `progress` survives a failed one: a narinfo it committed is ours, so a retry goes on to the provenance. */
+  private async write(p: PublishPlan, progress: { narInfoCommitted: boolean }): Promise<void> {
+    const { storage } = this.d;
+    const hash = hashPart(p.storePath);
     // Both files are written at once (each costs a create and an fsync); the narinfo is committed first, and the
     // provenance only if this narinfo is the one published: a build published before keeps its own record.
-    const files = await prepareAll(storage, [formatNarInfo(signNarInfo(unsigned, this.d.signingKey)), JSON.stringify(provenance)]);
+    const files = await prepareAll(storage, progress.narInfoCommitted ? [p.provenance] : [p.narInfo, p.provenance]);
     try {
-      const [narinfoFile, provenanceFile] = files;
-      if (!(await narinfoFile.commit("narinfo", hashPart(storePath), { ifAbsent: true }))) return "present";
-      await provenanceFile.commit("provenance", hashPart(storePath));
-      await storage.remove("staged", name); // last: until the provenance is in place, the staged record still says who built it
+      if (!progress.narInfoCommitted) {
+        if (!(await files[0].commit("narinfo", hash, { ifAbsent: true }))) return;
+        progress.narInfoCommitted = true;
+      }
+      await files[files.length - 1].commit("provenance", hash);
+      await storage.remove("staged", p.stagedName); // last: until the provenance is in place, the staged record still says who built it
     } finally {
       await Promise.all(files.map((f) => f.discard()));
     }
-    logger.info({ storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize }, "published accepted output");
-    return "published";
+    this.d.logger.info(p.log, "published accepted output");
   }
 
   /**

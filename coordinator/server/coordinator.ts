@@ -91,6 +91,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     await Promise.race([this.runner.idle(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
     this.persister.stop();
+    this.d.publisher.stop();
   }
 
   private deliver(effects: Effect[]): void {
@@ -187,8 +188,9 @@ export class Coordinator implements WorkerHub, FarmApi {
     }
     if (report.outcome === "out-of-memory") this.d.metrics?.oomKills.inc({ worker: session.workerId });
     if (isCurrent && !["succeeded", "failed"].includes(report.outcome)) this.d.metrics?.reassignments.inc({ reason: report.outcome });
-    // Publishing and the scheduler's verdict share one turn of the runner: the lease can't change in between,
-    // so only a result the scheduler accepts has its outputs signed.
+    // Deciding on the outputs and the scheduler's verdict share one turn of the runner: the lease can't change
+    // in between, so only a result the scheduler accepts has its outputs signed. The files that publish them are
+    // written after the turn, beside the next events', and the verdict is stored and told only once they are in place.
     await this.runner.stepAfter(
       "result",
       async (): Promise<OutputDecision> => {
@@ -213,6 +215,7 @@ export class Coordinator implements WorkerHub, FarmApi {
         );
         return this.d.scheduler.buildReported(now, session.workerId, report, verified, trust);
       },
+      { writes: (decision) => decision.written },
     );
   }
 
@@ -361,6 +364,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     await this.runner.stepAfter(
       "withdraw",
       async () => {
+        await this.d.publisher.settled(); // outputs accepted just before are on disk, with their provenance
         const alone = await this.d.publisher.withdraw(workerId, !dryRun);
         storePaths = alone.map((p) => p.storePath).sort();
         drvPaths = [...new Set(alone.map((p) => p.drvPath))].sort();

@@ -54,6 +54,26 @@ describe("EffectRunner", () => {
     expect(delivered).toEqual(["a", "b", "d"]);
   });
 
+  it("runs the next event's prepare while an earlier one's writes are in flight, and persists only once they have landed", async () => {
+    const log: string[] = [];
+    let land!: () => void;
+    const landed = new Promise<void>((r) => (land = r));
+    const store = { persist: async (what: string) => void log.push(`persist ${what}`) };
+    const runner = new EffectRunner(new VirtualClock(0), store, (effects) => log.push(`deliver ${effects.length}`));
+    const first = runner.stepAfter(
+      "first",
+      async () => (log.push("prepare first"), { written: landed.then(() => void log.push("first written")) }),
+      () => (log.push("event first"), [abort]),
+      { writes: (p) => p.written },
+    );
+    const second = runner.stepAfter("second", async () => void log.push("prepare second"), () => (log.push("event second"), []));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(log).toEqual(["prepare first", "event first", "prepare second", "event second"]);
+    land();
+    await Promise.all([first, second]);
+    expect(log.slice(4)).toEqual(["first written", "persist first and 1 more", "deliver 1", "deliver 0"]);
+  });
+
   it("fails every event of a batch whose write fails, and goes on with the next", async () => {
     let fail = true;
     let release!: () => void;

@@ -6,6 +6,11 @@
 // computed one after another and persisted together in one write of each kind,
 // then delivered in order. A busy coordinator pays the store's round trips once
 // per batch rather than once per event; a quiet one runs each event alone.
+//
+// An event's prepare decides in its turn and may start writes that outlast it
+// (an accepted result's files in the cache): the next event's prepare runs at
+// once, and the batch's writes are awaited together before it persists. A
+// turn is then as long as a decision, not as long as an fsync.
 import type { Clock } from "../core/clock.js";
 import type { Effect } from "../core/effects.js";
 import { assignmentToWire } from "../../proto/convert/mod.js";
@@ -22,6 +27,7 @@ interface QueuedEvent {
   prepare: () => Promise<unknown>;
   event: (now: number, prepared: unknown) => Effect[];
   first?: (effects: Effect[]) => Effect[];
+  writes?: (prepared: unknown) => Promise<void> | undefined;
   resolve: (effects: Effect[]) => void;
   reject: (err: unknown) => void;
 }
@@ -52,13 +58,22 @@ export class EffectRunner {
 
   /** Runs one core event; `first` sees the stored effects before delivery and returns what is left to deliver. */
   step(what: string, event: (now: number) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
-    return this.stepAfter(what, async () => undefined, (now) => event(now), first);
+    return this.stepAfter(what, async () => undefined, (now) => event(now), { first });
   }
 
-  /** Like step, with an async `prepare` in the same turn: no other event runs between it and the event that gets its answer. */
-  stepAfter<T>(what: string, prepare: () => Promise<T>, event: (now: number, prepared: T) => Effect[], first?: (effects: Effect[]) => Effect[]): Promise<Effect[]> {
+  /**
+   * Like step, with an async `prepare` in the same turn: no other event runs between it and the event that
+   * gets its answer. `writes` names what the prepare started and the effects must not outrun: awaited, with
+   * the rest of the batch's, before the batch persists.
+   */
+  stepAfter<T>(
+    what: string,
+    prepare: () => Promise<T>,
+    event: (now: number, prepared: T) => Effect[],
+    opts: { first?: (effects: Effect[]) => Effect[]; writes?: (prepared: T) => Promise<void> | undefined } = {},
+  ): Promise<Effect[]> {
     return new Promise<Effect[]>((resolve, reject) => {
-      this.queued.push({ what, prepare, event: event as QueuedEvent["event"], first, resolve, reject });
+      this.queued.push({ what, prepare, event: event as QueuedEvent["event"], first: opts.first, writes: opts.writes as QueuedEvent["writes"], resolve, reject });
       this.running ??= this.drain();
     });
   }
@@ -72,6 +87,7 @@ export class EffectRunner {
         return;
       }
       const batch: { q: QueuedEvent; effects: Effect[] }[] = [];
+      const writes: Promise<void>[] = [];
       let computeMs = 0;
       const started = performance.now();
       // Take what is queued, up to a bound: the events computed first wait, unsent, for the rest of the batch
@@ -84,6 +100,8 @@ export class EffectRunner {
           const effects = q.event(this.clock.now(), prepared);
           computeMs += this.timed(q.what, "compute", t);
           batch.push({ q, effects });
+          const written = q.writes?.(prepared);
+          if (written) writes.push(written);
         } catch (err) {
           q.reject(err);
         }
@@ -93,6 +111,8 @@ export class EffectRunner {
       if (computeMs > YIELD_AFTER_MS) await new Promise((r) => setImmediate(r));
       try {
         const what = batch.length === 1 ? batch[0].q.what : `${batch[0].q.what} and ${batch.length - 1} more`;
+        // Retried by their writer until they land; a rejection means it stopped (shutdown), like a failed persist.
+        if (writes.length > 0) await Promise.all(writes);
         await this.store.persist(what, batch.length === 1 ? batch[0].effects : batch.flatMap((b) => b.effects));
       } catch (err) {
         for (const b of batch) b.q.reject(err);

@@ -13,6 +13,13 @@ import type { BuildReport, DrvNode, Lease } from "../core/types.js";
 import { formatNarInfo, generateKeyPair, hashPart, parseNarInfo, parseSecretKey, verifyNarInfo } from "../../proto/nix/mod.js";
 import { publishOutputs } from "./output-check.js";
 
+/** publishOutputs, waited for until its writes have landed: the verdict. */
+async function accepted(...args: Parameters<typeof publishOutputs>): Promise<boolean> {
+  const p = await publishOutputs(...args);
+  await p.written;
+  return p.verified;
+}
+
 const NAR_HASH = "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
 const OTHER_HASH = "sha256:0000000000000000000000000000000000000000000000000000";
 const keys = generateKeyPair("output-check-test-1");
@@ -31,8 +38,8 @@ beforeEach(async () => {
 });
 afterEach(() => rm(dir, { recursive: true, force: true }));
 
-async function stage(storePath: string, workerId: string, at: Lease = lease): Promise<void> {
-  const narInfo = formatNarInfo({ storePath, url: "nar/x.nar.zst", compression: "zstd", narHash: NAR_HASH, narSize: 8, references: [], sigs: [] });
+async function stage(storePath: string, workerId: string, at: Lease = lease, references: string[] = []): Promise<void> {
+  const narInfo = formatNarInfo({ storePath, url: "nar/x.nar.zst", compression: "zstd", narHash: NAR_HASH, narSize: 8, references, sigs: [] });
   const staged: StagedOutput = { narInfo, workerId, drvPath: at.drvPath, epoch: at.epoch, stagedAtMs: 1 };
   await storage.put("staged", stagedName(storePath, at, workerId), JSON.stringify(staged));
 }
@@ -51,7 +58,7 @@ describe("publishOutputs", () => {
   it("signs and publishes what the reporting worker staged under the lease, and records who built it", async () => {
     await stage(node.outputs.out, "w1");
     await stage(node.outputs.dev, "w1");
-    expect(await publishOutputs(publisher, node, ["j1"], report(), "w1", logger)).toBe(true);
+    expect(await accepted(publisher, node, ["j1"], report(), "w1", logger)).toBe(true);
     const info = parseNarInfo((await storage.getText("narinfo", hashPart(node.outputs.out)))!, "/tmp/nix/store");
     expect(verifyNarInfo(info, [keys.publicKey])).toBe(true);
     const prov = JSON.parse((await storage.getText("provenance", hashPart(node.outputs.out)))!) as Provenance;
@@ -62,25 +69,70 @@ describe("publishOutputs", () => {
   it("counts nothing another worker staged, an older lease's upload, a different NAR hash, or a missing output", async () => {
     await stage(node.outputs.out, "w2");
     await stage(node.outputs.dev, "w2");
-    expect(await publishOutputs(publisher, node, ["j1"], report(), "w1", logger)).toBe(false);
+    expect(await accepted(publisher, node, ["j1"], report(), "w1", logger)).toBe(false);
     await stage(node.outputs.out, "w1", { ...lease, epoch: 2 });
     await stage(node.outputs.dev, "w1", { ...lease, epoch: 2 });
-    expect(await publishOutputs(publisher, node, ["j1"], report(), "w1", logger)).toBe(false);
+    expect(await accepted(publisher, node, ["j1"], report(), "w1", logger)).toBe(false);
     await stage(node.outputs.out, "w1");
     await stage(node.outputs.dev, "w1");
-    expect(await publishOutputs(publisher, node, ["j1"], report(OTHER_HASH), "w1", logger)).toBe(false);
+    expect(await accepted(publisher, node, ["j1"], report(OTHER_HASH), "w1", logger)).toBe(false);
     await storage.remove("staged", stagedName(node.outputs.dev, lease, "w1"));
-    expect(await publishOutputs(publisher, node, ["j1"], report(), "w1", logger)).toBe(false);
+    expect(await accepted(publisher, node, ["j1"], report(), "w1", logger)).toBe(false);
+    // All or none: the output that was staged is not signed alone either.
     expect(await storage.getText("narinfo", hashPart(node.outputs.dev))).toBeNull();
+    expect(await storage.getText("narinfo", hashPart(node.outputs.out))).toBeNull();
   });
 
   it("lets an output an accepted build published before stand", async () => {
     await stage(node.outputs.out, "w1");
     await stage(node.outputs.dev, "w1");
-    expect(await publishOutputs(publisher, node, ["j1"], report(), "w1", logger)).toBe(true);
+    expect(await accepted(publisher, node, ["j1"], report(), "w1", logger)).toBe(true);
     const again: Lease = { ...lease, epoch: 4 };
-    expect(await publishOutputs(publisher, node, ["j2"], report(OTHER_HASH, again), "w2", logger)).toBe(true);
+    expect(await accepted(publisher, node, ["j2"], report(OTHER_HASH, again), "w2", logger)).toBe(true);
     expect(JSON.parse((await storage.getText("provenance", hashPart(node.outputs.out)))!).workerId).toBe("w1");
+  });
+
+  it("publishes an output that refers to a sibling output of the same build, whichever comes first", async () => {
+    const base = (p: string) => p.slice(p.lastIndexOf("/") + 1);
+    await stage(node.outputs.out, "w1", lease, [base(node.outputs.dev)]); // `out` is planned first and refers to `dev`
+    await stage(node.outputs.dev, "w1");
+    expect(await accepted(publisher, node, ["j1"], report(), "w1", logger)).toBe(true);
+    expect(parseNarInfo((await storage.getText("narinfo", hashPart(node.outputs.out)))!, "/tmp/nix/store").references).toEqual([base(node.outputs.dev)]);
+  });
+
+  it("counts a path as published from the moment its writes start: a second build accepted before they land finds it present", async () => {
+    await stage(node.outputs.out, "w1");
+    await stage(node.outputs.dev, "w1");
+    const again: Lease = { ...lease, epoch: 4 };
+    await stage(node.outputs.out, "w2", again);
+    await stage(node.outputs.dev, "w2", again);
+    const first = await publishOutputs(publisher, node, ["j1"], report(), "w1", logger);
+    const second = await publishOutputs(publisher, node, ["j2"], report(NAR_HASH, again), "w2", logger);
+    expect([first.verified, second.verified]).toEqual([true, true]);
+    await Promise.all([first.written, second.written]);
+    expect(JSON.parse((await storage.getText("provenance", hashPart(node.outputs.out)))!).workerId).toBe("w1");
+    expect(await storage.getText("staged", stagedName(node.outputs.out, again, "w2"))).not.toBeNull(); // never published: swept later
+  });
+
+  it("retries a failed write of an accepted output until it lands", async () => {
+    let failures = 2;
+    const flaky = new Proxy(storage, {
+      get: (target, key) => {
+        if (key === "prepare" && failures > 0) return () => (failures--, Promise.reject(new Error("ENOSPC: no space left on device")));
+        const v = Reflect.get(target, key) as unknown;
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const errors: string[] = [];
+    const watched = pino({ level: "error" }, { write: (line: string) => void errors.push(JSON.parse(line).msg) });
+    const onFlaky = new OutputPublisher({ storage: flaky, signingKey: parseSecretKey(keys.secretKey), logger: watched, now: () => 42 });
+    await stage(node.outputs.out, "w1");
+    await stage(node.outputs.dev, "w1");
+    expect(await accepted(onFlaky, node, ["j1"], report(), "w1", logger)).toBe(true);
+    expect(failures).toBe(0);
+    expect(errors.length).toBeGreaterThan(0); // both failures may fall in one attempt (an attempt prepares two files)
+    expect(new Set(errors)).toEqual(new Set(["writing an accepted output failed; retrying"]));
+    for (const p of Object.values(node.outputs)) expect(verifyNarInfo(parseNarInfo((await storage.getText("narinfo", hashPart(p)))!, "/tmp/nix/store"), [keys.publicKey])).toBe(true);
   });
 
   it("sweeps staged uploads whose leases ended without acceptance", async () => {

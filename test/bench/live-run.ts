@@ -51,10 +51,16 @@ export interface RunResult {
   slowestScrapeMs: number;
   failedScrapes: number;
   cpuS: number;
+  /** CPU seconds of the nats-server and of all worker processes together, over the same span. */
+  natsCpuS: number;
+  workersCpuS: number;
   peakRssMb: number;
   /** Heap growth from just before the submit to just after it was accepted (before any GC: includes garbage). */
   heapAfterSubmitMb: number;
   workersLost: number;
+  /** Mean derivations building and ready over the run's one-second samples: slots busy, and work waiting for one. */
+  meanBuilding: number;
+  meanReady: number;
 }
 
 const TOKEN = `bench-${process.pid}-${Date.now()}`;
@@ -90,6 +96,10 @@ function metric(text: string, name: string, labels = ""): number | undefined {
   const re = new RegExp(`^${name}${labels ? `\\{${labels.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\}` : ""} (\\S+)$`, "m");
   const m = re.exec(text);
   return m ? Number(m[1]) : undefined;
+}
+
+function mean(xs: number[]): number {
+  return xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -162,13 +172,13 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     await waitFor(`${spec.workers} active workers`, async () => (metric((await scrape()).text, "tmpnix_workers", 'state="active"') ?? 0) >= spec.workers, 120_000, 500);
 
     // Sample the loop once a second: each scrape answers for the window since the previous one.
-    const windows: { atMs: number; p99: number; max: number }[] = [];
+    const windows: { atMs: number; p99: number; max: number; building: number; ready: number }[] = [];
     let slowestScrapeMs = 0;
     await scrape(); // starts a fresh window
     const sample = async () => {
       const { text, ms } = await scrape();
       slowestScrapeMs = Math.max(slowestScrapeMs, ms);
-      windows.push({ atMs: Date.now(), p99: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="0.99"') ?? 0) * 1000, max: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="1"') ?? 0) * 1000 });
+      windows.push({ atMs: Date.now(), p99: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="0.99"') ?? 0) * 1000, max: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="1"') ?? 0) * 1000, building: metric(text, "tmpnix_derivations", 'state="building"') ?? 0, ready: metric(text, "tmpnix_derivations", 'state="ready"') ?? 0 });
       return text;
     };
     let failedScrapes = 0;
@@ -183,6 +193,8 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     const heapOf = (text: string) => (metric(text, "tmpnix_coordinator_nodejs_heap_size_used_bytes") ?? NaN) / 1024 ** 2;
     const heapBeforeMb = heapOf((await scrape()).text);
     const cpu0 = cpuSeconds(pid);
+    const othersCpu = () => ({ nats: cpuSeconds(nats.pid!), workers: children.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0) });
+    const others0 = othersCpu();
     const started = Date.now();
     const nodes = spec.nodes.map(nodeToWire);
     // As `farm submit` sends it: in pieces (SubmitStream).
@@ -203,6 +215,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     }
     const wallS = (Date.now() - started) / 1000;
     const cpuS = cpuSeconds(pid) - cpu0;
+    const others = othersCpu();
     const rss = peakRssMb(pid);
     sampling = false;
     await sampler;
@@ -225,9 +238,13 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       slowestScrapeMs,
       failedScrapes,
       cpuS,
+      natsCpuS: others.nats - others0.nats,
+      workersCpuS: others.workers - others0.workers,
       peakRssMb: rss,
       heapAfterSubmitMb,
       workersLost: lost,
+      meanBuilding: mean(windows.filter((w) => w.atMs >= started).map((w) => w.building)),
+      meanReady: mean(windows.filter((w) => w.atMs >= started).map((w) => w.ready)),
     };
   } finally {
     sampling = false;

@@ -68,7 +68,7 @@ const f = (v: number, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : "
 
 function row(r: RunResult): string {
   const rate = r.derivations / r.wallS;
-  return `| ${r.workers} | ${r.label} | ${r.state} | ${r.derivations} | ${f(r.wallS, 1)} | ${f(rate)} | ${f(r.ackP50Ms)} / ${f(r.ackP99Ms)} | ${f(r.loopP99Ms)} / ${f(r.loopMaxMs)} | ${f(r.slowestScrapeMs)}${r.failedScrapes ? ` (${r.failedScrapes} failed)` : ""} | ${f(r.cpuS, 1)} | ${f(r.peakRssMb)} | ${r.workersLost} |`;
+  return `| ${r.workers} | ${r.label} | ${r.state} | ${r.derivations} | ${f(r.wallS, 1)} | ${f(rate)} | ${f(r.ackP50Ms)} / ${f(r.ackP99Ms)} | ${f(r.loopP99Ms)} / ${f(r.loopMaxMs)} | ${f(r.slowestScrapeMs)}${r.failedScrapes ? ` (${r.failedScrapes} failed)` : ""} | ${f(r.cpuS, 1)} | ${f(r.natsCpuS, 1)} / ${f(r.workersCpuS, 1)} | ${f(r.peakRssMb)} | ${r.workersLost} | ${f(r.meanBuilding)} / ${f(r.meanReady)} |`;
 }
 
 async function main(): Promise<void> {
@@ -78,8 +78,8 @@ async function main(): Promise<void> {
     const roots = rootsOf(nodes);
     console.log(`# bench:live — ${what}; ${roots.length} roots; fake executor, 1 ms builds, 1 slot per worker\n`);
     console.log(`Scheduler core heap after the submit: ${f(coreBytesPerNode(nodes))} bytes per node (in-process, after GC)\n`);
-    console.log("| workers | upload path | state | derivations | wall s | drv/s | assign→accept p50 / p99 ms | loop delay p99 / max ms | slowest scrape ms | coordinator CPU s | peak RSS MB | workers lost |");
-    console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    console.log("| workers | upload path | state | derivations | wall s | drv/s | assign→accept p50 / p99 ms | loop delay p99 / max ms | slowest scrape ms | coordinator CPU s | nats / workers CPU s | peak RSS MB | workers lost | mean building / ready |");
+    console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     const results: RunResult[] = [];
     for (const n of workerCounts) {
       for (const v of baselineCounts.has(n) ? [BASELINE, OURS] : [OURS]) {
