@@ -182,7 +182,10 @@ export class DiskStorage implements CacheStorage {
   async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
     if (kind === "staged") return this.putStaged(name, data, opts);
-    return (await this.prepare(data)).commit(kind, name, opts);
+    // Build logs are diagnostics, not what the cache vouches for: not flushed, so each costs a create, not a
+    // create and an fsync. A process crash loses nothing written; a crash of the machine may lose the latest
+    // logs, as it may lose the farm's latest NATS state (JetStream syncs every 2 minutes by default).
+    return (await this.prepareFile(data, kind !== "log")).commit(kind, name, opts);
   }
 
   private async putStaged(name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean }): Promise<boolean> {
@@ -191,13 +194,17 @@ export class DiskStorage implements CacheStorage {
     return true;
   }
 
-  async prepare(data: string | Uint8Array): Promise<PreparedFile> {
+  prepare(data: string | Uint8Array): Promise<PreparedFile> {
+    return this.prepareFile(data, true);
+  }
+
+  private async prepareFile(data: string | Uint8Array, flush: boolean): Promise<PreparedFile> {
     const tmp = this.tmpPath();
     try {
       const fh = await open(tmp, "wx", 0o644);
       try {
         await fh.writeFile(data);
-        await fh.sync();
+        if (flush) await fh.sync();
       } finally {
         await fh.close();
       }

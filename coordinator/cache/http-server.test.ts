@@ -180,6 +180,12 @@ describe("cache server: uploads", () => {
     expect([r1.status, r1.text]).toEqual([400, expect.stringMatching(/claimed/)]);
     const r2 = await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-Nar-Size": String(NAR1.length - 8) });
     expect([r2.status, r2.text]).toEqual([400, expect.stringMatching(/claimed/)]);
+    // Claimed small (so taken whole in memory), sent larger: refused, not held past the claim's bound.
+    const larger = narFromTree({ file: randomBytes(900 << 10) });
+    const r3 = await rawPut(`/upload/${HP1}`, larger, { "X-Nix-Store-Path": P1, "X-Nix-Nar-Size": "200" });
+    expect([r3.status, r3.text]).toEqual([400, expect.stringMatching(/claimed/)]);
+    const r4 = await rawPut(`/upload/${HP1}`, larger, { "X-Nix-Store-Path": P1, "X-Nix-Nar-Size": String(64 << 10) });
+    expect([r4.status, r4.text]).toEqual([400, expect.stringMatching(/claimed/)]);
     expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P2 })).status).toBe(400);
     expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": `/nix/store/${HP1}-one` })).status).toBe(400);
     expect((await rawPut(`/upload/${HP1}`, NAR1, { "X-Nix-Store-Path": P1, "X-Nix-Compression": "br" })).status).toBe(400);

@@ -19,8 +19,8 @@ import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
-import { asCompression, compressGzip, compressionExtension, compressWherePays, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, signNarInfo, TooLargeError, validatedNar, type AsIsRule, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
-import { prepareAll, type CacheStorage } from "./storage.js";
+import { asCompression, compressGzip, compressionExtension, compressWherePays, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, readAllBytes, signNarInfo, TooLargeError, validatedNar, type AsIsRule, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { prepareAll, type CacheStorage, type PreparedFile } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
 export interface UploadContext {
@@ -169,6 +169,28 @@ async function singleFileOf(nar: Buffer): Promise<Buffer | undefined> {
   return Buffer.concat(parts);
 }
 
+/** A NAR claimed to be this small is taken whole and written with one write: most outputs and every .drv are. */
+const WHOLE_NAR_BYTES = 64 << 10;
+
+/**
+ * Writes an upload's stored bytes aside, uncommitted. A NAR claimed small is collected and written whole
+ * (the stream machinery cost a busy cache more than the write); any other is streamed to disk.
+ */
+async function writeAside(storage: CacheStorage, bytes: AsyncIterable<Buffer>, claimedNarSize: number | undefined): Promise<PreparedFile> {
+  if (claimedNarSize !== undefined && claimedNarSize <= WHOLE_NAR_BYTES) {
+    const max = uploadBodyLimit(claimedNarSize); // stored bytes are at most a little over the NAR's
+    return storage.prepare(await readAllBytes(bytes, { max, tooLarge: () => new HashMismatchError(`NAR is larger than the ${claimedNarSize} bytes the upload claimed`) }));
+  }
+  const staged = await storage.stage();
+  try {
+    await pipeline(Readable.from(bytes), staged.writable);
+    return staged;
+  } catch (err) {
+    await staged.discard();
+    throw err;
+  }
+}
+
 /** Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError. */
 export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant): Promise<UploadResult> {
   if (claims.narSize !== undefined && claims.narSize > ctx.maxNarBytes) throw new TooLargeError(`NAR of ${claims.narSize} bytes exceeds ${ctx.maxNarBytes}`);
@@ -190,9 +212,8 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
   // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
   const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
-  const staged = await ctx.storage.stage();
+  const staged = await writeAside(ctx.storage, hashThrough(compressed.stream, (r) => (file = r)), claims.narSize);
   try {
-    await pipeline(Readable.from(hashThrough(compressed.stream, (r) => (file = r))), staged.writable);
     const n = nar as unknown as HashResult;
     const f = file as unknown as HashResult;
     if (claims.narHash && claims.narHash !== n.hash) throw new HashMismatchError(`NAR hash is ${n.hash}, upload claimed ${claims.narHash}`);
