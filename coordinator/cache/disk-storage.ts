@@ -1,8 +1,8 @@
 // CacheStorage on a local directory: <root>/<hash>.narinfo, <root>/nar/<file>,
 // <root>/log/<drv>: the URL paths of the cache, so any static file server can
 // serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
-// fsynced, then renamed (or hard-linked, for create-if-absent) into place, so no
-// partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts),
+// fsynced (build logs excepted), then renamed (or hard-linked, for create-if-absent)
+// into place, so no partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts),
 // and staged records live in memory and in one journal (staged-journal.ts):
 // this process must be the directory's only writer.
 
