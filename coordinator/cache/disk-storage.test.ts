@@ -39,6 +39,16 @@ describe("DiskStorage", () => {
     expect((await readdir(root)).sort()).toEqual([".tmp", "abc.narinfo", "index", "log", "nar", "provenance", "staged"]);
   });
 
+  it("writes empty and multi-megabyte files whole, and leaves no temp file behind", async () => {
+    const big = Buffer.alloc(3 << 20, 7);
+    big[big.length - 1] = 9;
+    await storage.put("log", "empty.drv", "");
+    await storage.put("nar", "big.nar", big);
+    expect(await storage.getText("log", "empty.drv")).toBe("");
+    expect((await storage.getBytes("nar", "big.nar"))!.equals(big)).toBe(true);
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+  });
+
   it("first writer wins with ifAbsent; plain put replaces", async () => {
     expect(await storage.put("narinfo", "p", "first", { ifAbsent: true })).toBe(true);
     expect(await storage.put("narinfo", "p", "second", { ifAbsent: true })).toBe(false);

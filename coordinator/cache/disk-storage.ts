@@ -7,6 +7,7 @@
 // this process must be the directory's only writer.
 
 import { randomBytes } from "node:crypto";
+import { close as fsClose, fsync as fsFsync, open as fsOpen, write as fsWrite } from "node:fs";
 import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -201,13 +202,7 @@ export class DiskStorage implements CacheStorage {
   private async prepareFile(data: string | Uint8Array, flush: boolean): Promise<PreparedFile> {
     const tmp = this.tmpPath();
     try {
-      const fh = await open(tmp, "wx", 0o644);
-      try {
-        await fh.writeFile(data);
-        if (flush) await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeNewFile(tmp, typeof data === "string" ? Buffer.from(data) : data, flush);
     } catch (err) {
       await unlinkIfPresent(tmp);
       throw err;
@@ -280,6 +275,28 @@ export class DiskStorage implements CacheStorage {
     if (kind === "staged") return this.staged.remove(name);
     await unlinkIfPresent(path);
   }
+}
+
+/**
+ * Creates `path` (it must not exist) holding `bytes`, flushed to disk when `flush`. One chain of callbacks
+ * rather than a FileHandle and four promises: a busy cache creates thousands of these a second.
+ */
+function writeNewFile(path: string, bytes: Uint8Array, flush: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsOpen(path, "wx", 0o644, (openErr, fd) => {
+      if (openErr) return reject(openErr);
+      const close = (failure: Error | null) => fsClose(fd, (closeErr) => (failure || closeErr ? reject(failure ?? closeErr) : resolve()));
+      const writeFrom = (offset: number): void => {
+        if (offset >= bytes.length) {
+          if (flush) fsFsync(fd, close);
+          else close(null);
+          return;
+        }
+        fsWrite(fd, bytes, offset, bytes.length - offset, null, (writeErr, written) => (writeErr ? close(writeErr) : writeFrom(offset + written)));
+      };
+      writeFrom(0);
+    });
+  });
 }
 
 /** Removes one file; no error if it is absent. */
