@@ -129,12 +129,8 @@ export class OutputPublisher {
       if (reportedNarHash && reportedNarHash !== info.narHash) logger.warn({ storePath, worker: workerId, reported: reportedNarHash, published: info.narHash }, "output differs from the accepted build published before (that one stands)");
       return { outcome: "present" };
     }
-    const name = stagedName(storePath, lease, workerId);
-    const raw = await storage.getText("staged", name);
-    if (raw === null) return { outcome: "missing" };
-    const staged = JSON.parse(raw) as StagedOutput;
-    const unsigned: NarInfo = parseNarInfo(staged.narInfo, storeDir);
-    if (unsigned.storePath !== storePath || staged.workerId !== workerId || staged.drvPath !== lease.drvPath || staged.epoch !== lease.epoch) return { outcome: "missing" };
+    const unsigned = await this.staged(storePath, lease, workerId);
+    if (unsigned === null) return { outcome: "missing" };
     if (reportedNarHash && reportedNarHash !== unsigned.narHash) {
       logger.warn({ storePath, worker: workerId, reported: reportedNarHash, staged: unsigned.narHash }, "reported output is not what was uploaded");
       return { outcome: "missing" };
@@ -153,7 +149,7 @@ export class OutputPublisher {
       storePath,
       narInfo: formatNarInfo(signNarInfo(unsigned, this.d.signingKey)),
       provenance: JSON.stringify(provenance),
-      stagedName: name,
+      stagedName: stagedName(storePath, lease, workerId),
       log: { storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize },
     };
   }
