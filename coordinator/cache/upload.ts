@@ -199,7 +199,9 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   if (existing && grant.kind === "output") return { status: 200, narInfo: existing };
   if (existing && claims.narHash) return settleAgainstExisting(existing, claims.narHash, claims.storePath);
   const selfBase = claims.storePath.slice(ctx.storeDir.length + 1);
-  for (const ref of claims.references) {
+  // A build output's references are checked when its build is accepted (staged-output.ts), where the other
+  // outputs of the same build count: `dev` referring to `out` is staged before either is published.
+  for (const ref of grant.kind === "output" ? [] : claims.references) {
     if (ref !== selfBase && !(await isPublished(ctx.storage, ref, ctx.storeDir))) {
       throw new MissingReferenceError(`reference ${ref} is not in the cache; upload it first`);
     }
