@@ -6,7 +6,7 @@ import { EffectRunner, workerMessage } from "./effect-runner.js";
 const abort: Effect = { kind: "abort", workerId: "w1", lease: { drvPath: "/p", epoch: 2 }, reason: "stale" };
 
 describe("EffectRunner", () => {
-  it("runs events one at a time and delivers each event's effects only after they are stored", async () => {
+  it("computes the next event while one is stored, but stores and delivers each only after the one before it", async () => {
     const log: string[] = [];
     let release!: () => void;
     const stalled = new Promise<void>((r) => (release = r));
@@ -21,11 +21,32 @@ describe("EffectRunner", () => {
     await new Promise((r) => setTimeout(r, 5));
     const second = runner.step("second", () => (log.push("event second"), []), () => []);
     await new Promise((r) => setTimeout(r, 5));
-    expect(log).toEqual(["event first at 5", "persist first"]);
+    expect(log).toEqual(["event first at 5", "persist first", "event second"]);
     release();
     expect(await first).toEqual([abort]);
     await second;
-    expect(log).toEqual(["event first at 5", "persist first", "deliver 1", "event second", "persist second", "deliver 0"]);
+    expect(log).toEqual(["event first at 5", "persist first", "event second", "deliver 1", "persist second", "deliver 0"]);
+  });
+
+  it("computes at most four batches ahead of the store, and delivers them all in order once it is back", async () => {
+    const computed: string[] = [];
+    const persisted: string[] = [];
+    const delivered: string[] = [];
+    let release!: () => void;
+    const stalled = new Promise<void>((r) => (release = r));
+    const store = { persist: async (what: string) => (persisted.push(what), stalled) };
+    const runner = new EffectRunner(new VirtualClock(0), store, (effects) => effects.forEach((e) => delivered.push(e.kind === "abort" ? e.reason : e.kind)));
+    const steps: Promise<Effect[]>[] = [];
+    for (const name of ["a", "b", "c", "d", "e", "f"]) {
+      steps.push(runner.step(name, () => (computed.push(name), [{ ...abort, reason: name }])));
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(computed).toEqual(["a", "b", "c", "d"]);
+    expect(persisted).toEqual(["a"]); // each persists only once the one before it is delivered
+    release();
+    await Promise.all(steps);
+    expect(delivered).toEqual(["a", "b", "c", "d", "e", "f"]);
+    expect(persisted.join(" ")).toMatch(/^a b c d e/);
   });
 
   it("persists the events that queued behind a write as one batch, then delivers each in order", async () => {

@@ -11,6 +11,14 @@
 // (an accepted result's files in the cache): the next event's prepare runs at
 // once, and the batch's writes are awaited together before it persists. A
 // turn is then as long as a decision, not as long as an fsync.
+//
+// Pipelined: while one batch waits for its writes and its persist, the next
+// is computed (up to MAX_BATCHES_IN_FLIGHT). Batches still persist and deliver
+// strictly in order, each after the one before it, so what a worker hears is
+// always stored, and in the order it was decided. A result no longer waits in
+// the queue for the fsyncs of the batch before it (most of its latency on the
+// full nixpkgs graph). A failed persist only comes at shutdown or when fenced,
+// and fails the batches computed after it too.
 import type { Clock } from "../core/clock.js";
 import type { Effect } from "../core/effects.js";
 import { assignmentToWire } from "../../proto/convert/mod.js";
@@ -36,6 +44,8 @@ interface QueuedEvent {
 export class EffectRunner {
   private queued: QueuedEvent[] = [];
   private running: Promise<void> | null = null;
+  /** Set while a drain with nothing queued waits on its oldest batch: a new event wakes it. */
+  private wake: (() => void) | null = null;
 
   constructor(
     private readonly clock: Clock,
@@ -74,19 +84,32 @@ export class EffectRunner {
   ): Promise<Effect[]> {
     return new Promise<Effect[]>((resolve, reject) => {
       this.queued.push({ what, prepare, event: event as QueuedEvent["event"], first: opts.first, writes: opts.writes as QueuedEvent["writes"], resolve, reject });
+      this.wake?.();
       this.running ??= this.drain();
     });
   }
 
   private async drain(): Promise<void> {
+    // Batches whose writes, persist or delivery are still to come, oldest first. Each commits after the one
+    // before it: stores persist in order and effects go out in order, while the next batch is computed.
+    const committing: Promise<void>[] = [];
     for (;;) {
       if (this.queued.length === 0) {
+        if (committing.length > 0) {
+          // Whichever comes first: the oldest batch is delivered, or a new event is queued (computed at once).
+          const oldest = committing[0];
+          const queuedOne = new Promise<void>((resolve) => (this.wake = resolve));
+          const done = await Promise.race([oldest.then(() => true, () => true), queuedOne.then(() => false)]);
+          this.wake = null;
+          if (done) committing.shift();
+          continue;
+        }
         // Cleared in the same turn the queue is found empty: an event queued by a caller resumed from this
         // drain's last delivery must start a new drain, not wait behind one that has ended.
         this.running = null;
         return;
       }
-      const batch: { q: QueuedEvent; effects: Effect[] }[] = [];
+      const batch: BatchEntry[] = [];
       const writes: Promise<void>[] = [];
       let computeMs = 0;
       const started = performance.now();
@@ -107,29 +130,48 @@ export class EffectRunner {
         }
       }
       if (batch.length === 0) continue;
+      const commit = this.commit(batch, writes, committing.at(-1));
+      commit.catch(() => undefined); // its events were rejected; the batch after it sees the failure through `before`
+      committing.push(commit);
       // A long compute (a slice of a big submit) and the start of its writes would be one long turn of the loop.
       if (computeMs > YIELD_AFTER_MS) await new Promise((r) => setImmediate(r));
+      // Bounded: computed state may run only so far ahead of what is stored.
+      if (committing.length >= MAX_BATCHES_IN_FLIGHT) await committing.shift()!.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Stores and delivers one batch: once its writes have landed and the batch before it is delivered, it
+   * persists, then delivers in order. A batch before it that failed fails it too: its state followed from that one's.
+   */
+  private async commit(batch: BatchEntry[], writes: Promise<void>[], before: Promise<void> | undefined): Promise<void> {
+    try {
+      // Retried by their writer until they land; a rejection means it stopped (shutdown), like a failed persist.
+      if (writes.length > 0) await Promise.all(writes);
+      if (before) await before;
+      const what = batch.length === 1 ? batch[0].q.what : `${batch[0].q.what} and ${batch.length - 1} more`;
+      await this.store.persist(what, batch.length === 1 ? batch[0].effects : batch.flatMap((b) => b.effects));
+    } catch (err) {
+      for (const b of batch) b.q.reject(err);
+      throw err;
+    }
+    for (const { q, effects } of batch) {
+      const t = performance.now();
       try {
-        const what = batch.length === 1 ? batch[0].q.what : `${batch[0].q.what} and ${batch.length - 1} more`;
-        // Retried by their writer until they land; a rejection means it stopped (shutdown), like a failed persist.
-        if (writes.length > 0) await Promise.all(writes);
-        await this.store.persist(what, batch.length === 1 ? batch[0].effects : batch.flatMap((b) => b.effects));
+        this.deliver(q.first ? q.first(effects) : effects);
+        this.timed(q.what, "deliver", t);
+        q.resolve(effects);
       } catch (err) {
-        for (const b of batch) b.q.reject(err);
-        continue;
-      }
-      for (const { q, effects } of batch) {
-        const t = performance.now();
-        try {
-          this.deliver(q.first ? q.first(effects) : effects);
-          this.timed(q.what, "deliver", t);
-          q.resolve(effects);
-        } catch (err) {
-          q.reject(err);
-        }
+        q.reject(err);
       }
     }
   }
+}
+
+/** A computed event of a batch, waiting to be stored and delivered. */
+interface BatchEntry {
+  q: QueuedEvent;
+  effects: Effect[];
 }
 
 /** A synchronous part of an event longer than this is reported (heartbeats wait behind it). */
@@ -138,6 +180,8 @@ export const SLOW_EVENT_MS = 100;
 const YIELD_AFTER_MS = 20;
 /** Events persisted together at most. */
 const MAX_BATCH_EVENTS = 256;
+/** Batches computed but not yet stored and delivered, at most. */
+const MAX_BATCHES_IN_FLIGHT = 4;
 
 /** The message an effect sends to a worker, or null for effects that send none. */
 export function workerMessage(e: Effect): { workerId: string; msg: CoordinatorMessage } | null {

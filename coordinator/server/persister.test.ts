@@ -38,6 +38,26 @@ describe("Persister", () => {
     expect(p.holdsLosses(clock.now() + 5000)).toBe(false);
   });
 
+  it("holds worker losses while a write is being retried: events computed meanwhile see the stall", async () => {
+    const clock = new VirtualClock(1000);
+    let down = true;
+    const store = flakyStore(0);
+    await store.load();
+    const putDrvs = store.putDrvs.bind(store);
+    store.putDrvs = async (records) => {
+      if (down) throw new TransientError("nats is away");
+      return putDrvs(records);
+    };
+    const p = new Persister(store, clock, logger, { lossHoldMs: 5000, minWaitMs: 1, maxWaitMs: 2 });
+    const pending = p.persist("submit", effects);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(p.holdsLosses(clock.now() + 60_000)).toBe(true); // however long it lasts
+    down = false;
+    await pending;
+    expect(p.holdsLosses(clock.now() + 4999)).toBe(true);
+    expect(p.holdsLosses(clock.now() + 5000)).toBe(false);
+  });
+
   it("once stopped (the coordinator shutting down), fails a write instead of retrying it against a closing store", async () => {
     const clock = new VirtualClock(1000);
     const store = flakyStore(1_000_000);
@@ -48,6 +68,7 @@ describe("Persister", () => {
     p.stop();
     await expect(pending).rejects.toThrow(/nats is away/);
     await expect(p.persist("disconnect", effects)).rejects.toThrow(/nats is away/);
+    expect(p.holdsLosses(clock.now())).toBe(false); // no write is being retried any more
   });
 
   it("does not hold losses when writes go through the first time", async () => {

@@ -23,6 +23,8 @@ export interface PersisterOptions {
 /** Persists effects with retries and remembers when the store last stalled. */
 export class Persister {
   private holdUntil = 0;
+  /** Writes being retried now: the runner computes ahead of the store, so a tick may come while one is. */
+  private retrying = 0;
   private stopped = false;
 
   constructor(
@@ -41,19 +43,26 @@ export class Persister {
       try {
         await applyEffects(this.store, effects);
         if (attempt > 1) {
+          this.retrying--;
           const stalledMs = this.clock.now() - started;
           this.holdUntil = this.clock.now() + this.opts.lossHoldMs;
           this.logger.warn({ what, attempts: attempt, stalledMs, holdLossesMs: this.opts.lossHoldMs }, "state persisted again after a store outage");
         }
         return;
       } catch (err) {
+        const failing = attempt > 1;
         if (err instanceof StoreConflictError) {
+          if (failing) this.retrying--;
           this.logger.fatal({ err, what }, "another coordinator changed the farm state; stopping");
           this.onFenced?.(err);
           throw err;
         }
         // Shutting down: a write that fails now would be retried against a closed store forever.
-        if (this.stopped) throw err;
+        if (this.stopped) {
+          if (failing) this.retrying--;
+          throw err;
+        }
+        if (!failing) this.retrying++;
         const waitMs = Math.min(this.opts.maxWaitMs ?? 1000, (this.opts.minWaitMs ?? 100) * 2 ** Math.min(attempt - 1, 10));
         this.logger.warn({ err: (err as Error).message, what, attempt, waitMs }, "persisting state failed; retrying");
         await new Promise((r) => setTimeout(r, waitMs));
@@ -71,8 +80,8 @@ export class Persister {
     return this.stopped;
   }
 
-  /** True while workers' deadlines should not count (just after a store stall held their heartbeats back). */
+  /** True while workers' deadlines should not count: during a store stall, and just after it (it held their heartbeats back). */
   holdsLosses(now: number): boolean {
-    return now < this.holdUntil;
+    return this.retrying > 0 || now < this.holdUntil;
   }
 }
