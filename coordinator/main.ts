@@ -15,7 +15,8 @@ import { coordinatorSchema, resolveCoordinatorConfig, type CoordinatorConfig } f
 import { ensureSigningKey } from "./signing-key.js";
 import { TokenRegistry } from "./server/auth.js";
 import { DiskStorage } from "./cache/disk-storage.js";
-import { createCacheHandler } from "./cache/http-server.js";
+import { createCacheHandler, uploadContextOf } from "./cache/http-server.js";
+import { InlineOutputStager } from "./cache/inline-output.js";
 import type { StoredNarCompression } from "./cache/upload.js";
 import { grpcServerCredentials, readServerTls } from "../proto/tls.js";
 import { openNatsStore } from "./server/open-store.js";
@@ -80,7 +81,8 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
   const authorizeUpload = uploadAuthority(tokens, () => scheduler ?? { drv: () => undefined }, credentials);
 
   const storage = await DiskStorage.open(path.join(config.dataDir, "cache"));
-  const cacheHandler = createCacheHandler({ storage, storeDir: config.storeDir, secretKey: key.secretKey, authorizeUpload, maxNarBytes: config.maxNarBytes, narCompression: config.narCompression as StoredNarCompression, logger: logger.child({ part: "cache" }) });
+  const cacheOptions = { storage, storeDir: config.storeDir, secretKey: key.secretKey, authorizeUpload, maxNarBytes: config.maxNarBytes, narCompression: config.narCompression as StoredNarCompression, logger: logger.child({ part: "cache" }) };
+  const cacheHandler = createCacheHandler(cacheOptions);
   const cacheServer = tls ? https.createServer({ cert: tls.cert, key: tls.key }, cacheHandler) : http.createServer(cacheHandler);
   const cacheAddr = hostPort(config.cacheListen);
   await new Promise<void>((resolve, reject) => cacheServer.once("error", reject).listen(cacheAddr.port, cacheAddr.host, resolve));
@@ -104,6 +106,7 @@ export async function startCoordinator(config: CoordinatorConfig, logger: pino.L
     onFenced: () => process.exit(3),
     trustSubmittedNodes: config.trustSubmittedNodes,
     publisher,
+    inlineOutputs: new InlineOutputStager(uploadContextOf(cacheOptions)),
     credentials,
     packages,
   });

@@ -91,6 +91,15 @@ export interface BuiltOutput {
   path: StorePath;
   narHash: string;
   narSize: number;
+  /** A small output's NAR, sent in the report instead of uploaded (see INLINE_NAR_MAX_BYTES). */
+  inline?: InlineNar;
+}
+
+/** An output's NAR carried in its build report, and what an upload's headers would have said of it. */
+export interface InlineNar {
+  nar: Uint8Array;
+  /** Store base names. */
+  references: string[];
 }
 
 /** A worker's report of one build attempt. */

@@ -6,6 +6,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { FakeExecutor, loadFakeModel, singleFileNar } from "./fake-executor.js";
+import { HashCounter } from "../proto/nix/mod.js";
 
 const S = "/tmp/nix/store";
 let cache: TestCache;
@@ -37,10 +38,23 @@ describe("FakeExecutor", () => {
   const lease = { drvPath: `${S}/0123456789abcdfghijklmnpqrsvwxyz-fake.drv`, epoch: 1 };
   const spec = { lease, name: "fake", outputs: { out: `${S}/zyxwvsrqpnmlkjihgfdcba9876543210-fake`, dev: `${S}/zyxwvsrqpnmlkjihgfdcba987654321a-fake-dev` }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0 };
 
-  it("sleeps for the modelled time and uploads every output to the cache", async () => {
+  it("sends each output's NAR in its report, the bytes of the hash it reports", async () => {
+    const ex = new FakeExecutor({ model: { durations: {}, defaultMs: 1 }, makeCache: () => cache.client(), logger: pino({ level: "silent" }) });
+    const r = await ex.run(spec, { cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, signal: new AbortController().signal, onLog: () => {} });
+    expect(r.outcome).toBe("succeeded");
+    for (const o of r.outputs) {
+      const counter = new HashCounter();
+      counter.update(o.inline!.nar);
+      expect(counter.result()).toEqual({ hash: o.narHash, size: o.narSize });
+      expect(o.inline!.references).toEqual([]);
+      expect(await cache.client().narInfo(o.path)).toBeNull(); // nothing uploaded
+    }
+  });
+
+  it("sleeps for the modelled time and, not inline, uploads every output to the cache", async () => {
     const modelFile = path.join(dir, "model.json");
     writeFileSync(modelFile, JSON.stringify({ fake: 150 }));
-    const ex = new FakeExecutor({ model: loadFakeModel(modelFile, 1), makeCache: () => cache.client(), logger: pino({ level: "silent" }) });
+    const ex = new FakeExecutor({ model: loadFakeModel(modelFile, 1), makeCache: () => cache.client(), logger: pino({ level: "silent" }), inline: false });
     const lines: string[] = [];
     const r = await ex.run(spec, { cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, signal: new AbortController().signal, onLog: (l) => lines.push(...l) });
     expect(r.outcome).toBe("succeeded");
@@ -56,7 +70,7 @@ describe("FakeExecutor", () => {
     const ex = new FakeExecutor({ model, makeCache: () => cache.client(), logger: pino({ level: "silent" }) });
     setTimeout(() => ac.abort("stop"), 50);
     expect((await ex.run(spec, { cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, signal: ac.signal, onLog: () => {} })).outcome).toBe("aborted");
-    const noToken = new FakeExecutor({ model: { durations: {}, defaultMs: 0 }, makeCache: () => cache.client({ token: "nope" }), logger: pino({ level: "silent" }) });
+    const noToken = new FakeExecutor({ model: { durations: {}, defaultMs: 0 }, makeCache: () => cache.client({ token: "nope" }), logger: pino({ level: "silent" }), inline: false });
     const r = await noToken.run(spec, { cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, signal: new AbortController().signal, onLog: () => {} });
     expect(r.outcome).toBe("upload-failed");
     expect(r.error).toMatch(/403/);

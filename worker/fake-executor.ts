@@ -1,6 +1,7 @@
 // An executor for load tests on machines without Nix: it "builds" by sleeping
-// for a modelled duration, then uploads a tiny deterministic NAR per output so
-// the coordinator's "outputs verified in the cache" check stays real.
+// for a modelled duration, then sends a tiny deterministic NAR per output (in
+// its report, or uploaded) so the coordinator's "outputs verified in the cache"
+// check stays real.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
@@ -38,7 +39,8 @@ export function singleFileNar(contents: string | Uint8Array): Buffer {
 
 /** Sleeps, then uploads a small NAR for each output. */
 export class FakeExecutor implements Executor {
-  constructor(private readonly opts: { model: FakeModel; makeCache: CacheFactory; logger: Logger; counters?: TransferCounters }) {}
+  /** `inline: false` uploads each output to the cache rather than sending it in the report. */
+  constructor(private readonly opts: { model: FakeModel; makeCache: CacheFactory; logger: Logger; counters?: TransferCounters; inline?: boolean }) {}
 
   async run(a: AssignmentSpec, ctx: ExecutorContext): Promise<BuildReport> {
     const started = Date.now();
@@ -50,7 +52,6 @@ export class FakeExecutor implements Executor {
     } catch {
       return failureReport(a, "aborted", `aborted: ${String(ctx.signal.reason ?? "requested")}`, started);
     }
-    const cache = this.opts.makeCache(ctx);
     const nars = Object.values(a.outputs).map((storePath) => singleFileNar(`fake output ${storePath}\n`));
     ctx.onBuilt?.(nars.reduce((sum, nar) => sum + nar.length, 0));
     const outputs: BuiltOutput[] = [];
@@ -60,15 +61,21 @@ export class FakeExecutor implements Executor {
       const nar = nars[i];
       const counter = new HashCounter();
       counter.update(nar);
+      const { hash, size } = counter.result();
+      const output: BuiltOutput = { name, path: storePath, narHash: hash, narSize: size };
+      if (this.opts.inline !== false) {
+        // Small, as real outputs up to INLINE_NAR_MAX_BYTES are: sent in the report, as the Nix executor does.
+        outputs.push({ ...output, inline: { nar, references: [] } });
+        continue;
+      }
       try {
         const grant = ctx.grant?.() ?? a;
-        await cache.upload({ storePath, references: [], deriver: a.lease.drvPath, narStream: (async function* () { yield nar; })(), lease: grant.lease, token: grant.uploadCredential });
+        await this.opts.makeCache(ctx).upload({ storePath, references: [], deriver: a.lease.drvPath, narStream: (async function* () { yield nar; })(), lease: grant.lease, token: grant.uploadCredential });
       } catch (err) {
         return failureReport(a, "upload-failed", `uploading ${storePath} failed: ${(err as Error).message}`, started);
       }
       this.opts.counters?.uploaded(nar.length);
-      const { hash, size } = counter.result();
-      outputs.push({ name, path: storePath, narHash: hash, narSize: size });
+      outputs.push(output);
     }
     ctx.onLog([`[fake] built ${a.name}`]);
     return { lease: a.lease, outcome: "succeeded", outputs, durationMs: Date.now() - started, peakMemoryBytes: 1024 * 1024, cores: a.cores, error: "" };

@@ -8,6 +8,7 @@ import { execa } from "execa";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { FakeCoordinator } from "./testing/fake-coordinator.js";
+import { PROTOCOL_VERSION } from "../proto/convert/mod.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const MAIN = path.join(ROOT, "dist/worker/main.js");
@@ -66,7 +67,7 @@ describe("worker process", () => {
     const s = await coord.stream(0);
     const join = await s.next("join");
     expect(join.workerId).toMatch(/-[0-9a-f]{8}$/);
-    s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
+    s.send({ $case: "welcome", value: { protocolVersion: PROTOCOL_VERSION, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
     // Paths in the store dir the worker joined with (NIX_STORE_DIR), as a real coordinator's would be.
     const store = join.storeDir;
     const lease = { drvPath: `${store}/0123456789abcdfghijklmnpqrsvwxyz-x.drv`, epoch: 1 };
@@ -87,7 +88,7 @@ describe("worker process", () => {
     const w = startWorker({ COORDINATOR_URL: coord.address, FARM_TOKEN: cache.token, FARM_FAKE_BUILD_MS: "1500", FARM_DRAIN_GRACE: "20s", NIX_STORE_DIR: "/tmp/nix/store", NIX_STATE_DIR: path.join(os.tmpdir(), "unused-state"), FARM_WORKER_ID: "w-drain" });
     const s = await coord.stream(0);
     await s.next("join");
-    s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
+    s.send({ $case: "welcome", value: { protocolVersion: PROTOCOL_VERSION, sessionId: "s", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 200, abort: [] } });
     const lease = { drvPath: "/tmp/nix/store/1123456789abcdfghijklmnpqrsvwxyz-y.drv", epoch: 3 };
     s.send({ $case: "assign", value: { lease, outputs: { out: "/tmp/nix/store/1yxwvsrqpnmlkjihgfdcba9876543210-y" }, inputPaths: [], cores: 1, memoryLimitBytes: 0, timeoutMs: 0, name: "y", estimatedDurationMs: 2000, uploadCredential: "" } });
     await s.next("log");

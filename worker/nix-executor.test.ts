@@ -8,7 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { topoSortByReferences } from "../proto/nix/mod.js";
+import { HashCounter, topoSortByReferences } from "../proto/nix/mod.js";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { destroyNixEnv, makeAltRoot, makeNixEnv, nixLines, runNix, type TestNixEnv as TestNix } from "../proto/nix/testing/nix-env.js";
 import type { AssignmentSpec, BuildReport } from "../proto/types.js";
@@ -32,6 +32,8 @@ in rec {
     for i in 1 2 3; do echo line-$i; done
     mkdir $out; cat \${dep} > $out/copied; ln -s \${dep} $out/dep
   '';
+  # Over INLINE_NAR_MAX_BYTES: uploaded to the cache rather than sent in the report.
+  wide = mk "wk-wide" "echo \${dep} > $out; head -c 100000 /dev/zero >> $out";
   bad = mk "wk-bad" "echo about to fail; exit 2";
   hog = mk "wk-hog" "head -c 300000000 /dev/zero | tail | sleep 20; touch $out";
   sleeper = mk "wk-sleeper" "echo pid=$$; sleep 60; touch $out";
@@ -81,12 +83,12 @@ beforeAll(async () => {
   cache = await startTestCache(nix.storeDir);
   const expr = path.join(nix.dir, "w.nix");
   await writeFile(expr, EXPR);
-  for (const attr of ["dep", "top", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy", "nondet", "onNondet", "parent1", "parent2", "parent3", "heldInSession"]) {
+  for (const attr of ["dep", "top", "wide", "bad", "hog", "sleeper", "orphan", "needs", "lonely", "flood", "after", "quick", "held", "greedy", "nondet", "onNondet", "parent1", "parent2", "parent3", "heldInSession"]) {
     [drvs[attr]] = await nixLines(nix, "nix-instantiate", [expr, "-A", attr], { altRoot: submitter });
     [outs[attr]] = await nixLines(nix, "nix-store", ["-q", "--outputs", drvs[attr]], { altRoot: submitter });
   }
   await nixLines(nix, "nix-store", ["-r", drvs.dep, drvs.nondet], { altRoot: submitter });
-  await uploadFromSubmitter([drvs.top, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy, drvs.onNondet, drvs.parent1, drvs.parent2, drvs.parent3, drvs.heldInSession]);
+  await uploadFromSubmitter([drvs.top, drvs.wide, drvs.bad, drvs.hog, drvs.sleeper, drvs.after, drvs.needs, drvs.flood, outs.dep, drvs.quick, drvs.held, drvs.greedy, drvs.onNondet, drvs.parent1, drvs.parent2, drvs.parent3, drvs.heldInSession]);
 }, 120_000);
 
 afterAll(async () => {
@@ -132,7 +134,7 @@ async function validInWorker(p: string): Promise<boolean> {
 }
 
 describe("NixExecutor with real Nix", () => {
-  it("fetches the drv closure and inputs through the cache, builds, streams logs and uploads outputs", async () => {
+  it("fetches the drv closure and inputs through the cache, builds, streams logs and sends a small output in its report", async () => {
     expect(await validInWorker(outs.dep)).toBe(false);
     const { report, lines, built } = await run("top", { inputPaths: [outs.dep], cores: 3 });
     expect(report.error).toBe("");
@@ -144,17 +146,34 @@ describe("NixExecutor with real Nix", () => {
     expect(lines.some((l) => l.includes(`copying path '${outs.dep}' from '${cache.url}'`))).toBe(true);
     expect(lines.some((l) => l.includes(`building '${drvs.dep}'`))).toBe(false);
     expect(await validInWorker(outs.dep)).toBe(true);
-    // The output is in the cache with the hash the worker reported.
+    // The output is small: its NAR (what `nix-store --dump` gives) and references travel in the report, not to the cache.
     expect(report.outputs).toHaveLength(1);
-    const info = await cache.client().narInfo(outs.top);
+    const [out] = report.outputs;
+    const dumped = Buffer.from((await runNix(nix, "nix-store", ["--dump", outs.top])).stdout);
+    expect(Buffer.from(out.inline!.nar).equals(dumped)).toBe(true);
+    expect(out.narSize).toBe(dumped.length);
+    const counter = new HashCounter();
+    counter.update(dumped);
+    expect(out.narHash).toBe(counter.result().hash);
+    expect(out.inline!.references).toEqual([path.basename(outs.dep)]);
+    expect(await cache.client().narInfo(outs.top)).toBeNull();
+    expect(built).toEqual([out.narSize]); // said once the builder was done, before the NAR was read
+    expect(report.peakMemoryBytes).toBeGreaterThan(0);
+    expect(await cache.client().getLog(drvs.top)).toBeNull(); // logs travel only over the coordinator stream, which stores them
+  }, 60_000);
+
+  it("uploads an output too big for its report to the cache, with its references and deriver", async () => {
+    const { report } = await run("wide", { inputPaths: [outs.dep] });
+    expect(report.error).toBe("");
+    expect(report.outputs).toHaveLength(1);
+    expect(report.outputs[0].inline).toBeUndefined();
+    const info = await cache.client().narInfo(outs.wide);
     expect(info).not.toBeNull();
     expect(info!.narHash).toBe(report.outputs[0].narHash);
     expect(info!.narSize).toBe(report.outputs[0].narSize);
-    expect(built).toEqual([report.outputs[0].narSize]); // said once the builder was done, before the upload
+    expect(info!.narSize).toBeGreaterThan(100_000);
     expect(info!.references).toEqual([path.basename(outs.dep)]);
-    expect(info!.deriver).toBe(path.basename(drvs.top));
-    expect(report.peakMemoryBytes).toBeGreaterThan(0);
-    expect(await cache.client().getLog(drvs.top)).toBeNull(); // logs travel only over the coordinator stream, which stores them
+    expect(info!.deriver).toBe(path.basename(drvs.wide));
   }, 60_000);
 
   it("drops an output of its own that the farm published differently before using it as an input, and builds on the published one", async () => {

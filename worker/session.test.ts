@@ -6,10 +6,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startTestCache, type TestCache } from "../test/fixtures/cache-server.js";
 import { BuildStatus, WorkerServiceClient, type Assignment } from "../proto/gen/farm.js";
 import { BuildRunner } from "./build-runner.js";
-import { FakeExecutor } from "./fake-executor.js";
+import { FakeExecutor, singleFileNar } from "./fake-executor.js";
+import { HashCounter } from "../proto/nix/mod.js";
 import { connectLoop } from "./reconnect.js";
 import { runOnce, type SessionOptions } from "./session.js";
 import { FakeCoordinator, type FakeStream } from "./testing/fake-coordinator.js";
+import { PROTOCOL_VERSION } from "../proto/convert/mod.js";
 
 const STORE = "/tmp/nix/store";
 const H = "0123456789abcdfghijklmnpqrsvwxyz"; // a valid 32-char nix32 hash part
@@ -55,7 +57,7 @@ async function setup(durations: Record<string, number> = {}, token = TOKEN) {
 }
 
 function welcome(s: FakeStream, extra: { abort?: { drvPath: string; epoch: number }[] } = {}) {
-  s.send({ $case: "welcome", value: { protocolVersion: 1, sessionId: "sess", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 100, abort: extra.abort ?? [] } });
+  s.send({ $case: "welcome", value: { protocolVersion: PROTOCOL_VERSION, sessionId: "sess", cacheUrl: cache.url, cachePublicKey: cache.keys.publicKey, heartbeatIntervalMs: 100, abort: extra.abort ?? [] } });
 }
 
 function assignment(name: string, epoch = 1, estimatedDurationMs = 0): Assignment {
@@ -74,12 +76,12 @@ function assignment(name: string, epoch = 1, estimatedDurationMs = 0): Assignmen
 }
 
 describe("runOnce", () => {
-  it("joins, heartbeats, runs an assignment, streams its log and reports outputs that are in the cache", async () => {
+  it("joins, heartbeats, runs an assignment, streams its log and reports its outputs, a small one's NAR inline", async () => {
     const { opts } = await setup({ hello: 50 });
     const ended = runOnce(opts);
     const s = await coord.stream(0);
     const join = await s.next("join");
-    expect(join).toMatchObject({ protocolVersion: 1, workerId: "w-test", storeDir: STORE, cores: 2, maxBuilds: 2, running: [], maxLifetimeSeconds: 3600 });
+    expect(join).toMatchObject({ protocolVersion: PROTOCOL_VERSION, workerId: "w-test", storeDir: STORE, cores: 2, maxBuilds: 2, running: [], maxLifetimeSeconds: 3600 });
     welcome(s);
     const hb = await s.next("heartbeat");
     expect(hb).toMatchObject({ freeMemoryBytes: 123 << 20, freeDiskBytes: 456 << 20, uptimeSeconds: 43, running: [] });
@@ -94,9 +96,10 @@ describe("runOnce", () => {
     expect(result.status).toBe(BuildStatus.BUILD_STATUS_SUCCEEDED);
     expect(result.lease).toEqual(a.lease);
     expect(result.outputs).toHaveLength(1);
-    const info = await cache.client().narInfo(a.outputs.out);
-    expect(info?.narHash).toBe(result.outputs[0].narHash);
-    expect(info?.deriver).toBe(a.lease!.drvPath.slice(STORE.length + 1));
+    expect(result.outputs[0].nar.equals(singleFileNar(`fake output ${a.outputs.out}\n`))).toBe(true);
+    const counter = new HashCounter();
+    counter.update(result.outputs[0].nar);
+    expect(counter.result()).toEqual({ hash: result.outputs[0].narHash, size: result.outputs[0].narSize });
 
     s.close();
     expect(await ended).toMatchObject({ kind: "closed", welcomed: true });

@@ -141,10 +141,15 @@ async function serveFile(storage: CacheStorage, kind: CacheFileKind, name: strin
   await pipeline(file.stream, res);
 }
 
+/** What uploads to a cache with these options run with (its HTTP uploads, and build reports' inline outputs). */
+export function uploadContextOf(opts: CacheServerOptions): UploadContext {
+  assertStoreDir(opts.storeDir);
+  return { storage: opts.storage, storeDir: opts.storeDir, signingKey: parseSecretKey(opts.secretKey), maxNarBytes: opts.maxNarBytes, narCompression: opts.narCompression ?? "gzip", logger: opts.logger };
+}
+
 /** Builds the request handler (usable without a listening server, e.g. behind another one). */
 export function createCacheHandler(opts: CacheServerOptions): RequestListener {
-  assertStoreDir(opts.storeDir);
-  const ctx: UploadContext = { storage: opts.storage, storeDir: opts.storeDir, signingKey: parseSecretKey(opts.secretKey), maxNarBytes: opts.maxNarBytes, narCompression: opts.narCompression ?? "gzip", logger: opts.logger };
+  const ctx = uploadContextOf(opts);
   const cacheInfo = `StoreDir: ${opts.storeDir}\nWantMassQuery: 1\nPriority: ${opts.priority ?? 30}\n`;
   // Each uploader's uploads in flight: an authenticated caller still can't hold the server's disk and CPU alone.
   const inFlight = new Map<string, number>();

@@ -11,6 +11,7 @@ import type { BuildReport, DrvNode, DrvPath, Lease, WorkerInfo } from "../core/t
 import type { FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
 import type { OutputPublisher } from "../cache/staged-output.js";
+import type { InlineOutputStager } from "../cache/inline-output.js";
 import { baseName, hashPart, mapLimit } from "../../proto/nix/mod.js";
 import { PROTOCOL_VERSION } from "../../proto/convert/mod.js";
 import { jobStatusToWire, workerViewToWire } from "./status-wire.js";
@@ -51,6 +52,8 @@ export interface CoordinatorDeps {
   trustSubmittedNodes?: boolean;
   /** Signs and publishes the staged outputs of accepted builds. */
   publisher: OutputPublisher;
+  /** Stages the outputs a build report carries inline, as their uploads would be. */
+  inlineOutputs: InlineOutputStager;
   /** Mints each assignment's lease-scoped upload credential (absent: assignments carry none). */
   credentials?: LeaseCredentials;
   /** Publishes succeeded jobs' names in the package index (absent: no index). */
@@ -172,6 +175,10 @@ export class Coordinator implements WorkerHub, FarmApi {
       if (report.outcome !== "succeeded") this.tails.remember(lease.drvPath, lines);
     }
     try {
+      // Only the lease's holder stages anything: a stale or made-up lease's inline outputs are dropped unread.
+      if (isCurrent && report.outcome === "succeeded" && report.outputs.some((o) => o.inline)) {
+        await this.d.inlineOutputs.stage(lease, session.workerId, report.outputs, new Set(Object.values(current.node.outputs)));
+      }
       await this.judge(session, report, isCurrent);
     } finally {
       await logStored;

@@ -8,6 +8,7 @@ import type { Scheduler } from "../core/scheduler.js";
 import type { FarmStore } from "../store/farm-store.js";
 import { Coordinator } from "./coordinator.js";
 import { OutputPublisher } from "../cache/staged-output.js";
+import { InlineOutputStager } from "../cache/inline-output.js";
 import { generateKeyPair, parseSecretKey } from "../../proto/nix/mod.js";
 
 /** A shell for `scheduler` over `store`, with the clock that drives it. */
@@ -17,6 +18,8 @@ export function testShell(scheduler: Scheduler, store: FarmStore): { coord: Coor
   const info = { version: "t", storeDir: "/tmp/nix/store", cacheUrl: "http://cache", cachePublicKey: "k:x", heartbeatIntervalMs: 1000 };
   const logger = pino({ level: "silent" });
   // Nodes are made up (no .drv files) and nothing is ever staged: acceptance needs no real cache.
-  const publisher = new OutputPublisher({ storage: cache, signingKey: parseSecretKey(generateKeyPair("shell-test-1").secretKey), logger });
-  return { coord: new Coordinator({ scheduler, store, cache, clock, logger, info, trustSubmittedNodes: true, publisher }), clock };
+  const signingKey = parseSecretKey(generateKeyPair("shell-test-1").secretKey);
+  const publisher = new OutputPublisher({ storage: cache, signingKey, logger });
+  const inlineOutputs = new InlineOutputStager({ storage: cache, storeDir: info.storeDir, signingKey, maxNarBytes: 1 << 20, narCompression: "gzip", logger });
+  return { coord: new Coordinator({ scheduler, store, cache, clock, logger, info, trustSubmittedNodes: true, publisher, inlineOutputs }), clock };
 }

@@ -18,6 +18,8 @@ export {
   joinToWire,
   leaseFromWire,
   logToWire,
+  INLINE_NAR_MAX_BYTES,
+  INLINE_NARS_MAX_BYTES,
   PROTOCOL_VERSION,
   reportFromWire,
   resultToWire,

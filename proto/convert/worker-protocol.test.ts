@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { InvalidInputError } from "../errors.js";
 import { BuildStatus, WorkerMessage, type BuildResult } from "../gen/farm.js";
 import type { BuildOutcome } from "../types.js";
-import { assignmentFromWire, assignmentToWire, drainFromWire, drainToWire, heartbeatFromWire, heartbeatToWire, joinToWire, leaseFromWire, outcomeToStatus, reportFromWire, resultToWire, workerInfoFromJoin } from "./worker-protocol.js";
+import { assignmentFromWire, assignmentToWire, drainFromWire, INLINE_NAR_MAX_BYTES, INLINE_NARS_MAX_BYTES, drainToWire, heartbeatFromWire, heartbeatToWire, joinToWire, leaseFromWire, outcomeToStatus, reportFromWire, resultToWire, workerInfoFromJoin } from "./worker-protocol.js";
 
 const S = "/tmp/nix/store";
 const drv = `${S}/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.drv`;
@@ -67,6 +67,27 @@ describe("both sides through one converter", () => {
       usage: [{ lease, memoryBytes: 10, peakMemoryBytes: 20 }],
     });
     expect(drainFromWire(value(drainToWire("SIGTERM", 42, [lease])), S)).toEqual({ reason: "SIGTERM", deadlineUnixMs: 42, handedBack: [lease] });
+  });
+
+  it("a small output's NAR crosses inline with its references; the coordinator holds it to its size, limits and names", () => {
+    const nar = Buffer.from("nix-archive-1 pretend");
+    const dep = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-glibc";
+    const inlineOut = { name: "out", path: out, narHash: `sha256:${"0".repeat(52)}`, narSize: nar.length, inline: { nar, references: [dep] } };
+    const report = { lease, outcome: "succeeded" as const, outputs: [inlineOut], durationMs: 80, peakMemoryBytes: 1, cores: 1, error: "" };
+    const wire = value<BuildResult>(resultToWire(report));
+    const read = reportFromWire(wire, S);
+    expect(read).toEqual(report);
+    expect(Buffer.from(read.outputs[0].inline!.nar).toString()).toBe("nix-archive-1 pretend");
+    const withOutput = (o: Partial<BuildResult["outputs"][number]>) => ({ ...wire, outputs: [{ ...wire.outputs[0], ...o }] });
+    expect(() => reportFromWire(withOutput({ narSize: nar.length + 1 }), S)).toThrow(/inline NAR of 21 bytes, reported 22/);
+    expect(() => reportFromWire(withOutput({ references: ["../../etc/passwd"] }), S)).toThrow(/bad reference/);
+    expect(() => reportFromWire(withOutput({ nar: Buffer.alloc(0) }), S)).toThrow(/references without an inline NAR/);
+    const big = Buffer.alloc(INLINE_NAR_MAX_BYTES + 1);
+    expect(() => reportFromWire(withOutput({ nar: big, narSize: big.length }), S)).toThrow(/at most 65536 bytes each/);
+    // Each within its limit, but more than a report may carry in all.
+    const most = Buffer.alloc(INLINE_NAR_MAX_BYTES);
+    const many = Array.from({ length: INLINE_NARS_MAX_BYTES / INLINE_NAR_MAX_BYTES + 1 }, (_, i) => ({ ...wire.outputs[0], name: `o${i}`, nar: most, narSize: most.length, references: [] }));
+    expect(() => reportFromWire({ ...wire, outputs: many }, S)).toThrow(/1048576 in all/);
   });
 
   it("a peak that was not measured crosses as 'not measured', and both sides refuse a peak that claims both", () => {

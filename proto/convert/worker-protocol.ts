@@ -4,12 +4,21 @@
 // inbound value is validated against the farm's store dir and rejected with
 // InvalidInputError, so nothing past this file sees a protobuf type.
 import { InvalidInputError } from "../errors.js";
-import { BuildStatus, type Assignment, type BuildResult, type DrainNotice, type Heartbeat, type Lease as WireLease, type WorkerJoin, type WorkerMessage } from "../gen/farm.js";
-import type { AssignmentSpec, BuildOutcome, BuildReport, HeartbeatInfo, Lease, RunningUsage, WorkerInfo } from "../types.js";
+import { BuildStatus, type Assignment, type BuildOutput, type BuildResult, type DrainNotice, type Heartbeat, type Lease as WireLease, type WorkerJoin, type WorkerMessage } from "../gen/farm.js";
+import type { AssignmentSpec, BuildOutcome, BuildReport, BuiltOutput, HeartbeatInfo, Lease, RunningUsage, WorkerInfo } from "../types.js";
+import { isStoreBaseName } from "../nix/mod.js";
 import { requireDrvPath, requireStorePath, isStorePath, SYSTEM, truncate } from "./store-paths.js";
 
-/** Version of the worker protocol; a join or Welcome with another version is refused. */
-export const PROTOCOL_VERSION = 1;
+/** Version of the worker protocol; a join or Welcome with another version is refused. 2: outputs may come inline. */
+export const PROTOCOL_VERSION = 2;
+
+/**
+ * The largest NAR a worker sends inside its build report instead of uploading it, and the most a report
+ * carries in all. Most of a graph's outputs are this small (wrappers, hooks, scripts); an upload of each
+ * was an HTTP request, an authorization and a staged record more than the report itself.
+ */
+export const INLINE_NAR_MAX_BYTES = 64 << 10;
+export const INLINE_NARS_MAX_BYTES = 1 << 20;
 
 const OUTCOME_TO_STATUS: Record<BuildOutcome, BuildStatus> = {
   succeeded: BuildStatus.BUILD_STATUS_SUCCEEDED,
@@ -142,7 +151,7 @@ export function resultToWire(r: BuildReport): WorkerMessage {
   const result: BuildResult = {
     lease: leaseToWire(r.lease),
     status: outcomeToStatus(r.outcome),
-    outputs: r.outputs.map((o) => ({ name: o.name, path: o.path, narHash: o.narHash, narSize: o.narSize })),
+    outputs: r.outputs.map((o) => ({ name: o.name, path: o.path, narHash: o.narHash, narSize: o.narSize, nar: o.inline ? Buffer.from(o.inline.nar.buffer, o.inline.nar.byteOffset, o.inline.nar.byteLength) : Buffer.alloc(0), references: o.inline?.references ?? [] })),
     durationMs: Math.round(r.durationMs),
     peakMemoryBytes: Math.round(r.peakMemoryBytes),
     cores: r.cores,
@@ -160,11 +169,7 @@ export function reportFromWire(r: BuildResult, storeDir: string): BuildReport {
   return {
     lease: leaseFromWire(r.lease, storeDir, "result"),
     outcome,
-    outputs: r.outputs.map((o) => {
-      requireStorePath(o.path, storeDir, "build output");
-      if (!/^sha256:[0-9a-z]{52}$/.test(o.narHash)) throw new InvalidInputError(`output ${o.path}: bad NAR hash`);
-      return { name: o.name, path: o.path, narHash: o.narHash, narSize: o.narSize };
-    }),
+    outputs: outputsFromWire(r.outputs, storeDir),
     durationMs: r.durationMs,
     peakMemoryBytes: r.peakMemoryBytes,
     ...(r.memoryNotMeasured ? { memoryNotMeasured: true } : {}),
@@ -172,6 +177,28 @@ export function reportFromWire(r: BuildResult, storeDir: string): BuildReport {
     // Shown in `farm status` and logs: one line, no escape sequences, as the worker's other free text.
     error: truncate(plainText(r.error.split("\n")[0] ?? "", 1000)),
   };
+}
+
+/** Validates a result's outputs, and the size and references of those that come inline. */
+function outputsFromWire(outputs: BuildOutput[], storeDir: string): BuiltOutput[] {
+  let inlineBytes = 0;
+  return outputs.map((o) => {
+    requireStorePath(o.path, storeDir, "build output");
+    if (!/^sha256:[0-9a-z]{52}$/.test(o.narHash)) throw new InvalidInputError(`output ${o.path}: bad NAR hash`);
+    const built: BuiltOutput = { name: o.name, path: o.path, narHash: o.narHash, narSize: o.narSize };
+    if (o.nar.length === 0) {
+      if (o.references.length > 0) throw new InvalidInputError(`output ${o.path}: references without an inline NAR`);
+      return built;
+    }
+    inlineBytes += o.nar.length;
+    if (o.nar.length > INLINE_NAR_MAX_BYTES || inlineBytes > INLINE_NARS_MAX_BYTES) {
+      throw new InvalidInputError(`output ${o.path}: inline NARs may be at most ${INLINE_NAR_MAX_BYTES} bytes each and ${INLINE_NARS_MAX_BYTES} in all; upload larger ones`);
+    }
+    if (o.nar.length !== o.narSize) throw new InvalidInputError(`output ${o.path}: inline NAR of ${o.nar.length} bytes, reported ${o.narSize}`);
+    const bad = o.references.find((r) => !isStoreBaseName(r));
+    if (bad !== undefined) throw new InvalidInputError(`output ${o.path}: bad reference '${truncate(bad)}'`);
+    return { ...built, inline: { nar: o.nar, references: [...new Set(o.references)].sort() } };
+  });
 }
 
 /** A result either measured its peak or says it did not; never both. */

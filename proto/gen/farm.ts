@@ -278,9 +278,17 @@ export interface LogLines {
 export interface BuildOutput {
   name: string;
   path: string;
-  /** sha256:<nix32> of the NAR the worker uploaded. */
+  /** sha256:<nix32> of the NAR the worker uploaded (or sends in `nar`). */
   narHash: string;
   narSize: number;
+  /**
+   * A small output's NAR itself (at most 64 KiB, uncompressed), sent here
+   * instead of uploaded: staged exactly as an upload under this result's lease
+   * would be. Empty: the output was uploaded to the cache.
+   */
+  nar: Buffer;
+  /** The output's references (store base names), for an inline `nar` only. */
+  references: string[];
 }
 
 export interface BuildResult {
@@ -2383,7 +2391,7 @@ export const LogLines: MessageFns<LogLines> = {
 };
 
 function createBaseBuildOutput(): BuildOutput {
-  return { name: "", path: "", narHash: "", narSize: 0 };
+  return { name: "", path: "", narHash: "", narSize: 0, nar: Buffer.alloc(0), references: [] };
 }
 
 export const BuildOutput: MessageFns<BuildOutput> = {
@@ -2399,6 +2407,12 @@ export const BuildOutput: MessageFns<BuildOutput> = {
     }
     if (message.narSize !== 0) {
       writer.uint32(32).uint64(message.narSize);
+    }
+    if (message.nar.length !== 0) {
+      writer.uint32(42).bytes(message.nar);
+    }
+    for (const v of message.references) {
+      writer.uint32(50).string(v!);
     }
     return writer;
   },
@@ -2448,6 +2462,22 @@ export const BuildOutput: MessageFns<BuildOutput> = {
             message.narSize = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.nar = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.references.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2474,6 +2504,10 @@ export const BuildOutput: MessageFns<BuildOutput> = {
         : isSet(object.nar_size)
         ? globalThis.Number(object.nar_size)
         : 0,
+      nar: isSet(object.nar) ? Buffer.from(bytesFromBase64(object.nar)) : Buffer.alloc(0),
+      references: globalThis.Array.isArray(object?.references)
+        ? object.references.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -2491,6 +2525,12 @@ export const BuildOutput: MessageFns<BuildOutput> = {
     if (message.narSize !== 0) {
       obj.narSize = Math.round(message.narSize);
     }
+    if (message.nar.length !== 0) {
+      obj.nar = base64FromBytes(message.nar);
+    }
+    if (message.references?.length) {
+      obj.references = message.references;
+    }
     return obj;
   },
 
@@ -2503,6 +2543,8 @@ export const BuildOutput: MessageFns<BuildOutput> = {
     message.path = object.path ?? "";
     message.narHash = object.narHash ?? "";
     message.narSize = object.narSize ?? 0;
+    message.nar = object.nar ?? Buffer.alloc(0);
+    message.references = object.references?.map((e) => e) || [];
     return message;
   },
 };
@@ -7338,6 +7380,14 @@ export const FarmServiceClient = makeGenericClientConstructor(FarmServiceService
   service: typeof FarmServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

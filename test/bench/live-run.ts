@@ -27,6 +27,8 @@ export interface RunSpec {
   roots: string[];
   /** Extra coordinator env (e.g. the baseline's upload-path switch). */
   coordinatorEnv: Record<string, string>;
+  /** Extra env of the worker processes (e.g. BENCH_FAKE_UPLOAD=1: outputs uploaded, not sent inline). */
+  workerEnv?: Record<string, string>;
   dir: string;
   buildMs: number;
   timeoutMs: number;
@@ -166,7 +168,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       return { text, ms: performance.now() - t };
     };
     for (let i = 0, left = spec.workers; left > 0; i++, left -= SESSIONS_PER_PROCESS) {
-      const env = { ...process.env, BENCH_COORDINATOR: `127.0.0.1:${grpcPort}`, BENCH_TOKEN: TOKEN, BENCH_SESSIONS: String(Math.min(left, SESSIONS_PER_PROCESS)), BENCH_ID_PREFIX: `p${i}`, BENCH_BUILD_MS: String(spec.buildMs) };
+      const env = { ...process.env, BENCH_COORDINATOR: `127.0.0.1:${grpcPort}`, BENCH_TOKEN: TOKEN, BENCH_SESSIONS: String(Math.min(left, SESSIONS_PER_PROCESS)), BENCH_ID_PREFIX: `p${i}`, BENCH_BUILD_MS: String(spec.buildMs), ...spec.workerEnv };
       children.push(spawn(process.execPath, [WORKER_HOST], { env, stdio: ["ignore", "ignore", openSync(path.join(spec.dir, `workers-${i}.log`), "a")] }));
     }
     await waitFor(`${spec.workers} active workers`, async () => (metric((await scrape()).text, "tmpnix_workers", 'state="active"') ?? 0) >= spec.workers, 120_000, 500);

@@ -44,6 +44,7 @@ function session(workerId: string): Promise<unknown> {
   const executor = new FakeExecutor({
     model: { durations: {}, defaultMs: buildMs },
     logger,
+    inline: process.env.BENCH_FAKE_UPLOAD !== "1",
     makeCache: ({ cacheUrl, cachePublicKey }) => {
       let c = caches.get(cacheUrl);
       if (!c) caches.set(cacheUrl, (c = new CacheClient({ baseUrl: cacheUrl, trustedPublicKeys: [cachePublicKey], token, storeDir: "/nix/store", logger, workerId })));

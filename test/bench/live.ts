@@ -12,6 +12,8 @@
 //   BENCH_BASELINE_N=200      worker counts that also run the baseline: NARs stored through a spawned zstd
 //                             per upload (FARM_NAR_COMPRESSION=zstd), the upload path before in-process gzip
 //                             ('' = none; a baseline run of the full graph takes about 15 minutes)
+//   BENCH_UPLOADED_N=         worker counts that also run with every output uploaded over HTTP, none sent
+//                             inline in its build report (the output path before inline outputs)
 //   BENCH_TIMEOUT_S=1800      give up on one run after this long
 //   BENCH_COORDINATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"   node options for the coordinator alone
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -33,8 +35,11 @@ const nodesWanted = process.env.BENCH_NODES ? Number(process.env.BENCH_NODES) : 
 const bigSubmit = Number(process.env.BENCH_BIG_SUBMIT ?? 100_000);
 const timeoutMs = Number(process.env.BENCH_TIMEOUT_S ?? 1800) * 1000;
 const baselineCounts = new Set((process.env.BENCH_BASELINE_N ?? "200").split(",").map(Number).filter((n) => n > 0));
+const uploadedCounts = new Set((process.env.BENCH_UPLOADED_N ?? "").split(",").map(Number).filter((n) => n > 0));
 const BASELINE = { label: "baseline: spawned zstd", env: { FARM_NAR_COMPRESSION: "zstd" } };
-const OURS = { label: "in-process gzip", env: {} };
+const UPLOADED = { label: "in-process gzip, outputs uploaded", env: {}, workerEnv: { BENCH_FAKE_UPLOAD: "1" } };
+const OURS = { label: "in-process gzip, small outputs inline", env: {} };
+type Variant = { label: string; env: Record<string, string>; workerEnv?: Record<string, string> };
 
 function rootsOf(nodes: DrvNode[]): string[] {
   const used = new Set<string>();
@@ -82,8 +87,9 @@ async function main(): Promise<void> {
     console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     const results: RunResult[] = [];
     for (const n of workerCounts) {
-      for (const v of baselineCounts.has(n) ? [BASELINE, OURS] : [OURS]) {
-        const r = await runLive({ label: v.label, workers: n, nodes, roots, coordinatorEnv: v.env, dir: path.join(dir, `n${n}-${results.length}`), buildMs: 1, timeoutMs });
+      const variants: Variant[] = [...(baselineCounts.has(n) ? [BASELINE] : []), ...(uploadedCounts.has(n) ? [UPLOADED] : []), OURS];
+      for (const v of variants) {
+        const r = await runLive({ label: v.label, workers: n, nodes, roots, coordinatorEnv: v.env, workerEnv: v.workerEnv, dir: path.join(dir, `n${n}-${results.length}`), buildMs: 1, timeoutMs });
         results.push(r);
         console.log(row(r));
       }
@@ -92,6 +98,8 @@ async function main(): Promise<void> {
       const base = results.find((r) => r.workers === n && r.label === BASELINE.label);
       const ours = results.find((r) => r.workers === n && r.label === OURS.label);
       if (base && ours) console.log(`\nN=${n}: wall ${f(base.wallS / ours.wallS, 2)}x faster than the baseline, CPU ${f(base.cpuS / ours.cpuS, 2)}x less`);
+      const uploaded = results.find((r) => r.workers === n && r.label === UPLOADED.label);
+      if (uploaded && ours) console.log(`\nN=${n}: wall ${f(uploaded.wallS / ours.wallS, 2)}x faster than with outputs uploaded, coordinator CPU ${f(uploaded.cpuS / ours.cpuS, 2)}x less, workers' CPU ${f(uploaded.workersCpuS / ours.workersCpuS, 2)}x less`);
     }
     const at200 = results.find((r) => r.workers === 200 && r.label === OURS.label);
     const heap = results.find((r) => r.label === OURS.label);

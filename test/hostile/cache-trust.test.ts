@@ -27,6 +27,7 @@ let dir: string;
 let stop: () => Promise<void>;
 let jobs: string;
 let target = { drvPath: "", out: "" };
+let inlined = { drvPath: "", out: "" };
 let w1: FakeWorker;
 let healthy: ReturnType<typeof startHealthyJob>;
 
@@ -52,16 +53,22 @@ const narHashOf = (nar: Buffer) => {
 beforeAll(async () => {
   ({ farm, dir, stop } = await startTokenFarm("cache-trust", [["cli", "alice", T.alice], ["worker", "w1", T.w1], ["worker", "w2", T.w2]]));
   jobs = path.join(dir, "trust.nix");
-  writeFileSync(jobs, `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { target = mk { name = "trust-target-1.0"; system = "${SYSTEM}"; script = "echo genuine > $out"; }; }\n`);
+  writeFileSync(
+    jobs,
+    `let mk = import ${REPO}/test/fixtures/sh-derivation.nix; in { target = mk { name = "trust-target-1.0"; system = "${SYSTEM}"; script = "echo genuine > $out"; }; ` +
+      `inlined = mk { name = "trust-inline-1.0"; system = "${SYSTEM}"; script = "echo inline > $out"; }; }\n`,
+  );
   healthy = startHealthyJob(farm, farm.token);
   // What the target's .drv and output path are, evaluated the way `farm submit` will (an empty /tmp/nix of our own).
   const evalDir = path.join(dir, "eval-nix");
   mkdirSync(evalDir);
   const nixEnv = { PATH: "/usr/bin:/bin", HOME: dir, NIX_STORE_DIR: "/tmp/nix/store", NIX_STATE_DIR: "/tmp/nix/var/nix", NIX_LOG_DIR: "/tmp/nix/var/log/nix" };
-  const r = await runIsolated("eval", "/bin/sh", ["-c", `d=$(nix-instantiate ${jobs} -A target) && echo $d && nix-store -q --outputs $d`], { nixDir: evalDir, env: nixEnv });
+  const evaluate = `for a in target inlined; do d=$(nix-instantiate ${jobs} -A $a) && echo $d && nix-store -q --outputs $d || exit 1; done`;
+  const r = await runIsolated("eval", "/bin/sh", ["-c", evaluate], { nixDir: evalDir, env: nixEnv });
   expect(r.code, r.stderr).toBe(0);
-  const [drvPath, out] = r.stdout.trim().split("\n");
+  const [drvPath, out, inlinedDrv, inlinedOut] = r.stdout.trim().split("\n");
   target = { drvPath, out };
+  inlined = { drvPath: inlinedDrv, out: inlinedOut };
 }, 120_000);
 
 afterAll(async () => {
@@ -160,6 +167,45 @@ describe("only accepted builds get signed", () => {
     expect((await late.text()).trim()).toBe(`w1 holds no lease on ${target.drvPath} at epoch ${lease.epoch}`);
     const lateCredential = await put(credential, target.out, planted);
     expect(lateCredential.status).toBe(403);
+  });
+
+  it("an output sent inline is checked as its upload would be: bytes not the reported hash, a stale lease's, or a path the .drv doesn't declare publish nothing", async () => {
+    const submit = await farm.cli(["submit", `${jobs}#inlined`, "--json"], { env: { FARM_TOKEN: T.alice } });
+    expect(submit.code, submit.stderr).toBe(0);
+    const first = (await w1.next("assign", (a) => a.lease!.drvPath === inlined.drvPath)).lease!;
+    const bytes = narFromTree({ file: "inline\n" });
+    const { hash, size } = narHashOf(bytes);
+    const notAnOutput = `/tmp/nix/store/${"6".repeat(32)}-trust-inline-1.0`;
+    const refused = () => farm.coordinatorLog().split("\n").filter((l) => l.includes('"msg":"inline output refused')).map((l) => JSON.parse(l));
+
+    // Planted bytes under the genuine hash: refused before anything is staged, so the success fails its check.
+    const since = w1.received.length;
+    w1.result(first, BuildStatus.BUILD_STATUS_SUCCEEDED, "", [{ name: "out", path: inlined.out, narHash: hash, narSize: planted.length, nar: planted }]);
+    await w1.ack(first, since);
+    expect(await narinfoStatus(inlined.out)).toBe(404);
+    expect(refused().map((r) => `${r.storePath} ${r.err}`)).toEqual([`${inlined.out} NAR hash is ${narHashOf(planted).hash}, upload claimed ${hash}`]);
+
+    // The build went back to the queue: the old lease's genuine bytes, sent late, stage and publish nothing.
+    const again = (await w1.next("assign", (a) => a.lease!.drvPath === inlined.drvPath && a.lease!.epoch > first.epoch)).lease!;
+    const since2 = w1.received.length;
+    w1.result(first, BuildStatus.BUILD_STATUS_SUCCEEDED, "", [{ name: "out", path: inlined.out, narHash: hash, narSize: size, nar: bytes }]);
+    expect((await w1.ack(first, since2)).accepted).toBe(false);
+    expect(await narinfoStatus(inlined.out)).toBe(404);
+
+    // The holder's genuine bytes are signed; a path its .drv doesn't declare, sent beside them, is not.
+    const since3 = w1.received.length;
+    w1.result(again, BuildStatus.BUILD_STATUS_SUCCEEDED, "", [
+      { name: "out", path: inlined.out, narHash: hash, narSize: size, nar: bytes },
+      { name: "extra", path: notAnOutput, narHash: narHashOf(planted).hash, narSize: planted.length, nar: planted },
+    ]);
+    expect((await w1.ack(again, since3)).accepted).toBe(true);
+    const info = parseNarInfo(await (await fetch(`${farm.cacheUrl}/${hashPart(inlined.out)}.narinfo`)).text(), "/tmp/nix/store");
+    expect(info.narHash).toBe(hash);
+    expect(verifyNarInfo(info, [farm.publicKey()])).toBe(true);
+    expect(Buffer.from(await (await fetch(`${farm.cacheUrl}/${info.url}`)).arrayBuffer()).equals(bytes)).toBe(true);
+    expect(JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(inlined.out)), "utf8"))).toMatchObject({ workerId: "w1", drvPath: inlined.drvPath, epoch: again.epoch });
+    expect(await narinfoStatus(notAnOutput)).toBe(404);
+    expect(refused().map((r) => r.storePath)).toEqual([inlined.out, notAnOutput]);
   });
 
   it("states no CA an uploader claims, and takes no reference that borrows a published hash under another name", async () => {

@@ -3,6 +3,7 @@
 // garbage joins) and recording what the coordinator answers.
 import { readFileSync } from "node:fs";
 import { credentials, Metadata, type ClientDuplexStream, type ServiceError, status } from "@grpc/grpc-js";
+import { PROTOCOL_VERSION } from "../../proto/convert/mod.js";
 import { BuildStatus, WorkerServiceClient, type Assignment, type CoordinatorMessage, type Lease, type ResultAck, type WorkerJoin, type WorkerMessage } from "../../proto/gen/farm.js";
 
 /** How a stream ended: the gRPC status the coordinator gave. */
@@ -15,7 +16,7 @@ export interface StreamEnd {
 /** A join with sane defaults and a system no real derivation uses, so it gets no work unless asked. */
 export function joinMessage(workerId: string, over: Partial<WorkerJoin> = {}): WorkerMessage {
   const join: WorkerJoin = {
-    protocolVersion: 1,
+    protocolVersion: PROTOCOL_VERSION,
     workerId,
     softwareVersion: "hostile-test",
     systems: ["hostile-none"],
@@ -99,9 +100,10 @@ export class FakeWorker {
     this.heartbeatTimer = setInterval(beat, everyMs);
   }
 
-  /** Reports a result for `lease` (with the outputs it says it built). */
-  result(lease: Lease, outcome: BuildStatus, error = "", outputs: { name: string; path: string; narHash: string; narSize: number }[] = []): boolean {
-    return this.send({ msg: { $case: "result", value: { lease, status: outcome, outputs, durationMs: 10, peakMemoryBytes: 1, cores: 1, error, memoryNotMeasured: false } } });
+  /** Reports a result for `lease` (with the outputs it says it built; `nar`: sent inline rather than uploaded). */
+  result(lease: Lease, outcome: BuildStatus, error = "", outputs: { name: string; path: string; narHash: string; narSize: number; nar?: Buffer; references?: string[] }[] = []): boolean {
+    const wire = outputs.map((o) => ({ nar: Buffer.alloc(0), references: [], ...o }));
+    return this.send({ msg: { $case: "result", value: { lease, status: outcome, outputs: wire, durationMs: 10, peakMemoryBytes: 1, cores: 1, error, memoryNotMeasured: false } } });
   }
 
   /** The first message of a kind matching `pred` received at index `since` or later (or still coming); throws at the timeout or stream end. */

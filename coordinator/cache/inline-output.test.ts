@@ -1,0 +1,87 @@
+// Outputs sent inline in a build report, over real disk storage: staged as their
+// uploads would be, so acceptance signs exactly what was sent and nothing else.
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import pino from "pino";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { generateKeyPair, HashCounter, hashPart, parseNarInfo, parseSecretKey, verifyNarInfo } from "../../proto/nix/mod.js";
+import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
+import { mkNode } from "../core/test-support.js";
+import type { BuildReport, BuiltOutput, DrvNode, Lease } from "../core/types.js";
+import { publishOutputs } from "../server/output-check.js";
+import { DiskStorage } from "./disk-storage.js";
+import { InlineOutputStager } from "./inline-output.js";
+import { OutputPublisher } from "./staged-output.js";
+
+const keys = generateKeyPair("inline-output-test-1");
+const node: DrvNode = mkNode("lib", [], { outputs: ["out", "dev"] });
+const lease: Lease = { drvPath: node.drvPath, epoch: 2 };
+const base = (p: string) => p.slice(p.lastIndexOf("/") + 1);
+
+let dir: string;
+let storage: DiskStorage;
+let stager: InlineOutputStager;
+let publisher: OutputPublisher;
+const warnings: Record<string, unknown>[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), "inline-output-"));
+  storage = await DiskStorage.open(dir);
+  warnings.length = 0;
+  const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push(JSON.parse(line)) });
+  const signingKey = parseSecretKey(keys.secretKey);
+  stager = new InlineOutputStager({ storage, storeDir: "/tmp/nix/store", signingKey, maxNarBytes: 1 << 20, narCompression: "gzip", logger });
+  publisher = new OutputPublisher({ storage, signingKey, logger });
+});
+afterEach(() => rm(dir, { recursive: true, force: true }));
+
+function inline(name: string, storePath: string, nar: Buffer, references: string[] = [], reportedFrom: Buffer = nar): BuiltOutput {
+  const counter = new HashCounter();
+  counter.update(reportedFrom);
+  const { hash, size } = counter.result();
+  return { name, path: storePath, narHash: hash, narSize: size, inline: { nar, references } };
+}
+
+const reportOf = (outputs: BuiltOutput[]): BuildReport => ({ lease, outcome: "succeeded", outputs, durationMs: 1, peakMemoryBytes: 1, cores: 1, error: "" });
+const declared = new Set(Object.values(node.outputs));
+
+describe("InlineOutputStager", () => {
+  it("stages a build's inline outputs, one referring to its sibling, and acceptance signs exactly those bytes", async () => {
+    // `dev` refers to `out` (as nixpkgs' propagated-build-inputs do): neither is published while they are staged.
+    const outNar = narFromTree({ file: "the library\n" });
+    const devNar = narFromTree({ file: `${node.outputs.out}\n` });
+    const outputs = [inline("dev", node.outputs.dev, devNar, [base(node.outputs.out)]), inline("out", node.outputs.out, outNar)];
+    await stager.stage(lease, "w1", outputs, declared);
+    expect(warnings).toEqual([]);
+
+    const published = await publishOutputs(publisher, node, ["j1"], reportOf(outputs), "w1", pino({ level: "silent" }));
+    expect(published.verified).toBe(true);
+    await published.written;
+    for (const [p, nar] of [[node.outputs.out, outNar], [node.outputs.dev, devNar]] as const) {
+      const info = parseNarInfo((await storage.getText("narinfo", hashPart(p)))!, "/tmp/nix/store");
+      expect(verifyNarInfo(info, [keys.publicKey])).toBe(true);
+      expect(info.deriver).toBe(base(node.drvPath));
+      // Small NARs are stored as they are: the file is the bytes the worker sent.
+      expect((await readFile(path.join(dir, info.url))).equals(nar)).toBe(true);
+    }
+  });
+
+  it("stages nothing for bytes that are not the reported NAR, nor for a path the derivation doesn't declare", async () => {
+    const genuine = narFromTree({ file: "genuine\n" });
+    const planted = narFromTree({ file: "planted!\n" });
+    const stranger = `/tmp/nix/store/${"6".repeat(32)}-stranger`;
+    const outputs = [inline("out", node.outputs.out, planted, [], genuine), inline("dev", node.outputs.dev, genuine), inline("x", stranger, genuine)];
+    await stager.stage(lease, "w1", outputs, declared);
+    expect(warnings.map((w) => [w.msg, w.storePath])).toEqual([
+      ["inline output refused: not an output of the lease's derivation", stranger],
+      ["inline output refused", node.outputs.out],
+    ]);
+    expect(await publisher.staged(node.outputs.out, lease, "w1")).toBeNull();
+    expect(await publisher.staged(stranger, lease, "w1")).toBeNull();
+    expect(await publisher.staged(node.outputs.dev, lease, "w1")).not.toBeNull();
+    // So the build's success fails its check, all or none: not even `dev` is signed.
+    expect((await publishOutputs(publisher, node, ["j1"], reportOf(outputs), "w1", pino({ level: "silent" }))).verified).toBe(false);
+    expect(await storage.getText("narinfo", hashPart(node.outputs.dev))).toBeNull();
+  });
+});
