@@ -3,8 +3,8 @@
 // serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
 // fsynced (build logs excepted), then renamed (or hard-linked, for create-if-absent)
 // into place, so no partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts),
-// and staged records live in memory and in one journal (staged-journal.ts):
-// this process must be the directory's only writer.
+// staged records live in memory and in one journal (staged-journal.ts), and provenance
+// records in one log (provenance-log.ts): this process must be the directory's only writer.
 
 import { randomBytes } from "node:crypto";
 import { close as fsClose, fsync as fsFsync, open as fsOpen, write as fsWrite } from "node:fs";
@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
+import { ProvenanceLog } from "./provenance-log.js";
 import { StagedJournal } from "./staged-journal.js";
 import type { CacheFileKind, CacheStorage, FileReader, PreparedFile, StagedFile, StoredFile } from "./storage.js";
 
@@ -37,6 +38,7 @@ export class DiskStorage implements CacheStorage {
   private tmpCount = 0;
   private readonly memo: NarInfoMemo;
   private staged!: StagedJournal;
+  private provenance!: ProvenanceLog;
 
   private constructor(private readonly root: string, opts: DiskStorageOptions) {
     this.tmpDir = join(root, ".tmp");
@@ -54,6 +56,7 @@ export class DiskStorage implements CacheStorage {
     }
     for await (const name of s.list("narinfo")) s.memo.load(name);
     s.staged = await StagedJournal.open(join(root, "staged"));
+    s.provenance = await ProvenanceLog.open(join(root, "provenance"));
     return s;
   }
 
@@ -97,7 +100,7 @@ export class DiskStorage implements CacheStorage {
   }
 
   async get(kind: CacheFileKind, name: string): Promise<StoredFile | null> {
-    if (kind === "narinfo" || kind === "staged") {
+    if (kind === "narinfo" || kind === "staged" || kind === "provenance") {
       const bytes = await this.getBytes(kind, name);
       return bytes && { stream: Readable.from([bytes], { objectMode: false }), size: bytes.length };
     }
@@ -115,7 +118,7 @@ export class DiskStorage implements CacheStorage {
 
   async openReader(kind: CacheFileKind, name: string): Promise<FileReader | null> {
     const path = this.pathOf(kind, name);
-    if (kind === "staged") throw new Error("staged records are read whole (getBytes)");
+    if (kind === "staged" || kind === "provenance") throw new Error(`${kind} records are read whole (getBytes)`);
     try {
       const fh = await open(path, "r");
       try {
@@ -138,8 +141,8 @@ export class DiskStorage implements CacheStorage {
       const held = this.memo.get(name);
       if (held) return held;
     }
-    if (kind === "staged") {
-      const record = this.staged.get(name);
+    if (kind === "staged" || kind === "provenance") {
+      const record = kind === "staged" ? this.staged.get(name) : await this.provenance.get(name);
       return record === undefined ? null : Buffer.from(record);
     }
     const startedAt = this.memo.readStarted();
@@ -167,9 +170,9 @@ export class DiskStorage implements CacheStorage {
       this.pathOf(kind, name);
       return this.memo.has(name);
     }
-    if (kind === "staged") {
+    if (kind === "staged" || kind === "provenance") {
       this.pathOf(kind, name);
-      return this.staged.get(name) !== undefined;
+      return (kind === "staged" ? this.staged : this.provenance).has(name);
     }
     try {
       await stat(this.pathOf(kind, name));
@@ -182,16 +185,18 @@ export class DiskStorage implements CacheStorage {
 
   async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
-    if (kind === "staged") return this.putStaged(name, data, opts);
+    if (kind === "staged" || kind === "provenance") return this.putRecord(kind, name, data, opts);
     // Build logs are diagnostics, not what the cache vouches for: not flushed, so each costs a create, not a
     // create and an fsync. A process crash loses nothing written; a crash of the machine may lose the latest
     // logs, as it may lose the farm's latest NATS state (JetStream syncs every 2 minutes by default).
     return (await this.prepareFile(data, kind !== "log")).commit(kind, name, opts);
   }
 
-  private async putStaged(name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean }): Promise<boolean> {
-    if (opts.ifAbsent && this.staged.get(name) !== undefined) return false;
-    await this.staged.put(name, typeof data === "string" ? data : Buffer.from(data).toString("utf8"));
+  /** A staged or provenance record: a line of its journal, no file of its own. */
+  private async putRecord(kind: "staged" | "provenance", name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean }): Promise<boolean> {
+    const records = kind === "staged" ? this.staged : this.provenance;
+    if (opts.ifAbsent && records.has(name)) return false;
+    await records.put(name, typeof data === "string" ? data : Buffer.from(data).toString("utf8"));
     return true;
   }
 
@@ -212,9 +217,9 @@ export class DiskStorage implements CacheStorage {
       commit: async (kind, name, o = {}) => {
         this.pathOf(kind, name);
         settled = true;
-        if (kind === "staged") {
+        if (kind === "staged" || kind === "provenance") {
           await unlinkIfPresent(tmp);
-          return this.putStaged(name, data, o);
+          return this.putRecord(kind, name, data, o);
         }
         const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
         if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
@@ -238,7 +243,7 @@ export class DiskStorage implements CacheStorage {
     return {
       writable,
       commit: async (kind, name, o = {}) => {
-        if (kind === "staged") throw new Error("staged records are small: put them, don't stream them");
+        if (kind === "staged" || kind === "provenance") throw new Error(`${kind} records are small: put them, don't stream them`);
         if (!writable.writableFinished) throw new Error("staged file committed before its stream finished");
         await closed;
         if (writable.errored) throw writable.errored; // the flush before the close failed: nothing is durable
@@ -256,8 +261,8 @@ export class DiskStorage implements CacheStorage {
   }
 
   async *list(kind: CacheFileKind): AsyncIterable<string> {
-    if (kind === "staged") {
-      yield* this.staged.names();
+    if (kind === "staged" || kind === "provenance") {
+      yield* kind === "staged" ? this.staged.names() : this.provenance.names();
       return;
     }
     const dir = kind === "narinfo" ? this.root : join(this.root, kind);
@@ -273,6 +278,7 @@ export class DiskStorage implements CacheStorage {
     const path = this.pathOf(kind, name);
     if (kind === "narinfo") this.memo.removed(name);
     if (kind === "staged") return this.staged.remove(name);
+    if (kind === "provenance") return this.provenance.remove(name);
     await unlinkIfPresent(path);
   }
 }

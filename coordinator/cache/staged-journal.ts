@@ -9,27 +9,24 @@
 // Appends that queue while one is written go together, with one fdatasync.
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { AppendLog } from "./append-log.js";
 
 const JOURNAL = "journal";
 /** Rewritten when it holds more lines than this plus 4 per live record. */
 const COMPACT_AFTER_LINES = 10_000;
 
-interface Pending {
-  line: string;
-  /** What the line changes in memory, once it is on disk. */
-  apply: () => void;
-  done: () => void;
-  fail: (err: unknown) => void;
-}
-
 /** The staged records of one cache directory, held in memory and written to its journal. */
 export class StagedJournal {
   private readonly live = new Map<string, string>();
   private lines = 0;
-  private pending: Pending[] = [];
-  private flushing: Promise<void> | null = null;
+  private readonly log: AppendLog;
 
-  private constructor(private readonly dir: string) {}
+  private constructor(private readonly dir: string) {
+    // A rewrite that fails (a full disk) costs nothing but size: the next group tries again.
+    this.log = new AppendLog(join(dir, JOURNAL), 0, async () => {
+      if (this.lines > COMPACT_AFTER_LINES + 4 * this.live.size) await this.compact().catch(() => {});
+    });
+  }
 
   /**
    * Replays the journal in `dir` (a torn last line, from a crash mid-append, is
@@ -68,6 +65,10 @@ export class StagedJournal {
     return this.live.get(name);
   }
 
+  has(name: string): boolean {
+    return this.live.has(name);
+  }
+
   names(): string[] {
     return [...this.live.keys()];
   }
@@ -84,52 +85,30 @@ export class StagedJournal {
   }
 
   /** Resolves when everything appended so far is on disk. */
-  async flushed(): Promise<void> {
-    while (this.flushing) await this.flushing;
+  flushed(): Promise<void> {
+    return this.log.flushed();
   }
 
   private append(line: string, apply: () => void): Promise<void> {
-    return new Promise<void>((done, fail) => {
-      this.pending.push({ line, apply, done, fail });
-      this.flushing ??= this.flush();
+    return this.log.append(line, () => {
+      this.lines++;
+      apply();
     });
-  }
-
-  /** Writes what is pending, a batch at a time (each open, written, synced and closed: no descriptor stays). */
-  private async flush(): Promise<void> {
-    while (this.pending.length > 0) {
-      const batch = this.pending.splice(0);
-      try {
-        const fh = await open(join(this.dir, JOURNAL), "a");
-        try {
-          await fh.write(batch.map((p) => p.line).join(""));
-          await fh.datasync();
-        } finally {
-          await fh.close();
-        }
-        this.lines += batch.length;
-        for (const p of batch) p.apply();
-        for (const p of batch) p.done();
-        // A rewrite that fails (a full disk) costs nothing but size: the next batch tries again.
-        if (this.lines > COMPACT_AFTER_LINES + 4 * this.live.size) await this.compact().catch(() => {});
-      } catch (err) {
-        for (const p of batch) p.fail(err);
-      }
-    }
-    this.flushing = null;
   }
 
   /** Rewrites the journal with only the live records (a new file, synced, renamed over the old). */
   private async compact(): Promise<void> {
     const next = join(this.dir, `${JOURNAL}.new`);
+    const text = Buffer.from([...this.live].map(([n, d]) => JSON.stringify({ n, d }) + "\n").join(""));
     const fh = await open(next, "w");
     try {
-      await fh.write([...this.live].map(([n, d]) => JSON.stringify({ n, d }) + "\n").join(""));
+      await fh.write(text);
       await fh.sync();
     } finally {
       await fh.close();
     }
     await rename(next, join(this.dir, JOURNAL));
     this.lines = this.live.size;
+    this.log.size = text.length;
   }
 }

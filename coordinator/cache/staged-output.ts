@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { Lease } from "../core/types.js";
 import { formatNarInfo, hashPart, parseNarInfo, signNarInfo, storeDirOf, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
-import { prepareAll, type CacheStorage } from "./storage.js";
+import type { CacheStorage } from "./storage.js";
 import { isPublished } from "./published.js";
 
 /** A staged output as stored (kind "staged"). */
@@ -205,19 +205,13 @@ export class OutputPublisher {
   private async write(p: PublishPlan, progress: { narInfoCommitted: boolean }): Promise<void> {
     const { storage } = this.d;
     const hash = hashPart(p.storePath);
-    // Both files are written at once (each costs a create and an fsync); the narinfo is committed first, and the
-    // provenance only if this narinfo is the one published: a build published before keeps its own record.
-    const files = await prepareAll(storage, progress.narInfoCommitted ? [p.provenance] : [p.narInfo, p.provenance]);
-    try {
-      if (!progress.narInfoCommitted) {
-        if (!(await files[0].commit("narinfo", hash, { ifAbsent: true }))) return;
-        progress.narInfoCommitted = true;
-      }
-      await files[files.length - 1].commit("provenance", hash);
-      await storage.remove("staged", p.stagedName); // last: until the provenance is in place, the staged record still says who built it
-    } finally {
-      await Promise.all(files.map((f) => f.discard()));
+    // The provenance is recorded only if this narinfo is the one published: a build published before keeps its own record.
+    if (!progress.narInfoCommitted) {
+      if (!(await storage.put("narinfo", hash, p.narInfo, { ifAbsent: true }))) return;
+      progress.narInfoCommitted = true;
     }
+    await storage.put("provenance", hash, p.provenance);
+    await storage.remove("staged", p.stagedName); // last: until the provenance is in place, the staged record still says who built it
     this.d.logger.info(p.log, "published accepted output");
   }
 

@@ -228,7 +228,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless. A published path's
-    // narinfo and provenance files are written while it commits, and published after it.
+    // narinfo is written while it commits, and published after it; then its provenance is recorded.
     const stored = compressed.method();
     const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(stored)}`;
     const unsigned: NarInfo = {
@@ -255,14 +255,13 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     }
     const narInfo = signNarInfo(unsigned, ctx.signingKey);
     const provenance: UploadProvenance = { storePath: claims.storePath, narHash: n.hash, uploadedBy: grant.by, as: grant.kind, atMs: Date.now() };
-    const files = await prepareAll(ctx.storage, [formatNarInfo(narInfo), JSON.stringify(provenance)], staged.commit("nar", fileName));
+    const [narinfoFile] = await prepareAll(ctx.storage, [formatNarInfo(narInfo)], staged.commit("nar", fileName));
     try {
-      const [narinfoFile, provenanceFile] = files;
       // Lost a race with a concurrent upload of the same path: that one stands, with its own record.
       if (!(await narinfoFile.commit("narinfo", claims.hashPart, { ifAbsent: true }))) return settleAgainstExisting((await readExisting(ctx, claims.hashPart))!, n.hash, claims.storePath);
-      await provenanceFile.commit("provenance", claims.hashPart);
+      await ctx.storage.put("provenance", claims.hashPart, JSON.stringify(provenance));
     } finally {
-      await Promise.all(files.map((file) => file.discard()));
+      await narinfoFile.discard();
     }
     ctx.logger.info({ storePath: claims.storePath, by: grant.by, as: grant.kind, narSize: n.size, fileSize: f.size }, "cached path");
     return { status: 201, narInfo };

@@ -65,7 +65,7 @@ describe("nginx serving the farm cache's data directory", () => {
     expect(Buffer.from(await narNginx.arrayBuffer()).equals(Buffer.from(await narFarm.arrayBuffer()))).toBe(true);
     expect(narNginx.headers.get("content-encoding")).toBeNull();
     // Provenance records, staged uploads and temp files are in the directory, but not served.
-    for (const path of [`provenance/${hp}`, "staged/", ".tmp/", `${hp}.narinfo.bak`, "nar/", "../../etc/passwd"]) {
+    for (const path of [`provenance/${hp}`, "provenance/log", "staged/", "staged/journal", ".tmp/", `${hp}.narinfo.bak`, "nar/", "../../etc/passwd"]) {
       expect((await fetch(`${nginx.url}/${path}`)).status, path).toBe(404);
     }
     expect((await fetch(`${nginx.url}/${hp}.narinfo`, { method: "PUT", body: "x" })).status).toBe(403);

@@ -9,7 +9,7 @@
 //   - a submitter uploads only paths its bytes determine;
 //   - nobody can upload a build log.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { REPO, type FarmCluster } from "../harness/cluster.js";
 import { runIsolated } from "../harness/isolated.js";
@@ -17,7 +17,7 @@ import { formatSha256, HashCounter, hashPart, parseNarInfo, verifyNarInfo } from
 import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
 import type { Lease } from "../../proto/gen/farm.js";
 import { BuildStatus, FakeWorker } from "./fake-worker.js";
-import { newToken, startHealthyJob, startTokenFarm } from "./support.js";
+import { newToken, provenanceRecords, startHealthyJob, startTokenFarm } from "./support.js";
 
 const T = { alice: newToken("alice"), w1: newToken("w1"), w2: newToken("w2") };
 const SYSTEM = "trust-fake";
@@ -155,7 +155,7 @@ describe("only accepted builds get signed", () => {
     const info = parseNarInfo(text, "/tmp/nix/store");
     expect(info.narHash).toBe(hash);
     expect(verifyNarInfo(info, [farm.publicKey()])).toBe(true);
-    const provenance = JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(target.out)), "utf8"));
+    const provenance = provenanceRecords(farm).get(hashPart(target.out));
     expect(provenance).toMatchObject({ storePath: target.out, narHash: hash, workerId: "w1", drvPath: target.drvPath, epoch: again.epoch, jobs: [jobId] });
     expect(farm.coordinatorLog()).toMatch(/"msg":"published accepted output"/);
     lease = again;
@@ -203,7 +203,7 @@ describe("only accepted builds get signed", () => {
     expect(info.narHash).toBe(hash);
     expect(verifyNarInfo(info, [farm.publicKey()])).toBe(true);
     expect(Buffer.from(await (await fetch(`${farm.cacheUrl}/${info.url}`)).arrayBuffer()).equals(bytes)).toBe(true);
-    expect(JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(inlined.out)), "utf8"))).toMatchObject({ workerId: "w1", drvPath: inlined.drvPath, epoch: again.epoch });
+    expect(provenanceRecords(farm).get(hashPart(inlined.out))).toMatchObject({ workerId: "w1", drvPath: inlined.drvPath, epoch: again.epoch });
     expect(await narinfoStatus(notAnOutput)).toBe(404);
     expect(refused().map((r) => r.storePath)).toEqual([inlined.out, notAnOutput]);
   });

@@ -3,12 +3,13 @@
 // process's memory.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import http2 from "node:http2";
 import path from "node:path";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { FarmServiceClient } from "../../proto/gen/farm.js";
+import { parseProvenanceLog } from "../../coordinator/cache/provenance-log.js";
 
 /** Files of a test CA and a server certificate it signed for 127.0.0.1 / localhost. */
 export interface TestCa {
@@ -161,4 +162,11 @@ export async function startTokenFarm(name: string, lines: [role: string, name: s
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The farm cache's provenance records by hash part, read from its log (`cache/provenance/log`). */
+export function provenanceRecords(farm: { dataDir: string }): Map<string, Record<string, unknown>> {
+  const file = path.join(farm.dataDir, "cache", "provenance", "log");
+  const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+  return new Map([...parseProvenanceLog(text)].map(([hash, record]) => [hash, JSON.parse(record) as Record<string, unknown>]));
 }

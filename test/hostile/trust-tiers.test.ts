@@ -7,7 +7,7 @@
 //     either, `farm status` says so, the metric counts it, and only a trusted
 //     worker then builds it, and its build is the one signed.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { REPO, type FarmCluster } from "../harness/cluster.js";
 import { waitFor } from "../harness/ports.js";
@@ -15,7 +15,7 @@ import { HashCounter, hashPart } from "../../proto/nix/mod.js";
 import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
 import type { Lease } from "../../proto/gen/farm.js";
 import { BuildStatus, FakeWorker } from "./fake-worker.js";
-import { newToken, startTokenFarm } from "./support.js";
+import { newToken, provenanceRecords, startTokenFarm } from "./support.js";
 
 const DEMO = path.join(REPO, "test/fixtures/demo/default.nix");
 const T = { alice: newToken("alice"), u1: newToken("u1"), u2: newToken("u2"), liar: newToken("liar"), honest: newToken("honest"), idle: newToken("idle"), t1: newToken("t1") };
@@ -50,7 +50,7 @@ afterAll(async () => {
   await stop?.();
 });
 
-const provenanceOf = (storePath: string) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", hashPart(storePath)), "utf8"));
+const provenanceOf = (storePath: string) => provenanceRecords(farm).get(hashPart(storePath));
 
 describe("untrusted workers", () => {
   it("a disagreeing pair is never signed; a trusted worker builds it and only its build is signed", async () => {
@@ -143,7 +143,7 @@ describe("untrusted workers", () => {
     expect(mismatches).toBe(0);
     // Every output a worker built and the cache signed: two builds agreed (the second names the first), or it is
     // the demo's one fixed output (libgreet-1.0.c, flat sha256), which matched the hash its .drv declares.
-    const records = readdirSync(path.join(farm.dataDir, "cache", "provenance")).map((f) => JSON.parse(readFileSync(path.join(farm.dataDir, "cache", "provenance", f), "utf8")));
+    const records = [...provenanceRecords(farm).values()] as { workerId?: string; uploadedBy?: string; as?: string; drvPath: string; confirms?: string }[];
     // alice's .drv files and sources carry a record too (checked by their bytes, uploaded by her).
     expect(records.filter((p) => p.workerId === undefined).every((p) => p.uploadedBy === "alice" && p.as === "content-addressed")).toBe(true);
     const provenance = records.filter((p) => p.workerId === "u1" || p.workerId === "u2");

@@ -1,0 +1,68 @@
+// An append-only file written in groups: lines that queue while one group is
+// written go together, with one fdatasync, and each caller hears once its line
+// is on disk. The file is opened per group, so no descriptor stays open.
+import { open, truncate } from "node:fs/promises";
+
+interface Pending {
+  line: string;
+  /** What the line changes in memory, once it is on disk (given where it starts in the file). */
+  apply: (offset: number) => void;
+  done: () => void;
+  fail: (err: unknown) => void;
+}
+
+/** Appends lines to one file, a group at a time. */
+export class AppendLog {
+  private pending: Pending[] = [];
+  private flushing: Promise<void> | null = null;
+
+  /**
+   * `size`: the file's length now (where the next line starts). `afterGroup` runs between groups, with no
+   * group in flight (a rewrite of the file goes there, and sets `size`).
+   */
+  constructor(
+    readonly path: string,
+    public size: number,
+    private readonly afterGroup?: () => Promise<void>,
+  ) {}
+
+  /** Appends `line` (newline included); resolves once it is on disk, after `apply` ran for it. */
+  append(line: string, apply: (offset: number) => void = () => {}): Promise<void> {
+    return new Promise<void>((done, fail) => {
+      this.pending.push({ line, apply, done, fail });
+      this.flushing ??= this.flush();
+    });
+  }
+
+  /** Resolves when everything appended so far is on disk. */
+  async flushed(): Promise<void> {
+    while (this.flushing) await this.flushing;
+  }
+
+  private async flush(): Promise<void> {
+    while (this.pending.length > 0) {
+      const group = this.pending.splice(0);
+      try {
+        const bytes = group.map((p) => Buffer.from(p.line));
+        const fh = await open(this.path, "a");
+        try {
+          await fh.write(Buffer.concat(bytes));
+          await fh.datasync();
+        } finally {
+          await fh.close();
+        }
+        for (const [i, p] of group.entries()) {
+          p.apply(this.size);
+          this.size += bytes[i].length;
+        }
+        for (const p of group) p.done();
+        await this.afterGroup?.();
+      } catch (err) {
+        // Back to where the group started: a part-written line would run into the next group's first.
+        await truncate(this.path, this.size).catch(() => {});
+        for (const p of group) p.fail(err);
+      }
+    }
+    this.flushing = null;
+  }
+}
