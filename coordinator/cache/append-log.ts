@@ -1,6 +1,8 @@
 // An append-only file written in groups: lines that queue while one group is
 // written go together, with one fdatasync, and each caller hears once its line
-// is on disk. The file is opened per group, so no descriptor stays open.
+// is on disk. The file is opened per group, so no descriptor stays open. The
+// staged journal and the provenance log keep records in such files, a JSON
+// line each, the latest line of a name winning.
 import { open, truncate } from "node:fs/promises";
 
 interface Pending {
@@ -65,4 +67,26 @@ export class AppendLog {
     }
     this.flushing = null;
   }
+}
+
+/** A line of a record log: {"n":name,"d":text} records, {"n":name} removes. */
+export function parseRecordLine(line: string): { n: string; d?: string } | null {
+  try {
+    const entry = JSON.parse(line) as { n?: unknown; d?: unknown };
+    if (typeof entry.n !== "string") return null;
+    return typeof entry.d === "string" ? { n: entry.n, d: entry.d } : { n: entry.n };
+  } catch {
+    return null; // a torn line, from a crash mid-append
+  }
+}
+
+/** The live records of a record log's text, by name: the latest line of each name wins. */
+export function replayRecords(text: string, into = new Map<string, string>()): Map<string, string> {
+  for (const line of text.split("\n")) {
+    const entry = parseRecordLine(line);
+    if (entry === null) continue;
+    if (entry.d === undefined) into.delete(entry.n);
+    else into.set(entry.n, entry.d);
+  }
+  return into;
 }

@@ -183,7 +183,7 @@ export class DiskStorage implements CacheStorage {
     }
   }
 
-  async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
+  async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean; memoryOnly?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
     if (kind === "staged" || kind === "provenance") return this.putRecord(kind, name, data, opts);
     // Build logs are diagnostics, not what the cache vouches for: not flushed, so each costs a create, not a
@@ -193,10 +193,12 @@ export class DiskStorage implements CacheStorage {
   }
 
   /** A staged or provenance record: a line of its journal, no file of its own. */
-  private async putRecord(kind: "staged" | "provenance", name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean }): Promise<boolean> {
+  private async putRecord(kind: "staged" | "provenance", name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean; memoryOnly?: boolean }): Promise<boolean> {
     const records = kind === "staged" ? this.staged : this.provenance;
     if (opts.ifAbsent && records.has(name)) return false;
-    await records.put(name, typeof data === "string" ? data : Buffer.from(data).toString("utf8"));
+    const text = typeof data === "string" ? data : Buffer.from(data).toString("utf8");
+    if (opts.memoryOnly && kind === "staged") this.staged.hold(name, text);
+    else await records.put(name, text);
     return true;
   }
 

@@ -52,7 +52,7 @@ describe("InlineOutputStager", () => {
     const outNar = narFromTree({ file: "the library\n" });
     const devNar = narFromTree({ file: `${node.outputs.out}\n` });
     const outputs = [inline("dev", node.outputs.dev, devNar, [base(node.outputs.out)]), inline("out", node.outputs.out, outNar)];
-    await stager.stage(lease, "w1", outputs, declared);
+    await stager.stage(lease, "w1", outputs, declared, true);
     expect(warnings).toEqual([]);
 
     const published = await publishOutputs(publisher, node, ["j1"], reportOf(outputs), "w1", pino({ level: "silent" }));
@@ -67,12 +67,32 @@ describe("InlineOutputStager", () => {
     }
   });
 
+  it("keeps a trusted worker's staged records in memory only, and journals an untrusted worker's", async () => {
+    const nar = narFromTree({ file: "small\n" });
+    await stager.stage(lease, "trusted", [inline("out", node.outputs.out, nar)], declared, true);
+    await stager.stage(lease, "untrusted", [inline("out", node.outputs.out, nar)], declared, false);
+    expect(await publisher.staged(node.outputs.out, lease, "trusted")).not.toBeNull();
+    expect(await publisher.staged(node.outputs.out, lease, "untrusted")).not.toBeNull();
+    // What a restart finds: the trusted worker resends its result, outputs and all; the untrusted one's waits for a confirming build.
+    const reopened = new OutputPublisher({ storage: await DiskStorage.open(dir), signingKey: parseSecretKey(keys.secretKey), logger: pino({ level: "silent" }) });
+    expect(await reopened.staged(node.outputs.out, lease, "trusted")).toBeNull();
+    expect(await reopened.staged(node.outputs.out, lease, "untrusted")).not.toBeNull();
+    // Accepted, the in-memory record goes without a journal line.
+    const journal = () => readFile(path.join(dir, "staged", "journal"), "utf8");
+    const before = await journal();
+    const published = await publishOutputs(publisher, mkNode("lib", [], { outputs: ["out"] }), ["j1"], reportOf([inline("out", node.outputs.out, nar)]), "trusted", pino({ level: "silent" }));
+    await published.written;
+    expect(published.verified).toBe(true);
+    expect(await publisher.staged(node.outputs.out, lease, "trusted")).toBeNull();
+    expect(await journal()).toBe(before);
+  });
+
   it("stages nothing for bytes that are not the reported NAR, nor for a path the derivation doesn't declare", async () => {
     const genuine = narFromTree({ file: "genuine\n" });
     const planted = narFromTree({ file: "planted!\n" });
     const stranger = `/tmp/nix/store/${"6".repeat(32)}-stranger`;
     const outputs = [inline("out", node.outputs.out, planted, [], genuine), inline("dev", node.outputs.dev, genuine), inline("x", stranger, genuine)];
-    await stager.stage(lease, "w1", outputs, declared);
+    await stager.stage(lease, "w1", outputs, declared, false);
     expect(warnings.map((w) => [w.msg, w.storePath])).toEqual([
       ["inline output refused: not an output of the lease's derivation", stranger],
       ["inline output refused", node.outputs.out],

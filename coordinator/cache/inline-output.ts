@@ -17,8 +17,12 @@ export class InlineOutputStager {
    * `lease` and `workerId`. The caller has checked that the worker holds the lease. Never throws: an output
    * refused here (bytes that are not a NAR, or not the hash reported) is simply not staged, so the result's
    * check finds it missing and the build counts as an upload failure, as after a refused upload.
+   *
+   * A trusted worker's record is kept in memory only: its result is judged at once, and a coordinator that
+   * restarts before acknowledging it gets the result, outputs and all, again. An untrusted worker's first build
+   * waits for a second one to confirm it, maybe across restarts, so its record is journaled like an upload's.
    */
-  async stage(lease: Lease, workerId: string, outputs: readonly BuiltOutput[], declared: ReadonlySet<string>): Promise<void> {
+  async stage(lease: Lease, workerId: string, outputs: readonly BuiltOutput[], declared: ReadonlySet<string>, trusted: boolean): Promise<void> {
     const { logger } = this.ctx;
     const grant = { kind: "output", by: workerId, workerId, lease } as const;
     await Promise.all(
@@ -29,7 +33,8 @@ export class InlineOutputStager {
           return;
         }
         const claims = { storePath: o.path, hashPart: hashPart(o.path), references: o.inline.references, deriver: baseName(lease.drvPath), compression: "none" as const, narHash: o.narHash, narSize: o.narSize };
-        await processUpload(this.ctx, claims, [Buffer.from(o.inline.nar.buffer, o.inline.nar.byteOffset, o.inline.nar.byteLength)], grant).catch((err: unknown) => {
+        const nar = Buffer.from(o.inline.nar.buffer, o.inline.nar.byteOffset, o.inline.nar.byteLength);
+        await processUpload(this.ctx, claims, [nar], grant, { stageInMemory: trusted }).catch((err: unknown) => {
           logger.warn({ storePath: o.path, worker: workerId, drv: lease.drvPath, err: (err as Error).message }, "inline output refused");
         });
       }),

@@ -7,7 +7,7 @@
 // Appends that queue while one is written go together, with one fdatasync.
 import { open, readdir, readFile, rm, stat, truncate } from "node:fs/promises";
 import { join } from "node:path";
-import { AppendLog } from "./append-log.js";
+import { AppendLog, parseRecordLine, replayRecords } from "./append-log.js";
 
 const LOG = "log";
 
@@ -17,27 +17,8 @@ interface Place {
   length: number;
 }
 
-/** Every live record of a provenance log's text, by name: the latest line of each name wins. */
-export function parseProvenanceLog(text: string): Map<string, string> {
-  const live = new Map<string, string>();
-  for (const line of text.split("\n")) {
-    const entry = parseLine(line);
-    if (entry === null) continue;
-    if (entry.d === undefined) live.delete(entry.n);
-    else live.set(entry.n, entry.d);
-  }
-  return live;
-}
-
-function parseLine(line: string): { n: string; d?: string } | null {
-  try {
-    const entry = JSON.parse(line) as { n?: unknown; d?: unknown };
-    if (typeof entry.n !== "string") return null;
-    return typeof entry.d === "string" ? { n: entry.n, d: entry.d } : { n: entry.n };
-  } catch {
-    return null;
-  }
-}
+/** Every live record of a provenance log's text, by name. */
+export const parseProvenanceLog = (text: string): Map<string, string> => replayRecords(text);
 
 /** The provenance records of one cache directory. */
 export class ProvenanceLog {
@@ -63,7 +44,7 @@ export class ProvenanceLog {
     const p = new ProvenanceLog(new AppendLog(path, whole));
     for (let offset = 0; offset < whole; ) {
       const end = bytes.indexOf(0x0a, offset) + 1;
-      const entry = parseLine(bytes.toString("utf8", offset, end - 1));
+      const entry = parseRecordLine(bytes.toString("utf8", offset, end - 1));
       if (entry?.d !== undefined) p.places.set(entry.n, { offset, length: end - 1 - offset });
       else if (entry) p.places.delete(entry.n);
       offset = end;
@@ -86,7 +67,7 @@ export class ProvenanceLog {
     try {
       const buf = Buffer.alloc(at.length);
       await fh.read(buf, 0, at.length, at.offset);
-      return parseLine(buf.toString("utf8"))?.d;
+      return parseRecordLine(buf.toString("utf8"))?.d;
     } finally {
       await fh.close();
     }

@@ -9,7 +9,7 @@
 // Appends that queue while one is written go together, with one fdatasync.
 import { open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { AppendLog } from "./append-log.js";
+import { AppendLog, replayRecords } from "./append-log.js";
 
 const JOURNAL = "journal";
 /** Rewritten when it holds more lines than this plus 4 per live record. */
@@ -18,6 +18,8 @@ const COMPACT_AFTER_LINES = 10_000;
 /** The staged records of one cache directory, held in memory and written to its journal. */
 export class StagedJournal {
   private readonly live = new Map<string, string>();
+  /** Live records that are in memory only (see `hold`). */
+  private readonly held = new Set<string>();
   private lines = 0;
   private readonly log: AppendLog;
 
@@ -45,17 +47,7 @@ export class StagedJournal {
       if (err.code === "ENOENT") return "";
       throw err;
     });
-    for (const line of text.split("\n")) {
-      let entry: { n?: unknown; d?: unknown };
-      try {
-        entry = JSON.parse(line);
-      } catch {
-        continue;
-      }
-      if (typeof entry.n !== "string") continue;
-      if (typeof entry.d === "string") j.live.set(entry.n, entry.d);
-      else j.live.delete(entry.n);
-    }
+    replayRecords(text, j.live);
     await j.compact();
     for (const name of older) await rm(join(dir, name), { force: true });
     return j;
@@ -75,12 +67,26 @@ export class StagedJournal {
 
   /** Records `data` under `name`; resolves once it is on disk (and readable from then on). */
   async put(name: string, data: string): Promise<void> {
-    await this.append(JSON.stringify({ n: name, d: data }) + "\n", () => this.live.set(name, data));
+    await this.append(JSON.stringify({ n: name, d: data }) + "\n", () => {
+      this.live.set(name, data);
+      this.held.delete(name);
+    });
+  }
+
+  /**
+   * Records `data` under `name` in memory only: for a record whose loss costs nothing, because what it stands
+   * for comes again after a restart (an output sent inside a result the worker resends until it is acknowledged).
+   */
+  hold(name: string, data: string): void {
+    if (this.live.has(name) && !this.held.has(name)) return; // on disk already: that record stands
+    this.live.set(name, data);
+    this.held.add(name);
   }
 
   /** Forgets `name` at once; resolves once that is on disk. */
   async remove(name: string): Promise<void> {
     if (!this.live.delete(name)) return;
+    if (this.held.delete(name)) return;
     await this.append(JSON.stringify({ n: name }) + "\n", () => {});
   }
 
@@ -108,6 +114,7 @@ export class StagedJournal {
       await fh.close();
     }
     await rename(next, join(this.dir, JOURNAL));
+    this.held.clear(); // written out with the rest: a removal must now be journaled
     this.lines = this.live.size;
     this.log.size = text.length;
   }

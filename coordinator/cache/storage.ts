@@ -59,8 +59,11 @@ export interface CacheStorage {
   getText(kind: CacheFileKind, name: string): Promise<string | null>;
   /** True if the file exists. */
   has(kind: CacheFileKind, name: string): Promise<boolean>;
-  /** Atomically writes a small file; `ifAbsent` as in StagedFile.commit. */
-  put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts?: { ifAbsent?: boolean }): Promise<boolean>;
+  /**
+   * Atomically writes a small file; `ifAbsent` as in StagedFile.commit. `memoryOnly` (staged records only): kept
+   * in memory, not written, so lost on a restart; for a record whose source comes again after one.
+   */
+  put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts?: { ifAbsent?: boolean; memoryOnly?: boolean }): Promise<boolean>;
   /** The first half of a put: writes and flushes `data`, to be committed (or discarded) later; several can be written at once. */
   prepare(data: string | Uint8Array): Promise<PreparedFile>;
   /** Starts a streamed write (for NARs). */

@@ -191,8 +191,11 @@ async function writeAside(storage: CacheStorage, bytes: AsyncIterable<Buffer>, c
   }
 }
 
-/** Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError. */
-export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant): Promise<UploadResult> {
+/**
+ * Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError.
+ * `stageInMemory`: a staged output's record is kept in memory only (see CacheStorage.put's `memoryOnly`).
+ */
+export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant, opts: { stageInMemory?: boolean } = {}): Promise<UploadResult> {
   if (claims.narSize !== undefined && claims.narSize > ctx.maxNarBytes) throw new TooLargeError(`NAR of ${claims.narSize} bytes exceeds ${ctx.maxNarBytes}`);
   const existing = await readExisting(ctx, claims.hashPart);
   // An accepted build of this output is published already: it stands, and this one need not be kept.
@@ -249,7 +252,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
       const record: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now() };
       // The NAR first: a staged record on disk always names a NAR that is there (the record goes to a journal, no file of its own).
       await staged.commit("nar", fileName);
-      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(record));
+      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(record), { memoryOnly: opts.stageInMemory });
       ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size }, "staged output");
       return { status: 202, narInfo: unsigned };
     }

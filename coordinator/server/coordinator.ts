@@ -177,7 +177,7 @@ export class Coordinator implements WorkerHub, FarmApi {
     try {
       // Only the lease's holder stages anything: a stale or made-up lease's inline outputs are dropped unread.
       if (isCurrent && report.outcome === "succeeded" && report.outputs.some((o) => o.inline)) {
-        await this.d.inlineOutputs.stage(lease, session.workerId, report.outputs, new Set(Object.values(current.node.outputs)));
+        await this.d.inlineOutputs.stage(lease, session.workerId, report.outputs, new Set(Object.values(current.node.outputs)), session.trusted !== false);
       }
       await this.judge(session, report, isCurrent);
     } finally {

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { REPO, type FarmCluster } from "../harness/cluster.js";
+import { waitFor } from "../harness/ports.js";
 import { runIsolated } from "../harness/isolated.js";
 import { formatSha256, HashCounter, hashPart, parseNarInfo, verifyNarInfo } from "../../proto/nix/mod.js";
 import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
@@ -43,6 +44,12 @@ const put = (token: string, storePath: string, nar: Buffer, lease?: Lease, extra
     },
     body: new Uint8Array(nar),
   });
+/** The coordinator's log lines with message `msg` (and matching `pred`), once there is at least one. */
+const logged = (msg: string, pred: (line: Record<string, unknown>) => boolean = () => true) =>
+  waitFor(`"${msg}" in the coordinator's log`, () => {
+    const lines = farm.coordinatorLog().split("\n").filter((l) => l.includes(`"msg":${JSON.stringify(msg)}`)).map((l) => JSON.parse(l) as Record<string, unknown>).filter(pred);
+    return lines.length > 0 ? lines : null;
+  }, 10_000, 50);
 const narinfoStatus = async (storePath: string) => (await fetch(`${farm.cacheUrl}/${hashPart(storePath)}.narinfo`)).status;
 const narHashOf = (nar: Buffer) => {
   const c = new HashCounter();
@@ -142,8 +149,9 @@ describe("only accepted builds get signed", () => {
     await w1.ack(lease, since);
     // Counted as an upload failure: nothing published, and the build goes back to the queue.
     expect(await narinfoStatus(target.out)).toBe(404);
-    const reported = farm.coordinatorLog().split("\n").filter((l) => l.includes('"msg":"build reported"')).map((l) => JSON.parse(l));
-    expect(reported.filter((r) => r.worker === "w1").map((r) => `${r.worker} ${r.outcome} verified=${r.verified}`)).toEqual(["w1 succeeded verified=false"]);
+    // The coordinator's log is written asynchronously: its line may land a moment after the ack.
+    const reported = await logged("build reported", (r) => r.worker === "w1");
+    expect(reported.map((r) => `${r.worker} ${r.outcome} verified=${r.verified}`)).toEqual(["w1 succeeded verified=false"]);
 
     const again = (await w1.next("assign", (a) => a.lease!.epoch > lease.epoch, 30_000)).lease!;
     expect((await put(T.w1, target.out, genuine, again)).status).toBe(202);
@@ -157,7 +165,7 @@ describe("only accepted builds get signed", () => {
     expect(verifyNarInfo(info, [farm.publicKey()])).toBe(true);
     const provenance = provenanceRecords(farm).get(hashPart(target.out));
     expect(provenance).toMatchObject({ storePath: target.out, narHash: hash, workerId: "w1", drvPath: target.drvPath, epoch: again.epoch, jobs: [jobId] });
-    expect(farm.coordinatorLog()).toMatch(/"msg":"published accepted output"/);
+    await logged("published accepted output");
     lease = again;
   });
 
@@ -176,14 +184,14 @@ describe("only accepted builds get signed", () => {
     const bytes = narFromTree({ file: "inline\n" });
     const { hash, size } = narHashOf(bytes);
     const notAnOutput = `/tmp/nix/store/${"6".repeat(32)}-trust-inline-1.0`;
-    const refused = () => farm.coordinatorLog().split("\n").filter((l) => l.includes('"msg":"inline output refused')).map((l) => JSON.parse(l));
 
     // Planted bytes under the genuine hash: refused before anything is staged, so the success fails its check.
     const since = w1.received.length;
     w1.result(first, BuildStatus.BUILD_STATUS_SUCCEEDED, "", [{ name: "out", path: inlined.out, narHash: hash, narSize: planted.length, nar: planted }]);
     await w1.ack(first, since);
     expect(await narinfoStatus(inlined.out)).toBe(404);
-    expect(refused().map((r) => `${r.storePath} ${r.err}`)).toEqual([`${inlined.out} NAR hash is ${narHashOf(planted).hash}, upload claimed ${hash}`]);
+    const refused = await logged("inline output refused");
+    expect(refused.map((r) => `${r.storePath} ${r.err}`)).toEqual([`${inlined.out} NAR hash is ${narHashOf(planted).hash}, upload claimed ${hash}`]);
 
     // The build went back to the queue: the old lease's genuine bytes, sent late, stage and publish nothing.
     const again = (await w1.next("assign", (a) => a.lease!.drvPath === inlined.drvPath && a.lease!.epoch > first.epoch)).lease!;
@@ -205,7 +213,8 @@ describe("only accepted builds get signed", () => {
     expect(Buffer.from(await (await fetch(`${farm.cacheUrl}/${info.url}`)).arrayBuffer()).equals(bytes)).toBe(true);
     expect(provenanceRecords(farm).get(hashPart(inlined.out))).toMatchObject({ workerId: "w1", drvPath: inlined.drvPath, epoch: again.epoch });
     expect(await narinfoStatus(notAnOutput)).toBe(404);
-    expect(refused().map((r) => r.storePath)).toEqual([inlined.out, notAnOutput]);
+    const alsoRefused = await logged("inline output refused: not an output of the lease's derivation");
+    expect(alsoRefused.map((r) => r.storePath)).toEqual([notAnOutput]);
   });
 
   it("states no CA an uploader claims, and takes no reference that borrows a published hash under another name", async () => {
