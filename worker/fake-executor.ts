@@ -37,7 +37,7 @@ export function singleFileNar(contents: string | Uint8Array): Buffer {
   ]);
 }
 
-/** Sleeps, then uploads a small NAR for each output. */
+/** Sleeps, then sends (or uploads) a small NAR for each output. */
 export class FakeExecutor implements Executor {
   /** `inline: false` uploads each output to the cache rather than sending it in the report. */
   constructor(private readonly opts: { model: FakeModel; makeCache: CacheFactory; logger: Logger; counters?: TransferCounters; inline?: boolean }) {}

@@ -111,7 +111,6 @@ export class EffectRunner {
       }
       const batch: BatchEntry[] = [];
       const writes: Promise<void>[] = [];
-      let computeMs = 0;
       const started = performance.now();
       // Take what is queued, up to a bound: the events computed first wait, unsent, for the rest of the batch
       // (their prepares included: a result's publishes its outputs), so a batch ends after YIELD_AFTER_MS.
@@ -121,7 +120,7 @@ export class EffectRunner {
           const prepared = await q.prepare();
           const t = performance.now();
           const effects = q.event(this.clock.now(), prepared);
-          computeMs += this.timed(q.what, "compute", t);
+          this.timed(q.what, "compute", t);
           batch.push({ q, effects });
           const written = q.writes?.(prepared);
           if (written) writes.push(written);
@@ -133,8 +132,9 @@ export class EffectRunner {
       const commit = this.commit(batch, writes, committing.at(-1));
       commit.catch(() => undefined); // its events were rejected; the batch after it sees the failure through `before`
       committing.push(commit);
-      // A long compute (a slice of a big submit) and the start of its writes would be one long turn of the loop.
-      if (computeMs > YIELD_AFTER_MS) await new Promise((r) => setImmediate(r));
+      // The loop gets a turn after every batch: the next one would otherwise follow on a microtask, and a queue
+      // that never empties (a busy farm, a big submit's slices) would hold it for one batch after another.
+      await new Promise((r) => setImmediate(r));
       // Bounded: computed state may run only so far ahead of what is stored.
       if (committing.length >= MAX_BATCHES_IN_FLIGHT) await committing.shift()!.catch(() => undefined);
     }
@@ -176,7 +176,7 @@ interface BatchEntry {
 
 /** A synchronous part of an event longer than this is reported (heartbeats wait behind it). */
 export const SLOW_EVENT_MS = 100;
-/** A batch takes no more events after this long; after this much compute, the loop gets a turn before its writes start. */
+/** A batch takes no more events after this long. */
 const YIELD_AFTER_MS = 20;
 /** Events persisted together at most. */
 const MAX_BATCH_EVENTS = 256;
