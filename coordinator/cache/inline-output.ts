@@ -33,8 +33,7 @@ export class InlineOutputStager {
           return;
         }
         const claims = { storePath: o.path, hashPart: hashPart(o.path), references: o.inline.references, deriver: baseName(lease.drvPath), compression: "none" as const, narHash: o.narHash, narSize: o.narSize };
-        const nar = Buffer.from(o.inline.nar.buffer, o.inline.nar.byteOffset, o.inline.nar.byteLength);
-        await processUpload(this.ctx, claims, [nar], grant, { stageInMemory: trusted }).catch((err: unknown) => {
+        await processUpload(this.ctx, claims, [o.inline.nar], grant, { stageInMemory: trusted }).catch((err: unknown) => {
           logger.warn({ storePath: o.path, worker: workerId, drv: lease.drvPath, err: (err as Error).message }, "inline output refused");
         });
       }),

@@ -39,34 +39,34 @@ export class Persister {
   /** Applies the persist effects and publishes the events; retries forever unless fenced. */
   async persist(what: string, effects: readonly Effect[]): Promise<void> {
     const started = this.clock.now();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await applyEffects(this.store, effects);
-        if (attempt > 1) {
-          this.retrying--;
-          const stalledMs = this.clock.now() - started;
-          this.holdUntil = this.clock.now() + this.opts.lossHoldMs;
-          this.logger.warn({ what, attempts: attempt, stalledMs, holdLossesMs: this.opts.lossHoldMs }, "state persisted again after a store outage");
+    let retried = false; // counted in `retrying` from its first failure until it lands or gives up
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await applyEffects(this.store, effects);
+          if (attempt > 1) {
+            const stalledMs = this.clock.now() - started;
+            this.holdUntil = this.clock.now() + this.opts.lossHoldMs;
+            this.logger.warn({ what, attempts: attempt, stalledMs, holdLossesMs: this.opts.lossHoldMs }, "state persisted again after a store outage");
+          }
+          return;
+        } catch (err) {
+          if (err instanceof StoreConflictError) {
+            this.logger.fatal({ err, what }, "another coordinator changed the farm state; stopping");
+            this.onFenced?.(err);
+            throw err;
+          }
+          // Shutting down: a write that fails now would be retried against a closed store forever.
+          if (this.stopped) throw err;
+          if (!retried) this.retrying++;
+          retried = true;
+          const waitMs = Math.min(this.opts.maxWaitMs ?? 1000, (this.opts.minWaitMs ?? 100) * 2 ** Math.min(attempt - 1, 10));
+          this.logger.warn({ err: (err as Error).message, what, attempt, waitMs }, "persisting state failed; retrying");
+          await new Promise((r) => setTimeout(r, waitMs));
         }
-        return;
-      } catch (err) {
-        const failing = attempt > 1;
-        if (err instanceof StoreConflictError) {
-          if (failing) this.retrying--;
-          this.logger.fatal({ err, what }, "another coordinator changed the farm state; stopping");
-          this.onFenced?.(err);
-          throw err;
-        }
-        // Shutting down: a write that fails now would be retried against a closed store forever.
-        if (this.stopped) {
-          if (failing) this.retrying--;
-          throw err;
-        }
-        if (!failing) this.retrying++;
-        const waitMs = Math.min(this.opts.maxWaitMs ?? 1000, (this.opts.minWaitMs ?? 100) * 2 ** Math.min(attempt - 1, 10));
-        this.logger.warn({ err: (err as Error).message, what, attempt, waitMs }, "persisting state failed; retrying");
-        await new Promise((r) => setTimeout(r, waitMs));
       }
+    } finally {
+      if (retried) this.retrying--;
     }
   }
 
