@@ -87,8 +87,22 @@ function expectedRemainingMs(rec: DrvRecord, estimate: Estimate, now: number): n
  */
 class BusyWorkers {
   private readonly byPlatform = new Map<string, WorkerCandidate[]>();
+  /** Active workers per platform, free or busy: an assignment changes who is busy, not who is active. */
+  private readonly fleetByPlatform = new Map<string, WorkerRecord[]>();
 
   constructor(private readonly workers: WorkerPool) {}
+
+  /** Every active worker of a platform (placement reads facts of the fleet off it on every try). */
+  fleet(system: string, features: readonly string[]): WorkerRecord[] {
+    const key = `${system}\0${features.join(",")}`;
+    let list = this.fleetByPlatform.get(key);
+    if (list === undefined) {
+      list = [];
+      for (const w of this.workers.values()) if (w.state === "active" && platformMatches(w.info, system, features)) list.push(w);
+      this.fleetByPlatform.set(key, list);
+    }
+    return list;
+  }
 
   of(system: string, features: readonly string[]): WorkerCandidate[] {
     const key = `${system}\0${features.join(",")}`;
@@ -109,7 +123,7 @@ class BusyWorkers {
   }
 }
 
-/** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read. */
+/** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read (the fleet too). */
 function placementRequest(
   busyWorkers: BusyWorkers,
   now: number,
@@ -120,6 +134,7 @@ function placementRequest(
   passedOverSinceMs?: number,
 ): PlacementRequest {
   let busy: WorkerCandidate[] | undefined;
+  let fleet: readonly WorkerRecord[] | undefined;
   return {
     now,
     node,
@@ -129,6 +144,14 @@ function placementRequest(
     passedOverSinceMs,
     get busy() {
       return (busy ??= busyWorkers.of(node.system, node.requiredSystemFeatures).filter((c) => trustAllows(record, c.worker.info)));
+    },
+    get fleet() {
+      if (fleet === undefined) {
+        const all = busyWorkers.fleet(node.system, node.requiredSystemFeatures);
+        // Most records go anywhere: the shared list, not a copy per try.
+        fleet = record.unconfirmed === undefined && !record.needsTrustedWorker ? all : all.filter((w) => trustAllows(record, w.info));
+      }
+      return fleet;
     },
   };
 }

@@ -38,7 +38,12 @@ function place(estimate: Estimate, candidates: WorkerCandidate[], opts: { busy?:
   const node = mkNode("x");
   const record = newDrvRecord(node.drvPath, 0);
   record.coreLimit = opts.coreLimit ?? 0;
-  return new MemoryFit(opts.config).place({ now: NOW, node, record, estimate, candidates, busy: opts.busy ?? [] });
+  const busy = opts.busy ?? [];
+  const decision = new MemoryFit(opts.config).place({ now: NOW, node, record, estimate, candidates, busy });
+  // The dispatcher hands over the fleet it listed once per pass: the same decision as one read off the candidates.
+  const fleet = [...candidates, ...busy].map((c) => c.worker).filter((w) => w.state === "active");
+  expect(new MemoryFit(opts.config).place({ now: NOW, node, record, estimate, candidates, busy, fleet })).toEqual(decision);
+  return decision;
 }
 
 const margin = (memory: number) => Math.max(Math.min(0.1 * memory, 128 * MiB), 64 * MiB);

@@ -30,7 +30,7 @@ import {
   type WorkerCandidate,
 } from "./placement.js";
 import type { WorkerInfo } from "./types.js";
-import { remainingLifetimeMs } from "./worker-state.js";
+import { remainingLifetimeMs, type WorkerRecord } from "./worker-state.js";
 
 export { DEFAULT_MEMORY_FIT, mb, placementModel, safetyMargin, shortDuration, withHeadroom, type LifetimePolicy, type MemoryFitConfig } from "./memory-fit-config.js";
 
@@ -74,6 +74,14 @@ function lacksDisk(c: WorkerCandidate, diskBytes: number, filledADisk: boolean):
 }
 
 type Miss = { kind: "memory"; unreserved: number } | { kind: "disk"; freeDisk: number };
+
+/** The active workers of the build's platform, free or busy: the dispatcher's list, or read off the candidates. */
+function fleetOf(req: PlacementRequest): readonly WorkerRecord[] {
+  if (req.fleet !== undefined) return req.fleet;
+  return [...req.candidates, ...(req.busy ?? [])]
+    .filter((c) => c.worker.state === "active" && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures))
+    .map((c) => c.worker);
+}
 
 /** Places builds by memory, disk and remaining lifetime, with cores chosen to fit. */
 export class MemoryFit implements PlacementPolicy {
@@ -155,9 +163,7 @@ export class MemoryFit implements PlacementPolicy {
   private byLifetime(req: PlacementRequest, model: ResourceModel, how: FitTerms, fits: Fit[], trial: boolean, cramped: boolean): PlacementDecision {
     const coreCap = how.coreCap;
     const slackFraction = this.config.lifetimeSlackFraction;
-    const active = [...req.candidates, ...(req.busy ?? [])]
-      .filter((c) => c.worker.state === "active" && platformMatches(c.worker.info, req.node.system, req.node.requiredSystemFeatures))
-      .map((c) => c.worker);
+    const active = fleetOf(req);
     const fleetMs = fleetLifetimeMs(active);
     // A duration measured n times is known to about slack/n more: one draw may have been a short one,
     // and losing a long build with its worker costs far more than waiting for a fresher one.
@@ -216,10 +222,8 @@ export class MemoryFit implements PlacementPolicy {
   /** The active worker of the build's platform that can hand out the most memory, free or busy. */
   private largestWorker(req: PlacementRequest): WorkerInfo | null {
     let largest: WorkerInfo | null = null;
-    for (const c of [...req.candidates, ...(req.busy ?? [])]) {
-      const info = c.worker.info;
-      if (c.worker.state !== "active" || !platformMatches(info, req.node.system, req.node.requiredSystemFeatures)) continue;
-      if (largest === null || this.usable(info) > this.usable(largest)) largest = info;
+    for (const w of fleetOf(req)) {
+      if (largest === null || this.usable(w.info) > this.usable(largest)) largest = w.info;
     }
     return largest;
   }

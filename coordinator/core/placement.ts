@@ -28,6 +28,11 @@ export interface PlacementRequest {
   candidates: readonly WorkerCandidate[];
   /** Active workers of that platform without a free slot now (for decisions to wait for one); may be absent. */
   busy?: readonly WorkerCandidate[];
+  /**
+   * Every active worker of that platform the record may go to, free or busy, without its load: for facts
+   * of the fleet (its largest worker, its longest lifetime). Absent: read from `candidates` and `busy`.
+   */
+  fleet?: readonly WorkerRecord[];
   /** When placement first passed this ready derivation over (it has waited since); absent when it has not. */
   passedOverSinceMs?: number;
 }
