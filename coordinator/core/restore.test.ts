@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { effectsOf } from "./effects.js";
 import { Scheduler } from "./scheduler.js";
-import { Harness, drvPathOf, mkNode, mkSubmission, mkWorker } from "./test-support.js";
+import { Harness, PersistedEffects, drvPathOf, mkNode, mkSubmission, mkWorker } from "./test-support.js";
 
 // Builds a small run, then corrupts its snapshot the way a crash between two persists could.
 function midRun() {
@@ -50,5 +50,28 @@ describe("Scheduler.restore repairs", () => {
     r.advanceTo(t + 1001);
     expect(r.drv(drvPathOf("b"))!.record).toMatchObject({ state: "ready", transientFailures: 0 });
     expect(r.workers(t + 1001)[0].state).toBe("lost");
+  });
+});
+
+describe("what a restore derives instead of loading", () => {
+  it("waiting to ready is not stored: the record stays waiting in the store, and a restore makes it ready", () => {
+    const h = new Harness();
+    const store = new PersistedEffects();
+    store.apply(h.run((s, t) => s.workerJoined(t, mkWorker("w1", { maxBuilds: 1 }))));
+    // b needs a feature w1 lacks: it becomes ready when a is done, and nobody takes it.
+    const submitted = h.run((s, t) => s.submitJob(t, mkSubmission("j", [mkNode("a"), mkNode("b", ["a"], { requiredSystemFeatures: ["big"] })], ["b"])));
+    store.apply(submitted);
+    const reported = h.report(h.assigns(submitted)[0]);
+    store.apply(reported);
+
+    expect(h.scheduler.drv(drvPathOf("b"))!.record.state).toBe("ready");
+    expect(effectsOf(reported, "persistDrvs").flatMap((e) => e.records.map((r) => r.drvPath))).toEqual([drvPathOf("a")]);
+    expect(effectsOf(reported, "event").map((e) => e.event)).toContainEqual(expect.objectContaining({ type: "drv.state", drvPath: drvPathOf("b"), from: "waiting", to: "ready" }));
+    expect(store.drvs.get(drvPathOf("b"))!.state).toBe("waiting");
+
+    const r = Scheduler.restore(h.clock.now(), store.snapshot());
+    expect(r.drv(drvPathOf("b"))!.record.state).toBe("ready");
+    const eff = r.workerJoined(h.clock.now(), mkWorker("w2", { features: ["big"] }));
+    expect(effectsOf(eff, "assign").map((e) => [e.spec.name, e.workerId])).toEqual([["b", "w2"]]);
   });
 });

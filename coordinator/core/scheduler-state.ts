@@ -114,7 +114,9 @@ export function createState(config: Partial<SchedulerConfig>, policies: Partial<
   const book = new JobBook();
   const dag = new DagIndex((rec, from, now, wasCached) => {
     book.onDrvChange(rec, from, wasCached);
-    sink.drvChanged(rec);
+    // Waiting to ready is not stored: a restore derives it from the inputs' records (DagIndex.settleRestored),
+    // and every derivation a job builds makes this move, a write each for nothing.
+    if (!(from === "waiting" && rec.state === "ready")) sink.drvChanged(rec);
     if (from !== null && from !== rec.state) {
       sink.emit({
         type: "drv.state",
