@@ -46,6 +46,8 @@ export interface RunResult {
   submitS: number;
   ackP50Ms: number;
   ackP99Ms: number;
+  /** Where a result's time went, step by step (means). */
+  steps: ResultSteps;
   loopP99Ms: number;
   loopMaxMs: number;
   /** Longest pause in the windows that cover the submit call. */
@@ -118,21 +120,66 @@ async function stopChild(c: ChildProcess | undefined, signal: NodeJS.Signals = "
   clearTimeout(timer);
 }
 
-/** Assignment (coordinator decided) to acceptance (result verified, persisted) per lease, from the coordinator's log. */
-function ackLatencies(log: string): { latencies: number[]; lost: number } {
-  const assigned = new Map<string, number>();
+/** Mean ms of each step of a result, assignment to acknowledgement, over the leases whose every step is logged. */
+export interface ResultSteps {
+  /** Assigned to its outputs staged: the worker, gRPC and the upload (or the staging of inline outputs). */
+  toStaged: number;
+  /** Staged to reported: waiting in the effect runner's queue for the result's turn. */
+  queued: number;
+  /** Reported to published: the files that publish its outputs (the last output's). */
+  writes: number;
+  /** Published to acknowledged: the persist, after the batches before it. */
+  persist: number;
+  leases: number;
+}
+
+/** One lease's times from the coordinator's log. */
+interface LeaseTimes {
+  assigned?: number;
+  staged?: number;
+  reported?: number;
+  published?: number;
+  accepted?: number;
+}
+
+/**
+ * Assignment (coordinator decided) to acceptance (result verified, persisted) per lease, and the mean of each
+ * step between (from the coordinator's log lines: assigned, staged output, build reported, published accepted
+ * output, result accepted), and the workers lost.
+ */
+function resultTimes(log: string): { latencies: number[]; steps: ResultSteps; lost: number } {
+  const leases = new Map<string, LeaseTimes>();
   const latencies: number[] = [];
   let lost = 0;
   for (const line of log.split("\n")) {
     if (!line.startsWith("{")) continue;
-    if (line.includes('"assigned"') || line.includes('"result accepted"')) {
-      const o = JSON.parse(line) as { msg: string; time: number; drv: string; epoch: number };
-      const key = `${o.drv} ${o.epoch}`;
-      if (o.msg === "assigned") assigned.set(key, o.time);
-      else if (assigned.has(key)) latencies.push(o.time - assigned.get(key)!);
-    } else if (line.includes("worker lost")) lost++;
+    if (line.includes("worker lost")) lost++;
+    if (!/"msg":"(assigned|staged output|build reported|published accepted output|result accepted)"/.test(line)) continue;
+    const o = JSON.parse(line) as { msg: string; time: number; drv: string; epoch: number };
+    const key = `${o.drv} ${o.epoch}`;
+    let t = leases.get(key);
+    if (t === undefined) leases.set(key, (t = {}));
+    if (o.msg === "assigned") t.assigned = o.time;
+    else if (o.msg === "staged output") t.staged ??= o.time;
+    else if (o.msg === "build reported") t.reported = o.time;
+    else if (o.msg === "published accepted output") t.published = Math.max(t.published ?? 0, o.time);
+    else {
+      t.accepted = o.time;
+      if (t.assigned !== undefined) latencies.push(o.time - t.assigned);
+    }
   }
-  return { latencies: latencies.sort((a, b) => a - b), lost };
+  const sums = { toStaged: 0, queued: 0, writes: 0, persist: 0, leases: 0 };
+  for (const t of leases.values()) {
+    if (t.assigned === undefined || t.staged === undefined || t.reported === undefined || t.published === undefined || t.accepted === undefined) continue;
+    sums.toStaged += t.staged - t.assigned;
+    sums.queued += t.reported - t.staged;
+    sums.writes += t.published - t.reported;
+    sums.persist += t.accepted - t.published;
+    sums.leases++;
+  }
+  const n = Math.max(1, sums.leases);
+  const steps = { toStaged: sums.toStaged / n, queued: sums.queued / n, writes: sums.writes / n, persist: sums.persist / n, leases: sums.leases };
+  return { latencies: latencies.sort((a, b) => a - b), steps, lost };
 }
 
 /** Runs one farm to the end of its job (or to `stopAfterSubmitMs` after the submit). */
@@ -222,7 +269,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     sampling = false;
     await sampler;
     const submitEnd = started + submitS * 1000;
-    const { latencies, lost } = ackLatencies(readFileSync(logFile, "utf8"));
+    const { latencies, steps, lost } = resultTimes(readFileSync(logFile, "utf8"));
     const sortedP99 = windows.map((w) => w.p99);
     return {
       label: spec.label,
@@ -233,6 +280,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       submitS,
       ackP50Ms: percentile(latencies, 50),
       ackP99Ms: percentile(latencies, 99),
+      steps,
       loopP99Ms: Math.max(0, ...sortedP99),
       loopMaxMs: Math.max(0, ...windows.map((w) => w.max)),
       // The windows that end from the submit's start to just after it returned cover it.

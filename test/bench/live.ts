@@ -4,7 +4,8 @@
 // submits the nixpkgs-20.09 graph (../shared/dags, else a synthetic graph of
 // the same size and shape) and prints wall time, derivations/s, assignment to
 // acceptance latency, event-loop delay, coordinator CPU and peak RSS, and
-// workers lost. Then a 100k-node submit to a farm of 50 workers, for its
+// workers lost, and where a result's time went (its steps, from the
+// coordinator's log: staged, queued, published, persisted). Then a 100k-node submit to a farm of 50 workers, for its
 // longest event-loop pause. Targets are printed beside the figures, never asserted.
 //   BENCH_N=50,100,200        worker counts
 //   BENCH_NODES=5000          a synthetic graph of this size instead of the real one
@@ -100,6 +101,11 @@ async function main(): Promise<void> {
       if (base && ours) console.log(`\nN=${n}: wall ${f(base.wallS / ours.wallS, 2)}x faster than the baseline, CPU ${f(base.cpuS / ours.cpuS, 2)}x less`);
       const uploaded = results.find((r) => r.workers === n && r.label === UPLOADED.label);
       if (uploaded && ours) console.log(`\nN=${n}: wall ${f(uploaded.wallS / ours.wallS, 2)}x faster than with outputs uploaded, coordinator CPU ${f(uploaded.cpuS / ours.cpuS, 2)}x less, workers' CPU ${f(uploaded.workersCpuS / ours.workersCpuS, 2)}x less`);
+    }
+    console.log("\nWhere a result's time went, assignment to acknowledgement (means, ms): to its outputs staged (worker, gRPC, upload) / in the runner's queue / the publishing writes / the persist");
+    for (const r of results) {
+      const s = r.steps;
+      console.log(`- N=${r.workers}, ${r.label}: ${f(s.toStaged)} / ${f(s.queued)} / ${f(s.writes)} / ${f(s.persist)} (${s.leases} leases)`);
     }
     const at200 = results.find((r) => r.workers === 200 && r.label === OURS.label);
     const heap = results.find((r) => r.label === OURS.label);
