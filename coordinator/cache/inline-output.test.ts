@@ -1,6 +1,6 @@
 // Outputs sent inline in a build report, over real disk storage: staged as their
 // uploads would be, so acceptance signs exactly what was sent and nothing else.
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino from "pino";
@@ -52,10 +52,13 @@ describe("InlineOutputStager", () => {
     const outNar = narFromTree({ file: "the library\n" });
     const devNar = narFromTree({ file: `${node.outputs.out}\n` });
     const outputs = [inline("dev", node.outputs.dev, devNar, [base(node.outputs.out)]), inline("out", node.outputs.out, outNar)];
-    await stager.stage(lease, "w1", outputs, declared, true);
+    const held = await stager.stage(lease, "w1", outputs, declared, true);
     expect(warnings).toEqual([]);
+    // A trusted worker's NARs stay in memory until they are published: staging writes no file.
+    expect([...held.keys()].sort()).toEqual([node.outputs.dev, node.outputs.out].sort());
+    expect(await readdir(path.join(dir, "nar"))).toEqual([]);
 
-    const published = await publishOutputs(publisher, node, ["j1"], reportOf(outputs), "w1", pino({ level: "silent" }));
+    const published = await publishOutputs(publisher, node, ["j1"], reportOf(outputs), "w1", pino({ level: "silent" }), { held });
     expect(published.verified).toBe(true);
     await published.written;
     for (const [p, nar] of [[node.outputs.out, outNar], [node.outputs.dev, devNar]] as const) {
@@ -69,8 +72,9 @@ describe("InlineOutputStager", () => {
 
   it("keeps a trusted worker's staged records in memory only, and journals an untrusted worker's", async () => {
     const nar = narFromTree({ file: "small\n" });
-    await stager.stage(lease, "trusted", [inline("out", node.outputs.out, nar)], declared, true);
-    await stager.stage(lease, "untrusted", [inline("out", node.outputs.out, nar)], declared, false);
+    const held = await stager.stage(lease, "trusted", [inline("out", node.outputs.out, nar)], declared, true);
+    expect(await stager.stage(lease, "untrusted", [inline("out", node.outputs.out, nar)], declared, false)).toEqual(new Map());
+    expect(await readdir(path.join(dir, "nar"))).toHaveLength(1); // the untrusted worker's, written at once
     expect(await publisher.staged(node.outputs.out, lease, "trusted")).not.toBeNull();
     expect(await publisher.staged(node.outputs.out, lease, "untrusted")).not.toBeNull();
     // What a restart finds: the trusted worker resends its result, outputs and all; the untrusted one's waits for a confirming build.
@@ -80,11 +84,31 @@ describe("InlineOutputStager", () => {
     // Accepted, the in-memory record goes without a journal line.
     const journal = () => readFile(path.join(dir, "staged", "journal"), "utf8");
     const before = await journal();
-    const published = await publishOutputs(publisher, mkNode("lib", [], { outputs: ["out"] }), ["j1"], reportOf([inline("out", node.outputs.out, nar)]), "trusted", pino({ level: "silent" }));
+    const published = await publishOutputs(publisher, mkNode("lib", [], { outputs: ["out"] }), ["j1"], reportOf([inline("out", node.outputs.out, nar)]), "trusted", pino({ level: "silent" }), { held });
     await published.written;
     expect(published.verified).toBe(true);
     expect(await publisher.staged(node.outputs.out, lease, "trusted")).toBeNull();
     expect(await journal()).toBe(before);
+  });
+
+  it("signs a held NAR's output only with those bytes in hand, and writes them before the narinfo", async () => {
+    const nar = narFromTree({ file: "held\n" });
+    const single = mkNode("lib", [], { outputs: ["out"] });
+    const held = await stager.stage(lease, "w1", [inline("out", node.outputs.out, nar)], declared, true);
+    // Without the bytes (or with others'), nothing is signed: the narinfo would name a NAR that is nowhere.
+    const report = reportOf([inline("out", node.outputs.out, nar)]);
+    expect((await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }))).verified).toBe(false);
+    const other = { file: `${"0".repeat(52)}.nar`, bytes: nar };
+    expect((await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }), { held: new Map([[node.outputs.out, other]]) })).verified).toBe(false);
+    expect(await storage.getText("narinfo", hashPart(node.outputs.out))).toBeNull();
+    expect(await readdir(path.join(dir, "nar"))).toEqual([]);
+    expect(warnings.map((w) => w.msg)).toEqual(Array(2).fill("a staged output's NAR was held in memory, and this publish does not have it"));
+
+    const published = await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }), { held });
+    expect(published.verified).toBe(true);
+    await published.written;
+    const info = parseNarInfo((await storage.getText("narinfo", hashPart(node.outputs.out)))!, "/tmp/nix/store");
+    expect((await readFile(path.join(dir, info.url))).equals(nar)).toBe(true);
   });
 
   it("stages nothing for bytes that are not the reported NAR, nor for a path the derivation doesn't declare", async () => {

@@ -9,6 +9,7 @@ import type { Lease } from "../core/types.js";
 import { formatNarInfo, hashPart, parseNarInfo, signNarInfo, storeDirOf, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import type { CacheStorage } from "./storage.js";
 import { isPublished } from "./published.js";
+import type { HeldNar } from "./upload.js";
 
 /** A staged output as stored (kind "staged"). */
 export interface StagedOutput {
@@ -18,6 +19,8 @@ export interface StagedOutput {
   drvPath: string;
   epoch: number;
   stagedAtMs: number;
+  /** Its NAR file was kept in memory, not written: only a publish given those bytes may sign it. */
+  narHeld?: true;
 }
 
 /** Who produced a published output (kind "provenance", by hash part). */
@@ -66,6 +69,8 @@ export interface PublishPlan {
   narInfo: string;
   provenance: string;
   stagedName: string;
+  /** The NAR file, when staging kept it in memory: written beside the narinfo, and in place before it. */
+  nar?: HeldNar;
   /** What the log line says once it is published. */
   log: Record<string, unknown>;
 }
@@ -93,12 +98,17 @@ export class OutputPublisher {
 
   /** The unsigned narinfo `workerId` staged for `storePath` under `lease`, or null. */
   async staged(storePath: string, lease: Lease, workerId: string): Promise<NarInfo | null> {
+    return (await this.stagedEntry(storePath, lease, workerId))?.info ?? null;
+  }
+
+  /** The staged narinfo, and whether its NAR was held in memory rather than written. */
+  private async stagedEntry(storePath: string, lease: Lease, workerId: string): Promise<{ info: NarInfo; narHeld: boolean } | null> {
     const raw = await this.d.storage.getText("staged", stagedName(storePath, lease, workerId));
     if (raw === null) return null;
     const staged = JSON.parse(raw) as StagedOutput;
     const info = parseNarInfo(staged.narInfo, storeDirOf(storePath));
     const same = info.storePath === storePath && staged.workerId === workerId && staged.drvPath === lease.drvPath && staged.epoch === lease.epoch;
-    return same ? info : null;
+    return same ? { info, narHeld: staged.narHeld === true } : null;
   }
 
   /** True if `base` (a store path's base name) is published or being published. */
@@ -117,7 +127,7 @@ export class OutputPublisher {
     workerId: string,
     reportedNarHash: string | undefined,
     jobs: string[],
-    opts: { confirms?: string; siblings?: ReadonlySet<string> } = {},
+    opts: { confirms?: string; siblings?: ReadonlySet<string>; heldNar?: HeldNar } = {},
   ): Promise<OutputPlan> {
     const { storage, logger } = this.d;
     const storeDir = storeDirOf(storePath);
@@ -129,8 +139,9 @@ export class OutputPublisher {
       if (reportedNarHash && reportedNarHash !== info.narHash) logger.warn({ storePath, worker: workerId, reported: reportedNarHash, published: info.narHash }, "output differs from the accepted build published before (that one stands)");
       return { outcome: "present" };
     }
-    const unsigned = await this.staged(storePath, lease, workerId);
-    if (unsigned === null) return { outcome: "missing" };
+    const entry = await this.stagedEntry(storePath, lease, workerId);
+    if (entry === null) return { outcome: "missing" };
+    const unsigned = entry.info;
     if (reportedNarHash && reportedNarHash !== unsigned.narHash) {
       logger.warn({ storePath, worker: workerId, reported: reportedNarHash, staged: unsigned.narHash }, "reported output is not what was uploaded");
       return { outcome: "missing" };
@@ -142,6 +153,13 @@ export class OutputPublisher {
         return { outcome: "missing" };
       }
     }
+    // A NAR staging held in memory is written by this publish, so it must come with it, and be the one the record
+    // names: otherwise the narinfo would name a NAR that is nowhere. A NAR staging wrote is never written again.
+    const held = entry.narHeld ? opts.heldNar : undefined;
+    if (entry.narHeld && (held === undefined || unsigned.url !== `nar/${held.file}`)) {
+      logger.error({ storePath, worker: workerId, held: held?.file, url: unsigned.url }, "a staged output's NAR was held in memory, and this publish does not have it");
+      return { outcome: "missing" };
+    }
     const acceptedAtMs = (this.d.now ?? Date.now)();
     const provenance: Provenance = { storePath, narHash: unsigned.narHash, workerId, drvPath: lease.drvPath, epoch: lease.epoch, jobs, acceptedAtMs, ...(opts.confirms ? { confirms: opts.confirms } : {}) };
     return {
@@ -150,6 +168,7 @@ export class OutputPublisher {
       narInfo: formatNarInfo(signNarInfo(unsigned, this.d.signingKey)),
       provenance: JSON.stringify(provenance),
       stagedName: stagedName(storePath, lease, workerId),
+      ...(held ? { nar: held } : {}),
       log: { storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize },
     };
   }
@@ -207,12 +226,30 @@ export class OutputPublisher {
     const hash = hashPart(p.storePath);
     // The provenance is recorded only if this narinfo is the one published: a build published before keeps its own record.
     if (!progress.narInfoCommitted) {
-      if (!(await storage.put("narinfo", hash, p.narInfo, { ifAbsent: true }))) return;
+      if (!(await this.putNarInfo(p, hash))) return;
       progress.narInfoCommitted = true;
     }
     await storage.put("provenance", hash, p.provenance);
     await storage.remove("staged", p.stagedName); // last: until the provenance is in place, the staged record still says who built it
     this.d.logger.info(p.log, "published accepted output");
+  }
+
+  /**
+   * Puts the narinfo in place unless one is (false then). A held NAR is written at the same time as the
+   * narinfo's temp file, and is in place, flushed, before the narinfo is: a published narinfo never names a
+   * missing NAR. The NAR file is named by its hash, so writing it again (a retry) is harmless.
+   */
+  private async putNarInfo(p: PublishPlan, hash: string): Promise<boolean> {
+    const { storage } = this.d;
+    if (p.nar === undefined) return storage.put("narinfo", hash, p.narInfo, { ifAbsent: true });
+    const [narWritten, narInfo] = await Promise.allSettled([storage.put("nar", p.nar.file, p.nar.bytes), storage.prepare(p.narInfo)]);
+    if (narInfo.status === "rejected") throw narInfo.reason;
+    try {
+      if (narWritten.status === "rejected") throw narWritten.reason;
+      return await narInfo.value.commit("narinfo", hash, { ifAbsent: true });
+    } finally {
+      await narInfo.value.discard();
+    }
   }
 
   /**

@@ -64,6 +64,15 @@ export type UploadGrant =
 export interface UploadResult {
   status: 200 | 201 | 202;
   narInfo: NarInfo;
+  /** The stored NAR file, held in memory rather than written (`holdNar`): whoever publishes the output writes it. */
+  heldNar?: HeldNar;
+}
+
+/** A staged output's NAR file (as the cache stores it: compressed) kept in memory until its output is published. */
+export interface HeldNar {
+  /** Its name under nar/, as the staged narinfo's URL gives it. */
+  file: string;
+  bytes: Buffer;
 }
 
 /** Upload metadata, parsed from the X-Nix-* request headers. */
@@ -177,10 +186,8 @@ const WHOLE_NAR_BYTES = 64 << 10;
  * (the stream machinery cost a busy cache more than the write); any other is streamed to disk.
  */
 async function writeAside(storage: CacheStorage, bytes: AsyncIterable<Buffer>, claimedNarSize: number | undefined): Promise<PreparedFile> {
-  if (claimedNarSize !== undefined && claimedNarSize <= WHOLE_NAR_BYTES) {
-    const max = uploadBodyLimit(claimedNarSize); // stored bytes are at most a little over the NAR's
-    return storage.prepare(await readAllBytes(bytes, { max, tooLarge: () => new HashMismatchError(`NAR is larger than the ${claimedNarSize} bytes the upload claimed`) }));
-  }
+  // Stored bytes are at most a little over the NAR's.
+  if (claimedNarSize !== undefined && claimedNarSize <= WHOLE_NAR_BYTES) return storage.prepare(await readSmall(bytes, claimedNarSize));
   const staged = await storage.stage();
   try {
     await pipeline(Readable.from(bytes), staged.writable);
@@ -191,11 +198,24 @@ async function writeAside(storage: CacheStorage, bytes: AsyncIterable<Buffer>, c
   }
 }
 
+/** Stored bytes of a NAR claimed this small, collected whole (see writeAside). */
+function readSmall(bytes: AsyncIterable<Buffer>, claimedNarSize: number): Promise<Buffer> {
+  return readAllBytes(bytes, { max: uploadBodyLimit(claimedNarSize), tooLarge: () => new HashMismatchError(`NAR is larger than the ${claimedNarSize} bytes the upload claimed`) });
+}
+
+/** Where a held NAR would have been written aside: nothing to commit (only output grants hold) or to discard. */
+const NOTHING_ASIDE: PreparedFile = {
+  commit: () => Promise.reject(new Error("a held NAR is written by its publisher, not committed here")),
+  discard: async () => undefined,
+};
+
 /**
  * Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError.
- * `stageInMemory`: a staged output's record is kept in memory only (see CacheStorage.put's `memoryOnly`).
+ * `stageInMemory`: a staged output's record is kept in memory only (see CacheStorage.put's `memoryOnly`); with
+ * `holdNar` too, so is its NAR file, when small (returned as `heldNar`, for the publisher to write beside the
+ * narinfo): staging then writes nothing, and a result that is never accepted leaves no file behind.
  */
-export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant, opts: { stageInMemory?: boolean } = {}): Promise<UploadResult> {
+export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant, opts: { stageInMemory?: boolean; holdNar?: boolean } = {}): Promise<UploadResult> {
   if (claims.narSize !== undefined && claims.narSize > ctx.maxNarBytes) throw new TooLargeError(`NAR of ${claims.narSize} bytes exceeds ${ctx.maxNarBytes}`);
   const existing = await readExisting(ctx, claims.hashPart);
   // An accepted build of this output is published already: it stands, and this one need not be kept.
@@ -217,7 +237,11 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
   // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
   const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
-  const staged = await writeAside(ctx.storage, hashThrough(compressed.stream, (r) => (file = r)), claims.narSize);
+  const stored = hashThrough(compressed.stream, (r) => (file = r));
+  const hold = grant.kind === "output" && opts.stageInMemory === true && opts.holdNar === true && claims.narSize !== undefined && claims.narSize <= WHOLE_NAR_BYTES;
+  // Held: collected, never written here. Otherwise written aside, and committed once the checks pass.
+  const heldBytes = hold ? await readSmall(stored, claims.narSize!) : null;
+  const staged: PreparedFile = heldBytes !== null ? NOTHING_ASIDE : await writeAside(ctx.storage, stored, claims.narSize);
   try {
     const n = nar as unknown as HashResult;
     const f = file as unknown as HashResult;
@@ -232,12 +256,12 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
 
     // The NAR file is content-addressed, so replacing an identical one is harmless. A published path's
     // narinfo is written while it commits, and published after it; then its provenance is recorded.
-    const stored = compressed.method();
-    const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(stored)}`;
+    const method = compressed.method();
+    const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(method)}`;
     const unsigned: NarInfo = {
       storePath: claims.storePath,
       url: `nar/${fileName}`,
-      compression: stored,
+      compression: method,
       fileHash: f.hash,
       fileSize: f.size,
       narHash: n.hash,
@@ -249,12 +273,12 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     };
     if (grant.kind === "output") {
       // Not published: the farm signs it only once it accepts this lease's result.
-      const record: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now() };
+      const record: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now(), ...(hold ? { narHeld: true as const } : {}) };
       // The NAR first: a staged record on disk always names a NAR that is there (the record goes to a journal, no file of its own).
-      await staged.commit("nar", fileName);
+      if (heldBytes === null) await staged.commit("nar", fileName);
       await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(record), { memoryOnly: opts.stageInMemory });
-      ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size }, "staged output");
-      return { status: 202, narInfo: unsigned };
+      ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size, held: heldBytes !== null || undefined }, "staged output");
+      return { status: 202, narInfo: unsigned, ...(heldBytes !== null ? { heldNar: { file: fileName, bytes: heldBytes } } : {}) };
     }
     const narInfo = signNarInfo(unsigned, ctx.signingKey);
     const provenance: UploadProvenance = { storePath: claims.storePath, narHash: n.hash, uploadedBy: grant.by, as: grant.kind, atMs: Date.now() };

@@ -12,6 +12,7 @@ import type { FarmStore } from "../store/farm-store.js";
 import type { CacheStorage } from "../cache/storage.js";
 import type { OutputPublisher } from "../cache/staged-output.js";
 import type { InlineOutputStager } from "../cache/inline-output.js";
+import type { HeldNar } from "../cache/upload.js";
 import { baseName, hashPart, mapLimit } from "../../proto/nix/mod.js";
 import { PROTOCOL_VERSION } from "../../proto/convert/mod.js";
 import { jobStatusToWire, workerViewToWire } from "./status-wire.js";
@@ -176,17 +177,21 @@ export class Coordinator implements WorkerHub, FarmApi {
     }
     try {
       // Only the lease's holder stages anything: a stale or made-up lease's inline outputs are dropped unread.
+      let held: ReadonlyMap<string, HeldNar> | undefined;
       if (isCurrent && report.outcome === "succeeded" && report.outputs.some((o) => o.inline)) {
-        await this.d.inlineOutputs.stage(lease, session.workerId, report.outputs, new Set(Object.values(current.node.outputs)), session.trusted !== false);
+        held = await this.d.inlineOutputs.stage(lease, session.workerId, report.outputs, new Set(Object.values(current.node.outputs)), session.trusted !== false);
       }
-      await this.judge(session, report, isCurrent);
+      await this.judge(session, report, isCurrent, held);
     } finally {
       await logStored;
     }
   }
 
-  /** Counts a report in the metrics, then publishes its outputs and tells the scheduler, in one turn of the runner. */
-  private async judge(session: WorkerSession, report: BuildReport, isCurrent: boolean): Promise<void> {
+  /**
+   * Counts a report in the metrics, then publishes its outputs and tells the scheduler, in one turn of the runner.
+   * `held`: NAR files its inline outputs left in memory (written only if they are published).
+   */
+  private async judge(session: WorkerSession, report: BuildReport, isCurrent: boolean, held?: ReadonlyMap<string, HeldNar>): Promise<void> {
     const { lease } = report;
     this.d.metrics?.builds.inc({ worker: session.workerId, outcome: report.outcome });
     if (report.outcome === "succeeded") {
@@ -211,6 +216,7 @@ export class Coordinator implements WorkerHub, FarmApi {
           report,
           workerId: session.workerId,
           trusted: session.trusted,
+          heldNars: held,
           fixedOutputCheck: () => checkFixedOutput(this.d.cache, this.d.publisher, now.node, lease, session.workerId),
           logger: this.d.logger,
         });

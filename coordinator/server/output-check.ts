@@ -12,6 +12,7 @@
 // when two builds disagree, to have a trusted worker build it ("mismatch").
 import type { Logger } from "pino";
 import type { OutputPlan, OutputPublisher } from "../cache/staged-output.js";
+import type { HeldNar } from "../cache/upload.js";
 import type { TrustVerdict } from "../core/build-events.js";
 import type { DrvRecord } from "../core/drv-state.js";
 import type { BuildReport, DrvNode } from "../core/types.js";
@@ -29,13 +30,22 @@ const NOTHING_WRITTEN: Publication = { verified: false, written: Promise.resolve
  * Plans the outputs `workerId` staged for `report`'s lease and, when every output of `node` is
  * published or can be, starts publishing them: all or none, so no build's outputs are half signed.
  */
-export async function publishOutputs(publisher: OutputPublisher, node: DrvNode, jobs: string[], report: BuildReport, workerId: string, logger: Logger, confirms?: string): Promise<Publication> {
+export async function publishOutputs(
+  publisher: OutputPublisher,
+  node: DrvNode,
+  jobs: string[],
+  report: BuildReport,
+  workerId: string,
+  logger: Logger,
+  opts: { confirms?: string; held?: ReadonlyMap<string, HeldNar> } = {},
+): Promise<Publication> {
+  const { confirms, held } = opts;
   const reported = new Map(report.outputs.map((o) => [o.path, o.narHash]));
   const paths = Object.values(node.outputs);
   const siblings = new Set(paths.map((p) => p.slice(p.lastIndexOf("/") + 1)));
   const plans: OutputPlan[] = [];
   for (const path of paths) {
-    const plan = await publisher.plan(path, report.lease, workerId, reported.get(path), jobs, { confirms, siblings }).catch((err: unknown) => {
+    const plan = await publisher.plan(path, report.lease, workerId, reported.get(path), jobs, { confirms, siblings, heldNar: held?.get(path) }).catch((err: unknown) => {
       logger.error({ err, path }, "checking an output failed");
       return { outcome: "missing" } as const;
     });
@@ -62,6 +72,8 @@ export interface AcceptanceInput {
   workerId: string;
   /** The reporting worker's tier (absent = trusted). */
   trusted?: boolean;
+  /** NAR files its inline outputs left in memory, by store path: written when they are published. */
+  heldNars?: ReadonlyMap<string, HeldNar>;
   /** Whether the output matches the hash a fixed-output .drv declares ("unknown": not a hash it can check); only asked for untrusted workers. */
   fixedOutputCheck?: () => Promise<"match" | "mismatch" | "unknown">;
   logger: Logger;
@@ -77,7 +89,7 @@ export async function acceptOutputs(a: AcceptanceInput): Promise<OutputDecision>
   const jobs = record.jobs;
   const earlier = record.unconfirmed;
   if (a.trusted !== false) {
-    const published = await publishOutputs(publisher, node, jobs, report, workerId, logger);
+    const published = await publishOutputs(publisher, node, jobs, report, workerId, logger, { held: a.heldNars });
     if (published.verified && earlier && !sameHashes(earlier.narHashes, hashesOf(report))) {
       logger.warn({ drv: node.drvPath, worker: workerId, untrusted: earlier.workerId }, "a trusted build disagrees with an untrusted worker's earlier one; the trusted build is signed");
     }
@@ -95,5 +107,5 @@ export async function acceptOutputs(a: AcceptanceInput): Promise<OutputDecision>
   if (fixed === "mismatch") return { verified: false, trust: "mismatch" };
   if (!earlier || earlier.workerId === workerId) return { verified: false, trust: "unconfirmed" };
   if (!sameHashes(earlier.narHashes, hashesOf(report))) return { verified: false, trust: "mismatch" };
-  return publishOutputs(publisher, node, jobs, report, workerId, logger, earlier.workerId);
+  return publishOutputs(publisher, node, jobs, report, workerId, logger, { confirms: earlier.workerId });
 }
