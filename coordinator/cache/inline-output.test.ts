@@ -12,7 +12,7 @@ import type { BuildReport, BuiltOutput, DrvNode, Lease } from "../core/types.js"
 import { publishOutputs } from "../server/output-check.js";
 import { DiskStorage } from "./disk-storage.js";
 import { InlineOutputStager } from "./inline-output.js";
-import { OutputPublisher } from "./staged-output.js";
+import { OutputPublisher, stagedName } from "./staged-output.js";
 
 const keys = generateKeyPair("inline-output-test-1");
 const node: DrvNode = mkNode("lib", [], { outputs: ["out", "dev"] });
@@ -109,6 +109,21 @@ describe("InlineOutputStager", () => {
     await published.written;
     const info = parseNarInfo((await storage.getText("narinfo", hashPart(node.outputs.out)))!, "/tmp/nix/store");
     expect((await readFile(path.join(dir, info.url))).equals(nar)).toBe(true);
+  });
+
+  it("refuses a held record read back after a restart: its NAR went with the process", async () => {
+    const nar = narFromTree({ file: "gone\n" });
+    const single = mkNode("lib", [], { outputs: ["out"] });
+    await stager.stage(lease, "w1", [inline("out", node.outputs.out, nar)], declared, true);
+    // As a compaction of the journal would: the in-memory record, mark and all, written out.
+    const name = stagedName(node.outputs.out, lease, "w1");
+    await storage.put("staged", name, (await storage.getText("staged", name))!);
+    const reopened = await DiskStorage.open(dir);
+    const after = new OutputPublisher({ storage: reopened, signingKey: parseSecretKey(keys.secretKey), logger: pino({ level: "silent" }) });
+    expect(await after.staged(node.outputs.out, lease, "w1")).not.toBeNull();
+    const published = await publishOutputs(after, single, ["j1"], reportOf([inline("out", node.outputs.out, nar)]), "w1", pino({ level: "silent" }));
+    expect(published.verified).toBe(false);
+    expect(await reopened.getText("narinfo", hashPart(node.outputs.out))).toBeNull();
   });
 
   it("stages nothing for bytes that are not the reported NAR, nor for a path the derivation doesn't declare", async () => {
