@@ -37,7 +37,7 @@ export class InlineOutputStager {
         }
         const claims = { storePath: o.path, hashPart: hashPart(o.path), references: o.inline.references, deriver: baseName(lease.drvPath), compression: "none" as const, narHash: o.narHash, narSize: o.narSize };
         try {
-          const r = await processUpload(this.ctx, claims, [o.inline.nar], grant, { stageInMemory: trusted, holdNar: trusted });
+          const r = await processUpload(this.ctx, claims, [o.inline.nar], grant, { stageInMemory: trusted });
           if (r.heldNar) held.set(o.path, r.heldNar);
         } catch (err) {
           logger.warn({ storePath: o.path, worker: workerId, drv: lease.drvPath, err: (err as Error).message }, "inline output refused");

@@ -64,7 +64,7 @@ export type UploadGrant =
 export interface UploadResult {
   status: 200 | 201 | 202;
   narInfo: NarInfo;
-  /** The stored NAR file, held in memory rather than written (`holdNar`): whoever publishes the output writes it. */
+  /** The stored NAR file, held in memory rather than written (`stageInMemory`): whoever publishes the output writes it. */
   heldNar?: HeldNar;
 }
 
@@ -211,11 +211,11 @@ const NOTHING_ASIDE: PreparedFile = {
 
 /**
  * Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError.
- * `stageInMemory`: a staged output's record is kept in memory only (see CacheStorage.put's `memoryOnly`); with
- * `holdNar` too, so is its NAR file, when small (returned as `heldNar`, for the publisher to write beside the
- * narinfo): staging then writes nothing, and a result that is never accepted leaves no file behind.
+ * `stageInMemory`: a staged output is kept in memory only: its record (see CacheStorage.put's `memoryOnly`), and
+ * its NAR file when small (returned as `heldNar`, for the publisher to write beside the narinfo). Staging then
+ * writes nothing, and a result that is never accepted leaves no file behind.
  */
-export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant, opts: { stageInMemory?: boolean; holdNar?: boolean } = {}): Promise<UploadResult> {
+export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant, opts: { stageInMemory?: boolean } = {}): Promise<UploadResult> {
   if (claims.narSize !== undefined && claims.narSize > ctx.maxNarBytes) throw new TooLargeError(`NAR of ${claims.narSize} bytes exceeds ${ctx.maxNarBytes}`);
   const existing = await readExisting(ctx, claims.hashPart);
   // An accepted build of this output is published already: it stands, and this one need not be kept.
@@ -238,7 +238,7 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
   // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
   const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
   const stored = hashThrough(compressed.stream, (r) => (file = r));
-  const hold = grant.kind === "output" && opts.stageInMemory === true && opts.holdNar === true && claims.narSize !== undefined && claims.narSize <= WHOLE_NAR_BYTES;
+  const hold = grant.kind === "output" && opts.stageInMemory === true && claims.narSize !== undefined && claims.narSize <= WHOLE_NAR_BYTES;
   // Held: collected, never written here. Otherwise written aside, and committed once the checks pass.
   const heldBytes = hold ? await readSmall(stored, claims.narSize!) : null;
   const staged: PreparedFile = heldBytes !== null ? NOTHING_ASIDE : await writeAside(ctx.storage, stored, claims.narSize);

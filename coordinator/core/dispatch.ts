@@ -3,7 +3,7 @@
 // platform queues some free worker can serve, and stops when slots run out,
 // so its cost follows the number of assignments, not the size of the DAG.
 import type { DagIndex } from "./dag-index.js";
-import { addBackupCopy, dropHolder, holderOn, lease, trustAllows, type DrvRecord, type LeaseHolder } from "./drv-state.js";
+import { addBackupCopy, dropHolder, holderOn, lease, limitsWorkers, trustAllows, type DrvRecord, type LeaseHolder } from "./drv-state.js";
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { addHolder } from "./lease-index.js";
@@ -94,7 +94,7 @@ class BusyWorkers {
 
   /** Every active worker of a platform (placement reads facts of the fleet off it on every try). */
   fleet(system: string, features: readonly string[]): WorkerRecord[] {
-    const key = `${system}\0${features.join(",")}`;
+    const key = platformKey(system, features);
     let list = this.fleetByPlatform.get(key);
     if (list === undefined) {
       list = [];
@@ -104,14 +104,14 @@ class BusyWorkers {
     return list;
   }
 
+  /** The fleet's workers without a free slot, with their loads. */
   of(system: string, features: readonly string[]): WorkerCandidate[] {
-    const key = `${system}\0${features.join(",")}`;
+    const key = platformKey(system, features);
     let list = this.byPlatform.get(key);
     if (list === undefined) {
-      list = [];
-      for (const w of this.workers.values()) {
-        if (w.state === "active" && !this.workers.hasFreeSlot(w) && platformMatches(w.info, system, features)) list.push(this.workers.candidate(w));
-      }
+      list = this.fleet(system, features)
+        .filter((w) => !this.workers.hasFreeSlot(w))
+        .map((w) => this.workers.candidate(w));
       this.byPlatform.set(key, list);
     }
     return list;
@@ -121,6 +121,10 @@ class BusyWorkers {
   changed(): void {
     this.byPlatform.clear();
   }
+}
+
+function platformKey(system: string, features: readonly string[]): string {
+  return `${system}\0${features.join(",")}`;
 }
 
 /** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read (the fleet too). */
@@ -149,7 +153,7 @@ function placementRequest(
       if (fleet === undefined) {
         const all = busyWorkers.fleet(node.system, node.requiredSystemFeatures);
         // Most records go anywhere: the shared list, not a copy per try.
-        fleet = record.unconfirmed === undefined && !record.needsTrustedWorker ? all : all.filter((w) => trustAllows(record, w.info));
+        fleet = limitsWorkers(record) ? all.filter((w) => trustAllows(record, w.info)) : all;
       }
       return fleet;
     },

@@ -63,6 +63,11 @@ export interface DrvRecord {
   uploading?: boolean;
 }
 
+/** Whether trust rules out any worker for `rec` (when false, trustAllows is true for every worker). */
+export function limitsWorkers(rec: DrvRecord): boolean {
+  return rec.needsTrustedWorker === true || rec.unconfirmed !== undefined;
+}
+
 /** Whether `worker` may take `rec`: not the worker whose unconfirmed build waits for another, and a trusted one after a disagreement. */
 export function trustAllows(rec: DrvRecord, worker: { workerId: string; trusted?: boolean; owner?: string }): boolean {
   if (rec.needsTrustedWorker && worker.trusted === false) return false;
