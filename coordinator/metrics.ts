@@ -1,10 +1,10 @@
 // The coordinator's Prometheus metrics. One registry per Coordinator instance,
 // so tests and simulations stay independent. Counters go up at transitions
 // (the shell calls `record*`); gauges are computed when Prometheus scrapes.
-import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { DRV_STATES } from "./core/drv-state.js";
 import { WORKER_STATES } from "./core/worker-state.js";
+import { LOOP_DELAY_BUCKETS, RecentMax, sampleLoopDelay } from "./loop-delay.js";
 
 /** Numbers the gauges read at scrape time. */
 export interface GaugeSource {
@@ -21,22 +21,27 @@ export function createCoordinatorMetrics(source: () => GaugeSource | undefined, 
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: "tmpnix_coordinator_" });
   // Everything the coordinator does runs on one loop: a long synchronous stretch
   // (a huge submit, a status of 50k rows) holds up heartbeats and dispatch alike.
-  const loop = opts.eventLoopDelay ? monitorEventLoopDelay({ resolution: 10 }) : undefined;
-  loop?.enable();
-  new Gauge({
-    name: "tmpnix_event_loop_delay_seconds",
-    help: "Coordinator event-loop delay since the previous scrape: quantile 0.5, 0.99 and 1 (the longest pause)",
-    labelNames: ["quantile"],
-    registers: [registry],
-    collect() {
-      this.reset();
-      if (loop === undefined || loop.count === 0) return;
-      this.set({ quantile: "0.5" }, loop.percentile(50) / 1e9);
-      this.set({ quantile: "0.99" }, loop.percentile(99) / 1e9);
-      this.set({ quantile: "1" }, loop.max / 1e9);
-      loop.reset();
-    },
-  });
+  if (opts.eventLoopDelay) {
+    const delay = new Histogram({
+      name: "tmpnix_event_loop_delay_seconds",
+      help: "How late the coordinator's 10 ms loop-delay timer ran, per tick (quantiles over any range: histogram_quantile)",
+      buckets: LOOP_DELAY_BUCKETS,
+      registers: [registry],
+    });
+    const longest = new RecentMax();
+    new Gauge({
+      name: "tmpnix_event_loop_longest_pause_seconds",
+      help: "The coordinator's longest event-loop pause in about the last minute",
+      registers: [registry],
+      collect() {
+        this.set(longest.max(Date.now()));
+      },
+    });
+    sampleLoopDelay((late) => {
+      delay.observe(late);
+      longest.record(Date.now(), late);
+    });
+  }
   // Known label values are always exported (as 0 when empty) so alerts need no `or vector(0)`.
   const gaugeFrom = (name: string, help: string, label: string, read: (s: GaugeSource) => Record<string, number>, known: readonly string[] = []) =>
     new Gauge({

@@ -12,6 +12,9 @@ import { FarmServiceClient, type JobStatus } from "../../proto/gen/farm.js";
 import { submitInPieces } from "../../coordinator/cli/rpc.js";
 import type { DrvNode } from "../../coordinator/core/types.js";
 import { freePort, waitFor, waitForPort } from "../harness/ports.js";
+import { bucketCounts, bucketIncrease, countAbove, quantile } from "./prom-histogram.js";
+
+const LOOP_DELAY = "tmpnix_event_loop_delay_seconds";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const FARM_CLI = path.resolve(HERE, "../../coordinator/cli/main.js");
@@ -48,13 +51,22 @@ export interface RunResult {
   ackP99Ms: number;
   /** Where a result's time went, step by step (means). */
   steps: ResultSteps;
+  /** Event-loop delay over the whole run (from the submit to the end), from the coordinator's histogram. */
+  loopP50Ms: number;
   loopP99Ms: number;
+  /** Ticks of the 10 ms loop timer that ran over 50 ms late. */
+  loopOver50Ms: number;
+  /** The longest pause (the coordinator's longest-in-the-last-minute gauge, highest seen during the run). */
   loopMaxMs: number;
-  /** Longest pause in the windows that cover the submit call. */
+  /** Pauses over 200 ms in the seconds that cover the submit call. */
+  submitPausesOver200Ms: number;
+  /** Longest pause in the minute up to the end of the submit call. */
   submitPauseMs: number;
   slowestScrapeMs: number;
   failedScrapes: number;
   cpuS: number;
+  /** Of cpuS, the part spent in the kernel. */
+  cpuSysS: number;
   /** CPU seconds of the nats-server and of all worker processes together, over the same span. */
   natsCpuS: number;
   workersCpuS: number;
@@ -84,9 +96,15 @@ function rpc<Res>(client: FarmServiceClient, method: string, req: unknown): Prom
 
 /** utime + stime of a process, in seconds (clock ticks of 1/100 s). */
 function cpuSeconds(pid: number): number {
+  const { user, system } = cpuSplit(pid);
+  return user + system;
+}
+
+/** CPU seconds of a process in user space and in the kernel (its file writes and fsyncs show up there). */
+function cpuSplit(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
 /** Peak resident set (VmHWM) of a process, in MB. */
@@ -220,16 +238,22 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
     }
     await waitFor(`${spec.workers} active workers`, async () => (metric((await scrape()).text, "tmpnix_workers", 'state="active"') ?? 0) >= spec.workers, 120_000, 500);
 
-    // Sample the loop once a second: each scrape answers for the window since the previous one.
-    const windows: { atMs: number; p99: number; max: number; building: number; ready: number }[] = [];
+    // Scrape once a second: the loop-delay histogram's buckets give the run's delay, and the submit's seconds'.
+    const windows: { atMs: number; delay: [number, number][]; longestMs: number; building: number; ready: number }[] = [];
     let slowestScrapeMs = 0;
-    await scrape(); // starts a fresh window
     const sample = async () => {
       const { text, ms } = await scrape();
       slowestScrapeMs = Math.max(slowestScrapeMs, ms);
-      windows.push({ atMs: Date.now(), p99: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="0.99"') ?? 0) * 1000, max: (metric(text, "tmpnix_event_loop_delay_seconds", 'quantile="1"') ?? 0) * 1000, building: metric(text, "tmpnix_derivations", 'state="building"') ?? 0, ready: metric(text, "tmpnix_derivations", 'state="ready"') ?? 0 });
+      windows.push({
+        atMs: Date.now(),
+        delay: bucketCounts(text, LOOP_DELAY),
+        longestMs: (metric(text, "tmpnix_event_loop_longest_pause_seconds") ?? 0) * 1000,
+        building: metric(text, "tmpnix_derivations", 'state="building"') ?? 0,
+        ready: metric(text, "tmpnix_derivations", 'state="ready"') ?? 0,
+      });
       return text;
     };
+    await sample(); // where the run's counts start
     let failedScrapes = 0;
     const sampler = (async () => {
       while (sampling) {
@@ -241,7 +265,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
 
     const heapOf = (text: string) => (metric(text, "tmpnix_coordinator_nodejs_heap_size_used_bytes") ?? NaN) / 1024 ** 2;
     const heapBeforeMb = heapOf((await scrape()).text);
-    const cpu0 = cpuSeconds(pid);
+    const cpu0 = cpuSplit(pid);
     const othersCpu = () => ({ nats: cpuSeconds(nats.pid!), workers: children.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0) });
     const others0 = othersCpu();
     const started = Date.now();
@@ -263,14 +287,21 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       } while (status.state === "running" && Date.now() < until);
     }
     const wallS = (Date.now() - started) / 1000;
-    const cpuS = cpuSeconds(pid) - cpu0;
+    const cpu1 = cpuSplit(pid);
+    const cpuSysS = cpu1.system - cpu0.system;
+    const cpuS = cpu1.user - cpu0.user + cpuSysS;
     const others = othersCpu();
     const rss = peakRssMb(pid);
     sampling = false;
     await sampler;
-    const submitEnd = started + submitS * 1000;
+    await sample().catch(() => failedScrapes++); // the run's counts end here
     const { latencies, steps, lost } = resultTimes(readFileSync(logFile, "utf8"));
-    const sortedP99 = windows.map((w) => w.p99);
+    const during = windows.filter((w) => w.atMs >= started);
+    const before = windows.filter((w) => w.atMs < started).at(-1);
+    const run = bucketIncrease(before?.delay, windows.at(-1)!.delay);
+    const seconds = during.map((w, i) => bucketIncrease((i === 0 ? before : during[i - 1])?.delay, w.delay));
+    // The windows that end from the submit's start to just after it returned cover it.
+    const submitSeconds = seconds.filter((_, i) => during[i].atMs <= started + submitS * 1000 + 1500);
     return {
       label: spec.label,
       workers: spec.workers,
@@ -281,13 +312,16 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       ackP50Ms: percentile(latencies, 50),
       ackP99Ms: percentile(latencies, 99),
       steps,
-      loopP99Ms: Math.max(0, ...sortedP99),
-      loopMaxMs: Math.max(0, ...windows.map((w) => w.max)),
-      // The windows that end from the submit's start to just after it returned cover it.
-      submitPauseMs: Math.max(0, ...windows.filter((w) => w.atMs >= started && w.atMs <= submitEnd + 1500).map((w) => w.max)),
+      loopP50Ms: quantile(run, 0.5) * 1000,
+      loopP99Ms: quantile(run, 0.99) * 1000,
+      loopOver50Ms: countAbove(run, 0.05),
+      loopMaxMs: Math.max(0, ...during.map((w) => w.longestMs)),
+      submitPausesOver200Ms: submitSeconds.reduce((n, c) => n + countAbove(c, 0.2), 0),
+      submitPauseMs: Math.max(0, ...during.filter((w) => w.atMs <= started + submitS * 1000 + 1500).map((w) => w.longestMs)),
       slowestScrapeMs,
       failedScrapes,
       cpuS,
+      cpuSysS,
       natsCpuS: others.nats - others0.nats,
       workersCpuS: others.workers - others0.workers,
       peakRssMb: rss,

@@ -74,7 +74,7 @@ const f = (v: number, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : "
 
 function row(r: RunResult): string {
   const rate = r.derivations / r.wallS;
-  return `| ${r.workers} | ${r.label} | ${r.state} | ${r.derivations} | ${f(r.wallS, 1)} | ${f(rate)} | ${f(r.ackP50Ms)} / ${f(r.ackP99Ms)} | ${f(r.loopP99Ms)} / ${f(r.loopMaxMs)} | ${f(r.slowestScrapeMs)}${r.failedScrapes ? ` (${r.failedScrapes} failed)` : ""} | ${f(r.cpuS, 1)} | ${f(r.natsCpuS, 1)} / ${f(r.workersCpuS, 1)} | ${f(r.peakRssMb)} | ${r.workersLost} | ${f(r.meanBuilding)} / ${f(r.meanReady)} |`;
+  return `| ${r.workers} | ${r.label} | ${r.state} | ${r.derivations} | ${f(r.wallS, 1)} | ${f(rate)} | ${f(r.ackP50Ms)} / ${f(r.ackP99Ms)} | ${f(r.loopP50Ms, 1)} / ${f(r.loopP99Ms)} / ${f(r.loopMaxMs)} (${r.loopOver50Ms}) | ${f(r.slowestScrapeMs)}${r.failedScrapes ? ` (${r.failedScrapes} failed)` : ""} | ${f(r.cpuS, 1)} (${f(r.cpuSysS, 1)}) | ${f(r.natsCpuS, 1)} / ${f(r.workersCpuS, 1)} | ${f(r.peakRssMb)} | ${r.workersLost} | ${f(r.meanBuilding)} / ${f(r.meanReady)} |`;
 }
 
 async function main(): Promise<void> {
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
     const roots = rootsOf(nodes);
     console.log(`# bench:live — ${what}; ${roots.length} roots; fake executor, 1 ms builds, 1 slot per worker\n`);
     console.log(`Scheduler core heap after the submit: ${f(coreBytesPerNode(nodes))} bytes per node (in-process, after GC)\n`);
-    console.log("| workers | upload path | state | derivations | wall s | drv/s | assign→accept p50 / p99 ms | loop delay p99 / max ms | slowest scrape ms | coordinator CPU s | nats / workers CPU s | peak RSS MB | workers lost | mean building / ready |");
+    console.log("| workers | upload path | state | derivations | wall s | drv/s | assign→accept p50 / p99 ms | loop delay ms: p50 / p99 / longest (10 ms ticks over 50 ms late) | slowest scrape ms | coordinator CPU s (of it in the kernel) | nats / workers CPU s | peak RSS MB | workers lost | mean building / ready |");
     console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     const results: RunResult[] = [];
     for (const n of workerCounts) {
@@ -111,12 +111,12 @@ async function main(): Promise<void> {
     const heap = results.find((r) => r.label === OURS.label);
     if (heap) console.log(`\nCoordinator heap growth from the submit (scraped, before GC, includes garbage): ${f(heap.heapAfterSubmitMb)} MB, ${f((heap.heapAfterSubmitMb * 1024 ** 2) / nodes.length)} bytes per node`);
     console.log("\nTargets (printed, not asserted): full graph at 200 workers <= 60 s (>= 900 drv/s); loop delay p99 <= 50 ms; peak RSS <= 600 MB; 0 workers lost; 100k-node submit with no pause over 200 ms.");
-    if (at200) console.log(`At 200 workers: ${f(at200.wallS, 1)} s, ${f(at200.derivations / at200.wallS)} drv/s, loop p99 ${f(at200.loopP99Ms)} ms, peak RSS ${f(at200.peakRssMb)} MB, lost ${at200.workersLost}`);
+    if (at200) console.log(`At 200 workers: ${f(at200.wallS, 1)} s, ${f(at200.derivations / at200.wallS)} drv/s, loop delay p99 ${f(at200.loopP99Ms)} ms (longest pause ${f(at200.loopMaxMs)} ms), peak RSS ${f(at200.peakRssMb)} MB, lost ${at200.workersLost}`);
 
     if (bigSubmit > 0) {
       const big = syntheticDag({ nodes: bigSubmit, seed: 2, storeDir: "/nix/store" });
       const r = await runLive({ label: "submit probe", workers: 50, nodes: big, roots: rootsOf(big), coordinatorEnv: {}, dir: path.join(dir, "big"), buildMs: 1, timeoutMs, stopAfterSubmitMs: 3000 });
-      console.log(`\n${bigSubmit}-node submit (synthetic, 50 workers connected): call took ${f(r.submitS, 2)} s; longest event-loop pause around it ${f(r.submitPauseMs)} ms (target <= 200 ms); slowest metrics scrape ${f(r.slowestScrapeMs)} ms (${r.failedScrapes} failed); workers lost ${r.workersLost}`);
+      console.log(`\n${bigSubmit}-node submit (synthetic, 50 workers connected): call took ${f(r.submitS, 2)} s; event-loop pauses over 200 ms during it: ${r.submitPausesOver200Ms} (target 0; longest in the minute up to its end ${f(r.submitPauseMs)} ms); slowest metrics scrape ${f(r.slowestScrapeMs)} ms (${r.failedScrapes} failed); workers lost ${r.workersLost}`);
     }
   } finally {
     if (!process.env.BENCH_KEEP) rmSync(dir, { recursive: true, force: true });

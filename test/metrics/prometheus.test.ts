@@ -1,6 +1,7 @@
 // Debian's real Prometheus scrapes the coordinator's real /metrics while a job
 // runs, and its query API then answers with the farm's numbers: worker
-// throughput, the derivation queue by state, and workers by state.
+// throughput, the derivation queue by state, workers by state, and the
+// coordinator's event-loop delay.
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -64,4 +65,13 @@ it.skipIf(!hasPrometheus)("Prometheus scrapes throughput, queue and workers from
   expect(Number((await query('tmpnix_workers{state="active"}'))[0].value[1])).toBe(2);
   expect(Number((await query("sum(tmpnix_oom_kills_total) or vector(0)"))[0].value[1])).toBe(0);
   expect((await query('up{job="tmpnix-coordinator"}'))[0].value[1]).toBe("1");
+  // The dashboard's loop-delay panel: a quantile over a range (a histogram adds up across scrapes), and the longest pause.
+  const p99 = await waitFor("two scrapes of the loop-delay histogram", async () => {
+    const rows = await query("histogram_quantile(0.99, sum by (le) (rate(tmpnix_event_loop_delay_seconds_bucket[1m])))");
+    return rows.length ? rows : undefined;
+  }, 30_000, 500);
+  expect(Number(p99[0].value[1])).toBeGreaterThanOrEqual(0);
+  expect(Number(p99[0].value[1])).toBeLessThan(10);
+  expect(Number((await query("sum(tmpnix_event_loop_delay_seconds_count)"))[0].value[1])).toBeGreaterThan(10); // 100 ticks a second
+  expect((await query("tmpnix_event_loop_longest_pause_seconds")).length).toBe(1);
 }, 180_000);
