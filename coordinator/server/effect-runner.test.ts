@@ -75,6 +75,41 @@ describe("EffectRunner", () => {
     expect(delivered).toEqual(["a", "b", "d"]);
   });
 
+  it("gives the loop a turn every few ms of compute, and groups those slices into one batch while the one before it is stored", async () => {
+    const persisted: string[][] = [];
+    let release!: () => void;
+    const stalled = new Promise<void>((r) => (release = r));
+    const store = {
+      persist: async (what: string, effects: readonly Effect[]) => {
+        persisted.push(effects.map((e) => (e.kind === "abort" ? e.reason : e.kind)));
+        if (what === "first") await stalled;
+      },
+    };
+    const runner = new EffectRunner(new VirtualClock(0), store, () => {});
+    const named = (reason: string): Effect => ({ ...abort, reason });
+    const busy = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    const first = runner.step("first", () => [named("first")]);
+    await new Promise((r) => setTimeout(r, 5));
+    let turns = 0;
+    const counter = setInterval(() => turns++, 0);
+    const turnsAt: number[] = [];
+    // Four events of 2 ms each while "first" is being stored: 8 ms of compute, two slices, one batch. Queued from
+    // the check phase, so the second slice comes a whole turn later, after the timers.
+    await new Promise((r) => setImmediate(r));
+    const names = ["b", "c", "d", "e"];
+    const later = names.map((r) => runner.step(r, () => (turnsAt.push(turns), busy(2), [named(r)])));
+    await new Promise((r) => setTimeout(r, 60));
+    clearInterval(counter);
+    expect(turnsAt.at(-1)!).toBeGreaterThan(turnsAt[0]); // timers ran between the slices
+    release();
+    await Promise.all([first, ...later]);
+    await runner.idle();
+    expect(persisted).toEqual([["first"], names]); // stored together, not a batch per slice
+  });
+
   it("runs the next event's prepare while an earlier one's writes are in flight, and persists only once they have landed", async () => {
     const log: string[] = [];
     let land!: () => void;
