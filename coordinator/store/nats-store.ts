@@ -15,6 +15,7 @@ import type { Snapshot } from "../core/snapshot.js";
 import type { DrvNode, JobRecord } from "../core/types.js";
 import { checkPrefix, drvKey, estimateKey, eventSubject, jobKey, lastPerKey, SerialQueue, STORE_KINDS, type FarmStore, type StoreKind } from "./farm-store.js";
 import type { LearnedEstimate } from "../core/estimator.js";
+import { skipSettledRequestErrors } from "./nats-request-patch.js";
 
 /** Options of a NatsStore. */
 export interface NatsStoreOptions {
@@ -55,6 +56,8 @@ export class NatsStore implements FarmStore {
   static async connect(servers: string | string[], opts: NatsStoreOptions = {}): Promise<NatsStore> {
     // noAsyncTraces: otherwise every request builds two Error objects up front (a stack each) in case it fails;
     // at a few writes per derivation that was 4 % of a busy coordinator's CPU. Errors still say what failed.
+    // And the one Error nats.js builds after a request's reply anyway (nats-request-patch.ts).
+    skipSettledRequestErrors();
     const nc = await connect({ servers, maxReconnectAttempts: -1, reconnectTimeWait: 500, noAsyncTraces: true });
     try {
       return await NatsStore.open(nc, opts, true);
