@@ -58,6 +58,33 @@ describe("DiskStorage", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
+  it("gives a narinfo to one of two creates-if-absent at once, and none over one it knows", async () => {
+    const [a, b] = await Promise.all([storage.prepare("from a"), storage.prepare("from b")]);
+    const won = await Promise.all([a.commit("narinfo", "q", { ifAbsent: true }), b.commit("narinfo", "q", { ifAbsent: true })]);
+    expect(won.sort()).toEqual([false, true]);
+    const text = await readFile(join(root, "q.narinfo"), "utf8");
+    expect(["from a", "from b"]).toContain(text);
+    expect(await storage.getText("narinfo", "q")).toBe(text);
+    // Known from the directory at open, not only from this process's writes.
+    await writeFile(join(root, "r.narinfo"), "earlier");
+    const reopened = await DiskStorage.open(root);
+    expect(await reopened.put("narinfo", "r", "later", { ifAbsent: true })).toBe(false);
+    expect(await readFile(join(root, "r.narinfo"), "utf8")).toBe("earlier");
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+  });
+
+  it("writes a NAR file in place, keeps one already there, and replaces a torn one", async () => {
+    const nar = Buffer.from("nix-archive-1 bytes named by their hash");
+    const [first, second] = await Promise.all([storage.put("nar", "h1.nar", nar), storage.put("nar", "h1.nar", nar)]);
+    expect([first, second]).toEqual([true, true]);
+    expect((await readFile(join(root, "nar", "h1.nar"))).equals(nar)).toBe(true);
+    // A crash mid-write left the start of it: the next write of that NAR replaces it whole.
+    await writeFile(join(root, "nar", "h2.nar"), nar.subarray(0, 10));
+    expect(await storage.put("nar", "h2.nar", nar)).toBe(true);
+    expect((await readFile(join(root, "nar", "h2.nar"))).equals(nar)).toBe(true);
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+  });
+
   it("keeps a staged file invisible until commit, and leaves nothing when discarded or failed", async () => {
     const staged = await storage.stage();
     await pipeline(Readable.from([Buffer.from("nar bytes")]), staged.writable);

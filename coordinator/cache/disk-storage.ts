@@ -2,7 +2,9 @@
 // <root>/log/<drv>: the URL paths of the cache, so any static file server can
 // serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
 // fsynced (build logs excepted), then renamed (or hard-linked, for create-if-absent)
-// into place, so no partial file is ever visible. Narinfos are also held in memory (narinfo-memo.ts),
+// into place, so no partial file is ever visible; a small NAR file, named by its
+// bytes' hash and named by no narinfo until it is complete, is written in place.
+// Narinfos are also held in memory (narinfo-memo.ts),
 // staged records live in memory and in one journal (staged-journal.ts), and provenance
 // records in one log (provenance-log.ts): this process must be the directory's only writer.
 
@@ -37,6 +39,10 @@ export class DiskStorage implements CacheStorage {
   private readonly tmpPrefix = randomBytes(8).toString("hex");
   private tmpCount = 0;
   private readonly memo: NarInfoMemo;
+  /** Narinfos being renamed into place: a second create-if-absent of one finds it taken. */
+  private readonly narInfosCommitting = new Set<string>();
+  /** NAR files being written in place, by name: a second write of one waits for the first. */
+  private readonly narsWriting = new Map<string, Promise<void>>();
   private staged!: StagedJournal;
   private provenance!: ProvenanceLog;
 
@@ -77,9 +83,35 @@ export class DiskStorage implements CacheStorage {
     return join(this.tmpDir, `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
   }
 
-  /** Publishes a complete temp file; see StagedFile.commit. */
-  private async publish(tmp: string, kind: CacheFileKind, name: string, ifAbsent: boolean): Promise<boolean> {
+  /** Publishes a complete temp file; see StagedFile.commit. `published` runs as soon as it is in place. */
+  private async publish(tmp: string, kind: CacheFileKind, name: string, ifAbsent: boolean, published?: () => void): Promise<boolean> {
     const dest = this.pathOf(kind, name);
+    if (ifAbsent && kind === "narinfo") return this.publishNarInfoIfAbsent(tmp, dest, name, published);
+    const done = await this.publishFile(tmp, dest, ifAbsent);
+    if (done) published?.();
+    return done;
+  }
+
+  /**
+   * The memo knows every narinfo in the directory (listed at open, told of each write and removal), so
+   * create-if-absent is decided in memory and the temp file renamed in: a rename, not a link and an unlink.
+   */
+  private async publishNarInfoIfAbsent(tmp: string, dest: string, name: string, published?: () => void): Promise<boolean> {
+    if (this.memo.has(name) || this.narInfosCommitting.has(name)) {
+      await unlinkIfPresent(tmp);
+      return false;
+    }
+    this.narInfosCommitting.add(name);
+    try {
+      await this.publishFile(tmp, dest, false);
+      published?.(); // before the name leaves narInfosCommitting: a check in between would find it free
+      return true;
+    } finally {
+      this.narInfosCommitting.delete(name);
+    }
+  }
+
+  private async publishFile(tmp: string, dest: string, ifAbsent: boolean): Promise<boolean> {
     if (!ifAbsent) {
       // Renamed, the temp file is gone: nothing to clean up (a recursive rm per upload was a busy coordinator's lstat churn).
       await rename(tmp, dest).catch(async (err: unknown) => {
@@ -186,10 +218,37 @@ export class DiskStorage implements CacheStorage {
   async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean; memoryOnly?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
     if (kind === "staged" || kind === "provenance") return this.putRecord(kind, name, data, opts);
+    if (kind === "nar") return this.putNar(name, typeof data === "string" ? Buffer.from(data) : data);
     // Build logs are diagnostics, not what the cache vouches for: not flushed, so each costs a create, not a
     // create and an fsync. A process crash loses nothing written; a crash of the machine may lose the latest
     // logs, as it may lose the farm's latest NATS state (JetStream syncs every 2 minutes by default).
     return (await this.prepareFile(data, kind !== "log")).commit(kind, name, opts);
+  }
+
+  /**
+   * A NAR file is named by the hash of its bytes, and no narinfo names it until it is written and flushed, so
+   * it is created in place: no temp file, no rename. One already there holds the same bytes (a NAR published
+   * before), unless a crash tore it mid-write; then it is replaced through a temp file. A NAR is not
+   * overwritten while a narinfo may name it.
+   */
+  private async putNar(name: string, bytes: Uint8Array): Promise<boolean> {
+    const dest = this.pathOf("nar", name);
+    for (let earlier = this.narsWriting.get(name); earlier; earlier = this.narsWriting.get(name)) await earlier.catch(() => undefined);
+    const writing = writeNewFile(dest, bytes, true).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") {
+        await unlinkIfPresent(dest); // ours, and torn
+        throw err;
+      }
+      const there = await readFile(dest);
+      if (!there.equals(bytes)) await (await this.prepareFile(bytes, true)).commit("nar", name);
+    });
+    this.narsWriting.set(name, writing);
+    try {
+      await writing;
+      return true;
+    } finally {
+      this.narsWriting.delete(name);
+    }
   }
 
   /** A staged or provenance record: a line of its journal, no file of its own. */
@@ -223,9 +282,7 @@ export class DiskStorage implements CacheStorage {
           await unlinkIfPresent(tmp);
           return this.putRecord(kind, name, data, o);
         }
-        const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
-        if (done && kind === "narinfo") this.memo.written(name, Buffer.from(data));
-        return done;
+        return this.publish(tmp, kind, name, o.ifAbsent ?? false, kind === "narinfo" ? () => this.memo.written(name, Buffer.from(data)) : undefined);
       },
       discard: async () => {
         if (settled) return;
@@ -250,9 +307,7 @@ export class DiskStorage implements CacheStorage {
         await closed;
         if (writable.errored) throw writable.errored; // the flush before the close failed: nothing is durable
         committed = true; // renamed or linked away below: nothing left for discard to remove
-        const done = await this.publish(tmp, kind, name, o.ifAbsent ?? false);
-        if (done && kind === "narinfo") this.memo.writtenUnseen(name);
-        return done;
+        return this.publish(tmp, kind, name, o.ifAbsent ?? false, kind === "narinfo" ? () => this.memo.writtenUnseen(name) : undefined);
       },
       discard: async () => {
         if (!writable.destroyed) writable.destroy();
