@@ -85,6 +85,14 @@ describe("DiskStorage", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
+  it("creates a derivation's first log in place and replaces it whole with a later one", async () => {
+    await storage.put("log", "a.drv", "first build\n");
+    expect(await storage.getText("log", "a.drv")).toBe("first build\n");
+    await storage.put("log", "a.drv", "second\n");
+    expect(await readFile(join(root, "log", "a.drv"), "utf8")).toBe("second\n");
+    expect(await readdir(join(root, ".tmp"))).toEqual([]);
+  });
+
   it("keeps a staged file invisible until commit, and leaves nothing when discarded or failed", async () => {
     const staged = await storage.stage();
     await pipeline(Readable.from([Buffer.from("nar bytes")]), staged.writable);

@@ -1,9 +1,11 @@
 // CacheStorage on a local directory: <root>/<hash>.narinfo, <root>/nar/<file>,
 // <root>/log/<drv>: the URL paths of the cache, so any static file server can
 // serve the read side (deploy/nginx/). Writes go to <root>/.tmp/ first, are
-// fsynced (build logs excepted), then renamed (or hard-linked, for create-if-absent)
-// into place, so no partial file is ever visible; a small NAR file, named by its
-// bytes' hash and named by no narinfo until it is complete, is written in place.
+// fsynced (build logs excepted), then renamed (or hard-linked, for create-if-absent
+// of all but narinfos, whose absence the memo decides)
+// into place, so no partial file is ever visible. Two kinds are written in place
+// instead: a small NAR file, named by its bytes' hash and named by no narinfo until
+// it is complete, and a derivation's first build log, as Nix writes its own logs.
 // Narinfos are also held in memory (narinfo-memo.ts),
 // staged records live in memory and in one journal (staged-journal.ts), and provenance
 // records in one log (provenance-log.ts): this process must be the directory's only writer.
@@ -219,10 +221,28 @@ export class DiskStorage implements CacheStorage {
     this.pathOf(kind, name);
     if (kind === "staged" || kind === "provenance") return this.putRecord(kind, name, data, opts);
     if (kind === "nar") return this.putNar(name, typeof data === "string" ? Buffer.from(data) : data);
-    // Build logs are diagnostics, not what the cache vouches for: not flushed, so each costs a create, not a
-    // create and an fsync. A process crash loses nothing written; a crash of the machine may lose the latest
-    // logs, as it may lose the farm's latest NATS state (JetStream syncs every 2 minutes by default).
-    return (await this.prepareFile(data, kind !== "log")).commit(kind, name, opts);
+    if (kind === "log" && !opts.ifAbsent) return this.putLog(name, typeof data === "string" ? Buffer.from(data) : data);
+    return (await this.prepareFile(data, true)).commit(kind, name, opts);
+  }
+
+  /**
+   * Build logs are diagnostics, not what the cache vouches for: not flushed, so each costs a create, not a
+   * create and an fsync. A process crash loses nothing written; a crash of the machine may lose the latest
+   * logs, as it may lose the farm's latest NATS state (JetStream syncs every 2 minutes by default). A
+   * derivation's first log is created in place, as Nix writes its own (a reader may see it while it is
+   * written); a later one replaces it whole, through a temp file.
+   */
+  private async putLog(name: string, bytes: Uint8Array): Promise<boolean> {
+    const dest = this.pathOf("log", name);
+    let created = false;
+    try {
+      await writeNewFile(dest, bytes, false, () => (created = true));
+      return true;
+    } catch (err) {
+      if (created) await unlinkIfPresent(dest); // ours, and cut short
+      if (created || (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    return (await this.prepareFile(bytes, false)).commit("log", name);
   }
 
   /**
@@ -234,11 +254,14 @@ export class DiskStorage implements CacheStorage {
   private async putNar(name: string, bytes: Uint8Array): Promise<boolean> {
     const dest = this.pathOf("nar", name);
     for (let earlier = this.narsWriting.get(name); earlier; earlier = this.narsWriting.get(name)) await earlier.catch(() => undefined);
-    const writing = writeNewFile(dest, bytes, true).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== "EEXIST") {
+    let created = false;
+    const writing = writeNewFile(dest, bytes, true, () => (created = true)).catch(async (err: NodeJS.ErrnoException) => {
+      if (created) {
         await unlinkIfPresent(dest); // ours, and torn
         throw err;
       }
+      // Only a NAR already there is read: any other failure to create (EMFILE, say) leaves that file alone.
+      if (err.code !== "EEXIST") throw err;
       const there = await readFile(dest);
       if (!there.equals(bytes)) await (await this.prepareFile(bytes, true)).commit("nar", name);
     });
@@ -341,13 +364,15 @@ export class DiskStorage implements CacheStorage {
 }
 
 /**
- * Creates `path` (it must not exist) holding `bytes`, flushed to disk when `flush`. One chain of callbacks
+ * Creates `path` (it must not exist) holding `bytes`, flushed to disk when `flush`; `created` is told once the
+ * file exists (a failure after it leaves a partial file). One chain of callbacks
  * rather than a FileHandle and four promises: a busy cache creates thousands of these a second.
  */
-function writeNewFile(path: string, bytes: Uint8Array, flush: boolean): Promise<void> {
+function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     fsOpen(path, "wx", 0o644, (openErr, fd) => {
       if (openErr) return reject(openErr);
+      created?.();
       const close = (failure: Error | null) => fsClose(fd, (closeErr) => (failure || closeErr ? reject(failure ?? closeErr) : resolve()));
       const writeFrom = (offset: number): void => {
         if (offset >= bytes.length) {

@@ -60,7 +60,8 @@ export interface CacheStorage {
   /** True if the file exists. */
   has(kind: CacheFileKind, name: string): Promise<boolean>;
   /**
-   * Atomically writes a small file; `ifAbsent` as in StagedFile.commit. `memoryOnly` (staged records only): kept
+   * Atomically writes a small file; `ifAbsent` as in StagedFile.commit. A NAR file may be written in place, since
+   * its name is its bytes' hash and nothing names it until the put resolves. `memoryOnly` (staged records only): kept
    * in memory, not written, so lost on a restart; for a record whose source comes again after one.
    */
   put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts?: { ifAbsent?: boolean; memoryOnly?: boolean }): Promise<boolean>;
