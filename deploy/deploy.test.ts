@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.dirname(here);
@@ -174,8 +174,12 @@ if (!promtool) {
   it.skip("promtool checks: SKIPPED because promtool is not installed (apt-get install prometheus)", () => {});
 } else {
   describe("promtool accepts the Prometheus kit", () => {
-    const tmp = mkdtempSync(path.join(os.tmpdir(), "tmpnix-deploy-"));
-    afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+    // Made in beforeAll, not when the file is collected: `vitest list` runs no hooks, and would leave it behind.
+    let tmp: string;
+    beforeAll(() => {
+      tmp = mkdtempSync(path.join(os.tmpdir(), "tmpnix-deploy-"));
+    });
+    afterAll(() => tmp && rmSync(tmp, { recursive: true, force: true }));
 
     it("check config (and the rule file it names)", () => {
       expect(runPromtool(["check", "config", path.join(repo, PROM_CONFIG)])).toMatch(/SUCCESS: \d+ rules found/);

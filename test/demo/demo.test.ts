@@ -1,7 +1,7 @@
 // The README's first command (the main job) must keep working: it starts a
 // farm, builds the demo DAG on three isolated workers and installs the result
 // as an unprivileged user, twice (stock Nix, then `farm install demo` by name).
-import { afterAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { chmodSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -11,12 +11,16 @@ import { deleteNatsPrefix, REPO } from "../harness/cluster.js";
 import { freePort } from "../harness/ports.js";
 
 // The demo runs on free ports, in a temp dir and under a NATS prefix of the test's own, all removed after.
-const tmp = mkdtempSync(path.join(os.tmpdir(), "tmpnix-demo-test-"));
-chmodSync(tmp, 0o755); // user nobody reaches its install dirs below it
+// Made in beforeAll, not when the file is collected: `vitest list` runs no hooks, and would leave it behind.
+let tmp: string;
 const natsPrefix = `demotest${process.pid}-`;
+beforeAll(() => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), "tmpnix-demo-test-"));
+  chmodSync(tmp, 0o755); // user nobody reaches its install dirs below it
+});
 afterAll(async () => {
   await deleteNatsPrefix(natsPrefix);
-  rmSync(tmp, { recursive: true, force: true });
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
 it("deploy/local/demo.sh builds the demo and installs it without root", async () => {
