@@ -222,7 +222,7 @@ export class DiskStorage implements CacheStorage {
     if (kind === "staged" || kind === "provenance") return this.putRecord(kind, name, data, opts);
     if (kind === "nar") return this.putNar(name, typeof data === "string" ? Buffer.from(data) : data);
     if (kind === "log" && !opts.ifAbsent) return this.putLog(name, typeof data === "string" ? Buffer.from(data) : data);
-    return (await this.prepareFile(data, true)).commit(kind, name, opts);
+    return (await this.prepareFile(data, kind !== "log")).commit(kind, name, opts);
   }
 
   /**
@@ -233,15 +233,7 @@ export class DiskStorage implements CacheStorage {
    * written); a later one replaces it whole, through a temp file.
    */
   private async putLog(name: string, bytes: Uint8Array): Promise<boolean> {
-    const dest = this.pathOf("log", name);
-    let created = false;
-    try {
-      await writeNewFile(dest, bytes, false, () => (created = true));
-      return true;
-    } catch (err) {
-      if (created) await unlinkIfPresent(dest); // ours, and cut short
-      if (created || (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
+    if ((await createInPlace(this.pathOf("log", name), bytes, false)) === "created") return true;
     return (await this.prepareFile(bytes, false)).commit("log", name);
   }
 
@@ -254,16 +246,8 @@ export class DiskStorage implements CacheStorage {
   private async putNar(name: string, bytes: Uint8Array): Promise<boolean> {
     const dest = this.pathOf("nar", name);
     for (let earlier = this.narsWriting.get(name); earlier; earlier = this.narsWriting.get(name)) await earlier.catch(() => undefined);
-    let created = false;
-    const writing = writeNewFile(dest, bytes, true, () => (created = true)).catch(async (err: NodeJS.ErrnoException) => {
-      if (created) {
-        await unlinkIfPresent(dest); // ours, and torn
-        throw err;
-      }
-      // Only a NAR already there is read: any other failure to create (EMFILE, say) leaves that file alone.
-      if (err.code !== "EEXIST") throw err;
-      const there = await readFile(dest);
-      if (!there.equals(bytes)) await (await this.prepareFile(bytes, true)).commit("nar", name);
+    const writing = createInPlace(dest, bytes, true).then(async (outcome) => {
+      if (outcome === "exists" && !(await readFile(dest)).equals(bytes)) await (await this.prepareFile(bytes, true)).commit("nar", name);
     });
     this.narsWriting.set(name, writing);
     try {
@@ -385,6 +369,22 @@ function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?:
       writeFrom(0);
     });
   });
+}
+
+/**
+ * Creates `path` holding `bytes` unless a file is there ("exists": left alone, as it is after any failure to
+ * create, EMFILE say). A failure after the create removes the partial file this call made, and rethrows.
+ */
+async function createInPlace(path: string, bytes: Uint8Array, flush: boolean): Promise<"created" | "exists"> {
+  let created = false;
+  try {
+    await writeNewFile(path, bytes, flush, () => (created = true));
+    return "created";
+  } catch (err) {
+    if (created) await unlinkIfPresent(path);
+    if (created || (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    return "exists";
+  }
 }
 
 /** Removes one file; no error if it is absent. */
