@@ -13,6 +13,7 @@ import pino from "pino";
 import { loadConfig, flagOptions } from "../proto/config-schema.js";
 import { coordinatorSchema, resolveCoordinatorConfig, type CoordinatorConfig } from "./config.js";
 import { ensureSigningKey } from "./signing-key.js";
+import { applyCpuPolicy, type CpuPolicy } from "./cpu-policy.js";
 import { TokenRegistry } from "./server/auth.js";
 import { DiskStorage } from "./cache/disk-storage.js";
 import { createCacheHandler, uploadContextOf } from "./cache/http-server.js";
@@ -53,6 +54,9 @@ export async function runCoordinator(argv: string[]): Promise<number> {
   const logger = pino({ level: config.logLevel, base: { role: "coordinator" } });
   // Process-wide, so set here and not in startCoordinator (tests run that in their own process).
   if (config.heapGrowthPercent > 0) v8.setFlagsFromString(`--heap-growing-percent=${config.heapGrowthPercent}`);
+  const cpu = await applyCpuPolicy(config.cpuPolicy as CpuPolicy);
+  if (cpu.applied) logger.info({ cpuPolicy: config.cpuPolicy }, "threads scheduled as SCHED_BATCH");
+  else if (config.cpuPolicy !== "inherit") logger.warn({ cpuPolicy: config.cpuPolicy, reason: cpu.reason }, "CPU policy not applied; running as started");
   if (!config.token && !config.tokensFile) throw new InvalidInputError("no tokens configured: set FARM_TOKEN or --tokens-file, or nobody can connect");
   const started = await startCoordinator(config, logger);
   await new Promise<void>((resolve) => {

@@ -15,6 +15,9 @@
 //                             ('' = none; a baseline run of the full graph takes about 15 minutes)
 //   BENCH_UPLOADED_N=         worker counts that also run with every output uploaded over HTTP, none sent
 //                             inline in its build report (the output path before inline outputs)
+//   BENCH_CPU_POLICY_N=       worker counts that also run the coordinator as started (FARM_CPU_POLICY=inherit)
+//                             beside its default SCHED_BATCH, in the order batch, inherit, inherit, batch:
+//                             the machine's speed drifts over a series of runs
 //   BENCH_TIMEOUT_S=1800      give up on one run after this long
 //   BENCH_COORDINATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"   node options for the coordinator alone
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -37,9 +40,11 @@ const bigSubmit = Number(process.env.BENCH_BIG_SUBMIT ?? 100_000);
 const timeoutMs = Number(process.env.BENCH_TIMEOUT_S ?? 1800) * 1000;
 const baselineCounts = new Set((process.env.BENCH_BASELINE_N ?? "200").split(",").map(Number).filter((n) => n > 0));
 const uploadedCounts = new Set((process.env.BENCH_UPLOADED_N ?? "").split(",").map(Number).filter((n) => n > 0));
+const cpuPolicyCounts = new Set((process.env.BENCH_CPU_POLICY_N ?? "").split(",").map(Number).filter((n) => n > 0));
 const BASELINE = { label: "baseline: spawned zstd", env: { FARM_NAR_COMPRESSION: "zstd" } };
 const UPLOADED = { label: "in-process gzip, outputs uploaded", env: {}, workerEnv: { BENCH_FAKE_UPLOAD: "1" } };
 const OURS = { label: "in-process gzip, small outputs inline", env: {} };
+const INHERIT = { label: "the same, coordinator not under SCHED_BATCH", env: { FARM_CPU_POLICY: "inherit" } };
 type Variant = { label: string; env: Record<string, string>; workerEnv?: Record<string, string> };
 
 function rootsOf(nodes: DrvNode[]): string[] {
@@ -88,7 +93,7 @@ async function main(): Promise<void> {
     console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     const results: RunResult[] = [];
     for (const n of workerCounts) {
-      const variants: Variant[] = [...(baselineCounts.has(n) ? [BASELINE] : []), ...(uploadedCounts.has(n) ? [UPLOADED] : []), OURS];
+      const variants: Variant[] = [...(baselineCounts.has(n) ? [BASELINE] : []), ...(uploadedCounts.has(n) ? [UPLOADED] : []), OURS, ...(cpuPolicyCounts.has(n) ? [INHERIT, INHERIT, OURS] : [])];
       for (const v of variants) {
         const r = await runLive({ label: v.label, workers: n, nodes, roots, coordinatorEnv: v.env, workerEnv: v.workerEnv, dir: path.join(dir, `n${n}-${results.length}`), buildMs: 1, timeoutMs });
         results.push(r);
@@ -100,6 +105,8 @@ async function main(): Promise<void> {
       const ours = results.find((r) => r.workers === n && r.label === OURS.label);
       if (base && ours) console.log(`\nN=${n}: wall ${f(base.wallS / ours.wallS, 2)}x faster than the baseline, CPU ${f(base.cpuS / ours.cpuS, 2)}x less`);
       const uploaded = results.find((r) => r.workers === n && r.label === UPLOADED.label);
+      const wallSum = (label: string) => results.filter((r) => r.workers === n && r.label === label).reduce((sum, r) => sum + r.wallS, 0);
+      if (cpuPolicyCounts.has(n)) console.log(`\nN=${n}: wall ${f(wallSum(INHERIT.label) / wallSum(OURS.label), 2)}x faster under SCHED_BATCH than as started (sums of two runs each, in the order batch, inherit, inherit, batch)`);
       if (uploaded && ours) console.log(`\nN=${n}: wall ${f(uploaded.wallS / ours.wallS, 2)}x faster than with outputs uploaded, coordinator CPU ${f(uploaded.cpuS / ours.cpuS, 2)}x less, workers' CPU ${f(uploaded.workersCpuS / ours.workersCpuS, 2)}x less`);
     }
     console.log("\nWhere a result's time went, assignment to acknowledgement (means, ms): to its outputs staged (worker, gRPC, upload) / in the runner's queue / the publishing writes / the persist");
