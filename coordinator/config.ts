@@ -65,7 +65,7 @@ export const coordinatorSchema = {
   },
   cpuPolicy: {
     type: "string",
-    doc: "CPU scheduling of the coordinator's threads: 'batch' (SCHED_BATCH, set with chrt at start: a woken thread-pool thread does not preempt the main thread, 12-18 % faster on the full nixpkgs graph) or 'inherit' (as started)",
+    doc: "CPU scheduling of the coordinator's threads: 'batch' (SCHED_BATCH, set with chrt at start: a thread that wakes does not preempt a running one; 1.12-1.18x as fast on the full nixpkgs graph) or 'inherit' (as started)",
     env: "FARM_CPU_POLICY",
     default: "batch",
     check: (v: string) => ((CPU_POLICIES as readonly string[]).includes(v) ? undefined : `expected ${CPU_POLICIES.join(" or ")}`),

@@ -1,11 +1,11 @@
 // The coordinator's CPU scheduling policy. Every file the cache writes takes a
-// few trips through libuv's thread pool, and each trip wakes a pool thread. On
-// Linux a woken thread may preempt the one that woke it when both want the same
-// CPU, so the main thread, where every decision is made, waits while a pool
-// thread does an open's bookkeeping. Under SCHED_BATCH a woken task does not
-// preempt a running one: each runs out its slice. Measured on the full nixpkgs
-// graph (README, the coordinator at scale): 12-18 % faster at 200
-// workers. Any user may choose SCHED_BATCH; no privilege is needed.
+// few trips through libuv's thread pool, each waking a pool thread, and the
+// coordinator shares its CPUs with NATS and often with workers. Under
+// SCHED_BATCH a task that wakes does not preempt the running one: each runs out
+// its slice. Over a full nixpkgs graph run the main thread was switched out
+// involuntarily 61 % less often, and runs were 1.12-1.18x as fast at 200
+// workers (README, the coordinator at scale). Any user may choose SCHED_BATCH;
+// no privilege is needed.
 import { execa } from "execa";
 
 /** The coordinator's choices: "batch" (SCHED_BATCH) or "inherit" (whatever it was started with). */
