@@ -101,7 +101,8 @@ export class FarmCluster {
   /** Starts (or restarts) the coordinator and waits for its ports. */
   async startCoordinator(): Promise<void> {
     mkdirSync(this.dataDir, { recursive: true });
-    const log = openSync(path.join(this.root, `coordinator-${++this.coordinatorStarts}.log`), "a");
+    const logFile = path.join(this.root, `coordinator-${++this.coordinatorStarts}.log`);
+    const log = openSync(logFile, "a");
     this.coordinator = spawn(
       process.execPath,
       [
@@ -118,6 +119,13 @@ export class FarmCluster {
       ],
       { env: { ...process.env, FARM_TOKEN: this.token, FARM_LOG_LEVEL: "debug", ...this.opts.coordinatorEnv }, stdio: ["ignore", log, log] },
     );
+    // Its own line, not only an open port: a port found free may be taken by another process before the
+    // coordinator binds it, and then the port answers while this coordinator has exited.
+    const coordinator = this.coordinator;
+    await waitFor("the coordinator's ready line", () => {
+      if (coordinator.exitCode !== null) throw new Error(`the coordinator exited (${coordinator.exitCode}) before it was ready: ${readFileSync(logFile, "utf8").slice(-2000)}`);
+      return readFileSync(logFile, "utf8").includes('"msg":"coordinator ready"');
+    });
     await waitForPort(this.grpcPort);
     await waitForPort(this.cachePort);
   }
