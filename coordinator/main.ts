@@ -54,11 +54,12 @@ export async function runCoordinator(argv: string[]): Promise<number> {
   const logger = pino({ level: config.logLevel, base: { role: "coordinator" } });
   // Process-wide, so set here and not in startCoordinator (tests run that in their own process).
   if (config.heapGrowthPercent > 0) v8.setFlagsFromString(`--heap-growing-percent=${config.heapGrowthPercent}`);
-  const cpu = await applyCpuPolicy(config.cpuPolicy as CpuPolicy);
-  if (cpu.applied) logger.info({ cpuPolicy: config.cpuPolicy }, "threads scheduled as SCHED_BATCH");
-  else if (config.cpuPolicy !== "inherit") logger.warn({ cpuPolicy: config.cpuPolicy, reason: cpu.reason }, "CPU policy not applied; running as started");
   if (!config.token && !config.tokensFile) throw new InvalidInputError("no tokens configured: set FARM_TOKEN or --tokens-file, or nobody can connect");
   const started = await startCoordinator(config, logger);
+  // After the ports are bound, so a start is no slower to listen; --all-tasks covers the threads started so far.
+  const cpu = await applyCpuPolicy(config.cpuPolicy as CpuPolicy);
+  if (cpu.applied || config.cpuPolicy === "inherit") logger.info({ cpuPolicy: config.cpuPolicy, applied: cpu.applied }, "CPU policy set");
+  else logger.warn({ cpuPolicy: config.cpuPolicy, applied: false, reason: cpu.reason }, "CPU policy set: not applied, running as started");
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       logger.info({ signal: sig }, "stopping");

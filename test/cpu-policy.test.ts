@@ -6,7 +6,9 @@ import { readFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { applyCpuPolicy, useBatchScheduling } from "../coordinator/cpu-policy.js";
+import path from "node:path";
 import { FarmCluster } from "./harness/cluster.js";
+import { waitFor } from "./harness/ports.js";
 
 const SCHED_OTHER = 0;
 const SCHED_BATCH = 3;
@@ -84,8 +86,12 @@ describe.skipIf(!startedUnderOther)("farm coordinator", () => {
     farm = undefined;
   });
 
+  /** Waits for the coordinator's line saying its policy is set (after its ports are bound). */
+  const policySet = (c: FarmCluster) => waitFor("the CPU policy line", () => readFileSync(path.join(c.root, "coordinator-1.log"), "utf8").includes('"msg":"CPU policy set'));
+
   it("runs under SCHED_BATCH by default", async () => {
     farm = await FarmCluster.start({ workers: [] });
+    await policySet(farm);
     const policies = await threadPolicies(farm.coordinator!.pid!);
     expect(policies.length).toBeGreaterThan(4);
     expect(new Set(policies)).toEqual(new Set([SCHED_BATCH]));
@@ -93,6 +99,7 @@ describe.skipIf(!startedUnderOther)("farm coordinator", () => {
 
   it("runs as started with --cpu-policy=inherit (FARM_CPU_POLICY)", async () => {
     farm = await FarmCluster.start({ workers: [], coordinatorEnv: { FARM_CPU_POLICY: "inherit" } });
+    await policySet(farm);
     expect(new Set(await threadPolicies(farm.coordinator!.pid!))).toEqual(new Set([SCHED_OTHER]));
   });
 });
