@@ -2,7 +2,8 @@
 // chrt really changes every thread's policy, threads started afterwards
 // inherit it, and `farm coordinator` applies it at start unless told not to.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import os from "node:os";
 import { readdir, readFile } from "node:fs/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { applyCpuPolicy, useBatchScheduling } from "../coordinator/cpu-policy.js";
@@ -95,6 +96,13 @@ describe.skipIf(!startedUnderOther)("farm coordinator", () => {
     const policies = await threadPolicies(farm.coordinator!.pid!);
     expect(policies.length).toBeGreaterThan(4);
     expect(new Set(policies)).toEqual(new Set([SCHED_BATCH]));
+  });
+
+  it("refuses an unknown policy before it listens, saying which values it takes", async () => {
+    const before = new Set(readdirSync(os.tmpdir()).filter((e) => e.startsWith("tmpnix-farm-test-")));
+    await expect(FarmCluster.start({ workers: [], coordinatorEnv: { FARM_CPU_POLICY: "fifo" } })).rejects.toThrow(/exited.*expected batch or inherit/s);
+    // The harness stopped what it started: no dir of this start is left.
+    expect(readdirSync(os.tmpdir()).filter((e) => e.startsWith("tmpnix-farm-test-") && !before.has(e))).toEqual([]);
   });
 
   it("runs as started with --cpu-policy=inherit (FARM_CPU_POLICY)", async () => {

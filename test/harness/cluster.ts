@@ -72,11 +72,17 @@ export class FarmCluster {
     const root = mkdtempSync(path.join(os.tmpdir(), "tmpnix-farm-test-"));
     chmodSync(root, 0o755); // unprivileged install tests reach their HOME below it
     const c = new FarmCluster(root, opts);
-    [c.grpcPort, c.cachePort, c.metricsPort] = [await freePort(), await freePort(), await freePort()];
-    await c.startCoordinator();
-    for (const w of opts.workers) c.startWorker(w);
-    await c.waitForWorkers(opts.workers.length);
-    return c;
+    try {
+      [c.grpcPort, c.cachePort, c.metricsPort] = [await freePort(), await freePort(), await freePort()];
+      await c.startCoordinator();
+      for (const w of opts.workers) c.startWorker(w);
+      await c.waitForWorkers(opts.workers.length);
+      return c;
+    } catch (err) {
+      // The caller gets no cluster to stop: its workers, cgroups, NATS streams and files go now.
+      await c.stop(Boolean(process.env.KEEP_TEST_FILES)).catch(() => undefined);
+      throw err;
+    }
   }
 
   get natsUrl(): string {
