@@ -6,8 +6,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { readdir, readFile } from "node:fs/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { applyCpuPolicy, useBatchScheduling } from "../coordinator/cpu-policy.js";
 import path from "node:path";
+import { applyCpuPolicy, useBatchScheduling } from "../coordinator/cpu-policy.js";
 import { FarmCluster } from "./harness/cluster.js";
 import { waitFor } from "./harness/ports.js";
 
@@ -40,7 +40,7 @@ function nodeChild(): Promise<ChildProcess> {
     const { Worker } = require("node:worker_threads");
     process.stdin.once("data", () => {
       new Worker("setInterval(() => {}, 1000)", { eval: true }).on("online", () =>
-        require("node:fs").readFile(__filename, () => process.stdout.write("started\\n")));
+        require("node:fs").stat(process.execPath, () => process.stdout.write("started\\n")));
     });
     process.stdout.write("ready\\n");
     setInterval(() => {}, 1000);`;

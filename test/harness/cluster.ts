@@ -11,7 +11,7 @@ import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { repoRoot, spawnIsolated, runIsolated, type IsolatedProcess } from "./isolated.js";
 import { BARE_UID, bareEnv, hostNixPaths } from "./bare-container.js";
-import { freePort, waitForPort, waitFor } from "./ports.js";
+import { freePort, waitFor } from "./ports.js";
 
 /** Root of the repository (holds dist/ after `npm run build`). */
 export const REPO = repoRoot();
@@ -125,15 +125,13 @@ export class FarmCluster {
       ],
       { env: { ...process.env, FARM_TOKEN: this.token, FARM_LOG_LEVEL: "debug", ...this.opts.coordinatorEnv }, stdio: ["ignore", log, log] },
     );
-    // Its own line, not only an open port: a port found free may be taken by another process before the
-    // coordinator binds it, and then the port answers while this coordinator has exited.
+    // Its own line (logged once every port is bound), not an open port: a port found free may be taken by
+    // another process before the coordinator binds it, and then the port answers while this coordinator has exited.
     const coordinator = this.coordinator;
     await waitFor("the coordinator's ready line", () => {
       if (coordinator.exitCode !== null) throw new Error(`the coordinator exited (${coordinator.exitCode}) before it was ready: ${readFileSync(logFile, "utf8").slice(-2000)}`);
       return readFileSync(logFile, "utf8").includes('"msg":"coordinator ready"');
     });
-    await waitForPort(this.grpcPort);
-    await waitForPort(this.cachePort);
   }
 
   /** SIGKILLs the coordinator. */
