@@ -13,7 +13,7 @@
 import { randomBytes } from "node:crypto";
 import { close as fsClose, fsync as fsFsync, open as fsOpen, write as fsWrite } from "node:fs";
 import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
@@ -48,8 +48,12 @@ export class DiskStorage implements CacheStorage {
   private staged!: StagedJournal;
   private provenance!: ProvenanceLog;
 
-  private constructor(private readonly root: string, opts: DiskStorageOptions) {
-    this.tmpDir = join(root, ".tmp");
+  /** Absolute and normalised, so a checked file name is appended to it without path.join (a hot path's allocations). */
+  private readonly root: string;
+
+  private constructor(root: string, opts: DiskStorageOptions) {
+    this.root = resolve(root);
+    this.tmpDir = join(this.root, ".tmp");
     this.memo = new NarInfoMemo(opts.narinfoMemoBytes ?? DEFAULT_NARINFO_MEMO_BYTES);
   }
 
@@ -76,13 +80,13 @@ export class DiskStorage implements CacheStorage {
   private pathOf(kind: CacheFileKind, name: string): string {
     // Names come from URLs: keep them to one plain path component.
     if (!/^[A-Za-z0-9+\-._?=]+$/.test(name) || name.startsWith(".")) throw new InvalidInputError(`bad cache file name '${name}'`);
-    if (kind === "narinfo") return join(this.root, name + NARINFO_SUFFIX);
-    return join(this.root, kind, name);
+    if (kind === "narinfo") return `${this.root}/${name}${NARINFO_SUFFIX}`;
+    return `${this.root}/${kind}/${name}`;
   }
 
   /** A fresh temp name: a random prefix for this process (another process's leftovers never collide), then a count. */
   private tmpPath(): string {
-    return join(this.tmpDir, `${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`);
+    return `${this.tmpDir}/${this.tmpPrefix}-${(this.tmpCount++).toString(36)}`;
   }
 
   /** Publishes a complete temp file; see StagedFile.commit. `published` runs as soon as it is in place. */

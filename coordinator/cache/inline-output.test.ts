@@ -126,6 +126,27 @@ describe("InlineOutputStager", () => {
     expect(await reopened.getText("narinfo", hashPart(node.outputs.out))).toBeNull();
   });
 
+  it("takes a NAR by the same rules whether it is read whole (small) or streamed: junk, a cut and trailing bytes refused under their own hashes", async () => {
+    const small = narFromTree({ file: "small\n" });
+    const big = narFromTree({ file: "b".repeat(10_000) }); // over one disk block: streamed and compressed
+    const bad = (nar: Buffer) => [Buffer.from("not a NAR at all"), nar.subarray(0, nar.length - 8), Buffer.concat([nar, Buffer.alloc(8)])];
+    for (const [i, nar] of [...bad(small), ...bad(big)].entries()) {
+      const l = { ...lease, epoch: 10 + i };
+      await stager.stage(l, "w1", [inline("out", node.outputs.out, nar)], declared, true);
+      expect(await publisher.staged(node.outputs.out, l, "w1"), `case ${i}`).toBeNull();
+    }
+    expect(warnings.filter((w) => w.msg === "inline output refused")).toHaveLength(6);
+    const [a, b] = [{ ...lease, epoch: 20 }, { ...lease, epoch: 21 }];
+    const heldSmall = await stager.stage(a, "w1", [inline("out", node.outputs.out, small)], declared, true);
+    const heldBig = await stager.stage(b, "w1", [inline("out", node.outputs.out, big)], declared, true);
+    const smallInfo = (await publisher.staged(node.outputs.out, a, "w1"))!;
+    const bigInfo = (await publisher.staged(node.outputs.out, b, "w1"))!;
+    expect([smallInfo.compression, smallInfo.fileHash, smallInfo.narSize]).toEqual(["none", smallInfo.narHash, small.length]);
+    expect(heldSmall.get(node.outputs.out)!.bytes.equals(small)).toBe(true);
+    expect([bigInfo.compression, bigInfo.narSize, bigInfo.fileSize < big.length]).toEqual(["gzip", big.length, true]);
+    expect(heldBig.get(node.outputs.out)!.bytes.length).toBe(bigInfo.fileSize);
+  });
+
   it("stages nothing for bytes that are not the reported NAR, nor for a path the derivation doesn't declare", async () => {
     const genuine = narFromTree({ file: "genuine\n" });
     const planted = narFromTree({ file: "planted!\n" });

@@ -4,7 +4,7 @@
 // way). Each is staged exactly as an upload of it by that worker under the
 // report's lease would be (processUpload with an output grant), so acceptance
 // (staged-output.ts) treats both alike, and checks them alike.
-import { baseName, hashPart } from "../../proto/nix/mod.js";
+import { asBuffer, baseName, hashPart } from "../../proto/nix/mod.js";
 import type { BuiltOutput, Lease } from "../core/types.js";
 import { processUpload, type HeldNar, type UploadContext } from "./upload.js";
 
@@ -37,7 +37,7 @@ export class InlineOutputStager {
         }
         const claims = { storePath: o.path, hashPart: hashPart(o.path), references: o.inline.references, deriver: baseName(lease.drvPath), compression: "none" as const, narHash: o.narHash, narSize: o.narSize };
         try {
-          const r = await processUpload(this.ctx, claims, [o.inline.nar], grant, { stageInMemory: trusted });
+          const r = await processUpload(this.ctx, claims, asBuffer(o.inline.nar), grant, { stageInMemory: trusted });
           if (r.heldNar) held.set(o.path, r.heldNar);
         } catch (err) {
           logger.warn({ storePath: o.path, worker: workerId, drv: lease.drvPath, err: (err as Error).message }, "inline output refused");

@@ -10,6 +10,7 @@
 //   - the operator (admin token) publishes directly.
 // Published paths: first writer wins; nothing partial is ever visible.
 
+import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -19,7 +20,7 @@ import type { Lease } from "../core/types.js";
 import { assertContentAddressed } from "./content-address.js";
 import { isPublished } from "./published.js";
 import { stagedName, type StagedOutput, type UploadProvenance } from "./staged-output.js";
-import { asCompression, compressGzip, compressionExtension, compressWherePays, compressZstd, ConflictError, decompress, formatNarInfo, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, normalizeSha256, parseNar, parseNarInfo, parseStorePath, readAllBytes, signNarInfo, TooLargeError, validatedNar, type AsIsRule, type ByteSource, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { asCompression, compressGzip, compressionExtension, compressWherePays, compressZstd, ConflictError, decompress, formatNarInfo, formatSha256, HashMismatchError, hashThrough, isStoreBaseName, MissingReferenceError, narEventsOf, normalizeSha256, parseNarInfo, parseStorePath, readAllBytes, signNarInfo, TooLargeError, validatedNar, type AsIsRule, type ByteSource, type Compression, type HashResult, type MaybeCompressed, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
 import { prepareAll, type CacheStorage, type PreparedFile } from "./storage.js";
 
 /** What the upload pipeline needs from the server. */
@@ -169,9 +170,9 @@ function capture(source: AsyncIterable<Buffer>, max: number) {
 }
 
 /** The contents of a NAR that is one regular file, else undefined. */
-async function singleFileOf(nar: Buffer): Promise<Buffer | undefined> {
+function singleFileOf(nar: Buffer): Buffer | undefined {
   const parts: Buffer[] = [];
-  for await (const ev of parseNar([nar])) {
+  for (const ev of narEventsOf(nar)) {
     if (ev.type === "data") parts.push(ev.chunk);
     else if (ev.type !== "file" || ev.path.length !== 0) return undefined;
   }
@@ -209,13 +210,60 @@ const NOTHING_ASIDE: PreparedFile = {
   discard: async () => undefined,
 };
 
+/** An upload's NAR as the cache stores it, read to its end: held in memory or written aside. */
+interface StoredNar {
+  nar: HashResult;
+  /** Of the stored (maybe compressed) bytes. */
+  file: HashResult;
+  method: Compression;
+  /** The stored bytes, when held for the publisher (see processUpload's `stageInMemory`). */
+  held: Buffer | null;
+  /** Where they were written aside, uncommitted (NOTHING_ASIDE when held). */
+  staged: PreparedFile;
+  /** The contents of a NAR that is one regular file, for the content-address check (undefined if not, or too big to keep). */
+  singleFile(): Buffer | undefined;
+}
+
+/**
+ * A NAR sent whole, uncompressed, and no bigger than what is stored as it is (an inline output, a .drv): read
+ * with the same grammar as a stream but without one, and hashed once for both hashes, since its stored bytes
+ * are its own. Seven async stages per upload were a busy coordinator's allocations for a few hundred bytes.
+ */
+function isSmallWholeNar(ctx: UploadContext, claims: UploadClaims, body: ByteSource | Buffer): body is Buffer {
+  return Buffer.isBuffer(body) && claims.compression === "none" && ctx.narCompression === "gzip" && body.length <= STORED_AS_IS.maxAsIs;
+}
+
+async function storeWhole(ctx: UploadContext, nar: Buffer, hold: boolean): Promise<StoredNar> {
+  for (const _event of narEventsOf(nar, { maxNarBytes: ctx.maxNarBytes }));
+  const hash: HashResult = { hash: formatSha256(createHash("sha256").update(nar).digest()), size: nar.length };
+  const staged = hold ? NOTHING_ASIDE : await ctx.storage.prepare(nar);
+  return { nar: hash, file: hash, method: "none", held: hold ? nar : null, staged, singleFile: () => singleFileOf(nar) };
+}
+
+/** Any other upload, streamed: decompressed, parsed, hashed, compressed where it pays, and hashed again as stored. */
+async function storeStreamed(ctx: UploadContext, claims: UploadClaims, body: ByteSource | Buffer, grant: UploadGrant, hold: boolean): Promise<StoredNar> {
+  let nar: HashResult | null = null;
+  let file: HashResult | null = null;
+  const source = Buffer.isBuffer(body) ? [body] : body;
+  const plain = decompress(claims.compression, limitBytes(source, uploadBodyLimit(ctx.maxNarBytes)), { maxZstdWindowBytes: MAX_UPLOAD_ZSTD_WINDOW });
+  const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
+  // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
+  const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
+  const stored = hashThrough(compressed.stream, (r) => (file = r));
+  // Held: collected, never written here. Otherwise written aside, and committed once the checks pass.
+  const held = hold ? await readSmall(stored, claims.narSize!) : null;
+  const staged: PreparedFile = held !== null ? NOTHING_ASIDE : await writeAside(ctx.storage, stored, claims.narSize);
+  const singleFile = () => (captured.state.overflow ? undefined : singleFileOf(captured.state.bytes()));
+  return { nar: nar as unknown as HashResult, file: file as unknown as HashResult, method: compressed.method(), held, staged, singleFile };
+}
+
 /**
  * Runs one upload under `grant`; throws InvalidInputError/TooLargeError/ConflictError/MissingReferenceError/AuthError.
  * `stageInMemory`: a staged output is kept in memory only: its record (see CacheStorage.put's `memoryOnly`), and
  * its NAR file when small (returned as `heldNar`, for the publisher to write beside the narinfo). Staging then
  * writes nothing, and a result that is never accepted leaves no file behind.
  */
-export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource, grant: UploadGrant, opts: { stageInMemory?: boolean } = {}): Promise<UploadResult> {
+export async function processUpload(ctx: UploadContext, claims: UploadClaims, body: ByteSource | Buffer, grant: UploadGrant, opts: { stageInMemory?: boolean } = {}): Promise<UploadResult> {
   if (claims.narSize !== undefined && claims.narSize > ctx.maxNarBytes) throw new TooLargeError(`NAR of ${claims.narSize} bytes exceeds ${ctx.maxNarBytes}`);
   const existing = await readExisting(ctx, claims.hashPart);
   // An accepted build of this output is published already: it stands, and this one need not be kept.
@@ -230,33 +278,19 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     }
   }
 
-  let nar: HashResult | null = null;
-  let file: HashResult | null = null;
-  const bodyLimit = uploadBodyLimit(ctx.maxNarBytes);
-  const plain = decompress(claims.compression, limitBytes(body, bodyLimit), { maxZstdWindowBytes: MAX_UPLOAD_ZSTD_WINDOW });
-  const captured = capture(validatedNar(plain, { maxNarBytes: ctx.maxNarBytes }), grant.kind === "content-addressed" ? SINGLE_FILE_CAPTURE_BYTES : 0);
-  // gzip in-process by default (zlib works in the threadpool): a process per upload was most of a busy coordinator's CPU.
-  const compressed = compressForStorage(ctx.narCompression, hashThrough(captured.stream, (r) => (nar = r)));
-  const stored = hashThrough(compressed.stream, (r) => (file = r));
   const hold = grant.kind === "output" && opts.stageInMemory === true && claims.narSize !== undefined && claims.narSize <= WHOLE_NAR_BYTES;
-  // Held: collected, never written here. Otherwise written aside, and committed once the checks pass.
-  const heldBytes = hold ? await readSmall(stored, claims.narSize!) : null;
-  const staged: PreparedFile = heldBytes !== null ? NOTHING_ASIDE : await writeAside(ctx.storage, stored, claims.narSize);
+  const { nar: n, file: f, method, held: heldBytes, staged, singleFile } = isSmallWholeNar(ctx, claims, body) ? await storeWhole(ctx, body, hold) : await storeStreamed(ctx, claims, body, grant, hold);
   try {
-    const n = nar as unknown as HashResult;
-    const f = file as unknown as HashResult;
     if (claims.narHash && claims.narHash !== n.hash) throw new HashMismatchError(`NAR hash is ${n.hash}, upload claimed ${claims.narHash}`);
     if (claims.narSize !== undefined && claims.narSize !== n.size) throw new HashMismatchError(`NAR size is ${n.size}, upload claimed ${claims.narSize}`);
     if (existing) return settleAgainstExisting(existing, n.hash, claims.storePath);
     if (grant.kind === "content-addressed") {
-      const singleFile = captured.state.overflow ? undefined : await singleFileOf(captured.state.bytes());
       const { name } = parseStorePath(claims.storePath, ctx.storeDir);
-      claims.ca = assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile });
+      claims.ca = assertContentAddressed({ storePath: claims.storePath, storeDir: ctx.storeDir, name, narHash: n.hash, references: claims.references, singleFile: singleFile() });
     }
 
     // The NAR file is content-addressed, so replacing an identical one is harmless. A published path's
     // narinfo is written while it commits, and published after it; then its provenance is recorded.
-    const method = compressed.method();
     const fileName = `${f.hash.slice("sha256:".length)}.nar${compressionExtension(method)}`;
     const unsigned: NarInfo = {
       storePath: claims.storePath,

@@ -53,7 +53,9 @@ export interface PlacementPolicy {
 export function platformMatches(info: WorkerInfo, system: string, requiredFeatures: readonly string[]): boolean {
   // builtin derivations (builtin:fetchurl) run inside Nix itself, on any worker.
   if (system !== BUILTIN_SYSTEM && !info.systems.includes(system)) return false;
-  return requiredFeatures.every((f) => info.features.includes(f));
+  // A loop, not every(): asked for every worker on every dispatch pass, and a closure each time added up.
+  for (const f of requiredFeatures) if (!info.features.includes(f)) return false;
+  return true;
 }
 
 /** True when the candidate takes new work: active with a free build slot (and not waiting out a declined assignment). */

@@ -12,13 +12,13 @@
 export { parseDerivation, type AtermDerivation } from "./aterm.js";
 export { CacheClient } from "./client.js";
 export { forEachAfterReferences, mapLimit, walkClosure } from "./closure.js";
-export { asCompression, compressGzip, compressionExtension, compressWherePays, compressXz, compressZstd, decompress, type AsIsRule, type MaybeCompressed } from "./compression.js";
+export { asCompression, compressGzip, compressionExtension, compressWherePays, compressXz, compressZstd, decompress, type AsIsRule, type Compression, type MaybeCompressed } from "./compression.js";
 export { BusyError, ConflictError, HashMismatchError, InsufficientSpaceError, MissingReferenceError, NotInCacheError, TooLargeError, UntrustedError } from "./errors.js";
 export { derivationPathOf, drvNodeFromAterm, drvNodeFromText, parseDrvName, verifiedDrvNode } from "./drv-node.js";
 export { findOnPath } from "./find-on-path.js";
 export { parseNixVersion } from "./nix-version.js";
 export { encodeExport, parseExport, topoSortByReferences, type ExportItem } from "./export-stream.js";
-export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
+export { dumpPath, formatSha256, HashCounter, hashSource, hashThrough, narEventsOf, parseNar, restoreNar, validatedNar, type HashResult } from "./nar.js";
 export { formatNarInfo, normalizeSha256, parseNarInfo, parseSha256, referencePaths, type NarInfo } from "./narinfo.js";
 export { nix32Encode } from "./nix32.js";
 export {
@@ -37,6 +37,6 @@ export {
   type PackageEntry,
   type PackageIndex,
 } from "./package-index.js";
-export { ByteReader, encodeString, encodeU64, iteratorOf, readAllBytes, type ByteSource } from "./serialise.js";
+export { asBuffer, ByteReader, encodeString, encodeU64, iteratorOf, readAllBytes, type ByteSource } from "./serialise.js";
 export { generateKeyPair, parsePublicKey, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
 export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeSourceStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

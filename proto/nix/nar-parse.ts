@@ -4,7 +4,7 @@
 
 import { InvalidInputError } from "../errors.js";
 import { TooLargeError } from "./errors.js";
-import { ByteReader, type ByteSource } from "./serialise.js";
+import { ByteReader, padLength, type ByteSource } from "./serialise.js";
 
 /** The magic string every NAR starts with. */
 export const NAR_MAGIC = "nix-archive-1";
@@ -41,19 +41,27 @@ export function validateEntryName(name: Buffer): void {
   if (name.includes(0)) throw new InvalidInputError("invalid NAR: entry name contains NUL");
 }
 
-async function readToken(r: ByteReader): Promise<string> {
-  return (await r.readString(MAX_TOKEN_BYTES)).toString("latin1");
+/**
+ * What the grammar asks its reader for: a Nix string of at most `max` bytes, a
+ * u64, or a file: its event, then its contents as `data` events, then its
+ * padding (the reader checks the size limit before the event).
+ */
+type NarRead = { read: "string"; max: number } | { read: "u64" } | { read: "contents"; file: FileEvent };
+
+type FileEvent = Extract<NarEvent, { type: "file" }>;
+
+const TOKEN: NarRead = { read: "string", max: MAX_TOKEN_BYTES };
+const NAME: NarRead = { read: "string", max: MAX_NAME_BYTES };
+const TARGET: NarRead = { read: "string", max: MAX_TARGET_BYTES };
+const U64: NarRead = { read: "u64" };
+
+function token(bytes: unknown): string {
+  return (bytes as Buffer).toString("latin1");
 }
 
-async function expectToken(r: ByteReader, want: string): Promise<void> {
-  const got = await readToken(r);
+function expectToken(bytes: unknown, want: string): void {
+  const got = token(bytes);
   if (got !== want) throw new InvalidInputError(`invalid NAR: expected '${want}', got '${got.slice(0, 40)}'`);
-}
-
-function checkSize(r: ByteReader, extra: number, limits: NarLimits): void {
-  if (limits.maxNarBytes !== undefined && r.consumed + extra > limits.maxNarBytes) {
-    throw new TooLargeError(`NAR exceeds the limit of ${limits.maxNarBytes} bytes`);
-  }
 }
 
 interface DirFrame {
@@ -61,36 +69,36 @@ interface DirFrame {
   last: Buffer | null;
 }
 
-/** Parses exactly one NAR from `r`, leaving any following bytes unread. */
-export async function* readNarEvents(r: ByteReader, limits: NarLimits = {}): AsyncGenerator<NarEvent> {
-  const maxDepth = limits.maxDepth ?? 1024;
-  await expectToken(r, NAR_MAGIC);
+/**
+ * The NAR grammar, without I/O: yields what it needs read (a NarRead, answered
+ * through `next`) and the events it finds. One grammar for a stream and for a
+ * buffer held whole, so both accept exactly the same NARs.
+ */
+function* narGrammar(maxDepth: number): Generator<NarRead | NarEvent, void, unknown> {
+  expectToken(yield TOKEN, NAR_MAGIC);
   const stack: DirFrame[] = [];
   let path: NarPath = [];
   for (;;) {
-    await expectToken(r, "(");
-    await expectToken(r, "type");
-    const type = await readToken(r);
+    expectToken(yield TOKEN, "(");
+    expectToken(yield TOKEN, "type");
+    const type = token(yield TOKEN);
     if (type === "regular") {
-      let tag = await readToken(r);
+      let tag = token(yield TOKEN);
       const executable = tag === "executable";
       if (executable) {
-        await expectToken(r, "");
-        tag = await readToken(r);
+        expectToken(yield TOKEN, "");
+        tag = token(yield TOKEN);
       }
       if (tag !== "contents") throw new InvalidInputError(`invalid NAR: expected 'contents', got '${tag.slice(0, 40)}'`);
-      const size = await r.readU64();
-      checkSize(r, size, limits);
-      yield { type: "file", path, executable, size };
-      for await (const chunk of r.readChunks(size)) yield { type: "data", chunk };
-      await r.readPadding(size);
-      await expectToken(r, ")");
+      const size = (yield U64) as number;
+      yield { read: "contents", file: { type: "file", path, executable, size } };
+      expectToken(yield TOKEN, ")");
     } else if (type === "symlink") {
-      await expectToken(r, "target");
-      const target = await r.readString(MAX_TARGET_BYTES);
+      expectToken(yield TOKEN, "target");
+      const target = (yield TARGET) as Buffer;
       if (target.length === 0 || target.includes(0)) throw new InvalidInputError("invalid NAR: bad symlink target");
       yield { type: "symlink", path, target };
-      await expectToken(r, ")");
+      expectToken(yield TOKEN, ")");
     } else if (type === "directory") {
       if (stack.length >= maxDepth) throw new InvalidInputError(`invalid NAR: nesting deeper than ${maxDepth}`);
       yield { type: "directory", path };
@@ -99,34 +107,119 @@ export async function* readNarEvents(r: ByteReader, limits: NarLimits = {}): Asy
       throw new InvalidInputError(`invalid NAR: unknown node type '${type.slice(0, 40)}'`);
     }
     // A finished leaf closes the entry that holds it; then look for the next entry.
-    if (type !== "directory" && stack.length > 0) await expectToken(r, ")");
+    if (type !== "directory" && stack.length > 0) expectToken(yield TOKEN, ")");
     let next: NarPath | null = null;
     while (stack.length > 0) {
-      checkSize(r, 0, limits);
       const top = stack[stack.length - 1];
-      const tok = await readToken(r);
+      const tok = token(yield TOKEN);
       if (tok === ")") {
         stack.pop();
-        if (stack.length > 0) await expectToken(r, ")");
+        if (stack.length > 0) expectToken(yield TOKEN, ")");
         continue;
       }
       if (tok !== "entry") throw new InvalidInputError(`invalid NAR: expected 'entry', got '${tok.slice(0, 40)}'`);
-      await expectToken(r, "(");
-      await expectToken(r, "name");
-      const name = await r.readString(MAX_NAME_BYTES);
+      expectToken(yield TOKEN, "(");
+      expectToken(yield TOKEN, "name");
+      const name = (yield NAME) as Buffer;
       validateEntryName(name);
       if (top.last && Buffer.compare(top.last, name) >= 0) {
         throw new InvalidInputError("invalid NAR: directory entries are not in strictly ascending order");
       }
       top.last = name;
-      await expectToken(r, "node");
+      expectToken(yield TOKEN, "node");
       next = [...top.path, name];
       break;
     }
-    checkSize(r, 0, limits);
     if (next === null) return;
     path = next;
   }
+}
+
+function isRead(step: NarRead | NarEvent): step is NarRead {
+  return "read" in step;
+}
+
+function checkSize(consumed: number, limits: NarLimits): void {
+  if (limits.maxNarBytes !== undefined && consumed > limits.maxNarBytes) {
+    throw new TooLargeError(`NAR exceeds the limit of ${limits.maxNarBytes} bytes`);
+  }
+}
+
+/** Parses exactly one NAR from `r`, leaving any following bytes unread. */
+export async function* readNarEvents(r: ByteReader, limits: NarLimits = {}): AsyncGenerator<NarEvent> {
+  const grammar = narGrammar(limits.maxDepth ?? 1024);
+  let answer: unknown;
+  for (;;) {
+    const step = grammar.next(answer);
+    if (step.done) return;
+    answer = undefined;
+    const s = step.value;
+    if (!isRead(s)) {
+      yield s;
+      continue;
+    }
+    if (s.read === "string") answer = await r.readString(s.max);
+    else if (s.read === "u64") answer = await r.readU64();
+    else {
+      // Refused before a byte of an oversized file is read.
+      checkSize(r.consumed + s.file.size, limits);
+      yield s.file;
+      for await (const chunk of r.readChunks(s.file.size)) yield { type: "data", chunk };
+      await r.readPadding(s.file.size);
+    }
+    checkSize(r.consumed, limits);
+  }
+}
+
+/**
+ * The events of a NAR held whole in `nar` (which must be exactly one NAR), read
+ * synchronously: for small NARs already in memory, where a stream's promises
+ * per token cost more than the parse. A file's contents come as one `data` event.
+ */
+export function* narEventsOf(nar: Buffer, limits: NarLimits = {}): Generator<NarEvent> {
+  checkSize(nar.length, limits);
+  const grammar = narGrammar(limits.maxDepth ?? 1024);
+  let at = 0;
+  const take = (n: number): Buffer => {
+    if (n > nar.length - at) throw new InvalidInputError("truncated NAR");
+    const out = nar.subarray(at, at + n);
+    at += n;
+    return out;
+  };
+  const u64 = (): number => {
+    const b = take(8);
+    const high = b.readUInt32LE(4);
+    if (high > 0x1fffff) throw new InvalidInputError(`NAR: integer ${b.readBigUInt64LE()} is too large`);
+    return high * 2 ** 32 + b.readUInt32LE(0);
+  };
+  const padding = (len: number): void => {
+    const pad = padLength(len);
+    if (pad > 0 && take(pad).some((b) => b !== 0)) throw new InvalidInputError("NAR: non-zero padding");
+  };
+  let answer: unknown;
+  for (;;) {
+    const step = grammar.next(answer);
+    if (step.done) break;
+    answer = undefined;
+    const s = step.value;
+    if (!isRead(s)) {
+      yield s;
+    } else if (s.read === "string") {
+      const len = u64();
+      if (len > s.max) throw new InvalidInputError(`NAR: string of ${len} bytes exceeds limit ${s.max}`);
+      answer = take(len);
+      padding(len);
+    } else if (s.read === "u64") {
+      answer = u64();
+    } else {
+      checkSize(at + s.file.size, limits);
+      const chunk = take(s.file.size);
+      yield s.file;
+      if (chunk.length > 0) yield { type: "data", chunk };
+      padding(chunk.length);
+    }
+  }
+  if (at !== nar.length) throw new InvalidInputError("invalid NAR: trailing data after the archive");
 }
 
 /** Parses a source that must hold exactly one NAR (trailing bytes are an error). */

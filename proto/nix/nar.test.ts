@@ -8,7 +8,8 @@ import { pipeline } from "node:stream/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { InvalidInputError } from "../errors.js";
 import { TooLargeError } from "./errors.js";
-import { dumpPath, formatSha256, hashSource, NarHasher, parseNar, restoreNar, validatedNar, type NarEvent } from "./nar.js";
+import { dumpPath, formatSha256, hashSource, NarHasher, narEventsOf, parseNar, restoreNar, validatedNar, type NarEvent } from "./nar.js";
+import type { NarLimits } from "./nar-parse.js";
 import { chunked, collect, narFromTree, SAMPLE_TREE, type NarTree } from "./testing/nar-fixtures.js";
 import { encodeString, encodeU64 } from "./serialise.js";
 
@@ -20,10 +21,38 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function events(nar: Buffer, chunk = 7): Promise<NarEvent[]> {
+/** A file's contents as one `data` event, as narEventsOf gives them. */
+function mergeData(events: NarEvent[]): NarEvent[] {
   const out: NarEvent[] = [];
-  for await (const ev of parseNar(chunked(nar, chunk))) out.push(ev.type === "data" ? { type: "data", chunk: Buffer.from(ev.chunk) } : ev);
+  for (const ev of events) {
+    const last = out[out.length - 1];
+    if (ev.type === "data" && last?.type === "data") out[out.length - 1] = { type: "data", chunk: Buffer.concat([last.chunk, ev.chunk]) };
+    else out.push(ev.type === "data" ? { type: "data", chunk: Buffer.from(ev.chunk) } : ev);
+  }
   return out;
+}
+
+async function settle(run: () => Promise<NarEvent[]>): Promise<{ events: NarEvent[] } | { error: Error }> {
+  return run().then((events) => ({ events }), (error: Error) => ({ error }));
+}
+
+/**
+ * The events parseNar streams from `nar` in chunks; narEventsOf, reading the same bytes held whole, must give the
+ * same events (contents merged) or fail with the same error: the two drivers share one grammar.
+ */
+async function events(nar: Buffer, chunk = 7, limits: NarLimits = {}): Promise<NarEvent[]> {
+  const streamed = await settle(async () => {
+    const out: NarEvent[] = [];
+    for await (const ev of parseNar(chunked(nar, chunk), limits)) out.push(ev.type === "data" ? { type: "data", chunk: Buffer.from(ev.chunk) } : ev);
+    return out;
+  });
+  const whole = await settle(async () => [...narEventsOf(nar, limits)]);
+  if ("error" in streamed) {
+    expect("error" in whole ? [whole.error.constructor, whole.error.message] : "no error").toEqual([streamed.error.constructor, streamed.error.message]);
+    throw streamed.error;
+  }
+  expect("events" in whole ? whole.events : whole.error).toEqual(mergeData(streamed.events));
+  return streamed.events;
 }
 
 async function rejects(nar: Buffer, pattern: RegExp, cls: Function = InvalidInputError): Promise<void> {
@@ -135,10 +164,9 @@ describe("NAR validation", () => {
     const head = Buffer.concat(["nix-archive-1", "(", "type", "regular", "contents"].map((x) => encodeString(x)));
     await rejects(Buffer.concat([head, encodeU64(2n ** 63n)]), /too large/);
     await rejects(Buffer.concat([head, encodeU64(2 ** 50), Buffer.alloc(64)]), /truncated/);
-    const limited = async () => {
-      for await (const _ of parseNar(chunked(Buffer.concat([head, encodeU64(2 ** 40)])), { maxNarBytes: 1 << 20 }));
-    };
-    await expect(limited()).rejects.toBeInstanceOf(TooLargeError);
+    await expect(events(Buffer.concat([head, encodeU64(2 ** 40)]), 7, { maxNarBytes: 1 << 20 })).rejects.toBeInstanceOf(TooLargeError);
+    // Held whole, a NAR over the limit is refused before it is parsed.
+    expect(() => [...narEventsOf(narFromTree(SAMPLE_TREE), { maxNarBytes: 64 })]).toThrow(TooLargeError);
     // A huge string length (e.g. a name) is refused before reading it.
     const hugeName = Buffer.concat([...["nix-archive-1", "(", "type", "directory", "entry", "(", "name"].map((x) => encodeString(x)), encodeU64(1 << 30)]);
     await rejects(hugeName, /exceeds limit/);
@@ -147,10 +175,7 @@ describe("NAR validation", () => {
   it("enforces the nesting limit", async () => {
     let tree: NarTree = file;
     for (let i = 0; i < 40; i++) tree = { dir: [["d", tree]] };
-    const run = async () => {
-      for await (const _ of parseNar(chunked(narFromTree(tree)), { maxDepth: 10 }));
-    };
-    await expect(run()).rejects.toThrow(/nesting/);
+    await expect(events(narFromTree(tree), 7, { maxDepth: 10 })).rejects.toThrow(/nesting/);
   });
 });
 

@@ -1,6 +1,6 @@
 // The NAR format in one import: strict streaming parser, restore, dump, hashing.
 
-export { NAR_MAGIC, parseNar, readNarEvents, narBytesFrom, validatedNar, validateEntryName } from "./nar-parse.js";
+export { NAR_MAGIC, parseNar, readNarEvents, narBytesFrom, narEventsOf, validatedNar, validateEntryName } from "./nar-parse.js";
 export type { NarEvent, NarLimits, NarPath } from "./nar-parse.js";
 export { dumpPath } from "./nar-dump.js";
 export { restoreNar } from "./nar-restore.js";

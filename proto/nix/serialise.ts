@@ -13,6 +13,11 @@ export function iteratorOf(source: ByteSource): AsyncIterator<Uint8Array> | Iter
   return Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : source[Symbol.iterator]();
 }
 
+/** `bytes` as a Buffer over the same memory (no copy). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 /** Reads all of `source` into one buffer; with `limit`, throws what `limit.tooLarge` makes once more than `limit.max` bytes came. */
 export async function readAllBytes(source: ByteSource, limit?: { max: number; tooLarge: () => Error }): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -20,7 +25,7 @@ export async function readAllBytes(source: ByteSource, limit?: { max: number; to
   for await (const c of source) {
     size += c.length;
     if (limit && size > limit.max) throw limit.tooLarge();
-    chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c.buffer, c.byteOffset, c.byteLength));
+    chunks.push(asBuffer(c));
   }
   return Buffer.concat(chunks);
 }
@@ -66,7 +71,7 @@ export class ByteReader {
         this.ended = true;
         return false;
       }
-      this.buf = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+      this.buf = asBuffer(r.value);
     }
     return true;
   }
