@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { generateKeyPair, HashCounter, hashPart, parseNarInfo, parseSecretKey, verifyNarInfo } from "../../proto/nix/mod.js";
+import { formatNarInfo, generateKeyPair, HashCounter, hashPart, parseNarInfo, parseSecretKey, verifyNarInfo } from "../../proto/nix/mod.js";
 import { narFromTree } from "../../proto/nix/testing/nar-fixtures.js";
 import { mkNode } from "../core/test-support.js";
 import type { BuildReport, BuiltOutput, DrvNode, Lease } from "../core/types.js";
@@ -98,16 +98,21 @@ describe("InlineOutputStager", () => {
     // Without the bytes (or with others'), nothing is signed: the narinfo would name a NAR that is nowhere.
     const report = reportOf([inline("out", node.outputs.out, nar)]);
     expect((await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }))).verified).toBe(false);
-    const other = { file: `${"0".repeat(52)}.nar`, bytes: nar };
+    const other = { ...held.get(node.outputs.out)!, file: `${"0".repeat(52)}.nar` };
     expect((await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }), { held: new Map([[node.outputs.out, other]]) })).verified).toBe(false);
     expect(await storage.getText("narinfo", hashPart(node.outputs.out))).toBeNull();
     expect(await readdir(path.join(dir, "nar"))).toEqual([]);
     expect(warnings.map((w) => w.msg)).toEqual(Array(2).fill("a staged output's NAR was held in memory, and this publish does not have it"));
 
-    const published = await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }), { held });
+    // What staging kept of the record is used only while it is the stored text: edited, the stored record decides.
+    const h = held.get(node.outputs.out)!;
+    const forged = { ...h.staged.narInfo, narHash: `sha256:${"1".repeat(52)}` };
+    const edited = new Map([[node.outputs.out, { ...h, staged: { text: `${h.staged.text} `, record: { ...h.staged.record, narInfo: formatNarInfo(forged) }, narInfo: forged } }]]);
+    const published = await publishOutputs(publisher, single, ["j1"], report, "w1", pino({ level: "silent" }), { held: edited });
     expect(published.verified).toBe(true);
     await published.written;
     const info = parseNarInfo((await storage.getText("narinfo", hashPart(node.outputs.out)))!, "/tmp/nix/store");
+    expect(info.narHash).toBe(h.staged.narInfo.narHash);
     expect((await readFile(path.join(dir, info.url))).equals(nar)).toBe(true);
   });
 

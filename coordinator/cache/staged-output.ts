@@ -101,12 +101,16 @@ export class OutputPublisher {
     return (await this.stagedEntry(storePath, lease, workerId))?.info ?? null;
   }
 
-  /** The staged narinfo, and whether its NAR was held in memory rather than written. */
-  private async stagedEntry(storePath: string, lease: Lease, workerId: string): Promise<{ info: NarInfo; narHeld: boolean } | null> {
+  /**
+   * The staged narinfo, and whether its NAR was held in memory rather than written. `held`: what staging kept
+   * of a held NAR's record; used only when the stored record is that very text (then it parses alike).
+   */
+  private async stagedEntry(storePath: string, lease: Lease, workerId: string, held?: HeldNar): Promise<{ info: NarInfo; narHeld: boolean } | null> {
     const raw = await this.d.storage.getText("staged", stagedName(storePath, lease, workerId));
     if (raw === null) return null;
-    const staged = JSON.parse(raw) as StagedOutput;
-    const info = parseNarInfo(staged.narInfo, storeDirOf(storePath));
+    const fromStaging = held !== undefined && raw === held.staged.text ? held.staged : undefined;
+    const staged = fromStaging?.record ?? (JSON.parse(raw) as StagedOutput);
+    const info = fromStaging?.narInfo ?? parseNarInfo(staged.narInfo, storeDirOf(storePath));
     const same = info.storePath === storePath && staged.workerId === workerId && staged.drvPath === lease.drvPath && staged.epoch === lease.epoch;
     return same ? { info, narHeld: staged.narHeld === true } : null;
   }
@@ -139,7 +143,7 @@ export class OutputPublisher {
       if (reportedNarHash && reportedNarHash !== info.narHash) logger.warn({ storePath, worker: workerId, reported: reportedNarHash, published: info.narHash }, "output differs from the accepted build published before (that one stands)");
       return { outcome: "present" };
     }
-    const entry = await this.stagedEntry(storePath, lease, workerId);
+    const entry = await this.stagedEntry(storePath, lease, workerId, opts.heldNar);
     if (entry === null) return { outcome: "missing" };
     const unsigned = entry.info;
     if (reportedNarHash && reportedNarHash !== unsigned.narHash) {

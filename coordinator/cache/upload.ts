@@ -74,6 +74,8 @@ export interface HeldNar {
   /** Its name under nar/, as the staged narinfo's URL gives it. */
   file: string;
   bytes: Buffer;
+  /** The staged record: as stored, as an object and its narinfo parsed. A publish that reads back this very text needn't parse it again. */
+  staged: { text: string; record: StagedOutput; narInfo: NarInfo };
 }
 
 /** Upload metadata, parsed from the X-Nix-* request headers. */
@@ -308,11 +310,13 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
     if (grant.kind === "output") {
       // Not published: the farm signs it only once it accepts this lease's result.
       const record: StagedOutput = { narInfo: formatNarInfo(unsigned), workerId: grant.workerId, drvPath: grant.lease.drvPath, epoch: grant.lease.epoch, stagedAtMs: Date.now(), ...(hold ? { narHeld: true as const } : {}) };
+      const recordText = JSON.stringify(record);
       // The NAR first: a staged record on disk always names a NAR that is there (the record goes to a journal, no file of its own).
       if (heldBytes === null) await staged.commit("nar", fileName);
-      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), JSON.stringify(record), { memoryOnly: opts.stageInMemory });
+      await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), recordText, { memoryOnly: opts.stageInMemory });
       ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size, held: heldBytes !== null || undefined }, "staged output");
-      return { status: 202, narInfo: unsigned, ...(heldBytes !== null ? { heldNar: { file: fileName, bytes: heldBytes } } : {}) };
+      const heldNar: HeldNar | undefined = heldBytes === null ? undefined : { file: fileName, bytes: heldBytes, staged: { text: recordText, record, narInfo: unsigned } };
+      return { status: 202, narInfo: unsigned, ...(heldNar ? { heldNar } : {}) };
     }
     const narInfo = signNarInfo(unsigned, ctx.signingKey);
     const provenance: UploadProvenance = { storePath: claims.storePath, narHash: n.hash, uploadedBy: grant.by, as: grant.kind, atMs: Date.now() };

@@ -63,6 +63,10 @@ describe("narinfo", () => {
     expect(normalizeSha256(hex)).toBe(NAR_HASH);
     const info = parseNarInfo(TEXT.replace(NAR_HASH, hex) + "Future: thing\n", SD);
     expect(info.narHash).toBe(NAR_HASH);
+    // Nix32 is its own normal form, but only when valid: a bad character or excess bits are refused, not passed on.
+    expect(normalizeSha256(NAR_HASH)).toBe(NAR_HASH);
+    expect(() => normalizeSha256(`sha256:z${"0".repeat(51)}`)).toThrow(/not a valid sha256/);
+    expect(() => normalizeSha256(`sha256:e${NAR_HASH.slice(8)}`)).toThrow(/not a valid sha256/);
   });
 
   it.each([

@@ -2,7 +2,7 @@
 // as Nix 2.8 does (field order, `sha256:<nix32>` hashes, sorted references).
 
 import { InvalidInputError } from "../errors.js";
-import { isNix32, nix32Decode, nix32Encode } from "./nix32.js";
+import { nix32Decode, nix32Encode } from "./nix32.js";
 import { isStoreBaseName, parseStorePath, storeDirOf } from "./store-path.js";
 
 /** One parsed narinfo. References and Deriver are basenames, as on the wire. */
@@ -28,14 +28,25 @@ const SIG_RE = /^[^:\s]+:[A-Za-z0-9+/]+={0,2}$/;
 export function parseSha256(s: string): Buffer {
   if (!s.startsWith("sha256:")) throw new InvalidInputError(`'${s}' is not a sha256 hash`);
   const body = s.slice("sha256:".length);
-  if (body.length === 52 && isNix32(body, 32)) return nix32Decode(body, 32);
+  const digest = body.length === 52 ? nix32Digest(body) : null;
+  if (digest !== null) return digest;
   if (/^[0-9a-f]{64}$/.test(body)) return Buffer.from(body, "hex");
   if (body.length === 44 && /^[A-Za-z0-9+/]{43}=$/.test(body)) return Buffer.from(body, "base64");
   throw new InvalidInputError(`'${s}' is not a valid sha256 hash`);
 }
 
+function nix32Digest(body: string): Buffer | null {
+  try {
+    return nix32Decode(body, 32);
+  } catch {
+    return null;
+  }
+}
+
 /** Normalises any accepted sha256 notation to `sha256:<nix32>`. */
 export function normalizeSha256(s: string): string {
+  // Already nix32 and valid: its own normal form (a decode refuses excess bits, so no two texts give one digest).
+  if (s.length === 59 && s.startsWith("sha256:") && nix32Digest(s.slice(7)) !== null) return s;
   return `sha256:${nix32Encode(parseSha256(s))}`;
 }
 

@@ -6,7 +6,9 @@ import { InvalidInputError } from "../errors.js";
 /** The 32 characters Nix uses, in digit order. */
 export const NIX32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz";
 
-const DIGIT_OF = new Map<string, number>([...NIX32_ALPHABET].map((c, i) => [c, i]));
+/** Digit of each character code (-1: not in the alphabet); a table, as every narinfo read decodes two hashes. */
+const DIGIT_OF = new Int8Array(128).fill(-1);
+for (let i = 0; i < NIX32_ALPHABET.length; i++) DIGIT_OF[NIX32_ALPHABET.charCodeAt(i)] = i;
 
 /** Length of the nix32 text for `bytes` bytes of hash. */
 export function nix32Length(bytes: number): number {
@@ -34,8 +36,9 @@ export function nix32Decode(text: string, byteLength: number): Buffer {
   }
   const out = Buffer.alloc(byteLength);
   for (let n = 0; n < text.length; n++) {
-    const digit = DIGIT_OF.get(text[text.length - n - 1]);
-    if (digit === undefined) throw new InvalidInputError(`invalid nix32 character in '${text}'`);
+    const code = text.charCodeAt(text.length - n - 1);
+    const digit = code < 128 ? DIGIT_OF[code] : -1;
+    if (digit < 0) throw new InvalidInputError(`invalid nix32 character in '${text}'`);
     const b = n * 5;
     const i = b >> 3;
     const j = b & 7;
