@@ -87,21 +87,12 @@ function expectedRemainingMs(rec: DrvRecord, estimate: Estimate, now: number): n
  */
 class BusyWorkers {
   private readonly byPlatform = new Map<string, WorkerCandidate[]>();
-  /** Active workers per platform, free or busy: an assignment changes who is busy, not who is active. */
-  private readonly fleetByPlatform = new Map<string, WorkerRecord[]>();
 
   constructor(private readonly workers: WorkerPool) {}
 
-  /** Every active worker of a platform (placement reads facts of the fleet off it on every try). */
-  fleet(system: string, features: readonly string[]): WorkerRecord[] {
-    const key = platformKey(system, features);
-    let list = this.fleetByPlatform.get(key);
-    if (list === undefined) {
-      list = [];
-      for (const w of this.workers.values()) if (w.state === "active" && platformMatches(w.info, system, features)) list.push(w);
-      this.fleetByPlatform.set(key, list);
-    }
-    return list;
+  /** Every active worker of a platform (the pool keeps the list between passes). */
+  fleet(system: string, features: readonly string[]): readonly WorkerRecord[] {
+    return this.workers.fleet(system, features);
   }
 
   /** The fleet's workers without a free slot, with their loads. */

@@ -83,10 +83,17 @@ function fleetOf(req: PlacementRequest): readonly WorkerRecord[] {
     .map((c) => c.worker);
 }
 
+/** What placement asks of a whole fleet. */
+interface FleetFacts {
+  largest: WorkerInfo | null;
+  lifetimeMs: number;
+}
+
 /** Places builds by memory, disk and remaining lifetime, with cores chosen to fit. */
 export class MemoryFit implements PlacementPolicy {
   readonly name = "memory-fit";
   readonly config: MemoryFitConfig;
+  private readonly fleetFacts = new WeakMap<readonly WorkerRecord[], FleetFacts>();
 
   constructor(config: Partial<MemoryFitConfig> = {}) {
     this.config = { ...DEFAULT_MEMORY_FIT, ...config };
@@ -164,7 +171,7 @@ export class MemoryFit implements PlacementPolicy {
     const coreCap = how.coreCap;
     const slackFraction = this.config.lifetimeSlackFraction;
     const active = fleetOf(req);
-    const fleetMs = fleetLifetimeMs(active);
+    const fleetMs = this.factsOf(active).lifetimeMs;
     // A duration measured n times is known to about slack/n more: one draw may have been a short one,
     // and losing a long build with its worker costs far more than waiting for a fresher one.
     const n = model.successes ?? 0;
@@ -221,11 +228,26 @@ export class MemoryFit implements PlacementPolicy {
 
   /** The active worker of the build's platform that can hand out the most memory, free or busy. */
   private largestWorker(req: PlacementRequest): WorkerInfo | null {
-    let largest: WorkerInfo | null = null;
-    for (const w of fleetOf(req)) {
-      if (largest === null || this.usable(w.info) > this.usable(largest)) largest = w.info;
+    return this.factsOf(fleetOf(req)).largest;
+  }
+
+  /**
+   * The largest worker and the fleet's lifetime, once per fleet list: the worker pool keeps one list until
+   * a worker joins, leaves or changes, and these were two walks of the whole fleet on every placement.
+   */
+  private factsOf(fleet: readonly WorkerRecord[]): FleetFacts {
+    let facts = this.fleetFacts.get(fleet);
+    if (facts === undefined) {
+      let largest: WorkerInfo | null = null;
+      let most = 0;
+      for (const w of fleet) {
+        const usable = this.usable(w.info);
+        if (largest === null || usable > most) [largest, most] = [w.info, usable];
+      }
+      facts = { largest, lifetimeMs: fleetLifetimeMs(fleet) };
+      this.fleetFacts.set(fleet, facts);
     }
-    return largest;
+    return facts;
   }
 
   private fitOn(c: WorkerCandidate, model: ResourceModel, { coreCap, now, afterOom, padded, filledADisk }: FitTerms): Fit | Miss {

@@ -2,13 +2,16 @@
 // reserve, is read from the lease index (the records' lease holders).
 import type { LeaseHolder } from "./drv-state.js";
 import type { LeaseIndex, WorkerLoad } from "./lease-index.js";
-import { hasFreeSlot, type WorkerCandidate } from "./placement.js";
+import { hasFreeSlot, platformMatches, type WorkerCandidate } from "./placement.js";
 import type { DrvPath } from "./types.js";
-import type { WorkerRecord } from "./worker-state.js";
+import { workerChangeCount, type WorkerRecord } from "./worker-state.js";
 
 /** Every known worker, by workerId. */
 export class WorkerPool {
   private readonly workers = new Map<string, WorkerRecord>();
+  /** Fleet lists by platform, valid while workerChangeCount() is fleetsAt. */
+  private readonly fleets = new Map<string, WorkerRecord[]>();
+  private fleetsAt = -1;
 
   constructor(private readonly leases: LeaseIndex) {}
 
@@ -30,6 +33,27 @@ export class WorkerPool {
   /** Adds (or replaces) a worker record. */
   add(w: WorkerRecord): void {
     this.workers.set(w.info.workerId, w);
+    this.fleets.clear();
+  }
+
+  /**
+   * Every active worker of a platform, free or busy. Placement reads facts of the fleet off it on every try,
+   * so it is listed once and kept until a worker is added or any worker's state or info changes (an
+   * assignment changes who is busy, not who is active).
+   */
+  fleet(system: string, features: readonly string[]): readonly WorkerRecord[] {
+    if (this.fleetsAt !== workerChangeCount()) {
+      this.fleets.clear();
+      this.fleetsAt = workerChangeCount();
+    }
+    const key = `${system}\0${features.join(",")}`;
+    let list = this.fleets.get(key);
+    if (list === undefined) {
+      list = [];
+      for (const w of this.workers.values()) if (w.state === "active" && platformMatches(w.info, system, features)) list.push(w);
+      this.fleets.set(key, list);
+    }
+    return list;
   }
 
   /** The builds `w` runs, drv path -> its grant, in the order they were leased. */

@@ -48,10 +48,25 @@ export function canWorkerTransition(from: WorkerState, to: WorkerState): boolean
   return WORKER_TRANSITIONS[from].includes(to);
 }
 
+/**
+ * Counts changes of any worker's state or info, in this process. Only caches
+ * read it (WorkerPool.fleet): while it stands, no worker joined, left or changed
+ * what it offers. Bumped where those fields change, so no caller can forget to.
+ * Shared by every scheduler in the process: another's changes only cost a
+ * relisting, never a stale answer.
+ */
+let workerChanges = 0;
+
+/** See workerChanges. */
+export function workerChangeCount(): number {
+  return workerChanges;
+}
+
 function move(w: WorkerRecord, verb: string, from: readonly WorkerState[], to: WorkerState): void {
   if (!from.includes(w.state) || !canWorkerTransition(w.state, to)) {
     throw new InvalidTransitionError("worker", w.info.workerId, verb, w.state);
   }
+  if (w.state !== to) workerChanges++;
   w.state = to;
 }
 
@@ -94,12 +109,14 @@ export function placeholderWorker(workerId: string, now: number, deadlineMs: num
   };
   const w = newWorkerRecord(info, now, deadlineMs);
   w.state = "disconnected";
+  workerChanges++;
   return w;
 }
 
 /** any -> active: the worker (re)joined with fresh info. Leases are reconciled by the caller. */
 export function rejoin(w: WorkerRecord, info: WorkerInfo, now: number, deadlineMs: number): void {
   move(w, "rejoin", ["active", "disconnected", "draining", "lost"], "active");
+  if (w.info !== info) workerChanges++;
   w.info = info;
   w.joinedAtMs = now;
   w.lastSeenMs = now;
