@@ -11,7 +11,7 @@
 // records in one log (provenance-log.ts): this process must be the directory's only writer.
 
 import { randomBytes } from "node:crypto";
-import { close as fsClose, fsync as fsFsync, open as fsOpen, write as fsWrite } from "node:fs";
+import { closeSync, fsync as fsFsync, open as fsOpen, write as fsWrite, writeSync } from "node:fs";
 import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -352,23 +352,45 @@ export class DiskStorage implements CacheStorage {
 }
 
 /**
+ * Bytes written with one synchronous write once their file is open: a page-cache copy of a few microseconds,
+ * where an async write was a threadpool hand-off and then a wait for a turn of a busy loop (an accepted output's
+ * publish waited on each such turn). The close is synchronous for the same reason. Bigger files (a long build
+ * log) are written asynchronously, so the loop never copies more than this at once.
+ */
+const SYNC_WRITE_BYTES = 64 << 10;
+
+/**
  * Creates `path` (it must not exist) holding `bytes`, flushed to disk when `flush`; `created` is told once the
  * file exists (a failure after it leaves a partial file). One chain of callbacks
- * rather than a FileHandle and four promises: a busy cache creates thousands of these a second.
+ * rather than a FileHandle and four promises: a busy cache creates thousands of these a second. The create and
+ * the flush go to the threadpool (they may take milliseconds); see SYNC_WRITE_BYTES for the rest.
  */
 function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     fsOpen(path, "wx", 0o644, (openErr, fd) => {
       if (openErr) return reject(openErr);
       created?.();
-      const close = (failure: Error | null) => fsClose(fd, (closeErr) => (failure || closeErr ? reject(failure ?? closeErr) : resolve()));
-      const writeFrom = (offset: number): void => {
-        if (offset >= bytes.length) {
-          if (flush) fsFsync(fd, close);
-          else close(null);
-          return;
+      const close = (failure: Error | null) => {
+        try {
+          closeSync(fd);
+        } catch (closeErr) {
+          failure ??= closeErr as Error;
         }
-        fsWrite(fd, bytes, offset, bytes.length - offset, null, (writeErr, written) => (writeErr ? close(writeErr) : writeFrom(offset + written)));
+        if (failure) reject(failure);
+        else resolve();
+      };
+      const written = () => (flush ? fsFsync(fd, close) : close(null));
+      if (bytes.length <= SYNC_WRITE_BYTES) {
+        try {
+          for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+        } catch (writeErr) {
+          return close(writeErr as Error);
+        }
+        return written();
+      }
+      const writeFrom = (offset: number): void => {
+        if (offset >= bytes.length) return written();
+        fsWrite(fd, bytes, offset, bytes.length - offset, null, (writeErr, n) => (writeErr ? close(writeErr) : writeFrom(offset + n)));
       };
       writeFrom(0);
     });
