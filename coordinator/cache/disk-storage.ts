@@ -352,10 +352,11 @@ export class DiskStorage implements CacheStorage {
 }
 
 /**
- * Bytes written with one synchronous write once their file is open: a page-cache copy of a few microseconds,
- * where an async write was a threadpool hand-off and then a wait for a turn of a busy loop (an accepted output's
- * publish waited on each such turn). The close is synchronous for the same reason. Bigger files (a long build
- * log) are written asynchronously, so the loop never copies more than this at once.
+ * A flushed file (a NAR or narinfo: what an accepted output's publish waits for) of at most this many bytes is
+ * written with one synchronous write once it is open, and closed synchronously: a page-cache copy of some
+ * microseconds, where an async write was a threadpool hand-off and then a wait for a turn of a busy loop, for
+ * each step. A build log is not flushed and nothing waits for it, so it is written asynchronously, costing
+ * the loop less; so is anything bigger, so the loop never copies more than this at once.
  */
 const SYNC_WRITE_BYTES = 64 << 10;
 
@@ -380,7 +381,7 @@ function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?:
         else resolve();
       };
       const written = () => (flush ? fsFsync(fd, close) : close(null));
-      if (bytes.length <= SYNC_WRITE_BYTES) {
+      if (flush && bytes.length <= SYNC_WRITE_BYTES) {
         try {
           for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset, bytes.length - offset);
         } catch (writeErr) {

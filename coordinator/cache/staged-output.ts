@@ -98,15 +98,16 @@ export class OutputPublisher {
 
   /** The unsigned narinfo `workerId` staged for `storePath` under `lease`, or null. */
   async staged(storePath: string, lease: Lease, workerId: string): Promise<NarInfo | null> {
-    return (await this.stagedEntry(storePath, lease, workerId))?.info ?? null;
+    return (await this.stagedEntry(storePath, stagedName(storePath, lease, workerId), lease, workerId))?.info ?? null;
   }
 
   /**
-   * The staged narinfo, and whether its NAR was held in memory rather than written. `held`: what staging kept
-   * of a held NAR's record; used only when the stored record is that very text (then it parses alike).
+   * The staged narinfo stored under `name` (stagedName of the other three), and whether its NAR was held in
+   * memory rather than written. `held`: what staging kept of a held NAR's record; used only when the stored
+   * record is that very text (then it parses alike).
    */
-  private async stagedEntry(storePath: string, lease: Lease, workerId: string, held?: HeldNar): Promise<{ info: NarInfo; narHeld: boolean } | null> {
-    const raw = await this.d.storage.getText("staged", stagedName(storePath, lease, workerId));
+  private async stagedEntry(storePath: string, name: string, lease: Lease, workerId: string, held?: HeldNar): Promise<{ info: NarInfo; narHeld: boolean } | null> {
+    const raw = await this.d.storage.getText("staged", name);
     if (raw === null) return null;
     const fromStaging = held !== undefined && raw === held.staged.text ? held.staged : undefined;
     const staged = fromStaging?.record ?? (JSON.parse(raw) as StagedOutput);
@@ -143,7 +144,8 @@ export class OutputPublisher {
       if (reportedNarHash && reportedNarHash !== info.narHash) logger.warn({ storePath, worker: workerId, reported: reportedNarHash, published: info.narHash }, "output differs from the accepted build published before (that one stands)");
       return { outcome: "present" };
     }
-    const entry = await this.stagedEntry(storePath, lease, workerId, opts.heldNar);
+    const name = stagedName(storePath, lease, workerId);
+    const entry = await this.stagedEntry(storePath, name, lease, workerId, opts.heldNar);
     if (entry === null) return { outcome: "missing" };
     const unsigned = entry.info;
     if (reportedNarHash && reportedNarHash !== unsigned.narHash) {
@@ -171,7 +173,7 @@ export class OutputPublisher {
       storePath,
       narInfo: formatNarInfo(signNarInfo(unsigned, this.d.signingKey)),
       provenance: JSON.stringify(provenance),
-      stagedName: stagedName(storePath, lease, workerId),
+      stagedName: name,
       ...(held ? { nar: held } : {}),
       log: { storePath, worker: workerId, drv: lease.drvPath, epoch: lease.epoch, jobs, narSize: unsigned.narSize },
     };
