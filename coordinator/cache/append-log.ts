@@ -3,9 +3,10 @@
 // is on disk. The file is opened per group, so no descriptor stays open. The
 // staged journal and the provenance log keep records in such files, a JSON
 // line each, the latest line of a name winning.
-import { closeSync, fdatasync as fdatasyncCallback, open as openCallback, writeSync } from "node:fs";
+import { closeSync, fdatasync as fdatasyncCallback, open as openCallback } from "node:fs";
 import { truncate } from "node:fs/promises";
 import { promisify } from "node:util";
+import { writeAllSync } from "./write-all-sync.js";
 
 const openForAppend = (path: string) => promisify(openCallback)(path, "a");
 const fdatasync = promisify(fdatasyncCallback);
@@ -52,11 +53,10 @@ export class AppendLog {
       try {
         const bytes = group.map((p) => Buffer.from(p.line));
         const data = Buffer.concat(bytes);
-        // The open and the flush go to the threadpool; the write (a page-cache copy) and the close do not:
-        // each async step was a turn of a busy loop that a publish waited for.
+        // Written and closed synchronously, opened and flushed in the threadpool (see write-all-sync.ts).
         const fd = await openForAppend(this.path);
         try {
-          for (let offset = 0; offset < data.length; ) offset += writeSync(fd, data, offset, data.length - offset);
+          writeAllSync(fd, data);
           await fdatasync(fd);
         } finally {
           closeSync(fd);

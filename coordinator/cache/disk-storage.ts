@@ -11,7 +11,7 @@
 // records in one log (provenance-log.ts): this process must be the directory's only writer.
 
 import { randomBytes } from "node:crypto";
-import { closeSync, fsync as fsFsync, open as fsOpen, write as fsWrite, writeSync } from "node:fs";
+import { closeSync, fsync as fsFsync, open as fsOpen, write as fsWrite } from "node:fs";
 import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -19,6 +19,7 @@ import { InvalidInputError } from "../core/errors.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
 import { ProvenanceLog } from "./provenance-log.js";
 import { StagedJournal } from "./staged-journal.js";
+import { writeAllSync } from "./write-all-sync.js";
 import type { CacheFileKind, CacheStorage, FileReader, PreparedFile, StagedFile, StoredFile } from "./storage.js";
 
 const NARINFO_SUFFIX = ".narinfo";
@@ -383,7 +384,7 @@ function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?:
       const written = () => (flush ? fsFsync(fd, close) : close(null));
       if (flush && bytes.length <= SYNC_WRITE_BYTES) {
         try {
-          for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+          writeAllSync(fd, bytes);
         } catch (writeErr) {
           return close(writeErr as Error);
         }

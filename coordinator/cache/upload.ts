@@ -227,7 +227,7 @@ interface StoredNar {
 }
 
 /**
- * A NAR sent whole, uncompressed, and no bigger than what is stored as it is (an inline output, a .drv): read
+ * A NAR sent whole, uncompressed, and no bigger than what is stored as it is (a small inline output): read
  * with the same grammar as a stream but without one, and hashed once for both hashes, since its stored bytes
  * are its own. Seven async stages per upload were a busy coordinator's allocations for a few hundred bytes.
  */

@@ -7,7 +7,7 @@ import { addBackupCopy, dropHolder, holderOn, lease, limitsWorkers, trustAllows,
 import type { EffectSink } from "./effects.js";
 import { durationAt, type Estimate, type Estimator } from "./estimator.js";
 import { addHolder } from "./lease-index.js";
-import { applyCoreLimit, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
+import { applyCoreLimit, fleetKey, platformMatches, type PlacementPolicy, type PlacementRequest, type WorkerCandidate } from "./placement.js";
 import { comparePriority, type PriorityKey } from "./priority.js";
 import type { PlatformQueue, ReadyEntry } from "./ready-queue.js";
 import type { AssignmentSpec, DrvNode, DrvPath, StorePath } from "./types.js";
@@ -97,7 +97,7 @@ class BusyWorkers {
 
   /** The fleet's workers without a free slot, with their loads. */
   of(system: string, features: readonly string[]): WorkerCandidate[] {
-    const key = platformKey(system, features);
+    const key = fleetKey(system, features);
     let list = this.byPlatform.get(key);
     if (list === undefined) {
       list = this.fleet(system, features)
@@ -114,9 +114,6 @@ class BusyWorkers {
   }
 }
 
-function platformKey(system: string, features: readonly string[]): string {
-  return `${system}\0${features.join(",")}`;
-}
 
 /** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read (the fleet too). */
 function placementRequest(

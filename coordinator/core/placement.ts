@@ -58,6 +58,11 @@ export function platformMatches(info: WorkerInfo, system: string, requiredFeatur
   return true;
 }
 
+/** A map key for the workers of one platform, as a build asks for it (the features as the build lists them). */
+export function fleetKey(system: string, features: readonly string[]): string {
+  return `${system}\0${features.join(",")}`;
+}
+
 /** True when the candidate takes new work: active with a free build slot (and not waiting out a declined assignment). */
 export function hasFreeSlot(c: Pick<WorkerCandidate, "worker" | "running">): boolean {
   return c.worker.state === "active" && c.worker.declinedWork !== true && c.running < c.worker.info.maxBuilds;

@@ -2,7 +2,7 @@
 // reserve, is read from the lease index (the records' lease holders).
 import type { LeaseHolder } from "./drv-state.js";
 import type { LeaseIndex, WorkerLoad } from "./lease-index.js";
-import { hasFreeSlot, platformMatches, type WorkerCandidate } from "./placement.js";
+import { fleetKey, hasFreeSlot, platformMatches, type WorkerCandidate } from "./placement.js";
 import type { DrvPath } from "./types.js";
 import { workerChangeCount, type WorkerRecord } from "./worker-state.js";
 
@@ -46,7 +46,7 @@ export class WorkerPool {
       this.fleets.clear();
       this.fleetsAt = workerChangeCount();
     }
-    const key = `${system}\0${features.join(",")}`;
+    const key = fleetKey(system, features);
     let list = this.fleets.get(key);
     if (list === undefined) {
       list = [];
