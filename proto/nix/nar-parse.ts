@@ -4,7 +4,7 @@
 
 import { InvalidInputError } from "../errors.js";
 import { TooLargeError } from "./errors.js";
-import { ByteReader, padLength, type ByteSource } from "./serialise.js";
+import { BufferReader, ByteReader, type ByteSource } from "./serialise.js";
 
 /** The magic string every NAR starts with. */
 export const NAR_MAGIC = "nix-archive-1";
@@ -179,47 +179,25 @@ export async function* readNarEvents(r: ByteReader, limits: NarLimits = {}): Asy
 export function* narEventsOf(nar: Buffer, limits: NarLimits = {}): Generator<NarEvent> {
   checkSize(nar.length, limits);
   const grammar = narGrammar(limits.maxDepth ?? 1024);
-  let at = 0;
-  const take = (n: number): Buffer => {
-    if (n > nar.length - at) throw new InvalidInputError("truncated NAR");
-    const out = nar.subarray(at, at + n);
-    at += n;
-    return out;
-  };
-  const u64 = (): number => {
-    const b = take(8);
-    const high = b.readUInt32LE(4);
-    if (high > 0x1fffff) throw new InvalidInputError(`NAR: integer ${b.readBigUInt64LE()} is too large`);
-    return high * 2 ** 32 + b.readUInt32LE(0);
-  };
-  const padding = (len: number): void => {
-    const pad = padLength(len);
-    if (pad > 0 && take(pad).some((b) => b !== 0)) throw new InvalidInputError("NAR: non-zero padding");
-  };
+  const r = new BufferReader(nar, "NAR");
   let answer: unknown;
   for (;;) {
     const step = grammar.next(answer);
     if (step.done) break;
     answer = undefined;
     const s = step.value;
-    if (!isRead(s)) {
-      yield s;
-    } else if (s.read === "string") {
-      const len = u64();
-      if (len > s.max) throw new InvalidInputError(`NAR: string of ${len} bytes exceeds limit ${s.max}`);
-      answer = take(len);
-      padding(len);
-    } else if (s.read === "u64") {
-      answer = u64();
-    } else {
-      checkSize(at + s.file.size, limits);
-      const chunk = take(s.file.size);
+    if (!isRead(s)) yield s;
+    else if (s.read === "string") answer = r.readString(s.max);
+    else if (s.read === "u64") answer = r.readU64();
+    else {
+      checkSize(r.consumed + s.file.size, limits);
+      const chunk = r.readExact(s.file.size);
       yield s.file;
       if (chunk.length > 0) yield { type: "data", chunk };
-      padding(chunk.length);
+      r.readPadding(chunk.length);
     }
   }
-  if (at !== nar.length) throw new InvalidInputError("invalid NAR: trailing data after the archive");
+  if (!r.atEnd()) throw new InvalidInputError("invalid NAR: trailing data after the archive");
 }
 
 /** Parses a source that must hold exactly one NAR (trailing bytes are an error). */

@@ -121,25 +121,77 @@ export class ByteReader {
 
   /** Reads a u64 LE; rejects values above Number.MAX_SAFE_INTEGER. */
   async readU64(): Promise<number> {
-    const v = (await this.readExact(8)).readBigUInt64LE();
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new InvalidInputError(`${this.what}: integer ${v} is too large`);
-    return Number(v);
+    return decodeU64(await this.readExact(8), this.what);
   }
 
   /** Reads and checks the zero padding after `len` bytes of string or file data. */
   async readPadding(len: number): Promise<void> {
     const pad = padLength(len);
-    if (pad === 0) return;
-    const bytes = await this.readExact(pad);
-    if (bytes.some((b) => b !== 0)) throw new InvalidInputError(`${this.what}: non-zero padding`);
+    if (pad > 0) checkPadding(await this.readExact(pad), this.what);
   }
 
   /** Reads a Nix string of at most `maxLen` bytes. */
   async readString(maxLen: number): Promise<Buffer> {
-    const len = await this.readU64();
-    if (len > maxLen) throw new InvalidInputError(`${this.what}: string of ${len} bytes exceeds limit ${maxLen}`);
+    const len = checkStringLength(await this.readU64(), maxLen, this.what);
     const bytes = Buffer.from(await this.readExact(len));
     await this.readPadding(len);
     return bytes;
   }
+}
+
+/**
+ * ByteReader's reads over bytes held whole, synchronously: for small inputs
+ * already in memory, where a promise per read costs more than the read. The
+ * same checks and errors; what it returns are views of `bytes`, not copies.
+ */
+export class BufferReader {
+  /** Total bytes consumed so far. */
+  consumed = 0;
+
+  constructor(private readonly bytes: Buffer, private readonly what = "input") {}
+
+  /** Reads exactly `n` bytes; throws InvalidInputError on early end. */
+  readExact(n: number): Buffer {
+    if (n > this.bytes.length - this.consumed) throw new InvalidInputError(`truncated ${this.what}`);
+    const out = this.bytes.subarray(this.consumed, this.consumed + n);
+    this.consumed += n;
+    return out;
+  }
+
+  readU64(): number {
+    return decodeU64(this.readExact(8), this.what);
+  }
+
+  readPadding(len: number): void {
+    const pad = padLength(len);
+    if (pad > 0) checkPadding(this.readExact(pad), this.what);
+  }
+
+  readString(maxLen: number): Buffer {
+    const len = checkStringLength(this.readU64(), maxLen, this.what);
+    const bytes = this.readExact(len);
+    this.readPadding(len);
+    return bytes;
+  }
+
+  /** True once every byte is consumed. */
+  atEnd(): boolean {
+    return this.consumed === this.bytes.length;
+  }
+}
+
+/** A u64 LE as a number; rejects values above Number.MAX_SAFE_INTEGER. */
+function decodeU64(b: Buffer, what: string): number {
+  const high = b.readUInt32LE(4);
+  if (high > 0x1fffff) throw new InvalidInputError(`${what}: integer ${b.readBigUInt64LE()} is too large`);
+  return high * 2 ** 32 + b.readUInt32LE(0);
+}
+
+function checkPadding(bytes: Buffer, what: string): void {
+  if (bytes.some((b) => b !== 0)) throw new InvalidInputError(`${what}: non-zero padding`);
+}
+
+function checkStringLength(len: number, maxLen: number, what: string): number {
+  if (len > maxLen) throw new InvalidInputError(`${what}: string of ${len} bytes exceeds limit ${maxLen}`);
+  return len;
 }
