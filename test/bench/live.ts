@@ -7,6 +7,9 @@
 // workers lost, and where a result's time went (its steps, from the
 // coordinator's log: staged, queued, published, persisted). Then a 100k-node submit to a farm of 50 workers, for its
 // longest event-loop pause. Targets are printed beside the figures, never asserted.
+// Each row ends with what creating a small file cost just before that run (create-probe.ts): on a
+// journal-less ext4 it is several times higher for minutes after many files were deleted, as they are at
+// the end of a bench, so runs back to back are compared only where that column agrees.
 //   BENCH_N=50,100,200        worker counts
 //   BENCH_NODES=5000          a synthetic graph of this size instead of the real one
 //   BENCH_BIG_SUBMIT=100000   nodes of the submit probe (0 = skip)
@@ -28,6 +31,7 @@ import { loadJsonlDag } from "../../coordinator/cli/dag/jsonl.js";
 import { syntheticDag } from "../../coordinator/cli/dag/synthetic.js";
 import { Scheduler } from "../../coordinator/core/scheduler.js";
 import type { DrvNode } from "../../coordinator/core/types.js";
+import { probeCreateMicros } from "./create-probe.js";
 import { runLive, type RunResult } from "./live-run.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -77,9 +81,9 @@ function coreBytesPerNode(nodes: DrvNode[]): number {
 
 const f = (v: number, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
 
-function row(r: RunResult): string {
+function row(r: RunResult, createMicros: number): string {
   const rate = r.derivations / r.wallS;
-  return `| ${r.workers} | ${r.label} | ${r.state} | ${r.derivations} | ${f(r.wallS, 1)} | ${f(rate)} | ${f(r.ackP50Ms)} / ${f(r.ackP99Ms)} | ${f(r.loopP50Ms, 1)} / ${f(r.loopP99Ms)} / ${f(r.loopMaxMs)} (${r.loopOver50Ms}) | ${f(r.slowestScrapeMs)}${r.failedScrapes ? ` (${r.failedScrapes} failed)` : ""} | ${f(r.cpuS, 1)} (${f(r.cpuSysS, 1)}) | ${f(r.natsCpuS, 1)} / ${f(r.workersCpuS, 1)} | ${f(r.peakRssMb)} | ${r.workersLost} | ${f(r.meanBuilding)} / ${f(r.meanReady)} |`;
+  return `| ${r.workers} | ${r.label} | ${r.state} | ${r.derivations} | ${f(r.wallS, 1)} | ${f(rate)} | ${f(r.ackP50Ms)} / ${f(r.ackP99Ms)} | ${f(r.loopP50Ms, 1)} / ${f(r.loopP99Ms)} / ${f(r.loopMaxMs)} (${r.loopOver50Ms}) | ${f(r.slowestScrapeMs)}${r.failedScrapes ? ` (${r.failedScrapes} failed)` : ""} | ${f(r.cpuS, 1)} (${f(r.cpuSysS, 1)}) | ${f(r.natsCpuS, 1)} / ${f(r.workersCpuS, 1)} | ${f(r.peakRssMb)} | ${r.workersLost} | ${f(r.meanBuilding)} / ${f(r.meanReady)} | ${f(createMicros)} |`;
 }
 
 async function main(): Promise<void> {
@@ -89,15 +93,17 @@ async function main(): Promise<void> {
     const roots = rootsOf(nodes);
     console.log(`# bench:live — ${what}; ${roots.length} roots; fake executor, 1 ms builds, 1 slot per worker\n`);
     console.log(`Scheduler core heap after the submit: ${f(coreBytesPerNode(nodes))} bytes per node (in-process, after GC)\n`);
-    console.log("| workers | upload path | state | derivations | wall s | drv/s | assign→accept p50 / p99 ms | loop delay ms: p50 / p99 / longest (10 ms ticks over 50 ms late) | slowest scrape ms | coordinator CPU s (of it in the kernel) | nats / workers CPU s | peak RSS MB | workers lost | mean building / ready |");
-    console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    console.log("| workers | upload path | state | derivations | wall s | drv/s | assign→accept p50 / p99 ms | loop delay ms: p50 / p99 / longest (10 ms ticks over 50 ms late) | slowest scrape ms | coordinator CPU s (of it in the kernel) | nats / workers CPU s | peak RSS MB | workers lost | mean building / ready | file create µs (probed before the run) |");
+    console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     const results: RunResult[] = [];
     for (const n of workerCounts) {
       const variants: Variant[] = [...(baselineCounts.has(n) ? [BASELINE] : []), ...(uploadedCounts.has(n) ? [UPLOADED] : []), OURS, ...(cpuPolicyCounts.has(n) ? [INHERIT, INHERIT, OURS] : [])];
       for (const v of variants) {
-        const r = await runLive({ label: v.label, workers: n, nodes, roots, coordinatorEnv: v.env, workerEnv: v.workerEnv, dir: path.join(dir, `n${n}-${results.length}`), buildMs: 1, timeoutMs });
+        const runDir = path.join(dir, `n${n}-${results.length}`);
+        const createMicros = probeCreateMicros(runDir);
+        const r = await runLive({ label: v.label, workers: n, nodes, roots, coordinatorEnv: v.env, workerEnv: v.workerEnv, dir: runDir, buildMs: 1, timeoutMs });
         results.push(r);
-        console.log(row(r));
+        console.log(row(r, createMicros));
       }
     }
     for (const n of workerCounts) {
