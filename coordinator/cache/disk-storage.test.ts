@@ -73,6 +73,16 @@ describe("DiskStorage", () => {
     expect(await readdir(join(root, ".tmp"))).toEqual([]);
   });
 
+  it("tells the loser of a create-if-absent only once the winner's narinfo can be read", async () => {
+    // An upload that loses reads the narinfo that beat it, to answer 200 or 409: it must be there.
+    const [a, b] = await Promise.all([storage.prepare("from a"), storage.prepare("from b")]);
+    const seenByLoser: (string | null)[] = [];
+    const commit = (f: typeof a) => f.commit("narinfo", "q", { ifAbsent: true }).then(async (won) => (won ? undefined : seenByLoser.push(await storage.getText("narinfo", "q"))));
+    await Promise.all([commit(a), commit(b)]);
+    expect(seenByLoser).toHaveLength(1);
+    expect(["from a", "from b"]).toContain(seenByLoser[0]);
+  });
+
   it("writes a NAR file in place, keeps one already there, and replaces a torn one", async () => {
     const nar = Buffer.from("nix-archive-1 bytes named by their hash");
     const [first, second] = await Promise.all([storage.put("nar", "h1.nar", nar), storage.put("nar", "h1.nar", nar)]);

@@ -6,6 +6,7 @@
 // into place, so no partial file is ever visible. Two kinds are written in place
 // instead: a small NAR file, named by its bytes' hash and named by no narinfo until
 // it is complete, and a derivation's first build log, as Nix writes its own logs.
+// Small files are written by a thread of their own (file-writer.ts).
 // Narinfos are also held in memory (narinfo-memo.ts),
 // staged records live in memory and in one journal (staged-journal.ts), and provenance
 // records in one log (provenance-log.ts): this process must be the directory's only writer.
@@ -16,10 +17,10 @@ import { link, mkdir, open, opendir, readdir, readFile, rename, rm, stat, unlink
 import { join, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { InvalidInputError } from "../core/errors.js";
+import { FileWriter } from "./file-writer.js";
 import { NarInfoMemo } from "./narinfo-memo.js";
 import { ProvenanceLog } from "./provenance-log.js";
 import { StagedJournal } from "./staged-journal.js";
-import { writeAllSync } from "./write-all-sync.js";
 import type { CacheFileKind, CacheStorage, FileReader, PreparedFile, StagedFile, StoredFile } from "./storage.js";
 
 const NARINFO_SUFFIX = ".narinfo";
@@ -42,8 +43,9 @@ export class DiskStorage implements CacheStorage {
   private readonly tmpPrefix = randomBytes(8).toString("hex");
   private tmpCount = 0;
   private readonly memo: NarInfoMemo;
-  /** Narinfos being renamed into place: a second create-if-absent of one finds it taken. */
-  private readonly narInfosCommitting = new Set<string>();
+  private readonly writer = new FileWriter();
+  /** Narinfos being renamed into place, by name: a second create-if-absent of one waits for it, then finds it taken. */
+  private readonly narInfosCommitting = new Map<string, Promise<void>>();
   /** NAR files being written in place, by name: a second write of one waits for the first. */
   private readonly narsWriting = new Map<string, Promise<void>>();
   private staged!: StagedJournal;
@@ -104,14 +106,17 @@ export class DiskStorage implements CacheStorage {
    * create-if-absent is decided in memory and the temp file renamed in: a rename, not a link and an unlink.
    */
   private async publishNarInfoIfAbsent(tmp: string, dest: string, name: string, published?: () => void): Promise<boolean> {
-    if (this.memo.has(name) || this.narInfosCommitting.has(name)) {
+    // One being renamed in is waited for: a caller told "taken" reads the narinfo that took it. If that rename failed, the name is free again.
+    for (let committing = this.narInfosCommitting.get(name); committing; committing = this.narInfosCommitting.get(name)) await committing.catch(() => undefined);
+    if (this.memo.has(name)) {
       await unlinkIfPresent(tmp);
       return false;
     }
-    this.narInfosCommitting.add(name);
+    // `published` runs before the name leaves narInfosCommitting: a check in between would find it free.
+    const committing = this.publishFile(tmp, dest, false).then(() => published?.());
+    this.narInfosCommitting.set(name, committing);
     try {
-      await this.publishFile(tmp, dest, false);
-      published?.(); // before the name leaves narInfosCommitting: a check in between would find it free
+      await committing;
       return true;
     } finally {
       this.narInfosCommitting.delete(name);
@@ -121,7 +126,7 @@ export class DiskStorage implements CacheStorage {
   private async publishFile(tmp: string, dest: string, ifAbsent: boolean): Promise<boolean> {
     if (!ifAbsent) {
       // Renamed, the temp file is gone: nothing to clean up (a recursive rm per upload was a busy coordinator's lstat churn).
-      await rename(tmp, dest).catch(async (err: unknown) => {
+      await this.writer.rename(tmp, dest).catch(async (err: unknown) => {
         await unlinkIfPresent(tmp);
         throw err;
       });
@@ -225,8 +230,8 @@ export class DiskStorage implements CacheStorage {
   async put(kind: CacheFileKind, name: string, data: string | Uint8Array, opts: { ifAbsent?: boolean; memoryOnly?: boolean } = {}): Promise<boolean> {
     this.pathOf(kind, name);
     if (kind === "staged" || kind === "provenance") return this.putRecord(kind, name, data, opts);
-    if (kind === "nar") return this.putNar(name, typeof data === "string" ? Buffer.from(data) : data);
-    if (kind === "log" && !opts.ifAbsent) return this.putLog(name, typeof data === "string" ? Buffer.from(data) : data);
+    if (kind === "nar") return this.putNar(name, data);
+    if (kind === "log" && !opts.ifAbsent) return this.putLog(name, data);
     return (await this.prepareFile(data, kind !== "log")).commit(kind, name, opts);
   }
 
@@ -237,8 +242,8 @@ export class DiskStorage implements CacheStorage {
    * derivation's first log is created in place, as Nix writes its own (a reader may see it while it is
    * written); a later one replaces it whole, through a temp file.
    */
-  private async putLog(name: string, bytes: Uint8Array): Promise<boolean> {
-    if ((await createInPlace(this.pathOf("log", name), bytes, false)) === "created") return true;
+  private async putLog(name: string, bytes: string | Uint8Array): Promise<boolean> {
+    if ((await this.createInPlace(this.pathOf("log", name), bytes, false)) === "created") return true;
     return (await this.prepareFile(bytes, false)).commit("log", name);
   }
 
@@ -248,11 +253,11 @@ export class DiskStorage implements CacheStorage {
    * before), unless a crash tore it mid-write; then it is replaced through a temp file. A NAR is not
    * overwritten while a narinfo may name it.
    */
-  private async putNar(name: string, bytes: Uint8Array): Promise<boolean> {
+  private async putNar(name: string, bytes: string | Uint8Array): Promise<boolean> {
     const dest = this.pathOf("nar", name);
     for (let earlier = this.narsWriting.get(name); earlier; earlier = this.narsWriting.get(name)) await earlier.catch(() => undefined);
-    const writing = createInPlace(dest, bytes, true).then(async (outcome) => {
-      if (outcome === "exists" && !(await readFile(dest)).equals(bytes)) await (await this.prepareFile(bytes, true)).commit("nar", name);
+    const writing = this.createInPlace(dest, bytes, true).then(async (outcome) => {
+      if (outcome === "exists" && !(await readFile(dest)).equals(typeof bytes === "string" ? Buffer.from(bytes) : bytes)) await (await this.prepareFile(bytes, true)).commit("nar", name);
     });
     this.narsWriting.set(name, writing);
     try {
@@ -273,6 +278,23 @@ export class DiskStorage implements CacheStorage {
     return true;
   }
 
+  /**
+   * Creates `path` holding `data` unless a file is there ("exists": left alone, as it is after any failure to
+   * create, EMFILE say). A failure after the create removes the partial file, and rethrows.
+   */
+  private async createInPlace(path: string, data: string | Uint8Array, flush: boolean): Promise<"created" | "exists"> {
+    if (data.length <= WRITER_MAX_BYTES) return (await this.writer.create(path, data, flush)) === "exists" ? "exists" : "created";
+    let created = false;
+    try {
+      await writeNewFile(path, typeof data === "string" ? Buffer.from(data) : data, flush, () => (created = true));
+      return "created";
+    } catch (err) {
+      if (created) await unlinkIfPresent(path);
+      if (created || (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      return "exists";
+    }
+  }
+
   prepare(data: string | Uint8Array): Promise<PreparedFile> {
     return this.prepareFile(data, true);
   }
@@ -280,7 +302,7 @@ export class DiskStorage implements CacheStorage {
   private async prepareFile(data: string | Uint8Array, flush: boolean): Promise<PreparedFile> {
     const tmp = this.tmpPath();
     try {
-      await writeNewFile(tmp, typeof data === "string" ? Buffer.from(data) : data, flush);
+      if ((await this.createInPlace(tmp, data, flush)) === "exists") throw Object.assign(new Error(`EEXIST: temp file ${tmp} exists`), { code: "EEXIST" });
     } catch (err) {
       await unlinkIfPresent(tmp);
       throw err;
@@ -353,25 +375,21 @@ export class DiskStorage implements CacheStorage {
 }
 
 /**
- * A flushed file (a NAR or narinfo: what an accepted output's publish waits for) of at most this many bytes is
- * written with one synchronous write once it is open, and closed synchronously: a page-cache copy of some
- * microseconds, where an async write was a threadpool hand-off and then a wait for a turn of a busy loop, for
- * each step. A build log is not flushed and nothing waits for it, so it is written asynchronously, costing
- * the loop less; so is anything bigger, so the loop never copies more than this at once.
+ * Files up to this size go to the writer threads whole (file-writer.ts); bigger ones (a long build log, a NAR
+ * put whole) are written by the threadpool in the loop's turns, so no writer is held up copying one.
  */
-const SYNC_WRITE_BYTES = 64 << 10;
+const WRITER_MAX_BYTES = 64 << 10;
 
 /**
- * Creates `path` (it must not exist) holding `bytes`, flushed to disk when `flush`; `created` is told once the
- * file exists (a failure after it leaves a partial file). One chain of callbacks
- * rather than a FileHandle and four promises: a busy cache creates thousands of these a second. The create and
- * the flush go to the threadpool (they may take milliseconds); see SYNC_WRITE_BYTES for the rest.
+ * Creates `path` (it must not exist) holding `bytes`, flushed to disk when `flush`, with a chain of callbacks
+ * rather than a FileHandle and four promises. `created` is told once the file exists (a failure after it leaves
+ * a partial file).
  */
-function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?: () => void): Promise<void> {
+function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
     fsOpen(path, "wx", 0o644, (openErr, fd) => {
       if (openErr) return reject(openErr);
-      created?.();
+      created();
       const close = (failure: Error | null) => {
         try {
           closeSync(fd);
@@ -381,38 +399,13 @@ function writeNewFile(path: string, bytes: Uint8Array, flush: boolean, created?:
         if (failure) reject(failure);
         else resolve();
       };
-      const written = () => (flush ? fsFsync(fd, close) : close(null));
-      if (flush && bytes.length <= SYNC_WRITE_BYTES) {
-        try {
-          writeAllSync(fd, bytes);
-        } catch (writeErr) {
-          return close(writeErr as Error);
-        }
-        return written();
-      }
       const writeFrom = (offset: number): void => {
-        if (offset >= bytes.length) return written();
+        if (offset >= bytes.length) return flush ? fsFsync(fd, close) : close(null);
         fsWrite(fd, bytes, offset, bytes.length - offset, null, (writeErr, n) => (writeErr ? close(writeErr) : writeFrom(offset + n)));
       };
       writeFrom(0);
     });
   });
-}
-
-/**
- * Creates `path` holding `bytes` unless a file is there ("exists": left alone, as it is after any failure to
- * create, EMFILE say). A failure after the create removes the partial file this call made, and rethrows.
- */
-async function createInPlace(path: string, bytes: Uint8Array, flush: boolean): Promise<"created" | "exists"> {
-  let created = false;
-  try {
-    await writeNewFile(path, bytes, flush, () => (created = true));
-    return "created";
-  } catch (err) {
-    if (created) await unlinkIfPresent(path);
-    if (created || (err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    return "exists";
-  }
 }
 
 /** Removes one file; no error if it is absent. */

@@ -1,7 +1,7 @@
-// The cache's small writes on the publish path are synchronous once their file
-// is open: a page-cache copy of some microseconds, where an async write was a
-// threadpool hand-off and then a wait for a turn of a busy loop. The opens and
-// the flushes (milliseconds, maybe) stay in the threadpool.
+// A group append's write is synchronous once its file is open: a page-cache
+// copy of some microseconds, where an async write was a threadpool hand-off and
+// then a wait for a turn of a busy loop. The open and the flush (milliseconds,
+// maybe) stay in the threadpool. (Single files go to file-writer.ts instead.)
 import { writeSync } from "node:fs";
 
 /** Writes all of `bytes` to `fd` at its current position (a short write is continued). Meant for small buffers. */
