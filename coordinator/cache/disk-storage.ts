@@ -375,7 +375,7 @@ export class DiskStorage implements CacheStorage {
 }
 
 /**
- * Files up to this size go to the writer threads whole (file-writer.ts); bigger ones (a long build log, a NAR
+ * Files up to this size go to the writer thread whole (file-writer.ts); bigger ones (a long build log, a NAR
  * put whole) are written by the threadpool in the loop's turns, so no writer is held up copying one.
  */
 const WRITER_MAX_BYTES = 64 << 10;

@@ -1,10 +1,9 @@
-// The cache's small file writes, done by threads of their own. Every accepted
+// The cache's small file writes, done by a thread of their own. Every accepted
 // output creates three files (its NAR, its narinfo's temp file, its build log),
 // flushes two and renames one. Through libuv's threadpool that is seven
 // hand-offs of the main thread a derivation, each waking a pool thread and then
-// the loop: measured on a 2-core VM, about 150-200 µs of the main thread's time
-// per derivation and twice the CPU of the same calls made synchronously by one
-// thread. Here the operations queued in one turn of the loop go to a writer
+// the loop: measured on a 2-core VM, about 110-150 µs of the main thread's time
+// per derivation. Here the operations queued in one turn of the loop go to a writer
 // thread as one message and come back as one. The thread opens, writes,
 // closes and renames with synchronous calls and leaves only the flushes to
 // libuv's threadpool, where they overlap as before: the hand-offs are its, not
