@@ -96,11 +96,14 @@ describe("EffectRunner", () => {
     let turns = 0;
     const counter = setInterval(() => turns++, 0);
     const turnsAt: number[] = [];
-    // Four events of 2 ms each while "first" is being stored: 8 ms of compute, two slices, one batch. Queued from
-    // the check phase, so the second slice comes a whole turn later, after the timers.
+    // While "first" is being stored: one event past a slice (5.5 ms), then two short ones in the next slice: 6 ms
+    // of compute in two slices, one batch (under its 10 ms, with 4 ms to spare for a busy machine's preemptions;
+    // four events of 2 ms left 2 ms, and a loaded CI machine split them). Queued from the check phase, so the
+    // second slice comes a whole turn later, after the timers.
     await new Promise((r) => setImmediate(r));
-    const names = ["b", "c", "d", "e"];
-    const later = names.map((r) => runner.step(r, () => (turnsAt.push(turns), busy(2), [named(r)])));
+    const names = ["b", "c", "d"];
+    const computeMs = [5.5, 0.25, 0.25];
+    const later = names.map((r, i) => runner.step(r, () => (turnsAt.push(turns), busy(computeMs[i]), [named(r)])));
     await new Promise((r) => setTimeout(r, 60));
     clearInterval(counter);
     expect(turnsAt.at(-1)!).toBeGreaterThan(turnsAt[0]); // timers ran between the slices
