@@ -3,13 +3,17 @@
 // is on disk. The file is opened per group, so no descriptor stays open. The
 // staged journal and the provenance log keep records in such files, a JSON
 // line each, the latest line of a name winning.
-import { closeSync, fdatasync as fdatasyncCallback, open as openCallback } from "node:fs";
+import { closeSync, fdatasync as fdatasyncCallback, open as openCallback, writeSync } from "node:fs";
 import { truncate } from "node:fs/promises";
 import { promisify } from "node:util";
-import { writeAllSync } from "./write-all-sync.js";
 
 const openForAppend = (path: string) => promisify(openCallback)(path, "a");
 const fdatasync = promisify(fdatasyncCallback);
+
+/** Writes all of `bytes` to `fd` at its current position (a short write is continued). */
+function writeAllSync(fd: number, bytes: Uint8Array): void {
+  for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset, bytes.length - offset);
+}
 
 interface Pending {
   line: string;
@@ -53,7 +57,8 @@ export class AppendLog {
       try {
         const bytes = group.map((p) => Buffer.from(p.line));
         const data = Buffer.concat(bytes);
-        // Written and closed synchronously, opened and flushed in the threadpool (see write-all-sync.ts).
+        // Written and closed synchronously (a page-cache copy of some microseconds, where an async write was a
+        // threadpool hand-off and a wait for a turn of a busy loop), opened and flushed in the threadpool.
         const fd = await openForAppend(this.path);
         try {
           writeAllSync(fd, data);

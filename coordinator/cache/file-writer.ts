@@ -116,8 +116,8 @@ function writerThreadMain(): void {
   const fs = require("node:fs") as typeof import("node:fs");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { parentPort } = require("node:worker_threads") as typeof import("node:worker_threads");
-  type Op = { kind: "create"; path: string; data: string | Uint8Array; flush: boolean } | { kind: "rename"; from: string; to: string };
-  const failure = (err: unknown) => {
+  // Types only (FileOp, OpResult): erased from the source text the thread runs.
+  const failure = (err: unknown): OpResult => {
     const e = err as NodeJS.ErrnoException;
     return { error: { message: e.message, code: e.code, syscall: e.syscall, path: e.path } };
   };
@@ -138,14 +138,14 @@ function writerThreadMain(): void {
     }
   };
   /** Closes a written file (after its flush, if any) and records the outcome; a failure removes it. */
-  const finish = (results: unknown[], i: number, fd: number, path: string, flushErr: unknown) => {
+  const finish = (results: OpResult[], i: number, fd: number, path: string, flushErr: unknown) => {
     const closeErr = closeOnce(fd);
     const err = flushErr ?? closeErr;
     results[i] = err === undefined || err === null ? { ok: "done" } : failure(err);
     if (err !== undefined && err !== null) removePartial(path);
   };
-  parentPort!.on("message", ({ id, ops }: { id: number; ops: Op[] }) => {
-    const results: unknown[] = new Array(ops.length);
+  parentPort!.on("message", ({ id, ops }: { id: number; ops: FileOp[] }) => {
+    const results: OpResult[] = new Array(ops.length);
     let flushing = 1; // this call's own share, released at its end
     const flushed = () => {
       if (--flushing === 0) parentPort!.postMessage({ id, results });

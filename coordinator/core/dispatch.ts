@@ -114,7 +114,6 @@ class BusyWorkers {
   }
 }
 
-
 /** What placement is asked for `node`; busy workers matter only when nothing free will do, so they are listed on first read (the fleet too). */
 function placementRequest(
   busyWorkers: BusyWorkers,
