@@ -11,10 +11,8 @@
 // main thread's share 110-150 µs -> 14-17 µs a derivation, the process's CPU
 // 2.0 -> 1.6 s, the wall time about the same.
 //
-// The thread's code is one self-contained function run with `eval`: it needs
-// no compiled file of its own, so it runs alike from the build and from the
-// TypeScript sources under the tests.
-import { Worker } from "node:worker_threads";
+// The batching is BatchThread's (batch-thread.ts).
+import { BatchThread, type BatchResult } from "./batch-thread.js";
 
 /** One file operation. */
 export type FileOp =
@@ -24,22 +22,15 @@ export type FileOp =
   | { kind: "rename"; from: string; to: string };
 
 /** What one operation did: a create finds the name taken ("exists", nothing written); an error is the call's own. */
-type OpResult = { ok: "done" } | { ok: "exists" } | { error: { message: string; code?: string; syscall?: string; path?: string } };
-
-interface Queued {
-  op: FileOp;
-  resolve: (r: "done" | "exists") => void;
-  reject: (err: Error) => void;
-}
+type OpResult = BatchResult<"done" | "exists">;
 
 /** Runs FileOps on a writer thread, the operations of one turn of the loop as one group. */
 export class FileWriter {
-  private thread: Worker | null = null;
-  /** Groups sent and not yet answered, by id: each operation's caller, in order. */
-  private readonly inFlight = new Map<number, Queued[]>();
-  private nextGroup = 0;
-  private queued: Queued[] = [];
-  private sendScheduled = false;
+  private readonly thread = new BatchThread<FileOp, "done" | "exists">({
+    name: "cache file writer",
+    main: writerThreadMain,
+    transferOf: (op) => (op.kind === "create" && typeof op.data !== "string" ? [op.data.buffer as ArrayBuffer] : []),
+  });
 
   /**
    * Creates `path` with `data`; "exists" if the name is taken (then nothing is written). On a failure after
@@ -48,62 +39,12 @@ export class FileWriter {
   create(path: string, data: string | Uint8Array, flush: boolean): Promise<"done" | "exists"> {
     // A view is cloned with its whole buffer (a pooled Buffer's 8 KiB, a gRPC frame's): send an exact copy, moved.
     const exact = typeof data === "string" ? data : new Uint8Array(data);
-    return this.run({ kind: "create", path, data: exact, flush });
+    return this.thread.call({ kind: "create", path, data: exact, flush });
   }
 
   async rename(from: string, to: string): Promise<void> {
-    await this.run({ kind: "rename", from, to });
+    await this.thread.call({ kind: "rename", from, to });
   }
-
-  private run(op: FileOp): Promise<"done" | "exists"> {
-    return new Promise((resolve, reject) => {
-      this.queued.push({ op, resolve, reject });
-      if (!this.sendScheduled) {
-        this.sendScheduled = true;
-        setImmediate(() => this.send());
-      }
-    });
-  }
-
-  private send(): void {
-    this.sendScheduled = false;
-    const group = this.queued;
-    this.queued = [];
-    const id = this.nextGroup++;
-    this.inFlight.set(id, group);
-    const thread = (this.thread ??= this.startThread());
-    thread.ref(); // unref'd once nothing is in flight: an idle writer keeps no process alive
-    const transfer = group.flatMap((q) => (q.op.kind === "create" && typeof q.op.data !== "string" ? [q.op.data.buffer as ArrayBuffer] : []));
-    thread.postMessage({ id, ops: group.map((q) => q.op) }, transfer);
-  }
-
-  private startThread(): Worker {
-    const thread = new Worker(`(${writerThreadMain.toString()})()`, { eval: true, name: "cache file writer" });
-    thread.on("message", ({ id, results }: { id: number; results: OpResult[] }) => {
-      const group = this.inFlight.get(id) ?? [];
-      this.inFlight.delete(id);
-      if (this.inFlight.size === 0) thread.unref();
-      group.forEach((q, i) => settle(q, results[i]));
-    });
-    thread.on("error", (err) => this.lose(thread, err));
-    thread.on("exit", (code) => this.lose(thread, new Error(`cache file writer thread exited (code ${code})`)));
-    return thread;
-  }
-
-  /** A thread that died fails what it held (what it did of it is unknown); the next group starts a new one. */
-  private lose(thread: Worker, err: Error): void {
-    if (this.thread !== thread) return;
-    this.thread = null;
-    const groups = [...this.inFlight.values()];
-    this.inFlight.clear();
-    for (const q of groups.flat()) q.reject(err);
-  }
-}
-
-function settle(q: Queued, r: OpResult | undefined): void {
-  if (r === undefined) return q.reject(new Error("cache file writer returned no result"));
-  if ("error" in r) return q.reject(Object.assign(new Error(r.error.message), r.error));
-  q.resolve(r.ok);
 }
 
 /**
@@ -144,7 +85,7 @@ function writerThreadMain(): void {
     results[i] = err === undefined || err === null ? { ok: "done" } : failure(err);
     if (err !== undefined && err !== null) removePartial(path);
   };
-  parentPort!.on("message", ({ id, ops }: { id: number; ops: FileOp[] }) => {
+  parentPort!.on("message", ({ id, calls: ops }: { id: number; calls: FileOp[] }) => {
     const results: OpResult[] = new Array(ops.length);
     let flushing = 1; // this call's own share, released at its end
     const flushed = () => {
