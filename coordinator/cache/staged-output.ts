@@ -6,7 +6,8 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { Lease } from "../core/types.js";
-import { formatNarInfo, hashPart, parseNarInfo, signNarInfo, storeDirOf, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { formatNarInfo, hashPart, narInfoFingerprint, parseNarInfo, storeDirOf, withSignature, type NarInfo, type NixKey } from "../../proto/nix/mod.js";
+import { FingerprintSigner } from "./fingerprint-signer.js";
 import type { CacheStorage } from "./storage.js";
 import { isPublished } from "./published.js";
 import type { HeldNar } from "./upload.js";
@@ -55,24 +56,30 @@ export function stagedName(storePath: string, lease: Lease, workerId: string): s
  * What accepting one output will do, decided before anything is written: it was
  * published before ("present": that build stands), it can't be ("missing":
  * nothing staged for this lease and worker, not what the worker reported, or a
- * reference unpublished), or it will be, with these signed bytes.
+ * reference unpublished), or it will be, signed as it is written.
  */
 export type OutputPlan =
   | { outcome: "present" }
   | { outcome: "missing" }
   | PublishPlan;
 
-/** An output to publish: its signed narinfo, its provenance record, and the staged record they replace. */
+/** An output to publish: its narinfo (signed as it is written), its provenance record, and the staged record they replace. */
 export interface PublishPlan {
   outcome: "publish";
   storePath: string;
-  narInfo: string;
+  unsigned: NarInfo;
   provenance: string;
   stagedName: string;
   /** The NAR file, when staging kept it in memory: written beside the narinfo, and in place before it. */
   nar?: HeldNar;
   /** What the log line says once it is published. */
   log: Record<string, unknown>;
+}
+
+/** What attempts to write one output have done: its signed narinfo, once signed; whether it is in place. */
+interface WriteProgress {
+  narInfo?: string;
+  narInfoCommitted: boolean;
 }
 
 /** How a failed write of an accepted output is retried: first wait, doubling up to the last. */
@@ -83,8 +90,9 @@ const RETRY_MAX_MS = 5000;
  * Publishes the outputs of accepted builds; the only code that signs a worker's output.
  *
  * Accepting is two steps so that the coordinator's serial turn holds only the
- * first: `plan` decides from memory (staged record, published narinfos) and
- * signs, and `publish` writes the files, which may take a few fsyncs. From
+ * first: `plan` decides from memory (staged record, published narinfos), and
+ * `publish` signs (on the signer's thread) and writes the files, which may take
+ * a few fsyncs. From
  * `publish` on, the path counts as published for every later plan, so a
  * second build of it (a backup copy) finds it present, not free.
  */
@@ -93,8 +101,11 @@ export class OutputPublisher {
   private readonly writing = new Map<string, string>();
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
+  private readonly signer: FingerprintSigner;
 
-  constructor(private readonly d: { storage: CacheStorage; signingKey: NixKey; logger: Logger; now?: () => number }) {}
+  constructor(private readonly d: { storage: CacheStorage; signingKey: NixKey; logger: Logger; now?: () => number }) {
+    this.signer = new FingerprintSigner(d.signingKey);
+  }
 
   /** The unsigned narinfo `workerId` staged for `storePath` under `lease`, or null. */
   async staged(storePath: string, lease: Lease, workerId: string): Promise<NarInfo | null> {
@@ -171,7 +182,7 @@ export class OutputPublisher {
     return {
       outcome: "publish",
       storePath,
-      narInfo: formatNarInfo(signNarInfo(unsigned, this.d.signingKey)),
+      unsigned,
       provenance: JSON.stringify(provenance),
       stagedName: name,
       ...(held ? { nar: held } : {}),
@@ -212,7 +223,7 @@ export class OutputPublisher {
   }
 
   private async writeUntilDone(p: PublishPlan): Promise<void> {
-    const progress = { narInfoCommitted: false };
+    const progress: WriteProgress = { narInfoCommitted: false };
     for (let attempt = 1; ; attempt++) {
       try {
         await this.write(p, progress);
@@ -227,17 +238,18 @@ export class OutputPublisher {
   }
 
   /** One attempt. `progress` survives a failed one: a narinfo it committed is ours, so a retry goes on to the provenance. */
-  private async write(p: PublishPlan, progress: { narInfoCommitted: boolean }): Promise<void> {
+  private async write(p: PublishPlan, progress: WriteProgress): Promise<void> {
     const { storage } = this.d;
     const hash = hashPart(p.storePath);
     // The provenance is recorded only if this narinfo is the one published: a build published before keeps its own record.
     if (!progress.narInfoCommitted) {
-      if (!(await this.putNarInfo(p, hash))) return;
+      if (!(await this.putNarInfo(p, hash, progress))) return;
       progress.narInfoCommitted = true;
     }
     await storage.put("provenance", hash, p.provenance);
     await storage.remove("staged", p.stagedName); // last: until the provenance is in place, the staged record still says who built it
-    this.d.logger.info(p.log, "published accepted output");
+    // Debug, as "staged output" is: the provenance record is what keeps who built it.
+    this.d.logger.debug(p.log, "published accepted output");
   }
 
   /**
@@ -245,10 +257,11 @@ export class OutputPublisher {
    * narinfo's temp file, and is in place, flushed, before the narinfo is: a published narinfo never names a
    * missing NAR. The NAR file is named by its hash, so writing it again (a retry) is harmless.
    */
-  private async putNarInfo(p: PublishPlan, hash: string): Promise<boolean> {
+  private async putNarInfo(p: PublishPlan, hash: string, progress: WriteProgress): Promise<boolean> {
     const { storage } = this.d;
-    if (p.nar === undefined) return storage.put("narinfo", hash, p.narInfo, { ifAbsent: true });
-    const [narWritten, narInfo] = await Promise.allSettled([storage.put("nar", p.nar.file, p.nar.bytes), storage.prepare(p.narInfo)]);
+    const signed = async () => (progress.narInfo ??= formatNarInfo(withSignature(p.unsigned, await this.signer.sign(narInfoFingerprint(p.unsigned)))));
+    if (p.nar === undefined) return storage.put("narinfo", hash, await signed(), { ifAbsent: true });
+    const [narWritten, narInfo] = await Promise.allSettled([storage.put("nar", p.nar.file, p.nar.bytes), signed().then((text) => storage.prepare(text))]);
     if (narInfo.status === "rejected") throw narInfo.reason;
     try {
       if (narWritten.status === "rejected") throw narWritten.reason;

@@ -314,7 +314,8 @@ export async function processUpload(ctx: UploadContext, claims: UploadClaims, bo
       // The NAR first: a staged record on disk always names a NAR that is there (the record goes to a journal, no file of its own).
       if (heldBytes === null) await staged.commit("nar", fileName);
       await ctx.storage.put("staged", stagedName(claims.storePath, grant.lease, grant.workerId), recordText, { memoryOnly: opts.stageInMemory });
-      ctx.logger.info({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size, held: heldBytes !== null || undefined }, "staged output");
+      // Debug: one line per output at nixpkgs scale; "build reported" and "result accepted" say what became of it.
+      ctx.logger.debug({ storePath: claims.storePath, worker: grant.workerId, drv: grant.lease.drvPath, epoch: grant.lease.epoch, narSize: n.size, held: heldBytes !== null || undefined }, "staged output");
       const heldNar: HeldNar | undefined = heldBytes === null ? undefined : { file: fileName, bytes: heldBytes, staged: { text: recordText, record, narInfo: unsigned } };
       return { status: 202, narInfo: unsigned, ...(heldNar ? { heldNar } : {}) };
     }

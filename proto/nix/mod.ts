@@ -38,5 +38,5 @@ export {
   type PackageIndex,
 } from "./package-index.js";
 export { asBuffer, ByteReader, encodeString, encodeU64, iteratorOf, readAllBytes, type ByteSource } from "./serialise.js";
-export { generateKeyPair, parsePublicKey, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, type NixKey, type NixKeyPair } from "./signing.js";
+export { generateKeyPair, narInfoFingerprint, parsePublicKey, parseSecretKey, publicKeyOf, signNarInfo, verifyNarInfo, verifySignatures, withSignature, type NixKey, type NixKeyPair } from "./signing.js";
 export { assertStoreDir, baseName, hashPart, isHashPart, isStoreBaseName, isStorePath, makeSourceStorePath, makeStorePath, parseStorePath, storeDirOf } from "./store-path.js";

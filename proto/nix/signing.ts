@@ -90,8 +90,13 @@ export function signFingerprint(fp: string | Buffer, secretKey: string | NixKey)
 /** Returns `info` with a signature by `secretKey` added (replacing an older one by the same key name). */
 export function signNarInfo(info: NarInfo, secretKey: string | NixKey): NarInfo {
   const sk = typeof secretKey === "string" ? parseSecretKey(secretKey) : secretKey;
-  const sig = signFingerprint(narInfoFingerprint(info), sk);
-  return { ...info, sigs: [...info.sigs.filter((s) => !s.startsWith(`${sk.name}:`)), sig] };
+  return withSignature(info, signFingerprint(narInfoFingerprint(info), sk));
+}
+
+/** Returns `info` with `sig` (`name:base64`, of its fingerprint) added, replacing an older one by the same key name. */
+export function withSignature(info: NarInfo, sig: string): NarInfo {
+  const name = sig.slice(0, sig.indexOf(":") + 1);
+  return { ...info, sigs: [...info.sigs.filter((s) => !s.startsWith(name)), sig] };
 }
 
 /** True if any of `info`'s signatures is by a trusted key and valid for its fingerprint. */

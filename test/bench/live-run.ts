@@ -21,6 +21,12 @@ const FARM_CLI = path.resolve(HERE, "../../coordinator/cli/main.js");
 const WORKER_HOST = path.join(HERE, "live-workers.js");
 /** Worker sessions per child process. */
 const SESSIONS_PER_PROCESS = 50;
+/**
+ * BENCH_STEPS=1 runs the coordinator at log level debug, where it logs each output staged and published: the
+ * lines a result's steps are read from. Off by default: at info, as deployed, it logs three lines a derivation,
+ * not five, and those two lines cost it CPU.
+ */
+export const STEPS_LOGGED = process.env.BENCH_STEPS === "1";
 
 /** What one run is asked to do. */
 export interface RunSpec {
@@ -220,7 +226,7 @@ export async function runLive(spec: RunSpec): Promise<RunResult> {
       process.execPath,
       [...coordinatorNodeArgs(), FARM_CLI, "coordinator", `--listen=127.0.0.1:${grpcPort}`, `--cache-listen=127.0.0.1:${cachePort}`, `--metrics-listen=127.0.0.1:${metricsPort}`, `--data-dir=${path.join(spec.dir, "coordinator")}`, `--nats-url=nats://127.0.0.1:${natsPort}`, "--nats-prefix=bench-"],
       {
-        env: { ...process.env, FARM_TOKEN: TOKEN, FARM_LOG_LEVEL: "info", NIX_STORE_DIR: "/nix/store", FARM_TRUST_SUBMITTED_NODES: "1", ...spec.coordinatorEnv },
+        env: { ...process.env, FARM_TOKEN: TOKEN, FARM_LOG_LEVEL: STEPS_LOGGED ? "debug" : "info", NIX_STORE_DIR: "/nix/store", FARM_TRUST_SUBMITTED_NODES: "1", ...spec.coordinatorEnv },
         stdio: ["ignore", openSync(logFile, "a"), openSync(logFile, "a")],
       },
     );

@@ -4,8 +4,8 @@
 // submits the nixpkgs-20.09 graph (../shared/dags, else a synthetic graph of
 // the same size and shape) and prints wall time, derivations/s, assignment to
 // acceptance latency, event-loop delay, coordinator CPU and peak RSS, and
-// workers lost, and where a result's time went (its steps, from the
-// coordinator's log: staged, queued, published, persisted). Then a 100k-node submit to a farm of 50 workers, for its
+// workers lost, and, with BENCH_STEPS=1, where a result's time went (its steps,
+// from the coordinator's debug log: staged, queued, published, persisted). Then a 100k-node submit to a farm of 50 workers, for its
 // longest event-loop pause. Targets are printed beside the figures, never asserted.
 // Each row ends with what creating a small file cost just before that run (create-probe.ts): on a
 // journal-less ext4 it is several times higher for minutes after many files were deleted, as they are at
@@ -21,6 +21,7 @@
 //   BENCH_CPU_POLICY_N=       worker counts that also run the coordinator as started (FARM_CPU_POLICY=inherit)
 //                             beside its default SCHED_BATCH, in the order batch, inherit, inherit, batch:
 //                             the machine's speed drifts over a series of runs
+//   BENCH_STEPS=1             log where each result's time went (the coordinator at log level debug, which costs it CPU)
 //   BENCH_TIMEOUT_S=1800      give up on one run after this long
 //   BENCH_COORDINATOR_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"   node options for the coordinator alone
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -32,7 +33,7 @@ import { syntheticDag } from "../../coordinator/cli/dag/synthetic.js";
 import { Scheduler } from "../../coordinator/core/scheduler.js";
 import type { DrvNode } from "../../coordinator/core/types.js";
 import { probeCreateMicros } from "./create-probe.js";
-import { runLive, type RunResult } from "./live-run.js";
+import { runLive, STEPS_LOGGED, type RunResult } from "./live-run.js";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const REAL_DAG = path.resolve(REPO, "../shared/dags/nixpkgs-20.09.nodes.jsonl.xz");
@@ -116,7 +117,8 @@ async function main(): Promise<void> {
       if (uploaded && ours) console.log(`\nN=${n}: wall ${f(uploaded.wallS / ours.wallS, 2)}x faster than with outputs uploaded, coordinator CPU ${f(uploaded.cpuS / ours.cpuS, 2)}x less, workers' CPU ${f(uploaded.workersCpuS / ours.workersCpuS, 2)}x less`);
     }
     console.log("\nWhere a result's time went, assignment to acknowledgement (means, ms): to its outputs staged (worker, gRPC, upload) / in the runner's queue / the publishing writes / the persist");
-    for (const r of results) {
+    if (!STEPS_LOGGED) console.log("- not logged in these runs: BENCH_STEPS=1 runs the coordinator at log level debug, which logs them");
+    else for (const r of results) {
       const s = r.steps;
       console.log(`- N=${r.workers}, ${r.label}: ${f(s.toStaged)} / ${f(s.queued)} / ${f(s.writes)} / ${f(s.persist)} (${s.leases} leases)`);
     }
