@@ -1,7 +1,8 @@
 // How much creating a small file costs on a bench's filesystem right now. On an ext4 without a journal
 // (this workplace's machines), allocating an inode skips every inode freed in the last one to six minutes,
 // looking each one up: after a run's 200,000 files are deleted, a create costs several times what it does
-// on a quiet filesystem for minutes. A bench prints this beside its figures so that state is visible.
+// on a quiet filesystem for minutes. Millions of cached inodes (runs kept with BENCH_KEEP=1) slow it too, with
+// nothing deleted (insert_inode_locked). A bench prints this beside its figures so that state is visible.
 import { closeSync, mkdirSync, openSync, writeSync } from "node:fs";
 import path from "node:path";
 
